@@ -1,0 +1,42 @@
+"""durable-cli: durable workflows for Python that run as ordinary processes, with no server.
+
+Everything public is importable from here. Names are loaded on first use, so that the `durable`
+command starts fast when it has nothing to do.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .api import (Hook, define_hook, get_step_metadata, get_workflow_metadata, sleep, step,
+                      workflow)
+    from .client import Delivery, cancel, get_run, resume_hook, start
+    from .engine.driver import Run
+    from .errors import (ChildFailed, DurableError, FatalError, JournalDamaged,
+                         NonDeterminismError, RetryableError, StepCrashed, StepFailed,
+                         TokenInUse, UnknownToken)
+    from .client import tick
+
+_EXPORTS = {
+    "workflow": "api", "step": "api", "sleep": "api", "define_hook": "api", "Hook": "api",
+    "get_step_metadata": "api", "get_workflow_metadata": "api",
+    "start": "client", "get_run": "client", "resume_hook": "client", "cancel": "client",
+    "Delivery": "client", "tick": "client", "Run": "engine.driver",
+    "DurableError": "errors", "FatalError": "errors", "RetryableError": "errors",
+    "NonDeterminismError": "errors", "StepFailed": "errors", "StepCrashed": "errors",
+    "ChildFailed": "errors", "JournalDamaged": "errors", "TokenInUse": "errors",
+    "UnknownToken": "errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'durable_cli' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,109 @@
+"""What workflow code calls: `@workflow`, `@step`, `sleep`, hooks and run metadata."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Callable, TypeVar, overload
+
+from .engine.context import get_step_metadata, get_workflow_metadata, require_execution
+from .engine.definitions import StepDef, WorkflowDef
+from .timeparse import parse_duration
+
+__all__ = [
+    "workflow", "step", "sleep", "define_hook", "Hook", "get_step_metadata", "get_workflow_metadata",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@overload
+def workflow(fn: Callable[..., Any], /) -> WorkflowDef: ...
+@overload
+def workflow(*, name: str | None = None, check_args: bool = True) -> Callable[[Callable[..., Any]], WorkflowDef]: ...
+def workflow(
+    fn: Callable[..., Any] | None = None, /, *, name: str | None = None, check_args: bool = True
+) -> Any:
+    """Mark a function (sync or async) as a durable workflow, bare or as `@workflow(name=...)`.
+
+    `check_args=False` stops replay from comparing each step's argument hash with the journal.
+    """
+    if fn is not None:
+        return WorkflowDef(fn, name, check_args)
+    return lambda inner: WorkflowDef(inner, name, check_args)
+
+
+@overload
+def step(fn: Callable[..., Any], /) -> StepDef: ...
+@overload
+def step(
+    *, name: str | None = None, max_retries: int | None = None, retry_delay: object = None
+) -> Callable[[Callable[..., Any]], StepDef]: ...
+def step(
+    fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
+    max_retries: int | None = None, retry_delay: object = None,
+) -> Any:
+    """Mark a function as a step: journaled in a run (retried, never redone), a plain call outside.
+
+    Defaults: `max_retries=3` (4 attempts), `retry_delay="1s"` doubling after each failure.
+    """
+    if max_retries is not None and (not isinstance(max_retries, int) or max_retries < 0):
+        raise ValueError("max_retries must be a whole number >= 0")
+    delay = parse_duration(retry_delay) if retry_delay is not None else None
+    if fn is not None:
+        return StepDef(fn, name, max_retries, delay)
+    return lambda inner: StepDef(inner, name, max_retries, delay)
+
+
+def _wake_time(duration: object, now: datetime) -> datetime:
+    if isinstance(duration, datetime):
+        if duration.tzinfo is None:
+            raise ValueError("sleep() needs a timezone-aware datetime")
+        return duration
+    return now + timedelta(seconds=parse_duration(duration))
+
+
+def sleep(duration: object) -> Any:
+    """Suspend the run for a duration ("7 days", "1h30m", 90, timedelta) or until an aware datetime.
+
+    A plain call in a sync workflow; `await sleep(...)` in an async one.
+    """
+    from .engine import waits
+
+    ex = require_execution("sleep()")
+    until = _wake_time(duration, ex.clock())
+    if ex.definition.is_async:
+        return waits.sleep_async(ex, until)
+    return waits.sleep_sync(ex, until)
+
+
+class Hook:
+    """A kind of external event a workflow can wait for; define it once at module level."""
+
+    def __init__(self, name: str = "hook") -> None:
+        self.name = name
+
+    def create(self, token: str | None = None, timeout: object = None) -> Any:
+        """Start waiting for payloads sent to `token` (random when not given) in this run.
+
+        Iterate the result (`for`, or `async for` in async workflows); `timeout` ends the iteration
+        when no payload arrived by then, counted from creation. `.token` is the token.
+        """
+        from .engine import hooks
+
+        return hooks.create(require_execution("hook.create()"), self.name, token, timeout)
+
+    def resume(self, token: str, payload: Any, dir: str | None = None, store: str | None = None,
+               key: str | None = None) -> Any:
+        """Deliver `payload` to the run waiting on `token` (see `resume_hook`)."""
+        from .client import resume_hook
+
+        return resume_hook(token, payload, dir=dir, store=store, key=key)
+
+    def __repr__(self) -> str:
+        return f"<hook {self.name}>"
+
+
+def define_hook(name: str = "hook") -> Hook:
+    """A hook: `h = define_hook()` at module level, then `h.create(token=...)` inside a workflow."""
+    return Hook(name)
+

@@ -1,0 +1,211 @@
+"""Starting, inspecting, resuming and cancelling runs from outside a workflow (the CLI's library)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .engine.driver import Options, Run, drive, execute, get_run as _get_run
+from .engine.definitions import WorkflowDef
+from .engine.history import History
+from .errors import InvalidPayload, RunBusy, RunConflict, UnknownToken
+from .journal import FORMAT_VERSION
+from .store import Store, open_store
+from .store.base import check_run_id
+from .timeparse import iso, utcnow
+from .engine.replay import Clock
+
+__all__ = ["start", "get_run", "resume_hook", "cancel", "Delivery", "options_for", "new_run_id"]
+
+
+def options_for() -> Options:
+    """Drive options from durable.yaml, when there is one."""
+    from .config import find_config
+
+    config = find_config()
+    if config is None:
+        return Options()
+    for path in config.import_paths:
+        import sys
+
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    return Options(
+        defaults=dict(config.defaults),
+        max_recoveries=config.max_recoveries if config.max_recoveries is not None else 3,
+    )
+
+
+def payload_limit() -> int:
+    """The largest payload accepted, in bytes (durable.yaml `payload_limit`, default 1 MiB)."""
+    from .config import find_config
+    from .payloads import DEFAULT_LIMIT
+
+    config = find_config()
+    return config.payload_limit if config and config.payload_limit else DEFAULT_LIMIT
+
+
+def new_run_id(now: datetime) -> str:
+    """A fresh run id: sortable by creation time, with 32 random bits."""
+    return f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
+
+
+def start_fields(definition: WorkflowDef, run_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The fields of a new run's `run_started` event."""
+    from .loader import reference
+
+    try:
+        json.dumps([args, kwargs], allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidPayload(f"workflow arguments must be JSON serializable: {exc}") from None
+    ref = reference(definition)
+    fields = {"v": FORMAT_VERSION, "run_id": run_id, "workflow": ref["workflow"],
+              "name": definition.name, "args": list(args), "kwargs": kwargs,
+              "import_root": ref["import_root"]}
+    fields.update(extra or {})
+    return fields
+
+
+def create_run(store: Store, definition: WorkflowDef, args: tuple[Any, ...], kwargs: dict[str, Any],
+               run_id: str | None, clock: Clock, options: Options,
+               extra: dict[str, Any] | None = None) -> Run:
+    """Create a run and drive it here; an existing run with the same id and call is returned as is."""
+    now = clock()
+    run_id = check_run_id(run_id) if run_id is not None else new_run_id(now)
+    fields = start_fields(definition, run_id, args, kwargs, extra)
+    session = store.create_run(run_id)
+    if session is None:
+        return _existing(store, run_id, fields)
+    try:
+        ex = execute(store, session, clock, definition, options, start=fields)
+    finally:
+        session.close()
+    run = Run.from_history(run_id, ex.history)
+    if run.status == "waiting" and store.messages(run_id):
+        return drive(store, run_id, clock, options, definition)
+    return run
+
+
+def _existing(store: Store, run_id: str, fields: dict[str, Any]) -> Run:
+    from .errors import RunNotFound
+
+    try:
+        first = store.read_events(run_id)[0]
+    except RunNotFound:
+        raise RunBusy(f"run {run_id} is being created by another process") from None
+    for key in ("workflow", "args", "kwargs"):
+        if first.get(key) != fields[key]:
+            raise RunConflict(
+                f"run id {run_id!r} is taken by a run of {first.get('workflow')} with other arguments"
+                if key != "workflow" else f"run id {run_id!r} is taken by a run of {first.get('workflow')}"
+            )
+    return _get_run(store, run_id)
+
+
+def start(fn: WorkflowDef, *args: Any, dir: str | None = None, store: str | None = None,
+          run_id: str | None = None, **kwargs: Any) -> Run:
+    """Start a run of workflow `fn` and drive it here until it completes, fails or suspends.
+
+    `run_id=` makes the start idempotent: a second start with that id returns the existing run.
+    """
+    if not isinstance(fn, WorkflowDef):
+        raise TypeError(f"{fn!r} is not a workflow (decorate it with @workflow)")
+    target = open_store(dir, store)
+    try:
+        return create_run(target, fn, args, kwargs, run_id, utcnow, options_for())
+    finally:
+        target.close()
+
+
+def get_run(run_id: str, dir: str | None = None, store: str | None = None) -> Run:
+    """The run as its journal says now."""
+    target = open_store(dir, store)
+    try:
+        return _get_run(target, check_run_id(run_id))
+    finally:
+        target.close()
+
+
+@dataclass
+class Delivery:
+    """What became of a payload: delivered (`run` is the run after it went on), queued, or a repeat."""
+
+    token: str
+    run_id: str
+    status: str
+    run: Run | None = None
+
+
+def holder_of(store: Store, token: str) -> tuple[str, History]:
+    """The live run holding `token` and its history, or UnknownToken."""
+    from .engine.hooks import check_token
+    from .errors import RunNotFound
+
+    try:
+        check_token(token)
+    except ValueError as exc:
+        raise UnknownToken(str(exc)) from None
+    owner = store.token_owner(token)
+    if owner is not None:
+        try:
+            history = History(store.read_events(owner))
+        except RunNotFound:
+            history = None
+        if history is not None and not history.finished and token in history.tokens():
+            return owner, history
+    raise UnknownToken(f"no live run holds token {token!r}")
+
+
+def resume_hook(token: str, payload: Any, dir: str | None = None, store: str | None = None,
+                key: str | None = None, enqueue: bool = False) -> Delivery:
+    """Deliver `payload` to the run waiting on `token`, then continue that run here if it is free.
+
+    The payload is first made durable in the inbox, so it is delivered exactly once: here, by the
+    process executing the run, or by the next tick. `enqueue=True` leaves it to the tick.
+    """
+    from .payloads import check_value
+
+    check_value(payload, payload_limit())
+    target = open_store(dir, store)
+    try:
+        run_id, history = holder_of(target, token)
+        if key is not None and key in history.keys(token):
+            return Delivery(token, run_id, "duplicate")
+        message = {"kind": "hook", "token": token, "payload": payload, "sent_at": iso(utcnow()), "key": key}
+        target.post(run_id, message)
+        if enqueue:
+            return Delivery(token, run_id, "queued")
+        try:
+            run = drive(target, run_id, utcnow, options_for())
+        except RunBusy:
+            return Delivery(token, run_id, "queued")
+        return Delivery(token, run_id, "delivered", run)
+    finally:
+        target.close()
+
+
+def cancel(run_id: str, dir: str | None = None, store: str | None = None) -> Run:
+    """Cancel a run: it never executes another step. Waits for a step in progress to end."""
+    from .engine.children import cancel_run
+
+    target = open_store(dir, store)
+    try:
+        return cancel_run(target, check_run_id(run_id), utcnow)
+    finally:
+        target.close()
+
+
+def tick(dir: str | None = None, store: str | None = None, now: datetime | None = None) -> Any:
+    """One tick over the store: deliveries, schedules, due sleeps and retries, crash recovery."""
+    from .config import find_config
+    from .tick import clock_from, tick_once
+
+    target = open_store(dir, store)
+    try:
+        return tick_once(target, clock_from(now), config=find_config())
+    finally:
+        target.close()

@@ -1,0 +1,223 @@
+"""Driving a run: claim it, replay and continue its workflow, then journal how it stopped.
+
+A drive ends in one of: completed, failed, cancelled (journaled, index and tokens cleared), or
+suspended (journaled with its status and wake time, indexed to be due then). A run found
+`running` when claimed was abandoned by a dead process: the drive journals `run_recovered` and
+fails it after `max_recoveries` consecutive crashes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..errors import DurableError, RunBusy, Suspend
+from ..store.base import RunSession, Store
+from ..timeparse import iso, parse_instant
+from .context import current_execution
+from .delivery import deliver
+from .history import History
+from .outcomes import error_info
+from .replay import Clock, Execution
+from .waits import resolve_idle, suspend
+
+TERMINAL_TYPES = ("run_completed", "run_failed", "run_cancelled")
+
+
+@dataclass
+class Options:
+    """Settings a drive needs from durable.yaml: step defaults and the crash limit."""
+
+    defaults: dict[str, Any] = field(default_factory=dict)
+    max_recoveries: int = 3
+
+
+@dataclass
+class Run:
+    """A run as its journal describes it: `status`, and `result` or `error` once finished."""
+
+    run_id: str
+    status: str
+    workflow: str = ""
+    result: Any = None
+    error: dict[str, Any] | None = None
+    wake_at: str | None = None
+
+    @classmethod
+    def from_history(cls, run_id: str, history: History) -> Run:
+        outcome = history.outcome or {}
+        suspended = history.suspended or {}
+        return cls(
+            run_id, history.status, history.start.get("name", ""), outcome.get("result"),
+            outcome.get("error"), suspended.get("wake_at"),
+        )
+
+
+def _run_workflow(ex: Execution, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """Call the workflow function under `ex`; a suspension or abort surfaces as `Suspend`."""
+    definition = ex.definition
+    token = current_execution.set(ex)
+    try:
+        if not definition.is_async:
+            result = definition.fn(*args, **kwargs)
+        else:
+            result = _run_async(ex, args, kwargs)
+        ex.check_finished()
+        return result
+    finally:
+        current_execution.reset(token)
+
+
+def _run_async(ex: Execution, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    loop = asyncio.new_event_loop()
+    ex.loop = loop
+    stopped: asyncio.Future[None] = loop.create_future()
+
+    def stop() -> None:
+        if not stopped.done():
+            stopped.set_result(None)
+
+    def idle() -> None:
+        if task.done():
+            stop()
+        elif ex.closing or not resolve_idle(ex):
+            if not ex.closing:
+                try:
+                    suspend(ex, list(ex.pending.values()))
+                except Suspend:
+                    pass
+            stop()
+        else:
+            ex.arm()
+
+    task = loop.create_task(definition_coroutine(ex, args, kwargs))
+    ex.on_idle = idle
+    task.add_done_callback(lambda _: stop())
+    ex.arm()
+    try:
+        loop.run_until_complete(stopped)
+        if not task.done():
+            ex.closing = True
+            task.cancel()
+            loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+        others = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for other in others:
+            other.cancel()
+        if others:
+            loop.run_until_complete(asyncio.gather(*others, return_exceptions=True))
+    finally:
+        loop.close()
+        ex.loop = None
+    if task.cancelled() or ex.closing:
+        raise Suspend()
+    return task.result()
+
+
+async def definition_coroutine(ex: Execution, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    return await ex.definition.fn(*args, **kwargs)
+
+
+def execute(
+    store: Store, session: RunSession, clock: Clock, definition: Any, options: Options,
+    due_at: datetime | None = None, start: dict[str, Any] | None = None,
+) -> Execution:
+    """Replay and continue the claimed run until it finishes or suspends; journal the outcome.
+
+    `start` holds the fields of `run_started` for a run being created by this call.
+    """
+    ex = Execution(store, session, clock, definition, options)
+    history = ex.history
+    ex.due_at = due_at
+    ex.marked = due_at is not None and due_at <= clock()
+    if start is not None:
+        ex.record("run_started", **start)
+    if history.finished:
+        return ex
+    if history.status == "running" and start is None:
+        crashes = history.crashes + 1
+        ex.record("run_recovered", crashes=crashes)
+        if crashes > options.max_recoveries:
+            ex.fatal = DurableError(f"run crashed {crashes} times; giving up (max_recoveries)")
+    if ex.fatal is None:
+        deliver(ex)
+        if store.cancel_requested(ex.run_id):
+            ex.cancelled = True
+    first = history.start
+    result: Any = None
+    completed = False
+    if ex.fatal is None and not ex.cancelled:
+        if ex.definition is None:
+            from ..loader import load_workflow
+
+            ex.definition = load_workflow(first)
+        try:
+            result = _run_workflow(ex, first.get("args", []), first.get("kwargs", {}))
+            completed = True
+        except Suspend:
+            pass
+        except Exception as exc:
+            ex.fatal = exc
+    _finish(ex, result, completed)
+    return ex
+
+
+def _finish(ex: Execution, result: Any, completed: bool) -> None:
+    history, store = ex.history, ex.store
+    if completed and ex.fatal is None and not ex.cancelled:
+        try:
+            ex.record("run_completed", result=result)
+        except (TypeError, ValueError) as exc:
+            ex.fatal = TypeError(f"the workflow returned a value that is not JSON serializable: {exc}")
+    if history.finished:
+        pass
+    elif ex.fatal is not None:
+        ex.record("run_failed", error=error_info(ex.fatal))
+    elif ex.cancelled or store.cancel_requested(ex.run_id):
+        ex.record("run_cancelled")
+    elif ex.suspension is not None:
+        status, wake, waits = ex.suspension
+        last = history.suspended
+        wake_text = iso(wake) if wake else None
+        if ex.session.has_pending or not last or (last["status"], last.get("wake_at")) != (status, wake_text):
+            ex.record("run_suspended", status=status, wake_at=wake_text, waits=[w.describe() for w in waits])
+    ex.flush(terminal=history.finished)
+    if history.finished:
+        store.set_due(ex.run_id, None, ex.due_at)
+        for token in history.tokens():
+            store.release_token(token, ex.run_id)
+        store.clear_cancel(ex.run_id)
+        from .children import notify_parent
+
+        notify_parent(ex)
+    else:
+        wake_at = history.suspended.get("wake_at") if history.suspended else None
+        store.set_due(ex.run_id, parse_instant(wake_at) if wake_at else None, ex.due_at)
+
+
+def drive(
+    store: Store, run_id: str, clock: Clock, options: Options, definition: Any = None,
+    due_at: datetime | None = None, wait: bool = False,
+) -> Run:
+    """Claim `run_id` and execute it; again while messages arrived as it suspended. RunBusy if held."""
+    first = True
+    while True:
+        session = store.open_run(run_id, wait=wait)
+        if session is None:
+            if first:
+                raise RunBusy(f"run {run_id} is being executed by another process")
+            return get_run(store, run_id)
+        try:
+            ex = execute(store, session, clock, definition, options, due_at if first else None)
+        finally:
+            session.close()
+        run = Run.from_history(run_id, ex.history)
+        if run.status != "waiting" or not store.messages(run_id):
+            return run
+        first = False
+
+
+def get_run(store: Store, run_id: str) -> Run:
+    """The run as its journal says now, without claiming it."""
+    return Run.from_history(run_id, History(store.read_events(run_id)))

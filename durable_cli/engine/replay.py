@@ -1,0 +1,175 @@
+"""One execution of a run: matching the workflow's calls to journal positions, and recording new facts.
+
+The workflow's Nth durable call is position N. A call whose position the journal already holds
+gets the recorded outcome; a call of another kind or name than the journal holds there is a
+non-determinism error naming both, and nothing unexpected runs. In async workflows, recorded
+outcomes are handed back in the order they were journaled (the *gate*), so `asyncio.gather` and
+races resolve on replay exactly as they did the first time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..errors import NonDeterminismError, Suspend
+from ..store.base import RunSession, Store
+from ..timeparse import iso, parse_instant
+from .context import WorkflowMetadata
+from .history import Event, History, Op
+
+if TYPE_CHECKING:
+    from .waits import Wait
+
+Clock = Callable[[], datetime]
+
+
+def describe(kind: str, name: str) -> str:
+    """How an operation is named in messages: `step 'charge'`, `a sleep`, `hook 'approval'`."""
+    if kind == "sleep":
+        return "a sleep"
+    return f"{kind} {name!r}"
+
+
+class Execution:
+    """The state of one run while this process executes it under its claim."""
+
+    def __init__(
+        self, store: Store, session: RunSession, clock: Clock, definition: Any, options: Any
+    ) -> None:
+        self.store = store
+        self.session = session
+        self.run_id = session.run_id
+        self.history = History(session.events)
+        self.clock = clock
+        self.definition = definition
+        self.options = options
+        self.position = 0
+        self.gate: dict[int, None] = dict.fromkeys(self.history.completion_order)
+        self.turns: dict[int, asyncio.Future[None]] = {}
+        self.pending: dict[int, Wait] = {}
+        self.live_steps = 0
+        self.closing = False
+        self.fatal: BaseException | None = None
+        self.cancelled = False
+        self.suspension: tuple[str, datetime | None, list[Wait]] | None = None
+        self.due_at: datetime | None = None
+        self.marked = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._armed = False
+        self.on_idle: Callable[[], None] | None = None
+    @property
+    def metadata(self) -> WorkflowMetadata:
+        start = self.history.start
+        return WorkflowMetadata(self.run_id, start.get("name", ""), parse_instant(start["at"]))
+
+    # recording
+    def record(self, event_type: str, **fields: Any) -> Event:
+        """Stage one event (durable at the next flush) and fold it into the history."""
+        event = self.session.stage({"type": event_type, "seq": 0, "at": iso(self.clock()), **fields})
+        self.history.add(event)
+        return event
+
+    def flush(self, terminal: bool = False) -> None:
+        """Make staged events durable; the first flush of a live run marks it for recovery first."""
+        if not self.session.has_pending:
+            return
+        if not terminal and not self.marked:
+            now = self.clock()
+            if self.due_at is None or self.due_at > now:
+                self.store.set_due(self.run_id, now, self.due_at)
+                self.due_at = now
+            self.marked = True
+        self.session.flush()
+
+    # positions and determinism
+    def begin(self, kind: str, name: str) -> tuple[int, Op | None]:
+        """Take the next position for a call of `kind`/`name`; check it against the journal."""
+        if self.closing:
+            raise Suspend()
+        self.position += 1
+        pos = self.position
+        op = self.history.ops.get(pos)
+        if op is not None and (op.kind, op.name) != (kind, name):
+            self.abort(
+                NonDeterminismError(
+                    f"workflow is not deterministic: at position {pos} the journal holds "
+                    f"{describe(op.kind, op.name)} but the workflow asked for {describe(kind, name)}"
+                )
+            )
+        return pos, op
+
+    def abort(self, error: BaseException) -> None:
+        """Stop the workflow for good with `error`; user code cannot catch the unwinding."""
+        self.fatal = error
+        self.closing = True
+        raise Suspend()
+
+    def check_finished(self) -> None:
+        """At the workflow's return: the journal must not hold calls the workflow no longer makes."""
+        extra = [pos for pos in self.history.ops if pos > self.position]
+        if extra:
+            op = self.history.ops[min(extra)]
+            self.abort(
+                NonDeterminismError(
+                    f"workflow is not deterministic: at position {op.pos} the journal holds "
+                    f"{describe(op.kind, op.name)} but the workflow returned"
+                )
+            )
+
+    # the gate (async replay order)
+    def consume(self, pos: int) -> None:
+        """Take a recorded outcome off the gate at once (synchronous calls)."""
+        self.gate.pop(pos, None)
+
+    async def turn(self, pos: int) -> None:
+        """Wait until the journal's order says the outcome at `pos` was observed."""
+        if pos not in self.gate:
+            return
+        assert self.loop is not None
+        future = self.loop.create_future()
+        self.turns[pos] = future
+        self.arm()
+        await future
+
+    def arm(self) -> None:
+        """Schedule one pump of the async scheduler (at most one is ever queued)."""
+        if self.loop is not None and not self._armed:
+            self._armed = True
+            self.loop.call_soon(self.pump)
+
+    def pump(self) -> None:
+        """When every task is blocked, release the next recorded outcome, or resolve or suspend."""
+        self._armed = False
+        assert self.loop is not None
+        if getattr(self.loop, "_ready", None) or self.closing:
+            if not self.closing:
+                self.arm()
+            return
+        if self.live_steps:
+            return
+        if self.gate:
+            head = next(iter(self.gate))
+            future = self.turns.pop(head, None)
+            if future is None:
+                self._gate_stuck(head)
+                return
+            del self.gate[head]
+            future.set_result(None)
+            self.arm()
+            return
+        if self.on_idle is not None:
+            self.on_idle()
+
+    def _gate_stuck(self, head: int) -> None:
+        op = self.history.ops[head]
+        waiting = sorted(set(self.turns) | set(self.pending))
+        asked = ", ".join(f"position {p}" for p in waiting) or "nothing"
+        self.fatal = NonDeterminismError(
+            f"workflow is not deterministic: the journal holds {describe(op.kind, op.name)} "
+            f"completing at position {head}, but the workflow never asked for it (it waits on {asked})"
+        )
+        self.closing = True
+        if self.on_idle is not None:
+            self.on_idle()

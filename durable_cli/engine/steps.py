@@ -1,0 +1,176 @@
+"""Executing steps: one journaled attempt at a time, retried with back-off, never re-run once recorded.
+
+An attempt is journaled as `step_started` (made durable before the step's code runs) and then
+`step_completed` or `step_failed`; a `step_started` with no outcome is an attempt whose process
+died, counted as a failed attempt when the run is recovered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from datetime import timedelta
+from typing import Any
+
+from ..errors import FatalError, RetryableError, StepCrashed, Suspend
+from ..timeparse import iso, parse_duration, parse_instant
+from .context import StepMetadata, current_step
+from .definitions import StepDef
+from .history import Op
+from .outcomes import error_info, rebuild
+from .replay import Execution
+from .waits import SHORT_RETRY_SECONDS, RetryWait, block, block_async
+
+DEFAULT_MAX_RETRIES = 3
+DEFAULT_RETRY_DELAY = 1.0
+
+
+def args_hash(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """A short hash of a step's arguments: compared on replay, never revealing the values."""
+    text = json.dumps([list(args), kwargs], sort_keys=True, default=repr, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _begin(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, Op | None, str]:
+    pos, op = ex.begin("step", sdef.name)
+    digest = args_hash(args, kwargs)
+    started = op.first("step_started") if op is not None else None
+    recorded = started.get("args_hash") if started is not None else None
+    if recorded and recorded != digest and getattr(ex.definition, "check_args", True):
+        from ..errors import NonDeterminismError
+
+        ex.abort(
+            NonDeterminismError(
+                f"workflow is not deterministic: step {sdef.name!r} at position {pos} was called "
+                f"with arguments hashing to {recorded} and is now called with {digest}"
+            )
+        )
+    return pos, op, digest
+
+
+def _outcome(event: dict[str, Any]) -> Any:
+    if event["type"] == "step_completed":
+        return event.get("result")
+    raise rebuild(event["error"])
+
+
+def _limits(ex: Execution, sdef: StepDef) -> tuple[int, float]:
+    defaults = getattr(ex.options, "defaults", None) or {}
+    retries = sdef.max_retries if sdef.max_retries is not None else defaults.get("max_retries")
+    delay = sdef.retry_delay if sdef.retry_delay is not None else defaults.get("retry_delay")
+    return (
+        DEFAULT_MAX_RETRIES if retries is None else int(retries),
+        DEFAULT_RETRY_DELAY if delay is None else parse_duration(delay),
+    )
+
+
+def _fail(ex: Execution, sdef: StepDef, pos: int, attempt: int, exc: BaseException) -> None:
+    """Journal a failed attempt: final, or with the time the next attempt may start."""
+    retries, delay = _limits(ex, sdef)
+    fields: dict[str, Any] = {"pos": pos, "name": sdef.name, "attempt": attempt, "error": error_info(exc)}
+    if isinstance(exc, FatalError) or attempt > retries:
+        fields["final"] = True
+    else:
+        wait = delay * (2 ** (attempt - 1))
+        if isinstance(exc, RetryableError) and exc.retry_after is not None:
+            wait = parse_duration(exc.retry_after)
+        fields["retry_at"] = iso(ex.clock() + timedelta(seconds=wait))
+    ex.record("step_failed", **fields)
+
+
+def _plan(ex: Execution, sdef: StepDef, pos: int) -> tuple[int, RetryWait | None]:
+    """The next attempt's number, and the wait before it (None when it may start now).
+
+    A started attempt with no outcome is journaled as failed first: its process died.
+    """
+    op = ex.history.ops.get(pos)
+    started = op.count("step_started") if op else 0
+    failed = op.count("step_failed") if op else 0
+    if op is not None and started > failed:
+        _fail(ex, sdef, pos, started, StepCrashed(f"the process died during attempt {started} of step {sdef.name!r}"))
+    last = op.last("step_failed") if op else None
+    if last is not None and last.get("retry_at"):
+        return started + 1, RetryWait(pos, parse_instant(last["retry_at"]))
+    return started + 1, None
+
+
+def _start_attempt(ex: Execution, sdef: StepDef, pos: int, attempt: int, digest: str) -> Any:
+    if ex.store.cancel_requested(ex.run_id):
+        ex.cancelled = True
+        ex.closing = True
+        raise Suspend()
+    ex.record("step_started", pos=pos, name=sdef.name, attempt=attempt, args_hash=digest)
+    ex.flush()
+    return current_step.set(StepMetadata(f"{ex.run_id}:{pos}", sdef.name, attempt, ex.run_id))
+
+
+def _succeed(ex: Execution, sdef: StepDef, pos: int, result: Any) -> Any:
+    """Journal a step's result; a result that is not JSON is a final failure of the step."""
+    try:
+        ex.record("step_completed", pos=pos, name=sdef.name, result=result)
+    except (TypeError, ValueError) as exc:
+        error = TypeError(f"step {sdef.name!r} returned a value that is not JSON serializable: {exc}")
+        completion = ex.record("step_failed", pos=pos, name=sdef.name, attempt=0, error=error_info(error), final=True)
+        return _outcome(completion)
+    return result
+
+
+def call_sync(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A step call in a workflow: the recorded outcome, or attempts until one is final."""
+    pos, op, digest = _begin(ex, sdef, args, kwargs)
+    if op is not None and op.completion is not None:
+        ex.consume(pos)
+        return _outcome(op.completion)
+    while True:
+        attempt, wait = _plan(ex, sdef, pos)
+        op = ex.history.ops.get(pos)
+        if op is not None and op.completion is not None:
+            return _outcome(op.completion)
+        if wait is not None:
+            block(ex, wait)
+        token = _start_attempt(ex, sdef, pos, attempt, digest)
+        try:
+            result = sdef.fn(*args, **kwargs)
+        except Exception as exc:
+            _fail(ex, sdef, pos, attempt, exc)
+            continue
+        finally:
+            current_step.reset(token)
+        return _succeed(ex, sdef, pos, result)
+
+
+async def call_async(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The async twin of `call_sync`: recorded outcomes wait for their turn in the journal's order."""
+    pos, op, digest = _begin(ex, sdef, args, kwargs)
+    if op is not None and op.completion is not None:
+        await ex.turn(pos)
+        return _outcome(op.completion)
+    while True:
+        attempt, wait = _plan(ex, sdef, pos)
+        op = ex.history.ops.get(pos)
+        if op is not None and op.completion is not None:
+            return _outcome(op.completion)
+        if wait is not None and wait.due_at is not None:
+            pause = (wait.due_at - ex.clock()).total_seconds()
+            if pause > SHORT_RETRY_SECONDS:
+                await block_async(ex, wait)
+            elif pause > 0:
+                ex.flush()
+                ex.live_steps += 1
+                try:
+                    await asyncio.sleep(pause)
+                finally:
+                    ex.live_steps -= 1
+        token = _start_attempt(ex, sdef, pos, attempt, digest)
+        ex.live_steps += 1
+        try:
+            result = await sdef.fn(*args, **kwargs)
+        except Exception as exc:
+            _fail(ex, sdef, pos, attempt, exc)
+            continue
+        finally:
+            ex.live_steps -= 1
+            current_step.reset(token)
+            ex.arm()
+        return _succeed(ex, sdef, pos, result)

@@ -1,0 +1,85 @@
+"""The exception types users catch or raise, and the engine's control-flow signals."""
+
+from __future__ import annotations
+
+
+class DurableError(Exception):
+    """Base class of every error durable-cli raises on purpose."""
+
+
+class FatalError(Exception):
+    """Raised by a step to stop retrying at once: the failure is final."""
+
+
+class RetryableError(Exception):
+    """Raised by a step to ask for another attempt after `retry_after` (seconds, text or timedelta)."""
+
+    def __init__(self, message: str = "", retry_after: object = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class NonDeterminismError(DurableError):
+    """The workflow asked for something other than what its journal holds at that position."""
+
+
+class StepFailed(DurableError):
+    """A step failed for good and its original exception class could not be re-created."""
+
+
+class StepCrashed(DurableError):
+    """The process executing a step attempt died before the attempt's outcome was journaled."""
+
+
+class ChildFailed(DurableError):
+    """A child workflow failed; carries the child's run id, error class and message."""
+
+    def __init__(self, run_id: str, error_type: str, message: str) -> None:
+        super().__init__(f"child run {run_id} failed: {error_type}: {message}")
+        self.run_id = run_id
+        self.error_type = error_type
+        self.error_message = message
+
+
+class JournalDamaged(DurableError):
+    """A journal line other than a torn last line cannot be read; the file is left untouched."""
+
+
+class RunNotFound(DurableError):
+    """No run with that id exists in the store."""
+
+
+class UnknownToken(DurableError):
+    """No live run holds that hook token."""
+
+
+class TokenInUse(DurableError):
+    """Another live run already holds that hook token."""
+
+
+class InvalidPayload(DurableError):
+    """A payload is not acceptable JSON (or is too large)."""
+
+
+class InvalidReference(DurableError):
+    """A `module:function` reference cannot be loaded, or does not name a workflow."""
+
+
+class RunBusy(DurableError):
+    """Another process is executing the run right now."""
+
+
+class RunConflict(DurableError):
+    """A run id is already taken by a run of another workflow or with other arguments."""
+
+
+class StoreError(DurableError):
+    """The store cannot be used as configured (bad URL, missing driver, newer schema...)."""
+
+
+class ConfigError(DurableError):
+    """durable.yaml is invalid; the message names the key and the file."""
+
+
+class Suspend(BaseException):
+    """Unwinds a workflow that must wait. A BaseException so `except Exception` cannot swallow it."""

@@ -1,0 +1,146 @@
+"""Journal lines: one JSON event per line with a CRC of its own bytes, appended and fsync'd.
+
+A line is `{"type":...,"seq":N,"at":...,...,"crc":"xxxxxxxx"}`: the CRC-32 covers every byte of the
+line before `,"crc"`. A final segment with no newline is an unfinished append (a torn tail); any
+other unreadable line, a seq out of order or a first event that names another run is damage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from typing import Any
+
+from . import faults
+from .errors import JournalDamaged
+
+FORMAT_VERSION = 1
+_CRC_SUFFIX_LEN = len(',"crc":"00000000"}')
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    """One journal line (with its newline) for `event`."""
+    body = json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    head = body[:-1].encode()
+    return head + b',"crc":"%08x"}\n' % zlib.crc32(head)
+
+
+def decode(line: bytes) -> dict[str, Any]:
+    """The event in one line (without its newline); ValueError when its CRC or JSON is wrong."""
+    if len(line) <= _CRC_SUFFIX_LEN or not line.endswith(b'"}'):
+        raise ValueError("no checksum")
+    head, suffix = line[:-_CRC_SUFFIX_LEN], line[-_CRC_SUFFIX_LEN:]
+    if not suffix.startswith(b',"crc":"'):
+        raise ValueError("no checksum")
+    if b"%08x" % zlib.crc32(head) != suffix[8:16]:
+        raise ValueError("checksum mismatch")
+    event = json.loads(line)
+    if not isinstance(event, dict):
+        raise ValueError("not an object")
+    del event["crc"]
+    return event
+
+
+def parse(data: bytes, where: str, run_id: str | None = None) -> tuple[list[dict[str, Any]], int]:
+    """Events in `data` and the length of its good prefix (shorter than `data` after a torn tail)."""
+    events: list[dict[str, Any]] = []
+    end = data.rfind(b"\n") + 1
+    start = 0
+    while start < end:
+        stop = data.index(b"\n", start)
+        try:
+            event = decode(data[start:stop])
+        except ValueError as exc:
+            raise JournalDamaged(
+                f"journal damaged: {where}: line {len(events) + 1} is unreadable ({exc})"
+            ) from None
+        if event.get("seq") != len(events) + 1:
+            raise JournalDamaged(
+                f"journal damaged: {where}: line {len(events) + 1} has seq {event.get('seq')!r}, "
+                f"expected {len(events) + 1}"
+            )
+        events.append(event)
+        start = stop + 1
+    if events:
+        first = events[0]
+        if first.get("type") != "run_started":
+            raise JournalDamaged(f"journal damaged: {where}: it does not begin with run_started")
+        if run_id is not None and first.get("run_id") != run_id:
+            raise JournalDamaged(
+                f"journal damaged: {where}: it belongs to run {first.get('run_id')!r}, not {run_id!r}"
+            )
+    return events, end
+
+
+def read_file(path: str, run_id: str | None = None) -> tuple[list[dict[str, Any]], int, int]:
+    """(events, good length, file length) of the journal at `path`, without changing it."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    events, good = parse(data, path, run_id)
+    return events, good, len(data)
+
+
+class JournalWriter:
+    """Appends lines to one journal; `stage` buffers, `flush` writes and fdatasyncs them at once.
+
+    Buffering lets the engine group the facts that precede one externally visible action into one
+    fsync: a step's completion and the next step's start travel together.
+    """
+
+    def __init__(self, path: str, last_seq: int, good_length: int, file_length: int) -> None:
+        self.path = path
+        self.last_seq = last_seq
+        self._pending: list[bytes] = []
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        self._fd = os.open(path, flags, 0o600)
+        if file_length > good_length:
+            faults.point("journal.truncate")
+            os.ftruncate(self._fd, good_length)
+            os.fsync(self._fd)
+        self._length = good_length
+        self._durable_seq = last_seq
+
+    def stage(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Give `event` the next seq and buffer its line; returns the event."""
+        event["seq"] = self.last_seq + 1
+        line = encode(event)
+        self.last_seq += 1
+        self._pending.append(line)
+        return event
+
+    def flush(self) -> None:
+        """Write every staged line in one write and make it durable; a failure leaves no partial line."""
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        try:
+            faults.point("journal.append")
+            written = os.write(self._fd, data)
+            if written != len(data):
+                raise OSError("short write to the journal")
+            faults.point("journal.fsync")
+            os.fdatasync(self._fd)
+        except BaseException:
+            self._restore()
+            raise
+        self._length += len(data)
+        self._durable_seq = self.last_seq
+        self._pending.clear()
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
+    def _restore(self) -> None:
+        """Cut a failed append back to the last good length, so the journal ends on a whole line."""
+        self._pending.clear()
+        self.last_seq = self._durable_seq
+        try:
+            os.ftruncate(self._fd, self._length)
+            os.fsync(self._fd)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        os.close(self._fd)

@@ -1,0 +1,160 @@
+"""The storage contract: every store (files, PostgreSQL) provides exactly this, and nothing more.
+
+A store keeps, per run, an append-only journal of events; beside it a due index (when a run next
+needs a tick), hook tokens (which run holds a token), an inbox (payloads and wake-ups addressed to
+a run) and output streams. Only the journal is the truth; the rest can be rebuilt from it.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from datetime import datetime
+from typing import Any, Iterator
+
+from ..errors import DurableError
+
+Event = dict[str, Any]
+
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}")
+
+
+def check_run_id(run_id: str) -> str:
+    """`run_id` if it is a safe name (letters, digits, `_.:-`, at most 200); else a DurableError."""
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id) or ".." in run_id:
+        raise DurableError(
+            f"invalid run id {run_id!r}: use 1-200 letters, digits, '_', '.', ':' or '-'"
+        )
+    return run_id
+
+
+class RunSession(ABC):
+    """A run held by this process: its journal as read under the claim, and appends to it."""
+
+    run_id: str
+    events: list[Event]
+
+    @abstractmethod
+    def stage(self, event: Event) -> Event:
+        """Give `event` the next seq and buffer it; nothing is durable until `flush`."""
+
+    @abstractmethod
+    def flush(self) -> None:
+        """Make every staged event durable, in order, or raise and keep none of them."""
+
+    @property
+    @abstractmethod
+    def has_pending(self) -> bool:
+        """Whether events are staged but not yet flushed."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the run (flushing nothing): another process may now execute it."""
+
+
+class Store(ABC):
+    """One place where runs live; the engine and the CLI see storage only through this."""
+
+    location: str
+
+    # runs and journals
+    @abstractmethod
+    def create_run(self, run_id: str) -> RunSession | None:
+        """Claim a new run id exclusively; None when the id is taken by a run that has events."""
+
+    @abstractmethod
+    def open_run(self, run_id: str, wait: bool = False) -> RunSession | None:
+        """Claim an existing run (None when another process holds it and `wait` is false)."""
+
+    @abstractmethod
+    def read_events(self, run_id: str) -> list[Event]:
+        """The run's journal without claiming it (a torn tail is left out); RunNotFound if none."""
+
+    @abstractmethod
+    def run_ids(self) -> list[str]:
+        """Every run id in the store, in no particular order."""
+
+    def run_summary(self, run_id: str) -> tuple[Event, Event]:
+        """The first and the last event of a run (stores may read less than the whole journal)."""
+        events = self.read_events(run_id)
+        return events[0], events[-1]
+
+    @abstractmethod
+    def delete_run(self, run_id: str) -> None:
+        """Remove a finished run and everything kept for it (prune)."""
+
+    # the due index
+    @abstractmethod
+    def set_due(self, run_id: str, at: datetime | None, old: datetime | None) -> None:
+        """Index the run as due at `at` (None: not due), dropping its entry at `old`."""
+
+    @abstractmethod
+    def due(self, now: datetime) -> Iterator[tuple[datetime, str]]:
+        """(due time, run id) of entries due at `now`, earliest first; touches nothing later."""
+
+    # hook tokens
+    @abstractmethod
+    def claim_token(self, token: str, run_id: str) -> str | None:
+        """Record that `run_id` holds `token`; returns the other run holding it, if any."""
+
+    @abstractmethod
+    def token_owner(self, token: str) -> str | None:
+        """The run recorded as holding `token`, or None."""
+
+    @abstractmethod
+    def release_token(self, token: str, run_id: str) -> None:
+        """Forget `token` if `run_id` holds it."""
+
+    # the inbox
+    @abstractmethod
+    def post(self, run_id: str, message: dict[str, Any]) -> str:
+        """Durably leave a message for a run (a hook payload, a child's outcome); returns its id."""
+
+    @abstractmethod
+    def messages(self, run_id: str) -> list[tuple[str, dict[str, Any] | str]]:
+        """(id, message) for each message waiting for the run, oldest first; a str is why it is bad."""
+
+    @abstractmethod
+    def ack(self, run_id: str, message_id: str) -> None:
+        """Drop a message once its content is durable in the run's journal."""
+
+    @abstractmethod
+    def reject(self, run_id: str, message_id: str, reason: str) -> None:
+        """Set an undeliverable message aside with its reason."""
+
+    @abstractmethod
+    def inbox_run_ids(self) -> list[str]:
+        """Runs that have messages waiting."""
+
+    @abstractmethod
+    def request_cancel(self, run_id: str) -> None:
+        """Ask whoever executes the run to cancel it before its next step."""
+
+    @abstractmethod
+    def cancel_requested(self, run_id: str) -> bool:
+        """Whether a cancel request is waiting for the run (checked before every step)."""
+
+    @abstractmethod
+    def clear_cancel(self, run_id: str) -> None:
+        """Drop a cancel request once the cancellation is journaled."""
+
+    # output streams
+    @abstractmethod
+    def stream_append(self, run_id: str, name: str, chunks: list[Event]) -> None:
+        """Durably append chunks to a run's named output stream."""
+
+    @abstractmethod
+    def stream_read(self, run_id: str, name: str, start: int = 0) -> list[Event]:
+        """Chunks of a run's named stream from index `start` on."""
+
+    # schedule bookkeeping (which instants a tick has already considered)
+    @abstractmethod
+    def schedule_state(self, name: str) -> dict[str, Any] | None:
+        """What ticks recorded for the named schedule, or None before any tick saw it."""
+
+    @abstractmethod
+    def save_schedule_state(self, name: str, state: dict[str, Any]) -> None:
+        """Durably replace the named schedule's state (a JSON object)."""
+
+    def close(self) -> None:
+        """Release connections or handles the store keeps."""

@@ -1,0 +1,398 @@
+"""The embedded store: a directory of JSONL journals, with file-name indexes beside them.
+
+Layout of `<dir>`: `runs/<id>.jsonl` (the truth), `locks/<id>.lock` (one executor per run),
+`due/<YYYYMMDDHH>/<time>_<id>` (hour buckets, so a tick lists only what is due), `tokens/<sha256>`
+(hook token owners; tokens never become paths), `inbox/<id>/<n>.json`, `cancel/<id>`,
+`streams/<id>/<sha256>.jsonl` and `rejected/`. Directories are 0700 and files 0600.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Iterator
+
+from .. import faults, journal
+from ..errors import JournalDamaged, RunNotFound, StoreError
+from .base import Event, RunSession, Store, check_run_id
+
+_STAMP = "%Y%m%dT%H%M%S%f"
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FileRunSession(RunSession):
+    """A run claimed through its lock file, with a journal writer open on it."""
+
+    def __init__(self, lock: Any, path: str, run_id: str) -> None:
+        self.run_id = run_id
+        self._lock = lock
+        try:
+            self.events, good, length = journal.read_file(path, run_id)
+            self._writer = journal.JournalWriter(path, len(self.events), good, length)
+        except BaseException:
+            lock.release()
+            raise
+
+    def stage(self, event: Event) -> Event:
+        return self._writer.stage(event)
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    @property
+    def has_pending(self) -> bool:
+        return self._writer.has_pending
+
+    def close(self) -> None:
+        self._writer.close()
+        self._lock.release()
+
+
+class FileStore(Store):
+    """Runs kept as files under one directory (the default store)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+        self.location = self.root
+        try:
+            os.makedirs(self.root, mode=0o700, exist_ok=True)
+            info = os.stat(self.root)
+        except OSError as exc:
+            raise StoreError(f"cannot use journal dir {self.root}: {exc.strerror}") from None
+        if not stat.S_ISDIR(info.st_mode):
+            raise StoreError(f"journal dir {self.root} is not a directory")
+        if info.st_mode & stat.S_IWOTH and not info.st_mode & stat.S_ISVTX:
+            raise StoreError(f"refusing world-writable journal dir {self.root} (chmod o-w it)")
+        self._made: set[str] = set()
+
+    def _dir(self, *parts: str) -> str:
+        path = os.path.join(self.root, *parts)
+        if path not in self._made:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+            self._made.add(path)
+        return path
+
+    def _journal_path(self, run_id: str) -> str:
+        return os.path.join(self._dir("runs"), check_run_id(run_id) + ".jsonl")
+
+    def _lock(self, run_id: str, wait: bool) -> Any:
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(os.path.join(self._dir("locks"), run_id + ".lock"), mode=0o600)
+        try:
+            lock.acquire(timeout=-1 if wait else 0)
+        except Timeout:
+            return None
+        return lock
+
+    # runs and journals
+    def create_run(self, run_id: str) -> RunSession | None:
+        path = self._journal_path(run_id)
+        lock = self._lock(run_id, wait=False)
+        if lock is None:
+            return None
+        try:
+            faults.point("run.create")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
+            os.close(fd)
+            _fsync_dir(os.path.dirname(path))
+        except FileExistsError:
+            if os.path.getsize(path) > 0:
+                lock.release()
+                return None
+        except BaseException:
+            lock.release()
+            raise
+        return FileRunSession(lock, path, run_id)
+
+    def open_run(self, run_id: str, wait: bool = False) -> RunSession | None:
+        path = self._journal_path(run_id)
+        if not os.path.exists(path):
+            raise RunNotFound(f"no run {run_id!r} in {self.location}")
+        lock = self._lock(run_id, wait)
+        return None if lock is None else FileRunSession(lock, path, run_id)
+
+    def read_events(self, run_id: str) -> list[Event]:
+        try:
+            events, _, _ = journal.read_file(self._journal_path(run_id), run_id)
+        except FileNotFoundError:
+            raise RunNotFound(f"no run {run_id!r} in {self.location}") from None
+        if not events:
+            raise RunNotFound(f"no run {run_id!r} in {self.location}")
+        return events
+
+    def run_ids(self) -> list[str]:
+        names = os.listdir(self._dir("runs"))
+        return [name[:-6] for name in names if name.endswith(".jsonl")]
+
+    def run_summary(self, run_id: str) -> tuple[Event, Event]:
+        path = self._journal_path(run_id)
+        try:
+            with open(path, "rb") as handle:
+                head = handle.readline()
+                size = os.fstat(handle.fileno()).st_size
+                handle.seek(max(0, size - 65536))
+                tail = handle.read()
+        except FileNotFoundError:
+            raise RunNotFound(f"no run {run_id!r} in {self.location}") from None
+        lines = [line for line in tail.split(b"\n")[:-1] if line]
+        if not head.endswith(b"\n") or not lines:
+            raise RunNotFound(f"no run {run_id!r} in {self.location}")
+        try:
+            return journal.decode(head[:-1]), journal.decode(lines[-1])
+        except ValueError as exc:
+            raise JournalDamaged(f"journal damaged: {path}: {exc}") from None
+
+    def delete_run(self, run_id: str) -> None:
+        for path in (self._journal_path(run_id), os.path.join(self._dir("locks"), run_id + ".lock")):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        streams = os.path.join(self.root, "streams", run_id)
+        if os.path.isdir(streams):
+            for name in os.listdir(streams):
+                os.unlink(os.path.join(streams, name))
+            os.rmdir(streams)
+
+    # the due index
+    def _due_path(self, at: datetime, run_id: str) -> tuple[str, str]:
+        stamp = at.astimezone(timezone.utc).strftime(_STAMP)
+        return os.path.join(self.root, "due", stamp[:11].replace("T", "")), f"{stamp}_{run_id}"
+
+    def set_due(self, run_id: str, at: datetime | None, old: datetime | None) -> None:
+        if at is not None and at != old:
+            bucket, name = self._due_path(at, run_id)
+            self._dir("due")
+            new_bucket = not os.path.isdir(bucket)
+            os.makedirs(bucket, mode=0o700, exist_ok=True)
+            faults.point("due.add")
+            os.close(os.open(os.path.join(bucket, name), os.O_WRONLY | os.O_CREAT, 0o600))
+            _fsync_dir(bucket)
+            if new_bucket:
+                _fsync_dir(os.path.dirname(bucket))
+        if old is not None and old != at:
+            bucket, name = self._due_path(old, run_id)
+            faults.point("due.remove")
+            try:
+                os.unlink(os.path.join(bucket, name))
+            except FileNotFoundError:
+                pass
+
+    def due(self, now: datetime) -> Iterator[tuple[datetime, str]]:
+        root = os.path.join(self.root, "due")
+        try:
+            buckets = sorted(os.listdir(root))
+        except FileNotFoundError:
+            return
+        limit = now.astimezone(timezone.utc).strftime(_STAMP)
+        for bucket in buckets:
+            if bucket > limit[:11].replace("T", ""):
+                return
+            path = os.path.join(root, bucket)
+            names = sorted(os.listdir(path))
+            for name in names:
+                stamp, _, run_id = name.partition("_")
+                if stamp > limit:
+                    return
+                yield datetime.strptime(stamp, _STAMP).replace(tzinfo=timezone.utc), run_id
+            if not names or bucket < limit[:11].replace("T", ""):
+                try:
+                    os.rmdir(path)
+                except OSError:
+                    pass
+
+    # hook tokens
+    def _token_path(self, token: str) -> str:
+        return os.path.join(self._dir("tokens"), _sha(token))
+
+    def claim_token(self, token: str, run_id: str) -> str | None:
+        path = self._token_path(token)
+        data = json.dumps({"token": token, "run_id": run_id}).encode()
+        try:
+            faults.point("token.claim")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
+        except FileExistsError:
+            owner = self.token_owner(token)
+            return None if owner in (None, run_id) else owner
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        _fsync_dir(os.path.dirname(path))
+        return None
+
+    def token_owner(self, token: str) -> str | None:
+        try:
+            with open(self._token_path(token), "rb") as handle:
+                record = json.loads(handle.read() or b"{}")
+        except (FileNotFoundError, ValueError):
+            return None
+        owner = record.get("run_id")
+        return owner if record.get("token") == token and isinstance(owner, str) else None
+
+    def release_token(self, token: str, run_id: str) -> None:
+        if self.token_owner(token) == run_id:
+            faults.point("token.release")
+            os.unlink(self._token_path(token))
+
+    # the inbox
+    def _write_atomic(self, directory: str, name: str, data: bytes) -> None:
+        tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                faults.point("inbox.write")
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            faults.point("inbox.rename")
+            os.rename(tmp, os.path.join(directory, name))
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(directory)
+
+    def post(self, run_id: str, message: dict[str, Any]) -> str:
+        message_id = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
+        directory = self._dir("inbox", check_run_id(run_id))
+        self._write_atomic(directory, message_id + ".json", json.dumps(message).encode())
+        return message_id
+
+    def messages(self, run_id: str) -> list[tuple[str, dict[str, Any] | str]]:
+        directory = os.path.join(self.root, "inbox", check_run_id(run_id))
+        try:
+            names = sorted(os.listdir(directory))
+        except FileNotFoundError:
+            return []
+        found: list[tuple[str, dict[str, Any] | str]] = []
+        for name in names:
+            if name.startswith(".tmp-"):
+                continue
+            found.append((name.removesuffix(".json"), _read_message(os.path.join(directory, name))))
+        return found
+
+    def ack(self, run_id: str, message_id: str) -> None:
+        faults.point("inbox.ack")
+        try:
+            os.unlink(os.path.join(self.root, "inbox", run_id, message_id + ".json"))
+        except FileNotFoundError:
+            pass
+
+    def reject(self, run_id: str, message_id: str, reason: str) -> None:
+        target = self._dir("rejected")
+        name = f"{run_id}-{message_id}"
+        source = os.path.join(self.root, "inbox", run_id, message_id + ".json")
+        self._write_atomic(target, name + ".reason", (reason + "\n").encode())
+        try:
+            os.rename(source, os.path.join(target, name + ".json"))
+        except FileNotFoundError:
+            pass
+        except OSError:
+            os.unlink(source)
+
+    def inbox_run_ids(self) -> list[str]:
+        try:
+            names = os.listdir(os.path.join(self.root, "inbox"))
+        except FileNotFoundError:
+            return []
+        found = []
+        for name in names:
+            path = os.path.join(self.root, "inbox", name)
+            try:
+                if os.listdir(path):
+                    found.append(name)
+                else:
+                    os.rmdir(path)
+            except OSError:
+                continue
+        return found
+
+    def request_cancel(self, run_id: str) -> None:
+        self._write_atomic(self._dir("cancel"), check_run_id(run_id), b"cancel\n")
+
+    def cancel_requested(self, run_id: str) -> bool:
+        return os.path.exists(os.path.join(self.root, "cancel", run_id))
+
+    def clear_cancel(self, run_id: str) -> None:
+        try:
+            os.unlink(os.path.join(self.root, "cancel", run_id))
+        except FileNotFoundError:
+            pass
+
+    # output streams
+    def _stream_path(self, run_id: str, name: str) -> str:
+        return os.path.join(self._dir("streams", check_run_id(run_id)), _sha(name) + ".jsonl")
+
+    def stream_append(self, run_id: str, name: str, chunks: list[Event]) -> None:
+        path = self._stream_path(run_id, name)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW, 0o600)
+        try:
+            faults.point("stream.append")
+            os.write(fd, b"".join(journal.encode(chunk) for chunk in chunks))
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+
+    def stream_read(self, run_id: str, name: str, start: int = 0) -> list[Event]:
+        try:
+            with open(self._stream_path(run_id, name), "rb") as handle:
+                data = handle.read()
+        except FileNotFoundError:
+            return []
+        lines = data[: data.rfind(b"\n") + 1].split(b"\n")[:-1]
+        return [journal.decode(line) for line in lines[start:]]
+
+    # schedule bookkeeping
+    def schedule_state(self, name: str) -> dict[str, Any] | None:
+        try:
+            with open(os.path.join(self.root, "schedules", _sha(name) + ".json"), "rb") as handle:
+                state = json.loads(handle.read())
+        except (FileNotFoundError, ValueError):
+            return None
+        return state if isinstance(state, dict) else None
+
+    def save_schedule_state(self, name: str, state: dict[str, Any]) -> None:
+        self._write_atomic(self._dir("schedules"), _sha(name) + ".json", json.dumps(state).encode())
+
+
+def _read_message(path: str) -> dict[str, Any] | str:
+    """An inbox file's message, or the reason it cannot be delivered (never follows a link)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        return f"cannot open: {exc.strerror}"
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return "not a regular file"
+        if info.st_uid != os.getuid():
+            return "not owned by this user"
+        if info.st_nlink != 1:
+            return "a hard link"
+        data = os.read(fd, info.st_size + 1)
+    finally:
+        os.close(fd)
+    try:
+        message = json.loads(data)
+    except (ValueError, RecursionError):
+        return "not valid JSON"
+    return message if isinstance(message, dict) else "not a JSON object"

@@ -1,0 +1,53 @@
+"""Running ticks for the CLI: one pass (cron), or `--loop` passes until SIGTERM/SIGINT (systemd)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from datetime import datetime
+from typing import Any, Iterable, Iterator
+
+from .timeparse import parse_duration, parse_instant
+
+PROGRESS_THRESHOLD = 20
+
+
+def _progress(items: list[tuple[datetime, str]]) -> Iterable[tuple[datetime, str]]:
+    """Due runs, shown with click's progress bar on a terminal when there are many."""
+    if len(items) < PROGRESS_THRESHOLD or not sys.stderr.isatty():
+        return items
+
+    def walk() -> Iterator[tuple[datetime, str]]:
+        import click
+
+        with click.progressbar(items, label="resuming runs", file=sys.stderr) as bar:
+            yield from bar
+
+    return walk()
+
+
+def run_ticks(settings: Any, now_text: str | None, loop: bool, interval: str, quiet: bool) -> dict[str, Any]:
+    """Tick once, or until a stop signal; returns the (summed) summary as JSON-ready data."""
+    from .config import find_config
+    from .tick import TickSummary, clock_from, tick_once
+
+    now = parse_instant(now_text) if now_text else None
+    pause = parse_duration(interval)
+    stop = threading.Event()
+    if loop:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+    total = TickSummary()
+    store = settings.open()
+    try:
+        while True:
+            summary = tick_once(store, clock_from(now), config=find_config(),
+                                show=None if quiet else _progress)
+            for name, value in vars(summary).items():
+                setattr(total, name, getattr(total, name) + value)
+            if not loop or stop.wait(pause):
+                break
+    finally:
+        store.close()
+    return total.to_json()

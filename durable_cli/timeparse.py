@@ -1,0 +1,70 @@
+"""Durations ("7 days", "1h30m", "500ms") and instants (ISO 8601) as the API and CLI accept them."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+
+_UNITS = {
+    "ms": 0.001, "msec": 0.001, "millisecond": 0.001, "milliseconds": 0.001,
+    "s": 1.0, "sec": 1.0, "secs": 1.0, "second": 1.0, "seconds": 1.0,
+    "m": 60.0, "min": 60.0, "mins": 60.0, "minute": 60.0, "minutes": 60.0,
+    "h": 3600.0, "hr": 3600.0, "hrs": 3600.0, "hour": 3600.0, "hours": 3600.0,
+    "d": 86400.0, "day": 86400.0, "days": 86400.0,
+    "w": 604800.0, "week": 604800.0, "weeks": 604800.0,
+}
+_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]+)\s*,?")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds in `value`: a number, a timedelta or text such as "7 days", "1h30m", "500ms"."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, str):
+        seconds = _parse_text(value)
+    else:
+        raise ValueError(f"not a duration: {value!r}")
+    if seconds < 0 or seconds != seconds:
+        raise ValueError(f"a duration cannot be negative: {value!r}")
+    return seconds
+
+
+def _parse_text(text: str) -> float:
+    stripped = text.strip().lower()
+    try:
+        return float(stripped)
+    except ValueError:
+        pass
+    total, pos = 0.0, 0
+    while pos < len(stripped):
+        match = _PART.match(stripped, pos)
+        if not match or match.group(2) not in _UNITS:
+            raise ValueError(f"not a duration: {text!r} (try '90s', '1h30m' or '7 days')")
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if pos == 0:
+        raise ValueError(f"not a duration: {text!r} (try '90s', '1h30m' or '7 days')")
+    return total
+
+
+def parse_instant(text: str) -> datetime:
+    """A timezone-aware datetime from ISO 8601 text; a naive one is taken as UTC."""
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"not an ISO 8601 time: {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def iso(value: datetime) -> str:
+    """UTC ISO text with microseconds and a Z, the one form the journal uses."""
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def utcnow() -> datetime:
+    """The wall clock, read only at the edges (CLI, API), never inside the engine."""
+    return datetime.now(timezone.utc)
