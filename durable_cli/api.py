@@ -11,6 +11,8 @@ from .timeparse import parse_duration
 
 __all__ = [
     "workflow", "step", "sleep", "define_hook", "Hook", "get_step_metadata", "get_workflow_metadata",
+    "start_child", "get_writable", "workflow_now", "workflow_random", "workflow_uuid", "patched",
+    "first",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -107,3 +109,68 @@ def define_hook(name: str = "hook") -> Hook:
     """A hook: `h = define_hook()` at module level, then `h.create(token=...)` inside a workflow."""
     return Hook(name)
 
+
+
+def start_child(fn: WorkflowDef, *args: Any, **kwargs: Any) -> Any:
+    """Start a child run of workflow `fn` (once, even across replays) and return its handle.
+
+    The child runs at once in this process until it first suspends; `handle.result()` (awaitable
+    in async workflows) waits for its outcome and raises ChildFailed when it fails.
+    """
+    from .engine.children import start_child as start
+
+    if not isinstance(fn, WorkflowDef):
+        raise TypeError(f"{fn!r} is not a workflow (decorate it with @workflow)")
+    return start(require_execution("start_child()"), fn, args, kwargs)
+
+
+def get_writable(name: str = "default") -> Any:
+    """A writer for the run's named output stream (call it inside a step); `.write(chunk)`."""
+    from .engine.streams import StreamWriter
+
+    return StreamWriter(name)
+
+
+def workflow_now() -> datetime:
+    """The current time as this run first saw it at this point: the same on every replay."""
+    from .engine import determinism
+
+    return determinism.now(require_execution("workflow_now()"))
+
+
+def workflow_random() -> float:
+    """A random float in [0, 1) that is the same on every replay of the run."""
+    from .engine import determinism
+
+    return determinism.random(require_execution("workflow_random()"))
+
+
+def workflow_uuid() -> Any:
+    """A random UUID (version 4) that is the same on every replay of the run."""
+    from .engine import determinism
+
+    return determinism.uuid4(require_execution("workflow_uuid()"))
+
+
+def patched(change_id: str) -> bool:
+    """True for runs that reach this point on new code, False for runs replaying older history.
+
+    Lets a deploy change a workflow under sleeping runs: `if patched("v2-tax"): new() else: old()`.
+    """
+    from .engine import determinism
+
+    return determinism.patched(require_execution("patched()"), change_id)
+
+
+async def first(*awaitables: Any) -> tuple[int, Any]:
+    """Race awaitables (steps, sleeps, hook waits, child results): (index, result) of the first.
+
+    The race resolves on replay exactly as it did the first time; the losers keep running and
+    their outcomes are journaled too.
+    """
+    import asyncio
+
+    tasks = [asyncio.ensure_future(item) for item in awaitables]
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    winner = min(done, key=tasks.index)
+    return tasks.index(winner), winner.result()

@@ -209,3 +209,24 @@ def tick(dir: str | None = None, store: str | None = None, now: datetime | None 
         return tick_once(target, clock_from(now), config=find_config())
     finally:
         target.close()
+
+
+def read_stream(run_id: str, name: str = "default", start: int = 0, dir: str | None = None,
+                store: str | None = None) -> list[dict[str, Any]]:
+    """Chunks of a run's output stream from index `start`: `index`, `data`, `step_id`, `attempt`."""
+    target = open_store(dir, store)
+    try:
+        return target.stream_read(check_run_id(run_id), name, start)
+    finally:
+        target.close()
+
+
+def retry(run_id: str, dir: str | None = None, store: str | None = None) -> Run:
+    """Resume a failed run (a determinism error, a final step failure) on fixed code, keeping its journal."""
+    from .engine.driver import retry_run
+
+    target = open_store(dir, store)
+    try:
+        return retry_run(target, check_run_id(run_id), utcnow, options_for())
+    finally:
+        target.close()

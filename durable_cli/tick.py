@@ -70,9 +70,9 @@ def _drive(store: Store, run_id: str, clock: Clock, summary: TickSummary, option
 
 
 def _deliver_inbox(store: Store, clock: Clock, summary: TickSummary, options: Callable[[], Any]) -> None:
-    from .engine.driver import get_run
-
     for run_id in store.inbox_run_ids():
+        from .engine.driver import get_run
+
         messages = store.messages(run_id)
         try:
             finished = get_run(store, run_id).status in ("completed", "failed", "cancelled")

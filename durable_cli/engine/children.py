@@ -1,12 +1,131 @@
-"""Runs that belong to other runs: telling a parent its child finished, and cancelling families."""
+"""Child workflows: starting one from a workflow, waiting for its outcome, and families of runs.
+
+A child's run id is derived from its parent's id and the call's position, and created
+exclusively, so a replay (even after a crash between creating the child and journaling it)
+never starts a second child. A finished child leaves its outcome in the parent's inbox and wakes
+the parent; nothing polls children.
+"""
 
 from __future__ import annotations
 
-from ..errors import RunBusy
+import hashlib
+import threading
+from typing import Any
+
+from ..errors import ChildFailed, RunBusy
 from ..store.base import Store
-from ..timeparse import iso
+from ..timeparse import iso, parse_instant
 from .driver import Options, Run, drive
 from .replay import Clock, Execution
+from .waits import Wait, block, block_async
+
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+def child_run_id(parent: str, pos: int) -> str:
+    """The run id of the child started at `pos` by `parent` (hashed when it would grow too long)."""
+    run_id = f"{parent}-c{pos}"
+    if len(run_id) <= 200:
+        return run_id
+    return "c-" + hashlib.sha256(f"{parent}:{pos}".encode()).hexdigest()[:32]
+
+
+class ChildWait(Wait):
+    """Waiting for a child's outcome; resolved by the `child_finished` message it sends."""
+
+    kind = "child"
+    waiting = True
+
+    def __init__(self, pos: int, handle: ChildHandle) -> None:
+        super().__init__(pos, None)
+        self.handle = handle
+
+    def ready_at(self, ex: Execution, now: Any) -> Any:
+        finished = ex.history.children.get(self.handle.run_id)
+        return parse_instant(finished["sent_at"]) if finished else None
+
+    def complete(self, ex: Execution) -> Any:
+        finished = ex.history.children[self.handle.run_id]
+        event = ex.record("child_result", pos=self.pos, name=self.handle.name,
+                          child_run_id=self.handle.run_id, status=finished["status"],
+                          result=finished.get("result"), error=finished.get("error"))
+        return outcome(event)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "child", "pos": self.pos, "child_run_id": self.handle.run_id}
+
+
+def outcome(event: dict[str, Any]) -> Any:
+    """A child's result, or ChildFailed carrying its run id, error class and message."""
+    if event["status"] == "completed":
+        return event.get("result")
+    error = event.get("error") or {"type": "Cancelled", "message": f"child run was {event['status']}"}
+    raise ChildFailed(event["child_run_id"], str(error.get("type")), str(error.get("message")))
+
+
+class ChildHandle:
+    """A started child run: `run_id`, and `result()` (awaitable in async workflows)."""
+
+    def __init__(self, ex: Execution, run_id: str, name: str) -> None:
+        self._ex = ex
+        self.run_id = run_id
+        self.name = name
+
+    def _begin(self) -> tuple[int, Any]:
+        pos, op = self._ex.begin("join", self.name)
+        return pos, op.completion if op is not None else None
+
+    def result(self) -> Any:
+        """The child's return value once it completes; raises ChildFailed if it fails."""
+        if self._ex.definition.is_async:
+            return self._result_async()
+        pos, completion = self._begin()
+        if completion is not None:
+            self._ex.consume(pos)
+            return outcome(completion)
+        return block(self._ex, ChildWait(pos, self))
+
+    async def _result_async(self) -> Any:
+        pos, completion = self._begin()
+        if completion is not None:
+            await self._ex.turn(pos)
+            return outcome(completion)
+        return await block_async(self._ex, ChildWait(pos, self))
+
+    def __repr__(self) -> str:
+        return f"<child run {self.run_id}>"
+
+
+def start_child(ex: Execution, definition: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ChildHandle:
+    """Start (once) a child run at the next position and drive it to its first suspension here."""
+    pos, op = ex.begin("child", definition.name)
+    if op is not None:
+        return ChildHandle(ex, op.events[0]["child_run_id"], definition.name)
+    run_id = child_run_id(ex.run_id, pos)
+    ex.flush()
+    failure: list[BaseException] = []
+
+    def create() -> None:
+        from ..client import create_run
+
+        try:
+            create_run(ex.store, definition, args, kwargs, run_id, ex.clock, ex.options,
+                       {"parent": {"run_id": ex.run_id, "pos": pos}})
+        except RunBusy:
+            pass
+        except BaseException as exc:
+            failure.append(exc)
+
+    worker = threading.Thread(target=create, name=f"durable-child-{run_id}")
+    worker.start()
+    worker.join()
+    if failure:
+        ex.abort(failure[0])
+    from ..loader import reference
+
+    ex.record("child_started", pos=pos, name=definition.name, child_run_id=run_id,
+              workflow=reference(definition)["workflow"])
+    return ChildHandle(ex, run_id, definition.name)
 
 
 def notify_parent(ex: Execution) -> None:
@@ -14,10 +133,11 @@ def notify_parent(ex: Execution) -> None:
     parent = ex.history.start.get("parent")
     if not parent:
         return
-    outcome = ex.history.outcome or {}
+    outcome_event = ex.history.outcome or {}
     ex.store.post(parent["run_id"], {
         "kind": "child", "child_run_id": ex.run_id, "status": ex.history.status,
-        "result": outcome.get("result"), "error": outcome.get("error"), "sent_at": iso(ex.clock()),
+        "result": outcome_event.get("result"), "error": outcome_event.get("error"),
+        "sent_at": iso(ex.clock()),
     })
     try:
         drive(ex.store, parent["run_id"], ex.clock, ex.options)
@@ -25,12 +145,23 @@ def notify_parent(ex: Execution) -> None:
         pass
 
 
+def children_of(ex: Execution) -> list[str]:
+    """Run ids of the children this run has started."""
+    return [op.events[0]["child_run_id"] for op in ex.history.ops.values() if op.kind == "child"]
+
+
+def cancel_children(ex: Execution) -> None:
+    """Cancel every unfinished child of a run that is being cancelled."""
+    for run_id in children_of(ex):
+        cancel_run(ex.store, run_id, ex.clock)
+
+
 def cancel_run(store: Store, run_id: str, clock: Clock) -> Run:
     """Cancel a run and its unfinished children; waits for a step in progress to end first."""
     from .driver import get_run
 
     run = get_run(store, run_id)
-    if run.status in ("completed", "failed", "cancelled"):
+    if run.status in TERMINAL:
         return run
     store.request_cancel(run_id)
     return drive(store, run_id, clock, Options(), wait=True)

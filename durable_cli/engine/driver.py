@@ -98,20 +98,22 @@ def _run_async(ex: Execution, args: list[Any], kwargs: dict[str, Any]) -> Any:
     ex.arm()
     try:
         loop.run_until_complete(stopped)
-        if not task.done():
-            ex.closing = True
-            task.cancel()
-            loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
-        others = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for other in others:
-            other.cancel()
-        if others:
-            loop.run_until_complete(asyncio.gather(*others, return_exceptions=True))
+        if task.done() and not ex.closing:
+            while ex.live_steps:
+                loop.run_until_complete(asyncio.sleep(0.005))
+        suspended = not task.done() or ex.closing
+        ex.closing = True
+        leftovers = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for leftover in leftovers:
+            leftover.cancel()
+        if leftovers:
+            loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
     finally:
         loop.close()
         ex.loop = None
-    if task.cancelled() or ex.closing:
+    if suspended or task.cancelled():
         raise Suspend()
+    ex.closing = False
     return task.result()
 
 
@@ -121,7 +123,7 @@ async def definition_coroutine(ex: Execution, args: list[Any], kwargs: dict[str,
 
 def execute(
     store: Store, session: RunSession, clock: Clock, definition: Any, options: Options,
-    due_at: datetime | None = None, start: dict[str, Any] | None = None,
+    due_at: datetime | None = None, start: dict[str, Any] | None = None, retry: bool = False,
 ) -> Execution:
     """Replay and continue the claimed run until it finishes or suspends; journal the outcome.
 
@@ -133,9 +135,11 @@ def execute(
     ex.marked = due_at is not None and due_at <= clock()
     if start is not None:
         ex.record("run_started", **start)
-    if history.finished:
+    if retry and history.status == "failed":
+        ex.record("run_retried")
+    elif history.finished:
         return ex
-    if history.status == "running" and start is None:
+    elif history.status == "running" and start is None:
         crashes = history.crashes + 1
         ex.record("run_recovered", crashes=crashes)
         if crashes > options.max_recoveries:
@@ -188,8 +192,10 @@ def _finish(ex: Execution, result: Any, completed: bool) -> None:
         for token in history.tokens():
             store.release_token(token, ex.run_id)
         store.clear_cancel(ex.run_id)
-        from .children import notify_parent
+        from .children import cancel_children, notify_parent
 
+        if history.status == "cancelled":
+            cancel_children(ex)
         notify_parent(ex)
     else:
         wake_at = history.suspended.get("wake_at") if history.suspended else None
@@ -221,3 +227,18 @@ def drive(
 def get_run(store: Store, run_id: str) -> Run:
     """The run as its journal says now, without claiming it."""
     return Run.from_history(run_id, History(store.read_events(run_id)))
+
+
+def retry_run(store: Store, run_id: str, clock: Clock, options: Options) -> Run:
+    """Resume a failed run on (fixed) code: final step failures get fresh attempts, history stays."""
+    session = store.open_run(run_id)
+    if session is None:
+        raise RunBusy(f"run {run_id} is being executed by another process")
+    try:
+        status = History(session.events).status
+        if status != "failed":
+            raise DurableError(f"run {run_id} is {status}; only a failed run can be retried")
+        ex = execute(store, session, clock, None, options, retry=True)
+    finally:
+        session.close()
+    return Run.from_history(run_id, ex.history)

@@ -26,6 +26,7 @@ class Op:
     name: str
     events: list[Event] = field(default_factory=list)
     completion: Event | None = None
+    retry_base: int = 0
 
     def first(self, event_type: str) -> Event | None:
         return next((e for e in self.events if e["type"] == event_type), None)
@@ -41,7 +42,7 @@ _KIND = {
     "step_started": "step", "step_failed": "step", "step_completed": "step",
     "sleep_started": "sleep", "sleep_completed": "sleep",
     "hook_created": "hook", "hook_wait": "wait", "hook_next": "wait",
-    "child_started": "child", "child_result": "child",
+    "child_started": "child", "child_result": "join",
     "patched": "patch", "now": "now",
 }
 
@@ -103,9 +104,20 @@ class History:
         elif kind in ("run_started", "run_retried"):
             if kind == "run_started":
                 self.start = event
+            else:
+                self._void_final_failures()
             self.status = "running"
             self.outcome = None
             self.suspended = None
+            self.crashes = 0
+
+    def _void_final_failures(self) -> None:
+        """After `run_retried`, steps that had failed for good get fresh attempts."""
+        for op in self.ops.values():
+            if op.completion is not None and op.completion["type"] == "step_failed":
+                op.completion = None
+                op.retry_base = op.count("step_started")
+                self.completion_order.remove(op.pos)
 
     @property
     def finished(self) -> bool:

@@ -46,6 +46,7 @@ class Execution:
         self.definition = definition
         self.options = options
         self.position = 0
+        self.derived = 0
         self.gate: dict[int, None] = dict.fromkeys(self.history.completion_order)
         self.turns: dict[int, asyncio.Future[None]] = {}
         self.pending: dict[int, Wait] = {}

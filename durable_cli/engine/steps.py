@@ -69,7 +69,8 @@ def _fail(ex: Execution, sdef: StepDef, pos: int, attempt: int, exc: BaseExcepti
     """Journal a failed attempt: final, or with the time the next attempt may start."""
     retries, delay = _limits(ex, sdef)
     fields: dict[str, Any] = {"pos": pos, "name": sdef.name, "attempt": attempt, "error": error_info(exc)}
-    if isinstance(exc, FatalError) or attempt > retries:
+    op = ex.history.ops.get(pos)
+    if isinstance(exc, FatalError) or attempt - (op.retry_base if op else 0) > retries:
         fields["final"] = True
     else:
         wait = delay * (2 ** (attempt - 1))
@@ -90,7 +91,7 @@ def _plan(ex: Execution, sdef: StepDef, pos: int) -> tuple[int, RetryWait | None
     if op is not None and started > failed:
         _fail(ex, sdef, pos, started, StepCrashed(f"the process died during attempt {started} of step {sdef.name!r}"))
     last = op.last("step_failed") if op else None
-    if last is not None and last.get("retry_at"):
+    if last is not None and last.get("retry_at") and op is not None and started > op.retry_base:
         return started + 1, RetryWait(pos, parse_instant(last["retry_at"]))
     return started + 1, None
 

@@ -1,0 +1,179 @@
+"""Holding a run in PostgreSQL: a claim, not an open transaction. Each claim takes a fresh number
+(the fencing token) and a lease; a heartbeat renews the lease, and a flush writes only while the
+run's row still carries the session's claim, so a holder that stalled past its lease writes nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+import psycopg
+
+from .. import faults, journal
+from ..errors import StoreError
+from .base import Event, RunSession
+from .pg_schema import Conflict, Conn, Db, StoreUrl, connect
+
+# Take the run if nobody holds it or its holder's lease has lapsed.
+CLAIM = """
+UPDATE durable_runs SET claim = nextval('durable_claims'), owner = %(owner)s,
+       lease_until = now() + make_interval(secs => %(lease)s)
+ WHERE run_id = %(run_id)s AND (owner IS NULL OR lease_until < now())
+RETURNING claim
+"""
+
+# Create the run, or take an existing one that no one holds and that has no events yet.
+CREATE = """
+INSERT INTO durable_runs AS r (run_id, claim, owner, lease_until)
+VALUES (%(run_id)s, nextval('durable_claims'), %(owner)s,
+        now() + make_interval(secs => %(lease)s))
+ON CONFLICT (run_id) DO UPDATE
+   SET claim = EXCLUDED.claim, owner = EXCLUDED.owner, lease_until = EXCLUDED.lease_until
+ WHERE (r.owner IS NULL OR r.lease_until < now())
+   AND NOT EXISTS (SELECT 1 FROM durable_events e WHERE e.run_id = r.run_id)
+RETURNING claim
+"""
+
+# FOR SHARE makes a concurrent claim wait for this insert, or this insert see the new claim.
+_APPEND = """
+WITH held AS (
+    SELECT 1 FROM durable_runs
+     WHERE run_id = %(run_id)s AND claim = %(claim)s AND owner = %(owner)s FOR SHARE
+)
+INSERT INTO durable_events (run_id, seq, body)
+SELECT %(run_id)s, line.seq, line.body
+  FROM held, unnest(%(seqs)s::bigint[], %(bodies)s::text[]) AS line(seq, body)
+"""
+
+_RELEASE = """
+UPDATE durable_runs SET owner = NULL, lease_until = NULL
+ WHERE run_id = %(run_id)s AND claim = %(claim)s AND owner = %(owner)s
+"""
+
+_EXTEND = """
+UPDATE durable_runs AS r SET lease_until = now() + make_interval(secs => %(lease)s)
+  FROM unnest(%(run_ids)s::text[], %(claims)s::bigint[]) AS held(run_id, claim)
+ WHERE r.run_id = held.run_id AND r.claim = held.claim AND r.owner = %(owner)s
+"""
+
+
+class Heartbeat:
+    """Renews, every lease/3 and on its own connection, the lease of every run a store holds.
+
+    Its thread runs only while runs are held. A renewal that fails is retried at the next beat;
+    if the lease lapses meanwhile, fencing keeps the stale holder from writing.
+    """
+
+    def __init__(self, url: StoreUrl, owner: str) -> None:
+        self._url = url
+        self._owner = owner
+        self._held: dict[str, int] = {}
+        self._guard = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._conn: Conn | None = None
+
+    def add(self, run_id: str, claim: int) -> None:
+        with self._guard:
+            self._held[run_id] = claim
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name=f"durable-lease-{self._owner}", daemon=True
+                )
+                self._thread.start()
+
+    def remove(self, run_id: str) -> None:
+        with self._guard:
+            self._held.pop(run_id, None)
+
+    def stop(self) -> None:
+        """Stop renewing (held leases will lapse) and close the heartbeat's connection."""
+        self._stop.set()
+        with self._guard:
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+        if self._conn is not None:
+            self._conn.close()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._url.lease / 3):
+            with self._guard:
+                if not self._held:
+                    self._thread = None
+                    return
+                held = dict(self._held)
+            self._beat(held)
+
+    def _beat(self, held: dict[str, int]) -> None:
+        params = {"lease": self._url.lease, "run_ids": list(held), "claims": list(held.values()),
+                  "owner": self._owner}
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = connect(self._url)
+            self._conn.execute(_EXTEND, params)
+        except (psycopg.Error, StoreError):
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = None
+
+
+class PostgresRunSession(RunSession):
+    """A run held through claim number `claim`; `flush` inserts only while that claim stands."""
+
+    def __init__(self, db: Db, heartbeat: Heartbeat, owner: str, run_id: str, claim: int,
+                 events: list[Event]) -> None:
+        self.run_id = run_id
+        self.events = events
+        self._db = db
+        self._heartbeat = heartbeat
+        self._owner = owner
+        self._claim = claim
+        self._seq = len(events)
+        self._pending: list[str] = []
+        self._open = True
+        heartbeat.add(run_id, claim)
+
+    def stage(self, event: Event) -> Event:
+        line = journal.encode({**event, "seq": self._seq + len(self._pending) + 1})
+        event["seq"] = self._seq + len(self._pending) + 1
+        self._pending.append(line[:-1].decode())
+        return event
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        if not self._open:
+            raise StoreError(f"run {self.run_id} was released: nothing can be flushed")
+        seqs = list(range(self._seq + 1, self._seq + len(self._pending) + 1))
+        params = {"run_id": self.run_id, "claim": self._claim, "owner": self._owner,
+                  "seqs": seqs, "bodies": self._pending}
+        self._pending = []
+        faults.point("journal.append")
+        try:
+            inserted = self._db.write(_APPEND, params)
+        except Conflict:
+            inserted = 0
+        if inserted != len(seqs):
+            raise StoreError(
+                f"lost the claim on run {self.run_id}: its lease lapsed and another worker took "
+                "the run over (or it was deleted); nothing was written"
+            )
+        self._seq = seqs[-1]
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
+    def close(self) -> None:
+        if not self._open:
+            return
+        self._open = False
+        self._pending = []
+        self._heartbeat.remove(self.run_id)
+        release(self._db, self._owner, self.run_id, self._claim)
+
+
+def release(db: Db, owner: str, run_id: str, claim: int) -> None:
+    """Give the run up, if `claim` still holds it."""
+    faults.point("run.release")
+    db.write(_RELEASE, {"run_id": run_id, "claim": claim, "owner": owner})
