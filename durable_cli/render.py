@@ -36,10 +36,14 @@ def render_run(doc: dict[str, Any], color: bool = False) -> str:
         lines.append(f"wakes     {doc['wake_at']}")
     lines.append(f"journal   {doc['journal']}")
     lines.append("")
-    for event in doc["events"]:
-        detail = {k: v for k, v in event.items() if k not in ("type", "seq", "at")}
-        lines.append(f"{event['seq']:>4}  {event['at']}  {event['type']:<15} {json.dumps(detail)[:120]}")
+    lines.extend(event_line(event, color) for event in doc["events"])
     return "\n".join(lines)
+
+
+def event_line(event: dict[str, Any], color: bool = False) -> str:
+    """One journal event on one line: seq, time, type and its other fields."""
+    detail = {k: v for k, v in event.items() if k not in ("type", "seq", "at")}
+    return f"{event['seq']:>4}  {event['at']}  {event['type']:<15} {json.dumps(detail)[:120]}"
 
 
 def render_list(rows: list[dict[str, Any]], now: datetime, color: bool = False) -> str:

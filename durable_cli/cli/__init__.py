@@ -1,0 +1,113 @@
+"""The `durable` command: parsing, output and exit codes over the library; nothing else.
+
+Exit codes: 0 ok (a suspended run included), 1 the run failed (or the store failed), 2 usage or
+bad input. Errors are one sentence on stderr. With `--json`, stdout holds one JSON document.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Callable, NoReturn
+
+import click
+
+
+class Failure(click.ClickException):
+    """A user-facing error with its exit code."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = code
+
+
+def _fail_from(exc: BaseException) -> NoReturn:
+    from .. import errors
+
+    if isinstance(exc, (errors.JournalDamaged, errors.RunBusy)):
+        raise Failure(str(exc), 1) from None
+    if isinstance(exc, (errors.DurableError, ValueError)):
+        raise Failure(str(exc), 2) from None
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise Failure(f"storage error{where}: {exc.strerror or exc}", 1) from None
+    raise exc
+
+
+class DurableGroup(click.Group):
+    """Turns library errors into one-line messages with the documented exit codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            _fail_from(exc)
+
+
+class Settings:
+    def __init__(self, dir: str | None, store: str | None) -> None:
+        self.dir = dir
+        self.store = store
+
+    def open(self) -> Any:
+        from ..store import open_store
+
+        return open_store(self.dir, self.store)
+
+
+def _emit(as_json: bool, document: Any, text: Callable[[], None]) -> None:
+    if as_json:
+        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+    else:
+        text()
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+
+
+@click.group(cls=DurableGroup)
+@click.option("--dir", "dir_", metavar="PATH", help="Journal dir (else $DURABLE_DIR, else ./journals).")
+@click.option("--store", "store_url", metavar="URL", help="Store URL, e.g. postgresql://... (else $DURABLE_STORE).")
+@click.option("--config", "config_path", metavar="PATH", help="durable.yaml to use (else $DURABLE_CONFIG, else ./durable.yaml).")
+@click.version_option(package_name="durable-cli")
+@click.pass_context
+def main(ctx: click.Context, dir_: str | None, store_url: str | None, config_path: str | None) -> None:
+    """Durable workflows for Python that run as ordinary processes."""
+    if dir_ is not None and store_url is not None:
+        raise click.UsageError("give either --dir or --store, not both")
+    if config_path is not None:
+        os.environ["DURABLE_CONFIG"] = config_path
+    ctx.obj = Settings(dir_, store_url)
+
+
+def _run_document(run: Any) -> dict[str, Any]:
+    document: dict[str, Any] = {"run_id": run.run_id, "status": run.status}
+    if run.status == "completed":
+        document["result"] = run.result
+    elif run.error is not None:
+        document["error"] = run.error
+    if run.wake_at:
+        document["wake_at"] = run.wake_at
+    return document
+
+
+def _report_run(run: Any, as_json: bool) -> None:
+    def text() -> None:
+        line = f"{run.run_id} {run.status}"
+        if run.wake_at:
+            line += f" (until {run.wake_at})"
+        click.echo(line)
+        if run.status == "completed":
+            click.echo(json.dumps(run.result, ensure_ascii=False))
+
+    _emit(as_json, _run_document(run), text)
+    if run.status == "failed":
+        error = run.error or {}
+        click.echo(f"run {run.run_id} failed: {error.get('type')}: {error.get('message')}", err=True)
+        sys.exit(1)
+
+
+from . import operate, runs, views  # noqa: E402,F401  (registers the commands)

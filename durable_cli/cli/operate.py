@@ -1,0 +1,81 @@
+"""Commands for operators: tick, schedules, prune, export, migrate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from . import Settings, _emit, json_option, main
+
+
+@main.command()
+@click.option("--now", "now_text", metavar="ISO8601", help="Treat this instant as the current time.")
+@click.option("--loop", is_flag=True, help="Repeat passes until SIGTERM/SIGINT.")
+@click.option("--interval", default="10s", show_default=True, help="Pause between passes with --loop.")
+@json_option
+@click.pass_obj
+def tick(settings: Settings, now_text: str | None, loop: bool, interval: str, as_json: bool) -> None:
+    """Deliver inbox payloads, fire schedules, resume due runs and recover crashed ones."""
+    from ..ticking import run_ticks
+
+    summary = run_ticks(settings, now_text, loop, interval, quiet=as_json)
+    _emit(as_json, summary, lambda: click.echo(_tick_line(summary)))
+
+
+def _tick_line(summary: dict[str, Any]) -> str:
+    parts = [f"{summary[k]} {k}" for k in ("delivered", "fired", "resumed", "completed", "failed", "suspended", "busy") if summary.get(k)]
+    line = "tick: " + (", ".join(parts) if parts else "nothing due")
+    for error in summary.get("errors", []):
+        line += f"\nerror: run {error['run_id']}: {error['error']}"
+    return line
+
+
+@main.command()
+@json_option
+@click.pass_obj
+def schedules(settings: Settings, as_json: bool) -> None:
+    """List the schedules of durable.yaml with their last and next fire time."""
+    from ..config import load_config
+    from ..scheduling import describe_schedules
+    from ..timeparse import utcnow
+
+    config = load_config()
+    store = settings.open()
+    try:
+        rows = describe_schedules(store, config, utcnow())
+    finally:
+        store.close()
+
+    def text() -> None:
+        if not rows:
+            click.echo("no schedules")
+        for row in rows:
+            click.echo(f"{row['name']:<24} {row['cron']:<16} {row['timezone']:<16} "
+                       f"last {row['last_fire'] or '-':<28} next {row['next_fire']}")
+
+    _emit(as_json, rows, text)
+
+
+@main.command()
+@click.option("--older-than", "older_than", required=True, metavar="DURATION", help="e.g. 30d")
+@click.option("--status", type=click.Choice(["completed", "failed", "cancelled"]))
+@json_option
+@click.pass_obj
+def prune(settings: Settings, older_than: str, status: str | None, as_json: bool) -> None:
+    """Remove finished runs last updated longer ago than DURATION (never an unfinished run)."""
+    from ..maintenance import prune_runs
+    from ..timeparse import parse_duration, utcnow
+
+    store = settings.open()
+    try:
+        removed = prune_runs(store, parse_duration(older_than), status, utcnow())
+    finally:
+        store.close()
+
+    def text() -> None:
+        for run_id in removed:
+            click.echo(f"removed {run_id}")
+        click.echo(f"pruned {len(removed)} run(s)")
+
+    _emit(as_json, {"removed": removed}, text)

@@ -1,0 +1,97 @@
+"""Commands that start and steer runs: run, resume, cancel, retry."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from . import Settings, _emit, _report_run, _run_document, json_option, main
+
+
+def _parse_arg(text: str) -> Any:
+    """A command-line argument: its JSON value when it parses, else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@main.command()
+@click.argument("reference")
+@click.argument("args", nargs=-1)
+@click.option("--id", "run_id", metavar="ID", help="Run id; a second run with the same id does nothing.")
+@json_option
+@click.pass_obj
+def run(settings: Settings, reference: str, args: tuple[str, ...], run_id: str | None, as_json: bool) -> None:
+    """Start a run of MODULE:FN; each ARG is JSON when it parses, else a string."""
+    from ..client import create_run, options_for
+    from ..loader import resolve
+    from ..timeparse import utcnow
+
+    definition = resolve(reference)
+    store = settings.open()
+    try:
+        result = create_run(store, definition, tuple(_parse_arg(a) for a in args), {}, run_id,
+                            utcnow, options_for())
+    finally:
+        store.close()
+    _report_run(result, as_json)
+
+
+@main.command()
+@click.argument("token")
+@click.argument("payload_file", metavar="FILE|-")
+@click.option("--enqueue", is_flag=True, help="Only queue the payload for the next tick.")
+@click.option("--key", metavar="KEY", help="Idempotency key: a payload is delivered once per key.")
+@json_option
+@click.pass_obj
+def resume(settings: Settings, token: str, payload_file: str, enqueue: bool, key: str | None, as_json: bool) -> None:
+    """Deliver the JSON payload in FILE (or stdin) to the run waiting on TOKEN."""
+    from ..client import payload_limit, resume_hook
+    from ..payloads import read_payload
+
+    payload = read_payload(payload_file, payload_limit())
+    delivery = resume_hook(token, payload, dir=settings.dir, store=settings.store, key=key, enqueue=enqueue)
+    document: dict[str, Any] = {"token": token, "run_id": delivery.run_id, "delivery": delivery.status}
+    if delivery.run is not None:
+        document.update(_run_document(delivery.run))
+        document["delivery"] = delivery.status
+    if delivery.status == "duplicate":
+        click.echo(f"key {key!r} was already delivered to run {delivery.run_id}; not delivered again", err=True)
+
+    def text() -> None:
+        if delivery.run is not None:
+            click.echo(f"{delivery.run_id} {delivery.run.status}")
+        elif delivery.status == "queued":
+            click.echo(f"queued for run {delivery.run_id}")
+
+    _emit(as_json, document, text)
+    if delivery.run is not None and delivery.run.status == "failed":
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("run_id")
+@json_option
+@click.pass_obj
+def cancel(settings: Settings, run_id: str, as_json: bool) -> None:
+    """Cancel a run: it never executes another step."""
+    from ..client import cancel as cancel_run
+
+    result = cancel_run(run_id, dir=settings.dir, store=settings.store)
+    _emit(as_json, _run_document(result), lambda: click.echo(f"{result.run_id} {result.status}"))
+
+
+
+@main.command()
+@click.argument("run_id")
+@json_option
+@click.pass_obj
+def retry(settings: Settings, run_id: str, as_json: bool) -> None:
+    """Resume a failed run on fixed code (after a determinism error or a final step failure)."""
+    from ..client import retry as retry_run
+
+    _report_run(retry_run(run_id, dir=settings.dir, store=settings.store), as_json)

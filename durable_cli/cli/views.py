@@ -1,0 +1,88 @@
+"""Commands that show runs: inspect, ls, tail."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import click
+
+from . import Settings, _emit, json_option, main
+
+
+@main.command()
+@click.argument("run_id")
+@json_option
+@click.pass_obj
+def inspect(settings: Settings, run_id: str, as_json: bool) -> None:
+    """Show a run: status, workflow, arguments, outcome, and its journal as a timeline."""
+    from ..inspection import describe_run
+    from ..render import render_run
+    from ..store.base import check_run_id
+
+    store = settings.open()
+    try:
+        document = describe_run(store, check_run_id(run_id))
+    finally:
+        store.close()
+    _emit(as_json, document, lambda: click.echo(render_run(document, color=_color())))
+
+
+@main.command(name="ls")
+@click.option("--status", type=click.Choice(["running", "sleeping", "waiting", "completed", "failed", "cancelled"]))
+@json_option
+@click.pass_obj
+def list_command(settings: Settings, status: str | None, as_json: bool) -> None:
+    """List runs, newest first."""
+    from ..inspection import list_runs
+    from ..render import render_list
+    from ..timeparse import utcnow
+
+    store = settings.open()
+    try:
+        rows = list_runs(store, status)
+    finally:
+        store.close()
+    _emit(as_json, rows, lambda: click.echo(render_list(rows, utcnow(), color=_color())))
+
+
+def _color() -> bool:
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--stream", "stream", metavar="NAME", help="Follow the run's output stream NAME instead.")
+@click.option("--interval", default=0.2, show_default=True, help="Seconds between polls.")
+@json_option
+@click.pass_obj
+def tail(settings: Settings, run_id: str, stream: str | None, interval: float, as_json: bool) -> None:
+    """Follow a run's journal (decoded) or an output stream; exits once the run has finished."""
+    from ..inspection import status_of
+    from ..render import event_line
+    from ..store.base import check_run_id
+
+    store = settings.open()
+    seen = 0
+    try:
+        check_run_id(run_id)
+        while True:
+            finished = status_of(store.run_summary(run_id)[1]) in ("completed", "failed", "cancelled")
+            items = store.stream_read(run_id, stream, seen) if stream else store.read_events(run_id)[seen:]
+            for item in items:
+                if as_json:
+                    click.echo(json.dumps(item, ensure_ascii=False))
+                elif stream:
+                    data = item["data"]
+                    click.echo(data if isinstance(data, str) else json.dumps(data, ensure_ascii=False))
+                else:
+                    click.echo(event_line(item, color=_color()))
+            seen += len(items)
+            if finished and not items:
+                return
+            if not items:
+                time.sleep(interval)
+    finally:
+        store.close()
