@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import sys
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,8 +30,6 @@ def options_for() -> Options:
     if config is None:
         return Options()
     for path in config.import_paths:
-        import sys
-
         if path not in sys.path:
             sys.path.insert(0, path)
     return Options(
@@ -160,30 +159,37 @@ def holder_of(store: Store, token: str) -> tuple[str, History]:
     raise UnknownToken(f"no live run holds token {token!r}")
 
 
+def deliver_payload(store: Store, token: str, payload: Any, key: str | None, enqueue: bool,
+                    clock: Clock, options: Options) -> Delivery:
+    """Put a payload for `token` in the inbox durably, then continue its run here if it is free."""
+    run_id, history = holder_of(store, token)
+    if key is not None and key in history.keys(token):
+        return Delivery(token, run_id, "duplicate")
+    message = {"kind": "hook", "token": token, "payload": payload, "sent_at": iso(clock()), "key": key}
+    store.post(run_id, message)
+    if enqueue:
+        return Delivery(token, run_id, "queued")
+    try:
+        run = drive(store, run_id, clock, options)
+    except RunBusy:
+        return Delivery(token, run_id, "queued")
+    return Delivery(token, run_id, "delivered", run)
+
+
 def resume_hook(token: str, payload: Any, dir: str | None = None, store: str | None = None,
                 key: str | None = None, enqueue: bool = False) -> Delivery:
     """Deliver `payload` to the run waiting on `token`, then continue that run here if it is free.
 
     The payload is first made durable in the inbox, so it is delivered exactly once: here, by the
-    process executing the run, or by the next tick. `enqueue=True` leaves it to the tick.
+    process executing the run, or by the next tick. `enqueue=True` leaves it to the tick; with
+    `key`, a payload is delivered once per key (a repeat returns status "duplicate").
     """
     from .payloads import check_value
 
     check_value(payload, payload_limit())
     target = open_store(dir, store)
     try:
-        run_id, history = holder_of(target, token)
-        if key is not None and key in history.keys(token):
-            return Delivery(token, run_id, "duplicate")
-        message = {"kind": "hook", "token": token, "payload": payload, "sent_at": iso(utcnow()), "key": key}
-        target.post(run_id, message)
-        if enqueue:
-            return Delivery(token, run_id, "queued")
-        try:
-            run = drive(target, run_id, utcnow, options_for())
-        except RunBusy:
-            return Delivery(token, run_id, "queued")
-        return Delivery(token, run_id, "delivered", run)
+        return deliver_payload(target, token, payload, key, enqueue, utcnow, options_for())
     finally:
         target.close()
 

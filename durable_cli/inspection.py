@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from .errors import DurableError
@@ -58,5 +59,68 @@ def describe_run(store: Store, run_id: str) -> dict[str, Any]:
         "error": outcome.get("error"), "created_at": first["at"], "updated_at": last["at"],
         "wait": (history.suspended or {}).get("waits") if not history.finished else None,
         "wake_at": (history.suspended or {}).get("wake_at") if not history.finished else None,
-        "parent": first.get("parent"), "events": events, "journal": journal,
+        "parent": first.get("parent"), "children": [
+            op.events[0]["child_run_id"] for op in history.ops.values() if op.kind == "child"
+        ], "timeline": timeline(events), "events": events, "journal": journal,
     }
+
+
+def _seconds(start: str, end: str) -> float:
+    from .timeparse import parse_instant
+
+    return round((parse_instant(end) - parse_instant(start)).total_seconds(), 6)
+
+
+def _step_entry(op: Any) -> dict[str, Any]:
+    attempts = [e for e in op.events if e["type"] == "step_started"]
+    errors = [e["error"] for e in op.events if e["type"] == "step_failed"]
+    done = op.completion
+    entry: dict[str, Any] = {
+        "kind": "step", "pos": op.pos, "name": op.name, "attempts": len(attempts),
+        "status": "running" if done is None else ("completed" if done["type"] == "step_completed" else "failed"),
+        "started_at": attempts[0]["at"] if attempts else None,
+        "errors": [f"{e.get('type')}: {e.get('message')}" for e in errors],
+    }
+    if done is not None and attempts:
+        entry["duration"] = _seconds(attempts[0]["at"], done["at"])
+    if done is not None and done["type"] == "step_completed":
+        entry["result"] = done.get("result")
+    retry = op.last("step_failed")
+    if done is None and retry is not None and retry.get("retry_at"):
+        entry["retry_at"] = retry["retry_at"]
+    return entry
+
+
+def timeline(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The run as a list of its durable calls in position order, each summarised for people."""
+    from .engine.history import History
+
+    history = History(events)
+    entries: list[dict[str, Any]] = []
+    for pos in sorted(history.ops):
+        op = history.ops[pos]
+        first = op.events[0]
+        done = op.completion is not None
+        if op.kind == "step":
+            entries.append(_step_entry(op))
+        elif op.kind == "sleep":
+            entries.append({"kind": "sleep", "pos": pos, "until": first.get("until"),
+                            "status": "completed" if done else "sleeping"})
+        elif op.kind == "hook":
+            payloads = history.payloads.get(first["token"], [])
+            sizes = [len(json.dumps(p["payload"])) for p in payloads]
+            entries.append({"kind": "hook", "pos": pos, "name": op.name, "token": first["token"],
+                            "deadline": first.get("until"), "payloads": len(payloads), "sizes": sizes})
+        elif op.kind == "wait":
+            outcome = op.completion or {}
+            entries.append({"kind": "wait", "pos": pos, "name": op.name, "token": first.get("token"),
+                            "status": "timed out" if outcome.get("timed_out") else
+                            (f"payload {outcome['n']}" if done else "waiting"),
+                            "deadline": (op.first("hook_wait") or {}).get("until")})
+        elif op.kind in ("child", "join"):
+            entries.append({"kind": op.kind, "pos": pos, "name": op.name,
+                            "child_run_id": first.get("child_run_id"),
+                            "status": (op.completion or {}).get("status", "started" if op.kind == "child" else "waiting")})
+        else:
+            entries.append({"kind": op.kind, "pos": pos, "name": op.name, "value": first.get("value")})
+    return entries

@@ -1,58 +1,117 @@
-"""Human output for `inspect` and `ls`: aligned, coloured on a terminal, plain when piped."""
+"""Human output for `inspect`, `ls` and `tail`: aligned, coloured on a terminal, plain when piped."""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import datetime
 from typing import Any
 
 _COLORS = {"completed": "green", "failed": "red", "cancelled": "magenta", "waiting": "yellow",
-           "sleeping": "cyan", "running": "blue", "damaged": "red"}
+           "sleeping": "cyan", "running": "blue", "damaged": "red", "timed out": "yellow"}
+STATUSES = ("running", "sleeping", "waiting", "completed", "failed", "cancelled", "damaged")
 
 
-def _style(text: str, status: str, color: bool) -> str:
+def _style(text: str, status: str, color: bool, bold: bool = False) -> str:
     if not color:
         return text
     import click
 
-    return click.style(text, fg=_COLORS.get(status))
+    return click.style(text, fg=_COLORS.get(status), bold=bold)
+
+
+def _age(stamp: str, now: datetime) -> str:
+    """How long ago `stamp` was, in the largest fitting unit: 45s, 12m, 3h, 8d."""
+    from .timeparse import parse_instant
+
+    if not stamp:
+        return "-"
+    seconds = max(0.0, (now - parse_instant(stamp)).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def _timeline_line(entry: dict[str, Any], color: bool) -> str:
+    kind, pos = entry["kind"], entry["pos"]
+    status = str(entry.get("status", ""))
+    if kind == "step":
+        detail = f"{entry['attempts']} attempt{'s' if entry['attempts'] != 1 else ''}"
+        if "duration" in entry:
+            detail += f", {entry['duration'] * 1000:.1f} ms"
+        if entry.get("retry_at"):
+            detail += f", next attempt at {entry['retry_at']}"
+        if entry["errors"]:
+            detail += f", last error: {entry['errors'][-1]}"
+    elif kind == "sleep":
+        detail = f"until {entry['until']}"
+    elif kind == "hook":
+        sizes = ", ".join(f"{size} B" for size in entry["sizes"])
+        detail = f"token {entry['token']}, {entry['payloads']} payload(s)" + (f" ({sizes})" if sizes else "")
+        if entry.get("deadline"):
+            detail += f", deadline {entry['deadline']}"
+        status = ""
+    elif kind == "wait":
+        detail = f"token {entry['token']}" + (f", deadline {entry['deadline']}" if entry.get("deadline") else "")
+    elif kind in ("child", "join"):
+        detail = f"run {entry['child_run_id']}"
+    else:
+        detail = json.dumps(entry.get("value"))
+    name = entry.get("name", "")
+    return (f"  {pos:>3}  {kind:<5} {name[:24]:<24} {_style(f'{status:<10}', status, color)} {detail}")
 
 
 def render_run(doc: dict[str, Any], color: bool = False) -> str:
-    """`inspect` as text: a header, then one line per journal event."""
+    """`inspect` as text: a header, the timeline of durable calls, and the current wait."""
+    status = doc["status"]
     lines = [
-        f"run       {doc['run_id']}",
-        f"status    {_style(doc['status'], doc['status'], color)}",
+        f"run       {_style(doc['run_id'], status, color, bold=True)}",
+        f"status    {_style(status, status, color)}",
         f"workflow  {doc['workflow']} ({doc['reference']})",
-        f"args      {json.dumps(doc['args'])}",
+        f"args      {json.dumps(doc['args'], ensure_ascii=False)}",
         f"created   {doc['created_at']}",
         f"updated   {doc['updated_at']}",
     ]
-    if doc["status"] == "completed":
-        lines.append(f"result    {json.dumps(doc['result'])}")
+    if doc.get("parent"):
+        lines.append(f"parent    {doc['parent']['run_id']}")
+    if doc.get("children"):
+        lines.append(f"children  {', '.join(doc['children'])}")
+    if status == "completed":
+        lines.append(f"result    {json.dumps(doc['result'], ensure_ascii=False)}")
     if doc.get("error"):
         lines.append(f"error     {doc['error'].get('type')}: {doc['error'].get('message')}")
-    if doc.get("wake_at"):
-        lines.append(f"wakes     {doc['wake_at']}")
+    for wait in doc.get("wait") or []:
+        what = wait.get("token") or wait.get("child_run_id") or wait["kind"]
+        until = f" until {wait['until']}" if wait.get("until") else ""
+        lines.append(f"waits on  {wait['kind']} {what}{until}".replace(f"{wait['kind']} {wait['kind']}", wait["kind"]))
     lines.append(f"journal   {doc['journal']}")
     lines.append("")
-    lines.extend(event_line(event, color) for event in doc["events"])
+    lines.append("timeline")
+    lines.extend(_timeline_line(entry, color) for entry in doc["timeline"])
+    if not doc["timeline"]:
+        lines.append("  (no durable calls yet)")
     return "\n".join(lines)
 
 
 def event_line(event: dict[str, Any], color: bool = False) -> str:
     """One journal event on one line: seq, time, type and its other fields."""
     detail = {k: v for k, v in event.items() if k not in ("type", "seq", "at")}
-    return f"{event['seq']:>4}  {event['at']}  {event['type']:<15} {json.dumps(detail)[:120]}"
+    kind = _style(f"{event['type']:<15}", "running", color)
+    return f"{event['seq']:>4}  {event['at']}  {kind} {json.dumps(detail, ensure_ascii=False)[:160]}"
 
 
 def render_list(rows: list[dict[str, Any]], now: datetime, color: bool = False) -> str:
-    """`ls` as an aligned table, newest first."""
+    """`ls` as an aligned table (newest first, with age), then a count of runs per status."""
     if not rows:
         return "no runs"
-    header = f"{'RUN':<28} {'STATUS':<10} {'WORKFLOW':<24} {'CREATED'}"
-    lines = [header]
+    width = max(28, *(len(row["run_id"]) for row in rows))
+    lines = [f"{'RUN':<{width}}  {'STATUS':<10} {'WORKFLOW':<24} {'AGE':>5}  {'UPDATED':>7}"]
     for row in rows:
         status = _style(f"{row['status']:<10}", row["status"], color)
-        lines.append(f"{row['run_id']:<28} {status} {row['workflow']:<24} {row['created_at']}")
+        lines.append(f"{row['run_id']:<{width}}  {status} {row['workflow'][:24]:<24} "
+                     f"{_age(row['created_at'], now):>5}  {_age(row['updated_at'], now):>7}")
+    counts = Counter(row["status"] for row in rows)
+    summary = ", ".join(_style(f"{counts[s]} {s}", s, color) for s in STATUSES if counts[s])
+    lines.append(f"{len(rows)} run{'s' if len(rows) != 1 else ''}: {summary}")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ races resolve on replay exactly as they did the first time.
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -64,6 +65,22 @@ class Execution:
     def metadata(self) -> WorkflowMetadata:
         start = self.history.start
         return WorkflowMetadata(self.run_id, start.get("name", ""), parse_instant(start["at"]))
+
+    def pause(self, seconds: float) -> None:
+        """Wait in-process (a short retry back-off); a virtual clock just moves on."""
+        sleep = getattr(self.clock, "sleep", None)
+        if sleep is not None:
+            sleep(seconds)
+        else:
+            time.sleep(seconds)
+
+    async def pause_async(self, seconds: float) -> None:
+        sleep = getattr(self.clock, "sleep", None)
+        if sleep is not None:
+            sleep(seconds)
+            await asyncio.sleep(0)
+        else:
+            await asyncio.sleep(seconds)
 
     # recording
     def record(self, event_type: str, **fields: Any) -> Event:

@@ -7,7 +7,6 @@ died, counted as a failed attempt when the run is recovered.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from datetime import timedelta
@@ -160,7 +159,7 @@ async def call_async(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs
                 ex.flush()
                 ex.live_steps += 1
                 try:
-                    await asyncio.sleep(pause)
+                    await ex.pause_async(pause)
                 finally:
                     ex.live_steps -= 1
         token = _start_attempt(ex, sdef, pos, attempt, digest)

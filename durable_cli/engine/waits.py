@@ -9,7 +9,6 @@ moves on, and a tick (or a delivery) resumes it.
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import datetime
 from typing import Any
 
@@ -122,7 +121,7 @@ def block(ex: Execution, wait: Wait) -> Any:
             pause = (wait.due_at - now).total_seconds()
             if pause <= SHORT_RETRY_SECONDS:
                 ex.flush()
-                time.sleep(pause)
+                ex.pause(pause)
                 continue
         suspend(ex, [wait, *ex.pending.values()])
 
