@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .api import (Hook, define_hook, first, get_step_metadata, get_workflow_metadata,
+    from .api import (Hook, create_webhook, define_hook, first, get_step_metadata, get_workflow_metadata,
                       get_writable, patched, sleep, start_child, step, workflow, workflow_now,
                       workflow_random, workflow_uuid)
     from .client import Delivery, cancel, get_run, read_stream, resume_hook, retry, start, tick
@@ -23,7 +23,7 @@ _EXPORTS = {
     "workflow": "api", "step": "api", "sleep": "api", "define_hook": "api", "Hook": "api",
     "get_step_metadata": "api", "get_workflow_metadata": "api", "start_child": "api",
     "get_writable": "api", "workflow_now": "api", "workflow_random": "api", "workflow_uuid": "api",
-    "patched": "api", "first": "api", "read_stream": "client", "retry": "client",
+    "patched": "api", "first": "api", "create_webhook": "api", "read_stream": "client", "retry": "client",
     "start": "client", "get_run": "client", "resume_hook": "client", "cancel": "client",
     "Delivery": "client", "tick": "client", "Run": "engine.driver",
     "DurableError": "errors", "FatalError": "errors", "RetryableError": "errors",

@@ -12,7 +12,7 @@ from .timeparse import parse_duration
 __all__ = [
     "workflow", "step", "sleep", "define_hook", "Hook", "get_step_metadata", "get_workflow_metadata",
     "start_child", "get_writable", "workflow_now", "workflow_random", "workflow_uuid", "patched",
-    "first",
+    "first", "create_webhook",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -174,3 +174,25 @@ async def first(*awaitables: Any) -> tuple[int, Any]:
     done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     winner = min(done, key=tasks.index)
     return tasks.index(winner), winner.result()
+
+
+def create_webhook(token: str | None = None, respond_with: dict[str, Any] | None = None,
+                   secret_env: str | None = None, timeout: object = None) -> Any:
+    """A hook fed by HTTP: `POST <public url>/hooks/<token>` through `durable serve`.
+
+    Iterate it like a hook; each item is a dict with `method`, `headers` (a safe subset), `body`
+    (text) and `json` (parsed, or None). `.url` is journaled, so replays see the same URL (from
+    $DURABLE_PUBLIC_URL, else durable.yaml `public_url`, else http://127.0.0.1:8080). The token
+    is random (192 bits) unless given. `respond_with={"status": 200, "body": ..., "headers": {}}`
+    answers senders with that instead of 202; `secret_env` names an environment variable holding
+    an HMAC-SHA256 secret that senders must sign the raw body with (header X-Durable-Signature).
+    """
+    from .engine import hooks
+    from .webhooks import webhook_fields
+
+    if respond_with is not None and not isinstance(respond_with, dict):
+        raise TypeError("respond_with must be a dict with status, body and headers")
+    return hooks.create(
+        require_execution("create_webhook()"), "webhook", token, timeout,
+        lambda tok: webhook_fields(tok, respond_with, secret_env),
+    )

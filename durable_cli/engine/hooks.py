@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import TokenInUse
 from ..timeparse import iso, parse_duration, parse_instant
@@ -27,13 +27,22 @@ def check_token(token: object) -> str:
 class HookEvents:
     """The payloads of one hook in one run: iterate it (`for`/`async for`) or call `next()`."""
 
-    def __init__(self, ex: Execution, name: str, token: str, deadline: datetime | None) -> None:
+    def __init__(self, ex: Execution, name: str, token: str, deadline: datetime | None,
+                 webhook: dict[str, Any] | None = None) -> None:
         self._ex = ex
         self.name = name
         self.token = token
         self.deadline = deadline
+        self.webhook = webhook
         self.consumed = 0
         self.ended = False
+
+    @property
+    def url(self) -> str:
+        """The URL that delivers to this hook through `durable serve` (webhooks only)."""
+        if not self.webhook:
+            raise AttributeError("only webhooks (create_webhook()) have a url")
+        return str(self.webhook["url"])
 
     def take(self, payload_event: dict[str, Any]) -> Any:
         self.consumed += 1
@@ -111,15 +120,19 @@ class HookEvents:
         return value
 
 
-def create(ex: Execution, name: str, token: str | None, timeout: object) -> HookEvents:
-    """Journal a hook at the next position and claim its token for this run."""
+def create(ex: Execution, name: str, token: str | None, timeout: object,
+           webhook: Callable[[str], dict[str, Any]] | None = None) -> HookEvents:
+    """Journal a hook at the next position and claim its token for this run.
+
+    `webhook` makes the hook's journaled `webhook` fields (its URL...) from the token.
+    """
     pos, op = ex.begin("hook", name)
     if op is not None:
         created = op.events[0]
         deadline = parse_instant(created["until"]) if created.get("until") else None
-        if ex.history.status == "running" and ex.store.token_owner(created["token"]) is None:
+        if ex.store.token_owner(created["token"]) is None:
             ex.store.claim_token(created["token"], ex.run_id)
-        return HookEvents(ex, name, created["token"], deadline)
+        return HookEvents(ex, name, created["token"], deadline, created.get("webhook"))
     token = check_token(token) if token is not None else secrets.token_urlsafe(24)
     owner = ex.store.claim_token(token, ex.run_id)
     if owner is not None and not _finished(ex, owner):
@@ -129,8 +142,11 @@ def create(ex: Execution, name: str, token: str | None, timeout: object) -> Hook
         if ex.store.claim_token(token, ex.run_id) is not None:
             ex.abort(TokenInUse(f"hook token {token!r} is already held by another live run"))
     deadline = ex.clock() + timedelta(seconds=parse_duration(timeout)) if timeout is not None else None
-    ex.record("hook_created", pos=pos, name=name, token=token, until=iso(deadline) if deadline else None)
-    return HookEvents(ex, name, token, deadline)
+    fields: dict[str, Any] = {"until": iso(deadline) if deadline else None}
+    if webhook is not None:
+        fields["webhook"] = webhook(token)
+    ex.record("hook_created", pos=pos, name=name, token=token, **fields)
+    return HookEvents(ex, name, token, deadline, fields.get("webhook"))
 
 
 def _finished(ex: Execution, run_id: str) -> bool:

@@ -14,7 +14,8 @@ def error_info(exc: BaseException) -> dict[str, Any]:
     cls = type(exc)
     name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
     lines = traceback.format_exception(exc)
-    return {"type": name, "message": str(exc), "traceback": "".join(lines[-12:])}
+    message = exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], str) else str(exc)
+    return {"type": name, "message": message, "traceback": "".join(lines[-12:])}
 
 
 def rebuild(error: dict[str, Any]) -> Exception:
