@@ -25,7 +25,7 @@ def status_of(last: dict[str, Any]) -> str:
 
 def list_runs(store: Store, status: str | None = None) -> list[dict[str, Any]]:
     """One row per run, newest first; a run whose journal cannot be read is listed as damaged."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for run_id in store.run_ids():
         try:
             first, last = store.run_summary(run_id)

@@ -15,23 +15,27 @@ import click
 
 
 class Failure(click.ClickException):
-    """A user-facing error with its exit code."""
+    """A user-facing error: usage or bad input (exit 2)."""
 
-    def __init__(self, message: str, code: int = 2) -> None:
-        super().__init__(message)
-        self.exit_code = code
+    exit_code = 2
+
+
+class RunFailure(click.ClickException):
+    """A user-facing error about a run or the store (exit 1)."""
+
+    exit_code = 1
 
 
 def _fail_from(exc: BaseException) -> NoReturn:
     from .. import errors
 
     if isinstance(exc, (errors.JournalDamaged, errors.RunBusy)):
-        raise Failure(str(exc), 1) from None
+        raise RunFailure(str(exc)) from None
     if isinstance(exc, (errors.DurableError, ValueError)):
-        raise Failure(str(exc), 2) from None
+        raise Failure(str(exc)) from None
     if isinstance(exc, OSError):
         where = f" ({exc.filename})" if exc.filename else ""
-        raise Failure(f"storage error{where}: {exc.strerror or exc}", 1) from None
+        raise RunFailure(f"storage error{where}: {exc.strerror or exc}") from None
     raise exc
 
 

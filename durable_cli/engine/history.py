@@ -72,13 +72,13 @@ class History:
 
     def add(self, event: Event) -> None:
         """Fold one more event in (events arrive in seq order)."""
-        kind = event["type"]
+        kind: str = event["type"]
         self.last_at = event.get("at", self.last_at)
         if "pos" in event:
             pos = event["pos"]
             op = self.ops.get(pos)
             if op is None:
-                op = self.ops[pos] = Op(pos, _KIND.get(kind, kind), event.get("name", ""))
+                op = self.ops[pos] = Op(pos, _KIND.get(kind, kind), str(event.get("name", "")))
             op.events.append(event)
             if is_final(event):
                 op.completion = event

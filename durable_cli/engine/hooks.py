@@ -79,6 +79,7 @@ class HookEvents:
         if completion is not None:
             self._ex.consume(pos)
             return self._replayed(completion)
+        assert wait is not None
         return block(self._ex, wait)
 
     async def _next_async(self, timeout: object) -> Any:
@@ -88,6 +89,7 @@ class HookEvents:
         if completion is not None:
             await self._ex.turn(pos)
             return self._replayed(completion)
+        assert wait is not None
         return await block_async(self._ex, wait)
 
     def next(self, timeout: object = None) -> Any:
