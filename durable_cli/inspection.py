@@ -8,7 +8,7 @@ from typing import Any
 from .errors import DurableError
 from .store import Store
 
-TERMINAL = {"run_completed": "completed", "run_failed": "failed", "run_cancelled": "cancelled"}
+from .engine.history import TERMINAL
 
 
 def status_of(last: dict[str, Any]) -> str:

@@ -2,7 +2,9 @@
 
 A line is `{"type":...,"seq":N,"at":...,...,"crc":"xxxxxxxx"}`: the CRC-32 covers every byte of the
 line before `,"crc"`. A final segment with no newline is an unfinished append (a torn tail); any
-other unreadable line, a seq out of order or a first event that names another run is damage.
+other unreadable line, a seq out of order or a first event that names another run is damage, and
+so is a whole checksummed last line followed by a byte other than its newline (an append never
+leaves that: it is the last acknowledged line with its newline damaged, never to be cut).
 """
 
 from __future__ import annotations
@@ -42,6 +44,14 @@ def decode(line: bytes) -> dict[str, Any]:
     return event
 
 
+def _is_line(data: bytes) -> bool:
+    try:
+        decode(data)
+    except ValueError:
+        return False
+    return True
+
+
 def parse(data: bytes, where: str, run_id: str | None = None) -> tuple[list[dict[str, Any]], int]:
     """Events in `data` and the length of its good prefix (shorter than `data` after a torn tail)."""
     events: list[dict[str, Any]] = []
@@ -62,6 +72,11 @@ def parse(data: bytes, where: str, run_id: str | None = None) -> tuple[list[dict
             )
         events.append(event)
         start = stop + 1
+    tail = data[end:]
+    if tail and _is_line(tail[:-1]):
+        raise JournalDamaged(
+            f"journal damaged: {where}: line {len(events) + 1} is whole but its newline is damaged"
+        )
     if events:
         first = events[0]
         if first.get("type") != "run_started":
@@ -81,6 +96,12 @@ def read_file(path: str, run_id: str | None = None) -> tuple[list[dict[str, Any]
     return events, good, len(data)
 
 
+def _fsync(fd: int, sync: Any = os.fsync) -> None:
+    state = faults.file_state(fd)
+    sync(fd)
+    faults.synced(state)
+
+
 class JournalWriter:
     """Appends lines to one journal; `stage` buffers, `flush` writes and fdatasyncs them at once.
 
@@ -97,7 +118,7 @@ class JournalWriter:
         if file_length > good_length:
             faults.point("journal.truncate")
             os.ftruncate(self._fd, good_length)
-            os.fsync(self._fd)
+            _fsync(self._fd)
         self._length = good_length
         self._durable_seq = last_seq
 
@@ -120,7 +141,7 @@ class JournalWriter:
             if written != len(data):
                 raise OSError("short write to the journal")
             faults.point("journal.fsync")
-            os.fdatasync(self._fd)
+            _fsync(self._fd, os.fdatasync)
         except BaseException:
             self._restore()
             raise
@@ -138,7 +159,7 @@ class JournalWriter:
         self.last_seq = self._durable_seq
         try:
             os.ftruncate(self._fd, self._length)
-            os.fsync(self._fd)
+            _fsync(self._fd)
         except OSError:
             pass
 

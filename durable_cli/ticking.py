@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 from datetime import datetime
 from typing import Any, Iterable, Iterator
 
@@ -27,6 +28,16 @@ def _progress(items: list[tuple[datetime, str]]) -> Iterable[tuple[datetime, str
     return walk()
 
 
+def _idle(store: Any, pause: float, stop: threading.Event) -> bool:
+    """Wait for the next pass: `pause` seconds, less when a message arrives; True on a stop signal."""
+    deadline = time.monotonic() + pause
+    while not stop.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0 or store.wait_for_work(min(left, 0.25)):
+            return False
+    return True
+
+
 def run_ticks(settings: Any, now_text: str | None, loop: bool, interval: str, quiet: bool) -> dict[str, Any]:
     """Tick once, or until a stop signal; returns the (summed) summary as JSON-ready data."""
     from .config import find_config
@@ -46,7 +57,7 @@ def run_ticks(settings: Any, now_text: str | None, loop: bool, interval: str, qu
                                 show=None if quiet else _progress)
             for name, value in vars(summary).items():
                 setattr(total, name, getattr(total, name) + value)
-            if not loop or stop.wait(pause):
+            if not loop or _idle(store, pause, stop):
                 break
     finally:
         store.close()

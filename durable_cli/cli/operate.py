@@ -79,3 +79,42 @@ def prune(settings: Settings, older_than: str, status: str | None, as_json: bool
         click.echo(f"pruned {len(removed)} run(s)")
 
     _emit(as_json, {"removed": removed}, text)
+
+
+@main.command()
+@click.argument("run_id")
+@click.pass_obj
+def export(settings: Settings, run_id: str) -> None:
+    """Print a run's journal as JSONL lines, checksums included, whatever the store."""
+    from ..journal import encode
+    from ..store.base import check_run_id
+
+    store = settings.open()
+    try:
+        events = store.read_events(check_run_id(run_id))
+    finally:
+        store.close()
+    for event in events:
+        click.echo(encode(event).decode(), nl=False)
+
+
+@main.command()
+@click.option("--from", "source", required=True, metavar="DIR|URL", help="Where the runs are now.")
+@click.option("--to", "target", required=True, metavar="DIR|URL", help="Where they move.")
+@json_option
+def migrate(source: str, target: str, as_json: bool) -> None:
+    """Move every run, sleeping and waiting ones included, from one store to another."""
+    from ..migrate import migrate as move
+    from ..store import open_store
+    from ..timeparse import utcnow
+
+    origin, destination = open_store(store=source), open_store(store=target)
+    try:
+        quiet = as_json
+        moved = move(origin, destination, utcnow,
+                     None if quiet else lambda run_id, status: click.echo(f"moved {run_id} ({status})"))
+    finally:
+        origin.close()
+        destination.close()
+    _emit(as_json, {"moved": moved, "from": origin.location, "to": destination.location},
+          lambda: click.echo(f"moved {len(moved)} run(s) to {destination.location}"))

@@ -23,7 +23,6 @@ from .outcomes import error_info
 from .replay import Clock, Execution
 from .waits import resolve_idle, suspend
 
-TERMINAL_TYPES = ("run_completed", "run_failed", "run_cancelled")
 
 
 @dataclass

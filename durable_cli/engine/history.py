@@ -13,7 +13,8 @@ from typing import Any
 Event = dict[str, Any]
 
 COMPLETIONS = frozenset({"step_completed", "sleep_completed", "hook_next", "child_result"})
-TERMINAL = {"run_completed": "completed", "run_failed": "failed", "run_cancelled": "cancelled"}
+TERMINAL = {"run_completed": "completed", "run_failed": "failed", "run_cancelled": "cancelled",
+            "run_migrated": "migrated"}
 INPUTS = frozenset({"hook_payload", "child_finished"})
 
 
@@ -121,7 +122,7 @@ class History:
 
     @property
     def finished(self) -> bool:
-        return self.status in ("completed", "failed", "cancelled")
+        return self.status in ("completed", "failed", "cancelled", "migrated")
 
     @property
     def max_pos(self) -> int:

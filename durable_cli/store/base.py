@@ -147,6 +147,15 @@ class Store(ABC):
     def stream_read(self, run_id: str, name: str, start: int = 0) -> list[Event]:
         """Chunks of a run's named stream from index `start` on."""
 
+    @abstractmethod
+    def stream_names(self, run_id: str) -> list[str]:
+        """Names of the streams a run has written to."""
+
+    # waking workers
+    @abstractmethod
+    def wait_for_work(self, timeout: float) -> bool:
+        """Block up to `timeout` seconds until a message may be waiting; True if one arrived."""
+
     # schedule bookkeeping (which instants a tick has already considered)
     @abstractmethod
     def schedule_state(self, name: str) -> dict[str, Any] | None:

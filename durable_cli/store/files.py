@@ -8,6 +8,7 @@ Layout of `<dir>`: `runs/<id>.jsonl` (the truth), `locks/<id>.lock` (one executo
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -18,7 +19,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterator
 
 from .. import faults, journal
-from ..errors import JournalDamaged, RunNotFound, StoreError
+from ..errors import DurableError, JournalDamaged, RunNotFound, StoreError
 from .base import Event, RunSession, Store, check_run_id
 
 _STAMP = "%Y%m%dT%H%M%S%f"
@@ -30,11 +31,27 @@ def _sha(text: str) -> str:
 
 
 def _fsync_dir(path: str) -> None:
+    state = faults.dir_state(path)
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+    faults.synced(state)
+
+
+def _fsync(fd: int, sync: Any = os.fsync) -> None:
+    state = faults.file_state(fd)
+    sync(fd)
+    faults.synced(state)
+
+
+def _refuse_unsafe_dir(path: str, info: os.stat_result) -> None:
+    """A StoreError unless `path` is a real directory that other users cannot write to."""
+    if not stat.S_ISDIR(info.st_mode):
+        raise StoreError(f"{path} is not a directory")
+    if info.st_mode & stat.S_IWOTH:
+        raise StoreError(f"refusing world-writable journal dir {path} (chmod o-w it)")
 
 
 class FileRunSession(RunSession):
@@ -72,20 +89,29 @@ class FileStore(Store):
         self.root = os.path.abspath(root)
         self.location = self.root
         try:
-            os.makedirs(self.root, mode=0o700, exist_ok=True)
+            if not os.path.isdir(self.root):
+                os.makedirs(self.root, mode=0o700, exist_ok=True)
+                _fsync_dir(os.path.dirname(self.root))
             info = os.stat(self.root)
         except OSError as exc:
             raise StoreError(f"cannot use journal dir {self.root}: {exc.strerror}") from None
         if not stat.S_ISDIR(info.st_mode):
             raise StoreError(f"journal dir {self.root} is not a directory")
-        if info.st_mode & stat.S_IWOTH and not info.st_mode & stat.S_ISVTX:
-            raise StoreError(f"refusing world-writable journal dir {self.root} (chmod o-w it)")
+        _refuse_unsafe_dir(self.root, info)
         self._made: set[str] = set()
 
     def _dir(self, *parts: str) -> str:
-        path = os.path.join(self.root, *parts)
-        if path not in self._made:
-            os.makedirs(path, mode=0o700, exist_ok=True)
+        """`<root>/<parts...>`, each level made 0700 (its creation fsync'd) or checked once."""
+        path = self.root
+        for part in parts:
+            path = os.path.join(path, part)
+            if path in self._made:
+                continue
+            try:
+                os.mkdir(path, 0o700)
+                _fsync_dir(os.path.dirname(path))
+            except FileExistsError:
+                _refuse_unsafe_dir(path, os.lstat(path))
             self._made.add(path)
         return path
 
@@ -156,9 +182,14 @@ class FileStore(Store):
         if not head.endswith(b"\n") or not lines:
             raise RunNotFound(f"no run {run_id!r} in {self.location}")
         try:
-            return journal.decode(head[:-1]), journal.decode(lines[-1])
+            first, last = journal.decode(head[:-1]), journal.decode(lines[-1])
         except ValueError as exc:
             raise JournalDamaged(f"journal damaged: {path}: {exc}") from None
+        if first.get("type") != "run_started" or first.get("run_id") != run_id:
+            raise JournalDamaged(
+                f"journal damaged: {path}: it belongs to run {first.get('run_id')!r}, not {run_id!r}"
+            )
+        return first, last
 
     def delete_run(self, run_id: str) -> None:
         for path in (self._journal_path(run_id), os.path.join(self._dir("locks"), run_id + ".lock")):
@@ -166,11 +197,13 @@ class FileStore(Store):
                 os.unlink(path)
             except FileNotFoundError:
                 pass
-        streams = os.path.join(self.root, "streams", run_id)
-        if os.path.isdir(streams):
-            for name in os.listdir(streams):
-                os.unlink(os.path.join(streams, name))
-            os.rmdir(streams)
+        for folder in ("streams", "inbox"):
+            path = os.path.join(self.root, folder, run_id)
+            if os.path.isdir(path):
+                for name in os.listdir(path):
+                    os.unlink(os.path.join(path, name))
+                os.rmdir(path)
+        self.clear_cancel(run_id)
 
     # the due index
     def _due_path(self, at: datetime, run_id: str) -> tuple[str, str]:
@@ -180,14 +213,10 @@ class FileStore(Store):
     def set_due(self, run_id: str, at: datetime | None, old: datetime | None) -> None:
         if at is not None and at != old:
             bucket, name = self._due_path(at, run_id)
-            self._dir("due")
-            new_bucket = not os.path.isdir(bucket)
-            os.makedirs(bucket, mode=0o700, exist_ok=True)
+            self._dir("due", os.path.basename(bucket))
             faults.point("due.add")
-            os.close(os.open(os.path.join(bucket, name), os.O_WRONLY | os.O_CREAT, 0o600))
+            os.close(os.open(os.path.join(bucket, name), os.O_WRONLY | os.O_CREAT | _NOFOLLOW, 0o600))
             _fsync_dir(bucket)
-            if new_bucket:
-                _fsync_dir(os.path.dirname(bucket))
         if old is not None and old != at:
             bucket, name = self._due_path(old, run_id)
             faults.point("due.remove")
@@ -226,18 +255,27 @@ class FileStore(Store):
     def claim_token(self, token: str, run_id: str) -> str | None:
         path = self._token_path(token)
         data = json.dumps({"token": token, "run_id": run_id}).encode()
-        try:
-            faults.point("token.claim")
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
-        except FileExistsError:
-            owner = self.token_owner(token)
-            return None if owner in (None, run_id) else owner
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        _fsync_dir(os.path.dirname(path))
-        return None
+        directory = os.path.dirname(path)
+        for _ in range(10):
+            tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                faults.point("token.claim")
+                os.link(tmp, path)
+            except FileExistsError:
+                owner = self.token_owner(token)
+                if owner is not None:
+                    return None if owner == run_id else owner
+                continue
+            finally:
+                os.unlink(tmp)
+            _fsync_dir(directory)
+            return None
+        raise StoreError(f"cannot claim hook token {token!r}: it keeps changing hands")
 
     def token_owner(self, token: str) -> str | None:
         try:
@@ -262,7 +300,7 @@ class FileStore(Store):
                 faults.point("inbox.write")
                 handle.write(data)
                 handle.flush()
-                os.fsync(handle.fileno())
+                _fsync(handle.fileno())
             faults.point("inbox.rename")
             os.rename(tmp, os.path.join(directory, name))
         except BaseException:
@@ -340,7 +378,26 @@ class FileStore(Store):
 
     # output streams
     def _stream_path(self, run_id: str, name: str) -> str:
-        return os.path.join(self._dir("streams", check_run_id(run_id)), _sha(name) + ".jsonl")
+        if not 0 < len(name) <= 100:
+            raise DurableError(f"invalid stream name {name!r}: use 1-100 characters")
+        encoded = base64.urlsafe_b64encode(name.encode()).decode()
+        return os.path.join(self._dir("streams", check_run_id(run_id)), encoded + ".jsonl")
+
+    def stream_names(self, run_id: str) -> list[str]:
+        try:
+            names = os.listdir(os.path.join(self.root, "streams", check_run_id(run_id)))
+        except FileNotFoundError:
+            return []
+        return sorted(base64.urlsafe_b64decode(n[:-6]).decode() for n in names if n.endswith(".jsonl"))
+
+    def wait_for_work(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.inbox_run_ids():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(0.05, left))
+        return True
 
     def stream_append(self, run_id: str, name: str, chunks: list[Event]) -> None:
         path = self._stream_path(run_id, name)
@@ -348,7 +405,7 @@ class FileStore(Store):
         try:
             faults.point("stream.append")
             os.write(fd, b"".join(journal.encode(chunk) for chunk in chunks))
-            os.fdatasync(fd)
+            _fsync(fd, os.fdatasync)
         finally:
             os.close(fd)
 

@@ -134,8 +134,9 @@ class PostgresRunSession(RunSession):
         heartbeat.add(run_id, claim)
 
     def stage(self, event: Event) -> Event:
-        line = journal.encode({**event, "seq": self._seq + len(self._pending) + 1})
-        event["seq"] = self._seq + len(self._pending) + 1
+        seq = self._seq + len(self._pending) + 1
+        line = journal.encode({**event, "seq": seq})  # first, so an unencodable event takes no seq
+        event["seq"] = seq
         self._pending.append(line[:-1].decode())
         return event
 

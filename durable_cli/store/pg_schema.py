@@ -45,12 +45,12 @@ def parse_url(url: str) -> StoreUrl:
     base, _, query = url.partition("?")
     scheme, _, rest = base.partition("://")
     netloc, slash, path = rest.partition("/")
-    userinfo, at, host = netloc.rpartition("@")
-    user, colon, password = userinfo.partition(":")
+    userinfo, _, host = netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
     secrets = [password] if password else []
     kept, shown, lease_text = [], [], os.environ.get("DURABLE_PG_LEASE")
     for item in query.split("&") if query else []:
-        key, equals, value = item.partition("=")
+        key, _, value = item.partition("=")
         if unquote(key) == "lease":
             lease_text = unquote(value)
             shown.append(item)
@@ -75,7 +75,10 @@ def _lease(text: str | None) -> float:
     except ValueError:
         lease = -1.0
     if not 0.1 <= lease <= 86400:
-        raise StoreError(f"invalid lease {text!r}: give seconds between 0.1 and 86400")
+        raise StoreError(
+            f"invalid lease {text!r} (the URL's lease= or DURABLE_PG_LEASE): "
+            "give seconds from 0.1 to 86400"
+        )
     return lease
 
 
@@ -85,7 +88,8 @@ def connect(url: StoreUrl) -> Conn:
         conn = psycopg.connect(url.conninfo, autocommit=True)
         conn.execute("SET TIME ZONE 'UTC'")
     except psycopg.Error as exc:
-        raise StoreError(f"cannot connect to {url.location}: {url.scrub(str(exc).strip())}") from None
+        reason = url.scrub(str(exc).strip())
+        raise StoreError(f"cannot connect to {url.location}: {reason}") from None
     return conn
 
 

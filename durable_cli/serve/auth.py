@@ -1,0 +1,102 @@
+"""Who may use the dashboard and the API, and which write requests are refused as cross-site.
+
+- With an auth token, the API takes `Authorization: Bearer <token>` and the dashboard a session
+  cookie (HttpOnly, SameSite=Strict) set by the login form; its value is derived from the token,
+  never the token itself. Without one (loopback only), a Host check stops DNS rebinding.
+- A write request is refused when `Sec-Fetch-Site` says it comes from another site or its `Origin`
+  is not this server. A request from a browser (it sends `Origin` or `Sec-Fetch-Site`), or with a
+  content type a cross-site form can send, also needs the CSRF token (header `X-CSRF-Token` or form
+  field `csrf_token`). A non-browser client sending JSON needs neither.
+- Webhook URLs are authorised by their own token and are exempt from all of this.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from urllib.parse import urlsplit
+
+from starlette.requests import Request
+
+COOKIE = "durable_session"
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf_token"
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
+
+
+def content_type(request: Request) -> str:
+    """The media type of the request body, lower case, without parameters."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def is_json(media_type: str) -> bool:
+    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
+
+
+def _host_name(host: str) -> str:
+    """`host` from a Host header or URL netloc, without port or IPv6 brackets."""
+    if host.startswith("["):
+        return host[1:].split("]")[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class Guard:
+    """The server's access rules: its auth token (or None), CSRF token and the hosts it answers to."""
+
+    def __init__(self, token: str | None, bound_host: str, public_url: str) -> None:
+        self.token = token or None
+        self.csrf_token = secrets.token_urlsafe(32)
+        public = urlsplit(public_url).hostname or ""
+        self.hosts = LOOPBACK_NAMES | {bound_host.strip("[]"), public}
+
+    @property
+    def protected(self) -> bool:
+        return self.token is not None
+
+    def session_value(self) -> str:
+        """The session cookie's value: an HMAC of a fixed label under the auth token."""
+        assert self.token is not None
+        return hmac.new(self.token.encode(), b"durable-serve session", hashlib.sha256).hexdigest()
+
+    def token_matches(self, candidate: str) -> bool:
+        return self.token is not None and hmac.compare_digest(candidate.encode(), self.token.encode())
+
+    def host_ok(self, request: Request) -> bool:
+        """Without a token, only requests addressed to a known host name (no DNS rebinding)."""
+        return self.protected or _host_name(request.headers.get("host", "")) in self.hosts
+
+    def authorised(self, request: Request) -> bool:
+        """Whether the request carries the bearer token or the session cookie (always, without a token)."""
+        if self.token is None:
+            return True
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and self.token_matches(value.strip()):
+            return True
+        cookie = request.cookies.get(COOKIE, "")
+        return bool(cookie) and hmac.compare_digest(cookie.encode(), self.session_value().encode())
+
+    def cross_site(self, request: Request) -> str | None:
+        """Why a write request comes from another site, or None when it does not."""
+        site = request.headers.get("sec-fetch-site")
+        if site is not None and site not in ("same-origin", "none"):
+            return f"cross-site request refused (Sec-Fetch-Site: {site})"
+        origin = request.headers.get("origin")
+        if origin is not None and origin != own_origin(request):
+            return f"cross-site request refused (Origin {origin} is not this server)"
+        return None
+
+    def needs_csrf(self, request: Request) -> bool:
+        """Browsers, and bodies that a cross-site form could have sent, must show the CSRF token."""
+        browser = "origin" in request.headers or "sec-fetch-site" in request.headers
+        media = content_type(request)
+        return browser or media in FORM_TYPES or (bool(media) and not is_json(media))
+
+    def csrf_ok(self, presented: str | None) -> bool:
+        return bool(presented) and hmac.compare_digest(str(presented).encode(), self.csrf_token.encode())
+
+
+def own_origin(request: Request) -> str:
+    """This server's origin as the request addressed it (scheme and Host header)."""
+    return f"{request.url.scheme}://{request.headers.get('host', '')}"

@@ -1,0 +1,43 @@
+"""Request bodies read within the payload limit, and the JSON answers every endpoint gives."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+NO_STORE = {"cache-control": "no-store"}
+
+
+class TooLarge(Exception):
+    """The body is over the payload limit (by its Content-Length or its actual size)."""
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """A JSON error answer: `{"error": message}`."""
+    return JSONResponse({"error": message}, status, headers={**NO_STORE, **(headers or {})})
+
+
+def answer(document: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(document, status, headers=NO_STORE)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, or TooLarge as soon as it is known to exceed `limit` bytes."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise TooLarge(f"the body is {length} bytes, over the payload limit of {limit} bytes")
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            raise TooLarge(f"the body is over the payload limit of {limit} bytes")
+    return bytes(data)
+
+
+def form_field(body: bytes, name: str) -> str | None:
+    """The first value of field `name` in an application/x-www-form-urlencoded body."""
+    values = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True).get(name)
+    return values[0] if values else None

@@ -1,0 +1,62 @@
+"""Fixtures shared by the test suite; the PostgreSQL server itself lives in tests/pgserver.py."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+import pgserver
+from durable_cli.store.base import Store
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[pgserver.PgServer]:
+    """One PostgreSQL server for the whole session (skipped where it cannot run, except in CI)."""
+    try:
+        server = pgserver.start_server()
+    except pgserver.PgServerUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the PostgreSQL tests: {exc}")
+        pytest.skip(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: pgserver.PgServer, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The URL of an empty database of its own, dropped after the test."""
+    url = pg_server.create_database(request.node.name)
+    yield url
+    pg_server.drop_database(url)
+
+
+@pytest.fixture(params=["files", "postgres"])
+def store_factory(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[[], Store]]:
+    """A callable returning a fresh, empty store of each kind; all closed after the test."""
+    made: list[Store] = []
+    urls: list[str] = []
+
+    def make() -> Store:
+        if request.param == "files":
+            from durable_cli.store.files import FileStore
+
+            store: Store = FileStore(str(tmp_path / f"journals{len(made)}"))
+        else:
+            from durable_cli.store.postgres import PostgresStore
+
+            server = request.getfixturevalue("pg_server")
+            urls.append(server.create_database(request.node.name))
+            store = PostgresStore(urls[-1])
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        store.close()
+    for url in urls:
+        request.getfixturevalue("pg_server").drop_database(url)

@@ -1,0 +1,377 @@
+"""The storage contract: every store (files, PostgreSQL) passes this same module.
+
+Exclusivity is proven with real processes: `StoreProcess` runs a second handle on the store in
+another interpreter and drives it one command at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from types import TracebackType
+from typing import Any, Callable
+
+import pytest
+
+from durable_cli.errors import RunNotFound, StoreError
+from durable_cli.store import open_store
+from durable_cli.store.base import RunSession, Store
+
+StoreFactory = Callable[[], Store]
+
+_WORKER = r"""
+import json, sys
+from durable_cli.store import open_store
+
+store = open_store(store=sys.argv[1])
+sessions = {}
+print("ready", flush=True)
+for line in sys.stdin:
+    command, run_id, event = (line.rstrip("\n") + "  ").split(" ", 2)
+    try:
+        if command in ("create", "open"):
+            session = store.create_run(run_id) if command == "create" else store.open_run(run_id)
+            sessions[run_id] = session
+            reply = "none" if session is None else "held"
+        elif command == "append":
+            sessions[run_id].stage(json.loads(event))
+            sessions[run_id].flush()
+            reply = "ok"
+        elif command == "close":
+            sessions.pop(run_id).close()
+            reply = "closed"
+    except Exception as exc:
+        reply = f"error {type(exc).__name__}: {exc}"
+    print(reply, flush=True)
+"""
+
+
+class StoreProcess:
+    """Another process with its own handle on the store at `location`, driven line by line.
+
+    Commands: `create ID`, `open ID` (replies held/none), `append ID JSON` (stage and flush),
+    `close ID`; a failure replies `error Type: message`. Sessions stay held until closed.
+    """
+
+    def __init__(self, location: str, wait_ready: bool = True) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _WORKER, location],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        self._replies: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        if wait_ready:
+            assert self.reply() == "ready"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._replies.put(line.rstrip("\n"))
+        self._replies.put("exited")
+
+    def send(self, command: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+
+    def reply(self, timeout: float = 20) -> str:
+        return self._replies.get(timeout=timeout)
+
+    def ask(self, command: str) -> str:
+        self.send(command)
+        return self.reply()
+
+    def __enter__(self) -> StoreProcess:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.process.kill()
+        self.process.wait()
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+
+
+def started(run_id: str) -> dict[str, Any]:
+    return {"type": "run_started", "run_id": run_id, "workflow": "demo:flow"}
+
+
+def create(store: Store, run_id: str, *events: dict[str, Any]) -> RunSession:
+    """A new run holding run_started and `events`, all flushed, still held."""
+    session = store.create_run(run_id)
+    assert session is not None
+    for event in (started(run_id), *events):
+        session.stage(event)
+    session.flush()
+    return session
+
+
+def at(seconds: float) -> datetime:
+    return datetime(2030, 1, 1, 12, tzinfo=timezone.utc) + timedelta(seconds=seconds)
+
+
+# runs and journals
+def test_create_run_refuses_an_id_that_is_held_or_has_events(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    session = store.create_run("r1")
+    assert session is not None and session.events == []
+    assert store.create_run("r1") is None
+    with StoreProcess(store.location) as other:
+        assert other.ask("create r1") == "none"
+        session.stage(started("r1"))
+        session.flush()
+        session.close()
+        assert other.ask("create r1") == "none"
+    assert store.create_run("r1") is None
+
+
+def test_a_run_id_whose_creator_left_no_events_can_be_created_again(
+    store_factory: StoreFactory,
+) -> None:
+    store = store_factory()
+    first = store.create_run("r1")
+    assert first is not None
+    first.close()
+    again = store.create_run("r1")
+    assert again is not None and again.events == []
+    again.close()
+
+
+def test_two_processes_racing_to_create_the_same_ids_win_each_exactly_once(
+    store_factory: StoreFactory,
+) -> None:
+    store = store_factory()
+    ids = [f"race-{n}" for n in range(20)]
+    with StoreProcess(store.location) as one, StoreProcess(store.location) as two:
+        for run_id in ids:
+            one.send(f"create {run_id}")
+            two.send(f"create {run_id}")
+        outcomes = [sorted([one.reply(), two.reply()]) for _ in ids]
+    assert outcomes == [["held", "none"]] * len(ids)
+
+
+def test_open_run_returns_none_while_another_process_holds_the_run(
+    store_factory: StoreFactory,
+) -> None:
+    store = store_factory()
+    create(store, "r1").close()
+    with StoreProcess(store.location) as other:
+        assert other.ask("open r1") == "held"
+        assert store.open_run("r1") is None
+        assert other.ask("close r1") == "closed"
+        session = store.open_run("r1")
+        assert session is not None
+        assert other.ask("open r1") == "none"
+        session.close()
+
+
+def test_open_run_with_wait_takes_the_run_once_its_holder_lets_go(
+    store_factory: StoreFactory,
+) -> None:
+    store = store_factory()
+    create(store, "r1").close()
+    with StoreProcess(store.location) as other:
+        assert other.ask("open r1") == "held"
+        threading.Timer(0.3, other.send, ["close r1"]).start()
+        began = time.monotonic()
+        session = store.open_run("r1", wait=True)
+        assert session is not None and time.monotonic() - began >= 0.25
+        session.close()
+
+
+def test_a_run_that_does_not_exist_is_not_found(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    with pytest.raises(RunNotFound):
+        store.open_run("ghost")
+    with pytest.raises(RunNotFound):
+        store.read_events("ghost")
+    with pytest.raises(RunNotFound):
+        store.run_summary("ghost")
+
+
+def test_staged_events_take_consecutive_seqs_and_are_durable_only_after_flush(
+    store_factory: StoreFactory,
+) -> None:
+    store = store_factory()
+    session = store.create_run("r1")
+    assert session is not None
+    assert session.stage(started("r1"))["seq"] == 1
+    assert session.stage({"type": "step", "result": None})["seq"] == 2
+    assert session.has_pending
+    with pytest.raises(RunNotFound):
+        store.read_events("r1")
+    session.flush()
+    assert not session.has_pending
+    assert [event["seq"] for event in store.read_events("r1")] == [1, 2]
+    session.close()
+
+
+def test_a_reopened_run_holds_its_journal_and_continues_the_numbering(
+    store_factory: StoreFactory,
+) -> None:
+    store = store_factory()
+    create(store, "r1", {"type": "step", "name": "fetch", "result": "ünïcode"}).close()
+    with StoreProcess(store.location) as other:
+        assert other.ask("open r1") == "held"
+        assert other.ask('append r1 {"type": "step", "name": "store"}') == "ok"
+        assert other.ask("close r1") == "closed"
+    session = store.open_run("r1")
+    assert session is not None
+    assert [(e["seq"], e.get("name")) for e in session.events] == [
+        (1, None), (2, "fetch"), (3, "store")
+    ]
+    assert session.events[1]["result"] == "ünïcode"
+    assert session.stage({"type": "run_completed"})["seq"] == 4
+    session.flush()
+    session.close()
+    assert store.read_events("r1")[-1] == {"type": "run_completed", "seq": 4}
+
+
+def test_close_discards_events_that_were_never_flushed(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    session = create(store, "r1")
+    session.stage({"type": "step"})
+    session.close()
+    assert [event["seq"] for event in store.read_events("r1")] == [1]
+
+
+def test_a_failed_flush_keeps_none_of_its_events_and_the_numbering_resumes(
+    store_factory: StoreFactory, request: pytest.FixtureRequest
+) -> None:
+    if request.node.callspec.params["store_factory"] == "files":
+        pytest.skip("a disk write failing halfway cannot be provoked in the file store from here")
+    import psycopg
+
+    store = store_factory()
+    session = create(store, "r1")
+    with psycopg.connect(store.location, autocommit=True) as admin:
+        admin.execute(  # the database refuses the third line of the batch, after taking two
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN IF NEW.seq = 4 THEN RAISE 'disk full'; END IF; RETURN NEW; END $$;"
+            " CREATE TRIGGER refuse BEFORE INSERT ON durable_events"
+            " FOR EACH ROW EXECUTE FUNCTION refuse()"
+        )
+        for n in range(3):
+            session.stage({"type": "step", "n": n})
+        with pytest.raises(StoreError, match="disk full"):
+            session.flush()
+        assert not session.has_pending
+        assert [event["seq"] for event in store.read_events("r1")] == [1]
+        admin.execute("DROP TRIGGER refuse ON durable_events")
+    assert session.stage({"type": "step", "n": 0})["seq"] == 2
+    session.flush()
+    session.close()
+    assert [event["seq"] for event in store.read_events("r1")] == [1, 2]
+
+
+# the due index
+def test_due_lists_only_what_is_due_now_earliest_first(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    store.set_due("late", at(30), None)
+    store.set_due("early", at(-3600), None)
+    store.set_due("now", at(0), None)
+    store.set_due("later", at(3600 * 5), None)
+    assert list(store.due(at(0))) == [(at(-3600), "early"), (at(0), "now")]
+    assert [run_id for _, run_id in store.due(at(3600 * 24))] == ["early", "now", "late", "later"]
+
+
+def test_set_due_replaces_the_old_entry_and_none_removes_it(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    store.set_due("r1", at(10), None)
+    store.set_due("r1", at(20), at(10))
+    assert list(store.due(at(100))) == [(at(20), "r1")]
+    store.set_due("r1", None, at(20))
+    assert list(store.due(at(100))) == []
+
+
+# hook tokens
+def test_a_token_is_held_by_one_run_until_that_run_releases_it(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    assert store.claim_token("order-42", "a") is None
+    assert store.claim_token("order-42", "a") is None
+    assert store.claim_token("order-42", "b") == "a"
+    assert store.token_owner("order-42") == "a"
+    store.release_token("order-42", "b")
+    assert store.token_owner("order-42") == "a"
+    store.release_token("order-42", "a")
+    assert store.token_owner("order-42") is None
+    assert store.claim_token("order-42", "b") is None
+    assert store.token_owner("order-42") == "b"
+    assert store.token_owner("unknown") is None
+
+
+# the inbox
+def test_messages_wait_oldest_first_until_acked_or_rejected(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    first = store.post("a", {"hook": "approve", "payload": {"ok": True}})
+    second = store.post("a", {"hook": "approve", "payload": None})
+    store.post("b", {"child": "c1"})
+    assert store.messages("a") == [
+        (first, {"hook": "approve", "payload": {"ok": True}}),
+        (second, {"hook": "approve", "payload": None}),
+    ]
+    assert sorted(store.inbox_run_ids()) == ["a", "b"]
+    store.ack("a", first)
+    store.reject("a", second, "no hook named approve")
+    assert store.messages("a") == []
+    assert store.inbox_run_ids() == ["b"]
+    assert store.messages("nobody") == []
+
+
+def test_a_cancel_request_is_seen_until_cleared(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    assert not store.cancel_requested("r1")
+    store.request_cancel("r1")
+    store.request_cancel("r1")
+    assert store.cancel_requested("r1") and not store.cancel_requested("r2")
+    store.clear_cancel("r1")
+    assert not store.cancel_requested("r1")
+
+
+# output streams
+def test_stream_chunks_are_read_back_in_order_from_any_index(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    store.stream_append("r1", "log", [{"text": "one"}, {"text": "two"}])
+    store.stream_append("r1", "log", [{"text": "three"}])
+    store.stream_append("r1", "other", [{"text": "elsewhere"}])
+    assert [chunk["text"] for chunk in store.stream_read("r1", "log")] == ["one", "two", "three"]
+    assert [chunk["text"] for chunk in store.stream_read("r1", "log", 2)] == ["three"]
+    assert store.stream_read("r1", "log", 3) == []
+    assert store.stream_read("r1", "missing") == []
+
+
+# schedule bookkeeping
+def test_schedule_state_is_saved_and_replaced_whole(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    assert store.schedule_state("nightly") is None
+    store.save_schedule_state("nightly", {"last": "2030-01-01T00:00:00Z", "seen": [1, 2]})
+    store.save_schedule_state("nightly", {"last": "2030-01-02T00:00:00Z"})
+    assert store.schedule_state("nightly") == {"last": "2030-01-02T00:00:00Z"}
+
+
+# listing and pruning
+def test_runs_are_listed_summarised_and_deleted(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    create(store, "r1", {"type": "step"}, {"type": "run_completed", "result": 7}).close()
+    create(store, "r2").close()
+    store.stream_append("r1", "log", [{"text": "bye"}])
+    assert sorted(store.run_ids()) == ["r1", "r2"]
+    first, last = store.run_summary("r1")
+    assert first["type"] == "run_started"
+    assert last == {"type": "run_completed", "result": 7, "seq": 3}
+    assert store.run_summary("r2")[0] == store.run_summary("r2")[1]
+    store.delete_run("r1")
+    assert store.run_ids() == ["r2"]
+    assert store.stream_read("r1", "log") == []
+    with pytest.raises(RunNotFound):
+        store.read_events("r1")
+    create(store, "r1").close()
+    assert [event["seq"] for event in store.read_events("r1")] == [1]

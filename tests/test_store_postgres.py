@@ -1,0 +1,195 @@
+"""What only the PostgreSQL store promises: migrations, a hidden password, leases and fencing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import traceback
+from contextlib import ExitStack
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from durable_cli.errors import StoreError
+from durable_cli.store.files import FileStore
+from durable_cli.store.pg_schema import MIGRATION_LOCK, migrations, parse_url
+from durable_cli.store.postgres import DUE, PostgresStore
+from test_store_contract import StoreProcess, create, started
+
+
+def schema_snapshot(url: str) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """(tables, recorded schema versions) of the database at `url`."""
+    with psycopg.connect(url) as conn:
+        tables = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
+        ).fetchall()
+        versions = conn.execute("SELECT version FROM durable_schema_version ORDER BY 1").fetchall()
+    return tables, versions
+
+
+def with_password(pg_url: str, password: str) -> tuple[str, str]:
+    """(user, URL): a new role owning the database at `pg_url`, reaching it with `password`."""
+    database, _, query = pg_url.removeprefix("postgresql:///").partition("?")
+    user = f"app_{database}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {user} LOGIN PASSWORD '{password}'")
+        conn.execute(f'ALTER DATABASE "{database}" OWNER TO {user}')
+    host = query.split("&")[0]
+    return user, f"postgresql://{user}:{password.replace('@', '%40')}@/{database}?{host}"
+
+
+def test_processes_starting_at_once_apply_the_migrations_exactly_once(pg_url: str) -> None:
+    with psycopg.connect(pg_url) as gate, ExitStack() as workers:
+        gate.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        started_together = [
+            workers.enter_context(StoreProcess(pg_url, wait_ready=False)) for _ in range(3)
+        ]
+        deadline = time.monotonic() + 20
+        while gate.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        ).fetchone() != (3,):
+            assert time.monotonic() < deadline, "the workers never queued for the migration"
+            time.sleep(0.05)
+        gate.commit()
+        assert [worker.reply() for worker in started_together] == ["ready"] * 3
+    tables, versions = schema_snapshot(pg_url)
+    assert versions == [(version,) for version, _ in migrations()]
+    assert ("durable_events",) in tables
+
+
+def test_a_database_with_a_newer_schema_is_refused_and_left_untouched(pg_url: str) -> None:
+    PostgresStore(pg_url).close()
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("INSERT INTO durable_schema_version (version) VALUES (9999)")
+    before = schema_snapshot(pg_url)
+    with pytest.raises(StoreError, match="schema version 9999, newer than this durable-cli knows"):
+        PostgresStore(pg_url)
+    assert schema_snapshot(pg_url) == before
+
+
+def test_the_password_shows_neither_in_the_location_nor_in_errors(pg_url: str) -> None:
+    user, url = with_password(pg_url, "s3cr@t-pw")
+    secrets = ("s3cr@t-pw", "s3cr%40t-pw")
+    store = PostgresStore(url + "&lease=5")
+    assert store.location == url.replace("s3cr%40t-pw", "***") + "&lease=5"
+    in_query = PostgresStore(pg_url.replace("user=postgres", f"user={user}&password=s3cr%40t-pw"))
+    assert in_query.location.endswith(f"user={user}&password=***")
+    in_query.close()
+    failures = []
+    with pytest.raises(StoreError) as no_database:
+        PostgresStore(url.replace("@/", "@/missing_"))
+    failures.append(no_database.value)
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (user,)
+        )
+    with pytest.raises(StoreError) as cut_off:
+        store.run_ids()
+    failures.append(cut_off.value)
+    store.close()
+    for failure in failures:
+        told = "".join(traceback.format_exception(failure))
+        assert f"{user}:***@" in told and not any(secret in told for secret in secrets)
+
+
+def test_the_lease_comes_from_the_url_then_the_environment_then_30_seconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = "postgresql://app@db.example/prod"
+    assert parse_url(url).lease == 30
+    monkeypatch.setenv("DURABLE_PG_LEASE", "2.5")
+    assert parse_url(url).lease == 2.5
+    lease_in_url = parse_url(url + "?lease=4&sslmode=require")
+    assert (lease_in_url.lease, lease_in_url.conninfo) == (4, url + "?sslmode=require")
+    with pytest.raises(StoreError, match="invalid lease 'soon'"):
+        parse_url(url + "?lease=soon")
+
+
+def test_a_held_run_keeps_no_transaction_open(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    session = create(store, "r1")
+    with psycopg.connect(pg_url) as conn:
+        states = conn.execute(
+            "SELECT state FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()"
+        ).fetchall()
+    assert states and ("idle in transaction",) not in states
+    session.close()
+    store.close()
+
+
+def test_a_live_holder_keeps_its_run_past_the_lease_through_its_heartbeat(pg_url: str) -> None:
+    url = pg_url + "&lease=1"
+    store = PostgresStore(url)
+    create(store, "r1").close()
+    with StoreProcess(url) as holder:
+        assert holder.ask("open r1") == "held"
+        time.sleep(1.5)  # a lease and a half: without renewal it would have lapsed
+        assert store.open_run("r1") is None
+    store.close()
+
+
+def test_a_stalled_holder_loses_the_run_when_its_lease_lapses_and_its_flush_writes_nothing(
+    pg_url: str,
+) -> None:
+    url = pg_url + "&lease=1"
+    store = PostgresStore(url)
+    create(store, "r1").close()
+    with StoreProcess(url) as stalled:
+        assert stalled.ask("open r1") == "held"
+        os.kill(stalled.pid, signal.SIGSTOP)
+        try:
+            assert store.open_run("r1") is None
+            began = time.monotonic()
+            taker = store.open_run("r1", wait=True)
+            assert taker is not None and time.monotonic() - began < 5
+        finally:
+            os.kill(stalled.pid, signal.SIGCONT)
+        # seq 2 is still free: only the fencing, not the primary key, can stop this write
+        reply = stalled.ask('append r1 {"type": "step", "by": "stalled"}')
+        assert reply.startswith("error StoreError: lost the claim on run r1")
+        assert stalled.ask("close r1") == "closed"
+        time.sleep(0.5)  # the stalled process's heartbeat has run again
+        assert store.open_run("r1") is None  # neither its close nor its heartbeat freed the run
+        taker.stage({"type": "step", "by": "taker"})
+        taker.flush()
+        taker.close()
+    assert [event.get("by") for event in store.read_events("r1")] == [None, "taker"]
+    store.close()
+
+
+def test_due_reads_the_index_and_not_the_sleeping_runs(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    now = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    with psycopg.connect(pg_url) as conn:
+        conn.execute(
+            "INSERT INTO durable_due (run_id, due_at)"
+            " SELECT 'sleeper-' || n, %s + n * interval '1 second'"
+            " FROM generate_series(1, 100000) AS n",
+            (now,),
+        )
+        conn.execute("ANALYZE durable_due")
+    store.set_due("woken", now - timedelta(seconds=1), None)
+    assert list(store.due(now)) == [(now - timedelta(seconds=1), "woken")]
+    with psycopg.connect(pg_url) as conn:
+        plan = "\n".join(row[0] for row in conn.execute(f"EXPLAIN {DUE}", (now,)).fetchall())
+    assert "Index Only Scan using durable_due_at" in plan
+    store.close()
+
+
+def test_exported_lines_are_the_bytes_the_file_store_writes(pg_url: str, tmp_path: Path) -> None:
+    events: list[dict[str, Any]] = [
+        {"type": "step", "name": "fetch", "result": {"text": "naïve ☃", "n": 1.5}},
+        {"type": "run_completed", "result": None},
+    ]
+    files = FileStore(str(tmp_path))
+    store = PostgresStore(pg_url)
+    for each in (files, store):
+        create(each, "r1", *[dict(event) for event in events]).close()
+    assert b"".join(store.export_lines("r1")) == (tmp_path / "runs" / "r1.jsonl").read_bytes()
+    assert store.read_events("r1")[0] == {**started("r1"), "seq": 1}
+    store.close()
