@@ -72,6 +72,14 @@ def _emit(as_json: bool, document: Any, text: Callable[[], None]) -> None:
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 
 
+def workflow_output(as_json: bool) -> Any:
+    """Where workflow code's prints go while a command runs it: stderr under --json, so that
+    stdout holds nothing but the JSON document."""
+    import contextlib
+
+    return contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+
+
 @click.group(cls=DurableGroup)
 @click.option("--dir", "dir_", metavar="PATH", help="Journal dir (else $DURABLE_DIR, else ./journals).")
 @click.option("--store", "store_url", metavar="URL", help="Store URL, e.g. postgresql://... (else $DURABLE_STORE).")

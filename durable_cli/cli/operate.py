@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from . import Settings, _emit, json_option, main
+from . import Settings, _emit, json_option, main, workflow_output
 
 
 @main.command()
@@ -19,7 +19,8 @@ def tick(settings: Settings, now_text: str | None, loop: bool, interval: str, as
     """Deliver inbox payloads, fire schedules, resume due runs and recover crashed ones."""
     from ..ticking import run_ticks
 
-    summary = run_ticks(settings, now_text, loop, interval, quiet=as_json)
+    with workflow_output(as_json):
+        summary = run_ticks(settings, now_text, loop, interval, quiet=as_json)
     _emit(as_json, summary, lambda: click.echo(_tick_line(summary)))
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from . import Settings, _emit, _report_run, _run_document, json_option, main
+from . import Settings, _emit, _report_run, _run_document, json_option, main, workflow_output
 
 
 def _parse_arg(text: str) -> Any:
@@ -34,8 +34,9 @@ def run(settings: Settings, reference: str, args: tuple[str, ...], run_id: str |
     definition = resolve(reference)
     store = settings.open()
     try:
-        result = create_run(store, definition, tuple(_parse_arg(a) for a in args), {}, run_id,
-                            utcnow, options_for())
+        with workflow_output(as_json):
+            result = create_run(store, definition, tuple(_parse_arg(a) for a in args), {}, run_id,
+                                utcnow, options_for())
     finally:
         store.close()
     _report_run(result, as_json)
@@ -54,7 +55,9 @@ def resume(settings: Settings, token: str, payload_file: str, enqueue: bool, key
     from ..payloads import read_payload
 
     payload = read_payload(payload_file, payload_limit())
-    delivery = resume_hook(token, payload, dir=settings.dir, store=settings.store, key=key, enqueue=enqueue)
+    with workflow_output(as_json):
+        delivery = resume_hook(token, payload, dir=settings.dir, store=settings.store, key=key,
+                               enqueue=enqueue)
     document: dict[str, Any] = {"token": token, "run_id": delivery.run_id, "delivery": delivery.status}
     if delivery.run is not None:
         document.update(_run_document(delivery.run))
@@ -81,7 +84,8 @@ def cancel(settings: Settings, run_id: str, as_json: bool) -> None:
     """Cancel a run: it never executes another step."""
     from ..client import cancel as cancel_run
 
-    result = cancel_run(run_id, dir=settings.dir, store=settings.store)
+    with workflow_output(as_json):
+        result = cancel_run(run_id, dir=settings.dir, store=settings.store)
     _emit(as_json, _run_document(result), lambda: click.echo(f"{result.run_id} {result.status}"))
 
 
@@ -94,4 +98,6 @@ def retry(settings: Settings, run_id: str, as_json: bool) -> None:
     """Resume a failed run on fixed code (after a determinism error or a final step failure)."""
     from ..client import retry as retry_run
 
-    _report_run(retry_run(run_id, dir=settings.dir, store=settings.store), as_json)
+    with workflow_output(as_json):
+        result = retry_run(run_id, dir=settings.dir, store=settings.store)
+    _report_run(result, as_json)

@@ -1,0 +1,40 @@
+"""`durable serve`: the web server for webhooks, the JSON API and the dashboard (the `serve` extra)."""
+
+from __future__ import annotations
+
+import click
+
+from . import Failure, Settings, main
+
+INSTALL_HINT = "pip install 'durable-cli[serve]'"
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free one).")
+@click.option("--auth-token", "auth_token", envvar="DURABLE_SERVE_TOKEN", metavar="TOKEN",
+              help="Token for the dashboard and the API (else $DURABLE_SERVE_TOKEN); required beyond loopback.")
+@click.option("--tick", "with_tick", is_flag=True, help="Also run a tick loop in this process.")
+@click.option("--tick-interval", default="1s", show_default=True, help="Pause between passes with --tick.")
+@click.pass_obj
+def serve(settings: Settings, host: str, port: int, auth_token: str | None, with_tick: bool, tick_interval: str) -> None:
+    """Serve webhooks (/hooks/TOKEN), the JSON API (/api/) and the dashboard (/) until SIGTERM."""
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise Failure(f"durable serve needs Starlette and uvicorn: {INSTALL_HINT}", 2) from None
+    from ..client import payload_limit
+    from ..serve.runner import BindError, is_loopback, serve as run_server
+    from ..timeparse import parse_duration
+    from ..webhooks import public_url
+
+    token = (auth_token or "").strip() or None
+    if token is None and not is_loopback(host):
+        raise Failure(f"binding to {host} (beyond loopback) requires --auth-token (or $DURABLE_SERVE_TOKEN)", 2)
+    interval = parse_duration(tick_interval) if with_tick else None
+    settings.open().close()  # a bad --dir or --store fails here, before the port is taken
+    try:
+        run_server(settings.open, host, port, token, public_url(), payload_limit(), interval)
+    except BindError as exc:
+        raise Failure(str(exc), 1) from None

@@ -1,0 +1,121 @@
+"""The Starlette application: routes, the access rules around them, and security headers.
+
+| route | who may call it |
+| --- | --- |
+| `POST /hooks/<token>` | anyone holding a live webhook's token (the token is the credential) |
+| `GET /`, `GET /runs/<id>` | the dashboard: authorised (else a redirect to `/login`) |
+| `GET/POST /login` | anyone (POST: same-origin only) |
+| `GET /api/runs`, `GET /api/runs/<id>`, `GET /api/session` | authorised |
+| `POST /api/runs/<id>/cancel`, `POST /api/resume/<token>` | authorised, not cross-site, CSRF token from browsers |
+"""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable
+
+from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import dashboard, hooks, runs
+from .auth import CSRF_FIELD, CSRF_HEADER, Guard, content_type
+from .bodies import TooLarge, error, form_field, read_body
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+SECURITY_HEADERS = {
+    "content-security-policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
+
+
+def _allowed(request: Request) -> Response | None:
+    """The refusal for a request that is not authorised (or addressed to an unknown host), else None."""
+    guard: Guard = request.app.state.guard
+    if not guard.host_ok(request):
+        return error(400, f"unknown host {request.headers.get('host', '')!r}; use 127.0.0.1 or localhost")
+    if guard.authorised(request):
+        return None
+    if request.url.path.startswith("/api/"):
+        return error(401, "authorization required: send Authorization: Bearer <token>",
+                     {"www-authenticate": "Bearer"})
+    return RedirectResponse("/login", 303)
+
+
+def authorised(endpoint: Endpoint) -> Endpoint:
+    """Serve `endpoint` only to authorised requests."""
+    async def guarded(request: Request) -> Response:
+        return _allowed(request) or await endpoint(request)
+
+    return guarded
+
+
+def write(endpoint: Endpoint) -> Endpoint:
+    """An authorised write: refuse cross-site requests and missing CSRF tokens; the body is read once."""
+    async def guarded(request: Request) -> Response:
+        refusal = _allowed(request)
+        if refusal is not None:
+            return refusal
+        guard: Guard = request.app.state.guard
+        reason = guard.cross_site(request)
+        if reason is not None:
+            return error(403, reason)
+        try:
+            body = await read_body(request, request.app.state.limit)
+        except TooLarge as exc:
+            return error(413, str(exc))
+        if guard.needs_csrf(request):
+            presented = request.headers.get(CSRF_HEADER)
+            if presented is None and content_type(request) == "application/x-www-form-urlencoded":
+                presented = form_field(body, CSRF_FIELD)
+            if not guard.csrf_ok(presented):
+                return error(403, f"missing or invalid CSRF token (send the {CSRF_HEADER} header)")
+        request.state.body = body
+        return await endpoint(request)
+
+    return guarded
+
+
+class SecurityHeaders:
+    """Adds SECURITY_HEADERS to every answer that does not set them itself."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
+
+
+def create_app(store: Any, guard: Guard, limit: int) -> Starlette:
+    """The `durable serve` application over an open store."""
+    app = Starlette(routes=[
+        Route("/hooks/{token:path}", hooks.webhook, methods=["POST"]),
+        Route("/api/resume/{token:path}", write(hooks.resume), methods=["POST"]),
+        Route("/api/runs", authorised(runs.runs)),
+        Route("/api/runs/{run_id}", authorised(runs.run)),
+        Route("/api/runs/{run_id}/cancel", write(runs.cancel), methods=["POST"]),
+        Route("/api/session", authorised(runs.session)),
+        Route("/login", dashboard.login_page, methods=["GET"]),
+        Route("/login", dashboard.login, methods=["POST"]),
+        Route("/", authorised(dashboard.app_page)),
+        Route("/runs/{run_id}", authorised(dashboard.app_page)),
+        Mount("/static", StaticFiles(directory=dashboard.STATIC), name="static"),
+    ])
+    app.state.store = store
+    app.state.guard = guard
+    app.state.limit = limit
+    app.add_middleware(SecurityHeaders)
+    return app
