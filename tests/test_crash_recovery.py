@@ -1,0 +1,217 @@
+"""Crashes with real processes: a step killed mid-flight, ticks racing, torn and damaged journals."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from helpers import DURABLE, durable, durable_env, durable_json, journal_path, read_events, write_module
+
+FLOWS = """
+import os, signal
+from durable_cli import workflow, step, sleep
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def note(name, line):
+    with open(os.path.join(HERE, name), "a") as handle:
+        handle.write(line + "\\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+@step
+def prepare():
+    note("log.txt", "prepare")
+    return "prepared"
+
+
+@step
+def kills_itself_once():
+    note("log.txt", "kill-attempt")
+    marker = os.path.join(HERE, "killed-once")
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return "survived"
+
+
+@workflow
+def crashy():
+    first = prepare()
+    second = kills_itself_once()
+    return [first, second]
+
+
+@step(max_retries=0)
+def dies_without_retries():
+    note("log.txt", "dying")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@workflow
+def no_second_chance():
+    try:
+        dies_without_retries()
+    except Exception as exc:
+        return [type(exc).__name__, str(exc)]
+
+
+@step
+def side_effect(n):
+    note("effects.txt", f"{n}")
+    return n
+
+
+@workflow
+def napper(n):
+    sleep("1h")
+    return side_effect(n)
+
+
+@workflow
+def two_sleeps():
+    a = side_effect("a")
+    sleep("1h")
+    b = side_effect("b")
+    sleep("1h")
+    return [a, b]
+"""
+
+
+def later(hours: float) -> str:
+    return (datetime.now(timezone.utc) + timedelta(hours=hours)).isoformat()
+
+
+@pytest.fixture
+def project(tmp_path):
+    write_module(tmp_path, "flows", FLOWS)
+    return tmp_path
+
+
+def _lines(path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+def test_a_step_that_sigkills_its_process_is_recovered_by_tick(project):
+    store = project / "j"
+    code, out, err = durable("run", "flows:crashy", dir=store, cwd=project)
+    assert code == -9, (code, out, err)
+    run_id = next((store / "runs").iterdir()).name.removesuffix(".jsonl")
+    before = read_events(journal_path(store, run_id))
+    assert [e["type"] for e in before][-1] == "step_started"
+
+    code, out, err = durable("tick", dir=store, cwd=project)
+    assert code == 0, err
+    code, doc, _ = durable_json("inspect", run_id, dir=store, cwd=project)
+    assert doc["status"] == "completed", doc
+    assert doc["result"] == ["prepared", "survived"]
+    assert _lines(project / "log.txt") == ["prepare", "kill-attempt", "kill-attempt"]
+    after = read_events(journal_path(store, run_id))
+    assert after[: len(before)] == before
+    attempts = [e["attempt"] for e in after if e["type"] == "step_started" and e["name"] == "kills_itself_once"]
+    assert attempts == [1, 2]
+
+
+def test_four_ticks_at_once_on_twenty_due_runs_execute_each_step_once(project):
+    store = project / "j"
+    run_ids = []
+    for n in range(20):
+        code, doc, err = durable_json("run", "flows:napper", str(n), dir=store, cwd=project)
+        assert (code, doc["status"]) == (0, "sleeping"), err
+        run_ids.append(doc["run_id"])
+    now = later(2)
+    command = [DURABLE, "--dir", str(store), "tick", "--now", now]
+    ticks = [subprocess.Popen(command, cwd=project, env=durable_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for _ in range(4)]
+    for proc in ticks:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err.decode()
+    effects = _lines(project / "effects.txt")
+    assert sorted(effects, key=int) == [str(n) for n in range(20)]
+    for run_id in run_ids:
+        events = read_events(journal_path(store, run_id))
+        assert events[-1]["type"] == "run_completed"
+        assert sum(e["type"] == "step_started" for e in events) == 1
+
+
+def test_a_torn_journal_tail_is_cut_and_the_run_recovers_on_the_next_tick(project):
+    store = project / "j"
+    _, doc, _ = durable_json("run", "flows:two_sleeps", dir=store, cwd=project)
+    path = journal_path(store, doc["run_id"])
+    code, _, err = durable("tick", "--now", later(1.5), dir=store, cwd=project)
+    assert code == 0, err
+    data = path.read_bytes()
+    last_start = data.rstrip(b"\n").rfind(b"\n") + 1
+    torn = data[: last_start + (len(data) - last_start) // 2]
+    path.write_bytes(torn)
+
+    code, shown, err = durable_json("inspect", doc["run_id"], dir=store, cwd=project)
+    assert code == 0, err
+    code, _, err = durable("tick", "--now", later(5), dir=store, cwd=project)
+    assert code == 0, err
+    code, shown, _ = durable_json("inspect", doc["run_id"], dir=store, cwd=project)
+    assert (shown["status"], shown["result"]) == ("completed", ["a", "b"])
+    events = read_events(path)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert path.read_bytes().startswith(data[:last_start])
+
+
+def test_a_damaged_middle_line_is_reported_for_that_run_only_and_left_untouched(project):
+    store = project / "j"
+    _, bad, _ = durable_json("run", "flows:napper", "1", dir=store, cwd=project)
+    _, good, _ = durable_json("run", "flows:napper", "2", dir=store, cwd=project)
+    path = journal_path(store, bad["run_id"])
+    data = bytearray(path.read_bytes())
+    second_line = data.index(b"\n") + 1
+    data[second_line + 10] = ord("X") if data[second_line + 10] != ord("X") else ord("Y")
+    path.write_bytes(bytes(data))
+
+    code, out, err = durable("tick", "--now", later(2), dir=store, cwd=project)
+    assert "journal damaged" in (out + err)
+    assert bad["run_id"] in (out + err)
+    assert "Traceback" not in err
+    assert path.read_bytes() == bytes(data)
+    _, shown, _ = durable_json("inspect", good["run_id"], dir=store, cwd=project)
+    assert (shown["status"], shown["result"]) == ("completed", 2)
+    assert _lines(project / "effects.txt") == ["2"]
+
+    code, _, err = durable("inspect", bad["run_id"], dir=store, cwd=project)
+    assert code != 0
+    assert "journal damaged" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert path.read_bytes() == bytes(data)
+
+    code, rows, _ = durable_json("ls", dir=store, cwd=project)
+    assert code == 0
+    assert {row["run_id"] for row in rows} == {bad["run_id"], good["run_id"]}
+    assert path.read_bytes() == bytes(data)
+
+
+def test_a_killed_attempt_counts_as_a_failed_attempt_and_reaches_the_workflow(project):
+    store = project / "j"
+    code, _, _ = durable("run", "flows:no_second_chance", dir=store, cwd=project)
+    assert code == -9
+    assert durable("tick", dir=store, cwd=project)[0] == 0
+    run_id = next((store / "runs").iterdir()).name.removesuffix(".jsonl")
+    _, shown, _ = durable_json("inspect", run_id, dir=store, cwd=project)
+    assert shown["status"] == "completed"
+    assert shown["result"][0] == "StepCrashed"
+    assert "dies_without_retries" in shown["result"][1]
+    assert _lines(project / "log.txt") == ["dying"]
+
+
+def test_a_journal_copied_under_another_run_id_is_damage_not_that_run(project):
+    store = project / "j"
+    _, doc, _ = durable_json("run", "flows:napper", "1", dir=store, cwd=project)
+    impostor = "20200101T000000-0badc0de"
+    source = journal_path(store, doc["run_id"])
+    journal_path(store, impostor).write_bytes(source.read_bytes())
+    code, _, err = durable("inspect", impostor, dir=store, cwd=project)
+    assert code != 0 and "journal damaged" in err
+    code, rows, _ = durable_json("ls", dir=store, cwd=project)
+    row = next(r for r in rows if r["run_id"] == impostor)
+    assert row["status"] == "damaged"

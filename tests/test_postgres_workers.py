@@ -1,0 +1,173 @@
+"""Several looping workers sharing one PostgreSQL store: no double execution, crashes recovered.
+
+Real processes throughout: `durable tick --loop` workers, SIGKILL and SIGSTOP/SIGCONT.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from helpers import DURABLE, durable, durable_env, write_module
+
+WORKFLOWS = """
+    import os, time
+    from durable_cli import get_step_metadata, sleep, step, workflow
+
+    EFFECTS = os.environ["EFFECTS_DIR"]
+
+    @step
+    def work(i):
+        meta = get_step_metadata()
+        time.sleep(float(os.environ.get("STEP_SECONDS", "0")))
+        with open(os.path.join(EFFECTS, str(os.getpid())), "a") as out:
+            out.write(f"{meta.step_id} {meta.attempt}\\n")
+        return i
+
+    @workflow
+    def ten_steps(n):
+        sleep("1s")
+        return sum(work(i) for i in range(n))
+
+    @step
+    def slow_step():
+        time.sleep(float(os.environ.get("STEP_SECONDS", "0")))
+        with open(os.path.join(EFFECTS, "slow"), "a") as out:
+            out.write(f"{os.getpid()} {get_step_metadata().attempt}\\n")
+        return os.getpid()
+
+    @workflow
+    def one_slow_step():
+        sleep("1s")
+        return slow_step()
+"""
+
+
+def _start_runs(project: Path, url: str, count: int, ref: str, *args: str) -> list[str]:
+    """Create `count` runs in one process (they suspend in their first sleep)."""
+    script = (
+        "import json, sys; sys.path.insert(0, '.')\n"
+        "from durable_cli import start\n"
+        f"import {ref.split(':')[0]} as m\n"
+        f"ids = [start(m.{ref.split(':')[1]}, *{list(map(json.loads, args))!r}, store={url!r}).run_id"
+        f" for _ in range({count})]\n"
+        "print(json.dumps(ids))\n"
+    )
+    out = subprocess.run([os.path.join(os.path.dirname(DURABLE), "python"), "-c", script], cwd=project,
+                         env=durable_env({"EFFECTS_DIR": str(project / "effects")}),
+                         capture_output=True, text=True, check=True)
+    return list(json.loads(out.stdout))
+
+
+def _worker(project: Path, url: str, extra: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    env = durable_env({"EFFECTS_DIR": str(project / "effects"), **(extra or {})})
+    return subprocess.Popen([DURABLE, "--store", url, "tick", "--loop", "--interval", "0.2s", "--json"],
+                            cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _statuses(url: str, project: Path) -> Counter[str]:
+    code, out, err = durable("--store", url, "ls", "--json", cwd=project)
+    assert code == 0, err
+    return Counter(row["status"] for row in json.loads(out))
+
+
+def _wait_all_completed(url: str, project: Path, total: int, limit: float) -> Counter[str]:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        statuses = _statuses(url, project)
+        if statuses["completed"] == total:
+            return statuses
+        time.sleep(0.5)
+    return _statuses(url, project)
+
+
+def _effects(project: Path) -> list[tuple[str, int]]:
+    lines = []
+    for path in (project / "effects").iterdir():
+        lines += [tuple(line.split()) for line in path.read_text().splitlines()]
+    return [(step_id, int(attempt)) for step_id, attempt in lines]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    write_module(tmp_path, "flows", WORKFLOWS)
+    (tmp_path / "effects").mkdir()
+    return tmp_path
+
+
+def test_three_workers_share_a_hundred_runs_and_survive_one_being_killed(project: Path, pg_url: str) -> None:
+    url = pg_url + "&lease=2"
+    run_ids = _start_runs(project, url, 100, "flows:ten_steps", "10")
+    workers = [_worker(project, url, {"STEP_SECONDS": "0.002"}) for _ in range(3)]
+    try:
+        time.sleep(2.0)
+        workers[0].send_signal(signal.SIGKILL)
+        statuses = _wait_all_completed(url, project, len(run_ids), limit=90)
+    finally:
+        for worker in workers[1:]:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            worker.wait(timeout=30)
+    assert statuses == Counter({"completed": 100})
+    effects = _effects(project)
+    executions = Counter(effects)
+    assert max(executions.values()) == 1, "an attempt of a step executed twice"
+    steps = Counter(step_id for step_id, _ in effects)
+    assert len(steps) == 100 * 10
+    for run_id in run_ids:
+        code, out, _ = durable("--store", url, "inspect", run_id, "--json", cwd=project)
+        document = json.loads(out)
+        assert document["result"] == 45
+        seqs = [event["seq"] for event in document["events"]]
+        assert seqs == list(range(1, len(seqs) + 1)), f"{run_id}: a gap or a duplicate seq"
+        completed = [e for e in document["events"] if e["type"] == "step_completed"]
+        assert len(completed) == 10, f"{run_id}: a step result recorded twice or missing"
+        attempts = {(e["pos"], e["attempt"]) for e in document["events"] if e["type"] == "step_started"}
+        for step_id, attempt in effects:
+            if step_id.startswith(run_id + ":"):
+                assert (int(step_id.rsplit(":", 1)[1]), attempt) in attempts
+
+
+def test_a_worker_whose_lease_was_stolen_writes_nothing_more(project: Path, pg_url: str) -> None:
+    url = pg_url + "&lease=1"
+    [run_id] = _start_runs(project, url, 1, "flows:one_slow_step")
+    time.sleep(1.1)
+    stale = _worker(project, url, {"STEP_SECONDS": "3"})
+    try:
+        deadline = time.monotonic() + 10
+        while not any(e["type"] == "step_started" for e in _events(url, project, run_id)):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        stale.send_signal(signal.SIGSTOP)
+        time.sleep(1.5)
+        rescuer = _worker(project, url, {"STEP_SECONDS": "0"})
+        try:
+            statuses = _wait_all_completed(url, project, 1, limit=20)
+            assert statuses == Counter({"completed": 1})
+            before = _events(url, project, run_id)
+            stale.send_signal(signal.SIGCONT)
+            time.sleep(4.0)
+            after = _events(url, project, run_id)
+        finally:
+            rescuer.send_signal(signal.SIGTERM)
+            rescuer.wait(timeout=30)
+    finally:
+        stale.send_signal(signal.SIGCONT)
+        stale.send_signal(signal.SIGTERM)
+        stale.wait(timeout=30)
+    assert after == before, "the worker that lost its lease appended to the journal"
+    assert [e["type"] for e in after][-1] == "run_completed"
+    assert after[-1]["result"] != stale.pid
+
+
+def _events(url: str, project: Path, run_id: str) -> list[dict[str, object]]:
+    code, out, err = durable("--store", url, "export", run_id, cwd=project)
+    assert code == 0, err
+    return [json.loads(line) for line in out.splitlines()]

@@ -1,0 +1,67 @@
+"""Durations and instants as `sleep()`, `retry_delay` and `tick --now` accept them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from durable_cli.timeparse import iso, parse_duration, parse_instant
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("7 days", 7 * 86400),
+        ("1h30m", 5400),
+        ("90s", 90),
+        ("500ms", 0.5),
+        ("1 hour", 3600),
+        ("2 weeks", 14 * 86400),
+        ("1d 2h", 93600),
+        ("1.5h", 5400),
+        ("  10 minutes ", 600),
+        ("30", 30),
+        ("0s", 0),
+    ],
+)
+def test_text_durations(text, seconds):
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("value, seconds", [(5, 5.0), (2.5, 2.5), (0, 0.0), (timedelta(minutes=2), 120.0)])
+def test_numbers_and_timedeltas_are_seconds(value, seconds):
+    assert parse_duration(value) == seconds
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "   ", "soon", "7 fortnights", "1h30", "h", "-5s", -1, timedelta(seconds=-1), True,
+     None, [1], float("nan"), "5 s s"],
+)
+def test_bad_durations_are_value_errors(value):
+    with pytest.raises(ValueError):
+        parse_duration(value)
+
+
+def test_a_bad_duration_message_shows_the_accepted_forms():
+    with pytest.raises(ValueError, match="7 days"):
+        parse_duration("soon")
+
+
+def test_iso_instants_with_z_offset_or_none_are_aware_utc():
+    expected = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    assert parse_instant("2030-01-02T03:04:05Z") == expected
+    assert parse_instant("2030-01-02T04:04:05+01:00") == expected
+    assert parse_instant("2030-01-02T03:04:05") == expected
+
+
+def test_a_bad_instant_is_a_value_error():
+    with pytest.raises(ValueError, match="ISO 8601"):
+        parse_instant("next tuesday")
+
+
+def test_iso_writes_utc_with_microseconds_and_z():
+    value = datetime(2030, 1, 2, 4, 4, 5, 7, tzinfo=timezone(timedelta(hours=1)))
+    assert iso(value) == "2030-01-02T03:04:05.000007Z"
+    assert parse_instant(iso(value)) == value
