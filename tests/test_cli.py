@@ -95,24 +95,52 @@ def plain(x):
 """
 
 
-@pytest.fixture
-def project(tmp_path):
-    """A project dir with `flows.py`; commands run from it with `--dir <project>/j`."""
+@pytest.fixture(params=["files", "postgres"])
+def project(tmp_path, request):
+    """A project dir with `flows.py`; commands run from it on `<project>/j`, or on PostgreSQL.
+
+    Every test taking this fixture runs against both stores; `files_only` marks the few that are
+    about the journal dir itself.
+    """
     root = tmp_path / "project"
     write_module(root, "flows", FLOWS)
+    if request.param == "postgres":
+        (root / STORE_FILE).write_text(request.getfixturevalue("pg_url"))
     return root
 
 
-def run_in(project, *args, **kwargs):
-    kwargs.setdefault("dir", project / "j")
+STORE_FILE = ".store-url"
+
+
+def files_only(project):
+    """Skip a test about the journal dir itself when the project runs on PostgreSQL."""
+    if (project / STORE_FILE).exists():
+        pytest.skip("about the file store's journal dir")
+
+
+def _where(project, kwargs):
     kwargs.setdefault("cwd", project)
-    return durable(*args, **kwargs)
+    url_file = project / STORE_FILE
+    if url_file.exists() and "dir" not in kwargs:
+        kwargs["env"] = {**kwargs.get("env", {}), "DURABLE_STORE": url_file.read_text()}
+    else:
+        kwargs.setdefault("dir", project / "j")
+    return kwargs
+
+
+def run_in(project, *args, **kwargs):
+    return durable(*args, **_where(project, kwargs))
 
 
 def run_json(project, *args, **kwargs):
-    kwargs.setdefault("dir", project / "j")
-    kwargs.setdefault("cwd", project)
-    return durable_json(*args, **kwargs)
+    return durable_json(*args, **_where(project, kwargs))
+
+
+def exported(project, run_id):
+    """A run's journal events, read through `durable export` (the same on every store)."""
+    code, out, err = run_in(project, "export", run_id)
+    assert code == 0, err
+    return [json.loads(line) for line in out.splitlines()]
 
 
 def log_lines(project) -> list[str]:
@@ -147,7 +175,7 @@ def test_run_prints_the_run_id_and_status_in_text_mode(project):
     assert code == 0
     run_id = out.split()[0]
     assert "completed" in out.splitlines()[0]
-    assert journal_path(project / "j", run_id).exists()
+    assert exported(project, run_id)[0]["run_id"] == run_id
 
 
 def test_run_of_a_failing_workflow_exits_1_with_the_error(project):
@@ -181,6 +209,7 @@ def test_run_of_a_waiting_workflow_exits_0(project):
     (":echo", "module:function"),
 ])
 def test_run_with_a_bad_reference_exits_2_with_one_clear_line(project, reference, words):
+    files_only(project)
     write_module(project, "broken", "raise RuntimeError('config missing')\n")
     code, out, err = run_in(project, "run", reference)
     assert code == 2
@@ -198,6 +227,7 @@ def test_a_module_that_raises_on_import_is_told_apart_from_a_missing_one(project
 
 
 def test_the_current_directory_is_importable(project, tmp_path):
+    files_only(project)
     other = tmp_path / "elsewhere"
     other.mkdir()
     code, _, err = durable("run", "flows:echo", "1", dir=project / "j", cwd=other)
@@ -223,6 +253,7 @@ def test_resume_and_tick_json_stdout_hold_only_the_document_when_user_code_print
 
 
 def test_run_accepts_a_file_path_reference(project, tmp_path):
+    files_only(project)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     code, doc, err = durable_json("run", str(project / "flows.py") + ":echo", "5", dir=project / "j", cwd=elsewhere)
@@ -245,12 +276,14 @@ def test_a_package_workflow_is_resumed_by_tick_from_another_directory(tmp_path):
 # ---- where journals go --------------------------------------------------------------------
 
 def test_the_default_journal_dir_is_journals_in_the_current_directory(project):
+    files_only(project)
     code, doc, _ = durable_json("run", "flows:echo", cwd=project)
     assert code == 0
     assert journal_path(project / "journals", doc["run_id"]).exists()
 
 
 def test_durable_dir_environment_variable_is_used_without_dir(project, tmp_path):
+    files_only(project)
     code, doc, _ = durable_json("run", "flows:echo", cwd=project, env={"DURABLE_DIR": str(tmp_path / "env")})
     assert code == 0
     assert journal_path(tmp_path / "env", doc["run_id"]).exists()
@@ -258,6 +291,7 @@ def test_durable_dir_environment_variable_is_used_without_dir(project, tmp_path)
 
 
 def test_dir_option_beats_the_environment_variable(project, tmp_path):
+    files_only(project)
     code, doc, _ = durable_json("run", "flows:echo", cwd=project, dir=tmp_path / "flag",
                                 env={"DURABLE_DIR": str(tmp_path / "env")})
     assert code == 0
@@ -268,6 +302,7 @@ def test_dir_option_beats_the_environment_variable(project, tmp_path):
 # ---- tick ---------------------------------------------------------------------------------
 
 def test_tick_now_from_another_directory_resumes_a_seven_day_sleep(project, tmp_path):
+    files_only(project)
     _, doc, _ = run_json(project, "run", "flows:week")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -331,6 +366,7 @@ def _snapshot(root: Path) -> dict[str, bytes]:
 
 
 def test_resume_with_an_unknown_token_exits_2_and_writes_nothing(project):
+    files_only(project)
     run_json(project, "run", "flows:approve", "known")
     before = _snapshot(project)
     code, out, err = run_in(project, "resume", "unknown-token", "-", input="{}")
@@ -341,6 +377,7 @@ def test_resume_with_an_unknown_token_exits_2_and_writes_nothing(project):
 
 
 def test_resume_with_invalid_json_exits_2_and_writes_nothing(project):
+    files_only(project)
     run_json(project, "run", "flows:approve", "known")
     before = _snapshot(project)
     for bad in ("{not json", "", "NaN", "\ufeff{}"):
@@ -360,6 +397,7 @@ def test_resume_of_a_token_whose_run_finished_exits_2(project):
 
 
 def test_resume_with_a_payload_over_1_mib_exits_2_and_writes_nothing(project):
+    files_only(project)
     run_json(project, "run", "flows:approve", "big")
     (project / "big.json").write_text('"' + "x" * (1024 * 1024) + '"')
     before = _snapshot(project)
@@ -413,12 +451,14 @@ def test_inspect_json_has_the_documented_keys(project):
     code, doc, _ = run_json(project, "inspect", started["run_id"])
     assert code == 0
     assert set(doc) >= {"run_id", "status", "workflow", "args", "result", "error", "events", "journal"}
+    assert doc["events"] == [{k: v for k, v in e.items() if k != "crc"} for e in exported(project, started["run_id"])]
     assert doc["args"] == [1, "two"]
     assert doc["result"] == [1, "two"]
     assert doc["error"] is None
     assert doc["events"][0]["type"] == "run_started"
     assert doc["events"][-1]["type"] == "run_completed"
-    assert Path(doc["journal"]).resolve() == journal_path(project / "j", started["run_id"]).resolve()
+    if not (project / STORE_FILE).exists():
+        assert Path(doc["journal"]).resolve() == journal_path(project / "j", started["run_id"]).resolve()
 
 
 def test_inspect_text_mode_shows_status_and_workflow(project):
@@ -470,24 +510,25 @@ def test_a_cancelled_sleeping_run_does_nothing_on_tick(project):
     _, started, _ = run_json(project, "run", "flows:week")
     code, doc, _ = run_json(project, "cancel", started["run_id"])
     assert (code, doc["status"]) == (0, "cancelled")
-    events = run_events(project / "j", started["run_id"])
+    events = exported(project, started["run_id"])
     assert run_in(project, "tick", "--now", after_days(30))[0] == 0
-    assert run_events(project / "j", started["run_id"]) == events
+    assert exported(project, started["run_id"]) == events
     assert log_lines(project) == ["a"]
     _, shown, _ = run_json(project, "inspect", started["run_id"])
     assert shown["status"] == "cancelled"
 
 
 def test_a_run_cancelled_during_a_step_never_executes_another_step(project):
-    command = [DURABLE, "--dir", str(project / "j"), "run", "flows:slow", "--json"]
-    proc = subprocess.Popen(command, cwd=project, env=durable_env(), stdout=subprocess.PIPE,
+    where = _where(project, {})
+    command = [DURABLE, *(["--dir", str(where["dir"])] if "dir" in where else []), "run", "flows:slow", "--json"]
+    proc = subprocess.Popen(command, cwd=project, env=durable_env(where.get("env")), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 10
         while "slow-started" not in log_lines(project):
             assert time.monotonic() < deadline, "the slow step never started"
             time.sleep(0.02)
-        run_id = os.listdir(project / "j" / "runs")[0].removesuffix(".jsonl")
+        run_id = run_json(project, "ls")[1][0]["run_id"]
         code, out, err = run_in(project, "cancel", run_id)
         assert code == 0, err
         proc.wait(timeout=20)
