@@ -24,7 +24,7 @@ __all__ = ["start", "get_run", "resume_hook", "cancel", "Delivery", "options_for
 
 def options_for() -> Options:
     """Drive options from durable.yaml, when there is one."""
-    from .config import find_config
+    from .configfile import find_config
 
     config = find_config()
     if config is None:
@@ -40,7 +40,7 @@ def options_for() -> Options:
 
 def payload_limit() -> int:
     """The largest payload accepted, in bytes (durable.yaml `payload_limit`, default 1 MiB)."""
-    from .config import find_config
+    from .configfile import find_config
     from .payloads import DEFAULT_LIMIT
 
     config = find_config()
@@ -207,7 +207,7 @@ def cancel(run_id: str, dir: str | None = None, store: str | None = None) -> Run
 
 def tick(dir: str | None = None, store: str | None = None, now: datetime | None = None) -> Any:
     """One tick over the store: deliveries, schedules, due sleeps and retries, crash recovery."""
-    from .config import find_config
+    from .configfile import find_config
     from .tick import clock_from, tick_once
 
     target = open_store(dir, store)

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from durable_cli.configfile import FILENAME, locate
 from durable_cli.errors import ConfigError
 from durable_cli.timeparse import parse_duration
 
-FILENAME = "durable.yaml"
 CATCH_UP = ("latest", "all", "none")
 _TOP_KEYS = (
     "dir", "store", "import_paths", "defaults", "schedules",
@@ -61,7 +61,7 @@ def load_config(path: str | None = None) -> Config:
     """Read `path`, else $DURABLE_CONFIG, else ./durable.yaml if present, else an empty Config."""
     if path is not None:
         return _load(path)
-    located = _locate()
+    located = locate()
     return Config() if located is None else _load(*located)
 
 
@@ -72,17 +72,9 @@ def find_config() -> Config | None:
     """
     key = (os.getcwd(), os.environ.get("DURABLE_CONFIG"))
     if key not in _found:
-        located = _locate()
+        located = locate()
         _found[key] = None if located is None else _load(*located)
     return _found[key]
-
-
-def _locate() -> tuple[str, str] | None:
-    """The file to read when no path is given, and a note saying who chose it."""
-    named = os.environ.get("DURABLE_CONFIG")
-    if named:
-        return named, " (named by DURABLE_CONFIG)"
-    return (FILENAME, "") if os.path.isfile(FILENAME) else None
 
 
 def _load(shown: str, chosen_by: str = "") -> Config:

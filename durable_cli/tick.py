@@ -8,7 +8,6 @@ same run twice. The engine is imported only when there is something to do.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable
 
@@ -19,21 +18,24 @@ from .timeparse import utcnow
 Clock = Callable[[], datetime]
 
 
-@dataclass
 class TickSummary:
     """What one tick did; `errors` lists runs it could not drive, with the reason."""
 
-    delivered: int = 0
-    resumed: int = 0
-    fired: int = 0
-    busy: int = 0
-    completed: int = 0
-    failed: int = 0
-    suspended: int = 0
-    errors: list[dict[str, str]] = field(default_factory=list)
+    FIELDS = ("delivered", "resumed", "fired", "busy", "completed", "failed", "suspended")
+
+    def __init__(self) -> None:
+        self.delivered = self.resumed = self.fired = self.busy = 0
+        self.completed = self.failed = self.suspended = 0
+        self.errors: list[dict[str, str]] = []
+
+    def add(self, other: TickSummary) -> None:
+        """Sum another pass into this one (`tick --loop`)."""
+        for name in self.FIELDS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.errors += other.errors
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**{name: getattr(self, name) for name in self.FIELDS}, "errors": list(self.errors)}
 
 
 def clock_from(now: datetime | None) -> Clock:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 import time
 from datetime import datetime
 from typing import Any, Iterable, Iterator
@@ -28,7 +26,18 @@ def _progress(items: list[tuple[datetime, str]]) -> Iterable[tuple[datetime, str
     return walk()
 
 
-def _idle(store: Any, pause: float, stop: threading.Event) -> bool:
+def _stop_on_signals() -> Any:
+    """An event set by SIGTERM or SIGINT: the loop finishes the run in hand, then exits."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
+def _idle(store: Any, pause: float, stop: Any) -> bool:
     """Wait for the next pass: `pause` seconds, less when a message arrives; True on a stop signal."""
     deadline = time.monotonic() + pause
     while not stop.is_set():
@@ -40,24 +49,20 @@ def _idle(store: Any, pause: float, stop: threading.Event) -> bool:
 
 def run_ticks(settings: Any, now_text: str | None, loop: bool, interval: str, quiet: bool) -> dict[str, Any]:
     """Tick once, or until a stop signal; returns the (summed) summary as JSON-ready data."""
-    from .config import find_config
+    from .configfile import find_config
     from .tick import TickSummary, clock_from, tick_once
 
     now = parse_instant(now_text) if now_text else None
     pause = parse_duration(interval)
-    stop = threading.Event()
-    if loop:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())
+    stop = _stop_on_signals() if loop else None
     total = TickSummary()
     store = settings.open()
     try:
         while True:
             summary = tick_once(store, clock_from(now), config=find_config(),
                                 show=None if quiet else _progress)
-            for name, value in vars(summary).items():
-                setattr(total, name, getattr(total, name) + value)
-            if not loop or _idle(store, pause, stop):
+            total.add(summary)
+            if stop is None or _idle(store, pause, stop):
                 break
     finally:
         store.close()

@@ -26,7 +26,7 @@ def public_url() -> str:
     """Where `durable serve` is reachable: $DURABLE_PUBLIC_URL, durable.yaml `public_url`, or local."""
     url = os.environ.get("DURABLE_PUBLIC_URL")
     if not url:
-        from .config import find_config
+        from .configfile import find_config
 
         config = find_config()
         url = config.public_url if config and config.public_url else DEFAULT_PUBLIC_URL

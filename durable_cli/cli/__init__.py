@@ -39,8 +39,28 @@ def _fail_from(exc: BaseException) -> NoReturn:
     raise exc
 
 
+_COMMANDS = {
+    "run": "runs", "resume": "runs", "cancel": "runs", "retry": "runs",
+    "inspect": "views", "ls": "views", "tail": "views",
+    "tick": "operate", "schedules": "operate", "prune": "operate", "export": "operate",
+    "migrate": "operate", "serve": "serving",
+}
+
+
 class DurableGroup(click.Group):
-    """Turns library errors into one-line messages with the documented exit codes."""
+    """Loads each command's module only when it runs (a fast start for cron), and turns library
+    errors into one-line messages with the documented exit codes."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(_COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = _COMMANDS.get(cmd_name)
+        if module is not None and cmd_name not in self.commands:
+            import importlib
+
+            importlib.import_module(f"{__name__}.{module}")
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -121,5 +141,3 @@ def _report_run(run: Any, as_json: bool) -> None:
         click.echo(f"run {run.run_id} failed: {error.get('type')}: {error.get('message')}", err=True)
         sys.exit(1)
 
-
-from . import operate, runs, views  # noqa: E402,F401  (registers the commands)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from . import Failure, Settings, main
+from . import Failure, RunFailure, Settings, main
 
 INSTALL_HINT = "pip install 'durable-cli[serve]'"
 
@@ -23,7 +23,7 @@ def serve(settings: Settings, host: str, port: int, auth_token: str | None, with
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError:
-        raise Failure(f"durable serve needs Starlette and uvicorn: {INSTALL_HINT}", 2) from None
+        raise Failure(f"durable serve needs Starlette and uvicorn: {INSTALL_HINT}") from None
     from ..client import payload_limit
     from ..serve.runner import BindError, is_loopback, serve as run_server
     from ..timeparse import parse_duration
@@ -31,10 +31,9 @@ def serve(settings: Settings, host: str, port: int, auth_token: str | None, with
 
     token = (auth_token or "").strip() or None
     if token is None and not is_loopback(host):
-        raise Failure(f"binding to {host} (beyond loopback) requires --auth-token (or $DURABLE_SERVE_TOKEN)", 2)
+        raise Failure(f"binding to {host} (beyond loopback) requires --auth-token (or $DURABLE_SERVE_TOKEN)")
     interval = parse_duration(tick_interval) if with_tick else None
-    settings.open().close()  # a bad --dir or --store fails here, before the port is taken
     try:
         run_server(settings.open, host, port, token, public_url(), payload_limit(), interval)
     except BindError as exc:
-        raise Failure(str(exc), 1) from None
+        raise RunFailure(str(exc)) from None

@@ -32,7 +32,7 @@ def resolve_location(dir: str | None = None, store: str | None = None) -> str:
     env_dir = os.environ.get("DURABLE_DIR")
     if env_dir:
         return env_dir
-    from ..config import find_config
+    from ..configfile import find_config
 
     config = find_config()
     if config is not None:

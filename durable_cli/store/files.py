@@ -24,6 +24,7 @@ from .base import Event, RunSession, Store, check_run_id
 
 _STAMP = "%Y%m%dT%H%M%S%f"
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_SUBDIRS = ("runs", "locks", "due", "tokens", "inbox", "cancel", "streams", "rejected", "schedules")
 
 
 def _sha(text: str) -> str:
@@ -98,6 +99,12 @@ class FileStore(Store):
         if not stat.S_ISDIR(info.st_mode):
             raise StoreError(f"journal dir {self.root} is not a directory")
         _refuse_unsafe_dir(self.root, info)
+        for name in _SUBDIRS:
+            path = os.path.join(self.root, name)
+            try:
+                _refuse_unsafe_dir(path, os.lstat(path))
+            except FileNotFoundError:
+                pass
         self._made: set[str] = set()
 
     def _dir(self, *parts: str) -> str:
@@ -153,7 +160,13 @@ class FileStore(Store):
         if not os.path.exists(path):
             raise RunNotFound(f"no run {run_id!r} in {self.location}")
         lock = self._lock(run_id, wait)
-        return None if lock is None else FileRunSession(lock, path, run_id)
+        if lock is None:
+            return None
+        session = FileRunSession(lock, path, run_id)
+        if not session.events:
+            session.close()  # its creator died before `run_started` was durable: never a run
+            raise RunNotFound(f"no run {run_id!r} in {self.location}")
+        return session
 
     def read_events(self, run_id: str) -> list[Event]:
         try:
@@ -311,9 +324,18 @@ class FileStore(Store):
 
     def post(self, run_id: str, message: dict[str, Any]) -> str:
         message_id = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
-        directory = self._dir("inbox", check_run_id(run_id))
-        self._write_atomic(directory, message_id + ".json", json.dumps(message).encode())
-        return message_id
+        data = json.dumps(message).encode()
+        for attempt in range(3):
+            directory = self._dir("inbox", check_run_id(run_id))
+            try:
+                self._write_atomic(directory, message_id + ".json", data)
+                return message_id
+            except FileNotFoundError:
+                # a tick removed the run's empty inbox dir between our mkdir and our write
+                self._made.discard(directory)
+                if attempt == 2 or os.path.isdir(directory):
+                    raise
+        raise AssertionError("unreachable")
 
     def messages(self, run_id: str) -> list[tuple[str, dict[str, Any] | str]]:
         directory = os.path.join(self.root, "inbox", check_run_id(run_id))
@@ -356,13 +378,22 @@ class FileStore(Store):
         for name in names:
             path = os.path.join(self.root, "inbox", name)
             try:
-                if os.listdir(path):
+                if not _is_run_id(name) or not stat.S_ISDIR(os.lstat(path).st_mode):
+                    self._set_aside(path, "not the inbox of a run (inbox/<run id>/ holds a run's messages)")
+                elif os.listdir(path):
                     found.append(name)
                 else:
                     os.rmdir(path)
             except OSError:
                 continue
         return found
+
+    def _set_aside(self, path: str, reason: str) -> None:
+        """Move a stray inbox entry into rejected/ beside its reason (never follows it)."""
+        name = f"inbox-{uuid.uuid4().hex}"
+        target = self._dir("rejected")
+        self._write_atomic(target, name + ".reason", (f"{os.path.basename(path)!r}: {reason}\n").encode())
+        os.rename(path, os.path.join(target, name))
 
     def request_cancel(self, run_id: str) -> None:
         self._write_atomic(self._dir("cancel"), check_run_id(run_id), b"cancel\n")
@@ -429,6 +460,14 @@ class FileStore(Store):
 
     def save_schedule_state(self, name: str, state: dict[str, Any]) -> None:
         self._write_atomic(self._dir("schedules"), _sha(name) + ".json", json.dumps(state).encode())
+
+
+def _is_run_id(name: str) -> bool:
+    try:
+        check_run_id(name)
+    except DurableError:
+        return False
+    return True
 
 
 def _read_message(path: str) -> dict[str, Any] | str:
