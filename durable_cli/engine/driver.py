@@ -136,6 +136,7 @@ def execute(
         ex.record("run_started", **start)
     if retry and history.status == "failed":
         ex.record("run_retried")
+        ex.gate = dict.fromkeys(history.completion_order)
     elif history.finished:
         return ex
     elif history.status == "running" and start is None:

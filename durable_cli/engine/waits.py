@@ -147,9 +147,11 @@ def resolve_idle(ex: Execution) -> bool:
         ready = [(at, w.pos, w) for w in ex.pending.values() if (at := w.ready_at(ex, now))]
         if ready:
             _, _, wait = min(ready, key=lambda item: (item[0], item[1]))
-            value = wait.complete(ex)
             assert wait.future is not None
-            wait.future.set_result(value)
+            try:
+                wait.future.set_result(wait.complete(ex))
+            except Exception as exc:
+                wait.future.set_exception(exc)
             return True
         if not deliver(ex):
             break

@@ -1,0 +1,209 @@
+"""Issue 6, part 1: `durable_cli.testing`, a virtual clock that tests a 7-day workflow in milliseconds.
+
+The workflows below live in this module; the kit's ticks import them again from here, the way a
+user's test module would be used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timedelta, timezone
+from importlib.metadata import entry_points
+
+from durable_cli import (define_hook, get_workflow_metadata, sleep, start_child, step, workflow,
+                         workflow_now)
+from durable_cli.testing import DurableTestEnv
+
+START = datetime(2030, 1, 1, tzinfo=timezone.utc)
+CALLS: list[str] = []
+feedback = define_hook("feedback")
+
+
+@step
+def publish(doc: str) -> str:
+    CALLS.append("publish " + doc)
+    return "published " + doc
+
+
+@step
+def remind(doc: str) -> str:
+    CALLS.append("remind " + doc)
+    return "reminded " + doc
+
+
+@workflow
+def week_long(doc: str) -> list[str]:
+    first = publish(doc)
+    sleep("7 days")
+    return [first, remind(doc)]
+
+
+@workflow
+def clocked() -> list[str]:
+    started = get_workflow_metadata().started_at
+    sleep("7 days")
+    return [started.isoformat(), workflow_now().isoformat()]
+
+
+FLAKY: dict[str, int] = {}
+
+
+@step
+def flaky(name: str) -> int:
+    FLAKY[name] = FLAKY.get(name, 0) + 1
+    if FLAKY[name] < 3:
+        raise ConnectionError(f"attempt {FLAKY[name]} failed")
+    return FLAKY[name]
+
+
+@step(retry_delay="1h")
+def slow_flaky(name: str) -> int:
+    return flaky.fn(name)
+
+
+@workflow
+def fetch(name: str) -> int:
+    return flaky(name)
+
+
+@workflow
+def slow_fetch(name: str) -> int:
+    return slow_flaky(name)
+
+
+@workflow
+def collect(token: str) -> list[object]:
+    return list(feedback.create(token=token, timeout="3 days"))
+
+
+@workflow
+def child_week(item: str) -> str:
+    sleep("7 days")
+    return item.upper()
+
+
+@workflow
+async def family(items: list[str]) -> list[str]:
+    kids = [start_child(child_week, item) for item in items]
+    return list(await asyncio.gather(*(kid.result() for kid in kids)))
+
+
+@workflow
+async def async_approval(token: str) -> object:
+    events = feedback.create(token=token, timeout="1 day")
+    payload = await events.next()
+    return payload if payload is not None else "expired"
+
+
+def test_durable_env_fixture_is_installed_as_a_pytest_plugin(durable_env):
+    plugins = {ep.name: ep.value for ep in entry_points(group="pytest11")}
+    assert plugins.get("durable_cli") == "durable_cli.testing"
+    assert isinstance(durable_env, DurableTestEnv)
+    assert durable_env.now == START
+
+
+def test_a_seven_day_workflow_is_tested_in_milliseconds(durable_env):
+    began = time.perf_counter()
+    run = durable_env.start(week_long, "doc-1")
+    assert run.status == "sleeping"
+    durable_env.advance("6 days")
+    assert durable_env.get_run(run.run_id).status == "sleeping"
+    durable_env.advance("1 day")
+    done = durable_env.get_run(run.run_id)
+    assert (done.status, done.result) == ("completed", ["published doc-1", "reminded doc-1"])
+    assert time.perf_counter() - began < 1.0
+
+
+def test_a_finished_step_is_not_run_again_when_the_kit_resumes_the_run(durable_env):
+    CALLS.clear()
+    run = durable_env.start(week_long, "doc-2")
+    durable_env.advance("7 days")
+    assert CALLS == ["publish doc-2", "remind doc-2"]
+    assert durable_env.get_run(run.run_id).status == "completed"
+
+
+def test_workflows_see_the_virtual_clock(durable_env):
+    run = durable_env.start(clocked)
+    durable_env.advance("7 days")
+    started, later = durable_env.get_run(run.run_id).result
+    assert datetime.fromisoformat(started) == START
+    assert datetime.fromisoformat(later) >= START + timedelta(days=7)
+
+
+def test_short_step_retries_pass_at_once_on_the_virtual_clock(durable_env):
+    FLAKY.clear()
+    began = time.perf_counter()
+    run = durable_env.start(fetch, "short")
+    assert (run.status, run.result) == ("completed", 3)
+    assert time.perf_counter() - began < 1.0
+    [entry] = durable_env.steps(run.run_id)
+    assert entry["attempts"] == 3 and entry["errors"] == ["ConnectionError: attempt 1 failed",
+                                                          "ConnectionError: attempt 2 failed"]
+    assert durable_env.now >= START + timedelta(seconds=3)  # back-offs of 1 s and 2 s, virtual
+
+
+def test_a_long_retry_delay_waits_for_advance(durable_env):
+    FLAKY.clear()
+    run = durable_env.start(slow_fetch, "long")
+    assert run.status == "sleeping"
+    durable_env.advance("59m")
+    assert durable_env.get_run(run.run_id).status == "sleeping"
+    durable_env.advance("1h")
+    durable_env.advance("2h")
+    assert durable_env.get_run(run.run_id).result == 3
+
+
+def test_resume_delivers_hook_payloads_once_per_key(durable_env):
+    run = durable_env.start(collect, "fb-1")
+    assert run.status == "waiting"
+    durable_env.resume("fb-1", {"n": 1}, key="a")
+    durable_env.resume("fb-1", {"n": 1}, key="a")
+    durable_env.resume("fb-1", {"n": 2}, key="b")
+    assert durable_env.get_run(run.run_id).status == "waiting"
+    durable_env.advance("3 days")
+    assert durable_env.get_run(run.run_id).result == [{"n": 1}, {"n": 2}]
+
+
+def test_a_hook_timeout_counts_from_creation_not_from_the_last_payload(durable_env):
+    run = durable_env.start(collect, "fb-2")
+    durable_env.advance("2 days")
+    durable_env.resume("fb-2", "late")
+    durable_env.advance("1 day")
+    done = durable_env.get_run(run.run_id)
+    assert (done.status, done.result) == ("completed", ["late"])
+
+
+def test_async_hook_wait_with_a_deadline_in_the_kit(durable_env):
+    answered = durable_env.start(async_approval, "fb-3")
+    assert durable_env.resume("fb-3", "yes").result == "yes"
+    expired = durable_env.start(async_approval, "fb-4")
+    durable_env.advance("1 day")
+    assert durable_env.get_run(expired.run_id).result == "expired"
+    assert durable_env.get_run(answered.run_id).status == "completed"
+
+
+def test_child_workflows_run_under_the_virtual_clock(durable_env):
+    run = durable_env.start(family, ["a", "b"])
+    assert run.status == "waiting"
+    durable_env.advance("7 days")
+    assert durable_env.get_run(run.run_id).result == ["A", "B"]
+
+
+def test_start_with_a_run_id_is_idempotent_in_the_kit(durable_env):
+    CALLS.clear()
+    first = durable_env.start(week_long, "doc-3", run_id="weekly-3")
+    again = durable_env.start(week_long, "doc-3", run_id="weekly-3")
+    assert first.run_id == again.run_id == "weekly-3" and again.status == "sleeping"
+    assert CALLS == ["publish doc-3"]
+    assert [e["type"] for e in durable_env.events("weekly-3")][:2] == ["run_started", "step_started"]
+
+
+def test_the_kit_works_without_pytest_and_environments_are_isolated(tmp_path):
+    one = DurableTestEnv(str(tmp_path / "one"), start=datetime(2031, 6, 1, tzinfo=timezone.utc))
+    two = DurableTestEnv(str(tmp_path / "two"))
+    run = one.start(clocked)
+    one.advance("7 days")
+    assert one.get_run(run.run_id).result[0] == "2031-06-01T00:00:00+00:00"
+    assert (tmp_path / "one" / "runs" / f"{run.run_id}.jsonl").exists()
+    assert two.tick().resumed == 0 and not (tmp_path / "two" / "runs" / f"{run.run_id}.jsonl").exists()
