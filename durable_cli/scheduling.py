@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from .config import Config, Schedule
-from .errors import DurableError
+from .errors import DurableError, RunBusy
 from .store import Store
 from .timeparse import iso, parse_instant
 
@@ -47,6 +47,8 @@ def fire_schedules(store: Store, config: Config, clock: Callable[[], datetime], 
                 create_run(store, definition, tuple(schedule.args), dict(schedule.kwargs), run_id,
                                  clock, options, {"schedule": {"name": schedule.name, "instant": iso(instant)}})
                 fired += 0 if existed else 1
+                state["last_fired"] = iso(instant)
+            except RunBusy:
                 state["last_fired"] = iso(instant)
             except DurableError as exc:
                 errors.append({"run_id": run_id, "error": f"schedule {schedule.name!r}: {exc}"})
