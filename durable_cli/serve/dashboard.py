@@ -18,6 +18,7 @@ from .bodies import TooLarge, error, form_field, read_body
 STATIC = Path(str(files("durable_cli") / "static"))
 LOGIN_LIMIT = 4096
 FAILED_LOGIN_DELAY = 0.5
+SESSION_SECONDS = 30 * 24 * 3600
 
 
 def _page(name: str) -> Response:
@@ -38,7 +39,7 @@ async def login_page(request: Request) -> Response:
 
 
 async def login(request: Request) -> Response:
-    """Check the token from the form and keep the session in an HttpOnly cookie."""
+    """Check the token from the form and keep the session in an HttpOnly cookie for 30 days."""
     guard = request.app.state.guard
     reason = guard.cross_site(request)
     if reason is not None:
@@ -54,6 +55,6 @@ async def login(request: Request) -> Response:
         await asyncio.sleep(FAILED_LOGIN_DELAY)
         return RedirectResponse("/login?failed=1", 303)
     response = RedirectResponse("/", 303)
-    response.set_cookie(COOKIE, guard.session_value(), httponly=True, samesite="strict",
+    response.set_cookie(COOKIE, guard.session_value(), max_age=SESSION_SECONDS, httponly=True, samesite="strict",
                         secure=request.url.scheme == "https", path="/")
     return response

@@ -1,0 +1,121 @@
+"""The dashboard in a real headless Chromium (Selenium): a run moves from waiting to completed live."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from helpers import durable_json, write_module
+from test_serve_http import ServeProcess
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "dashboard.png"
+
+FLOWS = """
+    from durable_cli import define_hook, get_step_metadata, sleep, start_child, step, workflow
+
+    approval = define_hook("approval")
+
+
+    @step(retry_delay="0s")
+    def reserve(order):
+        if get_step_metadata().attempt == 1:
+            raise ConnectionError("inventory service timed out")
+        return {"order": order, "reserved": True}
+
+
+    @step
+    def ship(order, decision):
+        return {"order": order, "shipped": decision["approved"]}
+
+
+    @workflow
+    def notify(order):
+        return "customer told about " + order
+
+
+    @workflow
+    def fulfil(order):
+        reserve(order)
+        sleep("1s")
+        start_child(notify, order).result()
+        for decision in approval.create(token="approve-" + order, timeout="2 days"):
+            return ship(order, decision)
+"""
+
+
+def _chromium_or_skip() -> None:
+    if os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER):
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run the browser tests: install chromium and chromium-driver ({CHROMIUM}, {CHROMEDRIVER})")
+    pytest.skip("chromium and chromium-driver are not installed")
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Headless Chromium driven by chromedriver, with a profile of its own."""
+    _chromium_or_skip()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="durable-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--no-first-run", "--window-size=1280,1100", f"--user-data-dir={profile}"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_a_payload_delivered_through_the_form_completes_the_run_live_on_the_dashboard(
+        tmp_path: Path, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as seen
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    write_module(tmp_path, "flows", FLOWS)
+    server = ServeProcess(tmp_path, "--tick", "--tick-interval", "0.3s")
+    try:
+        code, run, err = durable_json("run", "flows:fulfil", "A-1042", dir=tmp_path / "journals", cwd=tmp_path)
+        assert code == 0, err
+        wait = WebDriverWait(browser, 15, poll_frequency=0.1)
+
+        browser.get(f"{server.url}/")
+        row = f'tr[data-run-id="{run["run_id"]}"]'
+        wait.until(seen.text_to_be_present_in_element((By.CSS_SELECTOR, f"{row} .badge"), "waiting"))
+        assert browser.find_element(By.CSS_SELECTOR, '.chip[data-status="waiting"] .count').text == "1"
+        browser.find_element(By.CSS_SELECTOR, f"{row} a").click()
+
+        form = wait.until(seen.presence_of_element_located((By.CSS_SELECTOR, 'form.deliver[data-token="approve-A-1042"]')))
+        assert browser.find_element(By.ID, "run-status").text == "waiting"
+        payload = form.find_element(By.TAG_NAME, "textarea")
+        payload.clear()
+        payload.send_keys('{"approved": true, "by": "ops@example.com"}')
+        form.find_element(By.TAG_NAME, "button").click()
+
+        wait.until(seen.text_to_be_present_in_element((By.ID, "run-status"), "completed"))
+        assert "queued" in browser.find_element(By.ID, "notice").text
+        timeline = browser.find_element(By.ID, "timeline").text
+        assert "2 attempts" in timeline and "inventory service timed out" in timeline
+        assert "approve-A-1042" in timeline and "wakes" in timeline
+        assert browser.find_elements(By.CSS_SELECTOR, "form.deliver") == []
+        assert not browser.find_element(By.ID, "cancel").is_displayed()
+        wait.until(seen.text_to_be_present_in_element((By.ID, "live"), "live"))
+        assert [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"] == []
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        assert browser.save_screenshot(str(SCREENSHOT))
+    finally:
+        assert server.stop() == 0, server.log.read_text()

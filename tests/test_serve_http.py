@@ -1,0 +1,316 @@
+"""`durable serve` over HTTP: a real server process on a free loopback port, real `durable` runs and ticks."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+from helpers import DURABLE, durable, durable_env, durable_json, write_module
+
+FLOWS = """
+    from durable_cli import create_webhook, define_hook, workflow
+
+    approval = define_hook("approval")
+
+
+    @workflow
+    def on_webhook():
+        for request in create_webhook():
+            return request
+
+
+    @workflow
+    def signed(secret_env):
+        for request in create_webhook(secret_env=secret_env):
+            return request["json"]
+
+
+    @workflow
+    def polite():
+        for request in create_webhook(respond_with={"status": 200, "body": {"thanks": True},
+                                                    "headers": {"x-reply": "yes"}}):
+            return request["body"]
+
+
+    @workflow
+    def approve(doc):
+        for decision in approval.create(token="approval-" + doc):
+            return decision
+"""
+
+
+class ServeProcess:
+    """`durable serve` started in `cwd` on a free port; `stop()` sends SIGTERM and returns the exit code."""
+
+    def __init__(self, cwd: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.log = cwd / f"serve-{time.monotonic_ns()}.log"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [DURABLE, "--dir", str(cwd / "journals"), "serve", "--port", "0", *args],
+                cwd=cwd, env=durable_env(env), stdout=subprocess.PIPE, stderr=log,
+            )
+        ready, _, _ = select.select([self.proc.stdout], [], [], 15)
+        line = self.proc.stdout.readline().decode() if ready else ""  # type: ignore[union-attr]
+        if "listening on" not in line:
+            self.proc.kill()
+            raise AssertionError(f"durable serve did not start: {line!r} {self.log.read_text()}")
+        port = int(line.rstrip().rstrip("/").rsplit(":", 1)[1])
+        self.url = f"http://127.0.0.1:{port}"
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=10)
+        finally:
+            self.proc.stdout.close()  # type: ignore[union-attr]
+
+
+def start_run(cwd: Path, server: ServeProcess, *args: str) -> str:
+    code, document, err = durable_json("run", *args, dir=cwd / "journals", cwd=cwd,
+                                       env={"DURABLE_PUBLIC_URL": server.url})
+    assert code == 0 and document["status"] == "waiting", err
+    return str(document["run_id"])
+
+
+def inspect(cwd: Path, run_id: str) -> dict[str, Any]:
+    code, document, err = durable_json("inspect", run_id, dir=cwd / "journals", cwd=cwd)
+    assert code == 0, err
+    return dict(document)
+
+
+def webhook_url(cwd: Path, run_id: str) -> str:
+    created = next(e for e in inspect(cwd, run_id)["events"] if e["type"] == "hook_created")
+    return str(created["webhook"]["url"])
+
+
+def tick(cwd: Path) -> None:
+    code, _, err = durable("tick", dir=cwd / "journals", cwd=cwd)
+    assert code == 0, err
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, ServeProcess]]:
+    """A project dir with workflows and a server over its journals (HOOK_SECRET set, NO_SECRET not)."""
+    cwd = tmp_path_factory.mktemp("serve")
+    write_module(cwd, "flows", FLOWS)
+    server = ServeProcess(cwd, env={"HOOK_SECRET": "s3cret"})
+    yield cwd, server
+    assert server.stop() == 0, server.log.read_text()
+
+
+def test_a_webhook_delivery_is_queued_and_the_next_tick_completes_the_run_with_the_request(site: Any) -> None:
+    cwd, server = site
+    run_id = start_run(cwd, server, "flows:on_webhook")
+    url = webhook_url(cwd, run_id)
+    assert url.startswith(f"{server.url}/hooks/")
+    response = httpx.post(url, json={"order": 7}, headers={
+        "x-request-id": "r-1", "cookie": "session=secret", "authorization": "Bearer secret"})
+    assert response.status_code == 202
+    assert inspect(cwd, run_id)["status"] == "waiting"  # serve never runs workflow code
+    tick(cwd)
+    run = inspect(cwd, run_id)
+    assert run["status"] == "completed"
+    request = run["result"]
+    assert request["method"] == "POST" and request["json"] == {"order": 7}
+    assert json.loads(request["body"]) == {"order": 7}
+    assert request["headers"]["x-request-id"] == "r-1"
+    assert "cookie" not in request["headers"] and "authorization" not in request["headers"]
+    assert httpx.post(url, json={}).status_code == 404  # a finished run's token
+
+
+def test_any_body_is_accepted_and_json_is_none_when_it_is_not_json(site: Any) -> None:
+    cwd, server = site
+    run_id = start_run(cwd, server, "flows:on_webhook")
+    response = httpx.post(webhook_url(cwd, run_id), content=b"a=1&b=2",
+                          headers={"content-type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 202
+    tick(cwd)
+    result = inspect(cwd, run_id)["result"]
+    assert result["body"] == "a=1&b=2" and result["json"] is None
+
+
+def test_unknown_tokens_and_plain_hook_tokens_are_404_on_hooks(site: Any) -> None:
+    cwd, server = site
+    start_run(cwd, server, "flows:approve", "doc-404")
+    assert httpx.post(f"{server.url}/hooks/approval-doc-404", json={}).status_code == 404
+    assert httpx.post(f"{server.url}/hooks/no-such-token", json={}).status_code == 404
+
+
+def test_a_body_over_the_payload_limit_is_413_by_length_or_by_size(site: Any) -> None:
+    cwd, server = site
+    url = webhook_url(cwd, start_run(cwd, server, "flows:on_webhook"))
+    over = b"x" * (1024 * 1024 + 1)
+    assert httpx.post(url, content=over).status_code == 413
+    chunked = httpx.post(url, content=iter([over[:600_000], over[600_000:]]))  # no Content-Length
+    assert chunked.status_code == 413
+    assert httpx.post(url, content=b"x" * (1024 * 1024)).status_code == 202
+
+
+def test_an_application_json_body_that_does_not_parse_is_400(site: Any) -> None:
+    cwd, server = site
+    url = webhook_url(cwd, start_run(cwd, server, "flows:on_webhook"))
+    response = httpx.post(url, content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 400 and "JSON" in response.json()["error"]
+
+
+def _sign(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def test_a_signed_webhook_needs_a_valid_hmac_signature(site: Any) -> None:
+    cwd, server = site
+    run_id = start_run(cwd, server, "flows:signed", "HOOK_SECRET")
+    url, body = webhook_url(cwd, run_id), b'{"paid": true}'
+    headers = {"content-type": "application/json"}
+    assert httpx.post(url, content=body, headers=headers).status_code == 401
+    wrong = {**headers, "x-durable-signature": _sign("guess", body)}
+    assert httpx.post(url, content=body, headers=wrong).status_code == 401
+    right = {**headers, "x-durable-signature": _sign("s3cret", body)}
+    assert httpx.post(url, content=body, headers=right).status_code == 202
+    tick(cwd)
+    assert inspect(cwd, run_id)["result"] == {"paid": True}
+
+
+def test_a_signed_webhook_whose_secret_is_not_set_in_the_server_is_401(site: Any) -> None:
+    cwd, server = site
+    url, body = webhook_url(cwd, start_run(cwd, server, "flows:signed", "NO_SECRET")), b"{}"
+    assert httpx.post(url, content=body, headers={"x-durable-signature": _sign("", body)}).status_code == 401
+
+
+def test_respond_with_answers_the_sender_with_the_static_response(site: Any) -> None:
+    cwd, server = site
+    run_id = start_run(cwd, server, "flows:polite")
+    response = httpx.post(webhook_url(cwd, run_id), content=b"ping")
+    assert response.status_code == 200
+    assert response.json() == {"thanks": True} and response.headers["x-reply"] == "yes"
+    tick(cwd)
+    assert inspect(cwd, run_id)["result"] == "ping"
+
+
+def test_the_api_serves_the_objects_of_ls_and_inspect(site: Any) -> None:
+    cwd, server = site
+    run_id = start_run(cwd, server, "flows:approve", "doc-api")
+    _, listed, _ = durable_json("ls", dir=cwd / "journals", cwd=cwd)
+    assert httpx.get(f"{server.url}/api/runs").json() == listed
+    waiting = httpx.get(f"{server.url}/api/runs", params={"status": "waiting"}).json()
+    assert waiting and {row["status"] for row in waiting} == {"waiting"}
+    document = httpx.get(f"{server.url}/api/runs/{run_id}").json()
+    assert document == inspect(cwd, run_id)
+    assert document["timeline"][0]["kind"] == "hook" and document["timeline"][0]["token"] == "approval-doc-api"
+    assert httpx.get(f"{server.url}/api/runs/no-such-run").status_code == 404
+
+
+def test_a_plain_hook_is_resumed_over_the_api_with_a_json_body(site: Any) -> None:
+    cwd, server = site
+    run_id = start_run(cwd, server, "flows:approve", "doc-resume")
+    url = f"{server.url}/api/resume/approval-doc-resume"
+    assert httpx.post(url, content=b"{oops", headers={"content-type": "application/json"}).status_code == 400
+    assert httpx.post(f"{server.url}/api/resume/no-such-token", json={}).status_code == 404
+    response = httpx.post(url, json={"approved": True})
+    assert response.status_code == 202 and response.json()["run_id"] == run_id
+    tick(cwd)
+    assert inspect(cwd, run_id)["result"] == {"approved": True}
+
+
+def test_cancelling_a_run_then_cancelling_it_again_is_409(site: Any) -> None:
+    cwd, server = site
+    run_id = start_run(cwd, server, "flows:approve", "doc-cancel")
+    url = f"{server.url}/api/runs/{run_id}/cancel"
+    response = httpx.post(url, json={})
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    assert inspect(cwd, run_id)["status"] == "cancelled"
+    assert httpx.post(url, json={}).status_code == 409
+    assert httpx.post(f"{server.url}/api/runs/no-such-run/cancel", json={}).status_code == 404
+
+
+def test_cross_site_writes_change_nothing_while_same_origin_ones_with_the_csrf_token_are_served(site: Any) -> None:
+    cwd, server = site
+    run_id = start_run(cwd, server, "flows:approve", "doc-csrf")
+    cancel = f"{server.url}/api/runs/{run_id}/cancel"
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    refused = [
+        httpx.post(cancel, content=b"x=1", headers={**form, "origin": "http://evil.example"}),
+        httpx.post(cancel, content=b"x=1", headers={**form, "sec-fetch-site": "cross-site"}),
+        httpx.post(cancel, content=b"x=1", headers=form),  # a form body without the CSRF token
+        httpx.post(cancel, json={}, headers={"origin": "http://localhost:3000"}),
+        httpx.post(cancel, json={}, headers={"origin": server.url}),  # a browser without the token
+        httpx.post(f"{server.url}/api/resume/approval-doc-csrf", content=b'{"approved": true}',
+                   headers={"content-type": "text/plain", "origin": "http://evil.example"}),
+    ]
+    assert [r.status_code for r in refused] == [403] * len(refused)
+    assert inspect(cwd, run_id)["status"] == "waiting"
+    token = httpx.get(f"{server.url}/api/session").json()["csrf_token"]
+    same_origin = {"origin": server.url, "sec-fetch-site": "same-origin", "x-csrf-token": token}
+    assert httpx.post(cancel, json={}, headers=same_origin).status_code == 200
+
+
+def test_a_request_for_another_host_name_is_refused_without_a_token(site: Any) -> None:
+    _, server = site
+    response = httpx.get(f"{server.url}/api/runs", headers={"host": "rebound.example"})
+    assert response.status_code == 400
+
+
+def test_binding_beyond_loopback_without_a_token_exits_2_naming_the_option(tmp_path: Path) -> None:
+    for env in ({}, {"DURABLE_SERVE_TOKEN": ""}):
+        code, out, err = durable("serve", "--host", "0.0.0.0", "--port", "0", dir=tmp_path, env=env, timeout=15)
+        assert code == 2 and "--auth-token" in err and out == ""
+
+
+def test_with_a_token_the_api_takes_a_bearer_and_the_dashboard_an_httponly_cookie(tmp_path: Path) -> None:
+    write_module(tmp_path, "flows", FLOWS)
+    server = ServeProcess(tmp_path, "--host", "0.0.0.0", env={"DURABLE_SERVE_TOKEN": "t0ken"})
+    try:
+        runs = f"{server.url}/api/runs"
+        assert httpx.get(runs).status_code == 401
+        assert httpx.get(runs, headers={"authorization": "Bearer wrong"}).status_code == 401
+        assert httpx.get(runs, headers={"authorization": "Bearer t0ken"}).status_code == 200
+        assert httpx.post(f"{server.url}/api/runs/x/cancel", json={}).status_code == 401
+        page = httpx.get(f"{server.url}/")
+        assert page.status_code == 303 and page.headers["location"] == "/login"
+        failed = httpx.post(f"{server.url}/login", data={"token": "wrong"})
+        assert failed.status_code == 303 and "set-cookie" not in failed.headers
+        login = httpx.post(f"{server.url}/login", data={"token": "t0ken"})
+        cookie = login.headers["set-cookie"]
+        assert login.status_code == 303 and "httponly" in cookie.lower() and "t0ken" not in cookie
+        with httpx.Client(base_url=server.url, cookies=login.cookies) as browser:
+            assert browser.get("/").status_code == 200
+            assert browser.get("/api/runs").status_code == 200
+        run_id = start_run(tmp_path, server, "flows:on_webhook")
+        assert httpx.post(webhook_url(tmp_path, run_id), json={}).status_code == 202  # its own token
+    finally:
+        assert server.stop() == 0
+
+
+def test_sigterm_stops_the_server_cleanly_with_exit_0(tmp_path: Path) -> None:
+    server = ServeProcess(tmp_path, "--tick")
+    assert httpx.get(f"{server.url}/api/runs").json() == []
+    started = time.monotonic()
+    assert server.stop() == 0
+    assert time.monotonic() - started < 5
+
+
+def test_without_the_serve_extra_serve_exits_2_naming_the_pip_command(tmp_path: Path) -> None:
+    (tmp_path / "shadow" / "starlette").mkdir(parents=True)
+    (tmp_path / "shadow" / "starlette" / "__init__.py").write_text("raise ImportError('absent')\n")
+    done = subprocess.run([DURABLE, "--dir", str(tmp_path / "j"), "serve"], capture_output=True, timeout=15,
+                          env={**durable_env(), "PYTHONPATH": str(tmp_path / "shadow")})
+    assert done.returncode == 2
+    assert "pip install 'durable-cli[serve]'" in done.stderr.decode()
+
+
+def test_the_rest_of_the_cli_does_not_import_starlette_or_uvicorn() -> None:
+    code = "import sys, durable_cli, durable_cli.cli; print(sorted({'starlette', 'uvicorn'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, env=durable_env(), timeout=15)
+    assert done.stdout.decode().strip() == "[]", done.stderr.decode()
