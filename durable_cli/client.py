@@ -12,7 +12,7 @@ from typing import Any
 from .engine.driver import Options, Run, drive, execute, get_run as _get_run
 from .engine.definitions import WorkflowDef
 from .engine.history import History
-from .errors import InvalidPayload, RunBusy, RunConflict, UnknownToken
+from .errors import InvalidPayload, RunBusy, RunConflict, RunExists, UnknownToken
 from .journal import FORMAT_VERSION
 from .store import Store, open_store
 from .store.base import check_run_id
@@ -71,13 +71,16 @@ def start_fields(definition: WorkflowDef, run_id: str, args: tuple[Any, ...], kw
 
 def create_run(store: Store, definition: WorkflowDef, args: tuple[Any, ...], kwargs: dict[str, Any],
                run_id: str | None, clock: Clock, options: Options,
-               extra: dict[str, Any] | None = None) -> Run:
-    """Create a run and drive it here; an existing run with the same id and call is returned as is."""
+               extra: dict[str, Any] | None = None, existing_ok: bool = True) -> Run:
+    """Create a run and drive it here; an existing run with the same id and call is returned as is
+    (or, with `existing_ok=False`, reported as RunExists)."""
     now = clock()
     run_id = check_run_id(run_id) if run_id is not None else new_run_id(now)
     fields = start_fields(definition, run_id, args, kwargs, extra)
     session = store.create_run(run_id)
     if session is None:
+        if not existing_ok:
+            raise RunExists(f"run {run_id} exists already")
         return _existing(store, run_id, fields)
     try:
         ex = execute(store, session, clock, definition, options, start=fields)
@@ -139,8 +142,8 @@ class Delivery:
     run: Run | None = None
 
 
-def holder_of(store: Store, token: str) -> tuple[str, History]:
-    """The live run holding `token` and its history, or UnknownToken."""
+def _token_run(store: Store, token: str) -> tuple[str, History] | None:
+    """The run recorded as holding `token` (finished or not) and its history, if it holds it."""
     from .engine.hooks import check_token
     from .errors import RunNotFound
 
@@ -149,22 +152,33 @@ def holder_of(store: Store, token: str) -> tuple[str, History]:
     except ValueError as exc:
         raise UnknownToken(str(exc)) from None
     owner = store.token_owner(token)
-    if owner is not None:
-        try:
-            history = History(store.read_events(owner))
-        except RunNotFound:
-            history = None
-        if history is not None and not history.finished and token in history.tokens():
-            return owner, history
-    raise UnknownToken(f"no live run holds token {token!r}")
+    if owner is None:
+        return None
+    try:
+        history = History(store.read_events(owner))
+    except RunNotFound:
+        return None
+    return (owner, history) if token in history.tokens() else None
+
+
+def holder_of(store: Store, token: str) -> tuple[str, History]:
+    """The live run holding `token` and its history, or UnknownToken."""
+    found = _token_run(store, token)
+    if found is None or found[1].finished:
+        raise UnknownToken(f"no live run holds token {token!r}")
+    return found
 
 
 def deliver_payload(store: Store, token: str, payload: Any, key: str | None, enqueue: bool,
                     clock: Clock, options: Options) -> Delivery:
-    """Put a payload for `token` in the inbox durably, then continue its run here if it is free."""
-    run_id, history = holder_of(store, token)
-    if key is not None and key in history.keys(token):
-        return Delivery(token, run_id, "duplicate")
+    """Put a payload for `token` in the inbox durably, then continue its run here if it is free.
+
+    A repeat of a key already delivered is acknowledged as a duplicate, even once the run finished.
+    """
+    found = _token_run(store, token)
+    if key is not None and found is not None and key in found[1].keys(token):
+        return Delivery(token, found[0], "duplicate")
+    run_id, _ = holder_of(store, token)
     message = {"kind": "hook", "token": token, "payload": payload, "sent_at": iso(clock()), "key": key}
     store.post(run_id, message)
     if enqueue:
@@ -208,7 +222,7 @@ def cancel(run_id: str, dir: str | None = None, store: str | None = None) -> Run
 def tick(dir: str | None = None, store: str | None = None, now: datetime | None = None) -> Any:
     """One tick over the store: deliveries, schedules, due sleeps and retries, crash recovery."""
     from .configfile import find_config
-    from .tick import clock_from, tick_once
+    from .ticker import clock_from, tick_once
 
     target = open_store(dir, store)
     try:

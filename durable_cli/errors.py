@@ -69,6 +69,10 @@ class RunBusy(DurableError):
     """Another process is executing the run right now."""
 
 
+class RunExists(DurableError):
+    """A run with that id exists already (when the caller asked to create it only)."""
+
+
 class RunConflict(DurableError):
     """A run id is already taken by a run of another workflow or with other arguments."""
 
@@ -83,3 +87,15 @@ class ConfigError(DurableError):
 
 class Suspend(BaseException):
     """Unwinds a workflow that must wait. A BaseException so `except Exception` cannot swallow it."""
+
+
+class StorageFailure(BaseException):
+    """Unwinds a workflow whose journal could not be written (a full disk, EIO, a lost claim).
+
+    A BaseException, so that workflow code cannot catch it and carry on past an unrecorded fact;
+    the drive re-raises the store's original error once the workflow has unwound.
+    """
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error

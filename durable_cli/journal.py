@@ -9,6 +9,7 @@ leaves that: it is the last acknowledged line with its newline damaged, never to
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import zlib
@@ -52,11 +53,37 @@ def _is_line(data: bytes) -> bool:
     return True
 
 
+def _checksum_ok(line: bytes) -> bool:
+    return (
+        len(line) > _CRC_SUFFIX_LEN
+        and line[-_CRC_SUFFIX_LEN:-10] == b',"crc":"'
+        and line[-2:] == b'"}'
+        and b"%08x" % zlib.crc32(line[:-_CRC_SUFFIX_LEN]) == line[-10:-2]
+    )
+
+
+def _parse_fast(lines: list[bytes]) -> list[dict[str, Any]] | None:
+    """Every line's event, parsed in one go; None when any line is off (the slow path says which)."""
+    if not all(_checksum_ok(line) for line in lines):
+        return None
+    try:
+        events = json.loads(b"[" + b",".join(lines) + b"]")
+    except ValueError:
+        return None
+    for number, event in enumerate(events, 1):
+        if not isinstance(event, dict) or event.get("seq") != number:
+            return None
+        del event["crc"]
+    return events  # type: ignore[no-any-return]
+
+
 def parse(data: bytes, where: str, run_id: str | None = None) -> tuple[list[dict[str, Any]], int]:
     """Events in `data` and the length of its good prefix (shorter than `data` after a torn tail)."""
-    events: list[dict[str, Any]] = []
     end = data.rfind(b"\n") + 1
-    start = 0
+    events = _parse_fast(data[:end].split(b"\n")[:-1]) if end else []
+    start = end if events is not None else 0
+    if events is None:
+        events = []
     while start < end:
         stop = data.index(b"\n", start)
         try:
@@ -139,9 +166,14 @@ class JournalWriter:
             faults.point("journal.append")
             written = os.write(self._fd, data)
             if written != len(data):
-                raise OSError("short write to the journal")
+                raise OSError(errno.ENOSPC, "short write to the journal (disk full?)")
             faults.point("journal.fsync")
             _fsync(self._fd, os.fdatasync)
+        except OSError as exc:
+            self._restore()
+            if exc.filename is None:  # name the journal in the message (disk full, EIO)
+                raise OSError(exc.errno, exc.strerror or str(exc), self.path) from None
+            raise
         except BaseException:
             self._restore()
             raise

@@ -31,6 +31,10 @@ def prune_runs(store: Store, older_than: float, status: str | None, now: datetim
             if session is None:
                 continue
             try:
+                from .engine.history import History
+
+                for token in History(session.events).tokens():
+                    store.release_token(token, run_id)
                 store.delete_run(run_id)
             finally:
                 session.close()

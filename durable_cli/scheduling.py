@@ -8,11 +8,11 @@ schedule's name and the instant's local wall time, and runs are created exclusiv
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from .config import Config, Schedule
-from .errors import DurableError, RunBusy
+from .errors import DurableError, RunBusy, RunExists
 from .store import Store
 from .timeparse import iso, parse_instant
 
@@ -38,34 +38,26 @@ def fire_schedules(store: Store, config: Config, clock: Callable[[], datetime], 
     for schedule in config.schedules:
         state = _state(store, schedule, now)
         last_tick = parse_instant(state["last_tick"])
-        instants = due_instants(schedule, parse_instant(state["first_seen"]), last_tick, now)
-        for instant in instants:
+        handled = now
+        for instant in due_instants(schedule, parse_instant(state["first_seen"]), last_tick, now):
             run_id = run_id_for(schedule.name, instant, schedule)
             try:
                 definition = resolve(schedule.workflow, base)
-                existed = _exists(store, run_id)
                 create_run(store, definition, tuple(schedule.args), dict(schedule.kwargs), run_id,
-                                 clock, options, {"schedule": {"name": schedule.name, "instant": iso(instant)}})
-                fired += 0 if existed else 1
-                state["last_fired"] = iso(instant)
-            except RunBusy:
-                state["last_fired"] = iso(instant)
+                           clock, options, {"schedule": {"name": schedule.name, "instant": iso(instant)}},
+                           existing_ok=False)
+                fired += 1
+            except (RunExists, RunBusy):
+                pass
             except DurableError as exc:
                 errors.append({"run_id": run_id, "error": f"schedule {schedule.name!r}: {exc}"})
-        if now > last_tick:
-            state["last_tick"] = iso(now)
+                handled = min(handled, instant - timedelta(microseconds=1))
+                continue
+            state["last_fired"] = iso(instant)
+        if handled > last_tick:
+            state["last_tick"] = iso(handled)
             store.save_schedule_state(schedule.name, state)
     return fired
-
-
-def _exists(store: Store, run_id: str) -> bool:
-    from .errors import RunNotFound
-
-    try:
-        store.read_events(run_id)
-    except RunNotFound:
-        return False
-    return True
 
 
 def describe_schedules(store: Store, config: Config, now: datetime) -> list[dict[str, Any]]:

@@ -63,7 +63,7 @@ class DurableTestEnv:
 
     def tick(self) -> Any:
         """One tick at the current virtual time."""
-        from .tick import tick_once
+        from .ticker import tick_once
 
         return tick_once(self.store, self.clock, self.options)
 

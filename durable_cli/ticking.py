@@ -50,7 +50,7 @@ def _idle(store: Any, pause: float, stop: Any) -> bool:
 def run_ticks(settings: Any, now_text: str | None, loop: bool, interval: str, quiet: bool) -> dict[str, Any]:
     """Tick once, or until a stop signal; returns the (summed) summary as JSON-ready data."""
     from .configfile import find_config
-    from .tick import TickSummary, clock_from, tick_once
+    from .ticker import TickSummary, clock_from, tick_once
 
     now = parse_instant(now_text) if now_text else None
     pause = parse_duration(interval)
@@ -60,7 +60,8 @@ def run_ticks(settings: Any, now_text: str | None, loop: bool, interval: str, qu
     try:
         while True:
             summary = tick_once(store, clock_from(now), config=find_config(),
-                                show=None if quiet else _progress)
+                                show=None if quiet else _progress,
+                                stop=None if stop is None else stop.is_set)
             total.add(summary)
             if stop is None or _idle(store, pause, stop):
                 break

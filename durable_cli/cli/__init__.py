@@ -126,8 +126,11 @@ def _run_document(run: Any) -> dict[str, Any]:
     return document
 
 
-def _report_run(run: Any, as_json: bool) -> None:
-    def text() -> None:
+def _report_run(run: Any, as_json: bool, document: dict[str, Any] | None = None,
+                text: Callable[[], None] | None = None) -> None:
+    """Print a run (or `document`/`text` about it); a failed run says why on stderr and exits 1."""
+
+    def default_text() -> None:
         line = f"{run.run_id} {run.status}"
         if run.wake_at:
             line += f" (until {run.wake_at})"
@@ -135,7 +138,7 @@ def _report_run(run: Any, as_json: bool) -> None:
         if run.status == "completed":
             click.echo(json.dumps(run.result, ensure_ascii=False))
 
-    _emit(as_json, _run_document(run), text)
+    _emit(as_json, document or _run_document(run), text or default_text)
     if run.status == "failed":
         error = run.error or {}
         click.echo(f"run {run.run_id} failed: {error.get('type')}: {error.get('message')}", err=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click
@@ -31,12 +30,13 @@ def run(settings: Settings, reference: str, args: tuple[str, ...], run_id: str |
     from ..loader import resolve
     from ..timeparse import utcnow
 
+    options = options_for()
     definition = resolve(reference)
     store = settings.open()
     try:
         with workflow_output(as_json):
             result = create_run(store, definition, tuple(_parse_arg(a) for a in args), {}, run_id,
-                                utcnow, options_for())
+                                utcnow, options)
     finally:
         store.close()
     _report_run(result, as_json)
@@ -71,9 +71,10 @@ def resume(settings: Settings, token: str, payload_file: str, enqueue: bool, key
         elif delivery.status == "queued":
             click.echo(f"queued for run {delivery.run_id}")
 
-    _emit(as_json, document, text)
-    if delivery.run is not None and delivery.run.status == "failed":
-        sys.exit(1)
+    if delivery.run is not None:
+        _report_run(delivery.run, as_json, document, text)
+    else:
+        _emit(as_json, document, text)
 
 
 @main.command()

@@ -45,11 +45,22 @@ class StepDef:
         execution = current_execution.get()
         if execution is None or current_step.get() is not None:
             return self.fn(*args, **kwargs)
-        from . import steps
-
         if self.is_async:
-            return steps.call_async(execution, self, args, kwargs)
-        return steps.call_sync(execution, self, args, kwargs)
+            return _steps().call_async(execution, self, args, kwargs)
+        return _steps().call_sync(execution, self, args, kwargs)
 
     def __repr__(self) -> str:
         return f"<step {self.name}>"
+
+
+def _steps() -> Any:
+    """The step machinery, imported on the first step call (not when workflows are defined)."""
+    global _STEPS
+    if _STEPS is None:
+        from . import steps
+
+        _STEPS = steps
+    return _STEPS
+
+
+_STEPS: Any = None

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..errors import DurableError, RunBusy, Suspend
+from ..errors import DurableError, RunBusy, StorageFailure, Suspend
 from ..store.base import RunSession, Store
 from ..timeparse import iso, parse_instant
 from .context import current_execution
@@ -159,11 +159,17 @@ def execute(
         try:
             result = _run_workflow(ex, first.get("args", []), first.get("kwargs", {}))
             completed = True
-        except Suspend:
+        except (Suspend, StorageFailure):
             pass
         except Exception as exc:
             ex.fatal = exc
-    _finish(ex, result, completed)
+    try:
+        if ex.storage_failure is None:
+            _finish(ex, result, completed)
+    except StorageFailure:
+        pass
+    if ex.storage_failure is not None:
+        raise ex.storage_failure.error
     return ex
 
 
@@ -189,8 +195,6 @@ def _finish(ex: Execution, result: Any, completed: bool) -> None:
     ex.flush(terminal=history.finished)
     if history.finished:
         store.set_due(ex.run_id, None, ex.due_at)
-        for token in history.tokens():
-            store.release_token(token, ex.run_id)
         store.clear_cancel(ex.run_id)
         from .children import cancel_children, notify_parent
 

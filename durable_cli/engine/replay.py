@@ -14,7 +14,7 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..errors import NonDeterminismError, Suspend
+from ..errors import NonDeterminismError, StorageFailure, StoreError, Suspend
 from ..store.base import RunSession, Store
 from ..timeparse import iso, parse_instant
 from .context import WorkflowMetadata
@@ -54,6 +54,7 @@ class Execution:
         self.live_steps = 0
         self.closing = False
         self.fatal: BaseException | None = None
+        self.storage_failure: StorageFailure | None = None
         self.cancelled = False
         self.suspension: tuple[str, datetime | None, list[Wait]] | None = None
         self.due_at: datetime | None = None
@@ -99,7 +100,12 @@ class Execution:
                 self.store.set_due(self.run_id, now, self.due_at)
                 self.due_at = now
             self.marked = True
-        self.session.flush()
+        try:
+            self.session.flush()
+        except (OSError, StoreError) as exc:
+            self.closing = True
+            self.storage_failure = StorageFailure(exc)
+            raise self.storage_failure from exc
 
     # positions and determinism
     def begin(self, kind: str, name: str) -> tuple[int, Op | None]:

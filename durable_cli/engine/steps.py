@@ -25,9 +25,12 @@ DEFAULT_MAX_RETRIES = 3
 DEFAULT_RETRY_DELAY = 1.0
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, default=repr, separators=(",", ":"))
+
+
 def args_hash(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     """A short hash of a step's arguments: compared on replay, never revealing the values."""
-    text = json.dumps([list(args), kwargs], sort_keys=True, default=repr, separators=(",", ":"))
+    text = _CANONICAL.encode([list(args), kwargs])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

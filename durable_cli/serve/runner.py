@@ -62,7 +62,7 @@ class TickLoop:
 
     def _run(self) -> None:
         from ..config import find_config
-        from ..tick import tick_once
+        from ..ticker import tick_once
         from ..timeparse import utcnow
 
         store = self._open_store()

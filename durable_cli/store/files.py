@@ -8,13 +8,10 @@ Layout of `<dir>`: `runs/<id>.jsonl` (the truth), `locks/<id>.lock` (one executo
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
 import stat
 import time
-import uuid
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
@@ -28,7 +25,22 @@ _SUBDIRS = ("runs", "locks", "due", "tokens", "inbox", "cancel", "streams", "rej
 
 
 def _sha(text: str) -> str:
+    import hashlib
+
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _unique() -> str:
+    """A random 128-bit hex name (uuid is imported here, off the start-up path of `durable tick`)."""
+    import uuid
+
+    return uuid.uuid4().hex
+
+
+def _b64() -> Any:
+    import base64
+
+    return base64
 
 
 def _fsync_dir(path: str) -> None:
@@ -226,9 +238,17 @@ class FileStore(Store):
     def set_due(self, run_id: str, at: datetime | None, old: datetime | None) -> None:
         if at is not None and at != old:
             bucket, name = self._due_path(at, run_id)
-            self._dir("due", os.path.basename(bucket))
             faults.point("due.add")
-            os.close(os.open(os.path.join(bucket, name), os.O_WRONLY | os.O_CREAT | _NOFOLLOW, 0o600))
+            for attempt in range(3):
+                self._dir("due", os.path.basename(bucket))
+                try:
+                    os.close(os.open(os.path.join(bucket, name), os.O_WRONLY | os.O_CREAT | _NOFOLLOW, 0o600))
+                    break
+                except FileNotFoundError:
+                    # a tick removed the (empty) bucket between our mkdir and our create
+                    self._made.discard(bucket)
+                    if attempt == 2:
+                        raise
             _fsync_dir(bucket)
         if old is not None and old != at:
             bucket, name = self._due_path(old, run_id)
@@ -249,7 +269,10 @@ class FileStore(Store):
             if bucket > limit[:11].replace("T", ""):
                 return
             path = os.path.join(root, bucket)
-            names = sorted(os.listdir(path))
+            try:
+                names = sorted(os.listdir(path))
+            except FileNotFoundError:
+                continue  # another tick removed it
             for name in names:
                 stamp, _, run_id = name.partition("_")
                 if stamp > limit:
@@ -270,12 +293,12 @@ class FileStore(Store):
         data = json.dumps({"token": token, "run_id": run_id}).encode()
         directory = os.path.dirname(path)
         for _ in range(10):
-            tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}")
+            tmp = os.path.join(directory, f".tmp-{_unique()}")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
-                os.fsync(handle.fileno())
+                _fsync(handle.fileno())
             try:
                 faults.point("token.claim")
                 os.link(tmp, path)
@@ -306,7 +329,7 @@ class FileStore(Store):
 
     # the inbox
     def _write_atomic(self, directory: str, name: str, data: bytes) -> None:
-        tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}")
+        tmp = os.path.join(directory, f".tmp-{_unique()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -323,7 +346,7 @@ class FileStore(Store):
         _fsync_dir(directory)
 
     def post(self, run_id: str, message: dict[str, Any]) -> str:
-        message_id = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
+        message_id = f"{time.time_ns():020d}-{_unique()[:12]}"
         data = json.dumps(message).encode()
         for attempt in range(3):
             directory = self._dir("inbox", check_run_id(run_id))
@@ -390,7 +413,7 @@ class FileStore(Store):
 
     def _set_aside(self, path: str, reason: str) -> None:
         """Move a stray inbox entry into rejected/ beside its reason (never follows it)."""
-        name = f"inbox-{uuid.uuid4().hex}"
+        name = f"inbox-{_unique()}"
         target = self._dir("rejected")
         self._write_atomic(target, name + ".reason", (f"{os.path.basename(path)!r}: {reason}\n").encode())
         os.rename(path, os.path.join(target, name))
@@ -411,7 +434,7 @@ class FileStore(Store):
     def _stream_path(self, run_id: str, name: str) -> str:
         if not 0 < len(name) <= 100:
             raise DurableError(f"invalid stream name {name!r}: use 1-100 characters")
-        encoded = base64.urlsafe_b64encode(name.encode()).decode()
+        encoded = _b64().urlsafe_b64encode(name.encode()).decode()
         return os.path.join(self._dir("streams", check_run_id(run_id)), encoded + ".jsonl")
 
     def stream_names(self, run_id: str) -> list[str]:
@@ -419,7 +442,7 @@ class FileStore(Store):
             names = os.listdir(os.path.join(self.root, "streams", check_run_id(run_id)))
         except FileNotFoundError:
             return []
-        return sorted(base64.urlsafe_b64decode(n[:-6]).decode() for n in names if n.endswith(".jsonl"))
+        return sorted(_b64().urlsafe_b64decode(n[:-6]).decode() for n in names if n.endswith(".jsonl"))
 
     def wait_for_work(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -71,15 +71,21 @@ def _drive(store: Store, run_id: str, clock: Clock, summary: TickSummary, option
         summary.suspended += 1
 
 
-def _deliver_inbox(store: Store, clock: Clock, summary: TickSummary, options: Callable[[], Any]) -> None:
+def _deliver_inbox(store: Store, clock: Clock, summary: TickSummary, options: Callable[[], Any],
+                   stop: Callable[[], bool] | None) -> None:
     for run_id in store.inbox_run_ids():
-        from .engine.driver import get_run
+        from .engine.history import History
 
+        if stop is not None and stop():
+            return
         messages = store.messages(run_id)
         try:
-            finished = get_run(store, run_id).status in ("completed", "failed", "cancelled")
-        except (RunNotFound, DurableError):
+            finished = History(store.read_events(run_id)).finished
+        except RunNotFound:
             finished = True
+        except DurableError as exc:
+            summary.errors.append({"run_id": run_id, "error": str(exc)})
+            continue
         if finished:
             for message_id, _ in messages:
                 store.reject(run_id, message_id, f"run {run_id} does not exist or has finished")
@@ -90,8 +96,11 @@ def _deliver_inbox(store: Store, clock: Clock, summary: TickSummary, options: Ca
 
 def tick_once(store: Store, clock: Clock, options: Any = None, config: Any = None,
               show: Callable[[list[tuple[datetime, str]]], Iterable[tuple[datetime, str]]] | None = None,
-              ) -> TickSummary:
-    """One pass over due work in `store` at the time `clock` gives."""
+              stop: Callable[[], bool] | None = None) -> TickSummary:
+    """One pass over due work in `store` at the time `clock` gives.
+
+    `stop` is asked before each run: once it says so, the pass ends after the run in hand.
+    """
     summary = TickSummary()
     cache: list[Any] = [] if options is None else [options]
 
@@ -102,12 +111,14 @@ def tick_once(store: Store, clock: Clock, options: Any = None, config: Any = Non
             cache.append(options_for())
         return cache[0]
 
-    _deliver_inbox(store, clock, summary, lazy_options)
+    _deliver_inbox(store, clock, summary, lazy_options, stop)
     if config is not None and config.schedules:
         from .scheduling import fire_schedules
 
         summary.fired += fire_schedules(store, config, clock, lazy_options(), summary.errors)
     due = list(store.due(clock()))
     for due_at, run_id in show(due) if show is not None else due:
+        if stop is not None and stop():
+            break
         _drive(store, run_id, clock, summary, lazy_options, due_at)
     return summary

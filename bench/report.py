@@ -1,0 +1,57 @@
+"""Printing the bench's results: the table of figures, the machine and the filesystem."""
+
+from __future__ import annotations
+
+import os
+import platform
+from typing import Any
+
+
+def fmt_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.1f} us"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| figure | ours | reference | ratio | x floor | target | met? |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        if row["kind"] == "mib":
+            ours, ref, ratio, target = f"{row['ours_mib']:.1f} MiB", "-", "-", f"<= {row['target']} MiB"
+        elif row["kind"] == "us":
+            ours, ref, ratio = f"{row['ours_s'] * 1e6:.1f} us", "-", "-"
+            target = f"<= {row['target']:g} us"
+        else:
+            ours = fmt_time(row["ours_s"]) + (f" {row['per']}" if row["per"] else "")
+            ref = f"{fmt_time(row['ref_s'])} ({row['ref_name']})"
+            ratio = f"{row['ratio']:.2f}x"
+            target = f"<= {row['target']:g}x"
+        x_floor = f"{row['x_floor']:.2f}x" if row["x_floor"] is not None else "-"
+        met = "yes" if row["met"] else "**no**"
+        lines.append(f"| {row['figure']} | {ours} | {ref} | {ratio} | {x_floor} | {target} | {met} |")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next(l.split(":", 1)[1].strip() for l in handle if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{platform.system()} {platform.release()}, {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
+
+
+def filesystem(path: str) -> str:
+    best = ("?", "?", "")
+    with open("/proc/mounts") as handle:
+        for line in handle:
+            device, point, kind = line.split()[:3]
+            if os.path.realpath(path).startswith(point) and len(point) >= len(best[2]):
+                best = (device, kind, point)
+    return f"{best[1]} on {best[0]} (mounted at {best[2]})"
