@@ -96,10 +96,12 @@ def _deliver_inbox(store: Store, clock: Clock, summary: TickSummary, options: Ca
 
 def tick_once(store: Store, clock: Clock, options: Any = None, config: Any = None,
               show: Callable[[list[tuple[datetime, str]]], Iterable[tuple[datetime, str]]] | None = None,
-              stop: Callable[[], bool] | None = None) -> TickSummary:
+              stop: Callable[[], bool] | None = None, workers: int = 1,
+              reopen: Callable[[], Store] | None = None) -> TickSummary:
     """One pass over due work in `store` at the time `clock` gives.
 
-    `stop` is asked before each run: once it says so, the pass ends after the run in hand.
+    `stop` is asked before each run: once it says so, the pass ends after the run in hand. With
+    `workers` > 1, due runs are shared with forked processes, each on its own `reopen()` store.
     """
     summary = TickSummary()
     cache: list[Any] = [] if options is None else [options]
@@ -117,8 +119,68 @@ def tick_once(store: Store, clock: Clock, options: Any = None, config: Any = Non
 
         summary.fired += fire_schedules(store, config, clock, lazy_options(), summary.errors)
     due = list(store.due(clock()))
-    for due_at, run_id in show(due) if show is not None else due:
+    share = workers if workers > 1 and reopen is not None and len(due) >= 2 * workers else 1
+    children = []
+    if share > 1:
+        assert reopen is not None
+        lazy_options()
+        children = [_fork_worker(due[k::share], reopen, clock, lazy_options, stop) for k in range(1, share)]
+    for index, (due_at, run_id) in enumerate(show(due) if show is not None else due):
+        if index % share:
+            continue  # a forked worker's share (it still moves the progress bar along)
         if stop is not None and stop():
             break
         _drive(store, run_id, clock, summary, lazy_options, due_at)
+    for child in children:
+        summary.add(_join_worker(*child))
+    return summary
+
+
+def _fork_worker(due: list[tuple[datetime, str]], reopen: Callable[[], Store], clock: Clock,
+                 options: Callable[[], Any], stop: Callable[[], bool] | None) -> tuple[int, int]:
+    """Drive a share of the due runs in a forked process (its own store connection); (pid, pipe)."""
+    import json
+    import os
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write)
+        return pid, read
+    os.close(read)
+    summary = TickSummary()
+    try:
+        store = reopen()
+        try:
+            for due_at, run_id in due:
+                if stop is not None and stop():
+                    break
+                _drive(store, run_id, clock, summary, options, due_at)
+        finally:
+            store.close()
+    except Exception as exc:
+        summary.errors.append({"run_id": "", "error": f"tick worker: {exc}"})
+    finally:
+        with os.fdopen(write, "w") as out:
+            out.write(json.dumps(summary.to_json()))
+        os._exit(0)
+
+
+def _join_worker(pid: int, read: int) -> TickSummary:
+    """The summary a forked worker reported (its failure, if it died without reporting)."""
+    import json
+    import os
+
+    with os.fdopen(read) as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    summary = TickSummary()
+    try:
+        reported = json.loads(data)
+    except ValueError:
+        summary.errors.append({"run_id": "", "error": f"tick worker {pid} died (status {status})"})
+        return summary
+    for name in TickSummary.FIELDS:
+        setattr(summary, name, reported[name])
+    summary.errors = reported["errors"]
     return summary

@@ -47,7 +47,8 @@ def _idle(store: Any, pause: float, stop: Any) -> bool:
     return True
 
 
-def run_ticks(settings: Any, now_text: str | None, loop: bool, interval: str, quiet: bool) -> dict[str, Any]:
+def run_ticks(settings: Any, now_text: str | None, loop: bool, interval: str, quiet: bool,
+              workers: int = 1) -> dict[str, Any]:
     """Tick once, or until a stop signal; returns the (summed) summary as JSON-ready data."""
     from .configfile import find_config
     from .ticker import TickSummary, clock_from, tick_once
@@ -61,7 +62,8 @@ def run_ticks(settings: Any, now_text: str | None, loop: bool, interval: str, qu
         while True:
             summary = tick_once(store, clock_from(now), config=find_config(),
                                 show=None if quiet else _progress,
-                                stop=None if stop is None else stop.is_set)
+                                stop=None if stop is None else stop.is_set,
+                                workers=workers, reopen=settings.open)
             total.add(summary)
             if stop is None or _idle(store, pause, stop):
                 break

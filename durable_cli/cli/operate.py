@@ -13,14 +13,17 @@ from . import Settings, _emit, json_option, main, workflow_output
 @click.option("--now", "now_text", metavar="ISO8601", help="Treat this instant as the current time.")
 @click.option("--loop", is_flag=True, help="Repeat passes until SIGTERM/SIGINT.")
 @click.option("--interval", default="10s", show_default=True, help="Pause between passes with --loop.")
+@click.option("--workers", default=4, show_default=True, type=click.IntRange(1, 64),
+              help="Processes that share the due runs of a pass (fsyncs overlap); 1 disables.")
 @json_option
 @click.pass_obj
-def tick(settings: Settings, now_text: str | None, loop: bool, interval: str, as_json: bool) -> None:
+def tick(settings: Settings, now_text: str | None, loop: bool, interval: str, workers: int,
+         as_json: bool) -> None:
     """Deliver inbox payloads, fire schedules, resume due runs and recover crashed ones."""
     from ..ticking import run_ticks
 
     with workflow_output(as_json):
-        summary = run_ticks(settings, now_text, loop, interval, quiet=as_json)
+        summary = run_ticks(settings, now_text, loop, interval, quiet=as_json, workers=workers)
     _emit(as_json, summary, lambda: click.echo(_tick_line(summary)))
 
 
