@@ -70,9 +70,10 @@ def _refuse_unsafe_dir(path: str, info: os.stat_result) -> None:
 class FileRunSession(RunSession):
     """A run claimed through its lock file, with a journal writer open on it."""
 
-    def __init__(self, lock: Any, path: str, run_id: str) -> None:
+    def __init__(self, lock: Any, path: str, run_id: str, created: bool = False) -> None:
         self.run_id = run_id
         self._lock = lock
+        self._unsynced_entry = created
         try:
             self.events, good, length = journal.read_file(path, run_id)
             self._writer = journal.JournalWriter(path, len(self.events), good, length)
@@ -84,7 +85,12 @@ class FileRunSession(RunSession):
         return self._writer.stage(event)
 
     def flush(self) -> None:
+        """Append durably; a new journal's directory entry is made durable right after its first
+        lines (one journal commit on ext4 instead of two, and still before anything is acted on)."""
         self._writer.flush()
+        if self._unsynced_entry:
+            _fsync_dir(os.path.dirname(self._writer.path))
+            self._unsynced_entry = False
 
     @property
     def has_pending(self) -> bool:
@@ -157,7 +163,6 @@ class FileStore(Store):
             faults.point("run.create")
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
             os.close(fd)
-            _fsync_dir(os.path.dirname(path))
         except FileExistsError:
             if os.path.getsize(path) > 0:
                 lock.release()
@@ -165,7 +170,7 @@ class FileStore(Store):
         except BaseException:
             lock.release()
             raise
-        return FileRunSession(lock, path, run_id)
+        return FileRunSession(lock, path, run_id, created=True)
 
     def open_run(self, run_id: str, wait: bool = False) -> RunSession | None:
         path = self._journal_path(run_id)
