@@ -1,0 +1,151 @@
+"""Choosing a store (flags, environment, durable.yaml) and moving runs between stores."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from helpers import durable, durable_json, write_module
+
+FLOWS = """
+from durable_cli import define_hook, sleep, step, workflow
+
+approval = define_hook("approval")
+
+
+@step
+def act(name):
+    return name
+
+
+@workflow
+def week(x):
+    act("before")
+    sleep("7 days")
+    return act(f"after {x}")
+
+
+@workflow
+def approve(token):
+    for payload in approval.create(token=token):
+        return payload
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    write_module(tmp_path, "flows", FLOWS)
+    return tmp_path
+
+
+def later(days: float) -> str:
+    return (datetime.now(timezone.utc) + timedelta(days=days)).isoformat()
+
+
+def test_dir_and_store_together_are_a_usage_error(project: Path) -> None:
+    code, _, err = durable("--dir", "j", "--store", "postgresql:///x", "ls", cwd=project)
+    assert code == 2
+    assert "--dir" in err and "--store" in err
+
+
+def test_durable_store_beats_durable_dir(project: Path, pg_url: str) -> None:
+    env = {"DURABLE_STORE": pg_url, "DURABLE_DIR": str(project / "files")}
+    code, doc, err = durable_json("run", "flows:week", "1", cwd=project, env=env)
+    assert code == 0, err
+    assert not (project / "files").exists()
+    _, rows, _ = durable_json("ls", cwd=project, env={"DURABLE_STORE": pg_url})
+    assert [row["run_id"] for row in rows] == [doc["run_id"]]
+
+
+def test_a_flag_beats_the_environment(project: Path, pg_url: str) -> None:
+    code, doc, _ = durable_json("--dir", str(project / "flag"), "run", "flows:week", "1", cwd=project,
+                                env={"DURABLE_STORE": pg_url})
+    assert code == 0
+    assert (project / "flag" / "runs" / f"{doc['run_id']}.jsonl").exists()
+    _, rows, _ = durable_json("ls", cwd=project, env={"DURABLE_STORE": pg_url})
+    assert rows == []
+
+
+def test_store_in_durable_yaml_is_used_when_nothing_else_says(project: Path, pg_url: str) -> None:
+    (project / "durable.yaml").write_text(f"store: {json.dumps(pg_url)}\n")
+    code, doc, err = durable_json("run", "flows:week", "1", cwd=project)
+    assert code == 0, err
+    assert not (project / "journals").exists()
+    _, rows, _ = durable_json("--store", pg_url, "ls", cwd=project)
+    assert [row["run_id"] for row in rows] == [doc["run_id"]]
+
+
+def test_a_password_in_the_url_is_never_printed(project: Path) -> None:
+    url = "postgresql://app:hunter2@127.0.0.1:1/nowhere?connect_timeout=2"
+    code, out, err = durable("--store", url, "ls", "--json", cwd=project)
+    assert code != 0
+    assert "hunter2" not in out + err
+    assert "***" in err
+    assert "Traceback" not in err
+
+
+def test_an_unsupported_store_url_exits_2(project: Path) -> None:
+    code, _, err = durable("--store", "redis://localhost/0", "ls", cwd=project)
+    assert code == 2
+    assert "postgresql://" in err
+
+
+def test_migrate_moves_sleeping_and_waiting_runs_and_leaves_the_source_inert(project: Path, pg_url: str) -> None:
+    source = project / "old"
+    _, sleeping, _ = durable_json("--dir", str(source), "run", "flows:week", "3", cwd=project)
+    _, waiting, _ = durable_json("--dir", str(source), "run", "flows:approve", "tok-1", cwd=project)
+    _, done, _ = durable_json("--dir", str(source), "run", "flows:week", "4", cwd=project)
+    assert durable("--dir", str(source), "tick", "--now", later(8), cwd=project)[0] == 0
+
+    code, moved, err = durable_json("migrate", "--from", str(source), "--to", pg_url, cwd=project)
+    assert code == 0, err
+    assert sorted(moved["moved"]) == sorted([sleeping["run_id"], waiting["run_id"], done["run_id"]])
+
+    code, summary, _ = durable_json("--dir", str(source), "tick", "--now", later(30), cwd=project)
+    assert code == 0 and summary["resumed"] == 0
+    code, _, err = durable("--dir", str(source), "resume", "tok-1", "-", input="1", cwd=project)
+    assert code == 2, "a migrated run must not be resumed at the source"
+
+    code, _, err = durable("--store", pg_url, "resume", "tok-1", "-", input='{"ok": true}', cwd=project)
+    assert code == 0, err
+    assert durable("--store", pg_url, "tick", "--now", later(30), cwd=project)[0] == 0
+    _, rows, _ = durable_json("--store", pg_url, "ls", cwd=project)
+    results = {row["run_id"]: row["status"] for row in rows}
+    assert results == {sleeping["run_id"]: "completed", waiting["run_id"]: "completed",
+                       done["run_id"]: "completed"}
+    _, shown, _ = durable_json("--store", pg_url, "inspect", sleeping["run_id"], cwd=project)
+    assert shown["result"] == "after 3"
+    assert [e["type"] for e in shown["events"]].count("step_completed") == 2
+
+    exported = durable("--store", pg_url, "export", done["run_id"], cwd=project)[1]
+    original = (source / "runs" / f"{done['run_id']}.jsonl").read_text()
+    assert original.startswith(exported), "the journal moved byte for byte"
+
+
+def test_migrate_back_from_postgres_to_a_journal_dir(project: Path, pg_url: str) -> None:
+    _, sleeping, _ = durable_json("--store", pg_url, "run", "flows:week", "5", cwd=project)
+    target = project / "back"
+    code, moved, err = durable_json("migrate", "--from", pg_url, "--to", str(target), cwd=project)
+    assert code == 0, err
+    assert moved["moved"] == [sleeping["run_id"]]
+    assert durable("--dir", str(target), "tick", "--now", later(8), cwd=project)[0] == 0
+    _, shown, _ = durable_json("--dir", str(target), "inspect", sleeping["run_id"], cwd=project)
+    assert (shown["status"], shown["result"]) == ("completed", "after 5")
+    _, again, _ = durable_json("--store", pg_url, "tick", "--now", later(8), cwd=project)
+    assert again["resumed"] == 0
+
+
+def test_prune_deletes_a_finished_runs_rows_on_postgres(project: Path, pg_url: str) -> None:
+    _, done, _ = durable_json("--store", pg_url, "run", "flows:approve", "tok-2", cwd=project)
+    durable("--store", pg_url, "resume", "tok-2", "-", input="1", cwd=project)
+    _, sleeping, _ = durable_json("--store", pg_url, "run", "flows:week", "6", cwd=project)
+    code, pruned, _ = durable_json("--store", pg_url, "prune", "--older-than", "0s", cwd=project)
+    assert code == 0
+    assert pruned["removed"] == [done["run_id"]]
+    code, _, _ = durable("--store", pg_url, "inspect", done["run_id"], cwd=project)
+    assert code == 2
+    _, rows, _ = durable_json("--store", pg_url, "ls", cwd=project)
+    assert [row["run_id"] for row in rows] == [sleeping["run_id"]]
