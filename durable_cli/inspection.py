@@ -123,4 +123,11 @@ def timeline(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
                             "status": (op.completion or {}).get("status", "started" if op.kind == "child" else "waiting")})
         else:
             entries.append({"kind": op.kind, "pos": pos, "name": op.name, "value": first.get("value")})
+    if history.suspended is not None and not history.finished:
+        for wait in history.suspended.get("waits", []):
+            if wait["pos"] not in history.ops:
+                kind = {"hook": "wait", "child": "join"}.get(wait["kind"], wait["kind"])
+                entries.append({"kind": kind, "pos": wait["pos"], "name": "", "status": "waiting",
+                                "token": wait.get("token"), "child_run_id": wait.get("child_run_id"),
+                                "deadline": wait.get("until")})
     return entries

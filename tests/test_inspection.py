@@ -143,9 +143,10 @@ def test_inspect_columns_are_aligned(waiting_showcase):
     project, run_id = waiting_showcase
     _, text, _ = project.cli("inspect", run_id)
     rows = [l for l in text.splitlines() if re.match(r"\s+\d+\s+(step|sleep|hook|wait)\b", l)]
-    assert len(rows) == 4
-    assert {r.index(kind) for r, kind in zip(rows, ["step", "sleep", "hook", "wait"])} == {7}
-    status_at = {r.index(word) for r, word in zip(rows, ["completed", "completed", None, "payload 1"]) if word}
+    assert len(rows) == 5
+    assert {r.index(kind) for r, kind in zip(rows, ["step", "sleep", "hook", "wait", "wait"])} == {7}
+    status_at = {r.index(word) for r, word in zip(rows, ["completed", "completed", None, "payload 1", "waiting"])
+                 if word}
     assert len(status_at) == 1
 
 
@@ -156,7 +157,8 @@ def test_inspect_json_holds_the_run_its_timeline_and_every_event(waiting_showcas
         run_id, "waiting", "showcase", "flows:showcase")
     assert doc["args"] == ["tok-i"]
     kinds = [(e["kind"], e["pos"]) for e in doc["timeline"]]
-    assert kinds == [("step", 1), ("sleep", 2), ("hook", 3), ("wait", 4)]
+    assert kinds == [("step", 1), ("sleep", 2), ("hook", 3), ("wait", 4), ("wait", 5)]
+    assert (doc["timeline"][4]["status"], doc["timeline"][4]["token"]) == ("waiting", "tok-i")
     step = doc["timeline"][0]
     assert step["attempts"] == 2 and step["errors"] == ["durable_cli.errors.RetryableError: network down"]
     assert doc["timeline"][2]["sizes"] == [8]
