@@ -14,7 +14,7 @@ from .engine.definitions import WorkflowDef
 from .engine.history import History
 from .errors import InvalidPayload, RunBusy, RunConflict, RunExists, UnknownToken
 from .journal import FORMAT_VERSION
-from .store import Store, open_store
+from .store import Store, opened
 from .store.base import check_run_id
 from .timeparse import iso, utcnow
 from .engine.replay import Clock
@@ -116,20 +116,14 @@ def start(fn: WorkflowDef, *args: Any, dir: str | None = None, store: str | None
     """
     if not isinstance(fn, WorkflowDef):
         raise TypeError(f"{fn!r} is not a workflow (decorate it with @workflow)")
-    target = open_store(dir, store)
-    try:
+    with opened(dir, store) as target:
         return create_run(target, fn, args, kwargs, run_id, utcnow, options_for())
-    finally:
-        target.close()
 
 
 def get_run(run_id: str, dir: str | None = None, store: str | None = None) -> Run:
     """The run as its journal says now."""
-    target = open_store(dir, store)
-    try:
+    with opened(dir, store) as target:
         return _get_run(target, check_run_id(run_id))
-    finally:
-        target.close()
 
 
 @dataclass
@@ -201,22 +195,16 @@ def resume_hook(token: str, payload: Any, dir: str | None = None, store: str | N
     from .payloads import check_value
 
     check_value(payload, payload_limit())
-    target = open_store(dir, store)
-    try:
+    with opened(dir, store) as target:
         return deliver_payload(target, token, payload, key, enqueue, utcnow, options_for())
-    finally:
-        target.close()
 
 
 def cancel(run_id: str, dir: str | None = None, store: str | None = None) -> Run:
     """Cancel a run: it never executes another step. Waits for a step in progress to end."""
     from .engine.children import cancel_run
 
-    target = open_store(dir, store)
-    try:
+    with opened(dir, store) as target:
         return cancel_run(target, check_run_id(run_id), utcnow)
-    finally:
-        target.close()
 
 
 def tick(dir: str | None = None, store: str | None = None, now: datetime | None = None) -> Any:
@@ -224,29 +212,20 @@ def tick(dir: str | None = None, store: str | None = None, now: datetime | None 
     from .configfile import find_config
     from .ticker import clock_from, tick_once
 
-    target = open_store(dir, store)
-    try:
+    with opened(dir, store) as target:
         return tick_once(target, clock_from(now), config=find_config())
-    finally:
-        target.close()
 
 
 def read_stream(run_id: str, name: str = "default", start: int = 0, dir: str | None = None,
                 store: str | None = None) -> list[dict[str, Any]]:
     """Chunks of a run's output stream from index `start`: `index`, `data`, `step_id`, `attempt`."""
-    target = open_store(dir, store)
-    try:
+    with opened(dir, store) as target:
         return target.stream_read(check_run_id(run_id), name, start)
-    finally:
-        target.close()
 
 
 def retry(run_id: str, dir: str | None = None, store: str | None = None) -> Run:
     """Resume a failed run (a determinism error, a final step failure) on fixed code, keeping its journal."""
     from .engine.driver import retry_run
 
-    target = open_store(dir, store)
-    try:
+    with opened(dir, store) as target:
         return retry_run(target, check_run_id(run_id), utcnow, options_for())
-    finally:
-        target.close()

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from .errors import DurableError
+from .engine.history import FINISHED
 from .inspection import status_of
 from .store import Store
 from .timeparse import parse_instant
 
-FINISHED = ("completed", "failed", "cancelled")
 
 
 def prune_runs(store: Store, older_than: float, status: str | None, now: datetime) -> list[str]:

@@ -6,6 +6,8 @@ from typing import Any
 
 import click
 
+from ..store import opened
+
 from . import Settings, _emit, json_option, main, workflow_output
 
 
@@ -45,11 +47,8 @@ def schedules(settings: Settings, as_json: bool) -> None:
     from ..timeparse import utcnow
 
     config = load_config()
-    store = settings.open()
-    try:
+    with opened(settings.dir, settings.store) as store:
         rows = describe_schedules(store, config, utcnow())
-    finally:
-        store.close()
 
     def text() -> None:
         if not rows:
@@ -71,11 +70,8 @@ def prune(settings: Settings, older_than: str, status: str | None, as_json: bool
     from ..maintenance import prune_runs
     from ..timeparse import parse_duration, utcnow
 
-    store = settings.open()
-    try:
+    with opened(settings.dir, settings.store) as store:
         removed = prune_runs(store, parse_duration(older_than), status, utcnow())
-    finally:
-        store.close()
 
     def text() -> None:
         for run_id in removed:
@@ -93,11 +89,8 @@ def export(settings: Settings, run_id: str) -> None:
     from ..journal import encode
     from ..store.base import check_run_id
 
-    store = settings.open()
-    try:
+    with opened(settings.dir, settings.store) as store:
         events = store.read_events(check_run_id(run_id))
-    finally:
-        store.close()
     for event in events:
         click.echo(encode(event).decode(), nl=False)
 

@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from ..store import opened
+
 from . import Settings, _emit, _report_run, _run_document, json_option, main, workflow_output
 
 
@@ -32,13 +34,10 @@ def run(settings: Settings, reference: str, args: tuple[str, ...], run_id: str |
 
     options = options_for()
     definition = resolve(reference)
-    store = settings.open()
-    try:
+    with opened(settings.dir, settings.store) as store:
         with workflow_output(as_json):
             result = create_run(store, definition, tuple(_parse_arg(a) for a in args), {}, run_id,
                                 utcnow, options)
-    finally:
-        store.close()
     _report_run(result, as_json)
 
 

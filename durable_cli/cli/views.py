@@ -9,6 +9,8 @@ import time
 
 import click
 
+from ..store import opened
+
 from . import Settings, _emit, json_option, main
 
 
@@ -22,11 +24,8 @@ def inspect(settings: Settings, run_id: str, as_json: bool) -> None:
     from ..render import render_run
     from ..store.base import check_run_id
 
-    store = settings.open()
-    try:
+    with opened(settings.dir, settings.store) as store:
         document = describe_run(store, check_run_id(run_id))
-    finally:
-        store.close()
     _emit(as_json, document, lambda: click.echo(render_run(document, color=_color())))
 
 
@@ -40,11 +39,8 @@ def list_command(settings: Settings, status: str | None, as_json: bool) -> None:
     from ..render import render_list
     from ..timeparse import utcnow
 
-    store = settings.open()
-    try:
+    with opened(settings.dir, settings.store) as store:
         rows = list_runs(store, status)
-    finally:
-        store.close()
     _emit(as_json, rows, lambda: click.echo(render_list(rows, utcnow(), color=_color())))
 
 
@@ -60,16 +56,16 @@ def _color() -> bool:
 @click.pass_obj
 def tail(settings: Settings, run_id: str, stream: str | None, interval: float, as_json: bool) -> None:
     """Follow a run's journal (decoded) or an output stream; exits once the run has finished."""
+    from ..engine.history import FINISHED
     from ..inspection import status_of
     from ..render import event_line
     from ..store.base import check_run_id
 
-    store = settings.open()
+    check_run_id(run_id)
     seen = 0
-    try:
-        check_run_id(run_id)
+    with opened(settings.dir, settings.store) as store:
         while True:
-            finished = status_of(store.run_summary(run_id)[1]) in ("completed", "failed", "cancelled")
+            finished = status_of(store.run_summary(run_id)[1]) in FINISHED
             items = store.stream_read(run_id, stream, seen) if stream else store.read_events(run_id)[seen:]
             for item in items:
                 if as_json:
@@ -84,5 +80,3 @@ def tail(settings: Settings, run_id: str, stream: str | None, interval: float, a
                 return
             if not items:
                 time.sleep(interval)
-    finally:
-        store.close()

@@ -16,10 +16,10 @@ from ..errors import ChildFailed, RunBusy
 from ..store.base import Store
 from ..timeparse import iso, parse_instant
 from .driver import Options, Run, drive
+from .history import FINISHED
 from .replay import Clock, Execution
 from .waits import Wait, block, block_async
 
-TERMINAL = ("completed", "failed", "cancelled")
 
 
 def child_run_id(parent: str, pos: int) -> str:
@@ -161,7 +161,7 @@ def cancel_run(store: Store, run_id: str, clock: Clock) -> Run:
     from .driver import get_run
 
     run = get_run(store, run_id)
-    if run.status in TERMINAL:
+    if run.status in FINISHED:
         return run
     store.request_cancel(run_id)
     return drive(store, run_id, clock, Options(), wait=True)

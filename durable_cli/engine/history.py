@@ -16,6 +16,7 @@ COMPLETIONS = frozenset({"step_completed", "sleep_completed", "hook_next", "chil
 TERMINAL = {"run_completed": "completed", "run_failed": "failed", "run_cancelled": "cancelled",
             "run_migrated": "migrated"}
 INPUTS = frozenset({"hook_payload", "child_finished"})
+FINISHED = frozenset(TERMINAL.values())
 
 
 @dataclass
@@ -122,7 +123,7 @@ class History:
 
     @property
     def finished(self) -> bool:
-        return self.status in ("completed", "failed", "cancelled", "migrated")
+        return self.status in FINISHED
 
     @property
     def max_pos(self) -> int:

@@ -82,20 +82,24 @@ def _fail(ex: Execution, sdef: StepDef, pos: int, attempt: int, exc: BaseExcepti
     ex.record("step_failed", **fields)
 
 
-def _plan(ex: Execution, sdef: StepDef, pos: int) -> tuple[int, RetryWait | None]:
-    """The next attempt's number, and the wait before it (None when it may start now).
+def _plan(ex: Execution, sdef: StepDef, pos: int) -> tuple[int, RetryWait | None, dict[str, Any] | None]:
+    """The next attempt's number, the wait before it (None: it may start now), or the outcome
+    when the step is done (its last attempt was final).
 
     A started attempt with no outcome is journaled as failed first: its process died.
     """
     op = ex.history.ops.get(pos)
-    started = op.count("step_started") if op else 0
-    failed = op.count("step_failed") if op else 0
-    if op is not None and started > failed:
+    if op is None:
+        return 1, None, None
+    started, failed = op.count("step_started"), op.count("step_failed")
+    if started > failed:
         _fail(ex, sdef, pos, started, StepCrashed(f"the process died during attempt {started} of step {sdef.name!r}"))
-    last = op.last("step_failed") if op else None
-    if last is not None and last.get("retry_at") and op is not None and started > op.retry_base:
-        return started + 1, RetryWait(pos, parse_instant(last["retry_at"]))
-    return started + 1, None
+    if op.completion is not None:
+        return started, None, op.completion
+    last = op.last("step_failed")
+    if last is not None and last.get("retry_at") and started > op.retry_base:
+        return started + 1, RetryWait(pos, parse_instant(last["retry_at"])), None
+    return started + 1, None, None
 
 
 def _start_attempt(ex: Execution, sdef: StepDef, pos: int, attempt: int, digest: str) -> Any:
@@ -126,10 +130,9 @@ def call_sync(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs: dict[
         ex.consume(pos)
         return _outcome(op.completion)
     while True:
-        attempt, wait = _plan(ex, sdef, pos)
-        op = ex.history.ops.get(pos)
-        if op is not None and op.completion is not None:
-            return _outcome(op.completion)
+        attempt, wait, completion = _plan(ex, sdef, pos)
+        if completion is not None:
+            return _outcome(completion)
         if wait is not None:
             block(ex, wait)
         token = _start_attempt(ex, sdef, pos, attempt, digest)
@@ -150,10 +153,9 @@ async def call_async(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs
         await ex.turn(pos)
         return _outcome(op.completion)
     while True:
-        attempt, wait = _plan(ex, sdef, pos)
-        op = ex.history.ops.get(pos)
-        if op is not None and op.completion is not None:
-            return _outcome(op.completion)
+        attempt, wait, completion = _plan(ex, sdef, pos)
+        if completion is not None:
+            return _outcome(completion)
         if wait is not None and wait.due_at is not None:
             pause = (wait.due_at - ex.clock()).total_seconds()
             if pause > SHORT_RETRY_SECONDS:

@@ -14,13 +14,13 @@ from starlette.responses import Response
 from ..engine.children import cancel_run
 from ..engine.driver import get_run
 from ..errors import DurableError, RunBusy, RunNotFound
+from ..engine.history import FINISHED
 from ..inspection import describe_run, list_runs
 from ..store.base import check_run_id
 from ..timeparse import utcnow
 from .bodies import answer, error
 
 STATUSES = ("running", "sleeping", "waiting", "completed", "failed", "cancelled", "damaged")
-FINISHED = ("completed", "failed", "cancelled")
 
 
 async def runs(request: Request) -> Response:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 
+from contextlib import contextmanager
+from typing import Iterator
+
 from ..errors import StoreError
 from .base import RunSession, Store
 
-__all__ = ["RunSession", "Store", "open_store", "resolve_location", "is_postgres_url"]
+__all__ = ["RunSession", "Store", "open_store", "opened", "resolve_location", "is_postgres_url"]
 
 
 def is_postgres_url(value: str) -> bool:
@@ -55,3 +58,13 @@ def open_store(dir: str | None = None, store: str | None = None) -> Store:
     from .files import FileStore
 
     return FileStore(location)
+
+
+@contextmanager
+def opened(dir: str | None = None, store: str | None = None) -> Iterator[Store]:
+    """`open_store(dir, store)`, closed when the block ends."""
+    target = open_store(dir, store)
+    try:
+        yield target
+    finally:
+        target.close()
