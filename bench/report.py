@@ -28,11 +28,12 @@ def table(rows: list[dict[str, Any]]) -> str:
             target = f"<= {row['target']:g} us"
         else:
             ours = fmt_time(row["ours_s"]) + (f" {row['per']}" if row["per"] else "")
-            ref = f"{fmt_time(row['ref_s'])} ({row['ref_name']})"
-            ratio = f"{row['ratio']:.2f}x"
+            ref = f"{fmt_time(row['ref_s'])} ({row['ref_name']})" if row["ref_s"] is not None else "-"
+            ratio = f"{row['ratio']:.2f}x" if row["ratio"] is not None else "-"
             target = f"<= {row['target']:g}x"
+        target = row.get("target_text") or target  # e.g. ">= 1.6x", "<= 100 ms"
         x_floor = f"{row['x_floor']:.2f}x" if row["x_floor"] is not None else "-"
-        met = "yes" if row["met"] else "**no**"
+        met = "-" if row["met"] is None else "yes" if row["met"] else "**no**"  # None: no target
         lines.append(f"| {row['figure']} | {ours} | {ref} | {ratio} | {x_floor} | {target} | {met} |")
     return "\n".join(lines)
 

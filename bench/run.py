@@ -34,6 +34,10 @@ PYTHON = sys.executable
 DURABLE = os.path.join(os.path.dirname(PYTHON), "durable")
 DBOS_VENV = "/tmp/bench-dbos-venv"
 MiB = 1024 * 1024
+# A journal-sized line (215 bytes with its newline): what the floors write, to a file or a table.
+FLOOR_LINE = json.dumps({"type": "step_completed", "seq": 2, "at": "2026-01-01T00:00:00.000000Z",
+                         "pos": 1, "name": "charge", "result": {"id": "x" * 72, "amount": 1200},
+                         "crc": "00000000"}, separators=(",", ":")).encode() + b"\n"
 median = statistics.median
 
 
@@ -94,9 +98,7 @@ class Bench:
         """The floor's file: runs/floor.jsonl in a journal dir of its own, open for the whole run."""
         root = self.fresh("floor")
         os.makedirs(os.path.join(root, "runs"))
-        self.line = json.dumps({"type": "step_completed", "seq": 2, "at": "2026-01-01T00:00:00.000000Z",
-                                "pos": 1, "name": "charge", "result": {"id": "x" * 72, "amount": 1200},
-                                "crc": "00000000"}, separators=(",", ":")).encode() + b"\n"
+        self.line = FLOOR_LINE
         self.floor_fd = os.open(os.path.join(root, "runs", "floor.jsonl"),
                                 os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self.samples: dict[str, list[float]] = {"fsync": [], "fdatasync": []}

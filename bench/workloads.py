@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from durable_cli import sleep, step, workflow
+from durable_cli import define_hook, sleep, step, workflow
+
+bench_hook = define_hook("bench")
 
 
 @step
@@ -33,3 +35,19 @@ def napper(n: int, nap: str) -> int:
     sleep(nap)
     noop(-1)
     return n
+
+
+@step
+def touch(path: str) -> str:
+    """A step whose side effect (a new file) shows the moment it starts (resume latency)."""
+    with open(path, "w"):
+        pass
+    return path
+
+
+@workflow
+def awaiting(token: str, path: str) -> str:
+    """Waits on hook `token`; the payload's arrival runs `touch(path)`, then done."""
+    for _ in bench_hook.create(token=token):
+        return touch(path)
+    return ""

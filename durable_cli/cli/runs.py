@@ -32,10 +32,10 @@ def run(settings: Settings, reference: str, args: tuple[str, ...], run_id: str |
     from ..loader import resolve
     from ..timeparse import utcnow
 
-    options = options_for()
-    definition = resolve(reference)
-    with opened(settings.dir, settings.store) as store:
-        with workflow_output(as_json):
+    with workflow_output(as_json):
+        options = options_for()
+        definition = resolve(reference)
+        with opened(settings.dir, settings.store) as store:
             result = create_run(store, definition, tuple(_parse_arg(a) for a in args), {}, run_id,
                                 utcnow, options)
     _report_run(result, as_json)
