@@ -1,8 +1,13 @@
-"""Crashes with real processes: a step killed mid-flight, ticks racing, torn and damaged journals."""
+"""Crashes with real processes: a step killed mid-flight, ticks racing, torn and damaged journals.
+
+The tests that do not look at journal files run against both stores (a journal dir, PostgreSQL).
+"""
 
 from __future__ import annotations
 
+import json
 import subprocess
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -96,35 +101,66 @@ def _lines(path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
 
-def test_a_step_that_sigkills_its_process_is_recovered_by_tick(project):
-    store = project / "j"
-    code, out, err = durable("run", "flows:crashy", dir=store, cwd=project)
+@pytest.fixture(params=["files", "postgres"])
+def where(request, project):
+    """Store options for the CLI: a journal dir, or PostgreSQL with a 1 s lease (a killed
+    process's claim lapses quickly)."""
+    if request.param == "files":
+        return ["--dir", str(project / "j")]
+    return ["--store", request.getfixturevalue("pg_url") + "&lease=1"]
+
+
+def _on(where, *args, **kwargs):
+    return durable(*where, *args, **kwargs)
+
+
+def _events(where, run_id, cwd):
+    code, out, err = _on(where, "export", run_id, cwd=cwd)
+    assert code == 0, err
+    return [{k: v for k, v in json.loads(line).items() if k != "crc"} for line in out.splitlines()]
+
+
+def _only_run(where, cwd):
+    code, out, _ = _on(where, "ls", "--json", cwd=cwd)
+    [row] = json.loads(out)
+    return row["run_id"]
+
+
+def _after_leases(where):
+    if where[0] == "--store":
+        time.sleep(1.2)
+
+
+def test_a_step_that_sigkills_its_process_is_recovered_by_tick(project, where):
+    code, out, err = _on(where, "run", "flows:crashy", cwd=project)
     assert code == -9, (code, out, err)
-    run_id = next((store / "runs").iterdir()).name.removesuffix(".jsonl")
-    before = read_events(journal_path(store, run_id))
+    run_id = _only_run(where, project)
+    before = _events(where, run_id, project)
     assert [e["type"] for e in before][-1] == "step_started"
 
-    code, out, err = durable("tick", dir=store, cwd=project)
+    _after_leases(where)
+    code, out, err = _on(where, "tick", cwd=project)
     assert code == 0, err
-    code, doc, _ = durable_json("inspect", run_id, dir=store, cwd=project)
+    code, out, _ = _on(where, "inspect", run_id, "--json", cwd=project)
+    doc = json.loads(out)
     assert doc["status"] == "completed", doc
     assert doc["result"] == ["prepared", "survived"]
     assert _lines(project / "log.txt") == ["prepare", "kill-attempt", "kill-attempt"]
-    after = read_events(journal_path(store, run_id))
+    after = _events(where, run_id, project)
     assert after[: len(before)] == before
     attempts = [e["attempt"] for e in after if e["type"] == "step_started" and e["name"] == "kills_itself_once"]
     assert attempts == [1, 2]
 
 
-def test_four_ticks_at_once_on_twenty_due_runs_execute_each_step_once(project):
-    store = project / "j"
+def test_four_ticks_at_once_on_twenty_due_runs_execute_each_step_once(project, where):
     run_ids = []
     for n in range(20):
-        code, doc, err = durable_json("run", "flows:napper", str(n), dir=store, cwd=project)
+        code, out, err = _on(where, "run", "flows:napper", str(n), "--json", cwd=project)
+        doc = json.loads(out)
         assert (code, doc["status"]) == (0, "sleeping"), err
         run_ids.append(doc["run_id"])
     now = later(2)
-    command = [DURABLE, "--dir", str(store), "tick", "--now", now]
+    command = [DURABLE, *where, "tick", "--now", now]
     ticks = [subprocess.Popen(command, cwd=project, env=durable_env(), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE) for _ in range(4)]
     for proc in ticks:
@@ -133,7 +169,7 @@ def test_four_ticks_at_once_on_twenty_due_runs_execute_each_step_once(project):
     effects = _lines(project / "effects.txt")
     assert sorted(effects, key=int) == [str(n) for n in range(20)]
     for run_id in run_ids:
-        events = read_events(journal_path(store, run_id))
+        events = _events(where, run_id, project)
         assert events[-1]["type"] == "run_completed"
         assert sum(e["type"] == "step_started" for e in events) == 1
 
@@ -191,13 +227,13 @@ def test_a_damaged_middle_line_is_reported_for_that_run_only_and_left_untouched(
     assert path.read_bytes() == bytes(data)
 
 
-def test_a_killed_attempt_counts_as_a_failed_attempt_and_reaches_the_workflow(project):
-    store = project / "j"
-    code, _, _ = durable("run", "flows:no_second_chance", dir=store, cwd=project)
+def test_a_killed_attempt_counts_as_a_failed_attempt_and_reaches_the_workflow(project, where):
+    code, _, _ = _on(where, "run", "flows:no_second_chance", cwd=project)
     assert code == -9
-    assert durable("tick", dir=store, cwd=project)[0] == 0
-    run_id = next((store / "runs").iterdir()).name.removesuffix(".jsonl")
-    _, shown, _ = durable_json("inspect", run_id, dir=store, cwd=project)
+    _after_leases(where)
+    assert _on(where, "tick", cwd=project)[0] == 0
+    run_id = _only_run(where, project)
+    shown = json.loads(_on(where, "inspect", run_id, "--json", cwd=project)[1])
     assert shown["status"] == "completed"
     assert shown["result"][0] == "StepCrashed"
     assert "dies_without_retries" in shown["result"][1]
