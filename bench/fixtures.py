@@ -1,5 +1,7 @@
 """Setting up stores fast: many real runs copied from one, children measured one by one.
 
+`clone_runs` copies a run of the file store; `clone_pg_runs` does the same in the PostgreSQL store.
+
 A cloned run is a real run: its journal is the template's with `run_id` changed in `run_started`
 (re-encoded, so its CRC is right), its due entry is the template's with the new id, laid out
 as `FileStore._due_path` lays it (`due/<YYYYMMDDHH>/<stamp>_<run_id>`), and it has the (empty)
@@ -16,7 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Iterator
+from datetime import datetime
+from typing import Any, Iterator
 
 from durable_cli import journal
 
@@ -50,6 +53,34 @@ def clone_runs(root: str, run_id: str, count: int, prefix: str) -> list[str]:
         for name in locks:
             os.close(os.open(os.path.join(root, name, new_id + ".lock"), flags, 0o600))
         ids.append(new_id)
+    return ids
+
+
+def clone_pg_runs(conn: Any, lines: list[str], due_at: datetime, count: int, prefix: str) -> list[str]:
+    """Add `count` copies of a run of the PostgreSQL store, in one statement per table.
+
+    `lines` are the template run's journal rows (`durable_events.body`, in seq order) and `due_at`
+    its due time. A copy is what the store keeps for a run: a `durable_runs` row (never claimed,
+    no owner), its events with `run_id` changed in `run_started` (re-encoded: the CRC is right),
+    and its `durable_due` row. Runs in `conn`'s transaction, if one is open.
+    """
+    first = lines[0].encode()
+    event = journal.decode(first)
+    assert event["type"] == "run_started"
+    assert journal.encode(dict(event)) == first + b"\n", "re-encoding changes the line"
+    ids, run_ids, seqs, bodies = [], [], [], []
+    for i in range(count):
+        new_id = f"{prefix}{i:06d}"
+        event["run_id"] = new_id
+        ids.append(new_id)
+        for seq, body in enumerate([journal.encode(event)[:-1].decode(), *lines[1:]], 1):
+            run_ids.append(new_id)
+            seqs.append(seq)
+            bodies.append(body)
+    conn.execute("INSERT INTO durable_runs (run_id) SELECT unnest(%s::text[])", (ids,))
+    conn.execute("INSERT INTO durable_events (run_id, seq, body)"
+                 " SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[])", (run_ids, seqs, bodies))
+    conn.execute("INSERT INTO durable_due (run_id, due_at) SELECT unnest(%s::text[]), %s", (ids, due_at))
     return ids
 
 

@@ -30,8 +30,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             ours = fmt_time(row["ours_s"]) + (f" {row['per']}" if row["per"] else "")
             ref = f"{fmt_time(row['ref_s'])} ({row['ref_name']})" if row["ref_s"] is not None else "-"
             ratio = f"{row['ratio']:.2f}x" if row["ratio"] is not None else "-"
-            target = f"<= {row['target']:g}x"
-        target = row.get("target_text") or target  # e.g. ">= 1.6x", "<= 100 ms"
+            target = row.get("target_text") or f"<= {row['target']:g}x"  # or e.g. ">= 1.6x", "<= 100 ms"
         x_floor = f"{row['x_floor']:.2f}x" if row["x_floor"] is not None else "-"
         met = "-" if row["met"] is None else "yes" if row["met"] else "**no**"  # None: no target
         lines.append(f"| {row['figure']} | {ours} | {ref} | {ratio} | {x_floor} | {target} | {met} |")

@@ -164,4 +164,7 @@ def cancel_run(store: Store, run_id: str, clock: Clock) -> Run:
     if run.status in FINISHED:
         return run
     store.request_cancel(run_id)
-    return drive(store, run_id, clock, Options(), wait=True)
+    run = drive(store, run_id, clock, Options(), wait=True)
+    if run.status != "cancelled":
+        store.clear_cancel(run_id)  # it finished on its own before the request was seen
+    return run

@@ -146,8 +146,7 @@ def execute(
             ex.fatal = DurableError(f"run crashed {crashes} times; giving up (max_recoveries)")
     if ex.fatal is None:
         deliver(ex)
-        if store.cancel_requested(ex.run_id):
-            ex.cancelled = True
+        ex.cancel_requested()
     first = history.start
     result: Any = None
     completed = False
@@ -184,7 +183,7 @@ def _finish(ex: Execution, result: Any, completed: bool) -> None:
         pass
     elif ex.fatal is not None:
         ex.record("run_failed", error=error_info(ex.fatal))
-    elif ex.cancelled or store.cancel_requested(ex.run_id):
+    elif ex.cancel_requested():
         ex.record("run_cancelled")
     elif ex.suspension is not None:
         status, wake, waits = ex.suspension
@@ -195,7 +194,8 @@ def _finish(ex: Execution, result: Any, completed: bool) -> None:
     ex.flush(terminal=history.finished)
     if history.finished:
         store.set_due(ex.run_id, None, ex.due_at)
-        store.clear_cancel(ex.run_id)
+        if ex.cancelled:
+            store.clear_cancel(ex.run_id)
         from .children import cancel_children, notify_parent
 
         if history.status == "cancelled":

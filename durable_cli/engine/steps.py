@@ -103,8 +103,7 @@ def _plan(ex: Execution, sdef: StepDef, pos: int) -> tuple[int, RetryWait | None
 
 
 def _start_attempt(ex: Execution, sdef: StepDef, pos: int, attempt: int, digest: str) -> Any:
-    if ex.store.cancel_requested(ex.run_id):
-        ex.cancelled = True
+    if ex.cancel_requested():
         ex.closing = True
         raise Suspend()
     ex.record("step_started", pos=pos, name=sdef.name, attempt=attempt, args_hash=digest)
