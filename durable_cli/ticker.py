@@ -62,6 +62,8 @@ def _drive(store: Store, run_id: str, clock: Clock, summary: TickSummary, option
     except DurableError as exc:
         summary.errors.append({"run_id": run_id, "error": str(exc)})
         return
+    if not run.executed:
+        return
     summary.resumed += 1
     if run.status == "completed":
         summary.completed += 1

@@ -18,7 +18,7 @@ from ..store.base import RunSession, Store
 from ..timeparse import iso, parse_instant
 from .context import current_execution
 from .delivery import deliver
-from .history import History
+from .history import TERMINAL, History
 from .outcomes import error_info
 from .replay import Clock, Execution
 from .waits import resolve_idle, suspend
@@ -43,6 +43,8 @@ class Run:
     result: Any = None
     error: dict[str, Any] | None = None
     wake_at: str | None = None
+    executed: bool = field(default=True, repr=False, compare=False)
+    """False when the call that returned this run found it already finished and did nothing."""
 
     @classmethod
     def from_history(cls, run_id: str, history: History) -> Run:
@@ -138,6 +140,8 @@ def execute(
         ex.record("run_retried")
         ex.gate = dict.fromkeys(history.completion_order)
     elif history.finished:
+        if due_at is not None:
+            store.set_due(ex.run_id, None, due_at)  # a stale entry: drop it so no tick sees it again
         return ex
     elif history.status == "running" and start is None:
         crashes = history.crashes + 1
@@ -218,11 +222,13 @@ def drive(
             if first:
                 raise RunBusy(f"run {run_id} is being executed by another process")
             return get_run(store, run_id)
+        finished_before = bool(session.events) and session.events[-1]["type"] in TERMINAL
         try:
             ex = execute(store, session, clock, definition, options, due_at if first else None)
         finally:
             session.close()
         run = Run.from_history(run_id, ex.history)
+        run.executed = not finished_before
         if run.status != "waiting" or not store.messages(run_id):
             return run
         first = False
