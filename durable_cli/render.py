@@ -91,6 +91,9 @@ def render_run(doc: dict[str, Any], color: bool = False) -> str:
     lines.extend(_timeline_line(entry, color) for entry in doc["timeline"])
     if not doc["timeline"]:
         lines.append("  (no durable calls yet)")
+    lines.append("")
+    lines.append("events")
+    lines.extend(event_line(event, color) for event in doc["events"])
     return "\n".join(lines)
 
 
