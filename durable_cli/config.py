@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from durable_cli.configfile import FILENAME, locate
+from durable_cli.configfile import locate
 from durable_cli.errors import ConfigError
 from durable_cli.timeparse import parse_duration
 

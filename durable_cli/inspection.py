@@ -8,7 +8,7 @@ from typing import Any
 from .errors import DurableError
 from .store import Store
 
-from .engine.history import FINISHED, TERMINAL
+from .engine.history import TERMINAL
 
 
 def status_of(last: dict[str, Any]) -> str:
