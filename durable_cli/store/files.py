@@ -65,6 +65,8 @@ class FileStore(FileInbox, Store):
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
         self.location = self.root
+        if os.path.exists(self.root) and not os.path.isdir(self.root):
+            raise StoreError(f"journal dir {self.root} is not a directory")
         try:
             if not os.path.isdir(self.root):
                 os.makedirs(self.root, mode=0o700, exist_ok=True)
