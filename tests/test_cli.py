@@ -558,3 +558,10 @@ def test_every_json_command_prints_exactly_one_document(project):
         code, out, err = run_in(project, *args, "--json")
         json.loads(out)  # exactly one document, nothing else on stdout
         assert "Traceback" not in err, args
+
+
+def test_reading_commands_never_create_the_journal_dir(tmp_path):
+    missing = tmp_path / "not" / "there"
+    for args in (["ls"], ["tick"], ["inspect", "20200101T000000-deadbeef"], ["schedules"]):
+        durable(*args, dir=missing, cwd=tmp_path)
+    assert not (tmp_path / "not").exists()

@@ -65,12 +65,13 @@ class FileStore(FileInbox, Store):
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
         self.location = self.root
-        if os.path.exists(self.root) and not os.path.isdir(self.root):
-            raise StoreError(f"journal dir {self.root} is not a directory")
+        self._made: set[str] = set()
+        if os.path.lexists(self.root):
+            self._check_root()
+
+    def _check_root(self) -> None:
+        """Refuse a root (or a subdirectory) that is not a directory or that others can write to."""
         try:
-            if not os.path.isdir(self.root):
-                os.makedirs(self.root, mode=0o700, exist_ok=True)
-                fsync_dir(os.path.dirname(self.root))
             info = os.stat(self.root)
         except OSError as exc:
             raise StoreError(f"cannot use journal dir {self.root}: {exc.strerror}") from None
@@ -83,10 +84,22 @@ class FileStore(FileInbox, Store):
                 refuse_unsafe_dir(path, os.lstat(path))
             except FileNotFoundError:
                 pass
-        self._made: set[str] = set()
+        self._made.add(self.root)
+
+    def _ensure_root(self) -> None:
+        """Create the journal dir on the first write (reading commands never create it)."""
+        if self.root in self._made:
+            return
+        try:
+            os.makedirs(self.root, mode=0o700, exist_ok=True)
+            fsync_dir(os.path.dirname(self.root))
+        except OSError as exc:
+            raise StoreError(f"cannot use journal dir {self.root}: {exc.strerror}") from None
+        self._check_root()
 
     def _dir(self, *parts: str) -> str:
         """`<root>/<parts...>`, each level made 0700 (its creation fsync'd) or checked once."""
+        self._ensure_root()
         path = self.root
         for part in parts:
             path = os.path.join(path, part)
@@ -101,7 +114,7 @@ class FileStore(FileInbox, Store):
         return path
 
     def _journal_path(self, run_id: str) -> str:
-        return os.path.join(self._dir("runs"), check_run_id(run_id) + ".jsonl")
+        return os.path.join(self.root, "runs", check_run_id(run_id) + ".jsonl")
 
     def _lock(self, run_id: str, wait: bool) -> Any:
         from filelock import FileLock, Timeout
@@ -116,6 +129,7 @@ class FileStore(FileInbox, Store):
     # runs and journals
     def create_run(self, run_id: str) -> RunSession | None:
         path = self._journal_path(run_id)
+        self._dir("runs")
         lock = self._lock(run_id, wait=False)
         if lock is None:
             return None
@@ -155,7 +169,10 @@ class FileStore(FileInbox, Store):
         return events
 
     def run_ids(self) -> list[str]:
-        names = os.listdir(self._dir("runs"))
+        try:
+            names = os.listdir(os.path.join(self.root, "runs"))
+        except FileNotFoundError:
+            return []
         return [name[:-6] for name in names if name.endswith(".jsonl")]
 
     def run_summary(self, run_id: str) -> tuple[Event, Event]:
@@ -182,7 +199,7 @@ class FileStore(FileInbox, Store):
         return first, last
 
     def delete_run(self, run_id: str) -> None:
-        for path in (self._journal_path(run_id), os.path.join(self._dir("locks"), run_id + ".lock")):
+        for path in (self._journal_path(run_id), os.path.join(self.root, "locks", run_id + ".lock")):
             try:
                 os.unlink(path)
             except FileNotFoundError:
@@ -251,12 +268,12 @@ class FileStore(FileInbox, Store):
 
     # hook tokens
     def _token_path(self, token: str) -> str:
-        return os.path.join(self._dir("tokens"), sha(token))
+        return os.path.join(self.root, "tokens", sha(token))
 
     def claim_token(self, token: str, run_id: str) -> str | None:
         path = self._token_path(token)
         data = json.dumps({"token": token, "run_id": run_id}).encode()
-        directory = os.path.dirname(path)
+        directory = self._dir("tokens")
         for _ in range(10):
             tmp = os.path.join(directory, f".tmp-{unique_name()}")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600)
@@ -298,7 +315,7 @@ class FileStore(FileInbox, Store):
         if not 0 < len(name) <= 100:
             raise DurableError(f"invalid stream name {name!r}: use 1-100 characters")
         encoded = b64().urlsafe_b64encode(name.encode()).decode()
-        return os.path.join(self._dir("streams", check_run_id(run_id)), encoded + ".jsonl")
+        return os.path.join(self.root, "streams", check_run_id(run_id), encoded + ".jsonl")
 
     def stream_names(self, run_id: str) -> list[str]:
         try:
@@ -309,6 +326,7 @@ class FileStore(FileInbox, Store):
 
     def stream_append(self, run_id: str, name: str, chunks: list[Event]) -> None:
         path = self._stream_path(run_id, name)
+        self._dir("streams", check_run_id(run_id))
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | NOFOLLOW, 0o600)
         try:
             faults.point("stream.append")
