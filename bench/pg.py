@@ -37,7 +37,7 @@ from durable_cli.store import pg_schema  # noqa: E402
 from durable_cli.store.postgres import PostgresStore  # noqa: E402
 import workloads  # noqa: E402
 from fixtures import clone_pg_runs, run_child  # noqa: E402
-from report import fmt_time, machine, table  # noqa: E402
+from report import fmt_time, machine, print_report  # noqa: E402
 from run import DBOS_VENV, DURABLE, FLOOR_LINE, Bench, ensure_dbos, median  # noqa: E402
 
 RUNS = 1000  # due runs for the worker figure
@@ -438,27 +438,15 @@ def main() -> None:
     facts["machine"] = machine()
     facts["date"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     facts["wall_s"] = round(time.perf_counter() - began, 1)
-    print(f"\n{facts['date']} · {facts['machine']} · PostgreSQL {facts['server']['server_version']} "
-          f"(fsync={facts['server']['fsync']}, synchronous_commit={facts['server']['synchronous_commit']}, "
-          "unix socket)")
-    print(f"floor: one committed INSERT of a {facts['floor_row_bytes']}-byte journal row (autocommit, psycopg "
-          f"{pg_schema.psycopg.__version__}) = {fmt_time(facts['floor_insert_s'])} (median of "
-          f"{len(bench.samples['insert'])}, taken around every figure).\nEach figure is divided by the floor "
-          f"measured around it ({fmt_time(min(floors))} to {fmt_time(max(floors))} this run); "
-          "'x floor' is in committed INSERTs.")
-    if max(floors) > 2 * min(floors) or max(facts["load_average_1min_before_after"]) > 1.0:
-        print("WARNING: the disk or the CPUs were busy with other work (floor varied "
-              f"{max(floors) / min(floors):.1f}x, load average {facts['load_average_1min_before_after']}): "
-              "ratios are unreliable; run again on a quiet machine.")
-    print()
-    print(table(bench.rows))
-    print("\nfacts:")
-    for key, value in facts.items():
-        shown = fmt_time(value) if key.endswith("_s") and isinstance(value, float) else value
-        print(f"  {key}: {shown}")
-    if opts.json_out:
-        with open(opts.json_out, "w") as handle:
-            json.dump({"rows": bench.rows, "facts": facts}, handle, indent=2, default=str)
+    print_report(
+        facts, bench.rows,
+        f"PostgreSQL {facts['server']['server_version']} (fsync={facts['server']['fsync']}, "
+        f"synchronous_commit={facts['server']['synchronous_commit']}, unix socket)",
+        f"floor: one committed INSERT of a {facts['floor_row_bytes']}-byte journal row (autocommit, psycopg "
+        f"{pg_schema.psycopg.__version__}) = {fmt_time(facts['floor_insert_s'])} (median of "
+        f"{len(bench.samples['insert'])}, taken around every figure); 'x floor' is in committed INSERTs.",
+        floors, opts.json_out,
+    )
 
 
 if __name__ == "__main__":

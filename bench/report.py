@@ -55,3 +55,27 @@ def filesystem(path: str) -> str:
             if os.path.realpath(path).startswith(point) and len(point) >= len(best[2]):
                 best = (device, kind, point)
     return f"{best[1]} on {best[0]} (mounted at {best[2]})"
+
+
+def print_report(facts: dict[str, Any], rows: list[dict[str, Any]], header: str, floor_line: str,
+                 floors: list[float], json_out: str | None) -> None:
+    """The closing output of a bench script: where it ran, its floor, a load warning, the table,
+    the facts, and (with --json-out) all of it as JSON."""
+    import json
+
+    print(f"\n{facts['date']} · {facts['machine']} · {header}")
+    print(f"{floor_line}\nEach figure is divided by the floor measured around it "
+          f"({fmt_time(min(floors))} to {fmt_time(max(floors))} this run).")
+    if max(floors) > 2 * min(floors) or max(facts["load_average_1min_before_after"]) > 1.0:
+        print("WARNING: the disk or the CPUs were busy with other work (floor varied "
+              f"{max(floors) / min(floors):.1f}x, load average {facts['load_average_1min_before_after']}): "
+              "ratios are unreliable; run again on a quiet machine.")
+    print()
+    print(table(rows))
+    print("\nfacts:")
+    for key, value in facts.items():
+        shown = fmt_time(value) if key.endswith("_s") and isinstance(value, float) else value
+        print(f"  {key}: {shown}")
+    if json_out:
+        with open(json_out, "w") as handle:
+            json.dump({"rows": rows, "facts": facts}, handle, indent=2, default=str)

@@ -28,7 +28,7 @@ import durable_cli  # noqa: E402
 from durable_cli.client import tick as tick_api  # noqa: E402  (durable_cli.tick is shadowed by the module tick.py once imported)
 import workloads  # noqa: E402
 from fixtures import clone_runs, count_syncs, no_fsync, peak_rss, run_child, strace_counts  # noqa: E402
-from report import filesystem, fmt_time, machine, table  # noqa: E402
+from report import filesystem, fmt_time, machine, print_report  # noqa: E402
 
 PYTHON = sys.executable
 DURABLE = os.path.join(os.path.dirname(PYTHON), "durable")
@@ -363,24 +363,13 @@ def main() -> None:
     facts["filesystem"] = filesystem(base)
     facts["date"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     facts["wall_s"] = round(time.perf_counter() - began, 1)
-    print(f"\n{facts['date']} · {facts['machine']} · temp dirs on {facts['filesystem']}")
-    print(f"floor: append of a {facts['floor_line_bytes']}-byte line + os.fsync = "
-          f"{fmt_time(facts['floor_fsync_s'])} (median of {len(bench.samples['fsync'])}, taken around every "
-          f"figure; os.fdatasync: {fmt_time(facts['floor_fdatasync_s'])}).\nEach figure is divided by the "
-          f"os.fsync floor measured around it ({fmt_time(min(floors))} to {fmt_time(max(floors))} this run).")
-    if max(floors) > 2 * min(floors) or max(facts["load_average_1min_before_after"]) > 1.0:
-        print("WARNING: the disk or the CPUs were busy with other work (floor varied "
-              f"{max(floors) / min(floors):.1f}x, load average {facts['load_average_1min_before_after']}): "
-              "ratios are unreliable; run again on a quiet machine.")
-    print()
-    print(table(bench.rows))
-    print("\nfacts:")
-    for key, value in facts.items():
-        shown = fmt_time(value) if key.endswith("_s") and isinstance(value, float) else value
-        print(f"  {key}: {shown}")
-    if opts.json_out:
-        with open(opts.json_out, "w") as handle:
-            json.dump({"rows": bench.rows, "facts": facts}, handle, indent=2)
+    print_report(
+        facts, bench.rows, f"temp dirs on {facts['filesystem']}",
+        f"floor: append of a {facts['floor_line_bytes']}-byte line + os.fsync = "
+        f"{fmt_time(facts['floor_fsync_s'])} (median of {len(bench.samples['fsync'])}, taken around every "
+        f"figure; os.fdatasync: {fmt_time(facts['floor_fdatasync_s'])}).",
+        floors, opts.json_out,
+    )
 
 
 if __name__ == "__main__":
