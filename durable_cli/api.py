@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Callable, TypeVar, overload
+from typing import Any, Callable, overload
 
 from .engine.context import get_step_metadata, get_workflow_metadata, require_execution
 from .engine.definitions import StepDef, WorkflowDef
@@ -14,9 +14,6 @@ __all__ = [
     "start_child", "get_writable", "workflow_now", "workflow_random", "workflow_uuid", "patched",
     "first", "create_webhook",
 ]
-
-F = TypeVar("F", bound=Callable[..., Any])
-
 
 @overload
 def workflow(fn: Callable[..., Any], /) -> WorkflowDef: ...

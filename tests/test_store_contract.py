@@ -235,6 +235,19 @@ def test_a_reopened_run_holds_its_journal_and_continues_the_numbering(
     assert store.read_events("r1")[-1] == {"type": "run_completed", "seq": 4}
 
 
+def test_exported_lines_are_the_journal_as_the_file_store_writes_it(store_factory: StoreFactory) -> None:
+    from durable_cli.journal import decode, encode
+
+    store = store_factory()
+    create(store, "r1", {"type": "step", "name": "fetch", "result": {"text": "naïve ☃", "n": 1.5}}).close()
+    lines = store.export_lines("r1")
+    events = store.read_events("r1")
+    assert lines == [encode(dict(event)) for event in events]
+    assert [decode(line[:-1]) for line in lines] == events
+    with pytest.raises(RunNotFound):
+        store.export_lines("nobody")
+
+
 def test_close_discards_events_that_were_never_flushed(store_factory: StoreFactory) -> None:
     store = store_factory()
     session = create(store, "r1")

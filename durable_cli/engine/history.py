@@ -125,10 +125,6 @@ class History:
     def finished(self) -> bool:
         return self.status in FINISHED
 
-    @property
-    def max_pos(self) -> int:
-        return max(self.ops, default=0)
-
     def tokens(self) -> list[str]:
         """Hook tokens this run has created, in order."""
         return [op.events[0]["token"] for op in self.ops.values() if op.kind == "hook"]

@@ -71,6 +71,10 @@ class Store(ABC):
         """The run's journal without claiming it (a torn tail is left out); RunNotFound if none."""
 
     @abstractmethod
+    def export_lines(self, run_id: str) -> list[bytes]:
+        """The run's journal as stored: JSONL lines (CRC included), each ending in a newline."""
+
+    @abstractmethod
     def run_ids(self) -> list[str]:
         """Every run id in the store, in no particular order."""
 

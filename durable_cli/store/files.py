@@ -168,6 +168,12 @@ class FileStore(FileInbox, Store):
             raise RunNotFound(f"no run {run_id!r} in {self.location}")
         return events
 
+    def export_lines(self, run_id: str) -> list[bytes]:
+        self.read_events(run_id)  # the journal must be whole and this run's
+        with open(self._journal_path(run_id), "rb") as handle:
+            data = handle.read()
+        return [line + b"\n" for line in data[: data.rfind(b"\n")].split(b"\n")]
+
     def run_ids(self) -> list[str]:
         try:
             names = os.listdir(os.path.join(self.root, "runs"))
