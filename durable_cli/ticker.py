@@ -76,13 +76,13 @@ def _drive(store: Store, run_id: str, clock: Clock, summary: TickSummary, option
 def _deliver_inbox(store: Store, clock: Clock, summary: TickSummary, options: Callable[[], Any],
                    stop: Callable[[], bool] | None) -> None:
     for run_id in store.inbox_run_ids():
-        from .engine.history import History
+        from .engine.history import TERMINAL
 
         if stop is not None and stop():
             return
         messages = store.messages(run_id)
         try:
-            finished = History(store.read_events(run_id)).finished
+            finished = store.run_summary(run_id)[1]["type"] in TERMINAL
         except RunNotFound:
             finished = True
         except DurableError as exc:

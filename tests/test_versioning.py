@@ -178,3 +178,35 @@ def test_retry_of_a_run_that_has_not_failed_exits_2(project):
 def test_retry_of_an_unknown_run_exits_2(project):
     code_, out, err = project.cli("retry", "nobody")
     assert code_ == 2 and "nobody" in err
+
+
+HOOK_THEN_BROKEN = '''
+from durable_cli import define_hook
+
+approval = define_hook("approval")
+
+
+@step
+def check(x):
+    raise FatalError("validator down")
+
+
+@workflow
+def review(x):
+    for decision in approval.create(token=f"review-{x}"):
+        return [decision, check(x)]
+'''
+
+HOOK_THEN_FIXED = HOOK_THEN_BROKEN.replace('raise FatalError("validator down")', 'return "checked"')
+
+
+def test_a_retried_run_still_holds_its_hook_token(project):
+    project.write("from durable_cli import FatalError, step, workflow\n" + HOOK_THEN_BROKEN)
+    run_id = project.run("review", "7")["run_id"]
+    code_, doc, _ = project.resume("review-7", {"ok": True})
+    assert (code_, doc["status"]) == (1, "failed")
+    project.write("from durable_cli import FatalError, step, workflow\n" + HOOK_THEN_FIXED)
+    code_, doc, err = project.json("retry", run_id)
+    assert (code_, doc["status"], doc["result"]) == (0, "completed", [{"ok": True}, "checked"]), err
+    code_, _, err = project.cli("resume", "review-7", "-", input='{"again": true}')
+    assert code_ == 2 and "no live run holds token" in err, "a finished run's token takes no more payloads"
