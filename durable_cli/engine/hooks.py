@@ -132,6 +132,8 @@ def create(ex: Execution, name: str, token: str | None, timeout: object,
     if op is not None:
         created = op.events[0]
         deadline = parse_instant(created["until"]) if created.get("until") else None
+        if ex.store.token_owner(created["token"]) is None:
+            ex.store.claim_token(created["token"], ex.run_id)  # the token index is rebuilt from the journal
         return HookEvents(ex, name, created["token"], deadline, created.get("webhook"))
     token = check_token(token) if token is not None else secrets.token_urlsafe(24)
     owner = ex.store.claim_token(token, ex.run_id)
