@@ -35,6 +35,7 @@ def options_for() -> Options:
     return Options(
         defaults=dict(config.defaults),
         max_recoveries=config.max_recoveries if config.max_recoveries is not None else 3,
+        payload_limit=payload_limit(),
     )
 
 

@@ -75,3 +75,15 @@ def read_payload(path: str, limit: int = DEFAULT_LIMIT) -> Any:
         raise InvalidPayload(f"payload file {path} is not a regular file")
     with open(path, "rb") as handle:
         return parse_payload(handle.read(limit + 1), limit)
+
+
+MESSAGE_LIMIT = 64 * 1024 * 1024
+
+
+def parse_message(data: bytes) -> dict[str, Any] | str:
+    """An inbox message (a JSON object, as strict as a payload), or the reason it is unusable."""
+    try:
+        message = parse_payload(data, MESSAGE_LIMIT)
+    except InvalidPayload as exc:
+        return str(exc)
+    return message if isinstance(message, dict) else "not a JSON object"

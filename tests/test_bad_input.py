@@ -135,11 +135,19 @@ def _drop(project: Project, kind: str, tmp: Path) -> Path:
         target.write_text(json.dumps({**good, "token": "someone-else"}))
     elif kind == "not-an-object":
         target.write_text("[1, 2]")
+    elif kind == "nan":
+        target.write_text(json.dumps(good).replace('{"v": 1}', '{"v": NaN}'))
+    elif kind == "bom":
+        target.write_bytes(b"\xef\xbb\xbf" + json.dumps(good).encode())
+    elif kind == "too-deep":
+        target.write_text(json.dumps({**good, "payload": "@"}).replace('"@"', "[" * 900 + "]" * 900))
+    elif kind == "over-limit":
+        target.write_text(json.dumps({**good, "payload": "x" * (1024 * 1024 + 1)}))
     return target
 
 
 INBOX_KINDS = ["symlink", "hardlink", "fifo", "directory", "foreign-owner", "not-json", "wrong-token",
-               "not-an-object"]
+               "not-an-object", "nan", "bom", "too-deep", "over-limit"]
 
 
 @pytest.mark.parametrize("kind", INBOX_KINDS)

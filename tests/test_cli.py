@@ -565,3 +565,34 @@ def test_reading_commands_never_create_the_journal_dir(tmp_path):
     for args in (["ls"], ["tick"], ["inspect", "20200101T000000-deadbeef"], ["schedules"]):
         durable(*args, dir=missing, cwd=tmp_path)
     assert not (tmp_path / "not").exists()
+
+
+def test_a_run_whose_last_event_is_large_is_listed_and_pruned_as_completed(project):
+    _, started, _ = run_json(project, "run", "flows:approve", "big-1")
+    code, _, err = run_in(project, "resume", "big-1", "-", input=json.dumps("x" * 200_000))
+    assert code == 0, err
+    _, rows, _ = run_json(project, "ls")
+    assert [(row["run_id"], row["status"]) for row in rows] == [(started["run_id"], "completed")]
+    _, pruned, _ = run_json(project, "prune", "--older-than", "0s")
+    assert pruned["removed"] == [started["run_id"]]
+
+
+def test_a_lost_token_index_is_rebuilt_from_the_journal(project):
+    files_only(project)
+    (project / "flows.py").write_text((project / "flows.py").read_text() + '''
+
+@workflow
+def wait_after_nap(token):
+    events = approval.create(token=token)
+    sleep("1h")
+    for payload in events:
+        return payload
+''')
+    _, started, _ = run_json(project, "run", "flows:wait_after_nap", "tok-lost")
+    import shutil
+
+    shutil.rmtree(project / "j" / "tokens")
+    assert run_in(project, "tick", "--now", after_days(1))[0] == 0
+    code, doc, err = run_json(project, "resume", "tok-lost", "-", input='{"back": true}')
+    assert code == 0, err
+    assert (doc["run_id"], doc["status"], doc["result"]) == (started["run_id"], "completed", {"back": True})

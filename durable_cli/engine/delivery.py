@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import InvalidPayload
+from ..payloads import DEFAULT_LIMIT, check_value
 from ..timeparse import parse_instant
 from .replay import Execution
 
@@ -24,6 +26,10 @@ def _problem(ex: Execution, message: dict[str, Any]) -> str | None:
             return "a hook message needs a token and a payload"
         if token not in ex.history.tokens():
             return f"run {ex.run_id} does not hold token {token!r}"
+        try:
+            check_value(message["payload"], getattr(ex.options, "payload_limit", DEFAULT_LIMIT))
+        except InvalidPayload as exc:
+            return str(exc)
         if any(
             op.completion.get("ended")
             for op in ex.history.ops.values()

@@ -31,6 +31,7 @@ class Options:
 
     defaults: dict[str, Any] = field(default_factory=dict)
     max_recoveries: int = 3
+    payload_limit: int = 1024 * 1024
 
 
 @dataclass

@@ -12,7 +12,7 @@ import json
 import os
 import stat
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 from .. import faults, journal
 from ..errors import DurableError, JournalDamaged, RunNotFound, StoreError
@@ -186,9 +186,7 @@ class FileStore(FileInbox, Store):
         try:
             with open(path, "rb") as handle:
                 head = handle.readline()
-                size = os.fstat(handle.fileno()).st_size
-                handle.seek(max(0, size - 65536))
-                tail = handle.read()
+                tail = _tail(handle, os.fstat(handle.fileno()).st_size)
         except FileNotFoundError:
             raise RunNotFound(f"no run {run_id!r} in {self.location}") from None
         lines = [line for line in tail.split(b"\n")[:-1] if line]
@@ -361,3 +359,15 @@ class FileStore(FileInbox, Store):
 
     def save_schedule_state(self, name: str, state: dict[str, Any]) -> None:
         write_atomic(self._dir("schedules"), sha(name) + ".json", json.dumps(state).encode())
+
+
+def _tail(handle: BinaryIO, size: int, block: int = 65536) -> bytes:
+    """The end of a journal holding its whole last line, however long (read back in blocks)."""
+    start = size
+    while True:
+        start = max(0, start - block)
+        handle.seek(start)
+        tail = handle.read()
+        if start == 0 or tail.count(b"\n", 0, len(tail) - 1) >= 1:
+            return tail
+        block *= 2

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from typing import Any
 
 from .. import faults
 from ..errors import DurableError, StoreError
+from ..payloads import parse_message
 from .base import check_run_id
 
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -106,8 +106,4 @@ def read_message(path: str) -> dict[str, Any] | str:
         data = os.read(fd, info.st_size + 1)
     finally:
         os.close(fd)
-    try:
-        message = json.loads(data)
-    except (ValueError, RecursionError):
-        return "not valid JSON"
-    return message if isinstance(message, dict) else "not a JSON object"
+    return parse_message(data)

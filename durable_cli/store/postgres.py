@@ -23,6 +23,7 @@ except ImportError:
     ) from None
 
 from .. import faults, journal
+from ..payloads import parse_message
 from .base import Event, RunSession, Store, check_run_id
 from .pg_claims import CLAIM, CREATE, Heartbeat, PostgresRunSession, release
 from .pg_schema import Conflict, Db, connect, parse_url
@@ -324,8 +325,4 @@ class PostgresStore(Store):
 
 def _decode_message(text: str) -> dict[str, Any] | str:
     """A stored message, or why it cannot be delivered (only a hand-edited row can be bad)."""
-    try:
-        message = json.loads(text)
-    except (ValueError, RecursionError):
-        return "not valid JSON"
-    return message if isinstance(message, dict) else "not a JSON object"
+    return parse_message(text.encode())
