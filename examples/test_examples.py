@@ -36,3 +36,12 @@ def test_flaky_step_is_retried_without_real_waiting(durable_env):
     assert run.result == {"region": "eu", "attempts": 3}
     [step] = durable_env.steps(run.run_id)
     assert step["attempts"] == 3 and len(step["errors"]) == 2
+
+
+def test_family_gathers_its_children_after_a_day(durable_env):
+    from examples.family import process_batch
+
+    run = durable_env.start(process_batch, ["a", "b"])
+    assert run.status == "waiting"
+    durable_env.advance("1 day")
+    assert durable_env.get_run(run.run_id).result == {"done": ["A", "B"], "failed": 0}
