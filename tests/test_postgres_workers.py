@@ -68,7 +68,7 @@ def _start_runs(project: Path, url: str, count: int, ref: str, *args: str) -> li
 
 def _worker(project: Path, url: str, extra: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     env = durable_env({"EFFECTS_DIR": str(project / "effects"), **(extra or {})})
-    return subprocess.Popen([DURABLE, "--store", url, "tick", "--loop", "--interval", "0.2s", "--json"],
+    return subprocess.Popen([DURABLE, "--store", url, "tick", "--loop", "--interval", "0.2s", "--workers", "1", "--json"],
                             cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -107,8 +107,11 @@ def test_three_workers_share_a_hundred_runs_and_survive_one_being_killed(project
     run_ids = _start_runs(project, url, 100, "flows:ten_steps", "10")
     workers = [_worker(project, url, {"STEP_SECONDS": "0.002"}) for _ in range(3)]
     try:
-        time.sleep(2.0)
-        workers[0].send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not (project / "effects" / str(workers[0].pid)).exists():
+            assert time.monotonic() < deadline, "the first worker never executed a step"
+            time.sleep(0.01)
+        workers[0].send_signal(signal.SIGKILL)  # it is executing runs now
         statuses = _wait_all_completed(url, project, len(run_ids), limit=90)
     finally:
         for worker in workers[1:]:
@@ -171,3 +174,51 @@ def _events(url: str, project: Path, run_id: str) -> list[dict[str, object]]:
     code, out, err = durable("--store", url, "export", run_id, cwd=project)
     assert code == 0, err
     return [json.loads(line) for line in out.splitlines()]
+
+
+HOOKED = """
+    from durable_cli import define_hook, workflow
+
+    approval = define_hook("approval")
+
+    @workflow
+    def wait_for(token):
+        for payload in approval.create(token=token):
+            return payload
+"""
+
+
+def test_resume_enqueue_wakes_a_looping_worker_through_listen_not_polling(tmp_path: Path, pg_url: str) -> None:
+    write_module(tmp_path, "hooked", HOOKED)
+    code, out, err = durable("--store", pg_url, "run", "hooked:wait_for", "tok-listen", "--json", cwd=tmp_path)
+    assert code == 0, err
+    run_id = json.loads(out)["run_id"]
+    worker = subprocess.Popen([DURABLE, "--store", pg_url, "tick", "--loop", "--interval", "60s", "--workers", "1"],
+                              cwd=tmp_path, env=durable_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        time.sleep(1.0)  # its first pass is over; the next poll is a minute away
+        code, _, err = durable("--store", pg_url, "resume", "tok-listen", "-", "--enqueue", input='{"ok": 1}',
+                               cwd=tmp_path)
+        assert code == 0, err
+        deadline = time.monotonic() + 10
+        while durable("--store", pg_url, "inspect", run_id, "--json", cwd=tmp_path)[1].find('"completed"') < 0:
+            assert time.monotonic() < deadline, "the worker was not woken by the notification"
+            time.sleep(0.1)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
+    assert worker.returncode == 0
+
+
+def test_one_tick_with_forked_workers_completes_and_counts_each_due_run_once(project: Path, pg_url: str) -> None:
+    url = pg_url
+    run_ids = _start_runs(project, url, 40, "flows:ten_steps", "2")
+    time.sleep(1.1)
+    code, out, err = durable("--store", url, "tick", "--workers", "4", "--json", cwd=project,
+                             env={"EFFECTS_DIR": str(project / "effects")})
+    assert code == 0, err
+    summary = json.loads(out)
+    assert (summary["completed"], summary["resumed"], summary["errors"]) == (40, 40, [])
+    executions = Counter(_effects(project))
+    assert len(executions) == 40 * 2 and max(executions.values()) == 1
+    assert _statuses(url, project) == Counter({"completed": len(run_ids)})

@@ -149,3 +149,45 @@ def test_prune_deletes_a_finished_runs_rows_on_postgres(project: Path, pg_url: s
     assert code == 2
     _, rows, _ = durable_json("--store", pg_url, "ls", cwd=project)
     assert [row["run_id"] for row in rows] == [sleeping["run_id"]]
+
+
+def test_the_environment_beats_durable_yaml(project: Path, pg_url: str) -> None:
+    (project / "durable.yaml").write_text(f"store: {json.dumps(pg_url)}\n")
+    code, doc, err = durable_json("run", "flows:week", "1", cwd=project, env={"DURABLE_DIR": str(project / "env")})
+    assert code == 0, err
+    assert (project / "env" / "runs" / f"{doc['run_id']}.jsonl").exists()
+    _, rows, _ = durable_json("--store", pg_url, "ls", cwd=project)
+    assert rows == []
+
+
+def test_durable_store_beats_a_dir_in_durable_yaml(project: Path, pg_url: str) -> None:
+    (project / "durable.yaml").write_text("dir: from-yaml\n")
+    code, doc, err = durable_json("run", "flows:week", "1", cwd=project, env={"DURABLE_STORE": pg_url})
+    assert code == 0, err
+    assert not (project / "from-yaml").exists()
+
+
+def test_without_the_postgres_extra_a_store_url_exits_2_naming_the_extra(project: Path) -> None:
+    shadow = project / "shadow" / "psycopg"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('no psycopg here')\n")
+    code, out, err = durable("--store", "postgresql://app:hunter2@127.0.0.1/db", "ls", "--json", cwd=project,
+                             env={"PYTHONPATH": str(project / "shadow")})
+    assert code == 2
+    assert "durable-cli[postgres]" in err and len(err.strip().splitlines()) == 1
+    assert "hunter2" not in out + err and "Traceback" not in err
+
+
+def test_migrate_json_masks_the_password_of_the_target(project: Path, pg_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE ROLE mover LOGIN PASSWORD 's3cret-pw' SUPERUSER")
+    host = pg_url.split("host=")[1].split("&")[0]
+    database = pg_url.split("?")[0].rsplit("/", 1)[1]
+    url = f"postgresql://mover:s3cret-pw@/{database}?host={host}"
+    durable_json("--dir", str(project / "src"), "run", "flows:week", "2", cwd=project)
+    code, moved, err = durable_json("migrate", "--from", str(project / "src"), "--to", url, cwd=project)
+    assert code == 0, err
+    assert "s3cret-pw" not in json.dumps(moved) + err
+    assert "***" in moved["to"]
