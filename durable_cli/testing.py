@@ -36,6 +36,7 @@ class VirtualClock:
         return self.now
 
     def sleep(self, seconds: float) -> None:
+        """Move the clock on by `seconds` instead of waiting (a step's retry back-off)."""
         self.now += timedelta(seconds=seconds)
 
 
@@ -82,6 +83,7 @@ class DurableTestEnv:
         return delivery.run if delivery.run is not None else self.get_run(delivery.run_id)
 
     def get_run(self, run_id: str) -> Any:
+        """The run as its journal says now."""
         from .engine.driver import get_run
 
         return get_run(self.store, run_id)

@@ -207,3 +207,59 @@ def test_the_kit_works_without_pytest_and_environments_are_isolated(tmp_path):
     assert one.get_run(run.run_id).result[0] == "2031-06-01T00:00:00+00:00"
     assert (tmp_path / "one" / "runs" / f"{run.run_id}.jsonl").exists()
     assert two.tick().resumed == 0 and not (tmp_path / "two" / "runs" / f"{run.run_id}.jsonl").exists()
+
+
+_calls: list[int] = []
+
+
+@step
+def _always_down() -> None:
+    _calls.append(1)
+    raise ConnectionError("down")
+
+
+@workflow
+def _uses_defaults() -> str:
+    try:
+        _always_down()
+    except ConnectionError as exc:
+        return f"gave up: {exc}"
+    return "unreachable"
+
+
+@step(retry_delay="10s", max_retries=3)
+def _down_with_delay() -> None:
+    raise ConnectionError("down")
+
+
+@workflow
+def _backs_off() -> None:
+    _down_with_delay()
+
+
+def test_a_bare_step_makes_four_attempts_one_second_apart_doubling(tmp_path):
+    env = DurableTestEnv(str(tmp_path / "j"))
+    _calls.clear()
+    run = env.start(_uses_defaults)
+    while env.get_run(run.run_id).status != "completed":
+        env.advance("10s")
+    assert env.get_run(run.run_id).result == "gave up: down"
+    assert len(_calls) == 4
+    failed = [e for e in env.events(run.run_id) if e["type"] == "step_failed"]
+    gaps = [round((_instant(e["retry_at"]) - _instant(e["at"])).total_seconds()) for e in failed[:-1]]
+    assert gaps == [1, 2, 4] and failed[-1]["final"] is True
+
+
+def test_retry_delays_double_from_retry_delay(tmp_path):
+    env = DurableTestEnv(str(tmp_path / "j"))
+    run = env.start(_backs_off)
+    for _ in range(10):
+        env.advance("1 minute")
+    failed = [e for e in env.events(run.run_id) if e["type"] == "step_failed"]
+    gaps = [round((_instant(e["retry_at"]) - _instant(e["at"])).total_seconds()) for e in failed[:-1]]
+    assert gaps == [10, 20, 40]
+    assert env.get_run(run.run_id).status == "failed"
+
+
+def _instant(text):
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
