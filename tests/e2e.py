@@ -47,9 +47,10 @@ def later(**delta: float) -> str:
 class Project:
     """A directory with workflow modules and a journal dir `journals/`; `durable` runs in it."""
 
-    def __init__(self, root: Path, module: str = "flows", code: str = "") -> None:
+    def __init__(self, root: Path, module: str = "flows", code: str = "", store: str | None = None) -> None:
         self.root = Path(root)
         self.dir = self.root / "journals"
+        self.store = store  # a PostgreSQL URL: commands run with DURABLE_STORE instead of --dir
         self.module = module
         if code:
             self.write(code)
@@ -65,7 +66,10 @@ class Project:
 
     def cli(self, *args: str, env: dict[str, str] | None = None, input: str | None = None,
             timeout: float = 30) -> tuple[int, str, str]:
-        return durable(*args, dir=self.dir, cwd=self.root, env=env, input=input, timeout=timeout)
+        if self.store is not None:
+            env = {**(env or {}), "DURABLE_STORE": self.store}
+        return durable(*args, dir=None if self.store else self.dir, cwd=self.root, env=env, input=input,
+                       timeout=timeout)
 
     def json(self, *args: str, **kwargs: Any) -> tuple[int, Any, str]:
         code, out, err = self.cli(*args, "--json", **kwargs)
@@ -88,7 +92,8 @@ class Project:
         return doc
 
     def spawn_tick(self, **delta: float) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([DURABLE, "--dir", str(self.dir), "tick", "--now", later(**delta)],
+        where = ["--store", self.store] if self.store else ["--dir", str(self.dir)]
+        return subprocess.Popen([DURABLE, *where, "tick", "--now", later(**delta)],
                                 cwd=self.root, env=durable_env(), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
 
@@ -101,7 +106,7 @@ class Project:
         return doc
 
     def result(self, run_id: str) -> Any:
-        """The result the run's journal records (read from the file: no subprocess)."""
+        """The result the run's journal records."""
         last = self.events(run_id)[-1]
         assert last["type"] == "run_completed", f"run {run_id} has not completed: {last}"
         return last["result"]
@@ -112,7 +117,11 @@ class Project:
         return rows
 
     def events(self, run_id: str) -> list[dict[str, Any]]:
-        return run_events(self.dir, run_id)
+        if self.store is None:
+            return run_events(self.dir, run_id)
+        code, out, err = self.cli("export", run_id)
+        assert code == 0, err
+        return [{k: v for k, v in json.loads(line).items() if k != "crc"} for line in out.splitlines()]
 
     def log(self) -> list[str]:
         path = self.root / "log.txt"

@@ -347,8 +347,30 @@ def collect_two(token):
 
 
 @pytest.fixture
-def project(tmp_path):
-    return Project(tmp_path, "flows", FLOWS)
+def project(tmp_path, request, store_kind):
+    store = request.getfixturevalue("pg_url") if store_kind == "postgres" else None
+    return Project(tmp_path, "flows", FLOWS, store=store)
+
+
+def pytest_generate_tests(metafunc):
+    """Every test runs on a journal dir; those in ON_POSTGRES on PostgreSQL as well."""
+    if "store_kind" in metafunc.fixturenames:
+        on_both = metafunc.definition.originalname in ON_POSTGRES
+        metafunc.parametrize("store_kind", ["files", "postgres"] if on_both else ["files"])
+
+
+# Issue 8's parts work on every store: these run on PostgreSQL as well as on a journal dir.
+ON_POSTGRES = {
+    "test_payload_in_the_inbox_before_the_deadline_wins_when_both_are_due_in_one_tick",
+    "test_overlapping_ticks_record_exactly_one_outcome_of_a_deadline_and_a_payload",
+    "test_child_sleeping_seven_days_while_parent_waits_is_completed_by_one_tick",
+    "test_failing_child_raises_child_failed_with_its_run_id_error_class_and_message",
+    "test_cancelling_a_parent_cancels_its_running_children",
+    "test_random_called_directly_in_a_workflow_is_caught_by_the_argument_check",
+    "test_first_of_three_children_wins_and_the_losers_outcomes_are_journaled",
+    "test_run_with_the_same_id_and_arguments_returns_the_existing_run_and_runs_nothing",
+    "test_resume_with_a_key_delivers_once_and_acknowledges_the_repeat",
+}
 
 
 def hook_nexts(events, token):

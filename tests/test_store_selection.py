@@ -191,3 +191,31 @@ def test_migrate_json_masks_the_password_of_the_target(project: Path, pg_url: st
     assert code == 0, err
     assert "s3cret-pw" not in json.dumps(moved) + err
     assert "***" in moved["to"]
+
+
+def test_schedules_fire_each_instant_once_on_postgres_too(project: Path, pg_url: str) -> None:
+    import subprocess
+
+    from helpers import DURABLE, durable_env
+
+    (project / "durable.yaml").write_text(
+        f"store: {json.dumps(pg_url)}\n"
+        "schedules:\n"
+        "  - name: hourly\n"
+        '    cron: "0 * * * *"\n'
+        "    workflow: flows:week\n"
+        "    args: [9]\n"
+    )
+    assert durable("tick", "--now", "2030-01-01T00:30:00Z", cwd=project)[0] == 0  # first seen: nothing fires
+    ticks = [subprocess.Popen([DURABLE, "tick", "--now", "2030-01-01T01:10:00Z", "--json"], cwd=project,
+                              env=durable_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(4)]
+    fired = 0
+    for proc in ticks:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err.decode()
+        fired += json.loads(out)["fired"]
+    _, rows, _ = durable_json("ls", cwd=project)
+    assert [row["run_id"] for row in rows] == ["sched-hourly-20300101T0100"]
+    assert fired == 1
+    _, shown, _ = durable_json("schedules", cwd=project)
+    assert shown[0]["last_fire"].startswith("2030-01-01T01:00")
