@@ -43,12 +43,13 @@ class VirtualClock:
 class DurableTestEnv:
     """Start, advance, resume and inspect runs of a private store at a virtual time."""
 
-    def __init__(self, dir: str | None = None, start: datetime | None = None) -> None:
+    def __init__(self, dir: str | None = None, start: datetime | None = None, store: str | None = None) -> None:
+        """A private journal dir (a temp dir unless `dir` is given), or the store at URL `store`."""
         from .engine.driver import Options
-        from .store.files import FileStore
+        from .store import open_store
 
-        self.dir = dir or tempfile.mkdtemp(prefix="durable-test-")
-        self.store = FileStore(self.dir)
+        self.dir = None if store else dir or tempfile.mkdtemp(prefix="durable-test-")
+        self.store = open_store(self.dir, store)
         self.clock = VirtualClock(start or datetime(2030, 1, 1, tzinfo=timezone.utc))
         self.options = Options()
 

@@ -263,3 +263,14 @@ def test_retry_delays_double_from_retry_delay(tmp_path):
 
 def _instant(text):
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_the_kit_runs_on_a_postgresql_store_too(pg_url):
+    env = DurableTestEnv(store=pg_url)
+    try:
+        run = env.start(_uses_defaults)
+        while env.get_run(run.run_id).status != "completed":
+            env.advance("10s")
+        assert env.get_run(run.run_id).result == "gave up: down"
+    finally:
+        env.store.close()
