@@ -596,3 +596,46 @@ def wait_after_nap(token):
     code, doc, err = run_json(project, "resume", "tok-lost", "-", input='{"back": true}')
     assert code == 0, err
     assert (doc["run_id"], doc["status"], doc["result"]) == (started["run_id"], "completed", {"back": True})
+
+
+def test_a_payload_sent_while_its_run_executes_is_delivered_by_that_execution_without_a_tick(project):
+    (project / "flows.py").write_text((project / "flows.py").read_text() + '''
+
+@workflow
+def busy_then_wait(token):
+    events = approval.create(token=token)
+    slow_first()
+    for payload in events:
+        return payload
+''')
+    where = _where(project, {})
+    command = [DURABLE, *(["--dir", str(where["dir"])] if "dir" in where else []), "run", "flows:busy_then_wait",
+               "tok-busy", "--json"]
+    proc = subprocess.Popen(command, cwd=project, env=durable_env(where.get("env")), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while "slow-started" not in log_lines(project):
+            assert time.monotonic() < deadline, "the slow step never started"
+            time.sleep(0.02)
+        code, doc, err = run_json(project, "resume", "tok-busy", "-", input='{"while": "busy"}')
+        assert (code, doc["delivery"]) == (0, "queued"), err
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    finished = json.loads(out)
+    assert (finished["status"], finished["result"]) == ("completed", {"while": "busy"})
+
+
+def test_inspect_text_shows_times_the_result_and_the_event_list(project):
+    _, started, _ = run_json(project, "run", "flows:echo", "1", "two")
+    code, out, _ = run_in(project, "inspect", started["run_id"])
+    assert code == 0
+    lines = out.splitlines()
+    assert any(line.startswith("created ") for line in lines)
+    assert any(line.startswith("updated ") for line in lines)
+    assert any(line.startswith("result") and '[1, "two"]' in line for line in lines)
+    events = lines[lines.index("events") + 1:]
+    assert "run_started" in events[0] and "run_completed" in events[-1]
