@@ -37,6 +37,7 @@ def _recover_and_finish(project: Project, phases: list[tuple[str, ...]], crashed
     that was not acknowledged (`run --id`, `resume --key` are idempotent), then the run is driven
     to its end: ticks later in time fire its sleep, the payload is resumed if still needed."""
     assert project.call("tick", "--now", fire_at).code == 0
+    check_store(project).assert_clean()  # right after the crash and its recovery, not only at the end
     if phases[crashed][0] == "run":
         assert _play(project, phases[crashed]).code == 0
     for hours in (4, 8, 12):
