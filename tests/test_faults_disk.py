@@ -59,3 +59,16 @@ def test_eio_on_sync_fails_the_command_cleanly_and_a_later_tick_completes(tmp_pa
     assert project.call("tick", "--now", later(2)).code == 0
     check_store(project, {"nap": 2}).assert_clean()
     tally(f"eio_on_{call}", faults=1, runs=1, duplicates=0, losses=0)
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_enospc_on_a_journal_write_fails_the_tick_cleanly_and_a_later_tick_completes(tmp_path: Path) -> None:
+    project, path, before = _napping(tmp_path)
+    strace = ["strace", "-f", "-qq", "-o", os.devnull, "-P", str(path), "-e", "trace=write",
+              "-e", "inject=write:error=ENOSPC"]
+    result = project.call("tick", "--now", later(2), prefix=strace)
+    _assert_failed_cleanly(result, path, before)
+    assert "No space left on device" in result.err and str(path) in result.err, result
+    assert project.call("tick", "--now", later(2)).code == 0
+    check_store(project, {"nap": 2}).assert_clean()
+    tally("enospc_on_write", faults=1, runs=1, duplicates=0, losses=0)
