@@ -53,11 +53,12 @@ FLOWS = """
 class ServeProcess:
     """`durable serve` started in `cwd` on a free port; `stop()` sends SIGTERM and returns the exit code."""
 
-    def __init__(self, cwd: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, cwd: Path, *args: str, env: dict[str, str] | None = None, store: str | None = None) -> None:
         self.log = cwd / f"serve-{time.monotonic_ns()}.log"
+        where = ["--store", store] if store else ["--dir", str(cwd / "journals")]
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                [DURABLE, "--dir", str(cwd / "journals"), "serve", "--port", "0", *args],
+                [DURABLE, *where, "serve", "--port", "0", *args],
                 cwd=cwd, env=durable_env(env), stdout=subprocess.PIPE, stderr=log,
             )
         ready, _, _ = select.select([self.proc.stdout], [], [], 15)
@@ -314,3 +315,22 @@ def test_the_rest_of_the_cli_does_not_import_starlette_or_uvicorn() -> None:
     code = "import sys, durable_cli, durable_cli.cli; print(sorted({'starlette', 'uvicorn'} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, env=durable_env(), timeout=15)
     assert done.stdout.decode().strip() == "[]", done.stderr.decode()
+
+
+def test_a_webhook_round_trip_works_on_a_postgresql_store(tmp_path: Path, pg_url: str) -> None:
+    write_module(tmp_path, "flows", FLOWS)
+    server = ServeProcess(tmp_path, store=pg_url)
+    try:
+        code, document, err = durable_json("--store", pg_url, "run", "flows:on_webhook", cwd=tmp_path,
+                                           env={"DURABLE_PUBLIC_URL": server.url})
+        assert code == 0 and document["status"] == "waiting", err
+        run_id = document["run_id"]
+        _, shown, _ = durable_json("--store", pg_url, "inspect", run_id, cwd=tmp_path)
+        url = next(e for e in shown["events"] if e["type"] == "hook_created")["webhook"]["url"]
+        assert httpx.post(url, json={"order": 8}).status_code == 202
+        assert httpx.get(f"{server.url}/api/runs/{run_id}").json()["status"] == "waiting"
+        assert durable("--store", pg_url, "tick", cwd=tmp_path)[0] == 0
+        _, shown, _ = durable_json("--store", pg_url, "inspect", run_id, cwd=tmp_path)
+        assert (shown["status"], shown["result"]["json"]) == ("completed", {"order": 8})
+    finally:
+        assert server.stop() == 0, server.log.read_text()
