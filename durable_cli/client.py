@@ -158,7 +158,10 @@ def _token_run(store: Store, token: str) -> tuple[str, History] | None:
 
 def holder_of(store: Store, token: str) -> tuple[str, History]:
     """The live run holding `token` and its history, or UnknownToken."""
-    found = _token_run(store, token)
+    return _live(_token_run(store, token), token)
+
+
+def _live(found: tuple[str, History] | None, token: str) -> tuple[str, History]:
     if found is None or found[1].finished:
         raise UnknownToken(f"no live run holds token {token!r}")
     return found
@@ -173,7 +176,7 @@ def deliver_payload(store: Store, token: str, payload: Any, key: str | None, enq
     found = _token_run(store, token)
     if key is not None and found is not None and key in found[1].keys(token):
         return Delivery(token, found[0], "duplicate")
-    run_id, _ = holder_of(store, token)
+    run_id, _ = _live(found, token)
     message = {"kind": "hook", "token": token, "payload": payload, "sent_at": iso(clock()), "key": key}
     store.post(run_id, message)
     if enqueue:
