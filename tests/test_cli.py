@@ -639,3 +639,11 @@ def test_inspect_text_shows_times_the_result_and_the_event_list(project):
     assert any(line.startswith("result") and '[1, "two"]' in line for line in lines)
     events = lines[lines.index("events") + 1:]
     assert "run_started" in events[0] and "run_completed" in events[-1]
+
+
+def test_a_json_command_that_fails_on_bad_input_still_prints_one_json_document(project):
+    for args in (["inspect", "20200101T000000-deadbeef"], ["resume", "no-such-token", "-"], ["run", "nosuch:fn"]):
+        code, out, err = run_in(project, *args, "--json", input="1")
+        assert code == 2, args
+        assert json.loads(out)["exit_code"] == 2 and json.loads(out)["error"], args
+        assert_one_line_error(err)

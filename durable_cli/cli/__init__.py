@@ -15,12 +15,18 @@ import click
 
 
 class Failure(click.ClickException):
-    """A user-facing error: usage or bad input (exit 2)."""
+    """A user-facing error: usage or bad input (exit 2). Under --json, stdout also gets it as the
+    one JSON document (`{"error": ...}`), so scripts piping into jq always get JSON."""
 
     exit_code = 2
 
+    def show(self, file: Any = None) -> None:
+        if "--json" in sys.argv[1:]:
+            click.echo(json.dumps({"error": self.format_message(), "exit_code": self.exit_code}))
+        super().show(file)
 
-class RunFailure(click.ClickException):
+
+class RunFailure(Failure):
     """A user-facing error about a run or the store (exit 1)."""
 
     exit_code = 1
