@@ -130,10 +130,12 @@ def _fsync(fd: int, sync: Any = os.fsync) -> None:
 
 
 class JournalWriter:
-    """Appends lines to one journal; `stage` buffers, `flush` writes and fdatasyncs them at once.
+    """Appends lines to one journal: `stage` buffers, `write` hands the lines to the file (they
+    survive this process's death), `flush` writes and fdatasyncs them (they survive power loss).
 
     Buffering lets the engine group the facts that precede one externally visible action into one
-    fsync: a step's completion and the next step's start travel together.
+    fsync: a step's completion (written at once, so a crash of the process cannot lose it) rides
+    the fdatasync of the next step's start.
     """
 
     def __init__(self, path: str, last_seq: int, good_length: int, file_length: int) -> None:
@@ -147,7 +149,8 @@ class JournalWriter:
             os.ftruncate(self._fd, good_length)
             _fsync(self._fd)
         self._length = good_length
-        self._durable_seq = last_seq
+        self._written_seq = last_seq
+        self._unsynced = False
 
     def stage(self, event: dict[str, Any]) -> dict[str, Any]:
         """Give `event` the next seq and buffer its line; returns the event."""
@@ -157,8 +160,8 @@ class JournalWriter:
         self._pending.append(line)
         return event
 
-    def flush(self) -> None:
-        """Write every staged line in one write and make it durable; a failure leaves no partial line."""
+    def write(self) -> None:
+        """Write every staged line in one write, without fsync; a failure leaves no partial line."""
         if not self._pending:
             return
         data = b"".join(self._pending)
@@ -167,33 +170,48 @@ class JournalWriter:
             written = os.write(self._fd, data)
             if written != len(data):
                 raise OSError(errno.ENOSPC, "short write to the journal (disk full?)")
+        except BaseException as exc:
+            self._restore(self._length, self._written_seq, exc)
+            raise  # _restore raises for OSError
+        self._length += len(data)
+        self._written_seq = self.last_seq
+        self._unsynced = True
+        self._pending.clear()
+
+    def flush(self) -> None:
+        """Write every staged line and make every written line durable. When the write or the
+        fdatasync fails, the journal is cut back to the lines written before this call."""
+        length, seq = self._length, self._written_seq
+        self.write()
+        if not self._unsynced:
+            return
+        try:
             faults.point("journal.fsync")
             _fsync(self._fd, os.fdatasync)
-        except OSError as exc:
-            self._restore()
-            if exc.filename is None:  # name the journal in the message (disk full, EIO)
-                raise OSError(exc.errno, exc.strerror or str(exc), self.path) from None
+        except BaseException as exc:
+            self._restore(length, seq, exc)
             raise
-        except BaseException:
-            self._restore()
-            raise
-        self._length += len(data)
-        self._durable_seq = self.last_seq
-        self._pending.clear()
+        self._unsynced = False
 
     @property
     def has_pending(self) -> bool:
-        return bool(self._pending)
+        """Whether lines are staged, or written but not yet fdatasync'd."""
+        return bool(self._pending) or self._unsynced
 
-    def _restore(self) -> None:
-        """Cut a failed append back to the last good length, so the journal ends on a whole line."""
+    def _restore(self, length: int, seq: int, exc: BaseException) -> None:
+        """Cut a failed append back to `length` (whole lines), so the journal ends on a whole line;
+        an OSError is raised again naming the journal (disk full, EIO)."""
         self._pending.clear()
-        self.last_seq = self._durable_seq
+        self.last_seq = self._written_seq = seq
+        self._length = length
         try:
-            os.ftruncate(self._fd, self._length)
+            os.ftruncate(self._fd, length)
             _fsync(self._fd)
+            self._unsynced = False
         except OSError:
             pass
+        if isinstance(exc, OSError) and exc.filename is None:
+            raise OSError(exc.errno, exc.strerror or str(exc), self.path) from None
 
     def close(self) -> None:
         os.close(self._fd)

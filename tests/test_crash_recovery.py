@@ -65,6 +65,15 @@ def no_second_chance():
         return [type(exc).__name__, str(exc)]
 
 
+@workflow
+def dies_right_after_its_step():
+    first = prepare()
+    if not os.path.exists(os.path.join(HERE, "died-once")):
+        open(os.path.join(HERE, "died-once"), "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return first
+
+
 @step
 def side_effect(n):
     note("effects.txt", f"{n}")
@@ -150,6 +159,20 @@ def test_a_step_that_sigkills_its_process_is_recovered_by_tick(project, where):
     assert after[: len(before)] == before
     attempts = [e["attempt"] for e in after if e["type"] == "step_started" and e["name"] == "kills_itself_once"]
     assert attempts == [1, 2]
+
+
+def test_a_step_that_returned_is_not_run_again_when_the_process_dies_right_after_it(project, where):
+    """DBOS's recovery test: the workflow SIGKILLs its own process right after its step returned."""
+    code, out, err = _on(where, "run", "flows:dies_right_after_its_step", cwd=project)
+    assert code == -9, (code, out, err)
+    run_id = _only_run(where, project)
+    assert [e["type"] for e in _events(where, run_id, project)][-1] == "step_completed"
+
+    _after_leases(where)
+    assert _on(where, "tick", cwd=project)[0] == 0
+    shown = json.loads(_on(where, "inspect", run_id, "--json", cwd=project)[1])
+    assert (shown["status"], shown["result"]) == ("completed", "prepared")
+    assert _lines(project / "log.txt") == ["prepare"]
 
 
 def test_four_ticks_at_once_on_twenty_due_runs_execute_each_step_once(project, where):

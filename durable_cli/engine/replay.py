@@ -115,8 +115,16 @@ class Execution:
                 self.store.set_due(self.run_id, now, self.due_at)
                 self.due_at = now
             self.marked = True
+        self._store(self.session.flush)
+
+    def write(self) -> None:
+        """Store staged events before control returns to the workflow (a step's outcome): they
+        survive a crash of this process at once and become durable with the next flush."""
+        self._store(self.session.write)
+
+    def _store(self, action: Callable[[], None]) -> None:
         try:
-            self.session.flush()
+            action()
         except (OSError, StoreError) as exc:
             self.closing = True
             self.storage_failure = StorageFailure(exc)

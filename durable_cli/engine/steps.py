@@ -80,6 +80,7 @@ def _fail(ex: Execution, sdef: StepDef, pos: int, attempt: int, exc: BaseExcepti
             wait = parse_duration(exc.retry_after)
         fields["retry_at"] = iso(ex.clock() + timedelta(seconds=wait))
     ex.record("step_failed", **fields)
+    ex.write()
 
 
 def _plan(ex: Execution, sdef: StepDef, pos: int) -> tuple[int, RetryWait | None, dict[str, Any] | None]:
@@ -112,13 +113,19 @@ def _start_attempt(ex: Execution, sdef: StepDef, pos: int, attempt: int, digest:
 
 
 def _succeed(ex: Execution, sdef: StepDef, pos: int, result: Any) -> Any:
-    """Journal a step's result; a result that is not JSON is a final failure of the step."""
+    """Journal a step's result; a result that is not JSON is a final failure of the step.
+
+    The outcome is written to the journal before the workflow goes on (a crash of the process from
+    here on never runs the step again); its fsync rides the next fact's.
+    """
     try:
         ex.record("step_completed", pos=pos, name=sdef.name, result=result)
     except (TypeError, ValueError) as exc:
         error = TypeError(f"step {sdef.name!r} returned a value that is not JSON serializable: {exc}")
         completion = ex.record("step_failed", pos=pos, name=sdef.name, attempt=0, error=error_info(error), final=True)
+        ex.write()
         return _outcome(completion)
+    ex.write()
     return result
 
 

@@ -40,12 +40,19 @@ class RunSession(ABC):
 
     @abstractmethod
     def flush(self) -> None:
-        """Make every staged event durable, in order, or raise and keep none of them."""
+        """Make every staged (or written) event durable, in order, or raise and keep none of the
+        staged ones."""
+
+    def write(self) -> None:
+        """Store every staged event so that it survives the death of this process (not yet a power
+        loss or a crash of the storage host); the next `flush` makes it durable. A store that
+        cannot tell the two apart flushes."""
+        self.flush()
 
     @property
     @abstractmethod
     def has_pending(self) -> bool:
-        """Whether events are staged but not yet flushed."""
+        """Whether events are staged or written but not yet flushed."""
 
     @abstractmethod
     def close(self) -> None:

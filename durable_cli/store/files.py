@@ -50,6 +50,9 @@ class FileRunSession(RunSession):
             fsync_dir(os.path.dirname(self._writer.path))
             self._unsynced_entry = False
 
+    def write(self) -> None:
+        self._writer.write()
+
     @property
     def has_pending(self) -> bool:
         return self._writer.has_pending

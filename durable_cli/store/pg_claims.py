@@ -6,6 +6,8 @@ run's row still carries the session's claim, so a holder that stalled past its l
 from __future__ import annotations
 
 import threading
+from typing import Any
+
 import psycopg
 
 from .. import faults, journal
@@ -42,6 +44,19 @@ WITH held AS (
 INSERT INTO durable_events (run_id, seq, body)
 SELECT %(run_id)s, line.seq, line.body
   FROM held, unnest(%(seqs)s::bigint[], %(bodies)s::text[]) AS line(seq, body)
+"""
+
+# The same insert, committed without waiting for the WAL flush (synchronous_commit off for this
+# transaction only): the rows survive the death of the client at once, and a crash of the server
+# only after the next synchronous commit (or the WAL writer, within 3 x wal_writer_delay).
+_WRITE = _APPEND.replace(
+    "FROM held,", "FROM held, (SELECT set_config('synchronous_commit', 'off', true)) AS async,"
+)
+
+# A synchronous commit that flushes the WAL up to here (and the rows written before it), fenced.
+_SYNC = """
+UPDATE durable_runs SET lease_until = lease_until
+ WHERE run_id = %(run_id)s AND claim = %(claim)s AND owner = %(owner)s
 """
 
 _RELEASE = """
@@ -130,6 +145,7 @@ class PostgresRunSession(RunSession):
         self._claim = claim
         self._seq = len(events)
         self._pending: list[str] = []
+        self._unsynced = False
         self._open = True
         heartbeat.add(run_id, claim)
 
@@ -140,30 +156,49 @@ class PostgresRunSession(RunSession):
         self._pending.append(line[:-1].decode())
         return event
 
+    def write(self) -> None:
+        """Insert the staged rows with an asynchronous commit: another worker and a restarted
+        client see them at once; the next `flush` (a synchronous commit) makes them durable."""
+        if self._pending:
+            self._insert(_WRITE)
+            self._unsynced = True
+
     def flush(self) -> None:
-        if not self._pending:
-            return
+        if self._pending:
+            self._insert(_APPEND)
+        elif self._unsynced:
+            faults.point("journal.fsync")
+            if self._db.write(_SYNC, self._fence()) != 1:
+                raise self._lost()
+        self._unsynced = False
+
+    def _fence(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "claim": self._claim, "owner": self._owner}
+
+    def _lost(self) -> StoreError:
+        return StoreError(
+            f"lost the claim on run {self.run_id}: its lease lapsed and another worker took "
+            "the run over (or it was deleted); nothing was written"
+        )
+
+    def _insert(self, statement: str) -> None:
         if not self._open:
             raise StoreError(f"run {self.run_id} was released: nothing can be flushed")
         seqs = list(range(self._seq + 1, self._seq + len(self._pending) + 1))
-        params = {"run_id": self.run_id, "claim": self._claim, "owner": self._owner,
-                  "seqs": seqs, "bodies": self._pending}
+        params = {**self._fence(), "seqs": seqs, "bodies": self._pending}
         self._pending = []
         faults.point("journal.append")
         try:
-            inserted = self._db.write(_APPEND, params)
+            inserted = self._db.write(statement, params)
         except Conflict:
             inserted = 0
         if inserted != len(seqs):
-            raise StoreError(
-                f"lost the claim on run {self.run_id}: its lease lapsed and another worker took "
-                "the run over (or it was deleted); nothing was written"
-            )
+            raise self._lost()
         self._seq = seqs[-1]
 
     @property
     def has_pending(self) -> bool:
-        return bool(self._pending)
+        return bool(self._pending) or self._unsynced
 
     def close(self) -> None:
         if not self._open:
