@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DurableError(Exception):
     """Base class of every error durable-cli raises on purpose."""
@@ -32,13 +34,20 @@ class StepCrashed(DurableError):
 
 
 class ChildFailed(DurableError):
-    """A child workflow failed; carries the child's run id, error class and message."""
+    """A child workflow failed; carries the child's run id, error class and message, and the
+    arguments of the child's exception (`error_args`, when it needed more than a message). The
+    child's exception itself, re-created, is its `__cause__`."""
 
-    def __init__(self, run_id: str, error_type: str, message: str) -> None:
+    def __init__(self, run_id: str, error_type: str, message: str, error_args: list[Any] | None = None) -> None:
         super().__init__(f"child run {run_id} failed: {error_type}: {message}")
         self.run_id = run_id
         self.error_type = error_type
         self.error_message = message
+        self.error_args = error_args
+
+    def __reduce__(self) -> tuple[type[ChildFailed], tuple[Any, ...]]:
+        """Re-created from its fields (a journal keeps them as `args`)."""
+        return ChildFailed, (self.run_id, self.error_type, self.error_message, self.error_args)
 
 
 class JournalDamaged(DurableError):

@@ -17,6 +17,7 @@ from ..store.base import Store
 from ..timeparse import iso, parse_instant
 from .driver import Options, Run, drive
 from .history import FINISHED
+from .outcomes import rebuild
 from .replay import Clock, Execution
 from .waits import Wait, block, block_async
 
@@ -56,11 +57,18 @@ class ChildWait(Wait):
 
 
 def outcome(event: dict[str, Any]) -> Any:
-    """A child's result, or ChildFailed carrying its run id, error class and message."""
+    """A child's result, or ChildFailed carrying its run id, error class, message and arguments,
+    caused by the child's exception re-created."""
     if event["status"] == "completed":
         return event.get("result")
-    error = event.get("error") or {"type": "Cancelled", "message": f"child run was {event['status']}"}
-    raise ChildFailed(event["child_run_id"], str(error.get("type")), str(error.get("message")))
+    error = event.get("error")
+    if not error:
+        raise ChildFailed(event["child_run_id"], "Cancelled", f"child run was {event['status']}")
+    args = error.get("args")
+    raise ChildFailed(
+        event["child_run_id"], str(error.get("type")), str(error.get("message")),
+        args if isinstance(args, list) else None,
+    ) from rebuild(error)
 
 
 class ChildHandle:
