@@ -3,7 +3,8 @@
 A drive ends in one of: completed, failed, cancelled (journaled, index and tokens cleared), or
 suspended (journaled with its status and wake time, indexed to be due then). A run found
 `running` when claimed was abandoned by a dead process: the drive journals `run_recovered` and
-fails it after `max_recoveries` consecutive crashes.
+fails it after `max_recoveries` crashes in a row (progress, a new outcome or a clean suspension,
+resets the count).
 """
 
 from __future__ import annotations

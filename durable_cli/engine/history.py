@@ -54,6 +54,17 @@ def is_final(event: Event) -> bool:
     return event["type"] in COMPLETIONS or (event["type"] == "step_failed" and bool(event.get("final")))
 
 
+CRASHED = "durable_cli.errors.StepCrashed"
+
+
+def is_progress(event: Event) -> bool:
+    """Whether an event shows the run moving on: an outcome at a position (a step's result or
+    failure, a sleep or hook resolving), not the failed attempt a crash leaves behind."""
+    if event["type"] == "step_failed":
+        return (event.get("error") or {}).get("type") != CRASHED
+    return event["type"] in COMPLETIONS
+
+
 class History:
     """The journal of one run, folded into the indexes replay needs; kept current as events append."""
 
@@ -67,7 +78,7 @@ class History:
         self.status = "running"
         self.suspended: Event | None = None
         self.outcome: Event | None = None
-        self.crashes = 0
+        self.crashes = 0  # crashes in a row: progress or a clean suspension resets the count
         self.last_at: str = ""
         for event in events:
             self.add(event)
@@ -85,6 +96,8 @@ class History:
             if is_final(event):
                 op.completion = event
                 self.completion_order.append(pos)
+            if is_progress(event):
+                self.crashes = 0
             self.status = "running"
             self.suspended = None
         elif kind in INPUTS:
@@ -97,6 +110,7 @@ class History:
         elif kind == "run_suspended":
             self.status = event["status"]
             self.suspended = event
+            self.crashes = 0
         elif kind in TERMINAL:
             self.status = TERMINAL[kind]
             self.outcome = event
