@@ -15,9 +15,9 @@ if TYPE_CHECKING:
                       workflow_random, workflow_uuid)
     from .client import Delivery, cancel, get_run, read_stream, resume_hook, retry, start, tick
     from .engine.driver import Run
-    from .errors import (ChildFailed, DurableError, FatalError, JournalDamaged,
+    from .errors import (ChildFailed, DurableError, FatalError, JournalDamaged, JournalTooNew,
                          NonDeterminismError, RetryableError, StepCrashed, StepFailed,
-                         TokenInUse, UnknownToken)
+                         StepTimeout, TokenInUse, UnknownToken)
 
 _EXPORTS = {
     "workflow": "api", "step": "api", "sleep": "api", "define_hook": "api", "Hook": "api",
@@ -29,7 +29,7 @@ _EXPORTS = {
     "DurableError": "errors", "FatalError": "errors", "RetryableError": "errors",
     "NonDeterminismError": "errors", "StepFailed": "errors", "StepCrashed": "errors",
     "ChildFailed": "errors", "JournalDamaged": "errors", "TokenInUse": "errors",
-    "UnknownToken": "errors",
+    "UnknownToken": "errors", "StepTimeout": "errors", "JournalTooNew": "errors",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -33,6 +33,10 @@ class StepCrashed(DurableError):
     """The process executing a step attempt died before the attempt's outcome was journaled."""
 
 
+class StepTimeout(DurableError):
+    """A step attempt ran past its `timeout`; retried by the step's policy like any failure."""
+
+
 class ChildFailed(DurableError):
     """A child workflow failed; carries the child's run id, error class and message, and the
     arguments of the child's exception (`error_args`, when it needed more than a message). The
@@ -52,6 +56,12 @@ class ChildFailed(DurableError):
 
 class JournalDamaged(DurableError):
     """A journal line other than a torn last line cannot be read; the file is left untouched."""
+
+
+class JournalTooNew(JournalDamaged):
+    """A journal written by a newer durable-cli (a format version `v` above the one this version
+    reads): refused, never replayed. A JournalDamaged, so every command sets it aside as it does a
+    damaged journal: that run is reported, the others go on."""
 
 
 class RunNotFound(DurableError):

@@ -16,7 +16,7 @@ import zlib
 from typing import Any
 
 from . import faults
-from .errors import JournalDamaged
+from .errors import JournalDamaged, JournalTooNew
 
 FORMAT_VERSION = 1
 _CRC_SUFFIX_LEN = len(',"crc":"00000000"}')
@@ -43,6 +43,17 @@ def decode(line: bytes) -> dict[str, Any]:
         raise ValueError("not an object")
     del event["crc"]
     return event
+
+
+def check_version(first: dict[str, Any], where: str) -> None:
+    """Refuse a journal whose `run_started` names a newer format version than this one reads."""
+    version = first.get("v", FORMAT_VERSION)
+    if isinstance(version, int) and not isinstance(version, bool) and version <= FORMAT_VERSION:
+        return
+    raise JournalTooNew(
+        f"journal {where} was written by a newer durable-cli (format version {version!r}; this one "
+        f"reads version {FORMAT_VERSION}): upgrade durable-cli to run or inspect it"
+    )
 
 
 def _is_line(data: bytes) -> bool:
@@ -112,6 +123,7 @@ def parse(data: bytes, where: str, run_id: str | None = None) -> tuple[list[dict
             raise JournalDamaged(
                 f"journal damaged: {where}: it belongs to run {first.get('run_id')!r}, not {run_id!r}"
             )
+        check_version(first, where)
     return events, end
 
 

@@ -203,6 +203,7 @@ class FileStore(FileInbox, Store):
             raise JournalDamaged(
                 f"journal damaged: {path}: it belongs to run {first.get('run_id')!r}, not {run_id!r}"
             )
+        journal.check_version(first, path)
         return first, last
 
     def delete_run(self, run_id: str) -> None:

@@ -169,9 +169,11 @@ class PostgresStore(Store):
         if not rows:
             raise RunNotFound(f"no run {run_id!r} in {self.location}")
         try:
-            return journal.decode(rows[0][0].encode()), journal.decode(rows[-1][0].encode())
+            first, last = journal.decode(rows[0][0].encode()), journal.decode(rows[-1][0].encode())
         except ValueError as exc:
             raise JournalDamaged(f"journal damaged: {self.location} run {run_id}: {exc}") from None
+        journal.check_version(first, f"{self.location} run {run_id}")
+        return first, last
 
     def delete_run(self, run_id: str) -> None:
         faults.point("run.delete")
