@@ -35,22 +35,27 @@ def workflow(
 def step(fn: Callable[..., Any], /) -> StepDef: ...
 @overload
 def step(
-    *, name: str | None = None, max_retries: int | None = None, retry_delay: object = None
+    *, name: str | None = None, max_retries: int | None = None, retry_delay: object = None,
+    timeout: object = None,
 ) -> Callable[[Callable[..., Any]], StepDef]: ...
 def step(
     fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
-    max_retries: int | None = None, retry_delay: object = None,
+    max_retries: int | None = None, retry_delay: object = None, timeout: object = None,
 ) -> Any:
     """Mark a function as a step: journaled in a run (retried, never redone), a plain call outside.
 
-    Defaults: `max_retries=3` (4 attempts), `retry_delay="1s"` doubling after each failure.
+    Defaults: `max_retries=3` (4 attempts), `retry_delay="1s"` doubling after each failure, no
+    `timeout` (an attempt running longer fails with `StepTimeout`; see docs/concepts.md).
     """
     if max_retries is not None and (not isinstance(max_retries, int) or max_retries < 0):
         raise ValueError("max_retries must be a whole number >= 0")
     delay = parse_duration(retry_delay) if retry_delay is not None else None
+    limit = parse_duration(timeout) if timeout is not None else None
+    if limit is not None and limit <= 0:
+        raise ValueError("timeout must be a duration above 0")
     if fn is not None:
-        return StepDef(fn, name, max_retries, delay)
-    return lambda inner: StepDef(inner, name, max_retries, delay)
+        return StepDef(fn, name, max_retries, delay, limit)
+    return lambda inner: StepDef(inner, name, max_retries, delay, limit)
 
 
 def _wake_time(duration: object, now: datetime) -> datetime:

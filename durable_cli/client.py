@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .engine.driver import Options, Run, drive, execute, get_run as _get_run
+from .engine.driver import Options, Run, drive, execute, get_run as _get_run, release
 from .engine.definitions import WorkflowDef
 from .engine.history import History
 from .errors import InvalidPayload, RunBusy, RunConflict, RunExists, UnknownToken
@@ -86,7 +86,7 @@ def create_run(store: Store, definition: WorkflowDef, args: tuple[Any, ...], kwa
     try:
         ex = execute(store, session, clock, definition, options, start=fields)
     finally:
-        session.close()
+        release(session)
     run = Run.from_history(run_id, ex.history)
     if run.status == "waiting" and store.messages(run_id):
         return drive(store, run_id, clock, options, definition)

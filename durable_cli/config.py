@@ -20,7 +20,7 @@ _TOP_KEYS = (
     "dir", "store", "import_paths", "defaults", "schedules",
     "public_url", "max_recoveries", "payload_limit",
 )
-_DEFAULT_KEYS = ("max_retries", "retry_delay")
+_DEFAULT_KEYS = ("max_retries", "retry_delay", "timeout")
 _SCHEDULE_KEYS = ("name", "cron", "timezone", "workflow", "args", "kwargs", "catch_up")
 _NAME = re.compile(r"[a-z0-9_-]+")
 _RANDOM_CRON = re.compile(r"(?:^|[\s,])R", re.IGNORECASE)
@@ -164,23 +164,27 @@ def _url(shown: str, value: Any) -> str | None:
 
 
 def _defaults(shown: str, value: Any) -> dict[str, Any]:
-    """Step retry defaults; retry_delay is normalised to seconds (a float)."""
+    """Step defaults (retries, back-off, timeout); durations are normalised to seconds (floats)."""
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ConfigError(f"{shown}: defaults must be a mapping (max_retries, retry_delay), got {value!r}")
+        raise ConfigError(f"{shown}: defaults must be a mapping (max_retries, retry_delay, timeout), got {value!r}")
     _reject_unknown(shown, "defaults: ", value, _DEFAULT_KEYS)
     defaults: dict[str, Any] = {}
     if value.get("max_retries") is not None:
         defaults["max_retries"] = _integer(shown, "defaults.max_retries", value["max_retries"], 0)
-    if value.get("retry_delay") is not None:
+    for key in ("retry_delay", "timeout"):
+        if value.get(key) is None:
+            continue
         try:
-            defaults["retry_delay"] = parse_duration(value["retry_delay"])
+            defaults[key] = parse_duration(value[key])
         except ValueError:
             raise ConfigError(
-                f"{shown}: defaults.retry_delay must be a duration such as 30, '90s' or '5 min',"
-                f" got {value['retry_delay']!r}"
+                f"{shown}: defaults.{key} must be a duration such as 30, '90s' or '5 min',"
+                f" got {value[key]!r}"
             ) from None
+        if key == "timeout" and defaults[key] <= 0:
+            raise ConfigError(f"{shown}: defaults.timeout must be a duration above 0, got {value[key]!r}")
     return defaults
 
 

@@ -47,6 +47,18 @@ def _idle(store: Any, pause: float, stop: Any) -> bool:
     return True
 
 
+def must_exit() -> bool:
+    """True (with a sentence on stderr) when a timed-out sync step may still be running in this
+    process: a looping command then stops after its pass, so that the step's code stops with it."""
+    from .engine.steps import held_runs
+
+    runs = held_runs()
+    if runs:
+        print(f"a timed-out step may still be running in run(s) {', '.join(runs)}: exiting so that "
+              "it stops; the next tick takes the run(s) up again", file=sys.stderr, flush=True)
+    return bool(runs)
+
+
 def run_ticks(settings: Any, now_text: str | None, loop: bool, interval: str, quiet: bool,
               workers: int = 1) -> dict[str, Any]:
     """Tick once, or until a stop signal; returns the (summed) summary as JSON-ready data."""
@@ -65,7 +77,7 @@ def run_ticks(settings: Any, now_text: str | None, loop: bool, interval: str, qu
                                 stop=None if stop is None else stop.is_set,
                                 workers=workers, reopen=settings.open)
             total.add(summary)
-            if stop is None or _idle(store, pause, stop):
+            if stop is None or must_exit() or _idle(store, pause, stop):
                 break
     finally:
         store.close()

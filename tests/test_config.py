@@ -256,8 +256,10 @@ def test_cron_aliases_are_accepted(tmp_path: Path) -> None:
         ("defaults: {max_retries: -2}\n", "durable.yaml: defaults.max_retries must be an integer >= 0"),
         ("defaults: {max_retries: true}\n", "durable.yaml: defaults.max_retries must be an integer >= 0, got True"),
         ("defaults: {retry_delay: soon}\n", "durable.yaml: defaults.retry_delay must be a duration"),
+        ("defaults: {timeout: soon}\n", "durable.yaml: defaults.timeout must be a duration"),
+        ("defaults: {timeout: 0}\n", "durable.yaml: defaults.timeout must be a duration above 0, got 0"),
         ("defaults: {retries: 3}\n",
-         "durable.yaml: defaults: unknown key 'retries' (known: max_retries, retry_delay)"),
+         "durable.yaml: defaults: unknown key 'retries' (known: max_retries, retry_delay, timeout)"),
         ("schedules: {nightly: x}\n", "durable.yaml: schedules must be a list of schedules"),
     ],
 )

@@ -32,13 +32,14 @@ class StepDef:
 
     def __init__(
         self, fn: Callable[..., Any], name: str | None, max_retries: int | None,
-        retry_delay: float | None,
+        retry_delay: float | None, timeout: float | None = None,
     ) -> None:
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.name = name or fn.__name__
         self.max_retries = max_retries
         self.retry_delay = retry_delay
+        self.timeout = timeout
         self.is_async = inspect.iscoroutinefunction(fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

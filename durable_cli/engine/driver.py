@@ -22,6 +22,7 @@ from .delivery import deliver
 from .history import TERMINAL, History
 from .outcomes import error_info
 from .replay import Clock, Execution
+from .steps import holds
 from .waits import resolve_idle, suspend
 
 
@@ -212,6 +213,12 @@ def _finish(ex: Execution, result: Any, completed: bool) -> None:
         store.set_due(ex.run_id, parse_instant(wake_at) if wake_at else None, ex.due_at)
 
 
+def release(session: RunSession) -> None:
+    """Release the run, unless a timed-out step of it may still be running in this process."""
+    if not holds(session):
+        session.close()
+
+
 def drive(
     store: Store, run_id: str, clock: Clock, options: Options, definition: Any = None,
     due_at: datetime | None = None, wait: bool = False,
@@ -228,7 +235,7 @@ def drive(
         try:
             ex = execute(store, session, clock, definition, options, due_at if first else None)
         finally:
-            session.close()
+            release(session)
         run = Run.from_history(run_id, ex.history)
         run.executed = not finished_before
         if run.status != "waiting" or not store.messages(run_id):
@@ -252,5 +259,5 @@ def retry_run(store: Store, run_id: str, clock: Clock, options: Options) -> Run:
             raise DurableError(f"run {run_id} is {status}; only a failed run can be retried")
         ex = execute(store, session, clock, None, options, retry=True)
     finally:
-        session.close()
+        release(session)
     return Run.from_history(run_id, ex.history)

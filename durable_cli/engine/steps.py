@@ -3,23 +3,33 @@
 An attempt is journaled as `step_started` (made durable before the step's code runs) and then
 `step_completed` or `step_failed`; a `step_started` with no outcome is an attempt whose process
 died, counted as a failed attempt when the run is recovered.
+
+Timeouts: an async attempt over its `timeout` is cancelled and fails with `StepTimeout`. A sync
+attempt cannot be interrupted, so a sync step with a timeout runs in a daemon worker thread; when
+the timeout elapses first, the attempt is journaled as failed with `StepTimeout`, the run suspends
+until its retry is due (a next tick, never this process), and this process keeps holding the run
+(`held_runs()`) until it exits, so no other process retries the step while its code may still run.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import hashlib
 import json
+import threading
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
-from ..errors import FatalError, RetryableError, StepCrashed, Suspend
+from ..errors import FatalError, RetryableError, StepCrashed, StepTimeout, Suspend
+from ..store.base import RunSession
 from ..timeparse import iso, parse_duration, parse_instant
 from .context import StepMetadata, current_step
 from .definitions import StepDef
 from .history import Op
 from .outcomes import error_info, rebuild
 from .replay import Execution
-from .waits import SHORT_RETRY_SECONDS, RetryWait, block, block_async
+from .waits import SHORT_RETRY_SECONDS, RetryWait, block, block_async, suspend
 
 DEFAULT_MAX_RETRIES = 3
 DEFAULT_RETRY_DELAY = 1.0
@@ -65,6 +75,87 @@ def _limits(ex: Execution, sdef: StepDef) -> tuple[int, float]:
         DEFAULT_MAX_RETRIES if retries is None else int(retries),
         DEFAULT_RETRY_DELAY if delay is None else parse_duration(delay),
     )
+
+
+def _timeout(ex: Execution, sdef: StepDef) -> float | None:
+    if sdef.timeout is not None:
+        return sdef.timeout
+    defaults = getattr(ex.options, "defaults", None) or {}
+    value = defaults.get("timeout")
+    return None if value is None else float(value)
+
+
+# Sessions of runs whose timed-out sync step may still be running in a thread of this process.
+_HELD: list[tuple[threading.Thread, RunSession]] = []
+
+
+def held_runs() -> list[str]:
+    """Run ids this process holds because a timed-out sync step of theirs may still be running;
+    a long-lived command stops once it has recorded its other work (see the module docstring)."""
+    return [session.run_id for _, session in _HELD]
+
+
+def holds(session: RunSession) -> bool:
+    """Whether `session` must stay open (claimed) until this process exits."""
+    return any(held is session for _, held in _HELD)
+
+
+class _Overran(Exception):
+    def __init__(self, thread: threading.Thread) -> None:
+        super().__init__()
+        self.thread = thread
+
+
+def _call_sync(sdef: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any], seconds: float | None) -> Any:
+    """The step's function called here, or in a daemon thread given `seconds` (then `_Overran`)."""
+    if seconds is None:
+        return sdef.fn(*args, **kwargs)
+    context = contextvars.copy_context()
+    outcome: dict[str, Any] = {}
+
+    def attempt() -> None:
+        try:
+            outcome["result"] = context.run(sdef.fn, *args, **kwargs)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=attempt, name=f"durable-step-{sdef.name}", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise _Overran(thread)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def _overran(ex: Execution, sdef: StepDef, pos: int, attempt: int, thread: threading.Thread) -> NoReturn:
+    """A sync attempt outlived its timeout: journal it as failed, hold the run until this process
+    exits, and suspend the run until its retry (or, if that was the last attempt, its failure) is
+    taken up by the next tick."""
+    _fail(ex, sdef, pos, attempt, _timed_out(sdef, attempt, _timeout(ex, sdef) or 0))
+    _HELD.append((thread, ex.session))
+    failed = ex.history.ops[pos].completion or ex.history.ops[pos].last("step_failed") or {}
+    due = parse_instant(failed["retry_at"]) if failed.get("retry_at") else ex.clock()
+    suspend(ex, [RetryWait(pos, due), *ex.pending.values()])
+
+
+def _timed_out(sdef: StepDef, attempt: int, seconds: float) -> StepTimeout:
+    return StepTimeout(f"attempt {attempt} of step {sdef.name!r} ran past its timeout of {seconds:g}s")
+
+
+async def _await_step(sdef: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any], seconds: float | None,
+                      attempt: int) -> Any:
+    """The async step awaited, cancelled once it runs past `seconds` (then `StepTimeout`)."""
+    if seconds is None:
+        return await sdef.fn(*args, **kwargs)
+    try:
+        async with asyncio.timeout(seconds) as scope:
+            return await sdef.fn(*args, **kwargs)
+    except TimeoutError:
+        if scope.expired():
+            raise _timed_out(sdef, attempt, seconds) from None
+        raise
 
 
 def _fail(ex: Execution, sdef: StepDef, pos: int, attempt: int, exc: BaseException) -> None:
@@ -143,7 +234,9 @@ def call_sync(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs: dict[
             block(ex, wait)
         token = _start_attempt(ex, sdef, pos, attempt, digest)
         try:
-            result = sdef.fn(*args, **kwargs)
+            result = _call_sync(sdef, args, kwargs, _timeout(ex, sdef))
+        except _Overran as overran:
+            _overran(ex, sdef, pos, attempt, overran.thread)
         except Exception as exc:
             _fail(ex, sdef, pos, attempt, exc)
             continue
@@ -176,7 +269,7 @@ async def call_async(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs
         token = _start_attempt(ex, sdef, pos, attempt, digest)
         ex.live_steps += 1
         try:
-            result = await sdef.fn(*args, **kwargs)
+            result = await _await_step(sdef, args, kwargs, _timeout(ex, sdef), attempt)
         except Exception as exc:
             _fail(ex, sdef, pos, attempt, exc)
             continue

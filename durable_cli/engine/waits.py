@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from ..errors import Suspend
 from ..timeparse import iso, parse_instant
@@ -98,7 +98,7 @@ class HookWait(Wait):
         return info
 
 
-def suspend(ex: Execution, waits: list[Wait]) -> None:
+def suspend(ex: Execution, waits: list[Wait]) -> NoReturn:
     """Stop the workflow here: nothing can resolve before a tick or a delivery."""
     times = [w.due_at for w in waits if w.due_at is not None]
     status = "waiting" if any(w.waiting for w in waits) else "sleeping"

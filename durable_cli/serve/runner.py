@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import signal
 import socket
 import sys
@@ -63,6 +64,7 @@ class TickLoop:
     def _run(self) -> None:
         from ..config import find_config
         from ..ticker import tick_once
+        from ..ticking import must_exit
         from ..timeparse import utcnow
 
         store = self._open_store()
@@ -74,6 +76,9 @@ class TickLoop:
                         print(f"tick: run {failure['run_id']}: {failure['error']}", file=sys.stderr, flush=True)
                 except Exception as exc:  # a failed pass is reported; the next one tries again
                     print(f"tick failed: {exc}", file=sys.stderr, flush=True)
+                if must_exit():  # a hung step's code must stop with this process
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
                 self._stop.wait(self._interval)
         finally:
             store.close()
