@@ -135,7 +135,7 @@ def _overran(ex: Execution, sdef: StepDef, pos: int, attempt: int, thread: threa
     taken up by the next tick."""
     _fail(ex, sdef, pos, attempt, _timed_out(sdef, attempt, _timeout(ex, sdef) or 0))
     _HELD.append((thread, ex.session))
-    failed = ex.history.ops[pos].completion or ex.history.ops[pos].last("step_failed") or {}
+    failed = ex.history.ops[pos].last("step_failed") or {}
     due = parse_instant(failed["retry_at"]) if failed.get("retry_at") else ex.clock()
     suspend(ex, [RetryWait(pos, due), *ex.pending.values()])
 
