@@ -20,6 +20,7 @@ from .timeparse import iso, utcnow
 from .engine.replay import Clock
 
 if TYPE_CHECKING:
+    from .config import Config
     from .ticker import TickSummary
 
 __all__ = ["start", "get_run", "resume_hook", "cancel", "Delivery", "options_for", "new_run_id"]
@@ -31,7 +32,13 @@ def options_for() -> Options:
     """Drive options from durable.yaml, when there is one."""
     from .configfile import find_config
 
-    config = find_config()
+    return options_from(find_config())
+
+
+def options_from(config: Config | None) -> Options:
+    """Drive options from a loaded durable.yaml (its import paths go on sys.path)."""
+    from .payloads import DEFAULT_LIMIT
+
     if config is None:
         return Options()
     for path in config.import_paths:
@@ -40,7 +47,7 @@ def options_for() -> Options:
     return Options(
         defaults=dict(config.defaults),
         max_recoveries=config.max_recoveries if config.max_recoveries is not None else 3,
-        payload_limit=payload_limit(),
+        payload_limit=config.payload_limit or DEFAULT_LIMIT,
     )
 
 
