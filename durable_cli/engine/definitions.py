@@ -43,7 +43,11 @@ class WorkflowDef(Generic[P, R]):
         from ..errors import InvalidArguments
 
         try:
-            inspect.signature(self.fn).bind(*args, **kwargs)
+            signature = inspect.signature(self.fn)
+        except ValueError:
+            return  # no signature to check against (a builtin): the call itself will tell
+        try:
+            signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise InvalidArguments(f"wrong arguments for workflow {self.name}: {exc}") from None
 
