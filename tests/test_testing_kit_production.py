@@ -99,6 +99,14 @@ def chatty(name: str) -> str:
     return name
 
 
+@workflow
+async def async_chatty(name: str) -> str:
+    logger.info("async billing %s", name)
+    await sleep("1 day")
+    logger.info("async reminding %s", name)
+    return name
+
+
 def env_with(tmp_path: Path, yaml: str) -> DurableTestEnv:
     config = tmp_path / "durable.yaml"
     config.write_text(yaml)
@@ -210,6 +218,15 @@ def test_logger_writes_once_across_a_sleep_and_resume_while_print_repeats(
     assert {(r.run_id, r.workflow) for r in caplog.records} == {(run.run_id, "chatty")}  # type: ignore[attr-defined]
     assert caplog.records[0].funcName == "chatty"
     assert capsys.readouterr().out.count("print: billing ada") == 2  # replayed on resume
+
+
+def test_logger_writes_once_in_async_workflows_too(
+        durable_env: DurableTestEnv, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="durable_cli.workflow")
+    run = durable_env.start(async_chatty, "bob")
+    durable_env.advance("1 day")
+    assert durable_env.get_run(run.run_id).status == "completed"
+    assert [r.getMessage() for r in caplog.records] == ["async billing bob", "async reminding bob"]
 
 
 def test_logger_logs_as_usual_outside_a_run(caplog: pytest.LogCaptureFixture) -> None:
