@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import tempfile
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, ParamSpec, overload
 
 from .timeparse import parse_duration
 
@@ -31,10 +31,13 @@ except ImportError:  # pragma: no cover - the kit works without pytest
 if TYPE_CHECKING:
     from .client import Delivery
     from .config import Config
+    from .engine.definitions import WorkflowDef
     from .engine.driver import Run
     from .ticker import TickSummary
 
 __all__ = ["DurableTestEnv", "VirtualClock", "durable_env"]
+
+P = ParamSpec("P")
 
 
 class VirtualClock:
@@ -77,7 +80,13 @@ class DurableTestEnv:
     def now(self) -> datetime:
         return self.clock.now
 
-    def start(self, fn: Any, *args: Any, run_id: str | None = None, **kwargs: Any) -> Run:
+    # typed as `durable_cli.start` is: arguments checked by mypy unless `run_id=` is given
+    @overload
+    def start(self, fn: WorkflowDef[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> Run: ...
+    @overload
+    def start(self, fn: WorkflowDef[P, Any], /, *args: Any, run_id: str, **kwargs: Any) -> Run: ...
+    def start(self, fn: Any, /, *args: Any, run_id: str | None = None,  # type: ignore[misc]
+              **kwargs: Any) -> Run:
         """Start a run of workflow `fn` and drive it until it completes, fails or suspends."""
         from .client import create_run
 

@@ -233,3 +233,28 @@ def test_logger_logs_as_usual_outside_a_run(caplog: pytest.LogCaptureFixture) ->
     caplog.set_level(logging.INFO, logger="durable_cli.workflow")
     logger.info("plain")
     assert [r.getMessage() for r in caplog.records] == ["plain"]
+
+
+@pytest.fixture(params=["files", "postgres"])
+def any_store_env(request: pytest.FixtureRequest, tmp_path: Path) -> DurableTestEnv:
+    """A kit over each store: a journal dir, or a PostgreSQL database of its own."""
+    if request.param == "files":
+        return DurableTestEnv(str(tmp_path / "journals"), START, config=None)
+    return DurableTestEnv(start=START, store=request.getfixturevalue("pg_url"), config=None)
+
+
+def test_the_helpers_work_on_every_store(any_store_env: DurableTestEnv) -> None:
+    env = any_store_env
+    beating = env.start(heartbeat)
+    env.advance("2 days")
+    assert env.cancel(beating.run_id).status == "cancelled"
+    printed = env.start(printer, 2)
+    assert env.read_stream(printed.run_id, "progress") == ["page 1", "page 2"]
+    env.start(checkout, "o-9")
+    assert env.deliver_webhook("pay-o-9", {"paid": 1}).result["json"] == {"paid": 1}
+    BROKEN["charge"] = True
+    billed = env.start(bill, "o-9")
+    env.advance("2 hours")  # the sleep, then four attempts (the longer back-offs suspend the run)
+    assert env.get_run(billed.run_id).status == "failed"
+    BROKEN["charge"] = False
+    assert env.retry(billed.run_id).result == "charged o-9"

@@ -35,6 +35,8 @@ from durable_cli import (
     workflow_random, workflow_uuid,
 )
 
+from durable_cli.testing import DurableTestEnv
+
 approval: Hook = define_hook("approval")
 
 
@@ -114,6 +116,12 @@ def caller() -> TickSummary:
         print(exc.retry_after)
     summary: TickSummary = tick(now=workflow_now())
     return summary
+
+
+def test_bill(durable_env: DurableTestEnv) -> None:
+    run: Run = durable_env.start(bill, "inv-5", amount=2)
+    durable_env.advance("7 days")
+    assert durable_env.get_run(run.run_id).status in ("completed", "waiting")
 '''
 
 MISTAKES = '''
@@ -121,6 +129,7 @@ from __future__ import annotations
 
 from durable_cli import RunStatus, start, start_child, step, workflow, workflow_uuid
 from durable_cli import no_such_name
+from durable_cli.testing import DurableTestEnv
 
 
 @step
@@ -145,6 +154,7 @@ def caller() -> None:
     start(async_bill, invoice=3)
     ident: int = workflow_uuid()
     status: RunStatus = "done"
+    DurableTestEnv().start(bill, 5)
 '''
 
 
@@ -195,6 +205,7 @@ def test_mypy_reports_each_deliberate_mistake(mypy_errors: dict[str, list[str]])
         "    start(async_bill, invoice=3)": r'No overload variant of "start" matches argument type',
         "    ident: int = workflow_uuid()": r'Incompatible types in assignment \(expression has type "UUID"',
         '    status: RunStatus = "done"': r'Incompatible types in assignment \(expression has type "Literal\[\'done\'\]"',
+        "    DurableTestEnv().start(bill, 5)": r'No overload variant of "start" of "DurableTestEnv" matches',
     }
     for snippet, message in expected.items():
         assert re.search(rf"^{_line(snippet)}: {message}", errors, re.M), (snippet, errors)
