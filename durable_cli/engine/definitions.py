@@ -10,6 +10,7 @@ import functools
 import inspect
 from typing import TYPE_CHECKING, Any, Callable, Generic
 
+from ..errors import InvalidArguments
 from .context import current_execution, current_step
 
 if TYPE_CHECKING:  # defaults (PEP 696, typeshed's typing_extensions): bare `WorkflowDef` = any workflow
@@ -40,8 +41,6 @@ class WorkflowDef(Generic[P, R]):
 
     def check_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Raise InvalidArguments when the function cannot be called with these arguments."""
-        from ..errors import InvalidArguments
-
         try:
             signature = inspect.signature(self.fn)
         except ValueError:
