@@ -4,7 +4,8 @@
 - a step called from a step is a plain call (only the outer step is journaled and retried);
 - `durable tick --now T` stamps the journal with that time;
 - workflows live in importable modules: `durable tick`, in another directory, imports a run's
-  workflow again from the module and directory its journal names.
+  workflow again from the module and directory its journal names; one defined inside a function
+  cannot be imported again, so it is not resumed (the tick reports it, the run stays as it was).
 """
 
 from __future__ import annotations
@@ -107,3 +108,16 @@ def test_tick_imports_the_workflow_again_from_its_module(tmp_path: Path) -> None
     code, _, err = durable("tick", "--now", "2099-01-01T00:00:00Z", dir=journals, cwd=tmp_path)
     assert code == 0, err
     assert run_events(journals, run_id)[-1]["result"] == "reminded ada"
+
+
+def test_a_workflow_defined_inside_a_function_cannot_be_resumed(durable_env: DurableTestEnv) -> None:
+    @workflow
+    def hidden(item: str) -> str:
+        sleep("1 day")
+        return item
+
+    run = durable_env.start(hidden, "ada")
+    summary = durable_env.advance("2 days")
+    assert {error["run_id"] for error in summary.errors} == {run.run_id}  # each tick reports it
+    assert "has no attribute" in summary.errors[0]["error"]
+    assert durable_env.get_run(run.run_id).status == "sleeping"  # kept: it resumes once importable
