@@ -1,44 +1,158 @@
 """durable-cli: durable workflows for Python that run as ordinary processes, with no server.
 
-Everything public is importable from here. Names are loaded on first use, so that the `durable`
-command starts fast when it has nothing to do.
+Everything public is importable from here. Names are loaded on first use (the module
+`__getattr__`), so that the `durable` command starts fast when it has nothing to do; type checkers
+read the explicit re-exports below instead, so `mypy --strict` accepts `from durable_cli import X`
+in user code.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .api import (Hook, create_webhook, define_hook, first, get_step_metadata, get_workflow_metadata,
-                      get_writable, patched, sleep, start_child, step, workflow, workflow_now,
-                      workflow_random, workflow_uuid)
-    from .client import Delivery, cancel, get_run, read_stream, resume_hook, retry, start, tick
-    from .engine.driver import Run
-    from .errors import (ChildFailed, DurableError, FatalError, JournalDamaged, JournalTooNew,
-                         NonDeterminismError, RetryableError, StepCrashed, StepFailed,
-                         StepTimeout, TokenInUse, UnknownToken)
+    from .api import Hook as Hook
+    from .api import create_webhook as create_webhook
+    from .api import define_hook as define_hook
+    from .api import first as first
+    from .api import get_step_metadata as get_step_metadata
+    from .api import get_workflow_metadata as get_workflow_metadata
+    from .api import get_writable as get_writable
+    from .api import patched as patched
+    from .api import sleep as sleep
+    from .api import start_child as start_child
+    from .api import step as step
+    from .api import workflow as workflow
+    from .api import workflow_now as workflow_now
+    from .api import workflow_random as workflow_random
+    from .api import workflow_uuid as workflow_uuid
+    from .client import Delivery as Delivery
+    from .client import cancel as cancel
+    from .client import get_run as get_run
+    from .client import read_stream as read_stream
+    from .client import resume_hook as resume_hook
+    from .client import retry as retry
+    from .client import start as start
+    from .client import tick as tick
+    from .engine.children import ChildHandle as ChildHandle
+    from .engine.context import StepMetadata as StepMetadata
+    from .engine.context import WorkflowMetadata as WorkflowMetadata
+    from .engine.definitions import StepDef as StepDef
+    from .engine.definitions import WorkflowDef as WorkflowDef
+    from .engine.driver import Run as Run
+    from .engine.driver import RunStatus as RunStatus
+    from .engine.hooks import HookEvents as HookEvents
+    from .engine.streams import StreamWriter as StreamWriter
+    from .errors import ChildFailed as ChildFailed
+    from .errors import ConfigError as ConfigError
+    from .errors import DurableError as DurableError
+    from .errors import FatalError as FatalError
+    from .errors import InvalidArguments as InvalidArguments
+    from .errors import InvalidPayload as InvalidPayload
+    from .errors import InvalidReference as InvalidReference
+    from .errors import JournalDamaged as JournalDamaged
+    from .errors import NonDeterminismError as NonDeterminismError
+    from .errors import RetryableError as RetryableError
+    from .errors import RunBusy as RunBusy
+    from .errors import RunConflict as RunConflict
+    from .errors import RunExists as RunExists
+    from .errors import RunNotFound as RunNotFound
+    from .errors import StepCrashed as StepCrashed
+    from .errors import StepFailed as StepFailed
+    from .errors import StepTimeout as StepTimeout
+    from .errors import JournalTooNew as JournalTooNew
+    from .errors import StoreError as StoreError
+    from .errors import TokenInUse as TokenInUse
+    from .errors import UnknownToken as UnknownToken
+    from .logs import logger as logger
+    from .ticker import TickSummary as TickSummary
 
-_EXPORTS = {
-    "workflow": "api", "step": "api", "sleep": "api", "define_hook": "api", "Hook": "api",
-    "get_step_metadata": "api", "get_workflow_metadata": "api", "start_child": "api",
-    "get_writable": "api", "workflow_now": "api", "workflow_random": "api", "workflow_uuid": "api",
-    "patched": "api", "first": "api", "create_webhook": "api", "read_stream": "client", "retry": "client",
-    "start": "client", "get_run": "client", "resume_hook": "client", "cancel": "client",
-    "Delivery": "client", "tick": "client", "Run": "engine.driver",
-    "DurableError": "errors", "FatalError": "errors", "RetryableError": "errors",
-    "NonDeterminismError": "errors", "StepFailed": "errors", "StepCrashed": "errors",
-    "ChildFailed": "errors", "JournalDamaged": "errors", "TokenInUse": "errors",
-    "UnknownToken": "errors", "StepTimeout": "errors", "JournalTooNew": "errors",
+__all__ = [
+    "ChildFailed",
+    "ChildHandle",
+    "ConfigError",
+    "Delivery",
+    "DurableError",
+    "FatalError",
+    "Hook",
+    "HookEvents",
+    "InvalidArguments",
+    "InvalidPayload",
+    "InvalidReference",
+    "JournalDamaged",
+    "JournalTooNew",
+    "NonDeterminismError",
+    "RetryableError",
+    "Run",
+    "RunBusy",
+    "RunConflict",
+    "RunExists",
+    "RunNotFound",
+    "RunStatus",
+    "StepCrashed",
+    "StepDef",
+    "StepFailed",
+    "StepMetadata",
+    "StepTimeout",
+    "StoreError",
+    "StreamWriter",
+    "TickSummary",
+    "TokenInUse",
+    "UnknownToken",
+    "WorkflowDef",
+    "WorkflowMetadata",
+    "cancel",
+    "create_webhook",
+    "define_hook",
+    "first",
+    "get_run",
+    "get_step_metadata",
+    "get_workflow_metadata",
+    "get_writable",
+    "logger",
+    "patched",
+    "read_stream",
+    "resume_hook",
+    "retry",
+    "sleep",
+    "start",
+    "start_child",
+    "step",
+    "tick",
+    "workflow",
+    "workflow_now",
+    "workflow_random",
+    "workflow_uuid",
+]
+
+_MODULES = {
+    "api": ["Hook", "create_webhook", "define_hook", "first", "get_step_metadata",
+            "get_workflow_metadata", "get_writable", "patched", "sleep", "start_child", "step",
+            "workflow", "workflow_now", "workflow_random", "workflow_uuid"],
+    "client": ["Delivery", "cancel", "get_run", "read_stream", "resume_hook", "retry", "start", "tick"],
+    "engine.children": ["ChildHandle"],
+    "engine.context": ["StepMetadata", "WorkflowMetadata"],
+    "engine.definitions": ["StepDef", "WorkflowDef"],
+    "engine.driver": ["Run", "RunStatus"],
+    "engine.hooks": ["HookEvents"],
+    "engine.streams": ["StreamWriter"],
+    "errors": ["ChildFailed", "ConfigError", "DurableError", "FatalError", "InvalidArguments",
+               "InvalidPayload", "InvalidReference", "JournalDamaged", "NonDeterminismError",
+               "RetryableError", "RunBusy", "RunConflict", "RunExists", "RunNotFound", "StepCrashed",
+               "StepFailed", "StepTimeout", "JournalTooNew", "StoreError", "TokenInUse", "UnknownToken"],
+    "logs": ["logger"],
+    "ticker": ["TickSummary"],
 }
+_EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 
-__all__ = sorted(_EXPORTS)
+if not TYPE_CHECKING:  # hidden from type checkers, so a misspelt import stays an error in user code
 
+    def __getattr__(name: str) -> object:
+        import importlib
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'durable_cli' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+        module = _EXPORTS.get(name)
+        if module is None:
+            raise AttributeError(f"module 'durable_cli' has no attribute {name!r}")
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
+        globals()[name] = value
+        return value

@@ -1,13 +1,25 @@
-"""What workflow code calls: `@workflow`, `@step`, `sleep`, hooks and run metadata."""
+"""What workflow code calls: `@workflow`, `@step`, `sleep`, hooks and run metadata.
+
+Typed for user code: the decorators keep the function's signature (`ParamSpec`), so mypy checks
+step calls and `start(wf, ...)`; the other calls return the concrete types exported from
+`durable_cli` (`HookEvents`, `ChildHandle`, `StreamWriter`, `uuid.UUID`...).
+"""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
-from typing import Any, Callable, overload
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generator, ParamSpec, TypeVar, overload
 
 from .engine.context import get_step_metadata, get_workflow_metadata, require_execution
 from .engine.definitions import StepDef, WorkflowDef
 from .timeparse import parse_duration
+
+if TYPE_CHECKING:
+    from .client import Delivery
+    from .engine.children import ChildHandle
+    from .engine.hooks import HookEvents
+    from .engine.streams import StreamWriter
 
 __all__ = [
     "workflow", "step", "sleep", "define_hook", "Hook", "get_step_metadata", "get_workflow_metadata",
@@ -15,10 +27,16 @@ __all__ = [
     "first", "create_webhook",
 ]
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
 @overload
-def workflow(fn: Callable[..., Any], /) -> WorkflowDef: ...
+def workflow(fn: Callable[P, R], /) -> WorkflowDef[P, R]: ...
 @overload
-def workflow(*, name: str | None = None, check_args: bool = True) -> Callable[[Callable[..., Any]], WorkflowDef]: ...
+def workflow(
+    *, name: str | None = None, check_args: bool = True
+) -> Callable[[Callable[P, R]], WorkflowDef[P, R]]: ...
 def workflow(
     fn: Callable[..., Any] | None = None, /, *, name: str | None = None, check_args: bool = True
 ) -> Any:
@@ -32,12 +50,12 @@ def workflow(
 
 
 @overload
-def step(fn: Callable[..., Any], /) -> StepDef: ...
+def step(fn: Callable[P, R], /) -> StepDef[P, R]: ...
 @overload
 def step(
     *, name: str | None = None, max_retries: int | None = None, retry_delay: object = None,
     timeout: object = None,
-) -> Callable[[Callable[..., Any]], StepDef]: ...
+) -> Callable[[Callable[P, R]], StepDef[P, R]]: ...
 def step(
     fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
     max_retries: int | None = None, retry_delay: object = None, timeout: object = None,
@@ -66,10 +84,18 @@ def _wake_time(duration: object, now: datetime) -> datetime:
     return now + timedelta(seconds=parse_duration(duration))
 
 
-def sleep(duration: object) -> Any:
+class _Slept:
+    """What `sleep()` returns in a sync workflow, where it has already slept: awaiting it is a no-op."""
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield
+
+
+def sleep(duration: str | float | timedelta | datetime) -> Awaitable[None]:
     """Suspend the run for a duration ("7 days", "1h30m", 90, timedelta) or until an aware datetime.
 
-    A plain call in a sync workflow; `await sleep(...)` in an async one.
+    A plain call in a sync workflow (it returns once slept); `await sleep(...)` in an async one.
     """
     from .engine import waits
 
@@ -77,7 +103,8 @@ def sleep(duration: object) -> Any:
     until = _wake_time(duration, ex.clock())
     if ex.definition.is_async:
         return waits.sleep_async(ex, until)
-    return waits.sleep_sync(ex, until)
+    waits.sleep_sync(ex, until)
+    return _Slept()
 
 
 class Hook:
@@ -86,7 +113,7 @@ class Hook:
     def __init__(self, name: str = "hook") -> None:
         self.name = name
 
-    def create(self, token: str | None = None, timeout: object = None) -> Any:
+    def create(self, token: str | None = None, timeout: str | float | timedelta | None = None) -> HookEvents:
         """Start waiting for payloads sent to `token` (random when not given) in this run.
 
         Iterate the result (`for`, or `async for` in async workflows); `timeout` ends the iteration
@@ -97,7 +124,7 @@ class Hook:
         return hooks.create(require_execution("hook.create()"), self.name, token, timeout)
 
     def resume(self, token: str, payload: Any, dir: str | None = None, store: str | None = None,
-               key: str | None = None) -> Any:
+               key: str | None = None) -> Delivery:
         """Deliver `payload` to the run waiting on `token` (see `resume_hook`)."""
         from .client import resume_hook
 
@@ -113,7 +140,7 @@ def define_hook(name: str = "hook") -> Hook:
 
 
 
-def start_child(fn: WorkflowDef, *args: Any, **kwargs: Any) -> Any:
+def start_child(fn: WorkflowDef[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> ChildHandle:
     """Start a child run of workflow `fn` (once, even across replays) and return its handle.
 
     The child runs at once in this process until it first suspends; `handle.result()` (awaitable
@@ -123,10 +150,11 @@ def start_child(fn: WorkflowDef, *args: Any, **kwargs: Any) -> Any:
 
     if not isinstance(fn, WorkflowDef):
         raise TypeError(f"{fn!r} is not a workflow (decorate it with @workflow)")
+    fn.check_call(args, kwargs)
     return start(require_execution("start_child()"), fn, args, kwargs)
 
 
-def get_writable(name: str = "default") -> Any:
+def get_writable(name: str = "default") -> StreamWriter:
     """A writer for the run's named output stream (call it inside a step); `.write(chunk)`."""
     from .engine.streams import StreamWriter
 
@@ -147,7 +175,7 @@ def workflow_random() -> float:
     return determinism.random(require_execution("workflow_random()"))
 
 
-def workflow_uuid() -> Any:
+def workflow_uuid() -> uuid.UUID:
     """A random UUID (version 4) that is the same on every replay of the run."""
     from .engine import determinism
 
@@ -179,7 +207,8 @@ async def first(*awaitables: Any) -> tuple[int, Any]:
 
 
 def create_webhook(token: str | None = None, respond_with: dict[str, Any] | None = None,
-                   secret_env: str | None = None, timeout: object = None) -> Any:
+                   secret_env: str | None = None,
+                   timeout: str | float | timedelta | None = None) -> HookEvents:
     """A hook fed by HTTP: `POST <public url>/hooks/<token>` through `durable serve`.
 
     Iterate it like a hook; each item is a dict with `method`, `headers` (a safe subset), `body`

@@ -7,7 +7,7 @@ import secrets
 import sys
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, overload
 
 from .engine.driver import Options, Run, drive, execute, get_run as _get_run, release
 from .engine.definitions import WorkflowDef
@@ -19,14 +19,26 @@ from .store.base import check_run_id
 from .timeparse import iso, utcnow
 from .engine.replay import Clock
 
+if TYPE_CHECKING:
+    from .config import Config
+    from .ticker import TickSummary
+
 __all__ = ["start", "get_run", "resume_hook", "cancel", "Delivery", "options_for", "new_run_id"]
+
+P = ParamSpec("P")
 
 
 def options_for() -> Options:
     """Drive options from durable.yaml, when there is one."""
     from .configfile import find_config
 
-    config = find_config()
+    return options_from(find_config())
+
+
+def options_from(config: Config | None) -> Options:
+    """Drive options from a loaded durable.yaml (its import paths go on sys.path)."""
+    from .payloads import DEFAULT_LIMIT
+
     if config is None:
         return Options()
     for path in config.import_paths:
@@ -35,7 +47,7 @@ def options_for() -> Options:
     return Options(
         defaults=dict(config.defaults),
         max_recoveries=config.max_recoveries if config.max_recoveries is not None else 3,
-        payload_limit=payload_limit(),
+        payload_limit=config.payload_limit or DEFAULT_LIMIT,
     )
 
 
@@ -75,6 +87,7 @@ def create_run(store: Store, definition: WorkflowDef, args: tuple[Any, ...], kwa
                extra: dict[str, Any] | None = None, existing_ok: bool = True) -> Run:
     """Create a run and drive it here; an existing run with the same id and call is returned as is
     (or, with `existing_ok=False`, reported as RunExists)."""
+    definition.check_call(args, kwargs)
     now = clock()
     run_id = check_run_id(run_id) if run_id is not None else new_run_id(now)
     fields = start_fields(definition, run_id, args, kwargs, extra)
@@ -109,11 +122,27 @@ def _existing(store: Store, run_id: str, fields: dict[str, Any]) -> Run:
     return _get_run(store, run_id)
 
 
-def start(fn: WorkflowDef, *args: Any, dir: str | None = None, store: str | None = None,
-          run_id: str | None = None, **kwargs: Any) -> Run:
+# A type checker checks `start(wf, ...)` against the workflow's signature (first overload). Python
+# cannot type keyword options after `*args: P.args`, so a call that passes `run_id=`, `dir=` or
+# `store=` has its workflow arguments checked when it runs (InvalidArguments), not by mypy. (The
+# ignore below: a workflow parameter named `dir`, `store` or `run_id` cannot pass through start.)
+@overload
+def start(fn: WorkflowDef[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> Run: ...
+@overload
+def start(fn: WorkflowDef[P, Any], /, *args: Any, run_id: str, dir: str | None = None,
+          store: str | None = None, **kwargs: Any) -> Run: ...
+@overload
+def start(fn: WorkflowDef[P, Any], /, *args: Any, dir: str, store: str | None = None,
+          **kwargs: Any) -> Run: ...
+@overload
+def start(fn: WorkflowDef[P, Any], /, *args: Any, store: str, **kwargs: Any) -> Run: ...
+def start(fn: WorkflowDef, /, *args: Any, dir: str | None = None,  # type: ignore[misc]
+          store: str | None = None, run_id: str | None = None, **kwargs: Any) -> Run:
     """Start a run of workflow `fn` and drive it here until it completes, fails or suspends.
 
     `run_id=` makes the start idempotent: a second start with that id returns the existing run.
+    Arguments that do not fit the workflow's signature raise InvalidArguments (a TypeError) and
+    create no run.
     """
     if not isinstance(fn, WorkflowDef):
         raise TypeError(f"{fn!r} is not a workflow (decorate it with @workflow)")
@@ -133,7 +162,7 @@ class Delivery:
 
     token: str
     run_id: str
-    status: str
+    status: Literal["delivered", "queued", "duplicate"]
     run: Run | None = None
 
 
@@ -211,7 +240,7 @@ def cancel(run_id: str, dir: str | None = None, store: str | None = None) -> Run
         return cancel_run(target, check_run_id(run_id), utcnow)
 
 
-def tick(dir: str | None = None, store: str | None = None, now: datetime | None = None) -> Any:
+def tick(dir: str | None = None, store: str | None = None, now: datetime | None = None) -> TickSummary:
     """One tick over the store: deliveries, schedules, due sleeps and retries, crash recovery."""
     from .configfile import find_config
     from .ticker import clock_from, tick_once

@@ -84,6 +84,10 @@ class InvalidReference(DurableError):
     """A `module:function` reference cannot be loaded, or does not name a workflow."""
 
 
+class InvalidArguments(DurableError, TypeError):
+    """The arguments given for a workflow do not fit its signature; no run was created."""
+
+
 class RunBusy(DurableError):
     """Another process is executing the run right now."""
 

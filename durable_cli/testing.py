@@ -8,13 +8,18 @@
 `durable_env` is a pytest fixture (installed as a plugin with durable-cli); `DurableTestEnv` works
 without pytest too. Time moves only when the test says so: `advance("7 days")`, and step retry
 back-offs pass instantly.
+
+The kit runs as production does: it reads durable.yaml as the CLI does (`defaults`,
+`max_recoveries`, `payload_limit`, `schedules`, `import_paths`; not `dir` or `store`, it keeps its
+own), and `advance()` ticks at every moment it passes where something was due (a schedule
+instant, a sleep's end, a retry), as a tick every minute would.
 """
 
 from __future__ import annotations
 
 import tempfile
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, ParamSpec, overload
 
 from .timeparse import parse_duration
 
@@ -23,7 +28,16 @@ try:
 except ImportError:  # pragma: no cover - the kit works without pytest
     pytest = None  # type: ignore[assignment]
 
+if TYPE_CHECKING:
+    from .client import Delivery
+    from .config import Config
+    from .engine.definitions import WorkflowDef
+    from .engine.driver import Run
+    from .ticker import TickSummary
+
 __all__ = ["DurableTestEnv", "VirtualClock", "durable_env"]
+
+P = ParamSpec("P")
 
 
 class VirtualClock:
@@ -43,47 +57,145 @@ class VirtualClock:
 class DurableTestEnv:
     """Start, advance, resume and inspect runs of a private store at a virtual time."""
 
-    def __init__(self, dir: str | None = None, start: datetime | None = None, store: str | None = None) -> None:
-        """A private journal dir (a temp dir unless `dir` is given), or the store at URL `store`."""
-        from .engine.driver import Options
+    def __init__(self, dir: str | None = None, start: datetime | None = None, store: str | None = None,
+                 config: str | None = None) -> None:
+        """A private journal dir (a temp dir unless `dir` is given), or the store at URL `store`.
+
+        `config` is the durable.yaml to read; by default the one the CLI would use here
+        ($DURABLE_CONFIG, else ./durable.yaml, else none).
+        """
+        from .client import options_from
+        from .config import load_config
         from .store import open_store
 
         self.dir = None if store else dir or tempfile.mkdtemp(prefix="durable-test-")
         self.store = open_store(self.dir, store)
         self.clock = VirtualClock(start or datetime(2030, 1, 1, tzinfo=timezone.utc))
-        self.options = Options()
+        self.config: Config = load_config(config)
+        self.options = options_from(self.config)
+        if self.config.schedules:
+            self.tick()  # the schedules are seen from the start: their instants fire from now on
 
     @property
     def now(self) -> datetime:
         return self.clock.now
 
-    def start(self, fn: Any, *args: Any, run_id: str | None = None, **kwargs: Any) -> Any:
+    # typed as `durable_cli.start` is: arguments checked by mypy unless `run_id=` is given
+    @overload
+    def start(self, fn: WorkflowDef[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> Run: ...
+    @overload
+    def start(self, fn: WorkflowDef[P, Any], /, *args: Any, run_id: str, **kwargs: Any) -> Run: ...
+    def start(self, fn: Any, /, *args: Any, run_id: str | None = None,  # type: ignore[misc]
+              **kwargs: Any) -> Run:
         """Start a run of workflow `fn` and drive it until it completes, fails or suspends."""
         from .client import create_run
 
         return create_run(self.store, fn, args, kwargs, run_id, self.clock, self.options)
 
-    def tick(self) -> Any:
-        """One tick at the current virtual time."""
+    def tick(self) -> TickSummary:
+        """One tick at the current virtual time (schedules of durable.yaml included)."""
         from .ticker import tick_once
 
-        return tick_once(self.store, self.clock, self.options)
+        return tick_once(self.store, self.clock, self.options, config=self.config)
 
-    def advance(self, duration: object) -> Any:
-        """Move the virtual clock forward (e.g. "7 days") and tick; returns the tick's summary."""
-        self.clock.sleep(parse_duration(duration))
-        return self.tick()
+    def advance(self, duration: object) -> TickSummary:
+        """Move the virtual clock forward (e.g. "7 days"), ticking at each moment on the way where
+        something falls due (a schedule instant, a wake time); returns the ticks' summary."""
+        from .ticker import TickSummary
 
-    def resume(self, token: str, payload: Any, key: str | None = None) -> Any:
+        end = self.clock.now + timedelta(seconds=parse_duration(duration))
+        total = TickSummary()
+        while True:
+            moment = self._next_due(end)
+            if moment is None:
+                break
+            self.clock.now = moment
+            total.add(self.tick())
+        self.clock.now = max(self.clock.now, end)  # in-process retry back-offs may have passed it
+        total.add(self.tick())
+        return total
+
+    def _next_due(self, end: datetime) -> datetime | None:
+        """The earliest moment after now and before `end` when a run or a schedule falls due."""
+        from .schedule import next_instant
+
+        now = self.clock.now
+        moments = [due_at for due_at, _ in self.store.due(end) if now < due_at < end]
+        moments += [next_instant(schedule, now) for schedule in self.config.schedules]
+        moments = [moment for moment in moments if moment < end]
+        return min(moments, default=None)
+
+    def resume(self, token: str, payload: Any, key: str | None = None) -> Run:
         """Deliver a hook payload as `durable resume` does; returns the run after it went on."""
         from .client import deliver_payload
         from .payloads import check_value
 
-        check_value(payload)
-        delivery = deliver_payload(self.store, token, payload, key, False, self.clock, self.options)
+        check_value(payload, self.options.payload_limit)
+        return self._went_on(deliver_payload(self.store, token, payload, key, False, self.clock, self.options))
+
+    def deliver_webhook(self, token: str, body: bytes | str | Any = b"", headers: dict[str, str] | None = None,
+                        method: str = "POST") -> Run:
+        """Deliver an HTTP request to a webhook as `durable serve` and a tick would; returns the run.
+
+        `body` is bytes, text, or any other value sent as JSON. A webhook created with
+        `secret_env` gets the body signed with that variable's secret, as a genuine sender signs.
+        Raises UnknownToken (serve's 404) unless a live webhook holds `token`, InvalidPayload
+        (serve's 413/400) for a body over the payload limit or JSON that does not parse.
+        """
+        import json
+        import os
+
+        from .client import deliver_payload, holder_of
+        from .errors import DurableError, InvalidPayload, UnknownToken
+        from .payloads import parse_payload
+        from .webhooks import SIGNATURE_HEADER, request_payload
+
+        sent = dict(headers or {})
+        if not isinstance(body, (bytes, str)):
+            body = json.dumps(body)
+            sent.setdefault("content-type", "application/json")
+        data = body.encode() if isinstance(body, str) else body
+        if len(data) > self.options.payload_limit:
+            raise InvalidPayload(f"the body is over the payload limit of {self.options.payload_limit} bytes")
+        _, history = holder_of(self.store, token)
+        fields = next((op.events[0].get("webhook") for op in history.ops.values()
+                       if op.kind == "hook" and op.events[0].get("token") == token), None)
+        if not isinstance(fields, dict):
+            raise UnknownToken(f"no live webhook holds token {token!r} (a plain hook: use resume())")
+        if fields.get("secret_env"):
+            import hashlib
+            import hmac
+
+            secret = os.environ.get(fields["secret_env"], "").encode()
+            if not secret:
+                raise DurableError(f"${fields['secret_env']} is not set: durable serve would refuse "
+                                   "every delivery to this webhook (401)")
+            sent[SIGNATURE_HEADER] = "sha256=" + hmac.new(secret, data, hashlib.sha256).hexdigest()
+        if "json" in {k.lower(): v for k, v in sent.items()}.get("content-type", ""):
+            parse_payload(data, self.options.payload_limit)
+        payload = request_payload(method, sent, data)
+        return self._went_on(deliver_payload(self.store, token, payload, None, False, self.clock, self.options))
+
+    def _went_on(self, delivery: Delivery) -> Run:
         return delivery.run if delivery.run is not None else self.get_run(delivery.run_id)
 
-    def get_run(self, run_id: str) -> Any:
+    def read_stream(self, run_id: str, name: str = "default", start: int = 0) -> list[Any]:
+        """The data of a run's output stream from chunk `start` (as `durable tail --stream` shows)."""
+        return [chunk["data"] for chunk in self.store.stream_read(run_id, name, start)]
+
+    def cancel(self, run_id: str) -> Run:
+        """Cancel a run as `durable cancel` does: it never executes another step."""
+        from .engine.children import cancel_run
+
+        return cancel_run(self.store, run_id, self.clock)
+
+    def retry(self, run_id: str) -> Run:
+        """Resume a failed run on fixed code, as `durable retry` does."""
+        from .engine.driver import retry_run
+
+        return retry_run(self.store, run_id, self.clock, self.options)
+
+    def get_run(self, run_id: str) -> Run:
         """The run as its journal says now."""
         from .engine.driver import get_run
 

@@ -35,6 +35,7 @@ class TickSummary:
         self.errors += other.errors
 
     def to_json(self) -> dict[str, Any]:
+        """The counts and errors as `durable tick --json` prints them."""
         return {**{name: getattr(self, name) for name in self.FIELDS}, "errors": list(self.errors)}
 
 

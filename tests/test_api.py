@@ -30,12 +30,15 @@ def test_tick_is_the_function_even_after_the_tick_machinery_was_imported(tmp_pat
 
 def test_every_public_name_and_its_public_methods_have_a_docstring():
     import inspect
+    import typing
 
     import durable_cli.testing
 
     names = [(durable_cli, n) for n in durable_cli.__all__] + [(durable_cli.testing, n) for n in durable_cli.testing.__all__]
     for module, name in names:
         value = getattr(module, name)
+        if typing.get_origin(value) is typing.Literal:
+            continue  # a type alias (RunStatus) cannot carry a docstring
         assert inspect.getdoc(value), name
         if inspect.isclass(value):
             for attr, member in vars(value).items():

@@ -22,7 +22,10 @@ class Failure(click.ClickException):
 
     def show(self, file: Any = None) -> None:
         if "--json" in sys.argv[1:]:
-            click.echo(json.dumps({"error": self.format_message(), "exit_code": self.exit_code}))
+            try:
+                click.echo(json.dumps({"error": self.format_message(), "exit_code": self.exit_code}))
+            except BrokenPipeError:
+                pass  # nobody reads stdout any more; stderr still gets the message
         super().show(file)
 
 
@@ -53,9 +56,48 @@ _COMMANDS = {
 }
 
 
+GLOBAL_OPTIONS = ("--dir", "--store", "--config")
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """Move the global options found after the command name in front of it, so that
+    `durable run --dir X MOD:FN` means `durable --dir X run MOD:FN`; `--json`, given before the
+    command, moves behind it. Arguments after `--` are left alone."""
+    start = 0
+    while start < len(args) and args[start].startswith("-"):
+        start += 2 if args[start] in GLOBAL_OPTIONS else 1
+    if start >= len(args):
+        return args
+    before, command, after = args[:start], args[start], args[start + 1:]
+    hoisted: list[str] = []
+    rest: list[str] = [arg for arg in before if arg == "--json"]
+    before = [arg for arg in before if arg != "--json"]
+    index = 0
+    while index < len(after):
+        arg = after[index]
+        if arg == "--":
+            rest += after[index:]
+            break
+        if arg in GLOBAL_OPTIONS and index + 1 < len(after):
+            hoisted += after[index:index + 2]
+            index += 2
+            continue
+        if arg.startswith(tuple(f"{name}=" for name in GLOBAL_OPTIONS)):
+            hoisted.append(arg)
+        else:
+            rest.append(arg)
+        index += 1
+    return before + hoisted + [command] + rest
+
+
 class DurableGroup(click.Group):
     """Loads each command's module only when it runs (a fast start for cron), and turns library
-    errors into one-line messages with the documented exit codes."""
+    errors into one-line messages with the documented exit codes. Global options are accepted
+    after the command too. A closed stdout (`durable ls | head`) ends any command quietly (exit 1,
+    click's handling of EPIPE)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_global_options(args))
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(_COMMANDS) | set(self.commands))
@@ -71,7 +113,7 @@ class DurableGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
+        except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
             raise
         except Exception as exc:
             _fail_from(exc)

@@ -52,10 +52,14 @@ def _color() -> bool:
 @click.argument("run_id")
 @click.option("--stream", "stream", metavar="NAME", help="Follow the run's output stream NAME instead.")
 @click.option("--interval", default=0.2, show_default=True, help="Seconds between polls.")
-@json_option
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON Lines: one JSON document per event (or chunk) as it arrives.")
 @click.pass_obj
 def tail(settings: Settings, run_id: str, stream: str | None, interval: float, as_json: bool) -> None:
-    """Follow a run's journal (decoded) or an output stream; exits once the run has finished."""
+    """Follow a run's journal (decoded) or an output stream; exits once the run has finished.
+
+    With --json, the output is JSON Lines (one document per line), not one JSON document.
+    """
     from ..engine.history import FINISHED
     from ..inspection import status_of
     from ..render import event_line

@@ -1,37 +1,64 @@
-"""What `@workflow` and `@step` make of a function: definitions the engine can execute."""
+"""What `@workflow` and `@step` make of a function: definitions the engine can execute.
+
+Both are generic over the function's parameters and return type (`ParamSpec`), so a type checker
+checks calls of a step, and `start(wf, ...)`, against the decorated function's signature.
+"""
 
 from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Generic
 
+from ..errors import InvalidArguments
 from .context import current_execution, current_step
 
+if TYPE_CHECKING:  # defaults (PEP 696, typeshed's typing_extensions): bare `WorkflowDef` = any workflow
+    from typing_extensions import ParamSpec, TypeVar
 
-class WorkflowDef:
+    P = ParamSpec("P", default=...)
+    R = TypeVar("R", default=Any)
+else:
+    from typing import ParamSpec, TypeVar
+
+    P = ParamSpec("P")
+    R = TypeVar("R")
+
+
+class WorkflowDef(Generic[P, R]):
     """A durable workflow: the function, its name, and whether replay checks step arguments."""
 
-    def __init__(self, fn: Callable[..., Any], name: str | None, check_args: bool) -> None:
+    def __init__(self, fn: Callable[P, R], name: str | None, check_args: bool) -> None:
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.name = name or fn.__name__
         self.check_args = check_args
         self.is_async = inspect.iscoroutinefunction(fn)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """A plain call of the function (not durable); use `start()` to run it durably."""
         return self.fn(*args, **kwargs)
+
+    def check_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Raise InvalidArguments when the function cannot be called with these arguments."""
+        try:
+            signature = inspect.signature(self.fn)
+        except ValueError:
+            return  # no signature to check against (a builtin): the call itself will tell
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise InvalidArguments(f"wrong arguments for workflow {self.name}: {exc}") from None
 
     def __repr__(self) -> str:
         return f"<workflow {self.name}>"
 
 
-class StepDef:
+class StepDef(Generic[P, R]):
     """A journaled unit of work with retries; a plain function call outside a run."""
 
     def __init__(
-        self, fn: Callable[..., Any], name: str | None, max_retries: int | None,
+        self, fn: Callable[P, R], name: str | None, max_retries: int | None,
         retry_delay: float | None, timeout: float | None = None,
     ) -> None:
         functools.update_wrapper(self, fn)
@@ -42,13 +69,14 @@ class StepDef:
         self.timeout = timeout
         self.is_async = inspect.iscoroutinefunction(fn)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Inside a workflow, the journaled step; elsewhere (a test, another step) a plain call."""
         execution = current_execution.get()
         if execution is None or current_step.get() is not None:
             return self.fn(*args, **kwargs)
         if self.is_async:
-            return _steps().call_async(execution, self, args, kwargs)
-        return _steps().call_sync(execution, self, args, kwargs)
+            return _steps().call_async(execution, self, args, kwargs)  # type: ignore[no-any-return]
+        return _steps().call_sync(execution, self, args, kwargs)  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
         return f"<step {self.name}>"

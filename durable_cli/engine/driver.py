@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, cast
 
 from ..errors import DurableError, RunBusy, StorageFailure, Suspend
 from ..store.base import RunSession, Store
@@ -36,12 +36,15 @@ class Options:
     payload_limit: int = 1024 * 1024
 
 
+RunStatus = Literal["running", "sleeping", "waiting", "completed", "failed", "cancelled"]
+
+
 @dataclass
 class Run:
     """A run as its journal describes it: `status`, and `result` or `error` once finished."""
 
     run_id: str
-    status: str
+    status: RunStatus
     workflow: str = ""
     result: Any = None
     error: dict[str, Any] | None = None
@@ -54,7 +57,7 @@ class Run:
         outcome = history.outcome or {}
         suspended = history.suspended or {}
         return cls(
-            run_id, history.status, history.start.get("name", ""), outcome.get("result"),
+            run_id, cast(RunStatus, history.status), history.start.get("name", ""), outcome.get("result"),
             outcome.get("error"), suspended.get("wake_at"),
         )
 

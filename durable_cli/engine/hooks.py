@@ -45,10 +45,12 @@ class HookEvents:
         return str(self.webhook["url"])
 
     def take(self, payload_event: dict[str, Any]) -> Any:
+        """Hand out the next delivered payload (the engine calls this)."""
         self.consumed += 1
         return payload_event["payload"]
 
     def time_out(self, ended: bool) -> Any:
+        """A wait that hit its deadline; `ended` when it was the hook's own (the engine calls this)."""
         self.ended = self.ended or ended
         return TIMED_OUT
 
