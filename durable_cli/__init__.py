@@ -14,8 +14,9 @@ if TYPE_CHECKING:
                       get_writable, patched, sleep, start_child, step, workflow, workflow_now,
                       workflow_random, workflow_uuid)
     from .client import Delivery, cancel, get_run, read_stream, resume_hook, retry, start, tick
+    from .client import cancel_async, get_run_async, resume_hook_async, retry_async, start_async
     from .engine.driver import Run
-    from .errors import (ChildFailed, DurableError, FatalError, JournalDamaged,
+    from .errors import (ChildFailed, DurableError, EngineError, FatalError, JournalDamaged,
                          NonDeterminismError, RetryableError, StepCrashed, StepFailed,
                          TokenInUse, UnknownToken)
 
@@ -26,10 +27,12 @@ _EXPORTS = {
     "patched": "api", "first": "api", "create_webhook": "api", "read_stream": "client", "retry": "client",
     "start": "client", "get_run": "client", "resume_hook": "client", "cancel": "client",
     "Delivery": "client", "tick": "client", "Run": "engine.driver",
+    "start_async": "client", "get_run_async": "client", "resume_hook_async": "client",
+    "cancel_async": "client", "retry_async": "client",
     "DurableError": "errors", "FatalError": "errors", "RetryableError": "errors",
     "NonDeterminismError": "errors", "StepFailed": "errors", "StepCrashed": "errors",
     "ChildFailed": "errors", "JournalDamaged": "errors", "TokenInUse": "errors",
-    "UnknownToken": "errors",
+    "UnknownToken": "errors", "EngineError": "errors",
 }
 
 __all__ = sorted(_EXPORTS)
