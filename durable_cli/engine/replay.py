@@ -47,15 +47,21 @@ class Execution:
         self.definition = definition
         self.options = options
         self.position = 0
+        """The position of the workflow's latest durable call."""
         self.derived = 0
         self.closing = False
+        """Set once the workflow must unwind (suspended, aborted, cancelled, storage lost)."""
         self.fatal: BaseException | None = None
+        """The error the run fails with (journaled as `run_failed`)."""
         self.storage_failure: StorageFailure | None = None
         self.cancelled = False
         self._cancel_checked = -CANCEL_CHECK_SECONDS
         self.suspension: tuple[str, datetime | None, list[Wait]] | None = None
+        """(status, earliest wake time, waits) when the run suspends."""
         self.due_at: datetime | None = None
+        """The run's entry in the store's due index, as this process last set it."""
         self.marked = False
+        """Whether the run is indexed as due now (recoverable by a tick if this process dies)."""
 
     @property
     def metadata(self) -> WorkflowMetadata:
