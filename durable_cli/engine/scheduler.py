@@ -257,8 +257,13 @@ def busy() -> Iterator[None]:
 
 
 def lose(tasks: Iterable[asyncio.Future[Any]]) -> None:
-    """The losers of a race: their waits for a hook payload are cancelled (journaled), now and later."""
-    current().lose(tasks)
+    """The losers of a race: their waits for a hook payload are cancelled (journaled), now and later.
+
+    Outside a run (`first()` in plain asyncio code) there is nothing to cancel.
+    """
+    scheduler = _current.get(None)
+    if scheduler is not None:
+        scheduler.lose(tasks)
 
 
 def suspend(ex: Execution, waits: list[Wait]) -> None:
