@@ -15,8 +15,8 @@ from typing import Any, Iterator
 import pytest
 import uvloop
 
-from durable_cli import (EngineError, first, get_run, resume_hook, sleep, start, step, tick,
-                         define_hook, workflow)
+from durable_cli import (EngineError, define_hook, first, get_run, get_run_async, resume_hook,
+                         resume_hook_async, sleep, start, start_async, step, tick, workflow)
 from e2e import Project
 from helpers import run_events
 
@@ -82,6 +82,35 @@ def test_a_workflow_blocked_outside_durable_calls_is_an_engine_error_never_a_sta
     events = run_events(str(tmp_path), "blocked-1")
     assert [e["type"] for e in events] == ["run_started", "step_started", "step_completed"]
     assert get_run("blocked-1", dir=str(tmp_path)).status == "running"  # recoverable by a tick
+
+
+class BrokenPolicy(asyncio.DefaultEventLoopPolicy):
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        raise RuntimeError("no loop today")
+
+
+def test_an_error_of_the_event_loop_is_reported_naming_the_run_and_never_fails_it(tmp_path):
+    asyncio.set_event_loop_policy(BrokenPolicy())
+    try:
+        with pytest.raises(EngineError, match="run loopless-1: no event loop: RuntimeError: no loop today"):
+            start(gather_race_and_sleep, "t-loopless", dir=str(tmp_path), run_id="loopless-1")
+    finally:
+        asyncio.set_event_loop_policy(None)
+    assert [e["type"] for e in run_events(str(tmp_path), "loopless-1")] == ["run_started"]
+    assert get_run("loopless-1", dir=str(tmp_path)).status == "running"
+
+
+def test_sync_calls_and_async_twins_work_inside_a_running_event_loop(tmp_path):
+    where = str(tmp_path)
+
+    async def handler() -> list[str]:
+        first_run = start(gather_race_and_sleep, "in-loop-1", dir=where)
+        second_run = await start_async(gather_race_and_sleep, "in-loop-2", dir=where)
+        resume_hook("in-loop-1", {"n": 1}, dir=where)
+        await resume_hook_async("in-loop-2", {"n": 2}, dir=where)
+        return [(await get_run_async(run.run_id, dir=where)).status for run in (first_run, second_run)]
+
+    assert asyncio.run(handler()) == ["sleeping", "sleeping"]  # each payload won its race
 
 
 def test_the_cli_reports_an_engine_error_naming_the_run_and_exits_1(tmp_path):
