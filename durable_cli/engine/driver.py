@@ -113,8 +113,10 @@ def execute(
         except (Suspend, StorageFailure):
             pass
         except EngineError:
-            if ex.storage_failure is None:
+            try:
                 ex.flush()  # the facts journaled so far stand; the run stays recoverable
+            except StorageFailure as failure:
+                raise failure.error from None
             raise
         except Exception as exc:
             ex.fatal = exc

@@ -127,25 +127,20 @@ class Scheduler:
             self.loop.call_soon(self._pump)
             self._mark = self._queued
 
-    def runnable(self) -> int:
-        """Work that can still move without the engine: callbacks queued behind the pump, steps."""
-        return self._queued - self._mark + self.live_steps
-
     def _pump(self) -> None:
-        behind = self._queued - self._mark
+        """Act when no work is runnable: no callback queued behind this pump, no step in flight."""
+        queued_behind = self._queued - self._mark
         self._mark = -1
         if self.ex.closing:
             return
-        if behind:
-            self._arm()
+        if queued_behind:
+            self._arm()  # behind them
             return
         if self.live_steps:
             return  # the step's end queues the pump again
         try:
             self._act()
-        except Suspend:
-            self._stop()
-        except StorageFailure:
+        except (Suspend, StorageFailure):
             self._stop()
         except Exception as exc:  # a bug of the engine: never the workflow's failure
             self.error = exc
@@ -161,7 +156,8 @@ class Scheduler:
                 self._gate_stuck(head)
                 return
             del self.gate[head]
-            future.set_result(None)
+            if not future.done():  # its task may have been cancelled meanwhile
+                future.set_result(None)
         elif self._task.done():
             self._stop()
             return

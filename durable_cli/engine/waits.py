@@ -43,7 +43,8 @@ class Wait:
         return None
 
     def cancel(self, ex: Execution) -> None:
-        """Journal that the wait was cancelled unresolved (it lost a race)."""
+        """Journal that the wait lost a race unresolved (called for waits that take a payload)."""
+        raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {"kind": self.kind, "pos": self.pos}
