@@ -38,7 +38,7 @@ import contextvars
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Coroutine, Iterable, Iterator
 
-from ..errors import EngineError, NonDeterminismError, StorageFailure, Suspend
+from ..errors import DurableError, EngineError, NonDeterminismError, StorageFailure, Suspend
 from .delivery import deliver
 from .replay import Execution, describe
 
@@ -176,7 +176,7 @@ class Scheduler:
                 assert wait.future is not None
                 try:
                     wait.future.set_result(wait.complete(ex))
-                except Exception as exc:
+                except DurableError as exc:  # ChildFailed: the workflow gets it; others are engine bugs
                     wait.future.set_exception(exc)
                 return True
             if not deliver(ex):
