@@ -66,6 +66,12 @@ if TYPE_CHECKING:
     from .errors import UnknownToken as UnknownToken
     from .logs import logger as logger
     from .ticker import TickSummary as TickSummary
+    from .client import cancel_async as cancel_async
+    from .client import get_run_async as get_run_async
+    from .client import resume_hook_async as resume_hook_async
+    from .client import retry_async as retry_async
+    from .client import start_async as start_async
+    from .errors import EngineError as EngineError
 
 __all__ = [
     "ChildFailed",
@@ -73,6 +79,7 @@ __all__ = [
     "ConfigError",
     "Delivery",
     "DurableError",
+    "EngineError",
     "FatalError",
     "Hook",
     "HookEvents",
@@ -102,10 +109,12 @@ __all__ = [
     "WorkflowDef",
     "WorkflowMetadata",
     "cancel",
+    "cancel_async",
     "create_webhook",
     "define_hook",
     "first",
     "get_run",
+    "get_run_async",
     "get_step_metadata",
     "get_workflow_metadata",
     "get_writable",
@@ -113,9 +122,12 @@ __all__ = [
     "patched",
     "read_stream",
     "resume_hook",
+    "resume_hook_async",
     "retry",
+    "retry_async",
     "sleep",
     "start",
+    "start_async",
     "start_child",
     "step",
     "tick",
@@ -129,7 +141,7 @@ _MODULES = {
     "api": ["Hook", "create_webhook", "define_hook", "first", "get_step_metadata",
             "get_workflow_metadata", "get_writable", "patched", "sleep", "start_child", "step",
             "workflow", "workflow_now", "workflow_random", "workflow_uuid"],
-    "client": ["Delivery", "cancel", "get_run", "read_stream", "resume_hook", "retry", "start", "tick"],
+    "client": ["Delivery", "cancel", "get_run", "read_stream", "resume_hook", "retry", "start", "tick", "cancel_async", "get_run_async", "resume_hook_async", "retry_async", "start_async"],
     "engine.children": ["ChildHandle"],
     "engine.context": ["StepMetadata", "WorkflowMetadata"],
     "engine.definitions": ["StepDef", "WorkflowDef"],
@@ -139,7 +151,7 @@ _MODULES = {
     "errors": ["ChildFailed", "ConfigError", "DurableError", "FatalError", "InvalidArguments",
                "InvalidPayload", "InvalidReference", "JournalDamaged", "NonDeterminismError",
                "RetryableError", "RunBusy", "RunConflict", "RunExists", "RunNotFound", "StepCrashed",
-               "StepFailed", "StepTimeout", "JournalTooNew", "StoreError", "TokenInUse", "UnknownToken"],
+               "StepFailed", "StepTimeout", "JournalTooNew", "StoreError", "TokenInUse", "UnknownToken", "EngineError"],
     "logs": ["logger"],
     "ticker": ["TickSummary"],
 }

@@ -195,14 +195,18 @@ def patched(change_id: str) -> bool:
 async def first(*awaitables: Any) -> tuple[int, Any]:
     """Race awaitables (steps, sleeps, hook waits, child results): (index, result) of the first.
 
-    The race resolves on replay exactly as it did the first time; the losers keep running and
-    their outcomes are journaled too.
+    The race resolves on replay exactly as it did the first time. The losers never take a hook
+    payload: a losing `hook.next()` is cancelled (journaled), so the payload stays for the next
+    `next()`. Other losers (steps, sleeps, child results) keep running; their outcomes are journaled.
     """
     import asyncio
+
+    from .engine.scheduler import lose
 
     tasks = [asyncio.ensure_future(item) for item in awaitables]
     done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     winner = min(done, key=tasks.index)
+    lose(task for task in tasks if task is not winner)
     return tasks.index(winner), winner.result()
 
 

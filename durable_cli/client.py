@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from .config import Config
     from .ticker import TickSummary
 
-__all__ = ["start", "get_run", "resume_hook", "cancel", "Delivery", "options_for", "new_run_id"]
+__all__ = ["start", "get_run", "resume_hook", "cancel", "Delivery", "options_for", "new_run_id",
+           "start_async", "get_run_async", "resume_hook_async", "cancel_async", "retry_async"]
 
 P = ParamSpec("P")
 
@@ -262,3 +263,44 @@ def retry(run_id: str, dir: str | None = None, store: str | None = None) -> Run:
 
     with opened(dir, store) as target:
         return retry_run(target, check_run_id(run_id), utcnow, options_for())
+
+
+# Async twins: for `async def` code (a Starlette or FastAPI handler). Each runs its sync twin in a
+# worker thread (`asyncio.to_thread`), so the caller's event loop goes on serving while a run is
+# driven; the sync functions work inside a running loop too, but block it until they return.
+
+async def start_async(fn: WorkflowDef, *args: Any, dir: str | None = None, store: str | None = None,
+                      run_id: str | None = None, **kwargs: Any) -> Run:
+    """`start` without blocking the caller's event loop."""
+    import asyncio
+
+    return await asyncio.to_thread(start, fn, *args, dir=dir, store=store, run_id=run_id, **kwargs)
+
+
+async def get_run_async(run_id: str, dir: str | None = None, store: str | None = None) -> Run:
+    """`get_run` without blocking the caller's event loop."""
+    import asyncio
+
+    return await asyncio.to_thread(get_run, run_id, dir, store)
+
+
+async def resume_hook_async(token: str, payload: Any, dir: str | None = None, store: str | None = None,
+                            key: str | None = None, enqueue: bool = False) -> Delivery:
+    """`resume_hook` without blocking the caller's event loop."""
+    import asyncio
+
+    return await asyncio.to_thread(resume_hook, token, payload, dir, store, key, enqueue)
+
+
+async def cancel_async(run_id: str, dir: str | None = None, store: str | None = None) -> Run:
+    """`cancel` without blocking the caller's event loop."""
+    import asyncio
+
+    return await asyncio.to_thread(cancel, run_id, dir, store)
+
+
+async def retry_async(run_id: str, dir: str | None = None, store: str | None = None) -> Run:
+    """`retry` without blocking the caller's event loop."""
+    import asyncio
+
+    return await asyncio.to_thread(retry, run_id, dir, store)

@@ -122,3 +122,11 @@ class StorageFailure(BaseException):
     def __init__(self, error: BaseException) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+class EngineError(DurableError):
+    """An error of the engine or of the event loop, not raised by workflow or step code.
+
+    Never journaled as the run's failure: the run keeps its journal and stays recoverable (the
+    next tick, or the next command, drives it again); the message names the run.
+    """

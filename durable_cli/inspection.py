@@ -115,6 +115,7 @@ def timeline(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             outcome = op.completion or {}
             entries.append({"kind": "wait", "pos": pos, "name": op.name, "token": first.get("token"),
                             "status": "timed out" if outcome.get("timed_out") else
+                            "cancelled" if outcome.get("cancelled") else
                             (f"payload {outcome['n']}" if done else "waiting"),
                             "deadline": (op.first("hook_wait") or {}).get("until")})
         elif op.kind in ("child", "join"):

@@ -38,7 +38,7 @@ class RunFailure(Failure):
 def _fail_from(exc: BaseException) -> NoReturn:
     from .. import errors
 
-    if isinstance(exc, (errors.JournalDamaged, errors.RunBusy)):
+    if isinstance(exc, (errors.JournalDamaged, errors.RunBusy, errors.EngineError)):
         raise RunFailure(str(exc)) from None
     if isinstance(exc, (errors.DurableError, ValueError)):
         raise Failure(str(exc)) from None

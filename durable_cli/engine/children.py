@@ -19,7 +19,8 @@ from .driver import Options, Run, drive
 from .history import FINISHED
 from .outcomes import rebuild
 from .replay import Clock, Execution
-from .waits import Wait, block, block_async
+from .scheduler import park, turn
+from .waits import Wait, block
 
 
 
@@ -89,16 +90,15 @@ class ChildHandle:
             return self._result_async()
         pos, completion = self._begin()
         if completion is not None:
-            self._ex.consume(pos)
             return outcome(completion)
         return block(self._ex, ChildWait(pos, self))
 
     async def _result_async(self) -> Any:
         pos, completion = self._begin()
         if completion is not None:
-            await self._ex.turn(pos)
+            await turn(pos)
             return outcome(completion)
-        return await block_async(self._ex, ChildWait(pos, self))
+        return await park(ChildWait(pos, self))
 
     def __repr__(self) -> str:
         return f"<child run {self.run_id}>"

@@ -9,12 +9,11 @@ resets the count).
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, cast
 
-from ..errors import DurableError, RunBusy, StorageFailure, Suspend
+from ..errors import DurableError, EngineError, RunBusy, StorageFailure, Suspend
 from ..store.base import RunSession, Store
 from ..timeparse import iso, parse_instant
 from .context import current_execution
@@ -22,8 +21,8 @@ from .delivery import deliver
 from .history import TERMINAL, History
 from .outcomes import error_info
 from .replay import Clock, Execution
+from .scheduler import run_async
 from .steps import holds
-from .waits import resolve_idle, suspend
 
 
 
@@ -70,62 +69,11 @@ def _run_workflow(ex: Execution, args: list[Any], kwargs: dict[str, Any]) -> Any
         if not definition.is_async:
             result = definition.fn(*args, **kwargs)
         else:
-            result = _run_async(ex, args, kwargs)
+            result = run_async(ex, definition.fn, args, kwargs)
         ex.check_finished()
         return result
     finally:
         current_execution.reset(token)
-
-
-def _run_async(ex: Execution, args: list[Any], kwargs: dict[str, Any]) -> Any:
-    loop = asyncio.new_event_loop()
-    ex.loop = loop
-    stopped: asyncio.Future[None] = loop.create_future()
-
-    def stop() -> None:
-        if not stopped.done():
-            stopped.set_result(None)
-
-    def idle() -> None:
-        if task.done():
-            stop()
-        elif ex.closing or not resolve_idle(ex):
-            if not ex.closing:
-                try:
-                    suspend(ex, list(ex.pending.values()))
-                except Suspend:
-                    pass
-            stop()
-        else:
-            ex.arm()
-
-    task = loop.create_task(definition_coroutine(ex, args, kwargs))
-    ex.on_idle = idle
-    task.add_done_callback(lambda _: stop())
-    ex.arm()
-    try:
-        loop.run_until_complete(stopped)
-        if task.done() and not ex.closing:
-            while ex.live_steps:
-                loop.run_until_complete(asyncio.sleep(0.005))
-        suspended = not task.done() or ex.closing
-        ex.closing = True
-        leftovers = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for leftover in leftovers:
-            leftover.cancel()
-        if leftovers:
-            loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
-    finally:
-        loop.close()
-        ex.loop = None
-    if suspended or task.cancelled():
-        raise Suspend()
-    ex.closing = False
-    return task.result()
-
-
-async def definition_coroutine(ex: Execution, args: list[Any], kwargs: dict[str, Any]) -> Any:
-    return await ex.definition.fn(*args, **kwargs)
 
 
 def execute(
@@ -144,7 +92,6 @@ def execute(
         ex.record("run_started", **start)
     if retry and history.status == "failed":
         ex.record("run_retried")
-        ex.gate = dict.fromkeys(history.completion_order)
     elif history.finished:
         if due_at is not None:
             store.set_due(ex.run_id, None, due_at)  # a stale entry: drop it so no tick sees it again
@@ -170,6 +117,12 @@ def execute(
             completed = True
         except (Suspend, StorageFailure):
             pass
+        except EngineError:
+            try:
+                ex.flush()  # the facts journaled so far stand; the run stays recoverable
+            except StorageFailure as failure:
+                raise failure.error from None
+            raise
         except Exception as exc:
             ex.fatal = exc
     try:

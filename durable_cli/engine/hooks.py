@@ -7,6 +7,7 @@ or a deadline) is journaled, so replays hand out the same payloads in the same o
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from datetime import datetime, timedelta
 from typing import Any, Callable
@@ -14,7 +15,8 @@ from typing import Any, Callable
 from ..errors import TokenInUse
 from ..timeparse import iso, parse_duration, parse_instant
 from .replay import Execution
-from .waits import TIMED_OUT, HookWait, block, block_async
+from .scheduler import park, turn
+from .waits import TIMED_OUT, HookWait, block
 
 
 def check_token(token: object) -> str:
@@ -70,6 +72,8 @@ class HookEvents:
         return pos, None, HookWait(pos, due, self)
 
     def _replayed(self, completion: dict[str, Any]) -> Any:
+        if completion.get("cancelled"):
+            raise asyncio.CancelledError()  # it lost a race (`first`) and took no payload
         if completion.get("timed_out"):
             return self.time_out(bool(completion.get("ended")))
         return self.take(self._ex.history.payloads[self.token][completion["n"] - 1])
@@ -79,7 +83,6 @@ class HookEvents:
             return TIMED_OUT
         pos, completion, wait = self._wait(timeout)
         if completion is not None:
-            self._ex.consume(pos)
             return self._replayed(completion)
         assert wait is not None
         return block(self._ex, wait)
@@ -89,10 +92,10 @@ class HookEvents:
             return TIMED_OUT
         pos, completion, wait = self._wait(timeout)
         if completion is not None:
-            await self._ex.turn(pos)
+            await turn(pos)
             return self._replayed(completion)
         assert wait is not None
-        return await block_async(self._ex, wait)
+        return await park(wait)
 
     def next(self, timeout: object = None) -> Any:
         """The next payload, or None once the deadline (`timeout` or the hook's) passes first."""

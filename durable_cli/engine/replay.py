@@ -3,8 +3,7 @@
 The workflow's Nth durable call is position N. A call whose position the journal already holds
 gets the recorded outcome; a call of another kind or name than the journal holds there is a
 non-determinism error naming both, and nothing unexpected runs. In async workflows, recorded
-outcomes are handed back in the order they were journaled (the *gate*), so `asyncio.gather` and
-races resolve on replay exactly as they did the first time.
+outcomes are handed back in the order they were journaled by the scheduler (engine/scheduler.py).
 """
 
 from __future__ import annotations
@@ -48,22 +47,22 @@ class Execution:
         self.definition = definition
         self.options = options
         self.position = 0
+        """The position of the workflow's latest durable call."""
         self.derived = 0
-        self.gate: dict[int, None] = dict.fromkeys(self.history.completion_order)
-        self.turns: dict[int, asyncio.Future[None]] = {}
-        self.pending: dict[int, Wait] = {}
-        self.live_steps = 0
         self.closing = False
+        """Set once the workflow must unwind (suspended, aborted, cancelled, storage lost)."""
         self.fatal: BaseException | None = None
+        """The error the run fails with (journaled as `run_failed`)."""
         self.storage_failure: StorageFailure | None = None
         self.cancelled = False
         self._cancel_checked = -CANCEL_CHECK_SECONDS
         self.suspension: tuple[str, datetime | None, list[Wait]] | None = None
+        """(status, earliest wake time, waits) when the run suspends."""
         self.due_at: datetime | None = None
+        """The run's entry in the store's due index, as this process last set it."""
         self.marked = False
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._armed = False
-        self.on_idle: Callable[[], None] | None = None
+        """Whether the run is indexed as due now (recoverable by a tick if this process dies)."""
+
     @property
     def metadata(self) -> WorkflowMetadata:
         start = self.history.start
@@ -164,59 +163,3 @@ class Execution:
                     f"{describe(op.kind, op.name)} but the workflow returned"
                 )
             )
-
-    # the gate (async replay order)
-    def consume(self, pos: int) -> None:
-        """Take a recorded outcome off the gate at once (synchronous calls)."""
-        self.gate.pop(pos, None)
-
-    async def turn(self, pos: int) -> None:
-        """Wait until the journal's order says the outcome at `pos` was observed."""
-        if pos not in self.gate:
-            return
-        assert self.loop is not None
-        future = self.loop.create_future()
-        self.turns[pos] = future
-        self.arm()
-        await future
-
-    def arm(self) -> None:
-        """Schedule one pump of the async scheduler (at most one is ever queued)."""
-        if self.loop is not None and not self._armed:
-            self._armed = True
-            self.loop.call_soon(self.pump)
-
-    def pump(self) -> None:
-        """When every task is blocked, release the next recorded outcome, or resolve or suspend."""
-        self._armed = False
-        assert self.loop is not None
-        if getattr(self.loop, "_ready", None) or self.closing:
-            if not self.closing:
-                self.arm()
-            return
-        if self.live_steps:
-            return
-        if self.gate:
-            head = next(iter(self.gate))
-            future = self.turns.pop(head, None)
-            if future is None:
-                self._gate_stuck(head)
-                return
-            del self.gate[head]
-            future.set_result(None)
-            self.arm()
-            return
-        if self.on_idle is not None:
-            self.on_idle()
-
-    def _gate_stuck(self, head: int) -> None:
-        op = self.history.ops[head]
-        waiting = sorted(set(self.turns) | set(self.pending))
-        asked = ", ".join(f"position {p}" for p in waiting) or "nothing"
-        self.fatal = NonDeterminismError(
-            f"workflow is not deterministic: the journal holds {describe(op.kind, op.name)} "
-            f"completing at position {head}, but the workflow never asked for it (it waits on {asked})"
-        )
-        self.closing = True
-        if self.on_idle is not None:
-            self.on_idle()

@@ -29,7 +29,8 @@ from .definitions import StepDef
 from .history import Op
 from .outcomes import error_info, rebuild
 from .replay import Execution
-from .waits import SHORT_RETRY_SECONDS, RetryWait, block, block_async, suspend
+from .scheduler import busy, park, pending_waits, suspend, turn
+from .waits import SHORT_RETRY_SECONDS, RetryWait, block
 
 DEFAULT_MAX_RETRIES = 3
 DEFAULT_RETRY_DELAY = 1.0
@@ -137,7 +138,7 @@ def _overran(ex: Execution, sdef: StepDef, pos: int, attempt: int, thread: threa
     _HELD.append((thread, ex.session))
     failed = ex.history.ops[pos].last("step_failed") or {}
     due = parse_instant(failed["retry_at"]) if failed.get("retry_at") else ex.clock()
-    suspend(ex, [RetryWait(pos, due), *ex.pending.values()])
+    suspend(ex, [RetryWait(pos, due), *pending_waits()])
 
 
 def _timed_out(sdef: StepDef, attempt: int, seconds: float) -> StepTimeout:
@@ -224,7 +225,6 @@ def call_sync(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs: dict[
     """A step call in a workflow: the recorded outcome, or attempts until one is final."""
     pos, op, digest = _begin(ex, sdef, args, kwargs)
     if op is not None and op.completion is not None:
-        ex.consume(pos)
         return _outcome(op.completion)
     while True:
         attempt, wait, completion = _plan(ex, sdef, pos)
@@ -249,7 +249,7 @@ async def call_async(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs
     """The async twin of `call_sync`: recorded outcomes wait for their turn in the journal's order."""
     pos, op, digest = _begin(ex, sdef, args, kwargs)
     if op is not None and op.completion is not None:
-        await ex.turn(pos)
+        await turn(pos)
         return _outcome(op.completion)
     while True:
         attempt, wait, completion = _plan(ex, sdef, pos)
@@ -258,23 +258,18 @@ async def call_async(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs
         if wait is not None and wait.due_at is not None:
             pause = (wait.due_at - ex.clock()).total_seconds()
             if pause > SHORT_RETRY_SECONDS:
-                await block_async(ex, wait)
+                await park(wait)
             elif pause > 0:
                 ex.flush()
-                ex.live_steps += 1
-                try:
+                with busy():
                     await ex.pause_async(pause)
-                finally:
-                    ex.live_steps -= 1
         token = _start_attempt(ex, sdef, pos, attempt, digest)
-        ex.live_steps += 1
         try:
-            result = await _await_step(sdef, args, kwargs, _timeout(ex, sdef), attempt)
+            with busy():
+                result = await _await_step(sdef, args, kwargs, _timeout(ex, sdef), attempt)
         except Exception as exc:
             _fail(ex, sdef, pos, attempt, exc)
             continue
         finally:
-            ex.live_steps -= 1
             current_step.reset(token)
-            ex.arm()
         return _succeed(ex, sdef, pos, result)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import Any
 
-from ..errors import Suspend
 from ..timeparse import iso, parse_instant
 from .replay import Execution
+from .scheduler import park, suspend, turn
 
 SHORT_RETRY_SECONDS = 2.0
 TIMED_OUT = object()
@@ -25,11 +25,14 @@ class Wait:
 
     kind = "wait"
     waiting = False
+    takes_payload = False
+    """Whether resolving it consumes a hook payload (a race's loser must not: see `cancel`)."""
 
     def __init__(self, pos: int, due_at: datetime | None) -> None:
         self.pos = pos
         self.due_at = due_at
         self.future: asyncio.Future[Any] | None = None
+        self.task: asyncio.Future[Any] | None = None
 
     def ready_at(self, ex: Execution, now: datetime) -> datetime | None:
         """The moment this wait could resolve, if it can resolve at `now`."""
@@ -38,6 +41,10 @@ class Wait:
     def complete(self, ex: Execution) -> Any:
         """Journal how the wait resolved and return what the workflow gets."""
         return None
+
+    def cancel(self, ex: Execution) -> None:
+        """Journal that the wait lost a race unresolved (called for waits that take a payload)."""
+        raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {"kind": self.kind, "pos": self.pos}
@@ -63,6 +70,7 @@ class HookWait(Wait):
 
     kind = "hook"
     waiting = True
+    takes_payload = True
 
     def __init__(self, pos: int, due_at: datetime | None, events: Any) -> None:
         super().__init__(pos, due_at)
@@ -92,19 +100,13 @@ class HookWait(Wait):
         ex.record("hook_next", pos=self.pos, name=name, token=token, timed_out=True, ended=ended)
         return self.events.time_out(ended)
 
+    def cancel(self, ex: Execution) -> None:
+        ex.record("hook_next", pos=self.pos, name=self.events.name, token=self.events.token, cancelled=True)
+
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         info["token"] = self.events.token
         return info
-
-
-def suspend(ex: Execution, waits: list[Wait]) -> NoReturn:
-    """Stop the workflow here: nothing can resolve before a tick or a delivery."""
-    times = [w.due_at for w in waits if w.due_at is not None]
-    status = "waiting" if any(w.waiting for w in waits) else "sleeping"
-    ex.suspension = (status, min(times) if times else None, waits)
-    ex.closing = True
-    raise Suspend()
 
 
 def block(ex: Execution, wait: Wait) -> Any:
@@ -123,39 +125,7 @@ def block(ex: Execution, wait: Wait) -> Any:
                 ex.flush()
                 ex.pause(pause)
                 continue
-        suspend(ex, [wait, *ex.pending.values()])
-
-
-async def block_async(ex: Execution, wait: Wait) -> Any:
-    """Resolve `wait` in an async workflow: the scheduler resolves it when every task is blocked."""
-    assert ex.loop is not None
-    wait.future = ex.loop.create_future()
-    ex.pending[wait.pos] = wait
-    ex.arm()
-    try:
-        return await wait.future
-    finally:
-        ex.pending.pop(wait.pos, None)
-
-
-def resolve_idle(ex: Execution) -> bool:
-    """With every task blocked on a live wait: resolve the earliest ready one; False to suspend."""
-    from .delivery import deliver
-
-    for _ in range(2):
-        now = ex.clock()
-        ready = [(at, w.pos, w) for w in ex.pending.values() if (at := w.ready_at(ex, now))]
-        if ready:
-            _, _, wait = min(ready, key=lambda item: (item[0], item[1]))
-            assert wait.future is not None
-            try:
-                wait.future.set_result(wait.complete(ex))
-            except Exception as exc:
-                wait.future.set_exception(exc)
-            return True
-        if not deliver(ex):
-            break
-    return False
+        suspend(ex, [wait])
 
 
 def sleep_until(ex: Execution, pos: int, op: Any, until: datetime) -> SleepWait:
@@ -171,7 +141,6 @@ def sleep_sync(ex: Execution, until: datetime) -> None:
     """`sleep()` in a sync workflow: returns once the wake time has passed, else suspends."""
     pos, op = ex.begin("sleep", "sleep")
     if op is not None and op.completion is not None:
-        ex.consume(pos)
         return
     block(ex, sleep_until(ex, pos, op, until))
 
@@ -180,6 +149,6 @@ async def sleep_async(ex: Execution, until: datetime) -> None:
     """`await sleep()` in an async workflow."""
     pos, op = ex.begin("sleep", "sleep")
     if op is not None and op.completion is not None:
-        await ex.turn(pos)
+        await turn(pos)
         return
-    await block_async(ex, sleep_until(ex, pos, op, until))
+    await park(sleep_until(ex, pos, op, until))

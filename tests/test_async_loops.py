@@ -1,0 +1,130 @@
+"""Async workflows on any event loop, and errors of the engine kept apart from the workflow's (issue 16).
+
+The scheduler (durable_cli/engine/scheduler.py) counts runnable work itself and reads no private
+attribute of the loop, so uvloop's loop (installed as the policy) suspends and replays a run as
+asyncio's does. A workflow blocked on something the engine cannot see is an engine error: the run
+is not journaled as failed or suspended, and stays recoverable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterator
+
+import pytest
+import uvloop
+
+from durable_cli import (EngineError, define_hook, first, get_run, get_run_async, resume_hook,
+                         resume_hook_async, sleep, start, start_async, step, tick, workflow)
+from e2e import Project
+from helpers import run_events
+
+CALLS: list[str] = []
+signal = define_hook("signal")
+
+
+def later(**delta: float) -> datetime:
+    return datetime.now(timezone.utc) + timedelta(**delta)
+
+
+@step
+async def fetch(name: str) -> str:
+    CALLS.append(name)
+    await asyncio.sleep(0)
+    return name
+
+
+@workflow
+async def gather_race_and_sleep(token: str) -> list[Any]:
+    events = signal.create(token=token)
+    both = await asyncio.gather(fetch("a"), fetch("b"))
+    index, _ = await first(sleep("1h"), events.next())
+    await sleep("1 day")
+    return [both, index, await fetch("c")]
+
+
+@workflow
+async def blocked_on_an_event() -> None:
+    await fetch("before")
+    await asyncio.Event().wait()
+
+
+@pytest.fixture
+def uvloop_policy() -> Iterator[None]:
+    CALLS.clear()
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    try:
+        yield
+    finally:
+        asyncio.set_event_loop_policy(None)
+
+
+def test_an_async_workflow_suspends_with_its_wake_time_and_resumes_under_uvloop(tmp_path, uvloop_policy):
+    where = str(tmp_path)
+    run = start(gather_race_and_sleep, "uv-1", dir=where)
+    assert (run.status, run.wake_at) == ("waiting", run.wake_at) and run.wake_at is not None
+    assert isinstance(asyncio.new_event_loop(), uvloop.Loop)
+    tick(dir=where, now=later(hours=2))  # the sleep wins the race; the 1-day sleep starts
+    assert get_run(run.run_id, dir=where).status == "sleeping"
+    resume_hook("uv-1", {"late": True}, dir=where)  # replays the gather and the race: exact order
+    tick(dir=where, now=later(days=3))
+    done = get_run(run.run_id, dir=where)
+    assert (done.status, done.result) == ("completed", [["a", "b"], 0, "c"])
+    assert CALLS == ["a", "b", "c"]
+    suspended = [e for e in run_events(where, run.run_id) if e["type"] == "run_suspended"]
+    assert all(e["wake_at"] and e["waits"] for e in suspended)
+
+
+def test_a_workflow_blocked_outside_durable_calls_is_an_engine_error_never_a_state(tmp_path, uvloop_policy):
+    with pytest.raises(EngineError, match="run blocked-1: the workflow is blocked on something other"):
+        start(blocked_on_an_event, dir=str(tmp_path), run_id="blocked-1")
+    events = run_events(str(tmp_path), "blocked-1")
+    assert [e["type"] for e in events] == ["run_started", "step_started", "step_completed"]
+    assert get_run("blocked-1", dir=str(tmp_path)).status == "running"  # recoverable by a tick
+
+
+class BrokenPolicy(asyncio.DefaultEventLoopPolicy):
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        raise RuntimeError("no loop today")
+
+
+def test_an_error_of_the_event_loop_is_reported_naming_the_run_and_never_fails_it(tmp_path):
+    asyncio.set_event_loop_policy(BrokenPolicy())
+    try:
+        with pytest.raises(EngineError, match="run loopless-1: no event loop: RuntimeError: no loop today"):
+            start(gather_race_and_sleep, "t-loopless", dir=str(tmp_path), run_id="loopless-1")
+    finally:
+        asyncio.set_event_loop_policy(None)
+    assert [e["type"] for e in run_events(str(tmp_path), "loopless-1")] == ["run_started"]
+    assert get_run("loopless-1", dir=str(tmp_path)).status == "running"
+
+
+def test_sync_calls_and_async_twins_work_inside_a_running_event_loop(tmp_path):
+    where = str(tmp_path)
+
+    async def handler() -> list[str]:
+        first_run = start(gather_race_and_sleep, "in-loop-1", dir=where)
+        second_run = await start_async(gather_race_and_sleep, "in-loop-2", dir=where)
+        resume_hook("in-loop-1", {"n": 1}, dir=where)
+        await resume_hook_async("in-loop-2", {"n": 2}, dir=where)
+        return [(await get_run_async(run.run_id, dir=where)).status for run in (first_run, second_run)]
+
+    assert asyncio.run(handler()) == ["sleeping", "sleeping"]  # each payload won its race
+
+
+def test_the_cli_reports_an_engine_error_naming_the_run_and_exits_1(tmp_path):
+    project = Project(tmp_path, "flows", '''
+        import asyncio
+        from durable_cli import workflow
+
+        @workflow
+        async def stuck():
+            await asyncio.Event().wait()
+    ''')
+    code, out, err = project.cli("run", project.ref("stuck"), "--id", "stuck-1")
+    assert code == 1, err
+    assert "stuck-1" in err and "Traceback" not in err
+    code, doc, err = project.json("inspect", "stuck-1")
+    assert doc["status"] == "running"
+    assert not any(e["type"] in ("run_failed", "run_suspended") for e in doc["events"])
