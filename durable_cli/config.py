@@ -5,6 +5,7 @@ Every mistake becomes one ConfigError sentence naming the file and the key, at l
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ _TOP_KEYS = (
 _DEFAULT_KEYS = ("max_retries", "retry_delay", "timeout")
 _SCHEDULE_KEYS = ("name", "cron", "timezone", "workflow", "args", "kwargs", "catch_up")
 _NAME = re.compile(r"[a-z0-9_-]+")
+MAX_NAME = 100  # a schedule's run ids (`sched-<name>-<instant>`) stay well within the 200 allowed
 _RANDOM_CRON = re.compile(r"(?:^|[\s,])R", re.IGNORECASE)
 
 
@@ -220,6 +222,8 @@ def _schedule(shown: str, index: int, entry: Any) -> Schedule:
         raise ConfigError(f"{shown}: {where}: name is required")
     if not named:
         raise ConfigError(f"{shown}: {where}: name {name!r} must match [a-z0-9_-]+")
+    if len(name) > MAX_NAME:
+        raise ConfigError(f"{shown}: {where}: name is {len(name)} characters long, over {MAX_NAME}")
     cron = _cron(shown, where, entry.get("cron"))
     zone = _zone(shown, where, _get(entry, "timezone", "UTC"))
     workflow = _workflow(shown, where, entry.get("workflow"))
@@ -295,13 +299,22 @@ def _workflow(shown: str, where: str, value: Any) -> str:
 
 def _json_problem(value: Any) -> str | None:
     """Why `value` cannot be a JSON payload (YAML also reads dates, for one), or None if it can."""
-    if value is None or isinstance(value, (str, int, float, bool)):
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{value!r} is not valid Unicode (a lone surrogate)"
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value!r} is not a JSON number"
+    if value is None or isinstance(value, (int, float, bool)):
         return None
     if isinstance(value, list):
         return next((p for p in map(_json_problem, value) if p), None)
     if isinstance(value, dict):
         for key, item in value.items():
-            problem = f"key {key!r} is not a string" if not isinstance(key, str) else _json_problem(item)
+            problem = f"key {key!r} is not a string" if not isinstance(key, str) else (
+                _json_problem(key) or _json_problem(item))
             if problem:
                 return problem
         return None

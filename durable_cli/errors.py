@@ -80,6 +80,10 @@ class InvalidPayload(DurableError):
     """A payload is not acceptable JSON (or is too large)."""
 
 
+class PayloadTooLarge(InvalidPayload):
+    """A payload is over the payload limit (as sent, or as it would be stored)."""
+
+
 class InvalidReference(DurableError):
     """A `module:function` reference cannot be loaded, or does not name a workflow."""
 

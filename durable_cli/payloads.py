@@ -1,17 +1,27 @@
-"""Hook payloads from outside: strict JSON (no NaN, no BOM, bounded depth and size), never pickle."""
+"""Hook payloads from outside: strict JSON (no NaN, no BOM, bounded depth and size), never pickle.
+
+A payload is measured as the journal will store it (compact JSON in UTF-8), and its text must be
+valid Unicode: JSON can spell a lone surrogate (`"\\ud800"`) that no UTF-8 journal can hold, so
+such a payload is refused at the door instead of failing every delivery later.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import sys
 from typing import Any
 
-from .errors import InvalidPayload
+from .errors import InvalidPayload, PayloadTooLarge
 
 DEFAULT_LIMIT = 1024 * 1024
 MAX_DEPTH = 512
+
+
+class NestedTooDeep(InvalidPayload):
+    """The JSON parses (or would) but nests deeper than allowed."""
 
 
 def _no_constant(name: str) -> Any:
@@ -32,10 +42,14 @@ def _depth(value: Any) -> int:
     return depth - 1
 
 
-def parse_payload(data: bytes, limit: int = DEFAULT_LIMIT) -> Any:
+# `\ud800`-`\udfff` escapes: the only way valid UTF-8 JSON text can spell a surrogate
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def parse_payload(data: bytes, limit: int = DEFAULT_LIMIT, max_depth: int = MAX_DEPTH) -> Any:
     """The JSON value in `data`, or InvalidPayload with the reason."""
     if len(data) > limit:
-        raise InvalidPayload(f"payload is {len(data)} bytes, over the limit of {limit} bytes")
+        raise PayloadTooLarge(f"payload is {len(data)} bytes, over the limit of {limit} bytes")
     if data.startswith(b"\xef\xbb\xbf"):
         raise InvalidPayload("invalid JSON: the payload starts with a UTF-8 byte order mark")
     if not data.strip():
@@ -46,20 +60,49 @@ def parse_payload(data: bytes, limit: int = DEFAULT_LIMIT) -> Any:
     except UnicodeDecodeError:
         raise InvalidPayload("invalid JSON: the payload is not UTF-8") from None
     except RecursionError:
-        raise InvalidPayload(f"invalid JSON: nested deeper than {MAX_DEPTH} levels") from None
+        raise NestedTooDeep(f"invalid JSON: nested deeper than {max_depth} levels") from None
     except json.JSONDecodeError as exc:
         raise InvalidPayload(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    if _depth(value) > MAX_DEPTH:
-        raise InvalidPayload(f"invalid JSON: nested deeper than {MAX_DEPTH} levels")
+    if _depth(value) > max_depth:
+        raise NestedTooDeep(f"invalid JSON: nested deeper than {max_depth} levels")
+    if _SURROGATE_ESCAPE.search(data):
+        stored(value)
     return value
 
 
-def check_value(value: Any, limit: int = DEFAULT_LIMIT) -> None:
-    """Raise InvalidPayload unless a Python value is a JSON document within the size limit."""
+def stored(value: Any, what: str = "payload") -> bytes:
+    """`value` as a journal line holds it (compact JSON, UTF-8), or InvalidPayload about `what`."""
     try:
-        data = json.dumps(value, allow_nan=False).encode()
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError) as exc:
-        raise InvalidPayload(f"payload is not JSON serializable: {exc}") from None
+        raise InvalidPayload(f"{what} is not JSON serializable: {exc}") from None
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidPayload(
+            f"{what}: {text[exc.start:exc.end]!r} is not valid Unicode (a lone surrogate: no UTF-8"
+            " journal can hold it)"
+        ) from None
+
+
+def check_text(text: object, what: str) -> str:
+    """`text` if it is a string a journal can hold (valid Unicode), else InvalidPayload naming `what`."""
+    if not isinstance(text, str):
+        raise InvalidPayload(f"{what} must be a string, got {text!r}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidPayload(
+            f"{what} {text!r} is not valid Unicode (a lone surrogate: an undecodable byte in an argument?)"
+        ) from None
+    return text
+
+
+def check_value(value: Any, limit: int = DEFAULT_LIMIT) -> None:
+    """Raise InvalidPayload unless a Python value is a JSON document within the size limit, as stored."""
+    data = stored(value)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"payload is {len(data)} bytes as stored, over the limit of {limit} bytes")
     parse_payload(data, limit)
 
 

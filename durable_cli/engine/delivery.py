@@ -12,7 +12,17 @@ from typing import Any
 from ..errors import InvalidPayload
 from ..payloads import DEFAULT_LIMIT, check_value
 from ..timeparse import parse_instant
+from .history import History
 from .replay import Execution
+
+
+def hook_ended(history: History, token: str) -> bool:
+    """Whether the hook holding `token` has passed its deadline (it takes no more payloads)."""
+    return any(
+        op.completion.get("ended")
+        for op in history.ops.values()
+        if op.kind == "wait" and op.completion and op.completion.get("token") == token
+    )
 
 
 def _problem(ex: Execution, message: dict[str, Any]) -> str | None:
@@ -24,17 +34,15 @@ def _problem(ex: Execution, message: dict[str, Any]) -> str | None:
         token = message.get("token")
         if not isinstance(token, str) or "payload" not in message:
             return "a hook message needs a token and a payload"
+        if not isinstance(message.get("key"), (str, type(None))):
+            return "a hook message's key must be a string"
         if token not in ex.history.tokens():
             return f"run {ex.run_id} does not hold token {token!r}"
         try:
             check_value(message["payload"], getattr(ex.options, "payload_limit", DEFAULT_LIMIT))
         except InvalidPayload as exc:
             return str(exc)
-        if any(
-            op.completion.get("ended")
-            for op in ex.history.ops.values()
-            if op.kind == "wait" and op.completion and op.completion.get("token") == token
-        ):
+        if hook_ended(ex.history, token):
             return f"the hook with token {token!r} has passed its deadline"
     elif kind == "child":
         if not isinstance(message.get("child_run_id"), str):
@@ -70,16 +78,20 @@ def deliver(ex: Execution) -> bool:
             if key is not None and key in ex.history.keys(message["token"]):
                 done.append(message_id)
                 continue
-            ex.record(
-                "hook_payload", token=message["token"], payload=message["payload"],
-                sent_at=message["sent_at"], key=key, message_id=message_id,
-            )
+            fields = {"token": message["token"], "payload": message["payload"],
+                      "sent_at": message["sent_at"], "key": key, "message_id": message_id}
+            event_type = "hook_payload"
         else:
-            ex.record(
-                "child_finished", child_run_id=message["child_run_id"],
-                status=message.get("status"), result=message.get("result"),
-                error=message.get("error"), sent_at=message["sent_at"], message_id=message_id,
-            )
+            fields = {"child_run_id": message["child_run_id"], "status": message.get("status"),
+                      "result": message.get("result"), "error": message.get("error"),
+                      "sent_at": message["sent_at"], "message_id": message_id}
+            event_type = "child_finished"
+        try:
+            ex.record(event_type, **fields)
+        except (TypeError, ValueError, RecursionError) as exc:
+            # a journal line cannot hold it (a lone surrogate in a key...): staging took no seq
+            ex.store.reject(ex.run_id, message_id, f"the message cannot be journaled: {exc}")
+            continue
         done.append(message_id)
     delivered = ex.session.has_pending
     ex.flush()
