@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 import sys
 from dataclasses import dataclass
@@ -71,10 +70,9 @@ def start_fields(definition: WorkflowDef, run_id: str, args: tuple[Any, ...], kw
     """The fields of a new run's `run_started` event."""
     from .loader import reference
 
-    try:
-        json.dumps([args, kwargs], allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidPayload(f"workflow arguments must be JSON serializable: {exc}") from None
+    from .payloads import stored
+
+    stored([args, kwargs], "the workflow arguments")  # as run_started holds them, before any file is made
     ref = reference(definition)
     fields = {"v": FORMAT_VERSION, "run_id": run_id, "workflow": ref["workflow"],
               "name": definition.name, "args": list(args), "kwargs": kwargs,
@@ -192,8 +190,10 @@ def holder_of(store: Store, token: str) -> tuple[str, History]:
 
 
 def _live(found: tuple[str, History] | None, token: str) -> tuple[str, History]:
-    if found is None or found[1].finished:
+    if found is None:
         raise UnknownToken(f"no live run holds token {token!r}")
+    if found[1].finished:
+        raise UnknownToken(f"no live run holds token {token!r}: run {found[0]} has {found[1].status}")
     return found
 
 
@@ -203,12 +203,23 @@ def deliver_payload(store: Store, token: str, payload: Any, key: str | None, enq
 
     A repeat of a key already delivered is acknowledged as a duplicate, even once the run finished.
     """
+    from .engine.delivery import hook_ended
+    from .payloads import check_text, check_value
+
+    check_value(payload, options.payload_limit)
+    if key is not None:
+        check_text(key, "key")
     found = _token_run(store, token)
     if key is not None and found is not None and key in found[1].keys(token):
         return Delivery(token, found[0], "duplicate")
-    run_id, _ = _live(found, token)
+    run_id, history = _live(found, token)
+    if hook_ended(history, token):
+        raise UnknownToken(f"the hook with token {token!r} has passed its deadline; the payload was not delivered")
     message = {"kind": "hook", "token": token, "payload": payload, "sent_at": iso(clock()), "key": key}
-    store.post(run_id, message)
+    if store.post_live(run_id, message) is None:
+        # the run ended after we looked: this payload was not delivered, but an earlier one with
+        # the same key may have been
+        return _after_end(store, token, run_id, key)
     if enqueue:
         return Delivery(token, run_id, "queued")
     try:
@@ -216,6 +227,13 @@ def deliver_payload(store: Store, token: str, payload: Any, key: str | None, enq
     except RunBusy:
         return Delivery(token, run_id, "queued")
     return Delivery(token, run_id, "delivered", run)
+
+
+def _after_end(store: Store, token: str, run_id: str, key: str | None) -> Delivery:
+    found = _token_run(store, token)
+    if key is not None and found is not None and key in found[1].keys(token):
+        return Delivery(token, found[0], "duplicate")
+    raise UnknownToken(f"no live run holds token {token!r}: run {run_id} ended first; the payload was not delivered")
 
 
 def resume_hook(token: str, payload: Any, dir: str | None = None, store: str | None = None,
@@ -226,11 +244,9 @@ def resume_hook(token: str, payload: Any, dir: str | None = None, store: str | N
     process executing the run, or by the next tick. `enqueue=True` leaves it to the tick; with
     `key`, a payload is delivered once per key (a repeat returns status "duplicate").
     """
-    from .payloads import check_value
-
-    check_value(payload, payload_limit())
+    options = options_for()
     with opened(dir, store) as target:
-        return deliver_payload(target, token, payload, key, enqueue, utcnow, options_for())
+        return deliver_payload(target, token, payload, key, enqueue, utcnow, options)
 
 
 def cancel(run_id: str, dir: str | None = None, store: str | None = None) -> Run:

@@ -339,6 +339,40 @@ def test_messages_wait_oldest_first_until_acked_or_rejected(store_factory: Store
     assert store.messages("nobody") == []
 
 
+def test_post_live_posts_to_a_live_run_and_writes_nothing_for_an_ended_or_unknown_one(
+    store_factory: StoreFactory,
+) -> None:
+    store = store_factory()
+    create(store, "live").close()
+    create(store, "done", {"type": "run_completed", "result": 1}).close()
+    message_id = store.post_live("live", {"kind": "hook", "payload": 1})
+    assert store.messages("live") == [(message_id, {"kind": "hook", "payload": 1})]
+    assert store.post_live("done", {"kind": "hook", "payload": 2}) is None
+    assert store.post_live("nobody", {"kind": "hook", "payload": 3}) is None
+    assert store.messages("done") == [] and store.messages("nobody") == []
+
+
+def test_post_live_waits_for_a_closing_run_and_then_finds_it_ended(store_factory: StoreFactory) -> None:
+    """A payload never lands between a finishing run's last look at its inbox and its final event."""
+    store = store_factory()
+    session = create(store, "r1")
+    results: list[str | None] = []
+    other = open_store(store=store.location)  # a second handle: another connection, other locks
+    with store.closing("r1"):
+        assert store.messages("r1") == []  # the holder's last delivery: nothing waits
+        poster = threading.Thread(target=lambda: results.append(other.post_live("r1", {"v": 1})))
+        poster.start()
+        poster.join(0.3)
+        assert poster.is_alive(), "post_live went through while the run was closing"
+        session.stage({"type": "run_completed", "result": None})
+        session.flush()
+    poster.join(10)
+    session.close()
+    other.close()
+    assert results == [None]
+    assert store.messages("r1") == []
+
+
 def test_a_cancel_request_is_seen_until_cleared(store_factory: StoreFactory) -> None:
     store = store_factory()
     assert not store.cancel_requested("r1")

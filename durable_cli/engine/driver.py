@@ -135,26 +135,36 @@ def execute(
     return ex
 
 
-def _finish(ex: Execution, result: Any, completed: bool) -> None:
-    history, store = ex.history, ex.store
+def _end(ex: Execution, result: Any, completed: bool) -> None:
+    """Journal how the run ended: completed, failed or cancelled."""
     if completed and ex.fatal is None and not ex.cancelled:
         try:
             ex.record("run_completed", result=result)
+            return
         except (TypeError, ValueError) as exc:
             ex.fatal = TypeError(f"the workflow returned a value that is not JSON serializable: {exc}")
-    if history.finished:
-        pass
-    elif ex.fatal is not None:
+    if ex.fatal is not None:
         ex.record("run_failed", error=error_info(ex.fatal))
-    elif ex.cancel_requested():
+    else:
         ex.record("run_cancelled")
-    elif ex.suspension is not None:
-        status, wake, waits = ex.suspension
-        last = history.suspended
-        wake_text = iso(wake) if wake else None
-        if ex.session.has_pending or not last or (last["status"], last.get("wake_at")) != (status, wake_text):
-            ex.record("run_suspended", status=status, wake_at=wake_text, waits=[w.describe() for w in waits])
-    ex.flush(terminal=history.finished)
+
+
+def _finish(ex: Execution, result: Any, completed: bool) -> None:
+    history, store = ex.history, ex.store
+    if completed or ex.fatal is not None or ex.cancel_requested():
+        # no payload may be acknowledged between this last delivery and the final event
+        with store.closing(ex.run_id):
+            deliver(ex)
+            _end(ex, result, completed)
+            ex.flush(terminal=True)
+    else:
+        if ex.suspension is not None:
+            status, wake, waits = ex.suspension
+            last = history.suspended
+            wake_text = iso(wake) if wake else None
+            if ex.session.has_pending or not last or (last["status"], last.get("wake_at")) != (status, wake_text):
+                ex.record("run_suspended", status=status, wake_at=wake_text, waits=[w.describe() for w in waits])
+        ex.flush()
     if history.finished:
         store.set_due(ex.run_id, None, ex.due_at)
         if ex.cancelled:

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Iterator
 
 from ..errors import DurableError
 
 Event = dict[str, Any]
+
+# The events that end a run: nothing is journaled after one (but `run_retried` after a failure).
+FINAL_EVENTS = frozenset({"run_completed", "run_failed", "run_cancelled"})
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}")
 
@@ -26,6 +30,24 @@ def check_run_id(run_id: str) -> str:
             f"invalid run id {run_id!r}: use 1-200 letters, digits, '_', '.', ':' or '-'"
         )
     return run_id
+
+
+def check_stream_name(name: str) -> str:
+    """`name` if it can name an output stream in every store: 1-100 characters of valid Unicode,
+    none of them a control character; else a DurableError naming it."""
+    problem = None
+    if not isinstance(name, str) or not 0 < len(name) <= 100:
+        problem = "use 1-100 characters"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in name):
+        problem = "control characters are not allowed"
+    else:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            problem = "it is not valid Unicode (a lone surrogate)"
+    if problem:
+        raise DurableError(f"invalid stream name {name!r}: {problem}")
+    return name
 
 
 class RunSession(ABC):
@@ -120,6 +142,16 @@ class Store(ABC):
     @abstractmethod
     def post(self, run_id: str, message: dict[str, Any]) -> str:
         """Durably leave a message for a run (a hook payload, a child's outcome); returns its id."""
+
+    @abstractmethod
+    def post_live(self, run_id: str, message: dict[str, Any]) -> str | None:
+        """`post`, unless the run has ended (its journal ends in a final event, or it has none):
+        then None, and nothing is written. It never lands inside a `closing` of the run."""
+
+    @abstractmethod
+    def closing(self, run_id: str) -> AbstractContextManager[None]:
+        """Hold `post_live` back for the run while its holder delivers what waits and journals its
+        final event: every message `post_live` acknowledged is then in the journal, never rejected."""
 
     @abstractmethod
     def messages(self, run_id: str) -> list[tuple[str, dict[str, Any] | str]]:

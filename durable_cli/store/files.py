@@ -16,7 +16,7 @@ from typing import Any, BinaryIO, Iterator
 
 from .. import faults, journal
 from ..errors import DurableError, JournalDamaged, RunNotFound, StoreError
-from .base import Event, RunSession, Store, check_run_id
+from .base import Event, RunSession, Store, check_run_id, check_stream_name
 from .files_inbox import FileInbox
 from .fsutil import (NOFOLLOW, b64, fsync, fsync_dir, refuse_unsafe_dir, sha, unique_name,
                      write_atomic)
@@ -207,7 +207,8 @@ class FileStore(FileInbox, Store):
         return first, last
 
     def delete_run(self, run_id: str) -> None:
-        for path in (self._journal_path(run_id), os.path.join(self.root, "locks", run_id + ".lock")):
+        locks = os.path.join(self.root, "locks", run_id)
+        for path in (self._journal_path(run_id), locks + ".lock", locks + ".inbox"):
             try:
                 os.unlink(path)
             except FileNotFoundError:
@@ -320,10 +321,14 @@ class FileStore(FileInbox, Store):
     # the inbox
     # output streams
     def _stream_path(self, run_id: str, name: str) -> str:
-        if not 0 < len(name) <= 100:
-            raise DurableError(f"invalid stream name {name!r}: use 1-100 characters")
-        encoded = b64().urlsafe_b64encode(name.encode()).decode()
-        return os.path.join(self.root, "streams", check_run_id(run_id), encoded + ".jsonl")
+        encoded = b64().urlsafe_b64encode(check_stream_name(name).encode()).decode() + ".jsonl"
+        if len(encoded) > _name_max(self.root):
+            raise DurableError(
+                f"invalid stream name {name!r}: too long for a file name on this system"
+                f" ({len(name.encode())} bytes in UTF-8; its file name would be {len(encoded)} bytes,"
+                f" over {_name_max(self.root)})"
+            )
+        return os.path.join(self.root, "streams", check_run_id(run_id), encoded)
 
     def stream_names(self, run_id: str) -> list[str]:
         try:
@@ -363,6 +368,15 @@ class FileStore(FileInbox, Store):
 
     def save_schedule_state(self, name: str, state: dict[str, Any]) -> None:
         write_atomic(self._dir("schedules"), sha(name) + ".json", json.dumps(state).encode())
+
+
+def _name_max(root: str) -> int:
+    """The longest file name the journal dir's file system takes (255 where it cannot say)."""
+    path = root if os.path.isdir(root) else os.path.dirname(root)
+    try:
+        return os.pathconf(path, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
 
 
 def _tail(handle: BinaryIO, size: int, block: int = 65536) -> bytes:

@@ -3,19 +3,27 @@
 `inbox/<run id>/<time>-<random>.json` holds one message each (a hook payload, a child's outcome);
 `cancel/<run id>` asks the run's executor to stop. Entries that are not what they should be are
 set aside in `rejected/` with a `.reason` file, never followed or delivered.
+
+`locks/<run id>.inbox` is the run's inbox gate: `post_live` holds it shared while it checks that
+the run has not ended and writes its message; `closing` holds it exclusively while the run's
+holder delivers what waits and journals the run's end. So a message is either posted before the
+last delivery (and journaled) or finds the run ended (and is never written).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import stat
 import time
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from .. import faults
-from .base import check_run_id
-from .fsutil import is_run_id, read_message, unique_name, write_atomic
+from ..errors import RunNotFound
+from .base import FINAL_EVENTS, Event, check_run_id
+from .fsutil import NOFOLLOW, is_run_id, read_message, unique_name, write_atomic
 
 
 class FileInbox:
@@ -26,6 +34,33 @@ class FileInbox:
 
     def _dir(self, *parts: str) -> str:
         raise NotImplementedError
+
+    def run_summary(self, run_id: str) -> tuple[Event, Event]:
+        raise NotImplementedError
+
+    @contextmanager
+    def _gate(self, run_id: str, mode: int) -> Iterator[None]:
+        """Hold the run's inbox gate (`fcntl.LOCK_SH` or `LOCK_EX`); a dead holder's lock is gone."""
+        path = os.path.join(self._dir("locks"), check_run_id(run_id) + ".inbox")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, mode)
+            yield
+        finally:
+            os.close(fd)
+
+    def post_live(self, run_id: str, message: dict[str, Any]) -> str | None:
+        with self._gate(run_id, fcntl.LOCK_SH):
+            try:
+                _, last = self.run_summary(run_id)
+            except RunNotFound:
+                return None
+            return None if last.get("type") in FINAL_EVENTS else self.post(run_id, message)
+
+    @contextmanager
+    def closing(self, run_id: str) -> Iterator[None]:
+        with self._gate(run_id, fcntl.LOCK_EX):
+            yield
 
     def post(self, run_id: str, message: dict[str, Any]) -> str:
         """Write the message durably into the run's inbox; its id orders it."""

@@ -116,6 +116,13 @@ class Db:
         with self._guard():
             return self.conn.execute(sql, params).rowcount
 
+    @contextmanager
+    def transaction(self) -> Iterator[Conn]:
+        """The connection inside one transaction (committed when the block ends without error)."""
+        with self._guard():
+            with self.conn.transaction():
+                yield self.conn
+
     def migrate(self) -> None:
         """Bring the schema up to date (see `ensure_schema`)."""
         with self._guard():

@@ -8,8 +8,10 @@ import hashlib
 import json
 import os
 import socket
+import threading
 import time
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
@@ -24,7 +26,7 @@ except ImportError:
 
 from .. import faults, journal
 from ..payloads import parse_message
-from .base import Event, RunSession, Store, check_run_id
+from .base import FINAL_EVENTS, Event, RunSession, Store, check_run_id, check_stream_name
 from .pg_claims import CLAIM, CREATE, Heartbeat, PostgresRunSession, release
 from .pg_schema import Conflict, Db, connect, parse_url
 
@@ -65,6 +67,18 @@ VALUES (%(run_id)s, %(message_id)s, (SELECT message FROM moved), %(reason)s)
 """
 
 
+# The run's inbox gate: an advisory lock keyed (INBOX_GATE, hashtext(run id)). `post_live` takes it
+# shared for its transaction; `closing` holds it exclusively, on the session, until the final event.
+INBOX_GATE = 0x64757269
+
+_POST = """
+WITH posted AS (INSERT INTO durable_inbox (run_id, message) VALUES (%s, %s) RETURNING id)
+SELECT id, pg_notify('durable_wake', %s) FROM posted
+"""
+
+_LAST = "SELECT body FROM durable_events WHERE run_id = %s ORDER BY seq DESC LIMIT 1"
+
+
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -95,6 +109,9 @@ class PostgresStore(Store):
         self._heartbeat = Heartbeat(parsed, self.worker_id)
         self._url = parsed
         self._listener: Any = None
+        # advisory locks do not exclude each other within one session: threads sharing this
+        # store's connection are kept apart here
+        self._gate = threading.RLock()
 
     def close(self) -> None:
         self._heartbeat.stop()
@@ -226,12 +243,30 @@ class PostgresStore(Store):
     # the inbox
     def post(self, run_id: str, message: dict[str, Any]) -> str:
         faults.point("inbox.write")
-        rows = self._db.rows(
-            "WITH posted AS (INSERT INTO durable_inbox (run_id, message) VALUES (%s, %s) RETURNING id)"
-            " SELECT id, pg_notify('durable_wake', %s) FROM posted",
-            (check_run_id(run_id), json.dumps(message), run_id),
-        )
+        rows = self._db.rows(_POST, (check_run_id(run_id), json.dumps(message), run_id))
         return str(rows[0][0])
+
+    def post_live(self, run_id: str, message: dict[str, Any]) -> str | None:
+        data = json.dumps(message)
+        with self._gate, self._db.transaction() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock_shared(%s, hashtext(%s))", (INBOX_GATE, check_run_id(run_id)))
+            last = conn.execute(_LAST, (run_id,)).fetchone()  # read after the lock: a fresh snapshot
+            if last is None or _event_type(self.location, run_id, last[0]) in FINAL_EVENTS:
+                return None
+            faults.point("inbox.write")
+            row = conn.execute(_POST, (run_id, data, run_id)).fetchone()
+            assert row is not None
+            return str(row[0])
+
+    @contextmanager
+    def closing(self, run_id: str) -> Iterator[None]:
+        key = (INBOX_GATE, check_run_id(run_id))
+        with self._gate:
+            self._db.rows("SELECT pg_advisory_lock(%s, hashtext(%s))", key)
+            try:
+                yield
+            finally:
+                self._db.rows("SELECT pg_advisory_unlock(%s, hashtext(%s))", key)
 
     def messages(self, run_id: str) -> list[tuple[str, dict[str, Any] | str]]:
         rows = self._db.rows(
@@ -275,7 +310,7 @@ class PostgresStore(Store):
         if not chunks:
             return
         bodies = [journal.encode(chunk)[:-1].decode() for chunk in chunks]
-        params = {"run_id": check_run_id(run_id), "name": name, "bodies": bodies}
+        params = {"run_id": check_run_id(run_id), "name": check_stream_name(name), "bodies": bodies}
         for _ in range(10):
             faults.point("stream.append")
             try:
@@ -289,7 +324,7 @@ class PostgresStore(Store):
         rows = self._db.rows(
             "SELECT body FROM durable_streams WHERE run_id = %s AND name = %s AND idx >= %s"
             " ORDER BY idx",
-            (check_run_id(run_id), name, start),
+            (check_run_id(run_id), check_stream_name(name), start),
         )
         return [journal.decode(body.encode()) for body, in rows]
 
@@ -323,6 +358,14 @@ class PostgresStore(Store):
             " ON CONFLICT (name) DO UPDATE SET state = EXCLUDED.state",
             (name, json.dumps(state)),
         )
+
+
+def _event_type(location: str, run_id: str, body: str) -> Any:
+    """The type of the journal line `body`; JournalDamaged when it does not decode."""
+    try:
+        return journal.decode(body.encode()).get("type")
+    except ValueError as exc:
+        raise JournalDamaged(f"journal damaged: {location} run {run_id}: {exc}") from None
 
 
 def _decode_message(text: str) -> dict[str, Any] | str:
