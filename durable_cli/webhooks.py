@@ -40,13 +40,21 @@ def webhook_fields(token: str, respond_with: dict[str, Any] | None, secret_env: 
 
 
 def request_payload(method: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
-    """The payload a workflow receives for one HTTP delivery."""
-    import json
+    """The payload a workflow receives for one HTTP delivery.
+
+    `json` is the body parsed as strictly as any payload (None when it is not JSON). JSON nested
+    deeper than a payload may be (one level less: the payload holds it one level down) raises
+    NestedTooDeep, whatever the content type, rather than pass as text.
+    """
+    from .errors import InvalidPayload
+    from .payloads import MAX_DEPTH, NestedTooDeep, parse_payload
 
     text = body.decode("utf-8", "replace")
     try:
-        parsed = json.loads(text) if text.strip() else None
-    except ValueError:
+        parsed = parse_payload(body, len(body), MAX_DEPTH - 1) if text.strip() else None
+    except NestedTooDeep:
+        raise
+    except InvalidPayload:
         parsed = None
     safe = {k.lower(): v for k, v in headers.items() if k.lower() in SAFE_HEADERS}
     return {"method": method, "headers": safe, "body": text, "json": parsed}
@@ -54,7 +62,7 @@ def request_payload(method: str, headers: dict[str, str], body: bytes) -> dict[s
 
 def signature_ok(secret: str, body: bytes, header: str | None) -> bool:
     """Whether `header` is `sha256=<hex HMAC-SHA256 of body>` under `secret`."""
-    if not header:
-        return False
+    if not header or not header.isascii():
+        return False  # compare_digest refuses non-ASCII text: such a header is simply wrong
     expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected, header.strip())

@@ -16,8 +16,8 @@ from starlette.responses import Response
 
 from ..client import deliver_payload, holder_of
 from ..engine.driver import Options
-from ..errors import InvalidPayload, UnknownToken
-from ..payloads import parse_payload
+from ..errors import InvalidPayload, PayloadTooLarge, UnknownToken
+from ..payloads import MAX_DEPTH, parse_payload
 from ..timeparse import utcnow
 from ..webhooks import SIGNATURE_HEADER, request_payload, signature_ok
 from .auth import content_type, is_json
@@ -25,7 +25,8 @@ from .bodies import TooLarge, answer, error, form_field, read_body
 
 
 def _enqueue(request: Request, token: str, payload: Any, key: str | None) -> Any:
-    return deliver_payload(request.app.state.store, token, payload, key, True, utcnow, Options())
+    options = Options(payload_limit=request.app.state.limit)
+    return deliver_payload(request.app.state.store, token, payload, key, True, utcnow, options)
 
 
 def _webhook_fields(request: Request, token: str) -> dict[str, Any] | None:
@@ -74,14 +75,21 @@ async def webhook(request: Request) -> Response:
             return error(401, f"missing or invalid {SIGNATURE_HEADER} signature")
     if is_json(content_type(request)):
         try:
-            parse_payload(body, request.app.state.limit)
+            parse_payload(body, request.app.state.limit, MAX_DEPTH - 1)
         except InvalidPayload as exc:
             return error(400, f"the body is sent as JSON but is not: {exc}")
-    payload = request_payload(request.method, dict(request.headers), body)
+    try:
+        payload = request_payload(request.method, dict(request.headers), body)
+    except InvalidPayload as exc:
+        return error(400, f"the body cannot be delivered: {exc}")
     try:
         delivery = await run_in_threadpool(_enqueue, request, token, payload, None)
     except UnknownToken:
         return error(404, "no live webhook has this token")
+    except PayloadTooLarge as exc:
+        return error(413, f"{exc} (a delivery stores the body as text and, when it is JSON, parsed too)")
+    except InvalidPayload as exc:
+        return error(400, str(exc))
     if fields.get("respond_with"):
         return static_response(fields["respond_with"])
     return answer({"run_id": delivery.run_id, "delivery": delivery.status}, 202)
@@ -101,5 +109,9 @@ async def resume(request: Request) -> Response:
         delivery = await run_in_threadpool(_enqueue, request, token, payload, request.query_params.get("key"))
     except UnknownToken as exc:
         return error(404, str(exc))
+    except PayloadTooLarge as exc:
+        return error(413, str(exc))
+    except InvalidPayload as exc:
+        return error(400, str(exc))
     document = {"token": token, "run_id": delivery.run_id, "delivery": delivery.status}
     return answer(document, 202 if delivery.status == "queued" else 200)
