@@ -305,6 +305,11 @@ def schedule_yaml(**fields: str) -> str:
         ({"name": "<absent>"}, "durable.yaml: schedules[0]: name is required"),
         ({"name": "Nightly Job"}, "durable.yaml: schedules[0]: name 'Nightly Job' must match [a-z0-9_-]+"),
         ({"name": "<absent>", "nmae": "x"}, "durable.yaml: schedules[0]: unknown key 'nmae'"),
+        ({"name": "a/b"}, "durable.yaml: schedules[0]: name 'a/b' must match [a-z0-9_-]+"),
+        ({"name": "n" * 101}, f"durable.yaml: schedule '{'n' * 101}': name is 101 characters long, over 100"),
+        ({"args": '["\\ud800"]'}, "durable.yaml: schedule 'nightly': args: '\\ud800' is not valid Unicode"),
+        ({"kwargs": '{"\\udcff": 1}'}, "durable.yaml: schedule 'nightly': kwargs: '\\udcff' is not valid Unicode"),
+        ({"args": "[.nan]"}, "durable.yaml: schedule 'nightly': args: nan is not a JSON number"),
     ],
 )
 def test_schedule_mistakes_are_one_sentence_naming_the_schedule_and_key(

@@ -187,3 +187,54 @@ def test_a_stream_name_too_long_for_a_file_name_is_refused_before_any_file_is_ma
     assert not (tmp_path / "j" / "streams").exists()
     with pytest.raises(DurableError, match="too long for a file name"):
         store.stream_read("wide", "é" * 100)
+
+
+FLOWS = """
+from durable_cli import define_hook, workflow
+
+approval = define_hook("approval")
+
+
+@workflow
+def waits(doc):
+    for decision in approval.create(token="approval-" + doc):
+        return decision
+"""
+
+
+@pytest.fixture(params=["files", "postgres"])
+def project(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    from e2e import Project
+
+    store = request.getfixturevalue("pg_url") if request.param == "postgres" else None
+    project = Project(tmp_path, "flows", FLOWS, store=store)
+    assert project.run("waits", "doc", run_id="waiter")["status"] == "waiting"
+    return project
+
+
+def test_the_cli_refuses_text_that_is_not_unicode_with_exit_2_and_writes_nothing(project: Any) -> None:
+    """A lone surrogate in a payload (`resume`, `resume --enqueue`), an undecodable byte in a
+    `--key`, a run argument or a `--id`: exit 2, one line, and the run still takes a payload."""
+    lone = '{"x": "\\ud800"}'
+    cases = [
+        (("resume", "approval-doc", "-"), lone),
+        (("resume", "approval-doc", "-", "--enqueue"), lone),
+        (("resume", "approval-doc", "-", "--key", os.fsdecode(b"k\xff")), '{"x": 1}'),
+        (("run", "flows:waits", os.fsdecode(b"doc\xff")), None),
+        (("run", "--id", os.fsdecode(b"id\xff"), "flows:waits", "doc"), None),
+    ]
+    for args, stdin in cases:
+        code, out, err = project.cli(*args, input=stdin)
+        assert code == 2 and err.startswith("Error: ") and len(err.strip().splitlines()) == 1, (args, err)
+        assert "valid Unicode" in err or "invalid run id" in err, (args, err)
+    assert [row["run_id"] for row in project.runs()] == ["waiter"]
+    if project.store is None:
+        assert not (project.dir / "inbox").exists() or not any((project.dir / "inbox").iterdir())
+    else:
+        import psycopg
+
+        with psycopg.connect(project.store) as conn:
+            assert conn.execute("SELECT count(*) FROM durable_inbox").fetchone() == (0,)
+    code, document, err = project.resume("approval-doc", {"x": "é"})
+    assert code == 0 and document["status"] == "completed", err
+    assert project.result("waiter") == {"x": "é"}
