@@ -35,6 +35,7 @@ def _payload_files(tmp: Path) -> dict[str, Path]:
         "over 1 MiB": b'{"v": "' + b"x" * (1024 * 1024) + b'"}',
         "empty file": b"",
         "not UTF-8": b'{"v": "\xff"}',
+        "a lone surrogate": b'{"v": "\\ud800"}',
     }
     paths = {}
     for n, (name, data) in enumerate(files.items()):

@@ -238,3 +238,17 @@ def test_the_cli_refuses_text_that_is_not_unicode_with_exit_2_and_writes_nothing
     code, document, err = project.resume("approval-doc", {"x": "é"})
     assert code == 0 and document["status"] == "completed", err
     assert project.result("waiter") == {"x": "é"}
+
+
+@pytest.mark.parametrize("name", ["é" * 100, "bad-\udcff", "x" * 101])
+def test_tail_of_a_stream_name_that_cannot_be_a_file_name_is_exit_2(tmp_path: Path, name: str) -> None:
+    from click.testing import CliRunner
+
+    from durable_cli.cli import main
+    from durable_cli.store.files import FileStore
+
+    store = FileStore(str(tmp_path / "j"))
+    start(store, naps, 1, run_id="napper")
+    result = CliRunner().invoke(main, ["--dir", str(tmp_path / "j"), "tail", "napper", "--stream", name])
+    assert result.exit_code == 2 and "invalid stream name" in result.output, result.output
+    assert not (tmp_path / "j" / "streams").exists()
