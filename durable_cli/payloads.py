@@ -24,6 +24,10 @@ class NestedTooDeep(InvalidPayload):
     """The JSON parses (or would) but nests deeper than allowed."""
 
 
+class NotUnicode(InvalidPayload):
+    """The JSON parses but holds a lone surrogate, which no UTF-8 journal can hold."""
+
+
 def _no_constant(name: str) -> Any:
     raise InvalidPayload(f"invalid JSON: {name} is not allowed")
 
@@ -79,7 +83,7 @@ def stored(value: Any, what: str = "payload") -> bytes:
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise InvalidPayload(
+        raise NotUnicode(
             f"{what}: {text[exc.start:exc.end]!r} is not valid Unicode (a lone surrogate: no UTF-8"
             " journal can hold it)"
         ) from None
@@ -92,7 +96,7 @@ def check_text(text: object, what: str) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidPayload(
+        raise NotUnicode(
             f"{what} {text!r} is not valid Unicode (a lone surrogate: an undecodable byte in an argument?)"
         ) from None
     return text

@@ -42,17 +42,18 @@ def webhook_fields(token: str, respond_with: dict[str, Any] | None, secret_env: 
 def request_payload(method: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
     """The payload a workflow receives for one HTTP delivery.
 
-    `json` is the body parsed as strictly as any payload (None when it is not JSON). JSON nested
-    deeper than a payload may be (one level less: the payload holds it one level down) raises
-    NestedTooDeep, whatever the content type, rather than pass as text.
+    `json` is the body parsed as strictly as any payload (None when it is not JSON). JSON that no
+    journal can hold as JSON, whatever the content type, raises rather than pass as text:
+    NestedTooDeep (one level less than a payload may nest: the payload holds it one level down)
+    or NotUnicode (a lone surrogate such as `"\ud800"`).
     """
     from .errors import InvalidPayload
-    from .payloads import MAX_DEPTH, NestedTooDeep, parse_payload
+    from .payloads import MAX_DEPTH, NestedTooDeep, NotUnicode, parse_payload
 
     text = body.decode("utf-8", "replace")
     try:
         parsed = parse_payload(body, len(body), MAX_DEPTH - 1) if text.strip() else None
-    except NestedTooDeep:
+    except (NestedTooDeep, NotUnicode):
         raise
     except InvalidPayload:
         parsed = None
