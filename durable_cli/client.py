@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, overload
 from .engine.driver import Options, Run, drive, execute, get_run as _get_run, release
 from .engine.definitions import WorkflowDef
 from .engine.history import History
-from .errors import InvalidPayload, RunBusy, RunConflict, RunExists, UnknownToken
+from .errors import RunBusy, RunConflict, RunExists, UnknownToken
 from .journal import FORMAT_VERSION
 from .store import Store, opened
 from .store.base import check_run_id
