@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import sys
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 from .engine.driver import Options, Run, drive, execute, get_run as _get_run
 from .engine.definitions import WorkflowDef
 from .engine.history import History
-from .errors import InvalidPayload, RunBusy, RunConflict, RunExists, UnknownToken
+from .errors import InvalidPayload, InvalidReference, RunBusy, RunConflict, RunExists, UnknownToken
 from .journal import FORMAT_VERSION
 from .store import Store, opened
 from .store.base import check_run_id
@@ -25,13 +24,12 @@ __all__ = ["start", "get_run", "resume_hook", "cancel", "Delivery", "options_for
 def options_for() -> Options:
     """Drive options from durable.yaml, when there is one."""
     from .configfile import find_config
+    from .loader import use_import_path
 
     config = find_config()
+    use_import_path(config.import_paths if config is not None else ())
     if config is None:
         return Options()
-    for path in config.import_paths:
-        if path not in sys.path:
-            sys.path.insert(0, path)
     return Options(
         defaults=dict(config.defaults),
         max_recoveries=config.max_recoveries if config.max_recoveries is not None else 3,
@@ -117,8 +115,20 @@ def start(fn: WorkflowDef, *args: Any, dir: str | None = None, store: str | None
     """
     if not isinstance(fn, WorkflowDef):
         raise TypeError(f"{fn!r} is not a workflow (decorate it with @workflow)")
+    _refuse_start_during_resume()
     with opened(dir, store) as target:
         return create_run(target, fn, args, kwargs, run_id, utcnow, options_for())
+
+
+def _refuse_start_during_resume() -> None:
+    """A module that calls start() at import would start a new run each time a tick imports it."""
+    from .loader import importing_for_resume
+
+    module = importing_for_resume()
+    if module is not None:
+        raise InvalidReference(
+            f"start() called while module {module!r} is imported to resume a run (it would start a "
+            "new run on every resume): call start() under `if __name__ == \"__main__\":` or elsewhere")
 
 
 def get_run(run_id: str, dir: str | None = None, store: str | None = None) -> Run:

@@ -65,6 +65,19 @@ class InvalidReference(DurableError):
     """A `module:function` reference cannot be loaded, or does not name a workflow."""
 
 
+class WorkflowImportError(InvalidReference):
+    """A run's workflow module cannot be imported (absent, or it raised while importing).
+
+    Carries `module` and `reason`, so that tick, ls and inspect can say which code is missing and
+    why; the run itself is left as it is and resumes once the code is back.
+    """
+
+    def __init__(self, module: str, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.module = module
+        self.reason = reason
+
+
 class RunBusy(DurableError):
     """Another process is executing the run right now."""
 
