@@ -24,12 +24,12 @@ __all__ = ["start", "get_run", "resume_hook", "cancel", "Delivery", "options_for
 def options_for() -> Options:
     """Drive options from durable.yaml, when there is one."""
     from .configfile import find_config
-    from .loader import use_import_path
+    from .loader import use_import_paths
 
     config = find_config()
-    use_import_path(config.import_paths if config is not None else ())
     if config is None:
         return Options()
+    use_import_paths(config.import_paths)
     return Options(
         defaults=dict(config.defaults),
         max_recoveries=config.max_recoveries if config.max_recoveries is not None else 3,

@@ -30,10 +30,10 @@ def _add_path(root: str) -> None:
         sys.path.insert(0, root)
 
 
-def use_import_path(import_paths: Sequence[str] = (), cwd: str | None = None) -> None:
-    """Put the current import path in front of sys.path: the directory durable runs in, then
-    durable.yaml's `import_paths` (PYTHONPATH and installed packages follow, as Python set them)."""
-    for root in reversed([os.path.abspath(cwd or os.getcwd()), *import_paths]):
+def use_import_paths(import_paths: Sequence[str]) -> None:
+    """Put durable.yaml's `import_paths` in front of sys.path, in their order (a resume puts the
+    directory durable runs in before them; PYTHONPATH and installed packages follow)."""
+    for root in reversed(list(import_paths)):
         while root in sys.path:
             sys.path.remove(root)
         sys.path.insert(0, root)
@@ -131,7 +131,7 @@ def load_workflow(start: dict[str, Any]) -> WorkflowDef:
     if module_name == "__main__" or not module_name or not qualname:
         raise InvalidReference(f"run {start.get('run_id')} names no importable workflow ({ref!r})")
     cwd = os.getcwd()
-    if cwd not in sys.path:
+    if module_name not in sys.modules and cwd not in sys.path and "" not in sys.path:
         sys.path.insert(0, cwd)
     with _resuming(module_name):
         try:

@@ -112,6 +112,18 @@ def test_a_run_resumes_after_its_app_directory_moved(tmp_path: Path) -> None:
     assert code == 0 and summary["completed"] == 1 and not summary["errors"], (summary, err)
 
 
+def test_import_paths_of_durable_yaml_name_the_code_a_tick_resumes(tmp_path: Path) -> None:
+    """Both releases stay on disk; durable.yaml's import_paths, switched to v2, decides."""
+    release(tmp_path, "v1"), release(tmp_path, "v2")
+    config = tmp_path / "durable.yaml"
+    config.write_text("dir: journals\nimport_paths: [releases/v1]\n")
+    assert durable_json("run", "--id", "napper", "flows:nap", cwd=tmp_path)[1]["status"] == "sleeping"
+    config.write_text("dir: journals\nimport_paths: [releases/v2]\n")
+    code, summary, err = durable_json("tick", "--now", later(hours=2), cwd=tmp_path)
+    assert code == 0 and summary["completed"] == 1, (summary, err)
+    assert durable_json("inspect", "napper", cwd=tmp_path)[1]["result"] == "v2"
+
+
 PACKAGE = "durable_deploy_probe_pkg"
 
 
