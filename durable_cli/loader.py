@@ -17,12 +17,13 @@ import contextlib
 import importlib
 import os
 import sys
+from contextvars import ContextVar
 from typing import Any, Iterator, Sequence
 
 from .engine.definitions import WorkflowDef
 from .errors import InvalidReference, WorkflowImportError
 
-_importing: list[str] = []  # the modules being imported to resume a run, innermost last
+_importing: ContextVar[str | None] = ContextVar("durable_importing", default=None)  # per thread
 
 
 def _add_path(root: str) -> None:
@@ -112,16 +113,16 @@ def reference(definition: WorkflowDef) -> dict[str, Any]:
 
 def importing_for_resume() -> str | None:
     """The module being imported to resume a run right now, if any (`start()` refuses to run then)."""
-    return _importing[-1] if _importing else None
+    return _importing.get()
 
 
 @contextlib.contextmanager
 def _resuming(module_name: str) -> Iterator[None]:
-    _importing.append(module_name)
+    reset = _importing.set(module_name)
     try:
         yield
     finally:
-        _importing.pop()
+        _importing.reset(reset)
 
 
 def load_workflow(start: dict[str, Any]) -> WorkflowDef:
