@@ -72,6 +72,7 @@ if TYPE_CHECKING:
     from .client import retry_async as retry_async
     from .client import start_async as start_async
     from .errors import EngineError as EngineError
+    from .errors import WorkflowImportError as WorkflowImportError
 
 __all__ = [
     "ChildFailed",
@@ -107,6 +108,7 @@ __all__ = [
     "TokenInUse",
     "UnknownToken",
     "WorkflowDef",
+    "WorkflowImportError",
     "WorkflowMetadata",
     "cancel",
     "cancel_async",
@@ -151,7 +153,7 @@ _MODULES = {
     "errors": ["ChildFailed", "ConfigError", "DurableError", "FatalError", "InvalidArguments",
                "InvalidPayload", "InvalidReference", "JournalDamaged", "NonDeterminismError",
                "RetryableError", "RunBusy", "RunConflict", "RunExists", "RunNotFound", "StepCrashed",
-               "StepFailed", "StepTimeout", "JournalTooNew", "StoreError", "TokenInUse", "UnknownToken", "EngineError"],
+               "StepFailed", "StepTimeout", "JournalTooNew", "StoreError", "TokenInUse", "UnknownToken", "EngineError", "WorkflowImportError"],
     "logs": ["logger"],
     "ticker": ["TickSummary"],
 }

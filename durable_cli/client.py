@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import sys
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, overload
@@ -11,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, overload
 from .engine.driver import Options, Run, drive, execute, get_run as _get_run, release
 from .engine.definitions import WorkflowDef
 from .engine.history import History
-from .errors import RunBusy, RunConflict, RunExists, UnknownToken
+from .errors import InvalidReference, RunBusy, RunConflict, RunExists, UnknownToken
 from .journal import FORMAT_VERSION
 from .store import Store, opened
 from .store.base import check_run_id
@@ -37,13 +36,12 @@ def options_for() -> Options:
 
 def options_from(config: Config | None) -> Options:
     """Drive options from a loaded durable.yaml (its import paths go on sys.path)."""
+    from .loader import use_import_paths
     from .payloads import DEFAULT_LIMIT
 
     if config is None:
         return Options()
-    for path in config.import_paths:
-        if path not in sys.path:
-            sys.path.insert(0, path)
+    use_import_paths(config.import_paths)
     return Options(
         defaults=dict(config.defaults),
         max_recoveries=config.max_recoveries if config.max_recoveries is not None else 3,
@@ -145,8 +143,20 @@ def start(fn: WorkflowDef, /, *args: Any, dir: str | None = None,  # type: ignor
     """
     if not isinstance(fn, WorkflowDef):
         raise TypeError(f"{fn!r} is not a workflow (decorate it with @workflow)")
+    _refuse_start_during_resume()
     with opened(dir, store) as target:
         return create_run(target, fn, args, kwargs, run_id, utcnow, options_for())
+
+
+def _refuse_start_during_resume() -> None:
+    """A module that calls start() at import would start a new run each time a tick imports it."""
+    from .loader import importing_for_resume
+
+    module = importing_for_resume()
+    if module is not None:
+        raise InvalidReference(
+            f"start() called while module {module!r} is imported to resume a run (it would start a "
+            "new run on every resume): call start() under `if __name__ == \"__main__\":` or elsewhere")
 
 
 def get_run(run_id: str, dir: str | None = None, store: str | None = None) -> Run:

@@ -92,6 +92,19 @@ class InvalidArguments(DurableError, TypeError):
     """The arguments given for a workflow do not fit its signature; no run was created."""
 
 
+class WorkflowImportError(InvalidReference):
+    """A run's workflow module cannot be imported (absent, or it raised while importing).
+
+    Carries `module` and `reason`, so that tick, ls and inspect can say which code is missing and
+    why; the run itself is left as it is and resumes once the code is back.
+    """
+
+    def __init__(self, module: str, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.module = module
+        self.reason = reason
+
+
 class RunBusy(DurableError):
     """Another process is executing the run right now."""
 

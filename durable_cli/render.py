@@ -1,8 +1,13 @@
-"""Human output for `inspect`, `ls` and `tail`: aligned, coloured on a terminal, plain when piped."""
+"""Human output for `inspect`, `ls`, `tail` and `tick`: aligned, coloured on a terminal, plain when piped.
+
+Text that came from outside (names, payloads, step errors, tokens) goes through `safe` before it
+is printed, so an escape sequence in a webhook body never reaches an operator's terminal.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from datetime import datetime
 from typing import Any
@@ -10,6 +15,21 @@ from typing import Any
 _COLORS = {"completed": "green", "failed": "red", "cancelled": "magenta", "waiting": "yellow",
            "sleeping": "cyan", "running": "blue", "damaged": "red", "timed out": "yellow"}
 STATUSES = ("running", "sleeping", "waiting", "completed", "failed", "cancelled", "damaged")
+
+
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+                     "\ud800-\udfff]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def safe(text: object) -> str:
+    """`text` with control characters (C0, DEL, C1), bidi controls, line separators and lone
+    surrogates escaped as `\\x1b`/`\\u202e`: what outside text must go through to reach a terminal."""
+    return _UNSAFE.sub(_escape, str(text))
 
 
 def _style(text: str, status: str, color: bool, bold: bool = False) -> str:
@@ -43,22 +63,22 @@ def _timeline_line(entry: dict[str, Any], color: bool) -> str:
         if entry.get("retry_at"):
             detail += f", next attempt at {entry['retry_at']}"
         if entry["errors"]:
-            detail += f", last error: {entry['errors'][-1]}"
+            detail += f", last error: {safe(entry['errors'][-1])}"
     elif kind == "sleep":
         detail = f"until {entry['until']}"
     elif kind == "hook":
         sizes = ", ".join(f"{size} B" for size in entry["sizes"])
-        detail = f"token {entry['token']}, {entry['payloads']} payload(s)" + (f" ({sizes})" if sizes else "")
+        detail = f"token {safe(entry['token'])}, {entry['payloads']} payload(s)" + (f" ({sizes})" if sizes else "")
         if entry.get("deadline"):
             detail += f", deadline {entry['deadline']}"
         status = ""
     elif kind == "wait":
-        detail = f"token {entry['token']}" + (f", deadline {entry['deadline']}" if entry.get("deadline") else "")
+        detail = f"token {safe(entry['token'])}" + (f", deadline {entry['deadline']}" if entry.get("deadline") else "")
     elif kind in ("child", "join"):
         detail = f"run {entry['child_run_id']}"
     else:
-        detail = json.dumps(entry.get("value"))
-    name = entry.get("name", "")
+        detail = safe(json.dumps(entry.get("value"), ensure_ascii=False))
+    name = safe(entry.get("name", ""))
     return (f"  {pos:>3}  {kind:<5} {name[:24]:<24} {_style(f'{status:<10}', status, color)} {detail}")
 
 
@@ -68,8 +88,8 @@ def render_run(doc: dict[str, Any], color: bool = False) -> str:
     lines = [
         f"run       {_style(doc['run_id'], status, color, bold=True)}",
         f"status    {_style(status, status, color)}",
-        f"workflow  {doc['workflow']} ({doc['reference']})",
-        f"args      {json.dumps(doc['args'], ensure_ascii=False)}",
+        f"workflow  {safe(doc['workflow'])} ({safe(doc['reference'])})",
+        f"args      {safe(json.dumps(doc['args'], ensure_ascii=False))}",
         f"created   {doc['created_at']}",
         f"updated   {doc['updated_at']}",
     ]
@@ -78,14 +98,14 @@ def render_run(doc: dict[str, Any], color: bool = False) -> str:
     if doc.get("children"):
         lines.append(f"children  {', '.join(doc['children'])}")
     if status == "completed":
-        lines.append(f"result    {json.dumps(doc['result'], ensure_ascii=False)}")
+        lines.append(f"result    {safe(json.dumps(doc['result'], ensure_ascii=False))}")
     if doc.get("error"):
-        lines.append(f"error     {doc['error'].get('type')}: {doc['error'].get('message')}")
+        lines.append(f"error     {safe(doc['error'].get('type'))}: {safe(doc['error'].get('message'))}")
     for wait in doc.get("wait") or []:
-        what = wait.get("token") or wait.get("child_run_id") or wait["kind"]
+        what = safe(wait.get("token") or wait.get("child_run_id") or wait["kind"])
         until = f" until {wait['until']}" if wait.get("until") else ""
         lines.append(f"waits on  {wait['kind']} {what}{until}".replace(f"{wait['kind']} {wait['kind']}", wait["kind"]))
-    lines.append(f"journal   {doc['journal']}")
+    lines.append(f"journal   {safe(doc['journal'])}")
     lines.append("")
     lines.append("timeline")
     lines.extend(_timeline_line(entry, color) for entry in doc["timeline"])
@@ -100,8 +120,8 @@ def render_run(doc: dict[str, Any], color: bool = False) -> str:
 def event_line(event: dict[str, Any], color: bool = False) -> str:
     """One journal event on one line: seq, time, type and its other fields."""
     detail = {k: v for k, v in event.items() if k not in ("type", "seq", "at")}
-    kind = _style(f"{event['type']:<15}", "running", color)
-    return f"{event['seq']:>4}  {event['at']}  {kind} {json.dumps(detail, ensure_ascii=False)[:160]}"
+    kind = _style(f"{safe(event['type']):<15}", "running", color)
+    return f"{event['seq']:>4}  {safe(event['at'])}  {kind} {safe(json.dumps(detail, ensure_ascii=False))[:160]}"
 
 
 def render_list(rows: list[dict[str, Any]], now: datetime, color: bool = False) -> str:
@@ -112,7 +132,7 @@ def render_list(rows: list[dict[str, Any]], now: datetime, color: bool = False) 
     lines = [f"{'RUN':<{width}}  {'STATUS':<10} {'WORKFLOW':<24} {'AGE':>5}  {'UPDATED':>7}"]
     for row in rows:
         status = _style(f"{row['status']:<10}", row["status"], color)
-        lines.append(f"{row['run_id']:<{width}}  {status} {row['workflow'][:24]:<24} "
+        lines.append(f"{safe(row['run_id']):<{width}}  {status} {safe(row['workflow'])[:24]:<24} "
                      f"{_age(row['created_at'], now):>5}  {_age(row['updated_at'], now):>7}")
     counts = Counter(row["status"] for row in rows)
     summary = ", ".join(_style(f"{counts[s]} {s}", s, color) for s in STATUSES if counts[s])

@@ -30,10 +30,12 @@ def tick(settings: Settings, now_text: str | None, loop: bool, interval: str, wo
 
 
 def _tick_line(summary: dict[str, Any]) -> str:
+    from ..render import safe
+
     parts = [f"{summary[k]} {k}" for k in ("delivered", "fired", "resumed", "completed", "failed", "suspended", "busy") if summary.get(k)]
     line = "tick: " + (", ".join(parts) if parts else "nothing due")
     for error in summary.get("errors", []):
-        line += f"\nerror: run {error['run_id']}: {error['error']}"
+        line += f"\nerror: run {error['run_id']}: {safe(error['error'])}"
     return line
 
 

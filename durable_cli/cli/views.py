@@ -62,7 +62,7 @@ def tail(settings: Settings, run_id: str, stream: str | None, interval: float, a
     """
     from ..engine.history import FINISHED
     from ..inspection import status_of
-    from ..render import event_line
+    from ..render import event_line, safe
     from ..store.base import check_run_id
 
     check_run_id(run_id)
@@ -76,7 +76,7 @@ def tail(settings: Settings, run_id: str, stream: str | None, interval: float, a
                     click.echo(json.dumps(item, ensure_ascii=False))
                 elif stream:
                     data = item["data"]
-                    click.echo(data if isinstance(data, str) else json.dumps(data, ensure_ascii=False))
+                    click.echo(safe(data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)))
                 else:
                     click.echo(event_line(item, color=_color()))
             seen += len(items)

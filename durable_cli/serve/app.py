@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import dashboard, hooks, runs
 from .auth import CSRF_FIELD, CSRF_HEADER, Guard, content_type
-from .bodies import TooLarge, error, form_field, read_body
+from .bodies import BodyRefused, error, form_field, read_body
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -68,8 +68,8 @@ def write(endpoint: Endpoint) -> Endpoint:
             return error(403, reason)
         try:
             body = await read_body(request, request.app.state.limit)
-        except TooLarge as exc:
-            return error(413, str(exc))
+        except BodyRefused as exc:
+            return error(exc.status, str(exc))
         if guard.needs_csrf(request):
             presented = request.headers.get(CSRF_HEADER)
             if presented is None and content_type(request) == "application/x-www-form-urlencoded":

@@ -11,8 +11,22 @@ from starlette.responses import JSONResponse
 NO_STORE = {"cache-control": "no-store"}
 
 
-class TooLarge(Exception):
+class BodyRefused(Exception):
+    """A request body that will not be read: the answer's status and message."""
+
+    status = 400
+
+
+class TooLarge(BodyRefused):
     """The body is over the payload limit (by its Content-Length or its actual size)."""
+
+    status = 413
+
+
+class TooSlow(BodyRefused):
+    """The body did not arrive by its deadline (see slowclients.py)."""
+
+    status = 408
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -25,7 +39,8 @@ def answer(document: Any, status: int = 200) -> JSONResponse:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, or TooLarge as soon as it is known to exceed `limit` bytes."""
+    """The raw body, or TooLarge as soon as it is known to exceed `limit` bytes (TooSlow, raised by
+    the receive of slowclients.SlowBodies, passes through)."""
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
         raise TooLarge(f"the body is {length} bytes, over the payload limit of {limit} bytes")

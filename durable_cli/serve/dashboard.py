@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 
 from .auth import COOKIE, content_type
-from .bodies import TooLarge, error, form_field, read_body
+from .bodies import BodyRefused, error, form_field, read_body
 
 STATIC = Path(str(files("durable_cli") / "static"))
 LOGIN_LIMIT = 4096
@@ -48,8 +48,8 @@ async def login(request: Request) -> Response:
         return RedirectResponse("/", 303)
     try:
         body = await read_body(request, LOGIN_LIMIT)
-    except TooLarge as exc:
-        return error(413, str(exc))
+    except BodyRefused as exc:
+        return error(exc.status, str(exc))
     token = form_field(body, "token") if content_type(request) == "application/x-www-form-urlencoded" else None
     if not token or not guard.token_matches(token):
         await asyncio.sleep(FAILED_LOGIN_DELAY)

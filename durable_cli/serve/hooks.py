@@ -21,7 +21,7 @@ from ..payloads import MAX_DEPTH, parse_payload
 from ..timeparse import utcnow
 from ..webhooks import SIGNATURE_HEADER, request_payload, signature_ok
 from .auth import content_type, is_json
-from .bodies import TooLarge, answer, error, form_field, read_body
+from .bodies import BodyRefused, answer, error, form_field, read_body
 
 
 def _enqueue(request: Request, token: str, payload: Any, key: str | None) -> Any:
@@ -66,8 +66,8 @@ async def webhook(request: Request) -> Response:
         return error(404, "no live webhook has this token")
     try:
         body = await read_body(request, request.app.state.limit)
-    except TooLarge as exc:
-        return error(413, str(exc))
+    except BodyRefused as exc:
+        return error(exc.status, str(exc))
     secret_env = fields.get("secret_env")
     if secret_env:
         secret = os.environ.get(secret_env, "")

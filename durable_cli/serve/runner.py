@@ -63,6 +63,7 @@ class TickLoop:
 
     def _run(self) -> None:
         from ..config import find_config
+        from ..render import safe
         from ..ticker import tick_once
         from ..ticking import must_exit
         from ..timeparse import utcnow
@@ -73,9 +74,9 @@ class TickLoop:
                 try:
                     summary = tick_once(store, utcnow, config=find_config())
                     for failure in summary.errors:
-                        print(f"tick: run {failure['run_id']}: {failure['error']}", file=sys.stderr, flush=True)
+                        print(f"tick: run {failure['run_id']}: {safe(failure['error'])}", file=sys.stderr, flush=True)
                 except Exception as exc:  # a failed pass is reported; the next one tries again
-                    print(f"tick failed: {exc}", file=sys.stderr, flush=True)
+                    print(f"tick failed: {safe(exc)}", file=sys.stderr, flush=True)
                 if must_exit():  # a hung step's code must stop with this process
                     os.kill(os.getpid(), signal.SIGTERM)
                     return
@@ -85,14 +86,22 @@ class TickLoop:
 
 
 def serve(open_store: Callable[[], Any], host: str, port: int, token: str | None, public_url: str,
-          limit: int, tick_interval: float | None) -> None:
-    """Serve until SIGTERM or SIGINT, then stop cleanly (the tick loop finishes its pass)."""
+          limit: int, tick_interval: float | None, header_timeout: float = 10.0,
+          max_connections: int = 1000) -> None:
+    """Serve until SIGTERM or SIGINT, then stop cleanly (the tick loop finishes its pass).
+
+    Slow clients are cut off and connections capped below the open-files limit (slowclients.py).
+    """
     import uvicorn
+
+    from .slowclients import SlowBodies, limits_for, protocol_class
 
     sock = bind(host, port)
     store = open_store()
-    app = create_app(store, Guard(token, host, public_url), limit)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+    limits = limits_for(header_timeout, max_connections, limit)
+    app = SlowBodies(create_app(store, Guard(token, host, public_url), limit), limits)
+    server = uvicorn.Server(uvicorn.Config(app, http=protocol_class(limits), backlog=limits.backlog,
+                                          log_level="warning", timeout_graceful_shutdown=5))
     shown = f"[{host.strip('[]')}]" if ":" in host else host
     print(f"durable serve: listening on http://{shown}:{sock.getsockname()[1]}/", flush=True)
     # uvicorn re-raises the signal that stopped it once it is done: let that end us with 0.

@@ -56,8 +56,9 @@ def open_store(dir: str | None = None, store: str | None = None) -> Store:
     if "://" in location:
         raise StoreError(f"unsupported store URL {location.split('://')[0]}:// (use postgresql://)")
     from .files import FileStore
+    from .fsutil import SHARED_ENV, shared_group_allowed
 
-    return FileStore(location)
+    return FileStore(location, shared_group_allowed(os.environ.get(SHARED_ENV)))
 
 
 @contextmanager

@@ -18,8 +18,8 @@ from .. import faults, journal
 from ..errors import DurableError, JournalDamaged, RunNotFound, StoreError
 from .base import Event, RunSession, Store, check_run_id, check_stream_name
 from .files_inbox import FileInbox
-from .fsutil import (NOFOLLOW, b64, fsync, fsync_dir, refuse_unsafe_dir, sha, unique_name,
-                     write_atomic)
+from .fsutil import (NOFOLLOW, b64, fsync, fsync_dir, make_dirs, refuse_unsafe_dir, refuse_unsafe_file,
+                     sha, unique_name, write_atomic)
 
 _STAMP = "%Y%m%dT%H%M%S%f"
 _SUBDIRS = ("runs", "locks", "due", "tokens", "inbox", "cancel", "streams", "rejected", "schedules")
@@ -65,26 +65,29 @@ class FileRunSession(RunSession):
 class FileStore(FileInbox, Store):
     """Runs kept as files under one directory (the default store)."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, shared_group: bool = False) -> None:
+        """`shared_group` accepts entries of one of our groups, writable by it (DURABLE_ALLOW_SHARED)."""
         self.root = os.path.abspath(root)
         self.location = self.root
+        self.shared_group = shared_group
         self._made: set[str] = set()
         if os.path.lexists(self.root):
             self._check_root()
 
     def _check_root(self) -> None:
-        """Refuse a root (or a subdirectory) that is not a directory or that others can write to."""
+        """Refuse a root (or a subdirectory) that is not a directory of ours or that others can write
+        to: a handful of stats once per process, whatever the number of runs."""
         try:
             info = os.stat(self.root)
         except OSError as exc:
             raise StoreError(f"cannot use journal dir {self.root}: {exc.strerror}") from None
         if not stat.S_ISDIR(info.st_mode):
             raise StoreError(f"journal dir {self.root} is not a directory")
-        refuse_unsafe_dir(self.root, info)
+        refuse_unsafe_dir(self.root, info, self.shared_group)
         for name in _SUBDIRS:
             path = os.path.join(self.root, name)
             try:
-                refuse_unsafe_dir(path, os.lstat(path))
+                refuse_unsafe_dir(path, os.lstat(path), self.shared_group)
             except FileNotFoundError:
                 pass
         self._made.add(self.root)
@@ -94,7 +97,7 @@ class FileStore(FileInbox, Store):
         if self.root in self._made:
             return
         try:
-            os.makedirs(self.root, mode=0o700, exist_ok=True)
+            make_dirs(self.root)
             fsync_dir(os.path.dirname(self.root))
         except OSError as exc:
             raise StoreError(f"cannot use journal dir {self.root}: {exc.strerror}") from None
@@ -112,12 +115,21 @@ class FileStore(FileInbox, Store):
                 os.mkdir(path, 0o700)
                 fsync_dir(os.path.dirname(path))
             except FileExistsError:
-                refuse_unsafe_dir(path, os.lstat(path))
+                refuse_unsafe_dir(path, os.lstat(path), self.shared_group)
             self._made.add(path)
         return path
 
     def _journal_path(self, run_id: str) -> str:
         return os.path.join(self.root, "runs", check_run_id(run_id) + ".jsonl")
+
+    def _check_journal(self, path: str) -> None:
+        """Refuse a journal that is not a regular file of ours, writable by nobody else: its
+        `run_started` names the code a resume imports (one lstat per run read or driven)."""
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return
+        refuse_unsafe_file(path, info, self.shared_group)
 
     def _lock(self, run_id: str, wait: bool) -> Any:
         from filelock import FileLock, Timeout
@@ -144,6 +156,11 @@ class FileStore(FileInbox, Store):
             if os.path.getsize(path) > 0:
                 lock.release()
                 return None
+            try:
+                self._check_journal(path)
+            except BaseException:
+                lock.release()
+                raise
         except BaseException:
             lock.release()
             raise
@@ -153,6 +170,7 @@ class FileStore(FileInbox, Store):
         path = self._journal_path(run_id)
         if not os.path.exists(path):
             raise RunNotFound(f"no run {run_id!r} in {self.location}")
+        self._check_journal(path)
         lock = self._lock(run_id, wait)
         if lock is None:
             return None
@@ -163,6 +181,7 @@ class FileStore(FileInbox, Store):
         return session
 
     def read_events(self, run_id: str) -> list[Event]:
+        self._check_journal(self._journal_path(run_id))
         try:
             events, _, _ = journal.read_file(self._journal_path(run_id), run_id)
         except FileNotFoundError:

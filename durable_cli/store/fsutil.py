@@ -53,12 +53,66 @@ def fsync(fd: int, sync: Any = os.fsync) -> None:
     faults.synced(state)
 
 
-def refuse_unsafe_dir(path: str, info: os.stat_result) -> None:
-    """A StoreError unless `path` is a real directory that other users cannot write to."""
+SHARED_ENV = "DURABLE_ALLOW_SHARED"
+
+
+def shared_group_allowed(value: str | None) -> bool:
+    """Whether `DURABLE_ALLOW_SHARED` (given as `value`) opts in to a journal dir shared by a group."""
+    if not value:
+        return False
+    if value != "group":
+        raise StoreError(f"{SHARED_ENV} must be 'group' (or unset), not {value!r}")
+    return True
+
+
+def unsafe_reason(info: os.stat_result, shared_group: bool = False) -> str | None:
+    """Why an entry with this stat cannot be trusted, or None: it must belong to this user and be
+    writable by nobody else. `shared_group` also accepts an entry of one of our groups, writable by it."""
+    uid = os.geteuid()
+    ours = info.st_uid == uid or (shared_group and info.st_gid in _groups())
+    if not ours:
+        return f"it is owned by uid {info.st_uid}, not by this user (uid {uid})"
+    if info.st_mode & stat.S_IWOTH:
+        return "it is world-writable (chmod o-w it)"
+    if info.st_mode & stat.S_IWGRP and not shared_group:
+        return f"it is writable by its group (chmod g-w it, or set {SHARED_ENV}=group for a shared group)"
+    return None
+
+
+def _groups() -> set[int]:
+    return {os.getegid(), *os.getgroups()}
+
+
+def refuse_unsafe_dir(path: str, info: os.stat_result, shared_group: bool = False) -> None:
+    """A StoreError unless `path` is a real directory of ours that other users cannot write to
+    (another user could otherwise swap a journal in, and with it the code a tick imports)."""
     if not stat.S_ISDIR(info.st_mode):
         raise StoreError(f"{path} is not a directory")
-    if info.st_mode & stat.S_IWOTH:
-        raise StoreError(f"refusing world-writable journal dir {path} (chmod o-w it)")
+    reason = unsafe_reason(info, shared_group)
+    if reason is not None:
+        raise StoreError(f"refusing journal dir {path}: {reason}")
+
+
+def refuse_unsafe_file(path: str, info: os.stat_result, shared_group: bool = False) -> None:
+    """A StoreError unless `path` is a regular file of ours that other users cannot write to."""
+    if not stat.S_ISREG(info.st_mode):
+        raise StoreError(f"refusing journal {path}: it is not a regular file")
+    reason = unsafe_reason(info, shared_group)
+    if reason is not None:
+        raise StoreError(f"refusing journal {path}: {reason}")
+
+
+def make_dirs(path: str) -> None:
+    """Create `path` and its missing parents, each 0700 whatever the umask (os.makedirs would make
+    the parents 0777 & ~umask, so others could swap the journal dir under a parent they can write)."""
+    parent = os.path.dirname(path)
+    if parent and parent != path and not os.path.isdir(parent):
+        make_dirs(parent)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
 
 
 def write_atomic(directory: str, name: str, data: bytes) -> None:
