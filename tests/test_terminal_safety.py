@@ -63,7 +63,9 @@ def assert_escaped(output: str) -> None:
 
 def test_inspect_ls_and_tail_escape_control_characters_from_payloads_names_and_errors(project: Path) -> None:
     cli("run", "--id", "hostile", "terminal_flows:echo_payload")
-    assert "failed" in cli("resume", "evil-token", "-", input=json.dumps({"text": HOSTILE}))
+    resumed = cli("resume", "evil-token", "-", input=json.dumps({"text": HOSTILE}))
+    assert "failed" in resumed
+    assert_escaped(resumed)  # the run's failure line on stderr, as every other outside text
     for args in (("inspect", "hostile"), ("ls",), ("tail", "hostile")):
         assert_escaped(cli(*args))
     assert "\\u202eevil\\x9b31m\\x0d" in cli("inspect", "hostile")

@@ -177,6 +177,7 @@ def _run_document(run: Any) -> dict[str, Any]:
 def _report_run(run: Any, as_json: bool, document: dict[str, Any] | None = None,
                 text: Callable[[], None] | None = None) -> None:
     """Print a run (or `document`/`text` about it); a failed run says why on stderr and exits 1."""
+    from ..render import safe
 
     def default_text() -> None:
         line = f"{run.run_id} {run.status}"
@@ -184,11 +185,11 @@ def _report_run(run: Any, as_json: bool, document: dict[str, Any] | None = None,
             line += f" (until {run.wake_at})"
         click.echo(line)
         if run.status == "completed":
-            click.echo(json.dumps(run.result, ensure_ascii=False))
+            click.echo(safe(json.dumps(run.result, ensure_ascii=False)))
 
     _emit(as_json, document or _run_document(run), text or default_text)
     if run.status == "failed":
         error = run.error or {}
-        click.echo(f"run {run.run_id} failed: {error.get('type')}: {error.get('message')}", err=True)
+        click.echo(safe(f"run {run.run_id} failed: {error.get('type')}: {error.get('message')}"), err=True)
         sys.exit(1)
 
