@@ -77,6 +77,11 @@ class RunSession(ABC):
         """Whether events are staged or written but not yet flushed."""
 
     @abstractmethod
+    def stream_append(self, name: str, chunks: list[Event]) -> list[int]:
+        """`Store.stream_append` for this run, fenced like `flush`: a holder that lost the run
+        writes nothing (StoreError)."""
+
+    @abstractmethod
     def close(self) -> None:
         """Release the run (flushing nothing): another process may now execute it."""
 
@@ -183,12 +188,16 @@ class Store(ABC):
 
     # output streams
     @abstractmethod
-    def stream_append(self, run_id: str, name: str, chunks: list[Event]) -> None:
-        """Durably append chunks to a run's named output stream."""
+    def stream_append(self, run_id: str, name: str, chunks: list[Event]) -> list[int]:
+        """Durably append chunks to a run's named output stream; returns the indexes they got.
+
+        Indexes are unique and increasing per stream (0, 1, 2, ...), whoever writes at once;
+        each chunk is read back with its `index`.
+        """
 
     @abstractmethod
     def stream_read(self, run_id: str, name: str, start: int = 0) -> list[Event]:
-        """Chunks of a run's named stream from index `start` on."""
+        """Chunks of a run's named stream whose index is `start` or more, in index order."""
 
     @abstractmethod
     def stream_names(self, run_id: str) -> list[str]:

@@ -28,8 +28,10 @@ _SUBDIRS = ("runs", "locks", "due", "tokens", "inbox", "cancel", "streams", "rej
 class FileRunSession(RunSession):
     """A run claimed through its lock file, with a journal writer open on it."""
 
-    def __init__(self, lock: Any, path: str, run_id: str, created: bool = False) -> None:
+    def __init__(self, store: FileStore, lock: Any, path: str, run_id: str,
+                 created: bool = False) -> None:
         self.run_id = run_id
+        self._store = store
         self._lock = lock
         self._unsynced_entry = created
         try:
@@ -56,6 +58,10 @@ class FileRunSession(RunSession):
     @property
     def has_pending(self) -> bool:
         return self._writer.has_pending
+
+    def stream_append(self, name: str, chunks: list[Event]) -> list[int]:
+        """The run's lock is held for as long as this process lives: no fencing is needed."""
+        return self._store.stream_append(self.run_id, name, chunks)
 
     def close(self) -> None:
         self._writer.close()
@@ -164,7 +170,7 @@ class FileStore(FileInbox, Store):
         except BaseException:
             lock.release()
             raise
-        return FileRunSession(lock, path, run_id, created=True)
+        return FileRunSession(self, lock, path, run_id, created=True)
 
     def open_run(self, run_id: str, wait: bool = False) -> RunSession | None:
         path = self._journal_path(run_id)
@@ -174,7 +180,7 @@ class FileStore(FileInbox, Store):
         lock = self._lock(run_id, wait)
         if lock is None:
             return None
-        session = FileRunSession(lock, path, run_id)
+        session = FileRunSession(self, lock, path, run_id)
         if not session.events:
             session.close()  # its creator died before `run_started` was durable: never a run
             raise RunNotFound(f"no run {run_id!r} in {self.location}")
@@ -356,16 +362,31 @@ class FileStore(FileInbox, Store):
             return []
         return sorted(b64().urlsafe_b64decode(n[:-6]).decode() for n in names if n.endswith(".jsonl"))
 
-    def stream_append(self, run_id: str, name: str, chunks: list[Event]) -> None:
+    def stream_append(self, run_id: str, name: str, chunks: list[Event]) -> list[int]:
+        """Append under an exclusive flock of the stream file: the next index is read from its last
+        line (a torn tail is cut first), so concurrent writers never share an index."""
+        import fcntl
+
         path = self._stream_path(run_id, name)
         self._dir("streams", check_run_id(run_id))
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | NOFOLLOW, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | NOFOLLOW, 0o600)
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            size = os.fstat(fd).st_size
+            with os.fdopen(os.dup(fd), "rb") as handle:
+                last, good = _last_line(handle, size)
+            if good < size:
+                os.ftruncate(fd, good)  # an append cut short by a crash
+            next_index = int(journal.decode(last).get("index", -1)) + 1 if last else 0
+            indexes = list(range(next_index, next_index + len(chunks)))
+            data = b"".join(journal.encode({**chunk, "index": index})
+                            for chunk, index in zip(chunks, indexes))
             faults.point("stream.append")
-            os.write(fd, b"".join(journal.encode(chunk) for chunk in chunks))
+            os.write(fd, data)
             fsync(fd, os.fdatasync)
         finally:
             os.close(fd)
+        return indexes
 
     def stream_read(self, run_id: str, name: str, start: int = 0) -> list[Event]:
         try:
@@ -374,7 +395,8 @@ class FileStore(FileInbox, Store):
         except FileNotFoundError:
             return []
         lines = data[: data.rfind(b"\n") + 1].split(b"\n")[:-1]
-        return [journal.decode(line) for line in lines[start:]]
+        chunks = [journal.decode(line) for line in lines]
+        return [chunk for chunk in chunks if chunk.get("index", 0) >= start]
 
     # schedule bookkeeping
     def schedule_state(self, name: str) -> dict[str, Any] | None:
@@ -407,4 +429,22 @@ def _tail(handle: BinaryIO, size: int, block: int = 65536) -> bytes:
         tail = handle.read()
         if start == 0 or tail.count(b"\n", 0, len(tail) - 1) >= 1:
             return tail
+        block *= 2
+
+
+def _last_line(handle: BinaryIO, size: int, block: int = 4096) -> tuple[bytes | None, int]:
+    """The last whole line of a file (without its newline, None if none) and the length up to
+    its end (a torn tail after it is not counted)."""
+    start = size
+    while True:
+        start = max(0, start - block)
+        handle.seek(start)
+        data = handle.read(size - start)
+        end = data.rfind(b"\n")
+        if end >= 0:
+            begin = data.rfind(b"\n", 0, end) + 1
+            if begin > 0 or start == 0:
+                return data[begin:end], start + end + 1
+        elif start == 0:
+            return None, 0
         block *= 2
