@@ -508,7 +508,7 @@ def test_ls_with_an_unknown_status_exits_2(project):
 
 def test_a_cancelled_sleeping_run_does_nothing_on_tick(project):
     _, started, _ = run_json(project, "run", "flows:week")
-    code, doc, _ = run_json(project, "cancel", started["run_id"])
+    code, doc, _ = run_json(project, "cancel", started["run_id"], "--wait")
     assert (code, doc["status"]) == (0, "cancelled")
     events = exported(project, started["run_id"])
     assert run_in(project, "tick", "--now", after_days(30))[0] == 0

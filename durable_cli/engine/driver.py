@@ -33,6 +33,7 @@ class Options:
     defaults: dict[str, Any] = field(default_factory=dict)
     max_recoveries: int = 3
     payload_limit: int = 1024 * 1024
+    wake_parent: bool = True  # a finished child drives its parent at once (off: the tick will)
 
 
 RunStatus = Literal["running", "sleeping", "waiting", "completed", "failed", "cancelled"]
