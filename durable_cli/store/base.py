@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Iterator
 
-from ..errors import DurableError
+from ..errors import DurableError, JournalEmpty
 
 Event = dict[str, Any]
 
@@ -48,6 +48,14 @@ def check_stream_name(name: str) -> str:
     if problem:
         raise DurableError(f"invalid stream name {name!r}: {problem}")
     return name
+
+
+def empty_journal(run_id: str, where: str) -> JournalEmpty:
+    """The error for a run whose journal holds no event (reported by ticks, `damaged` in `ls`)."""
+    return JournalEmpty(
+        f"journal empty: {where}: its creator died before run_started was durable, or it was cut "
+        f"to nothing; run `durable run --id {run_id} ...` again, or remove the run"
+    )
 
 
 class RunSession(ABC):
@@ -185,6 +193,19 @@ class Store(ABC):
     @abstractmethod
     def clear_cancel(self, run_id: str) -> None:
         """Drop a cancel request once the cancellation is journaled."""
+
+    # problems (why a tick could not drive a run), shown by `ls` and `inspect`
+    @abstractmethod
+    def note_problem(self, run_id: str, reason: str) -> None:
+        """Record why the last tick could not drive the run (replacing what was recorded)."""
+
+    @abstractmethod
+    def clear_problem(self, run_id: str) -> None:
+        """Forget the run's problem once a tick drove it."""
+
+    @abstractmethod
+    def problems(self) -> dict[str, str]:
+        """Run id -> the problem recorded for it, for every run that has one."""
 
     # output streams
     @abstractmethod

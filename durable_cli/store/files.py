@@ -3,7 +3,8 @@
 Layout of `<dir>`: `runs/<id>.jsonl` (the truth), `locks/<id>.lock` (one executor per run),
 `due/<YYYYMMDDHH>/<time>_<id>` (hour buckets, so a tick lists only what is due), `tokens/<sha256>`
 (hook token owners; tokens never become paths), `inbox/<id>/<n>.json`, `cancel/<id>`,
-`streams/<id>/<base64 name>.jsonl` and `rejected/` (the inbox lives in files_inbox.py). Directories are 0700 and files 0600.
+`streams/<id>/<base64 name>.jsonl`, `problems/<id>` (why a tick could not drive the run) and
+`rejected/` (the inbox lives in files_inbox.py). Directories are 0700 and files 0600.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from typing import Any, BinaryIO, Iterator
 
 from .. import faults, journal
 from ..errors import DurableError, JournalDamaged, RunNotFound, StoreError
-from .base import Event, RunSession, Store, check_run_id, check_stream_name
+from .base import Event, RunSession, Store, check_run_id, check_stream_name, empty_journal
 from .files_inbox import FileInbox
 from .fsutil import (NOFOLLOW, b64, fsync, fsync_dir, make_dirs, refuse_unsafe_dir, refuse_unsafe_file,
                      sha, unique_name, write_atomic)
 
 _STAMP = "%Y%m%dT%H%M%S%f"
-_SUBDIRS = ("runs", "locks", "due", "tokens", "inbox", "cancel", "streams", "rejected", "schedules")
+_SUBDIRS = ("runs", "locks", "due", "tokens", "inbox", "cancel", "streams", "rejected", "schedules",
+            "problems")
 
 
 class FileRunSession(RunSession):
@@ -180,10 +182,13 @@ class FileStore(FileInbox, Store):
         lock = self._lock(run_id, wait)
         if lock is None:
             return None
-        session = FileRunSession(self, lock, path, run_id)
+        try:
+            session = FileRunSession(self, lock, path, run_id)
+        except FileNotFoundError:
+            raise RunNotFound(f"no run {run_id!r} in {self.location}") from None  # pruned meanwhile
         if not session.events:
-            session.close()  # its creator died before `run_started` was durable: never a run
-            raise RunNotFound(f"no run {run_id!r} in {self.location}")
+            session.close()
+            raise empty_journal(run_id, path)
         return session
 
     def read_events(self, run_id: str) -> list[Event]:
@@ -219,7 +224,7 @@ class FileStore(FileInbox, Store):
             raise RunNotFound(f"no run {run_id!r} in {self.location}") from None
         lines = [line for line in tail.split(b"\n")[:-1] if line]
         if not head.endswith(b"\n") or not lines:
-            raise RunNotFound(f"no run {run_id!r} in {self.location}")
+            raise empty_journal(run_id, path)
         try:
             first, last = journal.decode(head[:-1]), journal.decode(lines[-1])
         except ValueError as exc:
@@ -245,6 +250,7 @@ class FileStore(FileInbox, Store):
                     os.unlink(os.path.join(path, name))
                 os.rmdir(path)
         self.clear_cancel(run_id)
+        self.clear_problem(run_id)
 
     # the due index
     def _due_path(self, at: datetime, run_id: str) -> tuple[str, str]:
@@ -344,6 +350,31 @@ class FileStore(FileInbox, Store):
             os.unlink(self._token_path(token))
 
     # the inbox
+    # problems
+    def note_problem(self, run_id: str, reason: str) -> None:
+        write_atomic(self._dir("problems"), check_run_id(run_id), reason.encode("utf-8", "replace"))
+
+    def clear_problem(self, run_id: str) -> None:
+        try:
+            os.unlink(os.path.join(self.root, "problems", check_run_id(run_id)))
+        except FileNotFoundError:
+            pass
+
+    def problems(self) -> dict[str, str]:
+        directory = os.path.join(self.root, "problems")
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            return {}
+        found = {}
+        for name in names:
+            try:
+                with open(os.path.join(directory, name), "rb") as handle:
+                    found[name] = handle.read(4096).decode("utf-8", "replace")
+            except OSError:
+                continue  # a temp file renamed away, or cleared meanwhile
+        return {run_id: reason for run_id, reason in found.items() if not run_id.startswith(".tmp-")}
+
     # output streams
     def _stream_path(self, run_id: str, name: str) -> str:
         encoded = b64().urlsafe_b64encode(check_stream_name(name).encode()).decode() + ".jsonl"

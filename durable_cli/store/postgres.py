@@ -26,7 +26,8 @@ except ImportError:
 
 from .. import faults, journal
 from ..payloads import parse_message
-from .base import FINAL_EVENTS, Event, RunSession, Store, check_run_id, check_stream_name
+from .base import (FINAL_EVENTS, Event, RunSession, Store, check_run_id, check_stream_name,
+                   empty_journal)
 from .pg_claims import CLAIM, CREATE, Heartbeat, PostgresRunSession, append_stream, release
 from .pg_schema import Conflict, Db, connect, parse_url
 
@@ -47,7 +48,8 @@ WITH events AS (DELETE FROM durable_events WHERE run_id = %(run_id)s),
      due AS (DELETE FROM durable_due WHERE run_id = %(run_id)s),
      tokens AS (DELETE FROM durable_tokens WHERE run_id = %(run_id)s),
      inbox AS (DELETE FROM durable_inbox WHERE run_id = %(run_id)s),
-     cancel AS (DELETE FROM durable_cancel WHERE run_id = %(run_id)s)
+     cancel AS (DELETE FROM durable_cancel WHERE run_id = %(run_id)s),
+     problems AS (DELETE FROM durable_problems WHERE run_id = %(run_id)s)
 DELETE FROM durable_runs WHERE run_id = %(run_id)s
 """
 
@@ -140,6 +142,9 @@ class PostgresStore(Store):
         faults.point("run.claim")
         while True:
             session = self._claimed(run_id, self._db.rows(CLAIM, params))
+            if session is not None and not session.events:
+                session.close()
+                raise empty_journal(run_id, f"{self.location} run {run_id}")
             if session is not None:
                 return session
             if not self._db.rows("SELECT 1 FROM durable_runs WHERE run_id = %s", (run_id,)):
@@ -176,6 +181,8 @@ class PostgresStore(Store):
 
     def run_summary(self, run_id: str) -> tuple[Event, Event]:
         rows = self._db.rows(_SUMMARY, {"run_id": check_run_id(run_id)})
+        if not rows and self._db.rows("SELECT 1 FROM durable_runs WHERE run_id = %s", (run_id,)):
+            raise empty_journal(run_id, f"{self.location} run {run_id}")
         if not rows:
             raise RunNotFound(f"no run {run_id!r} in {self.location}")
         try:
@@ -297,6 +304,21 @@ class PostgresStore(Store):
     def clear_cancel(self, run_id: str) -> None:
         faults.point("cancel.clear")
         self._db.write("DELETE FROM durable_cancel WHERE run_id = %s", (run_id,))
+
+    # problems
+    def note_problem(self, run_id: str, reason: str) -> None:
+        self._db.write(
+            "INSERT INTO durable_problems (run_id, reason) VALUES (%s, %s)"
+            " ON CONFLICT (run_id) DO UPDATE SET reason = EXCLUDED.reason, noted_at = now()",
+            (check_run_id(run_id), reason),
+        )
+
+    def clear_problem(self, run_id: str) -> None:
+        self._db.write("DELETE FROM durable_problems WHERE run_id = %s", (run_id,))
+
+    def problems(self) -> dict[str, str]:
+        return {run_id: reason for run_id, reason in self._db.rows(
+            "SELECT run_id, reason FROM durable_problems")}
 
     # output streams
     def stream_append(self, run_id: str, name: str, chunks: list[Event]) -> list[int]:
