@@ -139,7 +139,7 @@ def start_child(ex: Execution, definition: Any, args: tuple[Any, ...], kwargs: d
 def notify_parent(ex: Execution) -> None:
     """Leave a finished child's outcome in its parent's inbox, and wake the parent if it is free."""
     parent = ex.history.start.get("parent")
-    if not parent:
+    if not parent or ex.history.status == "migrated":
         return
     outcome_event = ex.history.outcome or {}
     ex.store.post(parent["run_id"], {
