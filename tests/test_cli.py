@@ -520,7 +520,8 @@ def test_a_cancelled_sleeping_run_does_nothing_on_tick(project):
 
 def test_a_run_cancelled_during_a_step_never_executes_another_step(project):
     where = _where(project, {})
-    command = [DURABLE, *(["--dir", str(where["dir"])] if "dir" in where else []), "run", "flows:slow", "--json"]
+    command = [DURABLE, *(["--dir", str(where["dir"])] if "dir" in where else []), "run", "flows:slow",
+               "--id", "slow-run", "--json"]
     proc = subprocess.Popen(command, cwd=project, env=durable_env(where.get("env")), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     try:
@@ -528,7 +529,7 @@ def test_a_run_cancelled_during_a_step_never_executes_another_step(project):
         while "slow-started" not in log_lines(project):
             assert time.monotonic() < deadline, "the slow step never started"
             time.sleep(0.02)
-        run_id = run_json(project, "ls")[1][0]["run_id"]
+        run_id = "slow-run"  # cancel at once: `durable cancel` returns without waiting for the step
         code, out, err = run_in(project, "cancel", run_id)
         assert code == 0, err
         proc.wait(timeout=20)
