@@ -73,6 +73,7 @@ if TYPE_CHECKING:
     from .client import start_async as start_async
     from .errors import EngineError as EngineError
     from .errors import WorkflowImportError as WorkflowImportError
+    from .errors import JournalEmpty as JournalEmpty
 
 __all__ = [
     "ChildFailed",
@@ -88,6 +89,7 @@ __all__ = [
     "InvalidPayload",
     "InvalidReference",
     "JournalDamaged",
+    "JournalEmpty",
     "JournalTooNew",
     "NonDeterminismError",
     "RetryableError",
@@ -153,7 +155,7 @@ _MODULES = {
     "errors": ["ChildFailed", "ConfigError", "DurableError", "FatalError", "InvalidArguments",
                "InvalidPayload", "InvalidReference", "JournalDamaged", "NonDeterminismError",
                "RetryableError", "RunBusy", "RunConflict", "RunExists", "RunNotFound", "StepCrashed",
-               "StepFailed", "StepTimeout", "JournalTooNew", "StoreError", "TokenInUse", "UnknownToken", "EngineError", "WorkflowImportError"],
+               "StepFailed", "StepTimeout", "JournalTooNew", "StoreError", "TokenInUse", "UnknownToken", "EngineError", "WorkflowImportError", "JournalEmpty"],
     "logs": ["logger"],
     "ticker": ["TickSummary"],
 }

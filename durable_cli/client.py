@@ -259,12 +259,21 @@ def resume_hook(token: str, payload: Any, dir: str | None = None, store: str | N
         return deliver_payload(target, token, payload, key, enqueue, utcnow, options)
 
 
-def cancel(run_id: str, dir: str | None = None, store: str | None = None) -> Run:
-    """Cancel a run: it never executes another step. Waits for a step in progress to end."""
-    from .engine.children import cancel_run
+def cancel(run_id: str, dir: str | None = None, store: str | None = None, wait: bool = True,
+           timeout: float | None = None) -> Run:
+    """Cancel a run: it never executes another step once the request is seen.
+
+    The request is recorded first; the run's own process acts on it before its next step, or the
+    next tick does. With `wait` (the default), this call also acts on it whenever the run is free
+    and returns once the run has stopped, or after `timeout` seconds (check `.status`); without,
+    it returns at once with the run as it was.
+    """
+    from .engine.children import cancel_run, request_cancel
 
     with opened(dir, store) as target:
-        return cancel_run(target, check_run_id(run_id), utcnow)
+        if not wait:
+            return request_cancel(target, check_run_id(run_id), utcnow)
+        return cancel_run(target, check_run_id(run_id), utcnow, options_for(), timeout)
 
 
 def tick(dir: str | None = None, store: str | None = None, now: datetime | None = None) -> TickSummary:

@@ -147,3 +147,8 @@ class EngineError(DurableError):
     Never journaled as the run's failure: the run keeps its journal and stays recoverable (the
     next tick, or the next command, drives it again); the message names the run.
     """
+
+
+class JournalEmpty(JournalDamaged):
+    """A run's journal holds no event: its creator died before `run_started` was durable, or the
+    journal was cut to nothing. Reported for that run; `durable run --id` creates it again."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .errors import DurableError
+from .errors import DurableError, RunNotFound
 from .store import Store
 
 from .engine.history import TERMINAL
@@ -24,19 +24,29 @@ def status_of(last: dict[str, Any]) -> str:
 
 
 def list_runs(store: Store, status: str | None = None) -> list[dict[str, Any]]:
-    """One row per run, newest first; a run whose journal cannot be read is listed as damaged."""
+    """One row per run, newest first. A run whose journal is damaged (or empty) is listed as
+    `damaged`, one that cannot be opened as `unreadable`, each with its `error`; a run the last
+    tick could not drive keeps its status and carries that tick's `error`."""
+    from .ticker import problem
+
     rows: list[dict[str, Any]] = []
+    problems = store.problems()
     for run_id in store.run_ids():
         try:
             first, last = store.run_summary(run_id)
-        except DurableError as exc:
-            rows.append({"run_id": run_id, "status": "damaged", "workflow": "", "created_at": "",
-                         "updated_at": "", "error": str(exc)})
+        except (DurableError, OSError) as exc:
+            if isinstance(exc, RunNotFound):
+                continue  # pruned while we listed
+            rows.append({"run_id": run_id, "status": "damaged" if isinstance(exc, DurableError) else "unreadable",
+                         "workflow": "", "created_at": "", "updated_at": "", "error": problem(exc)})
             continue
-        rows.append({
+        row = {
             "run_id": run_id, "status": status_of(last), "workflow": first.get("name", ""),
             "created_at": first["at"], "updated_at": last["at"], "parent": (first.get("parent") or {}).get("run_id"),
-        })
+        }
+        if run_id in problems:
+            row["error"] = problems[run_id]
+        rows.append(row)
     if status is not None:
         rows = [row for row in rows if row["status"] == status]
     rows.sort(key=lambda row: (row["created_at"], row["run_id"]), reverse=True)
@@ -62,6 +72,7 @@ def describe_run(store: Store, run_id: str) -> dict[str, Any]:
         "parent": first.get("parent"), "children": [
             op.events[0]["child_run_id"] for op in history.ops.values() if op.kind == "child"
         ], "timeline": timeline(events), "events": events, "journal": journal,
+        "problem": store.problems().get(run_id),
     }
 
 

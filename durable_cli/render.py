@@ -13,8 +13,10 @@ from datetime import datetime
 from typing import Any
 
 _COLORS = {"completed": "green", "failed": "red", "cancelled": "magenta", "waiting": "yellow",
-           "sleeping": "cyan", "running": "blue", "damaged": "red", "timed out": "yellow"}
-STATUSES = ("running", "sleeping", "waiting", "completed", "failed", "cancelled", "damaged")
+           "sleeping": "cyan", "running": "blue", "damaged": "red", "unreadable": "red",
+           "migrated": "white", "timed out": "yellow"}
+STATUSES = ("running", "sleeping", "waiting", "completed", "failed", "cancelled", "migrated",
+            "damaged", "unreadable")
 
 
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
@@ -101,6 +103,8 @@ def render_run(doc: dict[str, Any], color: bool = False) -> str:
         lines.append(f"result    {safe(json.dumps(doc['result'], ensure_ascii=False))}")
     if doc.get("error"):
         lines.append(f"error     {safe(doc['error'].get('type'))}: {safe(doc['error'].get('message'))}")
+    if doc.get("problem"):
+        lines.append(f"problem   {safe(doc['problem'])} (seen by the last tick)")
     for wait in doc.get("wait") or []:
         what = safe(wait.get("token") or wait.get("child_run_id") or wait["kind"])
         until = f" until {wait['until']}" if wait.get("until") else ""
@@ -135,7 +139,10 @@ def render_list(rows: list[dict[str, Any]], now: datetime, color: bool = False) 
         lines.append(f"{safe(row['run_id']):<{width}}  {status} {safe(row['workflow'])[:24]:<24} "
                      f"{_age(row['created_at'], now):>5}  {_age(row['updated_at'], now):>7}")
     counts = Counter(row["status"] for row in rows)
-    summary = ", ".join(_style(f"{counts[s]} {s}", s, color) for s in STATUSES if counts[s])
+    order = [*STATUSES, *sorted(set(counts) - set(STATUSES))]
+    summary = ", ".join(_style(f"{counts[s]} {s}", s, color) for s in order if counts[s])
     lines.append(f"{len(rows)} run{'s' if len(rows) != 1 else ''}: {summary}")
-    lines.extend(f"{safe(row['run_id'])}: {safe(row['error'])}" for row in rows if row.get("error"))
+    for row in rows:
+        if row.get("error"):
+            lines.append(f"error: run {safe(row['run_id'])}: {safe(row['error'])}")
     return "\n".join(lines)

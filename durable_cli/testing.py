@@ -180,14 +180,14 @@ class DurableTestEnv:
         return delivery.run if delivery.run is not None else self.get_run(delivery.run_id)
 
     def read_stream(self, run_id: str, name: str = "default", start: int = 0) -> list[Any]:
-        """The data of a run's output stream from chunk `start` (as `durable tail --stream` shows)."""
+        """The data of a run's output stream from index `start` (as `durable tail --stream` shows)."""
         return [chunk["data"] for chunk in self.store.stream_read(run_id, name, start)]
 
     def cancel(self, run_id: str) -> Run:
-        """Cancel a run as `durable cancel` does: it never executes another step."""
+        """Cancel a run as `durable cancel --wait` does: it never executes another step."""
         from .engine.children import cancel_run
 
-        return cancel_run(self.store, run_id, self.clock)
+        return cancel_run(self.store, run_id, self.clock, self.options)
 
     def retry(self, run_id: str) -> Run:
         """Resume a failed run on fixed code, as `durable retry` does."""

@@ -27,6 +27,7 @@ class TickSummary:
         self.delivered = self.resumed = self.fired = self.busy = 0
         self.completed = self.failed = self.suspended = 0
         self.errors: list[dict[str, str]] = []
+        self.problems: dict[str, str] = {}  # recorded before this pass (cleared when driven)
 
     def add(self, other: TickSummary) -> None:
         """Sum another pass into this one (`tick --loop`)."""
@@ -39,12 +40,40 @@ class TickSummary:
         return {**{name: getattr(self, name) for name in self.FIELDS}, "errors": list(self.errors)}
 
 
+def problem(exc: BaseException) -> str:
+    """Why a run could not be driven, in one line: our own errors say it; others get their kind.
+
+    A tick reports it for that run and goes on with the others (one bad run never stops a tick).
+    """
+    if isinstance(exc, DurableError):
+        text = str(exc)
+    elif isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        text = f"storage error{where}: {exc.strerror or exc}"
+    else:
+        text = f"internal error: {type(exc).__name__}: {exc}"
+    # one line, storable anywhere (PostgreSQL text takes no NUL or lone surrogate)
+    text = " ".join(text.split()).replace("\x00", "\\0")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")[:2000]
+
+
 def clock_from(now: datetime | None) -> Clock:
     """The wall clock, or one that starts at `now` and advances with real time (`tick --now`)."""
     if now is None:
         return utcnow
     origin = time.monotonic()
     return lambda: now + timedelta(seconds=time.monotonic() - origin)
+
+
+def _report(store: Store, summary: TickSummary, run_id: str, exc: BaseException) -> None:
+    """Name the run and why it could not be driven in the summary, and record it in the store for
+    `ls` and `inspect` (if even that fails, the summary still says it)."""
+    reason = problem(exc)
+    summary.errors.append({"run_id": run_id, "error": reason})
+    try:
+        store.note_problem(run_id, reason)
+    except Exception:
+        pass
 
 
 def _drive(store: Store, run_id: str, clock: Clock, summary: TickSummary, options: Callable[[], Any],
@@ -58,11 +87,13 @@ def _drive(store: Store, run_id: str, clock: Clock, summary: TickSummary, option
         return
     except RunNotFound:
         if due_at is not None:
-            store.set_due(run_id, None, due_at)
+            store.set_due(run_id, None, due_at)  # a stale entry of a pruned run
         return
-    except DurableError as exc:
-        summary.errors.append({"run_id": run_id, "error": str(exc)})
+    except Exception as exc:
+        _report(store, summary, run_id, exc)
         return
+    if run_id in summary.problems:
+        store.clear_problem(run_id)
     if not run.executed:
         return
     summary.resumed += 1
@@ -81,13 +112,13 @@ def _deliver_inbox(store: Store, clock: Clock, summary: TickSummary, options: Ca
 
         if stop is not None and stop():
             return
-        messages = store.messages(run_id)
         try:
+            messages = store.messages(run_id)
             finished = store.run_summary(run_id)[1]["type"] in TERMINAL
         except RunNotFound:
             finished = True
-        except DurableError as exc:
-            summary.errors.append({"run_id": run_id, "error": str(exc)})
+        except Exception as exc:
+            _report(store, summary, run_id, exc)
             continue
         if finished:
             for message_id, _ in messages:
@@ -107,6 +138,7 @@ def tick_once(store: Store, clock: Clock, options: Any = None, config: Any = Non
     `workers` > 1, due runs are shared with forked processes, each on its own `reopen()` store.
     """
     summary = TickSummary()
+    summary.problems = store.problems()
     cache: list[Any] = [] if options is None else [options]
 
     def lazy_options() -> Any:
@@ -127,7 +159,8 @@ def tick_once(store: Store, clock: Clock, options: Any = None, config: Any = Non
     if share > 1:
         assert reopen is not None
         lazy_options()
-        children = [_fork_worker(due[k::share], reopen, clock, lazy_options, stop) for k in range(1, share)]
+        children = [_fork_worker(due[k::share], reopen, clock, lazy_options, stop, summary.problems)
+                    for k in range(1, share)]
     for index, (due_at, run_id) in enumerate(show(due) if show is not None else due):
         if index % share:
             continue  # a forked worker's share (it still moves the progress bar along)
@@ -140,7 +173,8 @@ def tick_once(store: Store, clock: Clock, options: Any = None, config: Any = Non
 
 
 def _fork_worker(due: list[tuple[datetime, str]], reopen: Callable[[], Store], clock: Clock,
-                 options: Callable[[], Any], stop: Callable[[], bool] | None) -> tuple[int, int]:
+                 options: Callable[[], Any], stop: Callable[[], bool] | None,
+                 problems: dict[str, str]) -> tuple[int, int]:
     """Drive a share of the due runs in a forked process (its own store connection); (pid, pipe)."""
     import json
     import os
@@ -152,6 +186,7 @@ def _fork_worker(due: list[tuple[datetime, str]], reopen: Callable[[], Store], c
         return pid, read
     os.close(read)
     summary = TickSummary()
+    summary.problems = problems
     try:
         store = reopen()
         try:

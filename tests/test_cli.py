@@ -508,7 +508,7 @@ def test_ls_with_an_unknown_status_exits_2(project):
 
 def test_a_cancelled_sleeping_run_does_nothing_on_tick(project):
     _, started, _ = run_json(project, "run", "flows:week")
-    code, doc, _ = run_json(project, "cancel", started["run_id"])
+    code, doc, _ = run_json(project, "cancel", started["run_id"], "--wait")
     assert (code, doc["status"]) == (0, "cancelled")
     events = exported(project, started["run_id"])
     assert run_in(project, "tick", "--now", after_days(30))[0] == 0
@@ -520,7 +520,8 @@ def test_a_cancelled_sleeping_run_does_nothing_on_tick(project):
 
 def test_a_run_cancelled_during_a_step_never_executes_another_step(project):
     where = _where(project, {})
-    command = [DURABLE, *(["--dir", str(where["dir"])] if "dir" in where else []), "run", "flows:slow", "--json"]
+    command = [DURABLE, *(["--dir", str(where["dir"])] if "dir" in where else []), "run", "flows:slow",
+               "--id", "slow-run", "--json"]
     proc = subprocess.Popen(command, cwd=project, env=durable_env(where.get("env")), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     try:
@@ -528,7 +529,7 @@ def test_a_run_cancelled_during_a_step_never_executes_another_step(project):
         while "slow-started" not in log_lines(project):
             assert time.monotonic() < deadline, "the slow step never started"
             time.sleep(0.02)
-        run_id = run_json(project, "ls")[1][0]["run_id"]
+        run_id = "slow-run"  # cancel at once: `durable cancel` returns without waiting for the step
         code, out, err = run_in(project, "cancel", run_id)
         assert code == 0, err
         proc.wait(timeout=20)

@@ -548,7 +548,7 @@ def test_crash_between_starting_a_child_and_journaling_it_never_starts_a_second_
 def test_cancelling_a_parent_cancels_its_running_children(project, fn):
     run = project.run(fn)
     assert len(project.runs()) == 3
-    code, doc, err = project.json("cancel", run["run_id"])
+    code, doc, err = project.json("cancel", run["run_id"], "--wait")
     assert (code, doc["status"]) == (0, "cancelled"), err
     assert set(statuses(project).values()) == {"cancelled"}
     project.tick(days=8)

@@ -104,7 +104,8 @@ def test_damage_is_a_clear_error_for_that_run_only_and_leaves_the_file_untouched
     assert len(shown.err.strip().splitlines()) == 1
     listed = two_runs.call("ls", "--json")
     assert listed.code == 0 and {row["run_id"] for row in listed.json()} == {BAD, GOOD}
-    assert two_runs.call("tick", "--now", later(3)).code == 0
+    again = two_runs.call("tick", "--now", later(3))
+    assert again.code == 1 and f"error: run {BAD}: journal damaged" in again.err, again  # every tick
     assert path.read_bytes() == damaged
     with pytest.raises(JournalDamaged):
         FileStore(str(two_runs.store)).open_run(BAD)

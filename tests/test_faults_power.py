@@ -23,6 +23,14 @@ def _acknowledged_payload(project: Project, run_id: str, key: str) -> bool:
     return journaled or queued
 
 
+def _tick(copy: Project, at: str) -> None:
+    """A tick on a power-cut copy: it may only report runs whose `run_started` never became
+    durable (an unacknowledged `run`; they are created again below)."""
+    result = copy.call("tick", "--now", at, "--json")
+    errors = result.json()["errors"] if result.code in (0, 1) else None
+    assert errors is not None and all("journal empty" in e["error"] for e in errors), result
+
+
 def _recover(copy: Project, acked_runs: list[str], acked_payloads: dict[str, int]) -> int:
     """Check the acknowledged facts in a power-cut copy, then drive its runs to their end."""
     losses = 0
@@ -33,19 +41,19 @@ def _recover(copy: Project, acked_runs: list[str], acked_payloads: dict[str, int
         if not _acknowledged_payload(copy, run_id, f"key-{run_id}"):
             losses += 1
     assert losses == 0, "acknowledged facts lost in the power cut"
-    assert copy.call("tick", "--now", later(FIRE)).code == 0
+    _tick(copy, later(FIRE))
     for n in range(RUNS):
         run_id = f"r{n}"
         if not copy.journal(run_id).exists() or not copy.events(run_id):
             assert copy.call("run", "--id", run_id, "flows:mixed", str(n)).code == 0
-            assert copy.call("tick", "--now", later(FIRE)).code == 0
+            _tick(copy, later(FIRE))
         if copy.status(run_id) == "sleeping":
-            assert copy.call("tick", "--now", later(FIRE + 2)).code == 0
+            _tick(copy, later(FIRE + 2))
         if copy.status(run_id) == "waiting" and not _acknowledged_payload(copy, run_id, f"key-{run_id}"):
             result = copy.call("resume", f"tok-{run_id}", "-", "--key", f"key-{run_id}", input='{"v": %d}' % n)
             assert result.code == 0, (result, copy.root, [e["type"] for e in copy.events(run_id)],
                                       sorted(p.name for p in (copy.store / "tokens").glob("*")))
-    assert copy.call("tick", "--now", later(FIRE + 2)).code == 0
+    assert copy.call("tick", "--now", later(FIRE + 2)).code == 0  # every run exists by now
     check = check_store(copy, {f"r{n}": mixed_result(n, n) for n in range(RUNS)})
     check.assert_clean()
     return check.runs

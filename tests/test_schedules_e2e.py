@@ -358,7 +358,7 @@ def test_a_schedule_whose_workflow_cannot_be_imported_is_reported_by_tick(tmp_pa
         {"name": "typo", "cron": "0 * * * *", "workflow": "flowz:job"}]}))
     project.tick_at(utc("2026-05-01 09:30"))
     code, doc, err = project.json("tick", "--now", utc("2026-05-01 10:00"))
-    assert code == 0, err
+    assert code == 1, err
     assert len(doc["errors"]) == 1
     assert "typo" in doc["errors"][0]["error"] and "flowz" in doc["errors"][0]["error"]
 

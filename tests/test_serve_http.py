@@ -47,6 +47,21 @@ FLOWS = """
     def approve(doc):
         for decision in approval.create(token="approval-" + doc):
             return decision
+
+
+    @workflow
+    def waits_for_child(doc):
+        import os
+        from durable_cli import ChildFailed, start_child
+
+        try:
+            outcome = start_child(approve, doc).result()
+        except ChildFailed as exc:
+            outcome = exc.error_type
+        marker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "parent-" + doc)
+        with open(marker, "a") as handle:
+            handle.write(f"{os.getpid()} {outcome}\\n")
+        return outcome
 """
 
 
@@ -232,10 +247,28 @@ def test_cancelling_a_run_then_cancelling_it_again_is_409(site: Any) -> None:
     run_id = start_run(cwd, server, "flows:approve", "doc-cancel")
     url = f"{server.url}/api/runs/{run_id}/cancel"
     response = httpx.post(url, json={})
-    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    assert response.status_code == 202 and response.json()["cancel"] == "requested"
+    assert inspect(cwd, run_id)["status"] == "waiting"  # recorded; serve executes nothing
+    tick(cwd)
     assert inspect(cwd, run_id)["status"] == "cancelled"
     assert httpx.post(url, json={}).status_code == 409
     assert httpx.post(f"{server.url}/api/runs/no-such-run/cancel", json={}).status_code == 404
+
+
+def test_cancelling_a_child_through_serve_runs_no_workflow_code_in_serve(site: Any) -> None:
+    cwd, server = site
+    parent = start_run(cwd, server, "flows:waits_for_child", "doc-family")
+    child = f"{parent}-c1"
+    assert inspect(cwd, child)["status"] == "waiting"
+    response = httpx.post(f"{server.url}/api/runs/{child}/cancel", json={})
+    assert response.status_code == 202, response.text
+    assert not (cwd / "parent-doc-family").exists()  # the parent's code did not run in serve
+    assert (inspect(cwd, child)["status"], inspect(cwd, parent)["status"]) == ("waiting", "waiting")
+    tick(cwd)  # cancels the child, which leaves its outcome for the parent
+    tick(cwd)
+    assert inspect(cwd, parent)["result"] == "Cancelled"
+    pid = (cwd / "parent-doc-family").read_text().split()[0]
+    assert int(pid) != server.proc.pid
 
 
 def test_cross_site_writes_change_nothing_while_same_origin_ones_with_the_csrf_token_are_served(site: Any) -> None:
@@ -256,7 +289,7 @@ def test_cross_site_writes_change_nothing_while_same_origin_ones_with_the_csrf_t
     assert inspect(cwd, run_id)["status"] == "waiting"
     token = httpx.get(f"{server.url}/api/session").json()["csrf_token"]
     same_origin = {"origin": server.url, "sec-fetch-site": "same-origin", "x-csrf-token": token}
-    assert httpx.post(cancel, json={}, headers=same_origin).status_code == 200
+    assert httpx.post(cancel, json={}, headers=same_origin).status_code == 202
 
 
 def test_a_request_for_another_host_name_is_refused_without_a_token(site: Any) -> None:

@@ -42,6 +42,8 @@ for line in sys.stdin:
             sessions[run_id].stage(json.loads(event))
             sessions[run_id].flush()
             reply = "ok"
+        elif command == "stream":
+            reply = f"index {sessions[run_id].stream_append('log', [json.loads(event)])[0]}"
         elif command == "close":
             sessions.pop(run_id).close()
             reply = "closed"
@@ -55,7 +57,7 @@ class StoreProcess:
     """Another process with its own handle on the store at `location`, driven line by line.
 
     Commands: `create ID`, `open ID` (replies held/none), `append ID JSON` (stage and flush),
-    `close ID`; a failure replies `error Type: message`. Sessions stay held until closed.
+    `stream ID JSON` (append a chunk to the held run's stream "log"), `close ID`; a failure replies `error Type: message`. Sessions stay held until closed.
     """
 
     def __init__(self, location: str, wait_ready: bool = True) -> None:
@@ -393,6 +395,35 @@ def test_stream_chunks_are_read_back_in_order_from_any_index(store_factory: Stor
     assert [chunk["text"] for chunk in store.stream_read("r1", "log", 2)] == ["three"]
     assert store.stream_read("r1", "log", 3) == []
     assert store.stream_read("r1", "missing") == []
+
+
+def test_concurrent_stream_writers_get_unique_increasing_indexes(store_factory: StoreFactory) -> None:
+    first = store_factory()
+    second = open_store(store=first.location)  # another handle: its own connection or files
+    got: list[int] = []
+
+    def write(store: Store, who: str) -> None:
+        for n in range(15):
+            got.extend(store.stream_append("r1", "log", [{"who": who, "n": n}]))
+
+    workers = [threading.Thread(target=write, args=(s, w)) for s, w in ((first, "a"), (second, "b"))]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    second.close()
+    assert sorted(got) == list(range(30))
+    chunks = first.stream_read("r1", "log")
+    assert [chunk["index"] for chunk in chunks] == list(range(30))
+    assert [chunk["index"] for chunk in first.stream_read("r1", "log", start=27)] == [27, 28, 29]
+
+
+def test_a_held_run_appends_to_its_stream_through_its_session(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    session = create(store, "r1")
+    assert session.stream_append("log", [{"text": "a"}, {"text": "b"}]) == [0, 1]
+    session.close()
+    assert [(c["index"], c["text"]) for c in store.stream_read("r1", "log")] == [(0, "a"), (1, "b")]
 
 
 # schedule bookkeeping

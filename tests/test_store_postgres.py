@@ -162,6 +162,28 @@ def test_a_stalled_holder_loses_the_run_when_its_lease_lapses_and_its_flush_writ
     store.close()
 
 
+def test_a_stalled_holder_writes_no_stream_chunk_once_another_worker_took_the_run(pg_url: str) -> None:
+    url = pg_url + "&lease=1"
+    store = PostgresStore(url)
+    create(store, "r1").close()
+    with StoreProcess(url) as stalled:
+        assert stalled.ask("open r1") == "held"
+        assert stalled.ask('stream r1 {"by": "stalled", "n": 1}') == "index 0"
+        os.kill(stalled.pid, signal.SIGSTOP)
+        try:
+            taker = store.open_run("r1", wait=True)
+            assert taker is not None
+            taker.stage({"type": "run_completed", "result": 1})
+            taker.flush()
+            taker.close()
+        finally:
+            os.kill(stalled.pid, signal.SIGCONT)
+        reply = stalled.ask('stream r1 {"by": "stalled", "n": 2}')
+        assert reply.startswith("error StoreError: lost the claim on run r1"), reply
+    assert [chunk["n"] for chunk in store.stream_read("r1", "log")] == [1]
+    store.close()
+
+
 def test_due_reads_the_index_and_not_the_sleeping_runs(pg_url: str) -> None:
     store = PostgresStore(pg_url)
     now = datetime(2030, 1, 1, tzinfo=timezone.utc)

@@ -21,22 +21,33 @@ from . import Settings, _emit, json_option, main, workflow_output
 @click.pass_obj
 def tick(settings: Settings, now_text: str | None, loop: bool, interval: str, workers: int,
          as_json: bool) -> None:
-    """Deliver inbox payloads, fire schedules, resume due runs and recover crashed ones."""
+    """Deliver inbox payloads, fire schedules, resume due runs and recover crashed ones.
+
+    Exits 1 when a run could not be driven (each such run is named, on stderr and under `errors`
+    with --json), so cron mails the failure; the other due runs are driven all the same.
+    """
+    import sys
+
     from ..ticking import run_ticks
 
     with workflow_output(as_json):
         summary = run_ticks(settings, now_text, loop, interval, quiet=as_json, workers=workers)
     _emit(as_json, summary, lambda: click.echo(_tick_line(summary)))
+    from ..render import safe
+
+    for error in summary["errors"]:
+        click.echo(f"error: run {error['run_id'] or '-'}: {safe(error['error'])}", err=True)
+    if summary["errors"]:
+        sys.exit(1)
 
 
 def _tick_line(summary: dict[str, Any]) -> str:
-    from ..render import safe
-
+    """What the tick did; "nothing due" only when nothing was due and no run errored."""
     parts = [f"{summary[k]} {k}" for k in ("delivered", "fired", "resumed", "completed", "failed", "suspended", "busy") if summary.get(k)]
-    line = "tick: " + (", ".join(parts) if parts else "nothing due")
-    for error in summary.get("errors", []):
-        line += f"\nerror: run {error['run_id']}: {safe(error['error'])}"
-    return line
+    errors = summary.get("errors", [])
+    if errors:
+        parts.append(f"{len(errors)} errored ({', '.join(e['run_id'] or '-' for e in errors)})")
+    return "tick: " + (", ".join(parts) if parts else "nothing due")
 
 
 @main.command()

@@ -78,15 +78,37 @@ def resume(settings: Settings, token: str, payload_file: str, enqueue: bool, key
 
 @main.command()
 @click.argument("run_id")
+@click.option("--wait", "wait", is_flag=False, flag_value="forever", default=None, metavar="[TIMEOUT]",
+              help="Act on the request whenever the run is free and wait until it has stopped "
+                   "(at most TIMEOUT, e.g. 30s); exits 1 if it is still going.")
 @json_option
 @click.pass_obj
-def cancel(settings: Settings, run_id: str, as_json: bool) -> None:
-    """Cancel a run: it never executes another step."""
-    from ..client import cancel as cancel_run
+def cancel(settings: Settings, run_id: str, wait: str | None, as_json: bool) -> None:
+    """Cancel a run: it never executes another step.
 
+    Records the request and returns at once ("cancel requested"): the run's own process acts on
+    it before its next step, or the next tick does. A step already running is not interrupted.
+    """
+    import sys
+
+    from ..client import cancel as cancel_run
+    from ..engine.history import FINISHED
+    from ..timeparse import parse_duration
+
+    timeout = None if wait in (None, "forever") else parse_duration(wait)
     with workflow_output(as_json):
-        result = cancel_run(run_id, dir=settings.dir, store=settings.store)
-    _emit(as_json, _run_document(result), lambda: click.echo(f"{result.run_id} {result.status}"))
+        result = cancel_run(run_id, dir=settings.dir, store=settings.store, wait=wait is not None,
+                            timeout=timeout)
+    document = _run_document(result)
+    if result.status in FINISHED:
+        _emit(as_json, document, lambda: click.echo(f"{result.run_id} {result.status}"))
+        return
+    document["cancel"] = "requested"
+    _emit(as_json, document, lambda: click.echo(f"{result.run_id} cancel requested ({result.status})"))
+    if wait is not None:
+        click.echo(f"run {result.run_id} is still {result.status} after {wait}; the cancel stays "
+                   "requested", err=True)
+        sys.exit(1)
 
 
 

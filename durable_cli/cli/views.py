@@ -30,7 +30,8 @@ def inspect(settings: Settings, run_id: str, as_json: bool) -> None:
 
 
 @main.command(name="ls")
-@click.option("--status", type=click.Choice(["running", "sleeping", "waiting", "completed", "failed", "cancelled"]))
+@click.option("--status", type=click.Choice(["running", "sleeping", "waiting", "completed", "failed",
+                                             "cancelled", "migrated", "damaged", "unreadable"]))
 @json_option
 @click.pass_obj
 def list_command(settings: Settings, status: str | None, as_json: bool) -> None:
@@ -79,7 +80,7 @@ def tail(settings: Settings, run_id: str, stream: str | None, interval: float, a
                     click.echo(safe(data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)))
                 else:
                     click.echo(event_line(item, color=_color()))
-            seen += len(items)
+            seen = items[-1]["index"] + 1 if stream and items else seen + len(items)
             if finished and not items:
                 return
             if not items:

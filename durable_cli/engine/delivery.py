@@ -66,8 +66,9 @@ def deliver(ex: Execution) -> bool:
         if isinstance(message, str):
             ex.store.reject(ex.run_id, message_id, message)
             continue
-        if message_id in ex.history.message_ids:
-            done.append(message_id)
+        if message_id in ex.history.message_ids or (
+                message.get("kind") == "child" and message.get("child_run_id") in ex.history.children):
+            done.append(message_id)  # journaled already (a child's outcome may be sent twice)
             continue
         problem = _problem(ex, message)
         if problem is not None:

@@ -33,6 +33,7 @@ class Options:
     defaults: dict[str, Any] = field(default_factory=dict)
     max_recoveries: int = 3
     payload_limit: int = 1024 * 1024
+    wake_parent: bool = True  # a finished child drives its parent at once (off: the tick will)
 
 
 RunStatus = Literal["running", "sleeping", "waiting", "completed", "failed", "cancelled"]
@@ -94,6 +95,9 @@ def execute(
         ex.record("run_retried")
     elif history.finished:
         if due_at is not None:
+            from .children import notify_parent
+
+            notify_parent(ex)  # a crash may have come between its outcome and the parent's message
             store.set_due(ex.run_id, None, due_at)  # a stale entry: drop it so no tick sees it again
         return ex
     elif history.status == "running" and start is None:
@@ -156,7 +160,9 @@ def _finish(ex: Execution, result: Any, completed: bool) -> None:
         with store.closing(ex.run_id):
             deliver(ex)
             _end(ex, result, completed)
-            ex.flush(terminal=True)
+            # A child stays due until its parent has its outcome: a crash between the two leaves
+            # the child due, and the tick that finds it finished sends the outcome again.
+            ex.flush(terminal=not history.start.get("parent"))
     else:
         if ex.suspension is not None:
             status, wake, waits = ex.suspension
@@ -166,7 +172,6 @@ def _finish(ex: Execution, result: Any, completed: bool) -> None:
                 ex.record("run_suspended", status=status, wake_at=wake_text, waits=[w.describe() for w in waits])
         ex.flush()
     if history.finished:
-        store.set_due(ex.run_id, None, ex.due_at)
         if ex.cancelled:
             store.clear_cancel(ex.run_id)
         from .children import cancel_children, notify_parent
@@ -174,6 +179,7 @@ def _finish(ex: Execution, result: Any, completed: bool) -> None:
         if history.status == "cancelled":
             cancel_children(ex)
         notify_parent(ex)
+        store.set_due(ex.run_id, None, ex.due_at)
     else:
         wake_at = history.suspended.get("wake_at") if history.suspended else None
         store.set_due(ex.run_id, parse_instant(wake_at) if wake_at else None, ex.due_at)

@@ -2,6 +2,8 @@
 
 Chunks are written at least once: a retried step writes its chunks again, each tagged with the
 step id and attempt number, so a reader can tell attempts apart (or keep only the last attempt).
+The store gives each chunk its index when it is appended (unique and increasing per stream, even
+for steps writing at once), and writes it only while this process still holds the run.
 """
 
 from __future__ import annotations
@@ -25,14 +27,10 @@ class StreamWriter:
         self._ex = ex
         self._meta = meta
         self.name = name
-        self._next = len(ex.store.stream_read(ex.run_id, name))
 
     def write(self, data: Any) -> int:
         """Durably append one chunk (text or any JSON value); returns its index in the stream."""
         check_value(data)
-        index = self._next
-        chunk = {"index": index, "at": iso(self._ex.clock()), "data": data,
+        chunk = {"at": iso(self._ex.clock()), "data": data,
                  "step_id": self._meta.step_id, "attempt": self._meta.attempt}
-        self._ex.store.stream_append(self._ex.run_id, self.name, [chunk])
-        self._next += 1
-        return index
+        return self._ex.session.stream_append(self.name, [chunk])[0]

@@ -11,8 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..engine.children import cancel_run
-from ..engine.driver import get_run
+from ..engine.children import request_cancel
 from ..errors import DurableError, RunBusy, RunNotFound
 from ..engine.history import FINISHED
 from ..inspection import describe_run, list_runs
@@ -20,7 +19,8 @@ from ..store.base import check_run_id
 from ..timeparse import utcnow
 from .bodies import answer, error
 
-STATUSES = ("running", "sleeping", "waiting", "completed", "failed", "cancelled", "damaged")
+STATUSES = ("running", "sleeping", "waiting", "completed", "failed", "cancelled", "migrated",
+            "damaged", "unreadable")
 
 
 async def runs(request: Request) -> Response:
@@ -54,17 +54,17 @@ async def run(request: Request) -> Response:
 
 
 def _cancel(store: Any, run_id: str) -> tuple[int, dict[str, Any]]:
-    before = get_run(store, run_id)
-    if before.status in FINISHED:
-        return 409, {"error": f"run {run_id} is already {before.status}", "status": before.status}
-    after = cancel_run(store, run_id, utcnow)
-    if after.status != "cancelled":
-        return 409, {"error": f"run {run_id} {after.status} before it could be cancelled", "status": after.status}
-    return 200, {"run_id": run_id, "status": after.status}
+    """Record the request only: serve never executes workflow code (not even a parent's, woken by
+    its cancelled child); the run's own process or the next tick acts on it."""
+    run = request_cancel(store, run_id, utcnow)
+    if run.status in FINISHED:
+        return 409, {"error": f"run {run_id} is already {run.status}", "status": run.status}
+    return 202, {"run_id": run_id, "status": run.status, "cancel": "requested"}
 
 
 async def cancel(request: Request) -> Response:
-    """Cancel a run (it never executes another step); 409 when it has already finished."""
+    """Ask for a run to be cancelled (202): it executes no step once a tick or its own process has
+    seen the request; 409 when it has already finished."""
     run_id = _run_id(request)
     if run_id is None:
         return error(404, "no such run")

@@ -218,7 +218,7 @@ function runPage(runId) {
       if (!confirm(`Cancel run ${runId}? It will never execute another step.`)) return;
       try {
         const result = await post(`/api/runs/${encodeURIComponent(runId)}/cancel`, {});
-        notice(`Run ${result.run_id} ${result.status}.`);
+        notice(`Cancel of run ${result.run_id} requested: the next tick stops it.`);
       } catch (error) {
         notice(`Not cancelled: ${error.message}`, true);
       }

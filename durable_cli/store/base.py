@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Iterator
 
-from ..errors import DurableError
+from ..errors import DurableError, JournalEmpty
 
 Event = dict[str, Any]
 
@@ -50,6 +50,14 @@ def check_stream_name(name: str) -> str:
     return name
 
 
+def empty_journal(run_id: str, where: str) -> JournalEmpty:
+    """The error for a run whose journal holds no event (reported by ticks, `damaged` in `ls`)."""
+    return JournalEmpty(
+        f"journal empty: {where}: its creator died before run_started was durable, or it was cut "
+        f"to nothing; run `durable run --id {run_id} ...` again, or remove the run"
+    )
+
+
 class RunSession(ABC):
     """A run held by this process: its journal as read under the claim, and appends to it."""
 
@@ -75,6 +83,11 @@ class RunSession(ABC):
     @abstractmethod
     def has_pending(self) -> bool:
         """Whether events are staged or written but not yet flushed."""
+
+    @abstractmethod
+    def stream_append(self, name: str, chunks: list[Event]) -> list[int]:
+        """`Store.stream_append` for this run, fenced like `flush`: a holder that lost the run
+        writes nothing (StoreError)."""
 
     @abstractmethod
     def close(self) -> None:
@@ -181,14 +194,31 @@ class Store(ABC):
     def clear_cancel(self, run_id: str) -> None:
         """Drop a cancel request once the cancellation is journaled."""
 
+    # problems (why a tick could not drive a run), shown by `ls` and `inspect`
+    @abstractmethod
+    def note_problem(self, run_id: str, reason: str) -> None:
+        """Record why the last tick could not drive the run (replacing what was recorded)."""
+
+    @abstractmethod
+    def clear_problem(self, run_id: str) -> None:
+        """Forget the run's problem once a tick drove it."""
+
+    @abstractmethod
+    def problems(self) -> dict[str, str]:
+        """Run id -> the problem recorded for it, for every run that has one."""
+
     # output streams
     @abstractmethod
-    def stream_append(self, run_id: str, name: str, chunks: list[Event]) -> None:
-        """Durably append chunks to a run's named output stream."""
+    def stream_append(self, run_id: str, name: str, chunks: list[Event]) -> list[int]:
+        """Durably append chunks to a run's named output stream; returns the indexes they got.
+
+        Indexes are unique and increasing per stream (0, 1, 2, ...), whoever writes at once;
+        each chunk is read back with its `index`.
+        """
 
     @abstractmethod
     def stream_read(self, run_id: str, name: str, start: int = 0) -> list[Event]:
-        """Chunks of a run's named stream from index `start` on."""
+        """Chunks of a run's named stream whose index is `start` or more, in index order."""
 
     @abstractmethod
     def stream_names(self, run_id: str) -> list[str]:

@@ -3,7 +3,8 @@
 Layout of `<dir>`: `runs/<id>.jsonl` (the truth), `locks/<id>.lock` (one executor per run),
 `due/<YYYYMMDDHH>/<time>_<id>` (hour buckets, so a tick lists only what is due), `tokens/<sha256>`
 (hook token owners; tokens never become paths), `inbox/<id>/<n>.json`, `cancel/<id>`,
-`streams/<id>/<base64 name>.jsonl` and `rejected/` (the inbox lives in files_inbox.py). Directories are 0700 and files 0600.
+`streams/<id>/<base64 name>.jsonl`, `problems/<id>` (why a tick could not drive the run) and
+`rejected/` (the inbox lives in files_inbox.py). Directories are 0700 and files 0600.
 """
 
 from __future__ import annotations
@@ -16,20 +17,23 @@ from typing import Any, BinaryIO, Iterator
 
 from .. import faults, journal
 from ..errors import DurableError, JournalDamaged, RunNotFound, StoreError
-from .base import Event, RunSession, Store, check_run_id, check_stream_name
+from .base import Event, RunSession, Store, check_run_id, check_stream_name, empty_journal
 from .files_inbox import FileInbox
 from .fsutil import (NOFOLLOW, b64, fsync, fsync_dir, make_dirs, refuse_unsafe_dir, refuse_unsafe_file,
                      sha, unique_name, write_atomic)
 
 _STAMP = "%Y%m%dT%H%M%S%f"
-_SUBDIRS = ("runs", "locks", "due", "tokens", "inbox", "cancel", "streams", "rejected", "schedules")
+_SUBDIRS = ("runs", "locks", "due", "tokens", "inbox", "cancel", "streams", "rejected", "schedules",
+            "problems")
 
 
 class FileRunSession(RunSession):
     """A run claimed through its lock file, with a journal writer open on it."""
 
-    def __init__(self, lock: Any, path: str, run_id: str, created: bool = False) -> None:
+    def __init__(self, store: FileStore, lock: Any, path: str, run_id: str,
+                 created: bool = False) -> None:
         self.run_id = run_id
+        self._store = store
         self._lock = lock
         self._unsynced_entry = created
         try:
@@ -56,6 +60,10 @@ class FileRunSession(RunSession):
     @property
     def has_pending(self) -> bool:
         return self._writer.has_pending
+
+    def stream_append(self, name: str, chunks: list[Event]) -> list[int]:
+        """The run's lock is held for as long as this process lives: no fencing is needed."""
+        return self._store.stream_append(self.run_id, name, chunks)
 
     def close(self) -> None:
         self._writer.close()
@@ -164,7 +172,7 @@ class FileStore(FileInbox, Store):
         except BaseException:
             lock.release()
             raise
-        return FileRunSession(lock, path, run_id, created=True)
+        return FileRunSession(self, lock, path, run_id, created=True)
 
     def open_run(self, run_id: str, wait: bool = False) -> RunSession | None:
         path = self._journal_path(run_id)
@@ -174,10 +182,13 @@ class FileStore(FileInbox, Store):
         lock = self._lock(run_id, wait)
         if lock is None:
             return None
-        session = FileRunSession(lock, path, run_id)
+        try:
+            session = FileRunSession(self, lock, path, run_id)
+        except FileNotFoundError:
+            raise RunNotFound(f"no run {run_id!r} in {self.location}") from None  # pruned meanwhile
         if not session.events:
-            session.close()  # its creator died before `run_started` was durable: never a run
-            raise RunNotFound(f"no run {run_id!r} in {self.location}")
+            session.close()
+            raise empty_journal(run_id, path)
         return session
 
     def read_events(self, run_id: str) -> list[Event]:
@@ -213,7 +224,7 @@ class FileStore(FileInbox, Store):
             raise RunNotFound(f"no run {run_id!r} in {self.location}") from None
         lines = [line for line in tail.split(b"\n")[:-1] if line]
         if not head.endswith(b"\n") or not lines:
-            raise RunNotFound(f"no run {run_id!r} in {self.location}")
+            raise empty_journal(run_id, path)
         try:
             first, last = journal.decode(head[:-1]), journal.decode(lines[-1])
         except ValueError as exc:
@@ -239,6 +250,7 @@ class FileStore(FileInbox, Store):
                     os.unlink(os.path.join(path, name))
                 os.rmdir(path)
         self.clear_cancel(run_id)
+        self.clear_problem(run_id)
 
     # the due index
     def _due_path(self, at: datetime, run_id: str) -> tuple[str, str]:
@@ -338,6 +350,31 @@ class FileStore(FileInbox, Store):
             os.unlink(self._token_path(token))
 
     # the inbox
+    # problems
+    def note_problem(self, run_id: str, reason: str) -> None:
+        write_atomic(self._dir("problems"), check_run_id(run_id), reason.encode("utf-8", "replace"))
+
+    def clear_problem(self, run_id: str) -> None:
+        try:
+            os.unlink(os.path.join(self.root, "problems", check_run_id(run_id)))
+        except FileNotFoundError:
+            pass
+
+    def problems(self) -> dict[str, str]:
+        directory = os.path.join(self.root, "problems")
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            return {}
+        found = {}
+        for name in names:
+            try:
+                with open(os.path.join(directory, name), "rb") as handle:
+                    found[name] = handle.read(4096).decode("utf-8", "replace")
+            except OSError:
+                continue  # a temp file renamed away, or cleared meanwhile
+        return {run_id: reason for run_id, reason in found.items() if not run_id.startswith(".tmp-")}
+
     # output streams
     def _stream_path(self, run_id: str, name: str) -> str:
         encoded = b64().urlsafe_b64encode(check_stream_name(name).encode()).decode() + ".jsonl"
@@ -356,16 +393,31 @@ class FileStore(FileInbox, Store):
             return []
         return sorted(b64().urlsafe_b64decode(n[:-6]).decode() for n in names if n.endswith(".jsonl"))
 
-    def stream_append(self, run_id: str, name: str, chunks: list[Event]) -> None:
+    def stream_append(self, run_id: str, name: str, chunks: list[Event]) -> list[int]:
+        """Append under an exclusive flock of the stream file: the next index is read from its last
+        line (a torn tail is cut first), so concurrent writers never share an index."""
+        import fcntl
+
         path = self._stream_path(run_id, name)
         self._dir("streams", check_run_id(run_id))
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | NOFOLLOW, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | NOFOLLOW, 0o600)
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            size = os.fstat(fd).st_size
+            with os.fdopen(os.dup(fd), "rb") as handle:
+                last, good = _last_line(handle, size)
+            if good < size:
+                os.ftruncate(fd, good)  # an append cut short by a crash
+            next_index = int(journal.decode(last).get("index", -1)) + 1 if last else 0
+            indexes = list(range(next_index, next_index + len(chunks)))
+            data = b"".join(journal.encode({**chunk, "index": index})
+                            for chunk, index in zip(chunks, indexes))
             faults.point("stream.append")
-            os.write(fd, b"".join(journal.encode(chunk) for chunk in chunks))
+            os.write(fd, data)
             fsync(fd, os.fdatasync)
         finally:
             os.close(fd)
+        return indexes
 
     def stream_read(self, run_id: str, name: str, start: int = 0) -> list[Event]:
         try:
@@ -374,7 +426,8 @@ class FileStore(FileInbox, Store):
         except FileNotFoundError:
             return []
         lines = data[: data.rfind(b"\n") + 1].split(b"\n")[:-1]
-        return [journal.decode(line) for line in lines[start:]]
+        chunks = [journal.decode(line) for line in lines]
+        return [chunk for chunk in chunks if chunk.get("index", 0) >= start]
 
     # schedule bookkeeping
     def schedule_state(self, name: str) -> dict[str, Any] | None:
@@ -407,4 +460,22 @@ def _tail(handle: BinaryIO, size: int, block: int = 65536) -> bytes:
         tail = handle.read()
         if start == 0 or tail.count(b"\n", 0, len(tail) - 1) >= 1:
             return tail
+        block *= 2
+
+
+def _last_line(handle: BinaryIO, size: int, block: int = 4096) -> tuple[bytes | None, int]:
+    """The last whole line of a file (without its newline, None if none) and the length up to
+    its end (a torn tail after it is not counted)."""
+    start = size
+    while True:
+        start = max(0, start - block)
+        handle.seek(start)
+        data = handle.read(size - start)
+        end = data.rfind(b"\n")
+        if end >= 0:
+            begin = data.rfind(b"\n", 0, end) + 1
+            if begin > 0 or start == 0:
+                return data[begin:end], start + end + 1
+        elif start == 0:
+            return None, 0
         block *= 2

@@ -59,6 +59,22 @@ UPDATE durable_runs SET lease_until = lease_until
  WHERE run_id = %(run_id)s AND claim = %(claim)s AND owner = %(owner)s
 """
 
+# Indexes are taken from the stream's current maximum: a concurrent append that takes the same
+# ones breaks the primary key and is retried. With a claim, the insert is fenced like _APPEND.
+_STREAM_APPEND = """
+WITH held AS (
+    SELECT 1 FROM durable_runs
+     WHERE run_id = %(run_id)s AND claim = %(claim)s AND owner = %(owner)s FOR SHARE
+)
+INSERT INTO durable_streams (run_id, name, idx, body)
+SELECT %(run_id)s, %(name)s, base.next + chunk.n - 1, chunk.body
+  FROM (SELECT coalesce(max(idx) + 1, 0) AS next FROM durable_streams
+         WHERE run_id = %(run_id)s AND name = %(name)s) AS base,
+       unnest(%(bodies)s::text[]) WITH ORDINALITY AS chunk(body, n)
+ WHERE %(claim)s::bigint IS NULL OR EXISTS (SELECT 1 FROM held)
+RETURNING idx
+"""
+
 _RELEASE = """
 UPDATE durable_runs SET owner = NULL, lease_until = NULL
  WHERE run_id = %(run_id)s AND claim = %(claim)s AND owner = %(owner)s
@@ -200,6 +216,11 @@ class PostgresRunSession(RunSession):
     def has_pending(self) -> bool:
         return bool(self._pending) or self._unsynced
 
+    def stream_append(self, name: str, chunks: list[Event]) -> list[int]:
+        if not self._open:
+            raise StoreError(f"run {self.run_id} was released: nothing can be written")
+        return append_stream(self._db, self.run_id, name, chunks, (self._claim, self._owner))
+
     def close(self) -> None:
         if not self._open:
             return
@@ -213,3 +234,28 @@ def release(db: Db, owner: str, run_id: str, claim: int) -> None:
     """Give the run up, if `claim` still holds it."""
     faults.point("run.release")
     db.write(_RELEASE, {"run_id": run_id, "claim": claim, "owner": owner})
+
+
+def append_stream(db: Db, run_id: str, name: str, chunks: list[Event],
+                  holder: tuple[int, str] | None = None) -> list[int]:
+    """Insert chunks at the stream's next indexes; returns them. With `holder` (claim, owner),
+    nothing is written unless that claim still holds the run."""
+    if not chunks:
+        return []
+    bodies = [journal.encode({k: v for k, v in chunk.items() if k != "index"})[:-1].decode()
+              for chunk in chunks]
+    claim, owner = holder if holder is not None else (None, None)
+    params = {"run_id": run_id, "name": name, "bodies": bodies, "claim": claim, "owner": owner}
+    for _ in range(10):
+        faults.point("stream.append")
+        try:
+            rows = db.rows(_STREAM_APPEND, params)
+        except Conflict:
+            continue  # another append took the same indexes first: count again
+        if len(rows) != len(chunks):
+            raise StoreError(
+                f"lost the claim on run {run_id}: its lease lapsed and another worker took the "
+                f"run over; stream {name!r} was not written"
+            )
+        return sorted(int(idx) for idx, in rows)
+    raise StoreError(f"cannot append to stream {name!r} of run {run_id}: too much contention")

@@ -26,8 +26,9 @@ except ImportError:
 
 from .. import faults, journal
 from ..payloads import parse_message
-from .base import FINAL_EVENTS, Event, RunSession, Store, check_run_id, check_stream_name
-from .pg_claims import CLAIM, CREATE, Heartbeat, PostgresRunSession, release
+from .base import (FINAL_EVENTS, Event, RunSession, Store, check_run_id, check_stream_name,
+                   empty_journal)
+from .pg_claims import CLAIM, CREATE, Heartbeat, PostgresRunSession, append_stream, release
 from .pg_schema import Conflict, Db, connect, parse_url
 
 _EVENTS = "SELECT body FROM durable_events WHERE run_id = %s ORDER BY seq"
@@ -47,17 +48,11 @@ WITH events AS (DELETE FROM durable_events WHERE run_id = %(run_id)s),
      due AS (DELETE FROM durable_due WHERE run_id = %(run_id)s),
      tokens AS (DELETE FROM durable_tokens WHERE run_id = %(run_id)s),
      inbox AS (DELETE FROM durable_inbox WHERE run_id = %(run_id)s),
-     cancel AS (DELETE FROM durable_cancel WHERE run_id = %(run_id)s)
+     cancel AS (DELETE FROM durable_cancel WHERE run_id = %(run_id)s),
+     problems AS (DELETE FROM durable_problems WHERE run_id = %(run_id)s)
 DELETE FROM durable_runs WHERE run_id = %(run_id)s
 """
 
-_STREAM_APPEND = """
-INSERT INTO durable_streams (run_id, name, idx, body)
-SELECT %(run_id)s, %(name)s, base.next + chunk.n - 1, chunk.body
-  FROM (SELECT coalesce(max(idx) + 1, 0) AS next FROM durable_streams
-         WHERE run_id = %(run_id)s AND name = %(name)s) AS base,
-       unnest(%(bodies)s::text[]) WITH ORDINALITY AS chunk(body, n)
-"""
 
 _REJECT = """
 WITH moved AS (DELETE FROM durable_inbox WHERE run_id = %(run_id)s AND id = %(id)s
@@ -147,6 +142,9 @@ class PostgresStore(Store):
         faults.point("run.claim")
         while True:
             session = self._claimed(run_id, self._db.rows(CLAIM, params))
+            if session is not None and not session.events:
+                session.close()
+                raise empty_journal(run_id, f"{self.location} run {run_id}")
             if session is not None:
                 return session
             if not self._db.rows("SELECT 1 FROM durable_runs WHERE run_id = %s", (run_id,)):
@@ -183,6 +181,8 @@ class PostgresStore(Store):
 
     def run_summary(self, run_id: str) -> tuple[Event, Event]:
         rows = self._db.rows(_SUMMARY, {"run_id": check_run_id(run_id)})
+        if not rows and self._db.rows("SELECT 1 FROM durable_runs WHERE run_id = %s", (run_id,)):
+            raise empty_journal(run_id, f"{self.location} run {run_id}")
         if not rows:
             raise RunNotFound(f"no run {run_id!r} in {self.location}")
         try:
@@ -305,28 +305,34 @@ class PostgresStore(Store):
         faults.point("cancel.clear")
         self._db.write("DELETE FROM durable_cancel WHERE run_id = %s", (run_id,))
 
+    # problems
+    def note_problem(self, run_id: str, reason: str) -> None:
+        self._db.write(
+            "INSERT INTO durable_problems (run_id, reason) VALUES (%s, %s)"
+            " ON CONFLICT (run_id) DO UPDATE SET reason = EXCLUDED.reason, noted_at = now()",
+            (check_run_id(run_id), reason),
+        )
+
+    def clear_problem(self, run_id: str) -> None:
+        self._db.write("DELETE FROM durable_problems WHERE run_id = %s", (run_id,))
+
+    def problems(self) -> dict[str, str]:
+        return {run_id: reason for run_id, reason in self._db.rows(
+            "SELECT run_id, reason FROM durable_problems")}
+
     # output streams
-    def stream_append(self, run_id: str, name: str, chunks: list[Event]) -> None:
-        if not chunks:
-            return
-        bodies = [journal.encode(chunk)[:-1].decode() for chunk in chunks]
-        params = {"run_id": check_run_id(run_id), "name": check_stream_name(name), "bodies": bodies}
-        for _ in range(10):
-            faults.point("stream.append")
-            try:
-                self._db.write(_STREAM_APPEND, params)
-                return
-            except Conflict:
-                continue  # another append took the same indexes first: count again
-        raise StoreError(f"cannot append to stream {name!r} of run {run_id}: too much contention")
+    def stream_append(self, run_id: str, name: str, chunks: list[Event]) -> list[int]:
+        return append_stream(self._db, check_run_id(run_id), check_stream_name(name), chunks)
 
     def stream_read(self, run_id: str, name: str, start: int = 0) -> list[Event]:
+        """Each chunk with its row's index (the one unique per stream; older rows may hold another
+        `index` in their body)."""
         rows = self._db.rows(
-            "SELECT body FROM durable_streams WHERE run_id = %s AND name = %s AND idx >= %s"
+            "SELECT idx, body FROM durable_streams WHERE run_id = %s AND name = %s AND idx >= %s"
             " ORDER BY idx",
             (check_run_id(run_id), check_stream_name(name), start),
         )
-        return [journal.decode(body.encode()) for body, in rows]
+        return [{**journal.decode(body.encode()), "index": int(idx)} for idx, body in rows]
 
     def stream_names(self, run_id: str) -> list[str]:
         rows = self._db.rows(

@@ -1,0 +1,90 @@
+"""`durable cancel` records a request and returns at once, whatever the run is doing; the run's
+own process (before its next step) or a tick acts on it, and `--wait [TIMEOUT]` waits for the run
+to stop, acting on the request itself whenever the run is free."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from e2e import Project
+from helpers import DURABLE, durable_env
+
+CODE = '''
+import time
+from durable_cli import step, workflow
+
+
+@step
+def hang():
+    note("hang started")
+    time.sleep(3600)
+
+
+@step
+def after():
+    note("after ran")
+
+
+@workflow
+def hung():
+    hang()
+    after()
+'''
+
+
+@pytest.fixture(params=["files", "postgres"])
+def project(request: pytest.FixtureRequest, tmp_path: Path) -> Project:
+    url = None
+    if request.param == "postgres":
+        url = request.getfixturevalue("pg_url")
+        url += ("&" if "?" in url else "?") + "lease=0.5"  # a killed holder's claim lapses soon
+    return Project(tmp_path, code=CODE, store=url)
+
+
+def test_cancel_of_a_run_hung_in_a_step_returns_at_once_and_wait_sees_it_stop(project: Project) -> None:
+    where = ["--store", project.store] if project.store else ["--dir", str(project.dir)]
+    holder = subprocess.Popen([DURABLE, *where, "run", "--id", "h", project.ref("hung")],
+                              cwd=project.root, env=durable_env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(500):
+            if project.log() == ["hang started"]:
+                break
+            time.sleep(0.02)
+        assert project.log() == ["hang started"]
+
+        code, out, err = project.cli("cancel", "h", timeout=10)  # blocked on the step: a timeout
+        assert (code, out.strip()) == (0, "h cancel requested (running)"), err
+        code, doc, err = project.json("cancel", "h", "--wait", "200ms", timeout=10)
+        assert code == 1 and doc["status"] == "running" and doc["cancel"] == "requested"
+        assert "still running" in err
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+
+    code, doc, err = project.json("cancel", "h", "--wait", timeout=20)
+    assert (code, doc["status"]) == (0, "cancelled"), err
+    assert project.log() == ["hang started"]  # the step after it never ran
+    assert project.json("tick")[0] == 0
+
+
+def test_a_tick_acts_on_a_recorded_cancel_of_a_sleeping_run(tmp_path: Path) -> None:
+    project = Project(tmp_path, code='''
+        from durable_cli import sleep, workflow
+
+        @workflow
+        def week():
+            sleep("7 days")
+            note("woke")
+    ''')
+    run = project.run("week", run_id="w")
+    assert run["status"] == "sleeping"
+    code, out, _ = project.cli("cancel", "w")
+    assert (code, out.strip()) == (0, "w cancel requested (sleeping)")
+    assert project.tick()["resumed"] == 1  # due at once: no need to wait seven days
+    assert project.status("w")["status"] == "cancelled" and project.log() == []

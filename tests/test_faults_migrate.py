@@ -1,0 +1,141 @@
+"""Fault: `durable migrate` killed at each of its store operations, files -> PostgreSQL and back.
+
+For N = 1, 2, ...: a migrate with DURABLE_CRASH_AT=N is killed; then ticks run on both stores (a
+run live in both would execute twice), a `resume` reaches the source as it would while migrate
+runs, migrate is run again (it must finish the job) and the target drives every run to its end.
+The target's journals are then held against the log of every step execution: no step ran twice,
+no acknowledged payload was lost, and the source executes nothing more.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from faultkit import Project, Result, check_store, copy_project, in_parallel, later, mixed_result, tally
+from helpers import DURABLE
+
+EXPECTED = {"nap": 2, "wait": mixed_result(1, 5), "queued": mixed_result(2, 7)}
+LATE = json.dumps({"v": 5})
+
+
+def call(project: Project, where: list[str], *args: str, crash_at: int | None = None,
+         input: str | None = None, log: Path | None = None) -> Result:
+    """`durable` on the store `where` (["--dir", D] or ["--store", URL]) in the project."""
+    extra = {"DURABLE_CRASH_LOG": str(log)} if log else None
+    done = subprocess.run([DURABLE, *where, *args], cwd=project.root, env=project.env(crash_at, extra=extra),
+                          input=input.encode() if input else None, capture_output=True, timeout=90)
+    return Result(done.returncode, done.stdout.decode(), done.stderr.decode())
+
+
+def prepare(project: Project, source: list[str]) -> None:
+    """Two runs waiting on a hook (one with a payload queued) and one sleeping, in `source`."""
+    for run_id, n in (("wait", "1"), ("queued", "2")):
+        assert call(project, source, "run", "--id", run_id, "flows:mixed", n).code == 0
+    assert call(project, source, "tick", "--now", later(2)).code == 0
+    assert call(project, source, "run", "--id", "nap", "flows:napper", "1").code == 0
+    queued = call(project, source, "resume", "tok-queued", "-", "--enqueue", input=json.dumps({"v": 7}))
+    assert queued.code == 0, queued
+
+
+def finish(project: Project, source: list[str], target: list[str], crash_at: int) -> None:
+    """After a migrate killed at `crash_at`: tick both stores, resume at the source, migrate
+    again, then drive every run to its end in the target."""
+    migrate = ["migrate", "--from", source[1], "--to", target[1]]
+    killed = call(project, source, *migrate, crash_at=crash_at)
+    assert killed.killed, (crash_at, killed)
+    for where in (source, target):
+        ticked = call(project, where, "tick", "--now", later(4))
+        assert ticked.code == 0, (crash_at, where, ticked)
+    late = call(project, source, "resume", "tok-wait", "-", "--key", "late", input=LATE)
+    assert late.code in (0, 2), (crash_at, late)
+    again = call(project, source, *migrate)
+    assert again.code == 0, (crash_at, again)
+    if late.code == 2:  # refused at the source: the run had moved; the client sends it there
+        assert call(project, target, "resume", "tok-wait", "-", "--key", "late", input=LATE).code == 0
+    assert call(project, target, "tick", "--now", later(4)).code == 0
+
+
+def journals_of(project: Project, where: list[str]) -> Project:
+    """A view of the project whose journal dir holds `where`'s journals (read from PostgreSQL)."""
+    view = copy_project(project, project.root.parent / f"{project.root.name}-view-{where[0][2:]}")
+    view.effects = project.effects
+    if where[0] == "--dir":
+        view.store = Path(where[1])
+        return view
+    import psycopg
+
+    (view.store / "runs").mkdir(parents=True, exist_ok=True)
+    with psycopg.connect(where[1].replace("&lease=0.5", ""), autocommit=True) as conn:
+        for run_id in EXPECTED:
+            rows = conn.execute("SELECT body FROM durable_events WHERE run_id = %s ORDER BY seq",
+                                (run_id,)).fetchall()
+            (view.store / "runs" / f"{run_id}.jsonl").write_text("".join(body + "\n" for body, in rows))
+    return view
+
+
+@pytest.fixture
+def databases(pg_server: Any) -> Iterator[Callable[[str, str | None], str]]:
+    """make(name, template): a new database (a copy of `template`'s, if given); its URL, lease 0.5 s."""
+    import psycopg
+
+    made: list[str] = []
+
+    def make(name: str, template: str | None = None) -> str:
+        url = pg_server.create_database(name)
+        if template is not None:
+            database = url.split("?")[0].rsplit("/", 1)[1]
+            base = template.split("?")[0].rsplit("/", 1)[1]
+            with psycopg.connect(pg_server.url, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE "{database}"')
+                conn.execute(f'CREATE DATABASE "{database}" TEMPLATE "{base}"')
+        made.append(url)
+        return url + "&lease=0.5"
+
+    yield make
+    for url in made:
+        pg_server.drop_database(url)
+
+
+@pytest.mark.parametrize("direction", ["files-to-postgres", "postgres-to-files"])
+def test_migrate_killed_at_every_store_operation_is_finished_by_running_it_again(
+        tmp_path: Path, databases: Callable[[str, str | None], str], direction: str) -> None:
+    base = Project(tmp_path / "base")
+    base_pg = databases("migrate_base", None)
+    to_postgres = direction == "files-to-postgres"
+
+    def stores(project: Project, n: int) -> tuple[list[str], list[str]]:
+        files = ["--dir", str(project.root / ("j" if to_postgres else "target"))]
+        postgres = ["--store", base_pg if n < 0 else databases(f"migrate_{n}", None if to_postgres else base_pg)]
+        return (files, postgres) if to_postgres else (postgres, files)
+
+    source, target = stores(base, -1)
+    prepare(base, source)
+    counting = copy_project(base, tmp_path / "count")
+    source_c, target_c = stores(counting, 0)
+    log = tmp_path / "ops.log"
+    assert call(counting, source_c, "migrate", "--from", source_c[1], "--to", target_c[1], log=log).code == 0
+    points = len(log.read_text().splitlines())
+
+    def case(n: int) -> int:
+        project = copy_project(base, tmp_path / f"n{n}")
+        source, target = stores(project, n)
+        finish(project, source, target, n)
+        view = journals_of(project, target)
+        check = check_store(view, EXPECTED)
+        check.assert_clean()
+        left = journals_of(project, source)  # every run is finished there: nothing executes it
+        assert {left.status(run_id) for run_id in EXPECTED} == {"migrated"}, n
+        shutil.rmtree(project.root)
+        shutil.rmtree(view.root)
+        shutil.rmtree(left.root)
+        return check.runs
+
+    runs = sum(in_parallel([lambda n=n: case(n) for n in range(1, points + 1)]))
+    assert points >= 15, points
+    tally(f"migrate_every_point_{direction}", faults=points, runs=runs, duplicates=0, losses=0)
