@@ -62,7 +62,9 @@ def approve(token):
 def slow_first():
     note("slow-started")
     import time
-    time.sleep(1.5)
+    deadline = time.monotonic() + 30  # held until the test lets it go (no race with load)
+    while not os.path.exists(os.path.join(os.path.dirname(LOG), "release-slow")) and time.monotonic() < deadline:
+        time.sleep(0.01)
     note("slow-finished")
     return 1
 
@@ -531,7 +533,9 @@ def test_a_run_cancelled_during_a_step_never_executes_another_step(project):
             time.sleep(0.02)
         run_id = "slow-run"  # cancel at once: `durable cancel` returns without waiting for the step
         code, out, err = run_in(project, "cancel", run_id)
-        assert code == 0, err
+        assert code == 0, err  # returned while the step still runs
+        assert "slow-finished" not in log_lines(project)
+        (project / "release-slow").touch()
         proc.wait(timeout=20)
     finally:
         if proc.poll() is None:
@@ -621,6 +625,7 @@ def busy_then_wait(token):
             time.sleep(0.02)
         code, doc, err = run_json(project, "resume", "tok-busy", "-", input='{"while": "busy"}')
         assert (code, doc["delivery"]) == (0, "queued"), err
+        (project / "release-slow").touch()
         out, err = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:
