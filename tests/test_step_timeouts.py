@@ -139,3 +139,44 @@ def test_a_looping_tick_exits_after_its_pass_when_a_sync_step_hangs_and_the_next
     assert project.tick(hours=3)["completed"] == 1
     assert project.result(run_id) == "done"
     assert project.log() == ["attempt", "attempt"]
+
+
+HANGS_THREE_TIMES = """
+import time
+from durable_cli import workflow, step
+
+
+@step(retry_delay="1ms")
+def hangs_three_times():
+    note("attempt")
+    if once("1") or once("2") or once("3"):
+        time.sleep(120)
+    return "done"
+
+
+@workflow
+def urgent():
+    return hangs_three_times()
+"""
+
+
+def test_run_tick_and_serve_tick_each_leave_a_hung_sync_step_to_the_next_process_and_exit(tmp_path):
+    project = Project(tmp_path, code=HANGS_THREE_TIMES)
+    (tmp_path / "durable.yaml").write_text("defaults: {timeout: 300ms}\n")
+
+    started = project.run("urgent", timeout=60)  # exits long before the step's 120 s sleep ends
+    assert started["status"] == "sleeping", started
+    run_id = started["run_id"]
+
+    assert project.tick()["suspended"] == 1  # the second attempt hangs too: left for the next one
+    assert project.status(run_id)["status"] == "sleeping"
+
+    code, out, err = project.cli("serve", "--port", "0", "--tick", "--tick-interval", "100ms", timeout=60)
+    assert code == 0, err  # the server stopped by itself after the pass whose step hung
+    assert "a timed-out step may still be running in run(s) " + run_id in err
+
+    assert project.tick()["completed"] == 1
+    assert project.result(run_id) == "done"
+    assert project.log() == ["attempt"] * 4
+    timeouts = [e for e in project.events(run_id) if e["type"] == "step_failed"]
+    assert [e["error"]["type"] for e in timeouts] == ["durable_cli.errors.StepTimeout"] * 3
