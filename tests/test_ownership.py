@@ -5,6 +5,7 @@ are made with os.chown to `nobody`.)"""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -130,3 +131,14 @@ def test_a_journal_never_makes_durable_import_from_a_directory_of_another_user(t
     summary = client.tick(dir=journals, now=datetime.now(timezone.utc) + timedelta(hours=2))
     assert summary.completed == 1 and not summary.errors
     assert (code_dir / "imports.log").read_text() == "imported\n" * 2
+
+
+def test_ls_lists_a_journal_of_another_user_or_a_group_writable_one_as_refused(tmp_path: Path, journals: Path) -> None:
+    project = Project(tmp_path)
+    assert project.call("run", "--id", "other", "flows:napper", "2").code == 0
+    os.chown(journals / "runs" / "napper.jsonl", NOBODY, NOBODY)
+    os.chmod(journals / "runs" / "other.jsonl", 0o660)
+    code, output = cli("--dir", str(journals), "ls", "--json")
+    rows = {row["run_id"]: row for row in json.loads(output)}
+    assert rows["napper"]["status"] == "damaged" and "owned by uid 65534" in rows["napper"]["error"]
+    assert rows["other"]["status"] == "damaged" and "writable by its group" in rows["other"]["error"]

@@ -216,6 +216,7 @@ class FileStore(FileInbox, Store):
 
     def run_summary(self, run_id: str) -> tuple[Event, Event]:
         path = self._journal_path(run_id)
+        self._check_journal(path)  # `ls` shows a foreign journal as refused, not as a run of ours
         try:
             with open(path, "rb") as handle:
                 head = handle.readline()
