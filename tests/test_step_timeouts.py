@@ -180,3 +180,49 @@ def test_run_tick_and_serve_tick_each_leave_a_hung_sync_step_to_the_next_process
     assert project.log() == ["attempt"] * 4
     timeouts = [e for e in project.events(run_id) if e["type"] == "step_failed"]
     assert [e["error"]["type"] for e in timeouts] == ["durable_cli.errors.StepTimeout"] * 3
+
+
+ASYNC_FLOWS = """
+import asyncio
+from durable_cli import step, workflow
+
+ATTEMPTS = []
+
+
+@step(retry_delay="1ms")
+async def slow_first_time():
+    ATTEMPTS.append(1)
+    if len(ATTEMPTS) == 1:
+        await asyncio.sleep(30)
+    return len(ATTEMPTS)
+
+
+@workflow
+async def quick():
+    return await slow_first_time()
+"""
+
+
+def test_durable_run_cancels_an_async_attempt_over_the_durable_yaml_default_timeout_and_retries_it(
+        tmp_path, monkeypatch):
+    import json
+    import sys
+
+    from click.testing import CliRunner
+
+    from durable_cli.cli import main
+
+    (tmp_path / "timeout_flows.py").write_text(ASYNC_FLOWS)
+    (tmp_path / "durable.yaml").write_text("defaults: {timeout: 100ms}\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    try:
+        result = CliRunner().invoke(main, ["--dir", "journals", "run", "timeout_flows:quick", "--json"])
+    finally:
+        sys.modules.pop("timeout_flows", None)
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert (document["status"], document["result"]) == ("completed", 2)
+    [failure] = failures({"dir": str(tmp_path / "journals")}, document["run_id"])
+    assert failure["error"]["type"] == "durable_cli.errors.StepTimeout"
+    assert "ran past its timeout of 0.1s" in failure["error"]["message"]
