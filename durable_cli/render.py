@@ -21,6 +21,7 @@ STATUSES = ("running", "sleeping", "waiting", "completed", "failed", "cancelled"
 
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
                      "\ud800-\udfff]")
+_UNSAFE_IN_JSON = re.compile(_UNSAFE.pattern.replace("\x00-\x1f", ""))  # json.dumps escapes C0 itself
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -32,6 +33,14 @@ def safe(text: object) -> str:
     """`text` with control characters (C0, DEL, C1), bidi controls, line separators and lone
     surrogates escaped as `\\x1b`/`\\u202e`: what outside text must go through to reach a terminal."""
     return _UNSAFE.sub(_escape, str(text))
+
+
+def safe_json(document: Any, indent: int | None = None) -> str:
+    """`document` as JSON with the characters `safe` escapes, left raw by `ensure_ascii=False`
+    (DEL, C1, bidi controls, line separators, lone surrogates) written as `\\uXXXX` escapes: the
+    same JSON value, but a `--json` document on a terminal cannot drive it either."""
+    text = json.dumps(document, indent=indent, ensure_ascii=False)
+    return _UNSAFE_IN_JSON.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def _style(text: str, status: str, color: bool, bold: bool = False) -> str:

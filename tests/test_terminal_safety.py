@@ -83,3 +83,14 @@ def test_safe_escapes_only_what_a_terminal_would_act_on() -> None:
 
     assert safe("caf\u00e9 \u2603 tab\there") == "caf\u00e9 \u2603 tab\\x09here"
     assert safe("\x1b[31m\x7f\x85\ud800") == "\\x1b[31m\\x7f\\x85\\ud800"
+
+
+def test_json_documents_escape_what_json_leaves_raw_and_still_parse_to_the_same_text(project: Path) -> None:
+    cli("run", "--id", "hostile", "terminal_flows:echo_payload")
+    cli("resume", "evil-token", "-", input=json.dumps({"text": HOSTILE}))
+    for args in (("inspect", "hostile", "--json"), ("ls", "--json"), ("tail", "hostile", "--json")):
+        output = cli(*args)
+        assert not any(ch in output for ch in "\x1b\x07\x9b\r\u202e"), (args, repr(output))
+    document = json.loads(cli("inspect", "hostile", "--json"))
+    assert document["workflow"] == "echo\x1b[5mname"
+    assert HOSTILE in document["error"]["message"]

@@ -132,7 +132,9 @@ class Settings:
 
 def _emit(as_json: bool, document: Any, text: Callable[[], None]) -> None:
     if as_json:
-        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+        from ..render import safe_json
+
+        click.echo(safe_json(document, indent=2))
     else:
         text()
 

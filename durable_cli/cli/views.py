@@ -63,7 +63,7 @@ def tail(settings: Settings, run_id: str, stream: str | None, interval: float, a
     """
     from ..engine.history import FINISHED
     from ..inspection import status_of
-    from ..render import event_line, safe
+    from ..render import event_line, safe, safe_json
     from ..store.base import check_run_id
 
     check_run_id(run_id)
@@ -74,7 +74,7 @@ def tail(settings: Settings, run_id: str, stream: str | None, interval: float, a
             items = store.stream_read(run_id, stream, seen) if stream else store.read_events(run_id)[seen:]
             for item in items:
                 if as_json:
-                    click.echo(json.dumps(item, ensure_ascii=False))
+                    click.echo(safe_json(item))
                 elif stream:
                     data = item["data"]
                     click.echo(safe(data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)))
