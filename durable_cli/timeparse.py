@@ -13,6 +13,7 @@ _UNITS = {
     "d": 86400.0, "day": 86400.0, "days": 86400.0,
     "w": 604800.0, "week": 604800.0, "weeks": 604800.0,
 }
+MAX_DURATION = 100 * 365 * 86400.0  # below threading.TIMEOUT_MAX, and far from datetime's year 9999
 _PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]+)\s*,?")
 
 
@@ -30,6 +31,8 @@ def parse_duration(value: object) -> float:
         raise ValueError(f"not a duration: {value!r}")
     if seconds < 0 or seconds != seconds:
         raise ValueError(f"a duration cannot be negative: {value!r}")
+    if seconds > MAX_DURATION:  # infinity, 1e300: a timeout, wake time or wait would overflow
+        raise ValueError(f"a duration must be at most 100 years: {value!r}")
     return seconds
 
 

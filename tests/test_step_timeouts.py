@@ -226,3 +226,12 @@ def test_durable_run_cancels_an_async_attempt_over_the_durable_yaml_default_time
     [failure] = failures({"dir": str(tmp_path / "journals")}, document["run_id"])
     assert failure["error"]["type"] == "durable_cli.errors.StepTimeout"
     assert "ran past its timeout of 0.1s" in failure["error"]["message"]
+
+
+def test_a_timeout_too_long_to_wait_for_is_refused_where_it_is_given(tmp_path):
+    with pytest.raises(ValueError, match="at most 100 years"):
+        step(timeout=float("inf"))(lambda: None)
+    project = Project(tmp_path, code="from durable_cli import workflow\n\n\n@workflow\ndef quick():\n    return 1\n")
+    (tmp_path / "durable.yaml").write_text("defaults: {timeout: 1e400}\n")
+    code, _, err = project.cli("run", "flows:quick")
+    assert code == 2 and "defaults.timeout" in err, err

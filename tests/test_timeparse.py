@@ -37,7 +37,7 @@ def test_numbers_and_timedeltas_are_seconds(value, seconds):
 @pytest.mark.parametrize(
     "value",
     ["", "   ", "soon", "7 fortnights", "1h30", "h", "-5s", -1, timedelta(seconds=-1), True,
-     None, [1], float("nan"), "5 s s"],
+     None, [1], float("nan"), "5 s s", float("inf"), "inf", "1e300", 1e300, "36501 days"],
 )
 def test_bad_durations_are_value_errors(value):
     with pytest.raises(ValueError):
