@@ -142,3 +142,36 @@ def test_ls_lists_a_journal_of_another_user_or_a_group_writable_one_as_refused(t
     rows = {row["run_id"]: row for row in json.loads(output)}
     assert rows["napper"]["status"] == "damaged" and "owned by uid 65534" in rows["napper"]["error"]
     assert rows["other"]["status"] == "damaged" and "writable by its group" in rows["other"]["error"]
+
+
+STREAMS = '''
+from durable_cli import get_writable, step, workflow
+
+
+@step
+def writes() -> str:
+    get_writable("out").write("chunk")
+    return "done"
+
+
+@workflow
+def streamer() -> str:
+    return writes()
+'''
+
+
+def test_a_stream_others_can_write_is_refused_by_tail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "stream_flows.py").write_text(STREAMS)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    try:
+        assert cli("--dir", "j", "run", "--id", "s", "stream_flows:streamer")[0] == 0
+    finally:
+        sys.modules.pop("stream_flows", None)
+    assert cli("--dir", "j", "tail", "s", "--stream", "out") == (0, "chunk\n")
+    [chunks] = (tmp_path / "j" / "streams" / "s").iterdir()
+    for entry in (chunks.parent, chunks):
+        os.chmod(entry, entry.stat().st_mode | stat.S_IWOTH)
+        code, output = cli("--dir", "j", "tail", "s", "--stream", "out")
+        assert code != 0 and "world-writable" in output, output
+        os.chmod(entry, entry.stat().st_mode & ~stat.S_IWOTH)

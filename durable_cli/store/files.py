@@ -421,8 +421,14 @@ class FileStore(FileInbox, Store):
         return indexes
 
     def stream_read(self, run_id: str, name: str, start: int = 0) -> list[Event]:
+        path = self._stream_path(run_id, name)
+        try:  # chunks another user could write are refused like a journal of theirs
+            refuse_unsafe_dir(os.path.dirname(path), os.lstat(os.path.dirname(path)), self.shared_group)
+        except FileNotFoundError:
+            return []
+        self._check_journal(path)
         try:
-            with open(self._stream_path(run_id, name), "rb") as handle:
+            with open(path, "rb") as handle:
                 data = handle.read()
         except FileNotFoundError:
             return []
