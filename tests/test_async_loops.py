@@ -16,7 +16,7 @@ import pytest
 import uvloop
 
 from durable_cli import (EngineError, define_hook, first, get_run, get_run_async, resume_hook,
-                         resume_hook_async, sleep, start, start_async, step, tick, workflow)
+                         resume_hook_async, sleep, start, start_async, start_child, step, tick, workflow)
 from e2e import Project
 from helpers import run_events
 
@@ -128,3 +128,37 @@ def test_the_cli_reports_an_engine_error_naming_the_run_and_exits_1(tmp_path):
     code, doc, err = project.json("inspect", "stuck-1")
     assert doc["status"] == "running"
     assert not any(e["type"] in ("run_failed", "run_suspended") for e in doc["events"])
+
+
+BLOCK_CHILD = [True]
+
+
+@workflow
+async def child_blocked_until_fixed() -> str:
+    if BLOCK_CHILD[0]:
+        await asyncio.Event().wait()
+    return "child done"
+
+
+@workflow
+async def async_parent() -> str:
+    return str(await start_child(child_blocked_until_fixed).result())
+
+
+@workflow
+def sync_parent() -> str:
+    return str(start_child(child_blocked_until_fixed).result())
+
+
+@pytest.mark.parametrize("parent", [async_parent, sync_parent])
+def test_an_engine_error_starting_a_child_leaves_the_parent_recoverable(tmp_path, parent):
+    where = str(tmp_path)
+    BLOCK_CHILD[0] = True
+    with pytest.raises(EngineError, match=r"run parent-1: starting its child: run parent-1-c1: the workflow is blocked"):
+        start(parent, dir=where, run_id="parent-1")
+    assert not any(e["type"] == "run_failed" for e in run_events(where, "parent-1"))
+    assert get_run("parent-1", dir=where).status == "running"
+    BLOCK_CHILD[0] = False  # the engine's trouble is gone: a tick recovers the family
+    tick(dir=where, now=later(seconds=1))
+    done = get_run("parent-1", dir=where)
+    assert (done.status, done.result) == ("completed", "child done")

@@ -12,7 +12,7 @@ import hashlib
 import threading
 from typing import Any
 
-from ..errors import ChildFailed, DurableError, RunBusy
+from ..errors import ChildFailed, DurableError, EngineError, RunBusy
 from ..store.base import Store
 from ..timeparse import iso, parse_instant
 from .driver import Options, Run, drive
@@ -128,6 +128,8 @@ def start_child(ex: Execution, definition: Any, args: tuple[Any, ...], kwargs: d
     worker.start()
     worker.join()
     if failure:
+        if isinstance(failure[0], EngineError):
+            ex.halt(EngineError(f"run {ex.run_id}: starting its child: {failure[0]}"))
         ex.abort(failure[0])
     from ..loader import reference
 

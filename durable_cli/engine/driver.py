@@ -121,14 +121,16 @@ def execute(
             completed = True
         except (Suspend, StorageFailure):
             pass
-        except EngineError:
-            try:
-                ex.flush()  # the facts journaled so far stand; the run stays recoverable
-            except StorageFailure as failure:
-                raise failure.error from None
-            raise
+        except EngineError as exc:
+            ex.engine_error = exc
         except Exception as exc:
             ex.fatal = exc
+    if ex.engine_error is not None:
+        try:
+            ex.flush()  # the facts journaled so far stand; the run stays recoverable
+        except StorageFailure as failure:
+            raise failure.error from None
+        raise ex.engine_error
     try:
         if ex.storage_failure is None:
             _finish(ex, result, completed)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
-from ..errors import NonDeterminismError, StorageFailure, StoreError, Suspend
+from ..errors import EngineError, NonDeterminismError, StorageFailure, StoreError, Suspend
 from ..store.base import RunSession, Store
 from ..timeparse import iso, parse_instant
 from .context import WorkflowMetadata
@@ -54,6 +54,8 @@ class Execution:
         self.fatal: BaseException | None = None
         """The error the run fails with (journaled as `run_failed`)."""
         self.storage_failure: StorageFailure | None = None
+        self.engine_error: EngineError | None = None
+        """An error of the engine that stopped the workflow (reported; the run stays recoverable)."""
         self.cancelled = False
         self._cancel_checked = -CANCEL_CHECK_SECONDS
         self.suspension: tuple[str, datetime | None, list[Wait]] | None = None
@@ -149,6 +151,13 @@ class Execution:
     def abort(self, error: BaseException) -> None:
         """Stop the workflow for good with `error`; user code cannot catch the unwinding."""
         self.fatal = error
+        self.closing = True
+        raise Suspend()
+
+    def halt(self, error: EngineError) -> NoReturn:
+        """Stop the workflow for an error of the engine: the run is not failed, the drive reports
+        `error` and the run stays recoverable; user code cannot catch the unwinding."""
+        self.engine_error = error
         self.closing = True
         raise Suspend()
 

@@ -208,6 +208,8 @@ class Scheduler:
             if task.done() and not ex.closing and self.live_steps:
                 self._drained = loop.create_future()
                 loop.run_until_complete(self._drained)  # losers' steps still in flight finish
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: a task unwound by Suspend is no error for asyncio to log
             suspended = not task.done() or ex.closing
             ex.closing = True
             leftovers = [t for t in asyncio.all_tasks(loop) if not t.done()]
