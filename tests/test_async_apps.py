@@ -4,7 +4,8 @@ Each `async def` handler calls the API: the sync functions (`start`, `resume_hoo
 `cancel`, `retry`, `get_run`, `read_stream`) work inside the running loop (an async workflow gets
 a loop of its own in a worker thread), and the async twins (`start_async`, `resume_hook_async`,
 `cancel_async`, `retry_async`, `get_run_async`) drive runs in a worker thread, so the app's loop
-keeps answering other requests meanwhile. uvicorn picks uvloop when it is installed, as here.
+keeps answering other requests meanwhile (shown for `start_async` and `resume_hook_async`). uvicorn
+picks uvloop when it is installed, as here.
 """
 
 from __future__ import annotations
@@ -79,7 +80,22 @@ async def fragile():
     return await check_fixed()
 
 
-WORKFLOWS = {"slow": slow, "approve": approve, "fragile": fragile}
+@step
+async def hold(name):
+    (HERE / f"{name}-started").touch()
+    while not (HERE / f"{name}-release").exists():
+        await asyncio.sleep(0.01)
+    return "released"
+
+
+@workflow
+async def held_after_approval(token):
+    events = approval.create(token=token)
+    await events.next()
+    return await hold("approved")
+
+
+WORKFLOWS = {"slow": slow, "approve": approve, "fragile": fragile, "held": held_after_approval}
 
 
 def plain(value):
@@ -186,19 +202,35 @@ def test_hook_resume_works_inside_an_async_handler(app: App) -> None:
     assert delivery["run"]["status"] == "completed" and delivery["run_id"] == run["run_id"]
 
 
-def test_the_app_answers_other_requests_while_start_async_drives_a_run(app: App) -> None:
+def answers_while_held(app: App, marker: str, call: Any) -> Any:
+    """Make `call()` (an HTTP call) in another thread; once its run's step has started and holds,
+    the app must still answer /ping; then release the step and return what `call` returned."""
     outcome: list[Any] = []
-    caller = threading.Thread(target=lambda: outcome.append(app.call("start_async", workflow="slow")))
+    caller = threading.Thread(target=lambda: outcome.append(call()))
     caller.start()
     try:
         for _ in range(600):
-            if (app.root / "started").exists():
+            if (app.root / f"{marker}started").exists():
                 break
             time.sleep(0.05)
-        assert (app.root / "started").exists()
+        assert (app.root / f"{marker}started").exists()
         assert httpx.get(f"{app.url}/ping", timeout=20).json() == "pong"  # the step is still running
         assert not outcome
     finally:
-        (app.root / "release").touch()
+        (app.root / f"{marker}release").touch()
         caller.join(30)
-    assert outcome and (outcome[0]["status"], outcome[0]["result"]) == ("completed", "released")
+    assert outcome
+    return outcome[0]
+
+
+def test_the_app_answers_other_requests_while_start_async_drives_a_run(app: App) -> None:
+    run = answers_while_held(app, "", lambda: app.call("start_async", workflow="slow"))
+    assert (run["status"], run["result"]) == ("completed", "released")
+
+
+def test_the_app_answers_other_requests_while_resume_hook_async_drives_a_run(app: App) -> None:
+    run = app.call("start_async", "tok-held", workflow="held")
+    assert run["status"] == "waiting", run
+    delivery = answers_while_held(app, "approved-", lambda: app.call("resume_hook_async", "tok-held", {"ok": 3}))
+    assert (delivery["status"], delivery["run"]["status"], delivery["run"]["result"]) == (
+        "delivered", "completed", "released")
