@@ -9,6 +9,7 @@ is not journaled as failed or suspended, and stays recoverable.
 from __future__ import annotations
 
 import asyncio
+import gc
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
 
@@ -162,3 +163,29 @@ def test_an_engine_error_starting_a_child_leaves_the_parent_recoverable(tmp_path
     tick(dir=where, now=later(seconds=1))
     done = get_run("parent-1", dir=where)
     assert (done.status, done.result) == ("completed", "child done")
+
+
+@step
+async def other(name: str) -> str:
+    return name
+
+
+SWAPPED = [False]
+
+
+@workflow
+async def changes_its_mind() -> str:
+    await (other("x") if SWAPPED[0] else fetch("x"))
+    await sleep("1h")
+    return "done"
+
+
+def test_an_async_run_unwound_by_the_engine_leaves_no_asyncio_error_behind(tmp_path, caplog):
+    where = str(tmp_path)
+    SWAPPED[0] = False
+    start(changes_its_mind, dir=where, run_id="mind-1")
+    SWAPPED[0] = True  # the replay asks for another step at position 1: non-deterministic
+    tick(dir=where, now=later(hours=2))
+    gc.collect()
+    assert get_run("mind-1", dir=where).status == "failed"
+    assert not [r for r in caplog.records if r.name == "asyncio"]  # no "Task exception was never retrieved"
