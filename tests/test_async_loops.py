@@ -189,3 +189,27 @@ def test_an_async_run_unwound_by_the_engine_leaves_no_asyncio_error_behind(tmp_p
     gc.collect()
     assert get_run("mind-1", dir=where).status == "failed"
     assert not [r for r in caplog.records if r.name == "asyncio"]  # no "Task exception was never retrieved"
+
+
+async def seven() -> int:
+    return 7
+
+
+@step
+def runs_its_own_loop() -> int:
+    return asyncio.run(seven())
+
+
+@workflow
+def sync_child_with_a_loop_in_a_step() -> int:
+    return runs_its_own_loop()
+
+
+@workflow
+async def async_parent_of_a_sync_child() -> int:
+    return int(await start_child(sync_child_with_a_loop_in_a_step).result())
+
+
+def test_a_sync_child_of_an_async_parent_runs_its_steps_outside_the_parents_loop(tmp_path):
+    run = start(async_parent_of_a_sync_child, dir=str(tmp_path))
+    assert (run.status, run.result) == ("completed", 7)

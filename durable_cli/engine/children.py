@@ -124,6 +124,9 @@ def start_child(ex: Execution, definition: Any, args: tuple[Any, ...], kwargs: d
         except BaseException as exc:
             failure.append(exc)
 
+    # A thread of its own: the child runs with a fresh context (not the parent's execution or
+    # scheduler) and no running event loop, so a sync child of an async parent runs its steps as
+    # `durable run` would (a step may call `asyncio.run`), and an async child gets its own loop.
     worker = threading.Thread(target=create, name=f"durable-child-{run_id}")
     worker.start()
     worker.join()
