@@ -12,7 +12,7 @@ import hashlib
 import threading
 from typing import Any
 
-from ..errors import ChildFailed, DurableError, EngineError, RunBusy
+from ..errors import ChildFailed, DurableError, EngineError, RunBusy, StoreError
 from ..store.base import Store
 from ..timeparse import iso, parse_instant
 from .driver import Options, Run, drive
@@ -133,6 +133,8 @@ def start_child(ex: Execution, definition: Any, args: tuple[Any, ...], kwargs: d
     if failure:
         if isinstance(failure[0], EngineError):
             ex.halt(EngineError(f"run {ex.run_id}: starting its child: {failure[0]}"))
+        if isinstance(failure[0], (OSError, StoreError)):
+            ex.storage_lost(failure[0])  # a full disk is no failure of the parent's workflow
         ex.abort(failure[0])
     from ..loader import reference
 

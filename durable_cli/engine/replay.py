@@ -127,9 +127,14 @@ class Execution:
         try:
             action()
         except (OSError, StoreError) as exc:
-            self.closing = True
-            self.storage_failure = StorageFailure(exc)
-            raise self.storage_failure from exc
+            self.storage_lost(exc)
+
+    def storage_lost(self, error: OSError | StoreError) -> NoReturn:
+        """Unwind the workflow: a fact could not be stored; the drive re-raises `error` and the run,
+        not failed, stays recoverable; user code cannot catch the unwinding."""
+        self.closing = True
+        self.storage_failure = StorageFailure(error)
+        raise self.storage_failure from error
 
     # positions and determinism
     def begin(self, kind: str, name: str) -> tuple[int, Op | None]:
