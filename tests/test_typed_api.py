@@ -210,3 +210,12 @@ def test_the_names_are_still_loaded_lazily() -> None:
     assert durable_cli.start.__module__ == "durable_cli.client"
     with pytest.raises(AttributeError, match="no_such_name"):
         getattr(durable_cli, "no_such_name")
+
+
+def test_run_status_names_every_status_a_journal_can_end_in() -> None:
+    from typing import get_args
+
+    from durable_cli.engine.history import FINISHED
+
+    assert FINISHED <= set(get_args(durable_cli.RunStatus))
+    assert {"running", "sleeping", "waiting"} <= set(get_args(durable_cli.RunStatus))

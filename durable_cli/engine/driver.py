@@ -36,7 +36,7 @@ class Options:
     wake_parent: bool = True  # a finished child drives its parent at once (off: the tick will)
 
 
-RunStatus = Literal["running", "sleeping", "waiting", "completed", "failed", "cancelled"]
+RunStatus = Literal["running", "sleeping", "waiting", "completed", "failed", "cancelled", "migrated"]
 
 
 @dataclass
