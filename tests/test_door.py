@@ -252,3 +252,18 @@ def test_tail_of_a_stream_name_that_cannot_be_a_file_name_is_exit_2(tmp_path: Pa
     result = CliRunner().invoke(main, ["--dir", str(tmp_path / "j"), "tail", "napper", "--stream", name])
     assert result.exit_code == 2 and "invalid stream name" in result.output, result.output
     assert not (tmp_path / "j" / "streams").exists()
+
+
+def test_a_run_argument_nested_too_deep_to_parse_is_exit_2_and_starts_nothing(tmp_path: Path) -> None:
+    """A run argument is JSON when it parses, else a string; JSON nested deeper than the parser
+    goes is neither: one line, exit 2 (it was a RecursionError traceback), no journal."""
+    from click.testing import CliRunner
+
+    from durable_cli.cli import main
+
+    deep = "[" * 5000 + "]" * 5000
+    result = CliRunner().invoke(main, ["--dir", str(tmp_path / "j"), "run", f"{__name__}:naps", deep,
+                                       "--id", "deep"])
+    assert result.exit_code == 2, result.output
+    assert "nested too deep" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "j" / "runs" / "deep.jsonl").exists()

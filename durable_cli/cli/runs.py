@@ -13,11 +13,17 @@ from . import Settings, _emit, _report_run, _run_document, json_option, main, wo
 
 
 def _parse_arg(text: str) -> Any:
-    """A command-line argument: its JSON value when it parses, else the text itself."""
+    """A command-line argument: its JSON value when it parses, else the text itself.
+
+    JSON nested too deep for the parser is refused (exit 2), not taken as a string nor a traceback."""
+    from ..errors import InvalidPayload
+
     try:
         return json.loads(text)
     except ValueError:
         return text
+    except RecursionError:
+        raise InvalidPayload("a run argument is JSON nested too deep to journal") from None
 
 
 @main.command()
