@@ -12,7 +12,7 @@ import psycopg
 
 from .. import faults, journal
 from ..errors import StoreError
-from .base import Event, RunSession
+from .base import Event, RunSession, check_stream_name
 from .pg_schema import Conflict, Conn, Db, StoreUrl, connect
 
 # Take the run if nobody holds it or its holder's lease has lapsed.
@@ -219,7 +219,7 @@ class PostgresRunSession(RunSession):
     def stream_append(self, name: str, chunks: list[Event]) -> list[int]:
         if not self._open:
             raise StoreError(f"run {self.run_id} was released: nothing can be written")
-        return append_stream(self._db, self.run_id, name, chunks, (self._claim, self._owner))
+        return append_stream(self._db, self.run_id, check_stream_name(name), chunks, (self._claim, self._owner))
 
     def close(self) -> None:
         if not self._open:
