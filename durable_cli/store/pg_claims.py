@@ -219,7 +219,8 @@ class PostgresRunSession(RunSession):
     def stream_append(self, name: str, chunks: list[Event]) -> list[int]:
         if not self._open:
             raise StoreError(f"run {self.run_id} was released: nothing can be written")
-        return append_stream(self._db, self.run_id, check_stream_name(name), chunks, (self._claim, self._owner))
+        holder = (self._claim, self._owner)
+        return append_stream(self._db, self.run_id, check_stream_name(name), chunks, holder)
 
     def close(self) -> None:
         if not self._open:
