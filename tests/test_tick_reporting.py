@@ -177,3 +177,27 @@ def test_a_postgresql_run_whose_creator_died_before_run_started_stops_only_itsel
     assert project.result("good") == 2
     rows = {row["run_id"]: row for row in project.runs()}
     assert rows["unborn"]["status"] == "damaged" and "journal empty" in rows["unborn"]["error"]
+
+
+def test_ls_lists_a_fifo_or_a_dangling_link_in_place_of_a_journal_without_opening_it(tmp_path: Path) -> None:
+    """A FIFO named like a journal would block `open` until a writer came: `ls` refuses it from its
+    lstat, as it does a directory, and lists every other run (in a thread here, so a regression
+    fails the join instead of hanging the suite)."""
+    import threading
+
+    from durable_cli.inspection import list_runs
+    from durable_cli.store.files import FileStore
+
+    project = _three_due_runs(tmp_path)
+    os.mkfifo(project.dir / "runs" / "fifo.jsonl")
+    os.symlink(tmp_path / "nowhere", project.dir / "runs" / "dangling.jsonl")
+    rows: list[dict[str, object]] = []
+    lister = threading.Thread(target=lambda: rows.extend(list_runs(FileStore(str(project.dir)))), daemon=True)
+    lister.start()
+    lister.join(30)
+    assert not lister.is_alive(), "ls blocked opening the FIFO"
+    by_id = {row["run_id"]: row for row in rows}
+    assert {"good", "bad", "ugly"} <= by_id.keys()
+    for run_id in ("fifo", "dangling"):
+        assert by_id[run_id]["status"] in ("unreadable", "damaged")
+        assert "not a regular file" in str(by_id[run_id]["error"])
