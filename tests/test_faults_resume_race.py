@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from durable_cli import resume_hook
+from durable_cli.cli import main
 from durable_cli.errors import UnknownToken
 from e2e import Project
 from helpers import DURABLE, durable_env
@@ -108,9 +110,13 @@ def test_resume_racing_the_end_of_its_run_exits_0_only_for_a_journaled_payload(p
     assert _rejected(project) == [], "an acknowledged payload was rejected after the fact"
 
     where = {"store": project.store} if project.store else {"dir": str(project.dir)}
-    for key in outcomes:  # a retry with the same key tells the truth
+    for key in outcomes:  # a retry with the same key tells the truth, from the API and the CLI
+        again = CliRunner().invoke(main, [f"--{name}" for name in where] + list(where.values())
+                                   + ["resume", "race", "-", "--key", key], input=json.dumps({"key": key}))
         if key in journaled:
             assert resume_hook("race", {"key": key}, key=key, enqueue=True, **where).status == "duplicate"
+            assert again.exit_code == 0 and "already delivered" in again.stderr, (key, again.stderr)
         else:
             with pytest.raises(UnknownToken, match="no live run holds token"):
                 resume_hook("race", {"key": key}, key=key, enqueue=True, **where)
+            assert again.exit_code == 2 and "run race has completed" in again.stderr, (key, again.stderr)
