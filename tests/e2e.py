@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from helpers import DURABLE, durable, durable_env, run_events, write_module
+from helpers import DURABLE, durable, durable_env, durable_in_process, run_events, write_module
 
 # Put at the top of every module a Project writes: `note(line)` appends to log.txt beside the
 # module (fsync'd, so it survives a SIGKILL right after), `once(name)` is True the first time only.
@@ -47,8 +47,12 @@ def later(**delta: float) -> str:
 class Project:
     """A directory with workflow modules and a journal dir `journals/`; `durable` runs in it."""
 
-    def __init__(self, root: Path, module: str = "flows", code: str = "", store: str | None = None) -> None:
+    def __init__(self, root: Path, module: str = "flows", code: str = "", store: str | None = None,
+                 in_process: bool = False) -> None:
         self.root = Path(root)
+        # Commands through click's CliRunner in this process (exit codes, output, journals), or
+        # real `durable` processes (signals, kills, overlapping commands). `spawn_tick` is always real.
+        self.runner = durable_in_process if in_process else durable
         self.dir = self.root / "journals"
         self.store = store  # a PostgreSQL URL: commands run with DURABLE_STORE instead of --dir
         self.module = module
@@ -68,8 +72,8 @@ class Project:
             timeout: float = 30) -> tuple[int, str, str]:
         if self.store is not None:
             env = {**(env or {}), "DURABLE_STORE": self.store}
-        return durable(*args, dir=None if self.store else self.dir, cwd=self.root, env=env, input=input,
-                       timeout=timeout)
+        return self.runner(*args, dir=None if self.store else self.dir, cwd=self.root, env=env, input=input,
+                           timeout=timeout)
 
     def json(self, *args: str, **kwargs: Any) -> tuple[int, Any, str]:
         code, out, err = self.cli(*args, "--json", **kwargs)

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from helpers import DURABLE, durable_env
+from helpers import DURABLE, durable_env, durable_in_process
 
 from durable_cli import journal
 from durable_cli.errors import JournalDamaged
@@ -170,8 +170,9 @@ class Result:
 class Project:
     """A directory holding the FLOWS module, a journal dir `j/` and the effects file."""
 
-    def __init__(self, root: Path, flows: str = FLOWS) -> None:
+    def __init__(self, root: Path, flows: str = FLOWS, in_process: bool = False) -> None:
         self.root = Path(root)
+        self.in_process = in_process  # `call` without crash injection runs `durable` in this process
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "flows.py").write_text(textwrap.dedent(flows))
         (self.root / "durable.yaml").write_text(CONFIG)
@@ -194,6 +195,10 @@ class Project:
     def call(self, *args: str, crash_at: int | None = None, fsync_log: Path | None = None,
              input: bytes | str | None = None, extra: Mapping[str, str] | None = None,
              timeout: float = 60, preexec_fn: Any = None, prefix: Sequence[str] = ()) -> Result:
+        if self.in_process and crash_at is None and fsync_log is None and preexec_fn is None and not prefix:
+            code, out, err = durable_in_process(*args, dir=self.store, cwd=self.root, env=self.env(extra=extra),
+                                                input=input, timeout=timeout)
+            return Result(code, out, err)
         data = input.encode() if isinstance(input, str) else input
         done = subprocess.run(
             [*prefix, *self.command(*args)], cwd=self.root, env=self.env(crash_at, fsync_log, extra),

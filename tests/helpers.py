@@ -87,3 +87,120 @@ def all_files(root: str | os.PathLike[str]) -> set[str]:
         for name in names:
             found.add(os.path.relpath(os.path.join(base, name), root))
     return found
+
+
+# The in-process runner: `durable` through click's CliRunner, in this process, for the tests that
+# check exit codes, messages and `--json` documents. It recreates what a fresh `durable` process
+# would see: the environment `durable_env` gives, the working directory, the import path of the
+# console script (not pytest's), no workflow module already imported, no cached durable.yaml.
+# Anything that needs a real process (signals, SIGKILL, locks held by another process, overlapping
+# commands, threads outliving a step timeout, DURABLE_CRASH_AT) keeps using `durable()`.
+
+_KEPT_ROOTS = tuple(
+    os.path.join(os.path.realpath(root), "")
+    for root in (sys.base_prefix, sys.prefix, os.path.dirname(os.path.dirname(__file__)) + "/durable_cli")
+)
+_PROCESS_ONLY = ("DURABLE_CRASH_AT", "DURABLE_CRASH_LOG", "DURABLE_FSYNC_LOG")
+
+
+def _script_path() -> list[str]:
+    """sys.path as the `durable` console script starts with it (PYTHONPATH left out)."""
+    probe = "import json, sys; print(json.dumps(sys.path[1:]))"
+    done = subprocess.run([sys.executable, "-c", probe], env=durable_env(), cwd="/",
+                          capture_output=True, check=True)
+    return [os.path.dirname(DURABLE), *json.loads(done.stdout)]
+
+
+_SCRIPT_PATH: list[str] = []
+
+
+def _imported_from_outside(module: Any) -> bool:
+    """Whether `module` came from neither the standard library, installed packages nor durable_cli
+    (a workflow module, a test module): a fresh process would not have it imported."""
+    origin = getattr(module, "__file__", None)
+    if origin is None:
+        paths = list(getattr(module, "__path__", None) or [])
+        origin = paths[0] if paths else None
+    if origin is None:
+        return False
+    return not os.path.realpath(origin).startswith(_KEPT_ROOTS)
+
+
+def durable_in_process(
+    *args: str,
+    dir: str | os.PathLike[str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    input: str | bytes | None = None,
+    timeout: float = 30,
+) -> tuple[int, str, str]:
+    """`durable(...)` without a process: same arguments, same (returncode, stdout, stderr)."""
+    import importlib
+    import linecache
+    import signal
+    import traceback
+
+    from click.testing import CliRunner
+
+    from durable_cli import config
+    from durable_cli.cli import main
+    from durable_cli.engine import steps
+
+    environ = durable_env(env)
+    if any(name in environ for name in _PROCESS_ONLY):
+        raise AssertionError("fault injection kills the process: use durable(), not durable_in_process()")
+    if not _SCRIPT_PATH:
+        _SCRIPT_PATH.extend(_script_path())
+    command = (["--dir", str(dir)] if dir is not None else []) + list(args)
+    saved_environ, saved_path, saved_cwd = dict(os.environ), list(sys.path), os.getcwd()
+    saved_bytecode = sys.dont_write_bytecode
+    saved_signals = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    hidden = {name: module for name, module in list(sys.modules.items()) if _imported_from_outside(module)}
+    for name in hidden:
+        del sys.modules[name]
+    extra_path = [p for p in environ.pop("PYTHONPATH", "").split(os.pathsep) if p]
+    try:
+        os.environ.clear()
+        os.environ.update(environ)
+        os.chdir(cwd if cwd is not None else saved_cwd)
+        sys.path[:] = [_SCRIPT_PATH[0], *extra_path, *_SCRIPT_PATH[1:]]
+        sys.dont_write_bytecode = True
+        importlib.invalidate_caches()
+        linecache.clearcache()
+        config._found.clear()
+        result = CliRunner().invoke(main, command, input=input, prog_name="durable")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_environ)
+        os.chdir(saved_cwd)
+        sys.path[:] = saved_path
+        sys.dont_write_bytecode = saved_bytecode
+        for signum, handler in saved_signals.items():
+            signal.signal(signum, handler)
+        for name, module in list(sys.modules.items()):
+            if _imported_from_outside(module):
+                del sys.modules[name]
+        sys.modules.update(hidden)
+        config._found.clear()
+    if steps._HELD:
+        steps._HELD.clear()
+        raise AssertionError("a step outlived its timeout: this test needs durable(), a real process")
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(*result.exc_info))
+    return result.exit_code, result.stdout, stderr
+
+
+def in_process(request: Any) -> bool:
+    """Whether a test's `durable` commands may run in-process: it is not marked `real_process`."""
+    return request.node.get_closest_marker("real_process") is None
+
+
+def durable_json_in_process(*args: str, **kwargs: Any) -> tuple[int, Any, str]:
+    """`durable_json(...)` without a process."""
+    code, out, err = durable_in_process(*args, "--json", **kwargs)
+    try:
+        document = json.loads(out)
+    except ValueError as exc:
+        raise AssertionError(f"stdout is not one JSON document ({exc}): {out!r}; stderr: {err!r}")
+    return code, document, err

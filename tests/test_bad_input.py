@@ -18,7 +18,7 @@ TOKEN = f"tok-{RUN}"
 @pytest.fixture
 def waiting(tmp_path: Path) -> Project:
     """A `mixed` run waiting on its hook (its sleep fired by a tick)."""
-    project = Project(tmp_path)
+    project = Project(tmp_path, in_process=True)
     assert project.call("run", "--id", RUN, "flows:mixed", "1").code == 0
     assert project.call("tick", "--now", "2100-01-01T00:00:00Z").code == 0
     assert project.status(RUN) == "waiting"

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from e2e import Project
-from helpers import all_files, durable_env, read_events
+from helpers import all_files, durable_env, in_process, read_events
 
 FLOWS = '''
 import asyncio, os, random, signal
@@ -349,7 +349,7 @@ def collect_two(token):
 @pytest.fixture
 def project(tmp_path, request, store_kind):
     store = request.getfixturevalue("pg_url") if store_kind == "postgres" else None
-    return Project(tmp_path, "flows", FLOWS, store=store)
+    return Project(tmp_path, "flows", FLOWS, store=store, in_process=in_process(request))
 
 
 def pytest_generate_tests(metafunc):
@@ -573,6 +573,7 @@ def test_inspect_shows_the_parent_of_a_child_and_the_children_of_a_parent(projec
     ("streaming", ["line 0", "line 1", "line 0", "line 1", "line 2", "line 3"]),
     ("streaming_async", ['{"i": 0}', '{"i": 1}', '{"i": 0}', '{"i": 1}', '{"i": 2}', '{"i": 3}']),
 ])
+@pytest.mark.real_process  # the step SIGKILLs its process
 def test_stream_is_read_back_in_order_after_a_crash_mid_step(project, fn, lines):
     code, _, _ = project.cli("run", project.ref(fn), "4", "--id", "s")
     assert code == -9  # the step killed its process after writing two chunks

@@ -207,7 +207,7 @@ def project(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     from e2e import Project
 
     store = request.getfixturevalue("pg_url") if request.param == "postgres" else None
-    project = Project(tmp_path, "flows", FLOWS, store=store)
+    project = Project(tmp_path, "flows", FLOWS, store=store, in_process=True)
     assert project.run("waits", "doc", run_id="waiter")["status"] == "waiting"
     return project
 

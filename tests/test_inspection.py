@@ -80,7 +80,7 @@ ANSI = "\x1b["
 
 @pytest.fixture
 def project(tmp_path):
-    return Project(tmp_path, "flows", FLOWS)
+    return Project(tmp_path, "flows", FLOWS, in_process=True)
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ def napper(n):
 @pytest.fixture(params=["files", "postgres"])
 def project(request, tmp_path):
     store = request.getfixturevalue("pg_url") if request.param == "postgres" else None
-    return Project(tmp_path, code=FLOWS, store=store)
+    return Project(tmp_path, code=FLOWS, store=store, in_process=True)
 
 
 def from_the_future(project: Project, run_id: str) -> None:

@@ -58,7 +58,7 @@ def sleep_for_days(token):
 @pytest.fixture(params=["files", "postgres"])
 def project(tmp_path, request):
     store = request.getfixturevalue("pg_url") if request.param == "postgres" else None
-    return Project(tmp_path, "flows", FLOWS, store=store)
+    return Project(tmp_path, "flows", FLOWS, store=store, in_process=True)
 
 
 @pytest.mark.parametrize("fn", ["sleep_for_days_async", "sleep_for_days"])

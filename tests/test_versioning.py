@@ -98,7 +98,7 @@ def code(request):
 def project(tmp_path, request):
     """The same tests on a journal dir and on PostgreSQL: the determinism check is the store's too."""
     store = request.getfixturevalue("pg_url") if request.param == "postgres" else None
-    return Project(tmp_path, "billing", store=store)
+    return Project(tmp_path, "billing", store=store, in_process=True)
 
 
 def test_patched_is_false_for_a_run_replaying_history_from_before_the_change_and_true_for_new_runs(project, code):

@@ -16,12 +16,15 @@ import click
 
 class Failure(click.ClickException):
     """A user-facing error: usage or bad input (exit 2). Under --json, stdout also gets it as the
-    one JSON document (`{"error": ...}`), so scripts piping into jq always get JSON."""
+    one JSON document (`{"error": ...}`), so scripts piping into jq always get JSON. Whether
+    --json was given is read from the command's own arguments (set by `DurableGroup.invoke`), not
+    from `sys.argv`, so the command behaves the same when called in-process."""
 
     exit_code = 2
+    as_json = False
 
     def show(self, file: Any = None) -> None:
-        if "--json" in sys.argv[1:]:
+        if self.as_json:
             try:
                 click.echo(json.dumps({"error": self.format_message(), "exit_code": self.exit_code}))
             except BrokenPipeError:
@@ -57,6 +60,7 @@ _COMMANDS = {
 
 
 GLOBAL_OPTIONS = ("--dir", "--store", "--config")
+_JSON_GIVEN = "durable_cli.json_given"  # ctx.meta key: was --json among the command's arguments
 
 
 def hoist_global_options(args: list[str]) -> list[str]:
@@ -97,6 +101,7 @@ class DurableGroup(click.Group):
     click's handling of EPIPE)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[_JSON_GIVEN] = "--json" in args
         return super().parse_args(ctx, hoist_global_options(args))
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -112,11 +117,15 @@ class DurableGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
+            try:
+                return super().invoke(ctx)
+            except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
+                raise
+            except Exception as exc:
+                _fail_from(exc)
+        except Failure as failure:
+            failure.as_json = ctx.meta.get(_JSON_GIVEN, False)
             raise
-        except Exception as exc:
-            _fail_from(exc)
 
 
 class Settings:
