@@ -1,4 +1,5 @@
-"""The `durable` command end to end, through real subprocesses: run, tick, resume, inspect, ls, cancel."""
+"""The `durable` command end to end: run, tick, resume, inspect, ls, cancel (in-process through
+click's CliRunner; real processes where a run is cancelled or sent a payload while it executes)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import (DURABLE, all_files, durable, durable_env, durable_json, journal_path, run_events,
-                     write_module)
+from helpers import (DURABLE, all_files, durable_env, durable_in_process, durable_json_in_process, journal_path,
+                     run_events, write_module)
 
 FLOWS = """
 import os
@@ -131,11 +132,11 @@ def _where(project, kwargs):
 
 
 def run_in(project, *args, **kwargs):
-    return durable(*args, **_where(project, kwargs))
+    return durable_in_process(*args, **_where(project, kwargs))
 
 
 def run_json(project, *args, **kwargs):
-    return durable_json(*args, **_where(project, kwargs))
+    return durable_json_in_process(*args, **_where(project, kwargs))
 
 
 def exported(project, run_id):
@@ -232,9 +233,9 @@ def test_the_current_directory_is_importable(project, tmp_path):
     files_only(project)
     other = tmp_path / "elsewhere"
     other.mkdir()
-    code, _, err = durable("run", "flows:echo", "1", dir=project / "j", cwd=other)
+    code, _, err = durable_in_process("run", "flows:echo", "1", dir=project / "j", cwd=other)
     assert code == 2 and "no module" in err
-    code, _, _ = durable("run", "flows:echo", "1", dir=project / "j", cwd=project)
+    code, _, _ = durable_in_process("run", "flows:echo", "1", dir=project / "j", cwd=project)
     assert code == 0
 
 
@@ -258,7 +259,8 @@ def test_run_accepts_a_file_path_reference(project, tmp_path):
     files_only(project)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    code, doc, err = durable_json("run", str(project / "flows.py") + ":echo", "5", dir=project / "j", cwd=elsewhere)
+    code, doc, err = durable_json_in_process("run", str(project / "flows.py") + ":echo", "5", dir=project / "j",
+                                             cwd=elsewhere)
     assert (code, doc.get("result")) == (0, [5]), err
 
 
@@ -267,11 +269,11 @@ def test_a_package_workflow_is_resumed_by_tick_from_another_directory(tmp_path):
     write_module(root / "pkg", "__init__", "")
     write_module(root / "pkg" / "sub", "__init__", "")
     write_module(root / "pkg" / "sub", "flows", FLOWS)
-    code, doc, err = durable_json("run", "pkg.sub.flows:week", dir=tmp_path / "j", cwd=root)
+    code, doc, err = durable_json_in_process("run", "pkg.sub.flows:week", dir=tmp_path / "j", cwd=root)
     assert (code, doc["status"]) == (0, "sleeping"), err
-    code, _, err = durable("tick", "--now", after_days(8), dir=tmp_path / "j", cwd=tmp_path)
+    code, _, err = durable_in_process("tick", "--now", after_days(8), dir=tmp_path / "j", cwd=tmp_path)
     assert code == 0, err
-    _, shown, _ = durable_json("inspect", doc["run_id"], dir=tmp_path / "j", cwd=tmp_path)
+    _, shown, _ = durable_json_in_process("inspect", doc["run_id"], dir=tmp_path / "j", cwd=tmp_path)
     assert (shown["status"], shown["result"]) == ("completed", "woke up")
 
 
@@ -279,14 +281,14 @@ def test_a_package_workflow_is_resumed_by_tick_from_another_directory(tmp_path):
 
 def test_the_default_journal_dir_is_journals_in_the_current_directory(project):
     files_only(project)
-    code, doc, _ = durable_json("run", "flows:echo", cwd=project)
+    code, doc, _ = durable_json_in_process("run", "flows:echo", cwd=project)
     assert code == 0
     assert journal_path(project / "journals", doc["run_id"]).exists()
 
 
 def test_durable_dir_environment_variable_is_used_without_dir(project, tmp_path):
     files_only(project)
-    code, doc, _ = durable_json("run", "flows:echo", cwd=project, env={"DURABLE_DIR": str(tmp_path / "env")})
+    code, doc, _ = durable_json_in_process("run", "flows:echo", cwd=project, env={"DURABLE_DIR": str(tmp_path / "env")})
     assert code == 0
     assert journal_path(tmp_path / "env", doc["run_id"]).exists()
     assert not (project / "journals").exists()
@@ -294,8 +296,8 @@ def test_durable_dir_environment_variable_is_used_without_dir(project, tmp_path)
 
 def test_dir_option_beats_the_environment_variable(project, tmp_path):
     files_only(project)
-    code, doc, _ = durable_json("run", "flows:echo", cwd=project, dir=tmp_path / "flag",
-                                env={"DURABLE_DIR": str(tmp_path / "env")})
+    code, doc, _ = durable_json_in_process("run", "flows:echo", cwd=project, dir=tmp_path / "flag",
+                                           env={"DURABLE_DIR": str(tmp_path / "env")})
     assert code == 0
     assert journal_path(tmp_path / "flag", doc["run_id"]).exists()
     assert not (tmp_path / "env" / "runs").exists()
@@ -308,10 +310,10 @@ def test_tick_now_from_another_directory_resumes_a_seven_day_sleep(project, tmp_
     _, doc, _ = run_json(project, "run", "flows:week")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    code, _, err = durable("tick", "--now", after_days(6), dir=project / "j", cwd=elsewhere)
+    code, _, err = durable_in_process("tick", "--now", after_days(6), dir=project / "j", cwd=elsewhere)
     assert code == 0, err
     assert log_lines(project) == ["a"]
-    code, _, err = durable("tick", "--now", after_days(8), dir=project / "j", cwd=elsewhere)
+    code, _, err = durable_in_process("tick", "--now", after_days(8), dir=project / "j", cwd=elsewhere)
     assert code == 0, err
     assert log_lines(project) == ["a", "b"]
     code, shown, _ = run_json(project, "inspect", doc["run_id"])
@@ -422,7 +424,7 @@ def test_hostile_tokens_never_create_files_outside_the_dir(tmp_path, token):
     write_module(root, "flows", FLOWS)
     store = root / "a" / "b" / "j"
     outside_before = all_files(tmp_path)
-    code, _, err = durable("resume", token, "-", dir=store, cwd=root, input='{"x": 1}')
+    code, _, err = durable_in_process("resume", token, "-", dir=store, cwd=root, input='{"x": 1}')
     assert code == 2
     assert "Traceback" not in err
     created = {p for p in all_files(tmp_path) - outside_before if not p.startswith(os.path.relpath(store, tmp_path))}
@@ -436,9 +438,9 @@ def test_a_run_holding_a_path_like_token_keeps_every_file_inside_the_dir(tmp_pat
     write_module(root, "flows", FLOWS)
     store = root / "j"
     before = all_files(tmp_path)
-    code, doc, err = durable_json("run", "flows:approve", token, dir=store, cwd=root)
+    code, doc, err = durable_json_in_process("run", "flows:approve", token, dir=store, cwd=root)
     assert (code, doc["status"]) == (0, "waiting"), err
-    code, doc, err = durable_json("resume", token, "-", dir=store, cwd=root, input='"ok"')
+    code, doc, err = durable_json_in_process("resume", token, "-", dir=store, cwd=root, input='"ok"')
     assert (code, doc["status"]) == (0, "completed"), err
     created = all_files(tmp_path) - before
     outside = {p for p in created if not p.startswith("project/j/") and p != "project/log.txt"}
@@ -568,7 +570,7 @@ def test_every_json_command_prints_exactly_one_document(project):
 def test_reading_commands_never_create_the_journal_dir(tmp_path):
     missing = tmp_path / "not" / "there"
     for args in (["ls"], ["tick"], ["inspect", "20200101T000000-deadbeef"], ["schedules"]):
-        durable(*args, dir=missing, cwd=tmp_path)
+        durable_in_process(*args, dir=missing, cwd=tmp_path)
     assert not (tmp_path / "not").exists()
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import durable, durable_json, write_module
+from helpers import durable, durable_in_process, durable_json_in_process, write_module
 
 FLOWS = """
 from durable_cli import define_hook, sleep, step, workflow
@@ -46,41 +46,41 @@ def later(days: float) -> str:
 
 
 def test_dir_and_store_together_are_a_usage_error(project: Path) -> None:
-    code, _, err = durable("--dir", "j", "--store", "postgresql:///x", "ls", cwd=project)
+    code, _, err = durable_in_process("--dir", "j", "--store", "postgresql:///x", "ls", cwd=project)
     assert code == 2
     assert "--dir" in err and "--store" in err
 
 
 def test_durable_store_beats_durable_dir(project: Path, pg_url: str) -> None:
     env = {"DURABLE_STORE": pg_url, "DURABLE_DIR": str(project / "files")}
-    code, doc, err = durable_json("run", "flows:week", "1", cwd=project, env=env)
+    code, doc, err = durable_json_in_process("run", "flows:week", "1", cwd=project, env=env)
     assert code == 0, err
     assert not (project / "files").exists()
-    _, rows, _ = durable_json("ls", cwd=project, env={"DURABLE_STORE": pg_url})
+    _, rows, _ = durable_json_in_process("ls", cwd=project, env={"DURABLE_STORE": pg_url})
     assert [row["run_id"] for row in rows] == [doc["run_id"]]
 
 
 def test_a_flag_beats_the_environment(project: Path, pg_url: str) -> None:
-    code, doc, _ = durable_json("--dir", str(project / "flag"), "run", "flows:week", "1", cwd=project,
-                                env={"DURABLE_STORE": pg_url})
+    code, doc, _ = durable_json_in_process("--dir", str(project / "flag"), "run", "flows:week", "1", cwd=project,
+                                           env={"DURABLE_STORE": pg_url})
     assert code == 0
     assert (project / "flag" / "runs" / f"{doc['run_id']}.jsonl").exists()
-    _, rows, _ = durable_json("ls", cwd=project, env={"DURABLE_STORE": pg_url})
+    _, rows, _ = durable_json_in_process("ls", cwd=project, env={"DURABLE_STORE": pg_url})
     assert rows == []
 
 
 def test_store_in_durable_yaml_is_used_when_nothing_else_says(project: Path, pg_url: str) -> None:
     (project / "durable.yaml").write_text(f"store: {json.dumps(pg_url)}\n")
-    code, doc, err = durable_json("run", "flows:week", "1", cwd=project)
+    code, doc, err = durable_json_in_process("run", "flows:week", "1", cwd=project)
     assert code == 0, err
     assert not (project / "journals").exists()
-    _, rows, _ = durable_json("--store", pg_url, "ls", cwd=project)
+    _, rows, _ = durable_json_in_process("--store", pg_url, "ls", cwd=project)
     assert [row["run_id"] for row in rows] == [doc["run_id"]]
 
 
 def test_a_password_in_the_url_is_never_printed(project: Path) -> None:
     url = "postgresql://app:hunter2@127.0.0.1:1/nowhere?connect_timeout=2"
-    code, out, err = durable("--store", url, "ls", "--json", cwd=project)
+    code, out, err = durable_in_process("--store", url, "ls", "--json", cwd=project)
     assert code != 0
     assert "hunter2" not in out + err
     assert "***" in err
@@ -88,81 +88,82 @@ def test_a_password_in_the_url_is_never_printed(project: Path) -> None:
 
 
 def test_an_unsupported_store_url_exits_2(project: Path) -> None:
-    code, _, err = durable("--store", "redis://localhost/0", "ls", cwd=project)
+    code, _, err = durable_in_process("--store", "redis://localhost/0", "ls", cwd=project)
     assert code == 2
     assert "postgresql://" in err
 
 
 def test_migrate_moves_sleeping_and_waiting_runs_and_leaves_the_source_inert(project: Path, pg_url: str) -> None:
     source = project / "old"
-    _, sleeping, _ = durable_json("--dir", str(source), "run", "flows:week", "3", cwd=project)
-    _, waiting, _ = durable_json("--dir", str(source), "run", "flows:approve", "tok-1", cwd=project)
-    _, done, _ = durable_json("--dir", str(source), "run", "flows:week", "4", cwd=project)
-    assert durable("--dir", str(source), "tick", "--now", later(8), cwd=project)[0] == 0
+    _, sleeping, _ = durable_json_in_process("--dir", str(source), "run", "flows:week", "3", cwd=project)
+    _, waiting, _ = durable_json_in_process("--dir", str(source), "run", "flows:approve", "tok-1", cwd=project)
+    _, done, _ = durable_json_in_process("--dir", str(source), "run", "flows:week", "4", cwd=project)
+    assert durable_in_process("--dir", str(source), "tick", "--now", later(8), cwd=project)[0] == 0
 
-    code, moved, err = durable_json("migrate", "--from", str(source), "--to", pg_url, cwd=project)
+    code, moved, err = durable_json_in_process("migrate", "--from", str(source), "--to", pg_url, cwd=project)
     assert code == 0, err
     assert sorted(moved["moved"]) == sorted([sleeping["run_id"], waiting["run_id"], done["run_id"]])
 
-    code, summary, _ = durable_json("--dir", str(source), "tick", "--now", later(30), cwd=project)
+    code, summary, _ = durable_json_in_process("--dir", str(source), "tick", "--now", later(30), cwd=project)
     assert code == 0 and summary["resumed"] == 0
-    code, _, err = durable("--dir", str(source), "resume", "tok-1", "-", input="1", cwd=project)
+    code, _, err = durable_in_process("--dir", str(source), "resume", "tok-1", "-", input="1", cwd=project)
     assert code == 2, "a migrated run must not be resumed at the source"
 
-    code, _, err = durable("--store", pg_url, "resume", "tok-1", "-", input='{"ok": true}', cwd=project)
+    code, _, err = durable_in_process("--store", pg_url, "resume", "tok-1", "-", input='{"ok": true}', cwd=project)
     assert code == 0, err
-    assert durable("--store", pg_url, "tick", "--now", later(30), cwd=project)[0] == 0
-    _, rows, _ = durable_json("--store", pg_url, "ls", cwd=project)
+    assert durable_in_process("--store", pg_url, "tick", "--now", later(30), cwd=project)[0] == 0
+    _, rows, _ = durable_json_in_process("--store", pg_url, "ls", cwd=project)
     results = {row["run_id"]: row["status"] for row in rows}
     assert results == {sleeping["run_id"]: "completed", waiting["run_id"]: "completed",
                        done["run_id"]: "completed"}
-    _, shown, _ = durable_json("--store", pg_url, "inspect", sleeping["run_id"], cwd=project)
+    _, shown, _ = durable_json_in_process("--store", pg_url, "inspect", sleeping["run_id"], cwd=project)
     assert shown["result"] == "after 3"
     assert [e["type"] for e in shown["events"]].count("step_completed") == 2
 
-    exported = durable("--store", pg_url, "export", done["run_id"], cwd=project)[1]
+    exported = durable_in_process("--store", pg_url, "export", done["run_id"], cwd=project)[1]
     original = (source / "runs" / f"{done['run_id']}.jsonl").read_text()
     assert original.startswith(exported), "the journal moved byte for byte"
 
 
 def test_migrate_back_from_postgres_to_a_journal_dir(project: Path, pg_url: str) -> None:
-    _, sleeping, _ = durable_json("--store", pg_url, "run", "flows:week", "5", cwd=project)
+    _, sleeping, _ = durable_json_in_process("--store", pg_url, "run", "flows:week", "5", cwd=project)
     target = project / "back"
-    code, moved, err = durable_json("migrate", "--from", pg_url, "--to", str(target), cwd=project)
+    code, moved, err = durable_json_in_process("migrate", "--from", pg_url, "--to", str(target), cwd=project)
     assert code == 0, err
     assert moved["moved"] == [sleeping["run_id"]]
-    assert durable("--dir", str(target), "tick", "--now", later(8), cwd=project)[0] == 0
-    _, shown, _ = durable_json("--dir", str(target), "inspect", sleeping["run_id"], cwd=project)
+    assert durable_in_process("--dir", str(target), "tick", "--now", later(8), cwd=project)[0] == 0
+    _, shown, _ = durable_json_in_process("--dir", str(target), "inspect", sleeping["run_id"], cwd=project)
     assert (shown["status"], shown["result"]) == ("completed", "after 5")
-    _, again, _ = durable_json("--store", pg_url, "tick", "--now", later(8), cwd=project)
+    _, again, _ = durable_json_in_process("--store", pg_url, "tick", "--now", later(8), cwd=project)
     assert again["resumed"] == 0
 
 
 def test_prune_deletes_a_finished_runs_rows_on_postgres(project: Path, pg_url: str) -> None:
-    _, done, _ = durable_json("--store", pg_url, "run", "flows:approve", "tok-2", cwd=project)
-    durable("--store", pg_url, "resume", "tok-2", "-", input="1", cwd=project)
-    _, sleeping, _ = durable_json("--store", pg_url, "run", "flows:week", "6", cwd=project)
-    code, pruned, _ = durable_json("--store", pg_url, "prune", "--older-than", "0s", cwd=project)
+    _, done, _ = durable_json_in_process("--store", pg_url, "run", "flows:approve", "tok-2", cwd=project)
+    durable_in_process("--store", pg_url, "resume", "tok-2", "-", input="1", cwd=project)
+    _, sleeping, _ = durable_json_in_process("--store", pg_url, "run", "flows:week", "6", cwd=project)
+    code, pruned, _ = durable_json_in_process("--store", pg_url, "prune", "--older-than", "0s", cwd=project)
     assert code == 0
     assert pruned["removed"] == [done["run_id"]]
-    code, _, _ = durable("--store", pg_url, "inspect", done["run_id"], cwd=project)
+    code, _, _ = durable_in_process("--store", pg_url, "inspect", done["run_id"], cwd=project)
     assert code == 2
-    _, rows, _ = durable_json("--store", pg_url, "ls", cwd=project)
+    _, rows, _ = durable_json_in_process("--store", pg_url, "ls", cwd=project)
     assert [row["run_id"] for row in rows] == [sleeping["run_id"]]
 
 
 def test_the_environment_beats_durable_yaml(project: Path, pg_url: str) -> None:
     (project / "durable.yaml").write_text(f"store: {json.dumps(pg_url)}\n")
-    code, doc, err = durable_json("run", "flows:week", "1", cwd=project, env={"DURABLE_DIR": str(project / "env")})
+    code, doc, err = durable_json_in_process("run", "flows:week", "1", cwd=project,
+                                             env={"DURABLE_DIR": str(project / "env")})
     assert code == 0, err
     assert (project / "env" / "runs" / f"{doc['run_id']}.jsonl").exists()
-    _, rows, _ = durable_json("--store", pg_url, "ls", cwd=project)
+    _, rows, _ = durable_json_in_process("--store", pg_url, "ls", cwd=project)
     assert rows == []
 
 
 def test_durable_store_beats_a_dir_in_durable_yaml(project: Path, pg_url: str) -> None:
     (project / "durable.yaml").write_text("dir: from-yaml\n")
-    code, doc, err = durable_json("run", "flows:week", "1", cwd=project, env={"DURABLE_STORE": pg_url})
+    code, doc, err = durable_json_in_process("run", "flows:week", "1", cwd=project, env={"DURABLE_STORE": pg_url})
     assert code == 0, err
     assert not (project / "from-yaml").exists()
 
@@ -171,6 +172,7 @@ def test_without_the_postgres_extra_a_store_url_exits_2_naming_the_extra(project
     shadow = project / "shadow" / "psycopg"
     shadow.mkdir(parents=True)
     (shadow / "__init__.py").write_text("raise ImportError('no psycopg here')\n")
+    # A real process: this one has psycopg imported already.
     code, out, err = durable("--store", "postgresql://app:hunter2@127.0.0.1/db", "ls", "--json", cwd=project,
                              env={"PYTHONPATH": str(project / "shadow")})
     assert code == 2
@@ -186,8 +188,8 @@ def test_migrate_json_masks_the_password_of_the_target(project: Path, pg_url: st
     host = pg_url.split("host=")[1].split("&")[0]
     database = pg_url.split("?")[0].rsplit("/", 1)[1]
     url = f"postgresql://mover:s3cret-pw@/{database}?host={host}"
-    durable_json("--dir", str(project / "src"), "run", "flows:week", "2", cwd=project)
-    code, moved, err = durable_json("migrate", "--from", str(project / "src"), "--to", url, cwd=project)
+    durable_json_in_process("--dir", str(project / "src"), "run", "flows:week", "2", cwd=project)
+    code, moved, err = durable_json_in_process("migrate", "--from", str(project / "src"), "--to", url, cwd=project)
     assert code == 0, err
     assert "s3cret-pw" not in json.dumps(moved) + err
     assert "***" in moved["to"]
@@ -206,7 +208,7 @@ def test_schedules_fire_each_instant_once_on_postgres_too(project: Path, pg_url:
         "    workflow: flows:week\n"
         "    args: [9]\n"
     )
-    assert durable("tick", "--now", "2030-01-01T00:30:00Z", cwd=project)[0] == 0  # first seen: nothing fires
+    assert durable_in_process("tick", "--now", "2030-01-01T00:30:00Z", cwd=project)[0] == 0  # first seen: nothing fires
     ticks = [subprocess.Popen([DURABLE, "tick", "--now", "2030-01-01T01:10:00Z", "--json"], cwd=project,
                               env=durable_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(4)]
     fired = 0
@@ -214,8 +216,8 @@ def test_schedules_fire_each_instant_once_on_postgres_too(project: Path, pg_url:
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err.decode()
         fired += json.loads(out)["fired"]
-    _, rows, _ = durable_json("ls", cwd=project)
+    _, rows, _ = durable_json_in_process("ls", cwd=project)
     assert [row["run_id"] for row in rows] == ["sched-hourly-20300101T0100"]
     assert fired == 1
-    _, shown, _ = durable_json("schedules", cwd=project)
+    _, shown, _ = durable_json_in_process("schedules", cwd=project)
     assert shown[0]["last_fire"].startswith("2030-01-01T01:00")
