@@ -53,10 +53,12 @@ class PgServer:
         return f"postgresql:///{database}?host={self.directory}&user={SUPERUSER}"
 
     def create_database(self, name: str) -> str:
-        """Create an empty database (its name made unique and safe) and return its URL."""
+        """Create an empty database (its name made unique and safe) and return its URL. Under
+        pytest-xdist the workers share one server (`.ci/run`), so the name carries the worker too."""
         import psycopg  # here, not above: the suite must load without the postgres extra
 
-        database = f"{re.sub(r'[^a-z0-9_]', '_', name.lower())[:40]}_{next(self._serial)}"
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+        database = f"{re.sub(r'[^a-z0-9_]', '_', name.lower())[:40]}_{worker}{next(self._serial)}"
         with psycopg.connect(self.url, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{database}"')
         return self.database_url(database)

@@ -115,7 +115,7 @@ def test_sync_calls_and_async_twins_work_inside_a_running_event_loop(tmp_path):
 
 
 def test_the_cli_reports_an_engine_error_naming_the_run_and_exits_1(tmp_path):
-    project = Project(tmp_path, "flows", '''
+    project = Project(tmp_path, "flows", in_process=True, code='''
         import asyncio
         from durable_cli import workflow
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from e2e import later
-from helpers import durable, durable_json
+from helpers import durable_in_process, durable_json_in_process
 
 FLOWS = '''
 from durable_cli import FatalError, sleep, step, workflow
@@ -75,7 +75,7 @@ def switch(current: Path, target: Path) -> None:
 
 def call(cwd: Path, where: dict[str, Any], *args: str, env: dict[str, str] | None = None) -> tuple[int, Any, str]:
     extra = {**where.get("env", {}), **(env or {})}
-    return durable_json(*args, cwd=cwd, dir=where.get("dir"), env=extra)
+    return durable_json_in_process(*args, cwd=cwd, dir=where.get("dir"), env=extra)
 
 
 def test_after_a_release_switch_ticks_and_retries_run_the_new_release_even_once_the_old_is_gone(
@@ -104,11 +104,12 @@ def test_a_run_resumes_after_its_app_directory_moved(tmp_path: Path) -> None:
     built.mkdir(parents=True)
     (built / "flows.py").write_text(FLOWS.format(version="v1"))
     journals = tmp_path / "journals"
-    assert durable_json("run", "--id", "napper", "flows:nap", cwd=built, dir=journals)[1]["status"] == "sleeping"
+    started = durable_json_in_process("run", "--id", "napper", "flows:nap", cwd=built, dir=journals)
+    assert started[1]["status"] == "sleeping"
 
     image = tmp_path / "image"
     os.rename(tmp_path / "build", image)
-    code, summary, err = durable_json("tick", "--now", later(hours=2), cwd=image / "app", dir=journals)
+    code, summary, err = durable_json_in_process("tick", "--now", later(hours=2), cwd=image / "app", dir=journals)
     assert code == 0 and summary["completed"] == 1 and not summary["errors"], (summary, err)
 
 
@@ -117,11 +118,11 @@ def test_import_paths_of_durable_yaml_name_the_code_a_tick_resumes(tmp_path: Pat
     release(tmp_path, "v1"), release(tmp_path, "v2")
     config = tmp_path / "durable.yaml"
     config.write_text("dir: journals\nimport_paths: [releases/v1]\n")
-    assert durable_json("run", "--id", "napper", "flows:nap", cwd=tmp_path)[1]["status"] == "sleeping"
+    assert durable_json_in_process("run", "--id", "napper", "flows:nap", cwd=tmp_path)[1]["status"] == "sleeping"
     config.write_text("dir: journals\nimport_paths: [releases/v2]\n")
-    code, summary, err = durable_json("tick", "--now", later(hours=2), cwd=tmp_path)
+    code, summary, err = durable_json_in_process("tick", "--now", later(hours=2), cwd=tmp_path)
     assert code == 0 and summary["completed"] == 1, (summary, err)
-    assert durable_json("inspect", "napper", cwd=tmp_path)[1]["result"] == "v2"
+    assert durable_json_in_process("inspect", "napper", cwd=tmp_path)[1]["result"] == "v2"
 
 
 PACKAGE = "durable_deploy_probe_pkg"
@@ -154,13 +155,13 @@ def test_a_workflow_in_an_installed_package_resumes_on_the_upgraded_package(tmp_
     work = tmp_path / "work"
     work.mkdir()
     journals = tmp_path / "journals"
-    code, document, err = durable_json("run", "--id", "napper", f"{PACKAGE}.flows:nap", cwd=work, dir=journals,
-                                       env={"PYTHONPATH": str(old)})
+    code, document, err = durable_json_in_process("run", "--id", "napper", f"{PACKAGE}.flows:nap", cwd=work,
+                                                  dir=journals, env={"PYTHONPATH": str(old)})
     assert document["status"] == "sleeping", err
-    code, summary, err = durable_json("tick", "--now", later(hours=2), cwd=work, dir=journals,
-                                      env={"PYTHONPATH": str(new)})
+    code, summary, err = durable_json_in_process("tick", "--now", later(hours=2), cwd=work, dir=journals,
+                                                 env={"PYTHONPATH": str(new)})
     assert code == 0 and summary["completed"] == 1, (summary, err)
-    assert durable_json("inspect", "napper", cwd=work, dir=journals)[1]["result"] == "v2"
+    assert durable_json_in_process("inspect", "napper", cwd=work, dir=journals)[1]["result"] == "v2"
 
 
 def test_a_workflow_of_a_script_run_as_main_cannot_be_started(tmp_path: Path) -> None:
@@ -178,9 +179,9 @@ def test_a_workflow_of_a_script_run_as_main_cannot_be_started(tmp_path: Path) ->
     assert "defined in the script being run (__main__)" in done.stderr
     assert "define the workflow in a module" in done.stderr
     assert not journals.exists()
-    code, summary, _ = durable_json("tick", cwd=tmp_path, dir=journals)
+    code, summary, _ = durable_json_in_process("tick", cwd=tmp_path, dir=journals)
     assert code == 0 and summary["resumed"] == 0
-    assert durable("ls", cwd=tmp_path, dir=journals)[1].strip() == "no runs"
+    assert durable_in_process("ls", cwd=tmp_path, dir=journals)[1].strip() == "no runs"
 
 
 SELF_STARTING = '''

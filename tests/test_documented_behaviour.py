@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from durable_cli import FatalError, get_run, sleep, start, step, workflow
 from durable_cli.cli import main
 from durable_cli.testing import DurableTestEnv
-from helpers import durable, run_events, write_module
+from helpers import durable_in_process, run_events, write_module
 
 ATTEMPTS: dict[str, int] = {}
 
@@ -102,10 +102,10 @@ def test_tick_imports_the_workflow_again_from_its_module(tmp_path: Path) -> None
             return "reminded " + name
     """)
     journals = tmp_path / "journals"
-    code, out, err = durable("run", "flows:remind", "ada", dir=journals, cwd=app)
+    code, out, err = durable_in_process("run", "flows:remind", "ada", dir=journals, cwd=app)
     assert code == 0, err
     run_id = out.split()[0]
-    code, _, err = durable("tick", "--now", "2099-01-01T00:00:00Z", dir=journals, cwd=tmp_path)
+    code, _, err = durable_in_process("tick", "--now", "2099-01-01T00:00:00Z", dir=journals, cwd=tmp_path)
     assert code == 0, err
     assert run_events(journals, run_id)[-1]["result"] == "reminded ada"
 
