@@ -31,6 +31,7 @@ def _replay_project(tmp_path: Path, source: str = SOURCE) -> Project:
     code.mkdir()
     (code / "golden_flows.py").write_text(source)
     project.extra_env = {"PYTHONPATH": str(code)}
+    project.in_process = True
     shutil.copytree(GOLDEN / "journals", project.store)
     for path in [project.store, *project.store.rglob("*")]:
         path.chmod(0o700 if path.is_dir() else 0o600)
