@@ -74,6 +74,6 @@ def test_the_first_command_installs_the_package_alone_and_runs_an_example() -> N
 
 def test_ci_runs_the_readme_commands_as_written() -> None:
     first, second = (block.strip() for block in blocks("sh")[:2])
-    assert second == ".venv/bin/pip install -q -e '.[test]' && .venv/bin/pytest -q"
+    assert second == ".venv/bin/pip install -q -e '.[test]' && .venv/bin/pytest -q -n auto"
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert first in ci and second in ci
