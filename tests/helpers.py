@@ -134,7 +134,9 @@ def durable_in_process(
     input: str | bytes | None = None,
     timeout: float = 30,
 ) -> tuple[int, str, str]:
-    """`durable(...)` without a process: same arguments, same (returncode, stdout, stderr)."""
+    """`durable(...)` without a process: same arguments, same (returncode, stdout, stderr). An
+    uncaught exception is a traceback on stderr and exit 1, as in a process; `timeout` is accepted
+    for the same signature but not enforced (a command in this process cannot be stopped)."""
     import importlib
     import linecache
     import signal
