@@ -170,6 +170,8 @@ class Result:
 class Project:
     """A directory holding the FLOWS module, a journal dir `j/` and the effects file."""
 
+    in_process = False  # also for copies made with Project.__new__ (the crash tests' clones)
+
     def __init__(self, root: Path, flows: str = FLOWS, in_process: bool = False) -> None:
         self.root = Path(root)
         self.in_process = in_process  # `call` without crash injection runs `durable` in this process
