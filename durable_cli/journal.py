@@ -22,6 +22,11 @@ FORMAT_VERSION = 1
 _CRC_SUFFIX_LEN = len(',"crc":"00000000"}')
 
 
+def storable_text(value: str) -> str:
+    """`value` with whatever a UTF-8 journal line cannot hold (lone surrogates) backslash-escaped."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def encode(event: dict[str, Any]) -> bytes:
     """One journal line (with its newline) for `event`."""
     body = json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False)

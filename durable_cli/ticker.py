@@ -54,7 +54,9 @@ def problem(exc: BaseException) -> str:
         text = f"internal error: {type(exc).__name__}: {exc}"
     # one line, storable anywhere (PostgreSQL text takes no NUL or lone surrogate)
     text = " ".join(text.split()).replace("\x00", "\\0")
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")[:2000]
+    from .journal import storable_text
+
+    return storable_text(text)[:2000]
 
 
 def clock_from(now: datetime | None) -> Clock:

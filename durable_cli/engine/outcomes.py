@@ -16,11 +16,7 @@ import traceback
 from typing import Any
 
 from ..errors import StepFailed
-
-
-def _text(value: str) -> str:
-    """`value` with whatever cannot be encoded as UTF-8 (lone surrogates) escaped."""
-    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+from ..journal import storable_text as _text
 
 
 def _message(exc: BaseException, name: str) -> str:
