@@ -75,6 +75,11 @@ SELECT %(run_id)s, %(name)s, base.next + chunk.n - 1, chunk.body
 RETURNING idx
 """
 
+# Appends to one stream take turns on an advisory lock keyed (STREAM_LOCK, hashtext(run/name)), held
+# to the end of their transaction: the next append's statement then sees the indexes taken before.
+STREAM_LOCK = 0x73747265  # "stre"
+_STREAM_TURN = "SELECT pg_advisory_xact_lock(%(lock)s, hashtext(%(run_id)s || '/' || %(name)s))"
+
 _RELEASE = """
 UPDATE durable_runs SET owner = NULL, lease_until = NULL
  WHERE run_id = %(run_id)s AND claim = %(claim)s AND owner = %(owner)s
@@ -246,17 +251,15 @@ def append_stream(db: Db, run_id: str, name: str, chunks: list[Event],
     bodies = [journal.encode({k: v for k, v in chunk.items() if k != "index"})[:-1].decode()
               for chunk in chunks]
     claim, owner = holder if holder is not None else (None, None)
-    params = {"run_id": run_id, "name": name, "bodies": bodies, "claim": claim, "owner": owner}
-    for _ in range(10):
-        faults.point("stream.append")
-        try:
-            rows = db.rows(_STREAM_APPEND, params)
-        except Conflict:
-            continue  # another append took the same indexes first: count again
-        if len(rows) != len(chunks):
-            raise StoreError(
-                f"lost the claim on run {run_id}: its lease lapsed and another worker took the "
-                f"run over; stream {name!r} was not written"
-            )
-        return sorted(int(idx) for idx, in rows)
-    raise StoreError(f"cannot append to stream {name!r} of run {run_id}: too much contention")
+    params = {"run_id": run_id, "name": name, "bodies": bodies, "claim": claim, "owner": owner,
+              "lock": STREAM_LOCK}
+    faults.point("stream.append")
+    with db.transaction() as conn:
+        conn.execute(_STREAM_TURN, params)  # concurrent writers of this stream wait here in turn
+        rows = conn.execute(_STREAM_APPEND, params).fetchall()
+    if len(rows) != len(chunks):
+        raise StoreError(
+            f"lost the claim on run {run_id}: its lease lapsed and another worker took the "
+            f"run over; stream {name!r} was not written"
+        )
+    return sorted(int(idx) for idx, in rows)
