@@ -21,7 +21,7 @@ import time
 from datetime import datetime
 from typing import Any, Iterator
 
-from durable_cli import journal
+from durable_cli import _journal as journal
 
 
 def clone_runs(root: str, run_id: str, count: int, prefix: str) -> list[str]:

@@ -32,9 +32,9 @@ if BENCH not in sys.path:
     sys.path.insert(0, BENCH)
 
 import durable_cli  # noqa: E402
-from durable_cli.client import tick as tick_api  # noqa: E402
-from durable_cli.store import pg_schema  # noqa: E402
-from durable_cli.store.postgres import PostgresStore  # noqa: E402
+from durable_cli._client import tick as tick_api  # noqa: E402
+from durable_cli._store import pg_schema  # noqa: E402
+from durable_cli._store.postgres import PostgresStore  # noqa: E402
 import workloads  # noqa: E402
 from fixtures import clone_pg_runs, run_child  # noqa: E402
 from report import fmt_time, machine, print_report  # noqa: E402
@@ -348,7 +348,7 @@ class PgBench(Bench):
     def resume_in_process(url: str, token: str, path: str) -> dict[str, Any]:
         """resume_hook(enqueue=True) here: `exit` is when it returned (the payload committed)."""
         began = time.perf_counter()
-        delivery = durable_cli.client.resume_hook(token, json.loads(PAYLOAD), store=url, enqueue=True)
+        delivery = durable_cli._client.resume_hook(token, json.loads(PAYLOAD), store=url, enqueue=True)
         returned = time.perf_counter() - began
         while not os.path.exists(path):
             if time.perf_counter() - began > 30:

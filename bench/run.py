@@ -25,7 +25,7 @@ if BENCH not in sys.path:
     sys.path.insert(0, BENCH)
 
 import durable_cli  # noqa: E402
-from durable_cli.client import tick as tick_api  # noqa: E402  (durable_cli.tick is shadowed by the module tick.py once imported)
+from durable_cli._client import tick as tick_api  # noqa: E402  (durable_cli.tick is shadowed by the module tick.py once imported)
 import workloads  # noqa: E402
 from fixtures import clone_runs, count_syncs, no_fsync, peak_rss, run_child, strace_counts  # noqa: E402
 from report import filesystem, fmt_time, machine, print_report  # noqa: E402

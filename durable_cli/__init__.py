@@ -11,38 +11,38 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .api import Hook as Hook
-    from .api import create_webhook as create_webhook
-    from .api import define_hook as define_hook
-    from .api import first as first
-    from .api import get_step_metadata as get_step_metadata
-    from .api import get_workflow_metadata as get_workflow_metadata
-    from .api import get_writable as get_writable
-    from .api import patched as patched
-    from .api import sleep as sleep
-    from .api import start_child as start_child
-    from .api import step as step
-    from .api import workflow as workflow
-    from .api import workflow_now as workflow_now
-    from .api import workflow_random as workflow_random
-    from .api import workflow_uuid as workflow_uuid
-    from .client import Delivery as Delivery
-    from .client import cancel as cancel
-    from .client import get_run as get_run
-    from .client import read_stream as read_stream
-    from .client import resume_hook as resume_hook
-    from .client import retry as retry
-    from .client import start as start
-    from .client import tick as tick
-    from .engine.children import ChildHandle as ChildHandle
-    from .engine.context import StepMetadata as StepMetadata
-    from .engine.context import WorkflowMetadata as WorkflowMetadata
-    from .engine.definitions import StepDef as StepDef
-    from .engine.definitions import WorkflowDef as WorkflowDef
-    from .engine.driver import Run as Run
-    from .engine.driver import RunStatus as RunStatus
-    from .engine.hooks import HookEvents as HookEvents
-    from .engine.streams import StreamWriter as StreamWriter
+    from ._api import Hook as Hook
+    from ._api import create_webhook as create_webhook
+    from ._api import define_hook as define_hook
+    from ._api import first as first
+    from ._api import get_step_metadata as get_step_metadata
+    from ._api import get_workflow_metadata as get_workflow_metadata
+    from ._api import get_writable as get_writable
+    from ._api import patched as patched
+    from ._api import sleep as sleep
+    from ._api import start_child as start_child
+    from ._api import step as step
+    from ._api import workflow as workflow
+    from ._api import workflow_now as workflow_now
+    from ._api import workflow_random as workflow_random
+    from ._api import workflow_uuid as workflow_uuid
+    from ._client import Delivery as Delivery
+    from ._client import cancel as cancel
+    from ._client import get_run as get_run
+    from ._client import read_stream as read_stream
+    from ._client import resume_hook as resume_hook
+    from ._client import retry as retry
+    from ._client import start as start
+    from ._client import tick as tick
+    from ._engine.children import ChildHandle as ChildHandle
+    from ._engine.context import StepMetadata as StepMetadata
+    from ._engine.context import WorkflowMetadata as WorkflowMetadata
+    from ._engine.definitions import StepDef as StepDef
+    from ._engine.definitions import WorkflowDef as WorkflowDef
+    from ._engine.driver import Run as Run
+    from ._engine.driver import RunStatus as RunStatus
+    from ._engine.hooks import HookEvents as HookEvents
+    from ._engine.streams import StreamWriter as StreamWriter
     from .errors import ChildFailed as ChildFailed
     from .errors import ConfigError as ConfigError
     from .errors import DurableError as DurableError
@@ -64,13 +64,13 @@ if TYPE_CHECKING:
     from .errors import StoreError as StoreError
     from .errors import TokenInUse as TokenInUse
     from .errors import UnknownToken as UnknownToken
-    from .logs import logger as logger
-    from .ticker import TickSummary as TickSummary
-    from .client import cancel_async as cancel_async
-    from .client import get_run_async as get_run_async
-    from .client import resume_hook_async as resume_hook_async
-    from .client import retry_async as retry_async
-    from .client import start_async as start_async
+    from ._logs import logger as logger
+    from ._tick import TickSummary as TickSummary
+    from ._client import cancel_async as cancel_async
+    from ._client import get_run_async as get_run_async
+    from ._client import resume_hook_async as resume_hook_async
+    from ._client import retry_async as retry_async
+    from ._client import start_async as start_async
     from .errors import EngineError as EngineError
     from .errors import WorkflowImportError as WorkflowImportError
     from .errors import JournalEmpty as JournalEmpty
@@ -142,22 +142,22 @@ __all__ = [
 ]
 
 _MODULES = {
-    "api": ["Hook", "create_webhook", "define_hook", "first", "get_step_metadata",
+    "_api": ["Hook", "create_webhook", "define_hook", "first", "get_step_metadata",
             "get_workflow_metadata", "get_writable", "patched", "sleep", "start_child", "step",
             "workflow", "workflow_now", "workflow_random", "workflow_uuid"],
-    "client": ["Delivery", "cancel", "get_run", "read_stream", "resume_hook", "retry", "start", "tick", "cancel_async", "get_run_async", "resume_hook_async", "retry_async", "start_async"],
-    "engine.children": ["ChildHandle"],
-    "engine.context": ["StepMetadata", "WorkflowMetadata"],
-    "engine.definitions": ["StepDef", "WorkflowDef"],
-    "engine.driver": ["Run", "RunStatus"],
-    "engine.hooks": ["HookEvents"],
-    "engine.streams": ["StreamWriter"],
+    "_client": ["Delivery", "cancel", "get_run", "read_stream", "resume_hook", "retry", "start", "tick", "cancel_async", "get_run_async", "resume_hook_async", "retry_async", "start_async"],
+    "_engine.children": ["ChildHandle"],
+    "_engine.context": ["StepMetadata", "WorkflowMetadata"],
+    "_engine.definitions": ["StepDef", "WorkflowDef"],
+    "_engine.driver": ["Run", "RunStatus"],
+    "_engine.hooks": ["HookEvents"],
+    "_engine.streams": ["StreamWriter"],
     "errors": ["ChildFailed", "ConfigError", "DurableError", "FatalError", "InvalidArguments",
                "InvalidPayload", "InvalidReference", "JournalDamaged", "NonDeterminismError",
                "RetryableError", "RunBusy", "RunConflict", "RunExists", "RunNotFound", "StepCrashed",
                "StepFailed", "StepTimeout", "JournalTooNew", "StoreError", "TokenInUse", "UnknownToken", "EngineError", "WorkflowImportError", "JournalEmpty"],
-    "logs": ["logger"],
-    "ticker": ["TickSummary"],
+    "_logs": ["logger"],
+    "_tick": ["TickSummary"],
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 

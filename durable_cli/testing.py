@@ -21,7 +21,7 @@ import tempfile
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Iterator, ParamSpec, overload
 
-from .timeparse import parse_duration
+from ._timeparse import parse_duration
 
 try:
     import pytest
@@ -29,11 +29,11 @@ except ImportError:  # pragma: no cover - the kit works without pytest
     pytest = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
-    from .client import Delivery
-    from .config import Config
-    from .engine.definitions import WorkflowDef
-    from .engine.driver import Run
-    from .ticker import TickSummary
+    from ._client import Delivery
+    from ._config import Config
+    from ._engine.definitions import WorkflowDef
+    from ._engine.driver import Run
+    from ._tick import TickSummary
 
 __all__ = ["DurableTestEnv", "VirtualClock", "durable_env"]
 
@@ -64,9 +64,9 @@ class DurableTestEnv:
         `config` is the durable.yaml to read; by default the one the CLI would use here
         ($DURABLE_CONFIG, else ./durable.yaml, else none).
         """
-        from .client import options_from
-        from .config import load_config
-        from .store import open_store
+        from ._client import options_from
+        from ._config import load_config
+        from ._store import open_store
 
         self.dir = None if store else dir or tempfile.mkdtemp(prefix="durable-test-")
         self.store = open_store(self.dir, store)
@@ -88,20 +88,20 @@ class DurableTestEnv:
     def start(self, fn: Any, /, *args: Any, run_id: str | None = None,  # type: ignore[misc]
               **kwargs: Any) -> Run:
         """Start a run of workflow `fn` and drive it until it completes, fails or suspends."""
-        from .client import create_run
+        from ._client import create_run
 
         return create_run(self.store, fn, args, kwargs, run_id, self.clock, self.options)
 
     def tick(self) -> TickSummary:
         """One tick at the current virtual time (schedules of durable.yaml included)."""
-        from .ticker import tick_once
+        from ._tick import tick_once
 
         return tick_once(self.store, self.clock, self.options, config=self.config)
 
     def advance(self, duration: object) -> TickSummary:
         """Move the virtual clock forward (e.g. "7 days"), ticking at each moment on the way where
         something falls due (a schedule instant, a wake time); returns the ticks' summary."""
-        from .ticker import TickSummary
+        from ._tick import TickSummary
 
         end = self.clock.now + timedelta(seconds=parse_duration(duration))
         total = TickSummary()
@@ -117,7 +117,7 @@ class DurableTestEnv:
 
     def _next_due(self, end: datetime) -> datetime | None:
         """The earliest moment after now and before `end` when a run or a schedule falls due."""
-        from .schedule import next_instant
+        from ._cron import next_instant
 
         now = self.clock.now
         moments = [due_at for due_at, _ in self.store.due(end) if now < due_at < end]
@@ -127,8 +127,8 @@ class DurableTestEnv:
 
     def resume(self, token: str, payload: Any, key: str | None = None) -> Run:
         """Deliver a hook payload as `durable resume` does; returns the run after it went on."""
-        from .client import deliver_payload
-        from .payloads import check_value
+        from ._client import deliver_payload
+        from ._payloads import check_value
 
         check_value(payload, self.options.payload_limit)
         return self._went_on(deliver_payload(self.store, token, payload, key, False, self.clock, self.options))
@@ -145,10 +145,10 @@ class DurableTestEnv:
         import json
         import os
 
-        from .client import deliver_payload, holder_of
+        from ._client import deliver_payload, holder_of
         from .errors import DurableError, InvalidPayload, UnknownToken
-        from .payloads import parse_payload
-        from .webhooks import SIGNATURE_HEADER, request_payload
+        from ._payloads import parse_payload
+        from ._webhooks import SIGNATURE_HEADER, request_payload
 
         sent = dict(headers or {})
         if not isinstance(body, (bytes, str)):
@@ -185,19 +185,19 @@ class DurableTestEnv:
 
     def cancel(self, run_id: str) -> Run:
         """Cancel a run as `durable cancel --wait` does: it never executes another step."""
-        from .engine.children import cancel_run
+        from ._engine.children import cancel_run
 
         return cancel_run(self.store, run_id, self.clock, self.options)
 
     def retry(self, run_id: str) -> Run:
         """Resume a failed run on fixed code, as `durable retry` does."""
-        from .engine.driver import retry_run
+        from ._engine.driver import retry_run
 
         return retry_run(self.store, run_id, self.clock, self.options)
 
     def get_run(self, run_id: str) -> Run:
         """The run as its journal says now."""
-        from .engine.driver import get_run
+        from ._engine.driver import get_run
 
         return get_run(self.store, run_id)
 
@@ -207,7 +207,7 @@ class DurableTestEnv:
 
     def steps(self, run_id: str) -> list[dict[str, Any]]:
         """Each step of the run in call order: name, attempts, result, error, status."""
-        from .inspection import timeline
+        from ._inspection import timeline
 
         return [entry for entry in timeline(self.events(run_id)) if entry["kind"] == "step"]
 

@@ -9,7 +9,7 @@ from typing import Callable, Iterator
 import pytest
 
 import pgserver
-from durable_cli.store.base import Store
+from durable_cli._store.base import Store
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -49,11 +49,11 @@ def store_factory(
 
     def make() -> Store:
         if request.param == "files":
-            from durable_cli.store.files import FileStore
+            from durable_cli._store.files import FileStore
 
             store: Store = FileStore(str(tmp_path / f"journals{len(made)}"))
         else:
-            from durable_cli.store.postgres import PostgresStore
+            from durable_cli._store.postgres import PostgresStore
 
             server = request.getfixturevalue("pg_server")
             urls.append(server.create_database(request.node.name))

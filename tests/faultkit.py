@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 
 from helpers import DURABLE, durable_env, durable_in_process
 
-from durable_cli import journal
+from durable_cli import _journal as journal
 from durable_cli.errors import JournalDamaged
 
 FLOWS = '''
@@ -222,7 +222,7 @@ class Project:
 
     def status(self, run_id: str) -> str:
         """The run's status as its journal says (read here, without a process)."""
-        from durable_cli.engine.history import History
+        from durable_cli._engine.history import History
 
         return History(self.events(run_id)).status
 

@@ -144,9 +144,9 @@ def durable_in_process(
 
     from click.testing import CliRunner
 
-    from durable_cli import config
+    from durable_cli import _config as config
     from durable_cli.cli import main
-    from durable_cli.engine import steps
+    from durable_cli._engine import steps
 
     environ = durable_env(env)
     if any(name in environ for name in _PROCESS_ONLY):

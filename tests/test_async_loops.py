@@ -1,6 +1,6 @@
 """Async workflows on any event loop, and errors of the engine kept apart from the workflow's (issue 16).
 
-The scheduler (durable_cli/engine/scheduler.py) counts runnable work itself and reads no private
+The scheduler (durable_cli/_engine/scheduler.py) counts runnable work itself and reads no private
 attribute of the loop, so uvloop's loop (installed as the policy) suspends and replays a run as
 asyncio's does. A workflow blocked on something the engine cannot see is an engine error: the run
 is not journaled as failed or suspended, and stays recoverable.

@@ -93,7 +93,7 @@ def test_a_hostile_run_id_is_exit_2_and_writes_nothing(waiting: Project, run_id:
 def test_nul_in_a_token_or_run_id_is_refused_by_the_library(waiting: Project) -> None:
     from durable_cli import resume_hook
     from durable_cli.errors import DurableError
-    from durable_cli.store.base import check_run_id
+    from durable_cli._store.base import check_run_id
 
     before = snapshot(waiting.store)
     with pytest.raises(DurableError):

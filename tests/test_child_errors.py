@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from durable_cli import get_run, start, start_child, tick, workflow
-from durable_cli.store.files import FileStore
+from durable_cli._store.files import FileStore
 from helpers import run_events
 
 DISK_FULL = [True]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from durable_cli.config import Config, Schedule, find_config, load_config
+from durable_cli._config import Config, Schedule, find_config, load_config
 from durable_cli.errors import ConfigError
 
 NIGHTLY = """\
@@ -136,7 +136,7 @@ def test_find_config_looks_again_when_durable_config_changes(
 def test_loading_the_config_modules_does_not_import_yaml_or_croniter() -> None:
     root = Path(__file__).resolve().parents[1]
     code = (
-        "import sys, durable_cli.config, durable_cli.schedule;"
+        "import sys, durable_cli._config, durable_cli._cron;"
         " print(sorted({'yaml', 'croniter'} & set(sys.modules)))"
     )
     env = {**os.environ, "PYTHONPATH": str(root)}

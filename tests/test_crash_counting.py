@@ -77,7 +77,7 @@ def test_crashes_in_a_row_still_fail_the_run_after_max_recoveries(tmp_path):
 
 
 def test_a_clean_suspension_resets_the_count():
-    from durable_cli.engine.history import History
+    from durable_cli._engine.history import History
 
     history = History([
         {"type": "run_started", "seq": 1, "at": "2026-01-01T00:00:00Z"},

@@ -203,7 +203,7 @@ def test_a_module_that_starts_a_run_at_import_is_not_restarted_by_each_tick(
     """Importing the module to resume its run would call start() again: refused, and reported."""
     from datetime import datetime, timedelta, timezone
 
-    from durable_cli import client
+    from durable_cli import _client as client
 
     journals = str(tmp_path / "journals")
     (tmp_path / "self_starting_flows.py").write_text(SELF_STARTING.format(journals=journals))
@@ -225,7 +225,7 @@ def test_a_module_that_starts_a_run_at_import_is_not_restarted_by_each_tick(
 
 def test_an_import_failure_names_the_module_and_the_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from durable_cli.errors import WorkflowImportError
-    from durable_cli.loader import load_workflow
+    from durable_cli._loader import load_workflow
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))

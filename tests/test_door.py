@@ -17,12 +17,12 @@ from typing import Any, Callable
 import pytest
 
 from durable_cli import define_hook, get_writable, sleep, step, workflow
-from durable_cli.client import create_run, deliver_payload
-from durable_cli.engine.driver import Options, get_run
+from durable_cli._client import create_run, deliver_payload
+from durable_cli._engine.driver import Options, get_run
 from durable_cli.errors import DurableError, InvalidPayload
-from durable_cli.payloads import parse_payload
-from durable_cli.store.base import Store
-from durable_cli.ticker import tick_once
+from durable_cli._payloads import parse_payload
+from durable_cli._store.base import Store
+from durable_cli._tick import tick_once
 
 StoreFactory = Callable[[], Store]
 LONE = "\ud800"
@@ -154,7 +154,7 @@ def test_a_message_only_the_journal_refuses_is_rejected_not_raised(
     store = store_factory()
     start(store, waits_for_approval, "a", run_id="a")
     start(store, naps, 7, run_id="napper")
-    module = "durable_cli.store.fsutil" if hasattr(store, "root") else "durable_cli.store.postgres"
+    module = "durable_cli._store.fsutil" if hasattr(store, "root") else "durable_cli._store.postgres"
     monkeypatch.setattr(f"{module}.parse_message", lambda data: json.loads(data))
     _plant(store, "a", token="approval-a", payload={"x": 1}, key=LONE)
 
@@ -179,7 +179,7 @@ def test_a_stream_name_that_is_not_unicode_or_has_control_characters_fails_the_s
 
 
 def test_a_stream_name_too_long_for_a_file_name_is_refused_before_any_file_is_made(tmp_path: Path) -> None:
-    from durable_cli.store.files import FileStore
+    from durable_cli._store.files import FileStore
 
     store = FileStore(str(tmp_path / "j"))
     run = create_run(store, streams_to, ("wide",), {}, "wide", now, Options())  # 200 bytes: 272 in base64
@@ -245,7 +245,7 @@ def test_tail_of_a_stream_name_that_cannot_be_a_file_name_is_exit_2(tmp_path: Pa
     from click.testing import CliRunner
 
     from durable_cli.cli import main
-    from durable_cli.store.files import FileStore
+    from durable_cli._store.files import FileStore
 
     store = FileStore(str(tmp_path / "j"))
     start(store, naps, 1, run_id="napper")

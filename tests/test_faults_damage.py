@@ -11,7 +11,7 @@ from typing import Callable
 import pytest
 
 from durable_cli.errors import JournalDamaged
-from durable_cli.store.files import FileStore
+from durable_cli._store.files import FileStore
 from faultkit import Project, check_store, later, tally
 
 BAD, GOOD = "bad-run", "good-run"

@@ -73,8 +73,8 @@ def test_prune_never_deletes_a_run_that_retry_revived(tmp_path: Path) -> None:
 DESCHEDULED_PRUNE = """
 import os, sys, time
 from datetime import datetime, timezone
-from durable_cli.maintenance import prune_runs
-from durable_cli.store.files import FileStore
+from durable_cli._maintenance import prune_runs
+from durable_cli._store.files import FileStore
 
 journal_dir, signals = sys.argv[1], sys.argv[2]
 
@@ -143,9 +143,9 @@ def test_prune_decides_under_the_claim_when_retry_revives_a_run_after_its_summar
     import importlib
     from datetime import datetime, timezone
 
-    from durable_cli.client import get_run, retry, start
-    from durable_cli.maintenance import prune_runs
-    from durable_cli.store import open_store
+    from durable_cli._client import get_run, retry, start
+    from durable_cli._maintenance import prune_runs
+    from durable_cli._store import open_store
 
     project = Project(tmp_path / "project", flows=FIXABLE)
     module = f"fixable_{next(iter(where))}"  # a name per store: the workflow registry keeps modules

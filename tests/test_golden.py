@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from durable_cli import journal
+from durable_cli import _journal as journal
 from faultkit import Project, snapshot
 
 GOLDEN = Path(__file__).parent / "golden"

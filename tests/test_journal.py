@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from durable_cli import journal
+from durable_cli import _journal as journal
 from durable_cli.errors import JournalDamaged
 
 

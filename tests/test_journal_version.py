@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from durable_cli import journal
+from durable_cli import _journal as journal
 from e2e import Project
 
 FLOWS = """

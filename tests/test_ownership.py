@@ -17,7 +17,7 @@ from typing import Iterator
 import pytest
 from click.testing import CliRunner
 
-from durable_cli import client
+from durable_cli import _client as client
 from durable_cli.cli import main
 from faultkit import Project, later
 from helpers import DURABLE

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from durable_cli.errors import InvalidPayload
-from durable_cli.payloads import DEFAULT_LIMIT, check_value, parse_payload, read_payload
+from durable_cli._payloads import DEFAULT_LIMIT, check_value, parse_payload, read_payload
 
 
 @pytest.mark.parametrize("data, value", [

@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from durable_cli.config import Schedule
-from durable_cli.schedule import due_instants, instant_key, next_instant, run_id_for
+from durable_cli._config import Schedule
+from durable_cli._cron import due_instants, instant_key, next_instant, run_id_for
 
 UTC = timezone.utc
 BERLIN = "Europe/Berlin"

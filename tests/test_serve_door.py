@@ -17,13 +17,13 @@ import pytest
 from starlette.testclient import TestClient
 
 from durable_cli import create_webhook, define_hook, workflow
-from durable_cli.client import create_run
-from durable_cli.engine.driver import Options, get_run
-from durable_cli.payloads import DEFAULT_LIMIT
-from durable_cli.serve.app import create_app
-from durable_cli.serve.auth import Guard
-from durable_cli.store.base import Store
-from durable_cli.ticker import tick_once
+from durable_cli._client import create_run
+from durable_cli._engine.driver import Options, get_run
+from durable_cli._payloads import DEFAULT_LIMIT
+from durable_cli._serve.app import create_app
+from durable_cli._serve.auth import Guard
+from durable_cli._store.base import Store
+from durable_cli._tick import tick_once
 
 approval = define_hook("approval")
 

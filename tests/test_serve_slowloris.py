@@ -103,7 +103,7 @@ def test_slow_clients_are_cut_off_and_neither_the_api_nor_the_tick_loop_starves(
 
 
 def test_the_connection_cap_leaves_room_under_the_open_files_limit() -> None:
-    from durable_cli.serve.slowclients import FD_RESERVE, limits_for
+    from durable_cli._serve.slowclients import FD_RESERVE, limits_for
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (FILE_LIMIT, hard))

@@ -9,8 +9,8 @@ import os
 import pytest
 
 from durable_cli import ChildFailed, FatalError, get_run, start, start_child, step, workflow
-from durable_cli.engine.outcomes import error_info, rebuild
-from durable_cli.store import opened
+from durable_cli._engine.outcomes import error_info, rebuild
+from durable_cli._store import opened
 
 ATTEMPTS: list[str] = []
 

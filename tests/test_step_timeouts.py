@@ -14,8 +14,8 @@ import threading
 import pytest
 
 from durable_cli import StepTimeout, start, step, tick, workflow
-from durable_cli.engine import steps
-from durable_cli.store import opened
+from durable_cli._engine import steps
+from durable_cli._store import opened
 from e2e import Project, later
 
 RELEASE = threading.Event()

@@ -19,14 +19,14 @@ from typing import Any, Callable
 import pytest
 
 from durable_cli.errors import RunNotFound, StoreError
-from durable_cli.store import open_store
-from durable_cli.store.base import RunSession, Store
+from durable_cli._store import open_store
+from durable_cli._store.base import RunSession, Store
 
 StoreFactory = Callable[[], Store]
 
 _WORKER = r"""
 import json, sys
-from durable_cli.store import open_store
+from durable_cli._store import open_store
 
 store = open_store(store=sys.argv[1])
 sessions = {}
@@ -238,7 +238,7 @@ def test_a_reopened_run_holds_its_journal_and_continues_the_numbering(
 
 
 def test_exported_lines_are_the_journal_as_the_file_store_writes_it(store_factory: StoreFactory) -> None:
-    from durable_cli.journal import decode, encode
+    from durable_cli._journal import decode, encode
 
     store = store_factory()
     create(store, "r1", {"type": "step", "name": "fetch", "result": {"text": "naïve ☃", "n": 1.5}}).close()

@@ -15,9 +15,9 @@ import psycopg
 import pytest
 
 from durable_cli.errors import StoreError
-from durable_cli.store.files import FileStore
-from durable_cli.store.pg_schema import MIGRATION_LOCK, migrations, parse_url
-from durable_cli.store.postgres import DUE, PostgresStore
+from durable_cli._store.files import FileStore
+from durable_cli._store.pg_schema import MIGRATION_LOCK, migrations, parse_url
+from durable_cli._store.postgres import DUE, PostgresStore
 from test_store_contract import StoreProcess, create, started
 
 

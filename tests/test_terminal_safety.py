@@ -79,7 +79,7 @@ def test_tick_escapes_control_characters_in_the_errors_it_reports(project: Path)
 
 
 def test_safe_escapes_only_what_a_terminal_would_act_on() -> None:
-    from durable_cli.render import safe
+    from durable_cli.cli._render import safe
 
     assert safe("caf\u00e9 \u2603 tab\there") == "caf\u00e9 \u2603 tab\\x09here"
     assert safe("\x1b[31m\x7f\x85\ud800") == "\\x1b[31m\\x7f\\x85\\ud800"

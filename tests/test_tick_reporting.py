@@ -185,8 +185,8 @@ def test_ls_lists_a_fifo_or_a_dangling_link_in_place_of_a_journal_without_openin
     fails the join instead of hanging the suite)."""
     import threading
 
-    from durable_cli.inspection import list_runs
-    from durable_cli.store.files import FileStore
+    from durable_cli._inspection import list_runs
+    from durable_cli._store.files import FileStore
 
     project = _three_due_runs(tmp_path)
     os.mkfifo(project.dir / "runs" / "fifo.jsonl")

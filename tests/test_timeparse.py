@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from durable_cli.timeparse import iso, parse_duration, parse_instant
+from durable_cli._timeparse import iso, parse_duration, parse_instant
 
 
 @pytest.mark.parametrize(

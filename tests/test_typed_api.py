@@ -207,7 +207,7 @@ def test_the_names_are_still_loaded_lazily() -> None:
     code = "import sys, durable_cli; print(sorted(m for m in sys.modules if m.startswith('durable_cli')))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "['durable_cli']"
-    assert durable_cli.start.__module__ == "durable_cli.client"
+    assert durable_cli.start.__module__ == "durable_cli._client"
     with pytest.raises(AttributeError, match="no_such_name"):
         getattr(durable_cli, "no_such_name")
 
@@ -215,7 +215,7 @@ def test_the_names_are_still_loaded_lazily() -> None:
 def test_run_status_names_every_status_a_journal_can_end_in() -> None:
     from typing import get_args
 
-    from durable_cli.engine.history import FINISHED
+    from durable_cli._engine.history import FINISHED
 
     assert FINISHED <= set(get_args(durable_cli.RunStatus))
     assert {"running", "sleeping", "waiting"} <= set(get_args(durable_cli.RunStatus))

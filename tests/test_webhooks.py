@@ -58,6 +58,6 @@ def test_a_webhook_token_has_at_least_128_random_bits(tmp_path):
 
 
 def _events(store, run_id):
-    from durable_cli.store.files import FileStore
+    from durable_cli._store.files import FileStore
 
     return FileStore(str(store)).read_events(run_id)

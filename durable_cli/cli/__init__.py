@@ -52,10 +52,10 @@ def _fail_from(exc: BaseException) -> NoReturn:
 
 
 _COMMANDS = {
-    "run": "runs", "resume": "runs", "cancel": "runs", "retry": "runs",
-    "inspect": "views", "ls": "views", "tail": "views",
-    "tick": "operate", "schedules": "operate", "prune": "operate", "export": "operate",
-    "migrate": "operate", "serve": "serving",
+    "run": "_runs", "resume": "_runs", "cancel": "_runs", "retry": "_runs",
+    "inspect": "_views", "ls": "_views", "tail": "_views",
+    "tick": "_operate", "schedules": "_operate", "prune": "_operate", "export": "_operate",
+    "migrate": "_operate", "serve": "_serving",
 }
 
 
@@ -134,14 +134,14 @@ class Settings:
         self.store = store
 
     def open(self) -> Any:
-        from ..store import open_store
+        from .._store import open_store
 
         return open_store(self.dir, self.store)
 
 
 def _emit(as_json: bool, document: Any, text: Callable[[], None]) -> None:
     if as_json:
-        from ..render import safe_json
+        from ._render import safe_json
 
         click.echo(safe_json(document, indent=2))
     else:
@@ -188,7 +188,7 @@ def _run_document(run: Any) -> dict[str, Any]:
 def _report_run(run: Any, as_json: bool, document: dict[str, Any] | None = None,
                 text: Callable[[], None] | None = None) -> None:
     """Print a run (or `document`/`text` about it); a failed run says why on stderr and exits 1."""
-    from ..render import safe
+    from ._render import safe
 
     def default_text() -> None:
         line = f"{run.run_id} {run.status}"

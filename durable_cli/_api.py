@@ -1,0 +1,233 @@
+"""What workflow code calls: `@workflow`, `@step`, `sleep`, hooks and run metadata.
+
+Typed for user code: the decorators keep the function's signature (`ParamSpec`), so mypy checks
+step calls and `start(wf, ...)`; the other calls return the concrete types exported from
+`durable_cli` (`HookEvents`, `ChildHandle`, `StreamWriter`, `uuid.UUID`...).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generator, ParamSpec, TypeVar, overload
+
+from ._engine.context import get_step_metadata, get_workflow_metadata, require_execution
+from ._engine.definitions import StepDef, WorkflowDef
+from ._timeparse import parse_duration
+
+if TYPE_CHECKING:
+    from ._client import Delivery
+    from ._engine.children import ChildHandle
+    from ._engine.hooks import HookEvents
+    from ._engine.streams import StreamWriter
+
+__all__ = [
+    "workflow", "step", "sleep", "define_hook", "Hook", "get_step_metadata", "get_workflow_metadata",
+    "start_child", "get_writable", "workflow_now", "workflow_random", "workflow_uuid", "patched",
+    "first", "create_webhook",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@overload
+def workflow(fn: Callable[P, R], /) -> WorkflowDef[P, R]: ...
+@overload
+def workflow(
+    *, name: str | None = None, check_args: bool = True
+) -> Callable[[Callable[P, R]], WorkflowDef[P, R]]: ...
+def workflow(
+    fn: Callable[..., Any] | None = None, /, *, name: str | None = None, check_args: bool = True
+) -> Any:
+    """Mark a function (sync or async) as a durable workflow, bare or as `@workflow(name=...)`.
+
+    `check_args=False` stops replay from comparing each step's argument hash with the journal.
+    """
+    if fn is not None:
+        return WorkflowDef(fn, name, check_args)
+    return lambda inner: WorkflowDef(inner, name, check_args)
+
+
+@overload
+def step(fn: Callable[P, R], /) -> StepDef[P, R]: ...
+@overload
+def step(
+    *, name: str | None = None, max_retries: int | None = None, retry_delay: object = None,
+    timeout: object = None,
+) -> Callable[[Callable[P, R]], StepDef[P, R]]: ...
+def step(
+    fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
+    max_retries: int | None = None, retry_delay: object = None, timeout: object = None,
+) -> Any:
+    """Mark a function as a step: journaled in a run (retried, never redone), a plain call outside.
+
+    Defaults: `max_retries=3` (4 attempts), `retry_delay="1s"` doubling after each failure, no
+    `timeout` (an attempt running longer fails with `StepTimeout`; see docs/concepts.md).
+    """
+    if max_retries is not None and (not isinstance(max_retries, int) or max_retries < 0):
+        raise ValueError("max_retries must be a whole number >= 0")
+    delay = parse_duration(retry_delay) if retry_delay is not None else None
+    limit = parse_duration(timeout) if timeout is not None else None
+    if limit is not None and limit <= 0:
+        raise ValueError("timeout must be a duration above 0")
+    if fn is not None:
+        return StepDef(fn, name, max_retries, delay, limit)
+    return lambda inner: StepDef(inner, name, max_retries, delay, limit)
+
+
+def _wake_time(duration: object, now: datetime) -> datetime:
+    if isinstance(duration, datetime):
+        if duration.tzinfo is None:
+            raise ValueError("sleep() needs a timezone-aware datetime")
+        return duration
+    return now + timedelta(seconds=parse_duration(duration))
+
+
+class _Slept:
+    """What `sleep()` returns in a sync workflow, where it has already slept: awaiting it is a no-op."""
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield
+
+
+def sleep(duration: str | float | timedelta | datetime) -> Awaitable[None]:
+    """Suspend the run for a duration ("7 days", "1h30m", 90, timedelta) or until an aware datetime.
+
+    A plain call in a sync workflow (it returns once slept); `await sleep(...)` in an async one.
+    """
+    from ._engine import waits
+
+    ex = require_execution("sleep()")
+    until = _wake_time(duration, ex.clock())
+    if ex.definition.is_async:
+        return waits.sleep_async(ex, until)
+    waits.sleep_sync(ex, until)
+    return _Slept()
+
+
+class Hook:
+    """A kind of external event a workflow can wait for; define it once at module level."""
+
+    def __init__(self, name: str = "hook") -> None:
+        self.name = name
+
+    def create(self, token: str | None = None, timeout: str | float | timedelta | None = None) -> HookEvents:
+        """Start waiting for payloads sent to `token` (random when not given) in this run.
+
+        Iterate the result (`for`, or `async for` in async workflows); `timeout` ends the iteration
+        when no payload arrived by then, counted from creation. `.token` is the token.
+        """
+        from ._engine import hooks
+
+        return hooks.create(require_execution("hook.create()"), self.name, token, timeout)
+
+    def resume(self, token: str, payload: Any, dir: str | None = None, store: str | None = None,
+               key: str | None = None) -> Delivery:
+        """Deliver `payload` to the run waiting on `token` (see `resume_hook`)."""
+        from ._client import resume_hook
+
+        return resume_hook(token, payload, dir=dir, store=store, key=key)
+
+    def __repr__(self) -> str:
+        return f"<hook {self.name}>"
+
+
+def define_hook(name: str = "hook") -> Hook:
+    """A hook: `h = define_hook()` at module level, then `h.create(token=...)` inside a workflow."""
+    return Hook(name)
+
+
+
+def start_child(fn: WorkflowDef[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> ChildHandle:
+    """Start a child run of workflow `fn` (once, even across replays) and return its handle.
+
+    The child runs at once in this process until it first suspends; `handle.result()` (awaitable
+    in async workflows) waits for its outcome and raises ChildFailed when it fails.
+    """
+    from ._engine.children import start_child as start
+
+    if not isinstance(fn, WorkflowDef):
+        raise TypeError(f"{fn!r} is not a workflow (decorate it with @workflow)")
+    fn.check_call(args, kwargs)
+    return start(require_execution("start_child()"), fn, args, kwargs)
+
+
+def get_writable(name: str = "default") -> StreamWriter:
+    """A writer for the run's named output stream (call it inside a step); `.write(chunk)`."""
+    from ._engine.streams import StreamWriter
+
+    return StreamWriter(name)
+
+
+def workflow_now() -> datetime:
+    """The current time as this run first saw it at this point: the same on every replay."""
+    from ._engine import determinism
+
+    return determinism.now(require_execution("workflow_now()"))
+
+
+def workflow_random() -> float:
+    """A random float in [0, 1) that is the same on every replay of the run."""
+    from ._engine import determinism
+
+    return determinism.random(require_execution("workflow_random()"))
+
+
+def workflow_uuid() -> uuid.UUID:
+    """A random UUID (version 4) that is the same on every replay of the run."""
+    from ._engine import determinism
+
+    return determinism.uuid4(require_execution("workflow_uuid()"))
+
+
+def patched(change_id: str) -> bool:
+    """True for runs that reach this point on new code, False for runs replaying older history.
+
+    Lets a deploy change a workflow under sleeping runs: `if patched("v2-tax"): new() else: old()`.
+    """
+    from ._engine import determinism
+
+    return determinism.patched(require_execution("patched()"), change_id)
+
+
+async def first(*awaitables: Any) -> tuple[int, Any]:
+    """Race awaitables (steps, sleeps, hook waits, child results): (index, result) of the first.
+
+    The race resolves on replay exactly as it did the first time. The losers never take a hook
+    payload: a losing `hook.next()` is cancelled (journaled), so the payload stays for the next
+    `next()`. Other losers (steps, sleeps, child results) keep running; their outcomes are journaled.
+    """
+    import asyncio
+
+    from ._engine.scheduler import lose
+
+    tasks = [asyncio.ensure_future(item) for item in awaitables]
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    winner = min(done, key=tasks.index)
+    lose(task for task in tasks if task is not winner)
+    return tasks.index(winner), winner.result()
+
+
+def create_webhook(token: str | None = None, respond_with: dict[str, Any] | None = None,
+                   secret_env: str | None = None,
+                   timeout: str | float | timedelta | None = None) -> HookEvents:
+    """A hook fed by HTTP: `POST <public url>/hooks/<token>` through `durable serve`.
+
+    Iterate it like a hook; each item is a dict with `method`, `headers` (a safe subset), `body`
+    (text) and `json` (parsed, or None). `.url` is journaled, so replays see the same URL (from
+    $DURABLE_PUBLIC_URL, else durable.yaml `public_url`, else http://127.0.0.1:8080). The token
+    is random (192 bits) unless given. `respond_with={"status": 200, "body": ..., "headers": {}}`
+    answers senders with that instead of 202; `secret_env` names an environment variable holding
+    an HMAC-SHA256 secret that senders must sign the raw body with (header X-Durable-Signature).
+    """
+    from ._engine import hooks
+    from ._webhooks import webhook_fields
+
+    if respond_with is not None and not isinstance(respond_with, dict):
+        raise TypeError("respond_with must be a dict with status, body and headers")
+    return hooks.create(
+        require_execution("create_webhook()"), "webhook", token, timeout,
+        lambda tok: webhook_fields(tok, respond_with, secret_env),
+    )

@@ -1,0 +1,321 @@
+"""durable.yaml: the journal dir, the store, import roots, retry defaults and schedules.
+
+Every mistake becomes one ConfigError sentence naming the file and the key, at load time.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from durable_cli._configfile import locate
+from durable_cli.errors import ConfigError
+from durable_cli._timeparse import parse_duration
+
+CATCH_UP = ("latest", "all", "none")
+_TOP_KEYS = (
+    "dir", "store", "import_paths", "defaults", "schedules",
+    "public_url", "max_recoveries", "payload_limit",
+)
+_DEFAULT_KEYS = ("max_retries", "retry_delay", "timeout")
+_SCHEDULE_KEYS = ("name", "cron", "timezone", "workflow", "args", "kwargs", "catch_up")
+_NAME = re.compile(r"[a-z0-9_-]+")
+MAX_NAME = 100  # a schedule's run ids (`sched-<name>-<instant>`) stay well within the 200 allowed
+_RANDOM_CRON = re.compile(r"(?:^|[\s,])R", re.IGNORECASE)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Schedule:
+    """One cron entry: call `workflow` ("module:function") with args at each instant of `cron`."""
+
+    name: str
+    cron: str
+    timezone: str = "UTC"
+    workflow: str
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    catch_up: str = "latest"
+
+
+@dataclass(frozen=True)
+class Config:
+    """A loaded durable.yaml; paths are absolute, and an absent file gives all None/empty."""
+
+    path: str | None = None
+    dir: str | None = None
+    store: str | None = None
+    import_paths: list[str] = field(default_factory=list)
+    defaults: dict[str, Any] = field(default_factory=dict)
+    schedules: list[Schedule] = field(default_factory=list)
+    public_url: str | None = None
+    max_recoveries: int | None = None
+    payload_limit: int | None = None
+
+
+_found: dict[tuple[str, str | None], Config | None] = {}
+
+
+def load_config(path: str | None = None) -> Config:
+    """Read `path`, else $DURABLE_CONFIG, else ./durable.yaml if present, else an empty Config."""
+    if path is not None:
+        return _load(path)
+    located = locate()
+    return Config() if located is None else _load(*located)
+
+
+def find_config() -> Config | None:
+    """The config `load_config()` would find, or None without a file; cached per (cwd, $DURABLE_CONFIG).
+
+    A running process does not see later edits to the file; `load_config` always rereads it.
+    """
+    key = (os.getcwd(), os.environ.get("DURABLE_CONFIG"))
+    if key not in _found:
+        located = locate()
+        _found[key] = None if located is None else _load(*located)
+    return _found[key]
+
+
+def _load(shown: str, chosen_by: str = "") -> Config:
+    """Parse and check the file at `shown`; errors begin with `shown` as the user wrote it."""
+    import yaml  # type: ignore[import-untyped, unused-ignore]
+
+    path = os.path.abspath(shown)
+    try:
+        with open(path, "rb") as handle:
+            data = yaml.safe_load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{shown}: no such file{chosen_by}") from None
+    except OSError as exc:
+        raise ConfigError(f"{shown}: cannot read the file ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        if "alphabetic or numeric" in problem:  # an unquoted `*`, read as a YAML alias
+            problem += " (quote values that start with '*', such as cron expressions)"
+        raise ConfigError(f"{shown}: not valid YAML{where}: {problem}") from None
+    if data is None:
+        return Config(path=path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{shown}: the top level must be a mapping of keys ({', '.join(_TOP_KEYS)})")
+    _reject_unknown(shown, "", data, _TOP_KEYS)
+    base = os.path.dirname(path)
+    directory = _text(shown, "dir", data.get("dir"))
+    return Config(
+        path=path,
+        dir=None if directory is None else _resolve(base, directory),
+        store=_text(shown, "store", data.get("store")),
+        import_paths=[_resolve(base, p) for p in _paths(shown, data.get("import_paths"))],
+        defaults=_defaults(shown, data.get("defaults")),
+        schedules=_schedules(shown, data.get("schedules")),
+        public_url=_url(shown, data.get("public_url")),
+        max_recoveries=_integer(shown, "max_recoveries", data.get("max_recoveries"), 0),
+        payload_limit=_integer(shown, "payload_limit", data.get("payload_limit"), 1),
+    )
+
+
+def _reject_unknown(shown: str, where: str, mapping: dict[Any, Any], known: tuple[str, ...]) -> None:
+    """Fail on the first key of `mapping` that is not in `known` (typos must not pass silently)."""
+    for key in mapping:
+        if key not in known:
+            raise ConfigError(f"{shown}: {where}unknown key {key!r} (known: {', '.join(known)})")
+
+
+def _resolve(base: str, path: str) -> str:
+    """`path` made absolute against the config file's directory (`~` expands to home)."""
+    return os.path.normpath(os.path.join(base, os.path.expanduser(path)))
+
+
+def _text(shown: str, key: str, value: Any) -> str | None:
+    """A non-empty string setting, or None when absent."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{shown}: {key} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _paths(shown: str, value: Any) -> list[str]:
+    """The import_paths list as written (each a non-empty string)."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(p, str) and p.strip() for p in value):
+        raise ConfigError(f"{shown}: import_paths must be a list of directory paths, got {value!r}")
+    return value
+
+
+def _integer(shown: str, key: str, value: Any, minimum: int) -> int | None:
+    """A whole number of at least `minimum` (YAML booleans are refused), or None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{shown}: {key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _url(shown: str, value: Any) -> str | None:
+    """public_url: the http(s) address at which this deployment is reached from outside."""
+    url = _text(shown, "public_url", value)
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{shown}: public_url must be an http:// or https:// URL, got {url!r}")
+    return url
+
+
+def _defaults(shown: str, value: Any) -> dict[str, Any]:
+    """Step defaults (retries, back-off, timeout); durations are normalised to seconds (floats)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{shown}: defaults must be a mapping (max_retries, retry_delay, timeout), got {value!r}")
+    _reject_unknown(shown, "defaults: ", value, _DEFAULT_KEYS)
+    defaults: dict[str, Any] = {}
+    if value.get("max_retries") is not None:
+        defaults["max_retries"] = _integer(shown, "defaults.max_retries", value["max_retries"], 0)
+    for key in ("retry_delay", "timeout"):
+        if value.get(key) is None:
+            continue
+        try:
+            defaults[key] = parse_duration(value[key])
+        except ValueError:
+            raise ConfigError(
+                f"{shown}: defaults.{key} must be a duration such as 30, '90s' or '5 min',"
+                f" got {value[key]!r}"
+            ) from None
+        if key == "timeout" and defaults[key] <= 0:
+            raise ConfigError(f"{shown}: defaults.timeout must be a duration above 0, got {value[key]!r}")
+    return defaults
+
+
+def _schedules(shown: str, value: Any) -> list[Schedule]:
+    """The schedules list; names must be unique because run ids are derived from them."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(f"{shown}: schedules must be a list of schedules, got {value!r}")
+    schedules: list[Schedule] = []
+    positions: dict[str, int] = {}
+    for index, entry in enumerate(value):
+        schedule = _schedule(shown, index, entry)
+        if schedule.name in positions:
+            raise ConfigError(
+                f"{shown}: schedules[{index}]: name {schedule.name!r}"
+                f" is already used by schedules[{positions[schedule.name]}]"
+            )
+        positions[schedule.name] = index
+        schedules.append(schedule)
+    return schedules
+
+
+def _schedule(shown: str, index: int, entry: Any) -> Schedule:
+    """One schedule entry, named by its name once valid and by its position until then."""
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{shown}: schedules[{index}] must be a mapping with name, cron and workflow")
+    name = entry.get("name")
+    named = isinstance(name, str) and _NAME.fullmatch(name) is not None
+    where = f"schedule {name!r}" if named else f"schedules[{index}]"
+    _reject_unknown(shown, f"{where}: ", entry, _SCHEDULE_KEYS)
+    if name is None:
+        raise ConfigError(f"{shown}: {where}: name is required")
+    if not named:
+        raise ConfigError(f"{shown}: {where}: name {name!r} must match [a-z0-9_-]+")
+    if len(name) > MAX_NAME:
+        raise ConfigError(f"{shown}: {where}: name is {len(name)} characters long, over {MAX_NAME}")
+    cron = _cron(shown, where, entry.get("cron"))
+    zone = _zone(shown, where, _get(entry, "timezone", "UTC"))
+    workflow = _workflow(shown, where, entry.get("workflow"))
+    args, kwargs = _get(entry, "args", []), _get(entry, "kwargs", {})
+    if not isinstance(args, list):
+        raise ConfigError(f"{shown}: {where}: args must be a list, got {args!r}")
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"{shown}: {where}: kwargs must be a mapping, got {kwargs!r}")
+    for key, value in (("args", args), ("kwargs", kwargs)):
+        problem = _json_problem(value)
+        if problem:
+            raise ConfigError(f"{shown}: {where}: {key}: {problem}")
+    catch_up = _get(entry, "catch_up", "latest")
+    if catch_up not in CATCH_UP:
+        raise ConfigError(f"{shown}: {where}: catch_up must be one of {', '.join(CATCH_UP)}, got {catch_up!r}")
+    return Schedule(
+        name=str(name), cron=cron, timezone=zone, workflow=workflow,
+        args=args, kwargs=kwargs, catch_up=catch_up,
+    )
+
+
+def _get(mapping: dict[Any, Any], key: str, default: Any) -> Any:
+    """`mapping[key]`, with a YAML null (`key:` left empty) read as absent."""
+    value = mapping.get(key)
+    return default if value is None else value
+
+
+def _cron(shown: str, where: str, value: Any) -> str:
+    """A five-field (or @alias) cron expression that croniter accepts and that fires at all."""
+    from croniter import CroniterBadDateError, croniter  # type: ignore[import-untyped, unused-ignore]
+
+    if value is None:
+        raise ConfigError(f"{shown}: {where}: cron is required")
+    if not isinstance(value, str):
+        raise ConfigError(f"{shown}: {where}: cron must be a string, got {value!r}")
+    fields = value.split()
+    reason = ""
+    if not (len(fields) == 5 or (len(fields) == 1 and value.strip().startswith("@"))):
+        reason = " (use five fields: minute hour day month weekday, or an alias such as @daily)"
+    elif _RANDOM_CRON.search(value):
+        reason = " (random 'R' fields would fire at different instants on every tick)"
+    elif croniter.is_valid(value):
+        try:
+            croniter(value, datetime(2000, 1, 1)).get_next(datetime)
+            return value
+        except CroniterBadDateError:
+            reason = " (it never fires)"
+    raise ConfigError(f"{shown}: {where}: invalid cron expression {value!r}{reason}")
+
+
+def _zone(shown: str, where: str, value: Any) -> str:
+    """An IANA time zone name that zoneinfo can load, such as "Europe/Berlin"."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        if isinstance(value, str):
+            ZoneInfo(value)
+            return value
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        pass
+    raise ConfigError(f"{shown}: {where}: unknown time zone {value!r}")
+
+
+def _workflow(shown: str, where: str, value: Any) -> str:
+    """A "module.path:function" reference; whether it imports is checked when it runs."""
+    if value is None:
+        raise ConfigError(f"{shown}: {where}: workflow is required")
+    module, colon, function = value.partition(":") if isinstance(value, str) else ("", "", "")
+    if not (colon and function.isidentifier() and all(p.isidentifier() for p in module.split("."))):
+        raise ConfigError(f"{shown}: {where}: workflow must look like 'module.path:function', got {value!r}")
+    return str(value)
+
+
+def _json_problem(value: Any) -> str | None:
+    """Why `value` cannot be a JSON payload (YAML also reads dates, for one), or None if it can."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{value!r} is not valid Unicode (a lone surrogate)"
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value!r} is not a JSON number"
+    if value is None or isinstance(value, (int, float, bool)):
+        return None
+    if isinstance(value, list):
+        return next((p for p in map(_json_problem, value) if p), None)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            problem = f"key {key!r} is not a string" if not isinstance(key, str) else (
+                _json_problem(key) or _json_problem(item))
+            if problem:
+                return problem
+        return None
+    return f"{value!r} is not a JSON value (quote it to pass a string)"

@@ -1,0 +1,64 @@
+"""Which run and which step the current code executes in (context variables), and their metadata."""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from ..errors import DurableError
+
+if TYPE_CHECKING:
+    from .execution import Execution
+
+
+@dataclass(frozen=True)
+class StepMetadata:
+    """About the step attempt being executed: `step_id` is stable across attempts (an idempotency key)."""
+
+    step_id: str
+    step_name: str
+    attempt: int
+    run_id: str
+
+
+@dataclass(frozen=True)
+class WorkflowMetadata:
+    """About the run whose workflow code is executing."""
+
+    run_id: str
+    workflow_name: str
+    started_at: datetime
+
+
+current_execution: contextvars.ContextVar[Execution | None] = contextvars.ContextVar(
+    "durable_execution", default=None
+)
+current_step: contextvars.ContextVar[StepMetadata | None] = contextvars.ContextVar(
+    "durable_step", default=None
+)
+
+
+def require_execution(what: str) -> Execution:
+    """The execution in progress, or a clear error naming the call made outside any workflow."""
+    execution = current_execution.get()
+    if execution is None or current_step.get() is not None:
+        raise DurableError(f"{what} can only be called inside a workflow (not in a step)")
+    return execution
+
+
+def get_step_metadata() -> StepMetadata:
+    """Metadata of the step attempt being executed (call it inside a step)."""
+    meta = current_step.get()
+    if meta is None:
+        raise DurableError("get_step_metadata() can only be called inside a step")
+    return meta
+
+
+def get_workflow_metadata() -> WorkflowMetadata:
+    """Metadata of the current run (inside a workflow or one of its steps)."""
+    execution = current_execution.get()
+    if execution is None:
+        raise DurableError("get_workflow_metadata() can only be called inside a workflow")
+    return execution.metadata

@@ -1,0 +1,179 @@
+"""One execution of a run: matching the workflow's calls to journal positions, and recording new facts.
+
+The workflow's Nth durable call is position N. A call whose position the journal already holds
+gets the recorded outcome; a call of another kind or name than the journal holds there is a
+non-determinism error naming both, and nothing unexpected runs. In async workflows, recorded
+outcomes are handed back in the order they were journaled by the scheduler (engine/scheduler.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Callable, NoReturn
+
+from ..errors import EngineError, NonDeterminismError, StorageFailure, StoreError, Suspend
+from .._store.base import RunSession, Store
+from .._timeparse import iso, parse_instant
+from .context import WorkflowMetadata
+from .history import Event, History, Op
+
+if TYPE_CHECKING:
+    from .waits import Wait
+
+Clock = Callable[[], datetime]
+CANCEL_CHECK_SECONDS = 0.02
+
+
+def describe(kind: str, name: str) -> str:
+    """How an operation is named in messages: `step 'charge'`, `a sleep`, `hook 'approval'`."""
+    if kind == "sleep":
+        return "a sleep"
+    return f"{kind} {name!r}"
+
+
+class Execution:
+    """The state of one run while this process executes it under its claim."""
+
+    def __init__(
+        self, store: Store, session: RunSession, clock: Clock, definition: Any, options: Any
+    ) -> None:
+        self.store = store
+        self.session = session
+        self.run_id = session.run_id
+        self.history = History(session.events)
+        self.clock = clock
+        self.definition = definition
+        self.options = options
+        self.position = 0
+        """The position of the workflow's latest durable call."""
+        self.derived = 0
+        self.closing = False
+        """Set once the workflow must unwind (suspended, aborted, cancelled, storage lost)."""
+        self.fatal: BaseException | None = None
+        """The error the run fails with (journaled as `run_failed`)."""
+        self.storage_failure: StorageFailure | None = None
+        self.engine_error: EngineError | None = None
+        """An error of the engine that stopped the workflow (reported; the run stays recoverable)."""
+        self.cancelled = False
+        self._cancel_checked = -CANCEL_CHECK_SECONDS
+        self.suspension: tuple[str, datetime | None, list[Wait]] | None = None
+        """(status, earliest wake time, waits) when the run suspends."""
+        self.due_at: datetime | None = None
+        """The run's entry in the store's due index, as this process last set it."""
+        self.marked = False
+        """Whether the run is indexed as due now (recoverable by a tick if this process dies)."""
+
+    @property
+    def metadata(self) -> WorkflowMetadata:
+        start = self.history.start
+        return WorkflowMetadata(self.run_id, start.get("name", ""), parse_instant(start["at"]))
+
+    def cancel_requested(self) -> bool:
+        """Whether someone asked to cancel the run, asked of the store at most every 20 ms.
+
+        `durable cancel` acknowledges only once it holds the run, so a step that starts within
+        that window still starts before the cancellation is acknowledged; the bound spares
+        PostgreSQL a round trip per step.
+        """
+        now = time.monotonic()
+        if not self.cancelled and now - self._cancel_checked >= CANCEL_CHECK_SECONDS:
+            self._cancel_checked = now
+            self.cancelled = self.store.cancel_requested(self.run_id)
+        return self.cancelled
+
+    def pause(self, seconds: float) -> None:
+        """Wait in-process (a short retry back-off); a virtual clock just moves on."""
+        sleep = getattr(self.clock, "sleep", None)
+        if sleep is not None:
+            sleep(seconds)
+        else:
+            time.sleep(seconds)
+
+    async def pause_async(self, seconds: float) -> None:
+        sleep = getattr(self.clock, "sleep", None)
+        if sleep is not None:
+            sleep(seconds)
+            await asyncio.sleep(0)
+        else:
+            await asyncio.sleep(seconds)
+
+    # recording
+    def record(self, event_type: str, **fields: Any) -> Event:
+        """Stage one event (durable at the next flush) and fold it into the history."""
+        event = self.session.stage({"type": event_type, "seq": 0, "at": iso(self.clock()), **fields})
+        self.history.add(event)
+        return event
+
+    def flush(self, terminal: bool = False) -> None:
+        """Make staged events durable; the first flush of a live run marks it for recovery first."""
+        if not self.session.has_pending:
+            return
+        if not terminal and not self.marked:
+            now = self.clock()
+            if self.due_at is None or self.due_at > now:
+                self.store.set_due(self.run_id, now, self.due_at)
+                self.due_at = now
+            self.marked = True
+        self._store(self.session.flush)
+
+    def write(self) -> None:
+        """Store staged events before control returns to the workflow (a step's outcome): they
+        survive a crash of this process at once and become durable with the next flush."""
+        self._store(self.session.write)
+
+    def _store(self, action: Callable[[], None]) -> None:
+        try:
+            action()
+        except (OSError, StoreError) as exc:
+            self.storage_lost(exc)
+
+    def storage_lost(self, error: OSError | StoreError) -> NoReturn:
+        """Unwind the workflow: a fact could not be stored; the drive re-raises `error` and the run,
+        not failed, stays recoverable; user code cannot catch the unwinding."""
+        self.closing = True
+        self.storage_failure = StorageFailure(error)
+        raise self.storage_failure from error
+
+    # positions and determinism
+    def begin(self, kind: str, name: str) -> tuple[int, Op | None]:
+        """Take the next position for a call of `kind`/`name`; check it against the journal."""
+        if self.closing:
+            raise Suspend()
+        self.position += 1
+        pos = self.position
+        op = self.history.ops.get(pos)
+        if op is not None and (op.kind, op.name) != (kind, name):
+            self.abort(
+                NonDeterminismError(
+                    f"workflow is not deterministic: at position {pos} the journal holds "
+                    f"{describe(op.kind, op.name)} but the workflow asked for {describe(kind, name)}"
+                )
+            )
+        return pos, op
+
+    def abort(self, error: BaseException) -> None:
+        """Stop the workflow for good with `error`; user code cannot catch the unwinding."""
+        self.fatal = error
+        self.closing = True
+        raise Suspend()
+
+    def halt(self, error: EngineError) -> NoReturn:
+        """Stop the workflow for an error of the engine: the run is not failed, the drive reports
+        `error` and the run stays recoverable; user code cannot catch the unwinding."""
+        self.engine_error = error
+        self.closing = True
+        raise Suspend()
+
+    def check_finished(self) -> None:
+        """At the workflow's return: the journal must not hold calls the workflow no longer makes."""
+        extra = [pos for pos in self.history.ops if pos > self.position]
+        if extra:
+            op = self.history.ops[min(extra)]
+            self.abort(
+                NonDeterminismError(
+                    f"workflow is not deterministic: at position {op.pos} the journal holds "
+                    f"{describe(op.kind, op.name)} but the workflow returned"
+                )
+            )

@@ -1,0 +1,317 @@
+"""The async scheduler: an async workflow runs on an event loop of its own, and when every task is
+blocked on the engine, the scheduler decides what happens next.
+
+The model. A drive of an async workflow creates one event loop (from the current loop policy:
+asyncio's, uvloop's, any) and runs the workflow's task on it. A task is *parked* when it awaits
+the engine: the turn of an outcome the journal already holds (`turn`) or a live wait (`park`: a
+sleep, a hook payload, a child's outcome, a retry back-off). Everything else is *runnable work*:
+
+- callbacks queued on the loop (a task woken by a future, a future's done-callbacks). The
+  scheduler counts them itself: it wraps its own loop's public `call_soon`, and notes the count
+  when it queues its `pump`; callbacks queued after that are behind the pump, still to run;
+- steps in flight (`busy`), which may wait on real I/O for as long as they take.
+
+The pump runs only when no callback was queued behind it and no step is in flight: then every
+task is parked, or blocked on another task that is, and nothing will move unless the engine acts.
+It acts once, then queues itself again behind whatever that woke:
+
+1. replaying: it releases the next recorded outcome in the journal's order (the *gate*), so that
+   `asyncio.gather` and races resolve on replay exactly as they did the first time; a recorded
+   outcome that no task waits for is a non-determinism error;
+2. live: it delivers inbox messages and resolves the pending wait whose moment came first;
+3. nothing can resolve: the run suspends on its pending waits (status and earliest wake time
+   journaled). A suspension with no pending wait means a task awaits something the engine cannot
+   see (an `asyncio.Event`, an `asyncio.sleep` outside a step): an `EngineError`, never a state.
+
+No private attribute of the loop is read. Errors of the loop or of the scheduler itself are
+`EngineError`s: never the workflow's failure, the run stays recoverable.
+
+`first()` makes its losers *lost* (`lose`): a lost task never takes a hook payload; its wait
+for one is cancelled and journaled, so a replay cancels it at the same point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Iterable, Iterator, NoReturn
+
+from ..errors import DurableError, EngineError, NonDeterminismError, StorageFailure, Suspend
+from .delivery import deliver
+from .execution import Execution, describe
+
+if TYPE_CHECKING:
+    from .waits import Wait
+
+_current: contextvars.ContextVar[Scheduler] = contextvars.ContextVar("durable_scheduler")
+
+
+class Scheduler:
+    """The gate, the pending waits and the count of runnable work of one async drive."""
+
+    def __init__(self, ex: Execution, loop: asyncio.AbstractEventLoop) -> None:
+        self.ex = ex
+        self.loop = loop
+        self.gate: dict[int, None] = dict.fromkeys(ex.history.completion_order)
+        """Positions whose recorded outcome is still to be handed back, in journal order."""
+        self.turns: dict[int, asyncio.Future[None]] = {}
+        """Replayed calls waiting for their position to reach the head of the gate."""
+        self.pending: dict[int, Wait] = {}
+        """Live waits, by position."""
+        self.live_steps = 0
+        self.lost: set[asyncio.Future[Any]] = set()
+        self.error: BaseException | None = None
+        self._queued = 0  # callbacks ever queued on the loop
+        self._mark = -1  # the value of _queued right after the pump was queued; -1: no pump queued
+        self._drained: asyncio.Future[None] | None = None
+        self._stopped: asyncio.Future[None] = loop.create_future()
+        queue = loop.call_soon
+
+        def call_soon(callback: Callable[..., Any], *args: Any, context: Any = None) -> asyncio.Handle:
+            self._queued += 1
+            return queue(callback, *args, context=context)
+
+        loop.call_soon = call_soon  # type: ignore[method-assign,assignment]
+
+    # what the workflow's calls use
+    async def turn(self, pos: int) -> None:
+        if pos not in self.gate:
+            return
+        future = self.loop.create_future()
+        self.turns[pos] = future
+        self._arm()
+        await future
+
+    async def park(self, wait: Wait) -> Any:
+        task = asyncio.current_task()
+        if task in self.lost and wait.takes_payload:
+            wait.cancel(self.ex)
+            raise asyncio.CancelledError()
+        wait.task = task
+        wait.future = self.loop.create_future()
+        self.pending[wait.pos] = wait
+        self._arm()
+        try:
+            return await wait.future
+        finally:
+            self.pending.pop(wait.pos, None)
+
+    @contextmanager
+    def busy(self) -> Iterator[None]:
+        self.live_steps += 1
+        try:
+            yield
+        finally:
+            self.live_steps -= 1
+            if not self.live_steps and self._drained is not None and not self._drained.done():
+                self._drained.set_result(None)
+            self._arm()
+
+    def lose(self, tasks: Iterable[asyncio.Future[Any]]) -> None:
+        for task in tasks:
+            if task.done():
+                continue
+            self.lost.add(task)
+            for wait in list(self.pending.values()):
+                if wait.task is task and wait.takes_payload and wait.future is not None:
+                    del self.pending[wait.pos]
+                    wait.cancel(self.ex)
+                    wait.future.cancel()
+
+    # the pump
+    def _arm(self) -> None:
+        """Queue one pump behind the work queued now (at most one is ever queued)."""
+        if self._mark < 0 and not self.ex.closing:
+            self.loop.call_soon(self._pump)
+            self._mark = self._queued
+
+    def _pump(self) -> None:
+        """Act when no work is runnable: no callback queued behind this pump, no step in flight."""
+        queued_behind = self._queued - self._mark
+        self._mark = -1
+        if self.ex.closing:
+            return
+        if queued_behind:
+            self._arm()  # behind them
+            return
+        if self.live_steps:
+            return  # the step's end queues the pump again
+        try:
+            self._act()
+        except (Suspend, StorageFailure):
+            self._stop()
+        except Exception as exc:  # a bug of the engine: never the workflow's failure
+            self.error = exc
+            self.ex.closing = True
+            self._stop()
+
+    def _act(self) -> None:
+        ex = self.ex
+        if self.gate:
+            head = next(iter(self.gate))
+            future = self.turns.pop(head, None)
+            if future is None:
+                self._gate_stuck(head)
+                return
+            del self.gate[head]
+            if not future.done():  # its task may have been cancelled meanwhile
+                future.set_result(None)
+        elif self._task.done():
+            self._stop()
+            return
+        elif not self._resolve():
+            suspend(ex, list(self.pending.values()))
+        self._arm()
+
+    def _resolve(self) -> bool:
+        """Resolve the pending wait ready first (after delivering the inbox); False if none is."""
+        ex = self.ex
+        for _ in range(2):
+            now = ex.clock()
+            ready = [(at, w.pos, w) for w in self.pending.values() if (at := w.ready_at(ex, now))]
+            if ready:
+                _, _, wait = min(ready, key=lambda item: (item[0], item[1]))
+                assert wait.future is not None
+                try:
+                    wait.future.set_result(wait.complete(ex))
+                except DurableError as exc:  # ChildFailed: the workflow gets it; others are engine bugs
+                    wait.future.set_exception(exc)
+                return True
+            if not deliver(ex):
+                break
+        return False
+
+    def _gate_stuck(self, head: int) -> None:
+        op = self.ex.history.ops[head]
+        waiting = sorted(set(self.turns) | set(self.pending))
+        asked = ", ".join(f"position {p}" for p in waiting) or "nothing"
+        self.ex.abort(NonDeterminismError(
+            f"workflow is not deterministic: the journal holds {describe(op.kind, op.name)} "
+            f"completing at position {head}, but the workflow never asked for it (it waits on {asked})"
+        ))
+
+    def _stop(self) -> None:
+        if not self._stopped.done():
+            self._stopped.set_result(None)
+
+    # the drive
+    def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        """Run the workflow's coroutine until it returns or the run suspends (`Suspend`)."""
+        ex, loop = self.ex, self.loop
+        self._task = task = loop.create_task(coroutine)
+        task.add_done_callback(lambda _: self._stop())
+        self._arm()
+        try:
+            loop.run_until_complete(self._stopped)
+            if task.done() and not ex.closing and self.live_steps:
+                self._drained = loop.create_future()
+                loop.run_until_complete(self._drained)  # losers' steps still in flight finish
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: a task unwound by Suspend is no error for asyncio to log
+            suspended = not task.done() or ex.closing
+            ex.closing = True
+            leftovers = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for leftover in leftovers:
+                leftover.cancel()
+            if leftovers:
+                loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+        except (Suspend, StorageFailure):
+            raise
+        except Exception as exc:
+            raise EngineError(f"run {ex.run_id}: the event loop failed: {type(exc).__name__}: {exc}") from exc
+        if isinstance(self.error, EngineError):
+            raise self.error
+        if self.error is not None:
+            error = self.error
+            raise EngineError(f"run {ex.run_id}: internal error: {type(error).__name__}: {error}") from error
+        if suspended or task.cancelled():
+            raise Suspend()
+        ex.closing = False
+        return task.result()
+
+
+def current() -> Scheduler:
+    """The scheduler of the async workflow running in this context."""
+    return _current.get()
+
+
+async def turn(pos: int) -> None:
+    """Wait until the journal's order says the recorded outcome at `pos` was observed."""
+    await current().turn(pos)
+
+
+async def park(wait: Wait) -> Any:
+    """Wait for `wait` to resolve; the scheduler resolves it when every task is parked."""
+    return await current().park(wait)
+
+
+@contextmanager
+def busy() -> Iterator[None]:
+    """Count a step in flight as runnable work: nothing resolves or suspends until it ends."""
+    with current().busy():
+        yield
+
+
+def lose(tasks: Iterable[asyncio.Future[Any]]) -> None:
+    """The losers of a race: their waits for a hook payload are cancelled (journaled), now and later.
+
+    Outside a run (`first()` in plain asyncio code) there is nothing to cancel.
+    """
+    scheduler = _current.get(None)
+    if scheduler is not None:
+        scheduler.lose(tasks)
+
+
+def pending_waits() -> list[Wait]:
+    """The waits the current async drive has parked (none in a sync workflow)."""
+    scheduler = _current.get(None)
+    return list(scheduler.pending.values()) if scheduler is not None else []
+
+
+def suspend(ex: Execution, waits: list[Wait]) -> NoReturn:
+    """Stop the workflow here: nothing can resolve before a tick or a delivery."""
+    if not waits:
+        raise EngineError(f"run {ex.run_id}: the workflow is blocked on something other than a durable "
+                          "call (an asyncio primitive or sleep outside a step); it was not suspended")
+    times = [w.due_at for w in waits if w.due_at is not None]
+    status = "waiting" if any(w.waiting for w in waits) else "sleeping"
+    ex.suspension = (status, min(times) if times else None, waits)
+    ex.closing = True
+    raise Suspend()
+
+
+def run_async(ex: Execution, fn: Callable[..., Coroutine[Any, Any, Any]], args: list[Any],
+              kwargs: dict[str, Any]) -> Any:
+    """Run the async workflow `fn` under `ex`, on a loop of its own.
+
+    Called from a thread whose event loop is running (a sync API call in an `async def` handler),
+    the workflow's loop runs in a worker thread (loops cannot nest) and the caller waits for it.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return _run_here(ex, fn, args, kwargs)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="durable-run") as pool:
+        context = contextvars.copy_context()
+        return pool.submit(context.run, _run_here, ex, fn, args, kwargs).result()
+
+
+def _run_here(ex: Execution, fn: Callable[..., Coroutine[Any, Any, Any]], args: list[Any],
+              kwargs: dict[str, Any]) -> Any:
+    try:
+        loop = asyncio.new_event_loop()
+    except Exception as exc:
+        raise EngineError(f"run {ex.run_id}: no event loop: {type(exc).__name__}: {exc}") from exc
+    scheduler = Scheduler(ex, loop)
+    token = _current.set(scheduler)
+    try:
+        return scheduler.run(_call(fn, args, kwargs))
+    finally:
+        _current.reset(token)
+        loop.close()
+
+
+async def _call(fn: Callable[..., Coroutine[Any, Any, Any]], args: list[Any], kwargs: dict[str, Any]) -> Any:
+    return await fn(*args, **kwargs)

@@ -1,0 +1,275 @@
+"""Executing steps: one journaled attempt at a time, retried with back-off, never re-run once recorded.
+
+An attempt is journaled as `step_started` (made durable before the step's code runs) and then
+`step_completed` or `step_failed`; a `step_started` with no outcome is an attempt whose process
+died, counted as a failed attempt when the run is recovered.
+
+Timeouts: an async attempt over its `timeout` is cancelled and fails with `StepTimeout`. A sync
+attempt cannot be interrupted, so a sync step with a timeout runs in a daemon worker thread; when
+the timeout elapses first, the attempt is journaled as failed with `StepTimeout`, the run suspends
+until its retry is due (a next tick, never this process), and this process keeps holding the run
+(`held_runs()`) until it exits, so no other process retries the step while its code may still run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import hashlib
+import json
+import threading
+from datetime import timedelta
+from typing import Any, NoReturn
+
+from ..errors import FatalError, RetryableError, StepCrashed, StepTimeout, Suspend
+from .._store.base import RunSession
+from .._timeparse import iso, parse_duration, parse_instant
+from .context import StepMetadata, current_step
+from .definitions import StepDef
+from .history import Op
+from .outcomes import error_info, rebuild
+from .execution import Execution
+from .scheduler import busy, park, pending_waits, suspend, turn
+from .waits import SHORT_RETRY_SECONDS, RetryWait, block
+
+DEFAULT_MAX_RETRIES = 3
+DEFAULT_RETRY_DELAY = 1.0
+
+
+_CANONICAL = json.JSONEncoder(sort_keys=True, default=repr, separators=(",", ":"))
+
+
+def args_hash(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """A short hash of a step's arguments: compared on replay, never revealing the values."""
+    text = _CANONICAL.encode([list(args), kwargs])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _begin(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, Op | None, str]:
+    pos, op = ex.begin("step", sdef.name)
+    digest = args_hash(args, kwargs)
+    started = op.first("step_started") if op is not None else None
+    recorded = started.get("args_hash") if started is not None else None
+    if recorded and recorded != digest and getattr(ex.definition, "check_args", True):
+        from ..errors import NonDeterminismError
+
+        ex.abort(
+            NonDeterminismError(
+                f"workflow is not deterministic: step {sdef.name!r} at position {pos} was called "
+                f"with arguments hashing to {recorded} and is now called with {digest}"
+            )
+        )
+    return pos, op, digest
+
+
+def _outcome(event: dict[str, Any]) -> Any:
+    if event["type"] == "step_completed":
+        return event.get("result")
+    raise rebuild(event["error"])
+
+
+def _limits(ex: Execution, sdef: StepDef) -> tuple[int, float]:
+    defaults = getattr(ex.options, "defaults", None) or {}
+    retries = sdef.max_retries if sdef.max_retries is not None else defaults.get("max_retries")
+    delay = sdef.retry_delay if sdef.retry_delay is not None else defaults.get("retry_delay")
+    return (
+        DEFAULT_MAX_RETRIES if retries is None else int(retries),
+        DEFAULT_RETRY_DELAY if delay is None else parse_duration(delay),
+    )
+
+
+def _timeout(ex: Execution, sdef: StepDef) -> float | None:
+    if sdef.timeout is not None:
+        return sdef.timeout
+    defaults = getattr(ex.options, "defaults", None) or {}
+    value = defaults.get("timeout")
+    return None if value is None else float(value)
+
+
+# Sessions of runs whose timed-out sync step may still be running in a thread of this process.
+_HELD: list[tuple[threading.Thread, RunSession]] = []
+
+
+def held_runs() -> list[str]:
+    """Run ids this process holds because a timed-out sync step of theirs may still be running;
+    a long-lived command stops once it has recorded its other work (see the module docstring)."""
+    return [session.run_id for _, session in _HELD]
+
+
+def holds(session: RunSession) -> bool:
+    """Whether `session` must stay open (claimed) until this process exits."""
+    return any(held is session for _, held in _HELD)
+
+
+class _Overran(Exception):
+    def __init__(self, thread: threading.Thread) -> None:
+        super().__init__()
+        self.thread = thread
+
+
+def _call_sync(sdef: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any], seconds: float | None) -> Any:
+    """The step's function called here, or in a daemon thread given `seconds` (then `_Overran`)."""
+    if seconds is None:
+        return sdef.fn(*args, **kwargs)
+    context = contextvars.copy_context()
+    outcome: dict[str, Any] = {}
+
+    def attempt() -> None:
+        try:
+            outcome["result"] = context.run(sdef.fn, *args, **kwargs)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=attempt, name=f"durable-step-{sdef.name}", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise _Overran(thread)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def _overran(ex: Execution, sdef: StepDef, pos: int, attempt: int, thread: threading.Thread) -> NoReturn:
+    """A sync attempt outlived its timeout: journal it as failed, hold the run until this process
+    exits, and suspend the run until its retry (or, if that was the last attempt, its failure) is
+    taken up by the next tick."""
+    _fail(ex, sdef, pos, attempt, _timed_out(sdef, attempt, _timeout(ex, sdef) or 0))
+    _HELD.append((thread, ex.session))
+    failed = ex.history.ops[pos].last("step_failed") or {}
+    due = parse_instant(failed["retry_at"]) if failed.get("retry_at") else ex.clock()
+    suspend(ex, [RetryWait(pos, due), *pending_waits()])
+
+
+def _timed_out(sdef: StepDef, attempt: int, seconds: float) -> StepTimeout:
+    return StepTimeout(f"attempt {attempt} of step {sdef.name!r} ran past its timeout of {seconds:g}s")
+
+
+async def _await_step(sdef: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any], seconds: float | None,
+                      attempt: int) -> Any:
+    """The async step awaited, cancelled once it runs past `seconds` (then `StepTimeout`)."""
+    if seconds is None:
+        return await sdef.fn(*args, **kwargs)
+    try:
+        async with asyncio.timeout(seconds) as scope:
+            return await sdef.fn(*args, **kwargs)
+    except TimeoutError:
+        if scope.expired():
+            raise _timed_out(sdef, attempt, seconds) from None
+        raise
+
+
+def _fail(ex: Execution, sdef: StepDef, pos: int, attempt: int, exc: BaseException) -> None:
+    """Journal a failed attempt: final, or with the time the next attempt may start."""
+    retries, delay = _limits(ex, sdef)
+    fields: dict[str, Any] = {"pos": pos, "name": sdef.name, "attempt": attempt, "error": error_info(exc)}
+    op = ex.history.ops.get(pos)
+    if isinstance(exc, FatalError) or attempt - (op.retry_base if op else 0) > retries:
+        fields["final"] = True
+    else:
+        wait = delay * (2 ** (attempt - 1))
+        if isinstance(exc, RetryableError) and exc.retry_after is not None:
+            wait = parse_duration(exc.retry_after)
+        fields["retry_at"] = iso(ex.clock() + timedelta(seconds=wait))
+    ex.record("step_failed", **fields)
+    ex.write()
+
+
+def _plan(ex: Execution, sdef: StepDef, pos: int) -> tuple[int, RetryWait | None, dict[str, Any] | None]:
+    """The next attempt's number, the wait before it (None: it may start now), or the outcome
+    when the step is done (its last attempt was final).
+
+    A started attempt with no outcome is journaled as failed first: its process died.
+    """
+    op = ex.history.ops.get(pos)
+    if op is None:
+        return 1, None, None
+    started, failed = op.count("step_started"), op.count("step_failed")
+    if started > failed:
+        _fail(ex, sdef, pos, started, StepCrashed(f"the process died during attempt {started} of step {sdef.name!r}"))
+    if op.completion is not None:
+        return started, None, op.completion
+    last = op.last("step_failed")
+    if last is not None and last.get("retry_at") and started > op.retry_base:
+        return started + 1, RetryWait(pos, parse_instant(last["retry_at"])), None
+    return started + 1, None, None
+
+
+def _start_attempt(ex: Execution, sdef: StepDef, pos: int, attempt: int, digest: str) -> Any:
+    if ex.cancel_requested():
+        ex.closing = True
+        raise Suspend()
+    ex.record("step_started", pos=pos, name=sdef.name, attempt=attempt, args_hash=digest)
+    ex.flush()
+    return current_step.set(StepMetadata(f"{ex.run_id}:{pos}", sdef.name, attempt, ex.run_id))
+
+
+def _succeed(ex: Execution, sdef: StepDef, pos: int, result: Any) -> Any:
+    """Journal a step's result; a result that is not JSON is a final failure of the step.
+
+    The outcome is written to the journal before the workflow goes on (a crash of the process from
+    here on never runs the step again); its fsync rides the next fact's.
+    """
+    try:
+        ex.record("step_completed", pos=pos, name=sdef.name, result=result)
+    except (TypeError, ValueError) as exc:
+        error = TypeError(f"step {sdef.name!r} returned a value that is not JSON serializable: {exc}")
+        completion = ex.record("step_failed", pos=pos, name=sdef.name, attempt=0, error=error_info(error), final=True)
+        ex.write()
+        return _outcome(completion)
+    ex.write()
+    return result
+
+
+def call_sync(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A step call in a workflow: the recorded outcome, or attempts until one is final."""
+    pos, op, digest = _begin(ex, sdef, args, kwargs)
+    if op is not None and op.completion is not None:
+        return _outcome(op.completion)
+    while True:
+        attempt, wait, completion = _plan(ex, sdef, pos)
+        if completion is not None:
+            return _outcome(completion)
+        if wait is not None:
+            block(ex, wait)
+        token = _start_attempt(ex, sdef, pos, attempt, digest)
+        try:
+            result = _call_sync(sdef, args, kwargs, _timeout(ex, sdef))
+        except _Overran as overran:
+            _overran(ex, sdef, pos, attempt, overran.thread)
+        except Exception as exc:
+            _fail(ex, sdef, pos, attempt, exc)
+            continue
+        finally:
+            current_step.reset(token)
+        return _succeed(ex, sdef, pos, result)
+
+
+async def call_async(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The async twin of `call_sync`: recorded outcomes wait for their turn in the journal's order."""
+    pos, op, digest = _begin(ex, sdef, args, kwargs)
+    if op is not None and op.completion is not None:
+        await turn(pos)
+        return _outcome(op.completion)
+    while True:
+        attempt, wait, completion = _plan(ex, sdef, pos)
+        if completion is not None:
+            return _outcome(completion)
+        if wait is not None and wait.due_at is not None:
+            pause = (wait.due_at - ex.clock()).total_seconds()
+            if pause > SHORT_RETRY_SECONDS:
+                await park(wait)
+            elif pause > 0:
+                ex.flush()
+                with busy():
+                    await ex.pause_async(pause)
+        token = _start_attempt(ex, sdef, pos, attempt, digest)
+        try:
+            with busy():
+                result = await _await_step(sdef, args, kwargs, _timeout(ex, sdef), attempt)
+        except Exception as exc:
+            _fail(ex, sdef, pos, attempt, exc)
+            continue
+        finally:
+            current_step.reset(token)
+        return _succeed(ex, sdef, pos, result)

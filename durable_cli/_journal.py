@@ -1,0 +1,234 @@
+"""Journal lines: one JSON event per line with a CRC of its own bytes, appended and fsync'd.
+
+A line is `{"type":...,"seq":N,"at":...,...,"crc":"xxxxxxxx"}`: the CRC-32 covers every byte of the
+line before `,"crc"`. A final segment with no newline is an unfinished append (a torn tail); any
+other unreadable line, a seq out of order or a first event that names another run is damage, and
+so is a whole checksummed last line followed by a byte other than its newline (an append never
+leaves that: it is the last acknowledged line with its newline damaged, never to be cut).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import zlib
+from typing import Any
+
+from . import _faults as faults
+from .errors import JournalDamaged, JournalTooNew
+
+FORMAT_VERSION = 1
+_CRC_SUFFIX_LEN = len(',"crc":"00000000"}')
+
+
+def storable_text(value: str) -> str:
+    """`value` with whatever a UTF-8 journal line cannot hold (lone surrogates) backslash-escaped."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    """One journal line (with its newline) for `event`."""
+    body = json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    head = body[:-1].encode()
+    return head + b',"crc":"%08x"}\n' % zlib.crc32(head)
+
+
+def decode(line: bytes) -> dict[str, Any]:
+    """The event in one line (without its newline); ValueError when its CRC or JSON is wrong."""
+    if len(line) <= _CRC_SUFFIX_LEN or not line.endswith(b'"}'):
+        raise ValueError("no checksum")
+    head, suffix = line[:-_CRC_SUFFIX_LEN], line[-_CRC_SUFFIX_LEN:]
+    if not suffix.startswith(b',"crc":"'):
+        raise ValueError("no checksum")
+    if b"%08x" % zlib.crc32(head) != suffix[8:16]:
+        raise ValueError("checksum mismatch")
+    event = json.loads(line)
+    if not isinstance(event, dict):
+        raise ValueError("not an object")
+    del event["crc"]
+    return event
+
+
+def check_version(first: dict[str, Any], where: str) -> None:
+    """Refuse a journal whose `run_started` names a newer format version than this one reads."""
+    version = first.get("v", FORMAT_VERSION)
+    if isinstance(version, int) and not isinstance(version, bool) and version <= FORMAT_VERSION:
+        return
+    raise JournalTooNew(
+        f"journal {where} was written by a newer durable-cli (format version {version!r}; this one "
+        f"reads version {FORMAT_VERSION}): upgrade durable-cli to run or inspect it"
+    )
+
+
+def _is_line(data: bytes) -> bool:
+    try:
+        decode(data)
+    except ValueError:
+        return False
+    return True
+
+
+def _checksum_ok(line: bytes) -> bool:
+    return (
+        len(line) > _CRC_SUFFIX_LEN
+        and line[-_CRC_SUFFIX_LEN:-10] == b',"crc":"'
+        and line[-2:] == b'"}'
+        and b"%08x" % zlib.crc32(line[:-_CRC_SUFFIX_LEN]) == line[-10:-2]
+    )
+
+
+def _parse_fast(lines: list[bytes]) -> list[dict[str, Any]] | None:
+    """Every line's event, parsed in one go; None when any line is off (the slow path says which)."""
+    if not all(_checksum_ok(line) for line in lines):
+        return None
+    try:
+        events = json.loads(b"[" + b",".join(lines) + b"]")
+    except ValueError:
+        return None
+    for number, event in enumerate(events, 1):
+        if not isinstance(event, dict) or event.get("seq") != number:
+            return None
+        del event["crc"]
+    return events  # type: ignore[no-any-return]
+
+
+def parse(data: bytes, where: str, run_id: str | None = None) -> tuple[list[dict[str, Any]], int]:
+    """Events in `data` and the length of its good prefix (shorter than `data` after a torn tail)."""
+    end = data.rfind(b"\n") + 1
+    events = _parse_fast(data[:end].split(b"\n")[:-1]) if end else []
+    start = end if events is not None else 0
+    if events is None:
+        events = []
+    while start < end:
+        stop = data.index(b"\n", start)
+        try:
+            event = decode(data[start:stop])
+        except ValueError as exc:
+            raise JournalDamaged(
+                f"journal damaged: {where}: line {len(events) + 1} is unreadable ({exc})"
+            ) from None
+        if event.get("seq") != len(events) + 1:
+            raise JournalDamaged(
+                f"journal damaged: {where}: line {len(events) + 1} has seq {event.get('seq')!r}, "
+                f"expected {len(events) + 1}"
+            )
+        events.append(event)
+        start = stop + 1
+    tail = data[end:]
+    if tail and _is_line(tail[:-1]):
+        raise JournalDamaged(
+            f"journal damaged: {where}: line {len(events) + 1} is whole but its newline is damaged"
+        )
+    if events:
+        first = events[0]
+        if first.get("type") != "run_started":
+            raise JournalDamaged(f"journal damaged: {where}: it does not begin with run_started")
+        if run_id is not None and first.get("run_id") != run_id:
+            raise JournalDamaged(
+                f"journal damaged: {where}: it belongs to run {first.get('run_id')!r}, not {run_id!r}"
+            )
+        check_version(first, where)
+    return events, end
+
+
+def read_file(path: str, run_id: str | None = None) -> tuple[list[dict[str, Any]], int, int]:
+    """(events, good length, file length) of the journal at `path`, without changing it."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    events, good = parse(data, path, run_id)
+    return events, good, len(data)
+
+
+def _fsync(fd: int, sync: Any = os.fsync) -> None:
+    state = faults.file_state(fd)
+    sync(fd)
+    faults.synced(state)
+
+
+class JournalWriter:
+    """Appends lines to one journal: `stage` buffers, `write` hands the lines to the file (they
+    survive this process's death), `flush` writes and fdatasyncs them (they survive power loss).
+
+    Buffering lets the engine group the facts that precede one externally visible action into one
+    fsync: a step's completion (written at once, so a crash of the process cannot lose it) rides
+    the fdatasync of the next step's start.
+    """
+
+    def __init__(self, path: str, last_seq: int, good_length: int, file_length: int) -> None:
+        self.path = path
+        self.last_seq = last_seq
+        self._pending: list[bytes] = []
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        self._fd = os.open(path, flags, 0o600)
+        if file_length > good_length:
+            faults.point("journal.truncate")
+            os.ftruncate(self._fd, good_length)
+            _fsync(self._fd)
+        self._length = good_length
+        self._written_seq = last_seq
+        self._unsynced = False
+
+    def stage(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Give `event` the next seq and buffer its line; returns the event."""
+        event["seq"] = self.last_seq + 1
+        line = encode(event)
+        self.last_seq += 1
+        self._pending.append(line)
+        return event
+
+    def write(self) -> None:
+        """Write every staged line in one write, without fsync; a failure leaves no partial line."""
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        try:
+            faults.point("journal.append")
+            written = os.write(self._fd, data)
+            if written != len(data):
+                raise OSError(errno.ENOSPC, "short write to the journal (disk full?)")
+        except BaseException as exc:
+            self._restore(self._length, self._written_seq, exc)
+            raise  # _restore raises for OSError
+        self._length += len(data)
+        self._written_seq = self.last_seq
+        self._unsynced = True
+        self._pending.clear()
+
+    def flush(self) -> None:
+        """Write every staged line and make every written line durable. When the write or the
+        fdatasync fails, the journal is cut back to the lines written before this call."""
+        length, seq = self._length, self._written_seq
+        self.write()
+        if not self._unsynced:
+            return
+        try:
+            faults.point("journal.fsync")
+            _fsync(self._fd, os.fdatasync)
+        except BaseException as exc:
+            self._restore(length, seq, exc)
+            raise
+        self._unsynced = False
+
+    @property
+    def has_pending(self) -> bool:
+        """Whether lines are staged, or written but not yet fdatasync'd."""
+        return bool(self._pending) or self._unsynced
+
+    def _restore(self, length: int, seq: int, exc: BaseException) -> None:
+        """Cut a failed append back to `length` (whole lines), so the journal ends on a whole line;
+        an OSError is raised again naming the journal (disk full, EIO)."""
+        self._pending.clear()
+        self.last_seq = self._written_seq = seq
+        self._length = length
+        try:
+            os.ftruncate(self._fd, length)
+            _fsync(self._fd)
+            self._unsynced = False
+        except OSError:
+            pass
+        if isinstance(exc, OSError) and exc.filename is None:
+            raise OSError(exc.errno, exc.strerror or str(exc), self.path) from None
+
+    def close(self) -> None:
+        os.close(self._fd)

@@ -1,0 +1,119 @@
+"""Running the server: bind, serve with uvicorn until SIGTERM/SIGINT, and the optional tick loop."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import socket
+import sys
+import threading
+from typing import Any, Callable
+
+from .app import create_app
+from .auth import LOOPBACK_NAMES, Guard
+
+
+BACKLOG = 2048
+
+
+class BindError(Exception):
+    """The address cannot be listened on."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` names only this machine (127.0.0.0/8, ::1, localhost)."""
+    if host.strip("[]") in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A socket listening on `host:port` (port 0 picks a free one); uvicorn serves it."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        raise BindError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+class TickLoop:
+    """`tick_once` over its own store every `interval` seconds in a background thread (`--tick`)."""
+
+    def __init__(self, open_store: Callable[[], Any], interval: float) -> None:
+        self._open_store = open_store
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="durable-tick", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the loop to end and wait for the pass in progress to finish."""
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        from .._config import find_config
+        from ..cli._render import safe
+        from .._tick import tick_once
+        from .._tick import must_exit
+        from .._timeparse import utcnow
+
+        store = self._open_store()
+        try:
+            while not self._stop.is_set():
+                try:
+                    summary = tick_once(store, utcnow, config=find_config())
+                    for failure in summary.errors:
+                        print(f"tick: run {failure['run_id']}: {safe(failure['error'])}", file=sys.stderr, flush=True)
+                except Exception as exc:  # a failed pass is reported; the next one tries again
+                    print(f"tick failed: {safe(exc)}", file=sys.stderr, flush=True)
+                if must_exit():  # a hung step's code must stop with this process
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
+                self._stop.wait(self._interval)
+        finally:
+            store.close()
+
+
+def serve(open_store: Callable[[], Any], host: str, port: int, token: str | None, public_url: str,
+          limit: int, tick_interval: float | None, header_timeout: float = 10.0,
+          max_connections: int = 1000) -> None:
+    """Serve until SIGTERM or SIGINT, then stop cleanly (the tick loop finishes its pass).
+
+    Slow clients are cut off and connections capped below the open-files limit (slowclients.py).
+    """
+    import uvicorn
+
+    from .slowclients import SlowBodies, limits_for, protocol_class
+
+    sock = bind(host, port)
+    store = open_store()
+    limits = limits_for(header_timeout, max_connections, limit)
+    app = SlowBodies(create_app(store, Guard(token, host, public_url), limit), limits)
+    server = uvicorn.Server(uvicorn.Config(app, http=protocol_class(limits), backlog=limits.backlog,
+                                          log_level="warning", timeout_graceful_shutdown=5))
+    shown = f"[{host.strip('[]')}]" if ":" in host else host
+    print(f"durable serve: listening on http://{shown}:{sock.getsockname()[1]}/", flush=True)
+    # uvicorn re-raises the signal that stopped it once it is done: let that end us with 0.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
+    ticker = TickLoop(open_store, tick_interval) if tick_interval is not None else None
+    if ticker is not None:
+        ticker.start()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        if ticker is not None:
+            ticker.stop()
+        store.close()
+        sock.close()

@@ -1,0 +1,159 @@
+"""The file store's inbox and cancel requests: messages for runs, as files written atomically.
+
+`inbox/<run id>/<time>-<random>.json` holds one message each (a hook payload, a child's outcome);
+`cancel/<run id>` asks the run's executor to stop. Entries that are not what they should be are
+set aside in `rejected/` with a `.reason` file, never followed or delivered.
+
+`locks/<run id>.inbox` is the run's inbox gate: `post_live` holds it shared while it checks that
+the run has not ended and writes its message; `closing` holds it exclusively while the run's
+holder delivers what waits and journals the run's end. So a message is either posted before the
+last delivery (and journaled) or finds the run ended (and is never written).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import stat
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from .. import _faults as faults
+from ..errors import RunNotFound
+from .base import FINAL_EVENTS, Event, check_run_id
+from .fsutil import NOFOLLOW, is_run_id, read_message, unique_name, write_atomic
+
+
+class FileInbox:
+    """Inbox and cancel methods of `FileStore` (which provides `root`, `_dir` and `_made`)."""
+
+    root: str
+    _made: set[str]
+
+    def _dir(self, *parts: str) -> str:
+        raise NotImplementedError
+
+    def run_summary(self, run_id: str) -> tuple[Event, Event]:
+        raise NotImplementedError
+
+    @contextmanager
+    def _gate(self, run_id: str, mode: int) -> Iterator[None]:
+        """Hold the run's inbox gate (`fcntl.LOCK_SH` or `LOCK_EX`); a dead holder's lock is gone."""
+        path = os.path.join(self._dir("locks"), check_run_id(run_id) + ".inbox")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, mode)
+            yield
+        finally:
+            os.close(fd)
+
+    def post_live(self, run_id: str, message: dict[str, Any]) -> str | None:
+        with self._gate(run_id, fcntl.LOCK_SH):
+            try:
+                _, last = self.run_summary(run_id)
+            except RunNotFound:
+                return None
+            return None if last.get("type") in FINAL_EVENTS else self.post(run_id, message)
+
+    @contextmanager
+    def closing(self, run_id: str) -> Iterator[None]:
+        with self._gate(run_id, fcntl.LOCK_EX):
+            yield
+
+    def post(self, run_id: str, message: dict[str, Any]) -> str:
+        """Write the message durably into the run's inbox; its id orders it."""
+        message_id = f"{time.time_ns():020d}-{unique_name()[:12]}"
+        data = json.dumps(message).encode()
+        for attempt in range(3):
+            directory = self._dir("inbox", check_run_id(run_id))
+            try:
+                write_atomic(directory, message_id + ".json", data)
+                return message_id
+            except FileNotFoundError:
+                # a tick removed the run's empty inbox dir between our mkdir and our write
+                self._made.discard(directory)
+                if attempt == 2 or os.path.isdir(directory):
+                    raise
+        raise AssertionError("unreachable")
+
+    def messages(self, run_id: str) -> list[tuple[str, dict[str, Any] | str]]:
+        directory = os.path.join(self.root, "inbox", check_run_id(run_id))
+        try:
+            names = sorted(os.listdir(directory))
+        except FileNotFoundError:
+            return []
+        found: list[tuple[str, dict[str, Any] | str]] = []
+        for name in names:
+            if name.startswith(".tmp-"):
+                continue
+            found.append((name.removesuffix(".json"), read_message(os.path.join(directory, name))))
+        return found
+
+    def ack(self, run_id: str, message_id: str) -> None:
+        faults.point("inbox.ack")
+        try:
+            os.unlink(os.path.join(self.root, "inbox", run_id, message_id + ".json"))
+        except FileNotFoundError:
+            pass
+
+    def reject(self, run_id: str, message_id: str, reason: str) -> None:
+        target = self._dir("rejected")
+        name = f"{run_id}-{message_id}"
+        source = os.path.join(self.root, "inbox", run_id, message_id + ".json")
+        write_atomic(target, name + ".reason", (reason + "\n").encode())
+        try:
+            os.rename(source, os.path.join(target, name + ".json"))
+        except FileNotFoundError:
+            pass
+        except OSError:
+            os.unlink(source)
+
+    def inbox_run_ids(self) -> list[str]:
+        try:
+            names = os.listdir(os.path.join(self.root, "inbox"))
+        except FileNotFoundError:
+            return []
+        found = []
+        for name in names:
+            path = os.path.join(self.root, "inbox", name)
+            try:
+                if not is_run_id(name) or not stat.S_ISDIR(os.lstat(path).st_mode):
+                    self._set_aside(path, "not the inbox of a run (inbox/<run id>/ holds a run's messages)")
+                elif os.listdir(path):
+                    found.append(name)
+                else:
+                    os.rmdir(path)
+            except OSError:
+                continue
+        return found
+
+    def _set_aside(self, path: str, reason: str) -> None:
+        """Move a stray inbox entry into rejected/ beside its reason (never follows it)."""
+        name = f"inbox-{unique_name()}"
+        target = self._dir("rejected")
+        write_atomic(target, name + ".reason", (f"{os.path.basename(path)!r}: {reason}\n").encode())
+        os.rename(path, os.path.join(target, name))
+
+    def request_cancel(self, run_id: str) -> None:
+        write_atomic(self._dir("cancel"), check_run_id(run_id), b"cancel\n")
+
+    def cancel_requested(self, run_id: str) -> bool:
+        return os.path.exists(os.path.join(self.root, "cancel", run_id))
+
+    def clear_cancel(self, run_id: str) -> None:
+        try:
+            os.unlink(os.path.join(self.root, "cancel", run_id))
+        except FileNotFoundError:
+            pass
+
+    def wait_for_work(self, timeout: float) -> bool:
+        """Poll the inbox every 50 ms until a message arrives or `timeout` passes."""
+        deadline = time.monotonic() + timeout
+        while not self.inbox_run_ids():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(0.05, left))
+        return True

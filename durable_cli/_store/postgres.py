@@ -1,0 +1,379 @@
+"""The PostgreSQL store: each journal line is a row of durable_events; indexes, tokens, the inbox,
+streams and schedules are tables beside it. A run is held through a fenced claim (see pg_claims).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any, Iterator
+
+from ..errors import JournalDamaged, RunNotFound, StoreError
+
+try:
+    import psycopg  # noqa: F401  (only to tell a missing driver apart)
+except ImportError:
+    raise StoreError(
+        "the PostgreSQL store needs the postgres extra: pip install 'durable-cli[postgres]'"
+    ) from None
+
+from .. import _faults as faults, _journal as journal
+from .._payloads import parse_message
+from .base import (FINAL_EVENTS, Event, RunSession, Store, check_run_id, check_stream_name,
+                   empty_journal)
+from .pg_claims import CLAIM, CREATE, Heartbeat, PostgresRunSession, append_stream, release
+from .pg_schema import Conflict, Db, connect, parse_url
+
+_EVENTS = "SELECT body FROM durable_events WHERE run_id = %s ORDER BY seq"
+
+# Served by the durable_due_at index alone: a tick reads the entries that are due and no others.
+DUE = "SELECT due_at, run_id FROM durable_due WHERE due_at <= %s ORDER BY due_at, run_id"
+
+_SUMMARY = """
+(SELECT body FROM durable_events WHERE run_id = %(run_id)s ORDER BY seq LIMIT 1)
+UNION ALL
+(SELECT body FROM durable_events WHERE run_id = %(run_id)s ORDER BY seq DESC LIMIT 1)
+"""
+
+_DELETE = """
+WITH events AS (DELETE FROM durable_events WHERE run_id = %(run_id)s),
+     streams AS (DELETE FROM durable_streams WHERE run_id = %(run_id)s),
+     due AS (DELETE FROM durable_due WHERE run_id = %(run_id)s),
+     tokens AS (DELETE FROM durable_tokens WHERE run_id = %(run_id)s),
+     inbox AS (DELETE FROM durable_inbox WHERE run_id = %(run_id)s),
+     cancel AS (DELETE FROM durable_cancel WHERE run_id = %(run_id)s),
+     problems AS (DELETE FROM durable_problems WHERE run_id = %(run_id)s)
+DELETE FROM durable_runs WHERE run_id = %(run_id)s
+"""
+
+
+_REJECT = """
+WITH moved AS (DELETE FROM durable_inbox WHERE run_id = %(run_id)s AND id = %(id)s
+               RETURNING message)
+INSERT INTO durable_rejected (run_id, message_id, message, reason)
+VALUES (%(run_id)s, %(message_id)s, (SELECT message FROM moved), %(reason)s)
+"""
+
+
+# The run's inbox gate: an advisory lock keyed (INBOX_GATE, hashtext(run id)). `post_live` takes it
+# shared for its transaction; `closing` holds it exclusively, on the session, until the final event.
+INBOX_GATE = 0x64757269
+
+_POST = """
+WITH posted AS (INSERT INTO durable_inbox (run_id, message) VALUES (%s, %s) RETURNING id)
+SELECT id, pg_notify('durable_wake', %s) FROM posted
+"""
+
+_LAST = "SELECT body FROM durable_events WHERE run_id = %s ORDER BY seq DESC LIMIT 1"
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _utc(at: datetime) -> datetime:
+    return at.astimezone(timezone.utc)
+
+
+def _message_key(message_id: str) -> int | None:
+    """The inbox row id a message id names (None for an id this store never gave out)."""
+    return int(message_id) if message_id.isascii() and message_id.isdigit() else None
+
+
+class PostgresStore(Store):
+    """Runs kept in one PostgreSQL database; any number of workers may share it."""
+
+    def __init__(self, url: str, worker_id: str | None = None) -> None:
+        parsed = parse_url(url)
+        self.location = parsed.location
+        self.lease = parsed.lease
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._db = Db(parsed)
+        try:
+            self._db.migrate()
+        except BaseException:
+            self._db.close()
+            raise
+        self._heartbeat = Heartbeat(parsed, self.worker_id)
+        self._url = parsed
+        self._listener: Any = None
+        # advisory locks do not exclude each other within one session: threads sharing this
+        # store's connection are kept apart here
+        self._gate = threading.RLock()
+
+    def close(self) -> None:
+        self._heartbeat.stop()
+        self._db.close()
+        if self._listener is not None:
+            self._listener.close()
+
+    # runs and journals
+    def _claimed(self, run_id: str, rows: list[tuple[Any, ...]]) -> PostgresRunSession | None:
+        """A session for the claim in `rows` (None if none), with the journal read under it."""
+        if not rows:
+            return None
+        claim = int(rows[0][0])
+        try:
+            events = self._events(run_id)
+        except BaseException:
+            release(self._db, self.worker_id, run_id, claim)
+            raise
+        return PostgresRunSession(self._db, self._heartbeat, self.worker_id, run_id, claim, events)
+
+    def create_run(self, run_id: str) -> RunSession | None:
+        params = {"run_id": check_run_id(run_id), "owner": self.worker_id, "lease": self.lease}
+        faults.point("run.create")
+        session = self._claimed(run_id, self._db.rows(CREATE, params))
+        if session is not None and session.events:
+            session.close()  # events arrived between the claim and the read: the id is taken
+            return None
+        return session
+
+    def open_run(self, run_id: str, wait: bool = False) -> RunSession | None:
+        params = {"run_id": check_run_id(run_id), "owner": self.worker_id, "lease": self.lease}
+        delay = 0.01
+        faults.point("run.claim")
+        while True:
+            session = self._claimed(run_id, self._db.rows(CLAIM, params))
+            if session is not None and not session.events:
+                session.close()
+                raise empty_journal(run_id, f"{self.location} run {run_id}")
+            if session is not None:
+                return session
+            if not self._db.rows("SELECT 1 FROM durable_runs WHERE run_id = %s", (run_id,)):
+                raise RunNotFound(f"no run {run_id!r} in {self.location}")
+            if not wait:
+                return None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    def _lines(self, run_id: str) -> list[bytes]:
+        rows = self._db.rows(_EVENTS, (check_run_id(run_id),))
+        return [body.encode() + b"\n" for body, in rows]
+
+    def _events(self, run_id: str) -> list[Event]:
+        data = b"".join(self._lines(run_id))
+        events, _ = journal.parse(data, f"{self.location} run {run_id}", run_id)
+        return events
+
+    def export_lines(self, run_id: str) -> list[bytes]:
+        """The run's journal as JSONL lines, byte for byte what the file store would hold."""
+        lines = self._lines(run_id)
+        if not lines:
+            raise RunNotFound(f"no run {run_id!r} in {self.location}")
+        return lines
+
+    def read_events(self, run_id: str) -> list[Event]:
+        events = self._events(run_id)
+        if not events:
+            raise RunNotFound(f"no run {run_id!r} in {self.location}")
+        return events
+
+    def run_ids(self) -> list[str]:
+        return [run_id for run_id, in self._db.rows("SELECT run_id FROM durable_runs")]
+
+    def run_summary(self, run_id: str) -> tuple[Event, Event]:
+        rows = self._db.rows(_SUMMARY, {"run_id": check_run_id(run_id)})
+        if not rows and self._db.rows("SELECT 1 FROM durable_runs WHERE run_id = %s", (run_id,)):
+            raise empty_journal(run_id, f"{self.location} run {run_id}")
+        if not rows:
+            raise RunNotFound(f"no run {run_id!r} in {self.location}")
+        try:
+            first, last = journal.decode(rows[0][0].encode()), journal.decode(rows[-1][0].encode())
+        except ValueError as exc:
+            raise JournalDamaged(f"journal damaged: {self.location} run {run_id}: {exc}") from None
+        journal.check_version(first, f"{self.location} run {run_id}")
+        return first, last
+
+    def delete_run(self, run_id: str) -> None:
+        faults.point("run.delete")
+        self._db.write(_DELETE, {"run_id": check_run_id(run_id)})
+
+    # the due index
+    def set_due(self, run_id: str, at: datetime | None, old: datetime | None) -> None:
+        if at is not None:
+            faults.point("due.add")
+            self._db.write(
+                "INSERT INTO durable_due (run_id, due_at) VALUES (%s, %s)"
+                " ON CONFLICT (run_id) DO UPDATE SET due_at = EXCLUDED.due_at",
+                (run_id, _utc(at)),
+            )
+        elif old is not None:
+            faults.point("due.remove")
+            self._db.write(
+                "DELETE FROM durable_due WHERE run_id = %s AND due_at = %s", (run_id, _utc(old))
+            )
+
+    def due(self, now: datetime) -> Iterator[tuple[datetime, str]]:
+        for at, run_id in self._db.rows(DUE, (_utc(now),)):
+            yield _utc(at), run_id
+
+    # hook tokens
+    def claim_token(self, token: str, run_id: str) -> str | None:
+        faults.point("token.claim")
+        rows = self._db.rows(
+            "INSERT INTO durable_tokens AS t (token_hash, token, run_id) VALUES (%s, %s, %s)"
+            " ON CONFLICT (token_hash) DO UPDATE SET run_id = t.run_id RETURNING run_id",
+            (_sha(token), token, run_id),
+        )
+        owner: str = rows[0][0]
+        return None if owner == run_id else owner
+
+    def token_owner(self, token: str) -> str | None:
+        rows = self._db.rows(
+            "SELECT run_id FROM durable_tokens WHERE token_hash = %s AND token = %s",
+            (_sha(token), token),
+        )
+        return rows[0][0] if rows else None
+
+    def release_token(self, token: str, run_id: str) -> None:
+        faults.point("token.release")
+        self._db.write(
+            "DELETE FROM durable_tokens WHERE token_hash = %s AND run_id = %s",
+            (_sha(token), run_id),
+        )
+
+    # the inbox
+    def post(self, run_id: str, message: dict[str, Any]) -> str:
+        faults.point("inbox.write")
+        rows = self._db.rows(_POST, (check_run_id(run_id), json.dumps(message), run_id))
+        return str(rows[0][0])
+
+    def post_live(self, run_id: str, message: dict[str, Any]) -> str | None:
+        data = json.dumps(message)
+        with self._gate, self._db.transaction() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock_shared(%s, hashtext(%s))", (INBOX_GATE, check_run_id(run_id)))
+            last = conn.execute(_LAST, (run_id,)).fetchone()  # read after the lock: a fresh snapshot
+            if last is None or _event_type(self.location, run_id, last[0]) in FINAL_EVENTS:
+                return None
+            faults.point("inbox.write")
+            row = conn.execute(_POST, (run_id, data, run_id)).fetchone()
+            assert row is not None
+            return str(row[0])
+
+    @contextmanager
+    def closing(self, run_id: str) -> Iterator[None]:
+        key = (INBOX_GATE, check_run_id(run_id))
+        with self._gate:
+            self._db.rows("SELECT pg_advisory_lock(%s, hashtext(%s))", key)
+            try:
+                yield
+            finally:
+                self._db.rows("SELECT pg_advisory_unlock(%s, hashtext(%s))", key)
+
+    def messages(self, run_id: str) -> list[tuple[str, dict[str, Any] | str]]:
+        rows = self._db.rows(
+            "SELECT id, message FROM durable_inbox WHERE run_id = %s ORDER BY id",
+            (check_run_id(run_id),),
+        )
+        return [(str(key), _decode_message(text)) for key, text in rows]
+
+    def ack(self, run_id: str, message_id: str) -> None:
+        faults.point("inbox.ack")
+        self._db.write(
+            "DELETE FROM durable_inbox WHERE run_id = %s AND id = %s",
+            (run_id, _message_key(message_id)),
+        )
+
+    def reject(self, run_id: str, message_id: str, reason: str) -> None:
+        faults.point("inbox.reject")
+        params = {"run_id": run_id, "id": _message_key(message_id), "message_id": message_id,
+                  "reason": reason}
+        self._db.write(_REJECT, params)
+
+    def inbox_run_ids(self) -> list[str]:
+        return [run_id for run_id, in self._db.rows("SELECT DISTINCT run_id FROM durable_inbox")]
+
+    def request_cancel(self, run_id: str) -> None:
+        faults.point("cancel.request")
+        self._db.write(
+            "INSERT INTO durable_cancel (run_id) VALUES (%s) ON CONFLICT DO NOTHING",
+            (check_run_id(run_id),),
+        )
+
+    def cancel_requested(self, run_id: str) -> bool:
+        return bool(self._db.rows("SELECT 1 FROM durable_cancel WHERE run_id = %s", (run_id,)))
+
+    def clear_cancel(self, run_id: str) -> None:
+        faults.point("cancel.clear")
+        self._db.write("DELETE FROM durable_cancel WHERE run_id = %s", (run_id,))
+
+    # problems
+    def note_problem(self, run_id: str, reason: str) -> None:
+        self._db.write(
+            "INSERT INTO durable_problems (run_id, reason) VALUES (%s, %s)"
+            " ON CONFLICT (run_id) DO UPDATE SET reason = EXCLUDED.reason, noted_at = now()",
+            (check_run_id(run_id), reason),
+        )
+
+    def clear_problem(self, run_id: str) -> None:
+        self._db.write("DELETE FROM durable_problems WHERE run_id = %s", (run_id,))
+
+    def problems(self) -> dict[str, str]:
+        return {run_id: reason for run_id, reason in self._db.rows(
+            "SELECT run_id, reason FROM durable_problems")}
+
+    # output streams
+    def stream_append(self, run_id: str, name: str, chunks: list[Event]) -> list[int]:
+        return append_stream(self._db, check_run_id(run_id), check_stream_name(name), chunks)
+
+    def stream_read(self, run_id: str, name: str, start: int = 0) -> list[Event]:
+        """Each chunk with its row's index (the one unique per stream; older rows may hold another
+        `index` in their body)."""
+        rows = self._db.rows(
+            "SELECT idx, body FROM durable_streams WHERE run_id = %s AND name = %s AND idx >= %s"
+            " ORDER BY idx",
+            (check_run_id(run_id), check_stream_name(name), start),
+        )
+        return [{**journal.decode(body.encode()), "index": int(idx)} for idx, body in rows]
+
+    def stream_names(self, run_id: str) -> list[str]:
+        rows = self._db.rows(
+            "SELECT DISTINCT name FROM durable_streams WHERE run_id = %s ORDER BY name",
+            (check_run_id(run_id),),
+        )
+        return [name for name, in rows]
+
+    # waking workers
+    def wait_for_work(self, timeout: float) -> bool:
+        """LISTEN for the notification `post` sends; polling by the caller stays the safety net."""
+        if self._listener is None:
+            self._listener = connect(self._url)
+            self._listener.execute("LISTEN durable_wake")
+        for _ in self._listener.notifies(timeout=timeout, stop_after=1):
+            return True
+        return False
+
+    # schedule bookkeeping
+    def schedule_state(self, name: str) -> dict[str, Any] | None:
+        rows = self._db.rows("SELECT state FROM durable_schedules WHERE name = %s", (name,))
+        state = json.loads(rows[0][0]) if rows else None
+        return state if isinstance(state, dict) else None
+
+    def save_schedule_state(self, name: str, state: dict[str, Any]) -> None:
+        faults.point("schedule.save")
+        self._db.write(
+            "INSERT INTO durable_schedules (name, state) VALUES (%s, %s)"
+            " ON CONFLICT (name) DO UPDATE SET state = EXCLUDED.state",
+            (name, json.dumps(state)),
+        )
+
+
+def _event_type(location: str, run_id: str, body: str) -> Any:
+    """The type of the journal line `body`; JournalDamaged when it does not decode."""
+    try:
+        return journal.decode(body.encode()).get("type")
+    except ValueError as exc:
+        raise JournalDamaged(f"journal damaged: {location} run {run_id}: {exc}") from None
+
+
+def _decode_message(text: str) -> dict[str, Any] | str:
+    """A stored message, or why it cannot be delivered (only a hand-edited row can be bad)."""
+    return parse_message(text.encode())

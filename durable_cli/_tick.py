@@ -1,0 +1,239 @@
+"""One tick: deliver inbox messages, fire due schedules, resume due runs, recover abandoned ones.
+
+A tick touches only due work (the inbox, the due index, schedules) and is idempotent: runs are
+claimed one at a time without waiting, so overlapping ticks split the work and never execute the
+same run twice. The engine is imported only when there is something to do.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import datetime, timedelta
+from typing import Any, Callable, Iterable
+
+from .errors import DurableError, RunBusy, RunNotFound
+from ._store import Store
+from ._timeparse import utcnow
+
+Clock = Callable[[], datetime]
+
+
+class TickSummary:
+    """What one tick did; `errors` lists runs it could not drive, with the reason."""
+
+    FIELDS = ("delivered", "resumed", "fired", "busy", "completed", "failed", "suspended")
+
+    def __init__(self) -> None:
+        self.delivered = self.resumed = self.fired = self.busy = 0
+        self.completed = self.failed = self.suspended = 0
+        self.errors: list[dict[str, str]] = []
+        self.problems: dict[str, str] = {}  # recorded before this pass (cleared when driven)
+
+    def add(self, other: TickSummary) -> None:
+        """Sum another pass into this one (`tick --loop`)."""
+        for name in self.FIELDS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.errors += other.errors
+
+    def to_json(self) -> dict[str, Any]:
+        """The counts and errors as `durable tick --json` prints them."""
+        return {**{name: getattr(self, name) for name in self.FIELDS}, "errors": list(self.errors)}
+
+
+def problem(exc: BaseException) -> str:
+    """Why a run could not be driven, in one line: our own errors say it; others get their kind.
+
+    A tick reports it for that run and goes on with the others (one bad run never stops a tick).
+    """
+    if isinstance(exc, DurableError):
+        text = str(exc)
+    elif isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        text = f"storage error{where}: {exc.strerror or exc}"
+    else:
+        text = f"internal error: {type(exc).__name__}: {exc}"
+    # one line, storable anywhere (PostgreSQL text takes no NUL or lone surrogate)
+    text = " ".join(text.split()).replace("\x00", "\\0")
+    from ._journal import storable_text
+
+    return storable_text(text)[:2000]
+
+
+def clock_from(now: datetime | None) -> Clock:
+    """The wall clock, or one that starts at `now` and advances with real time (`tick --now`)."""
+    if now is None:
+        return utcnow
+    origin = time.monotonic()
+    return lambda: now + timedelta(seconds=time.monotonic() - origin)
+
+
+def _report(store: Store, summary: TickSummary, run_id: str, exc: BaseException) -> None:
+    """Name the run and why it could not be driven in the summary, and record it in the store for
+    `ls` and `inspect` (if even that fails, the summary still says it)."""
+    reason = problem(exc)
+    summary.errors.append({"run_id": run_id, "error": reason})
+    try:
+        store.note_problem(run_id, reason)
+    except Exception:
+        pass
+
+
+def _drive(store: Store, run_id: str, clock: Clock, summary: TickSummary, options: Callable[[], Any],
+           due_at: datetime | None = None) -> None:
+    from ._engine.driver import drive
+
+    try:
+        run = drive(store, run_id, clock, options(), due_at=due_at)
+    except RunBusy:
+        summary.busy += 1
+        return
+    except RunNotFound:
+        if due_at is not None:
+            store.set_due(run_id, None, due_at)  # a stale entry of a pruned run
+        return
+    except Exception as exc:
+        _report(store, summary, run_id, exc)
+        return
+    if run_id in summary.problems:
+        store.clear_problem(run_id)
+    if not run.executed:
+        return
+    summary.resumed += 1
+    if run.status == "completed":
+        summary.completed += 1
+    elif run.status in ("failed", "cancelled"):
+        summary.failed += 1
+    else:
+        summary.suspended += 1
+
+
+def _deliver_inbox(store: Store, clock: Clock, summary: TickSummary, options: Callable[[], Any],
+                   stop: Callable[[], bool] | None) -> None:
+    for run_id in store.inbox_run_ids():
+        from ._engine.history import TERMINAL
+
+        if stop is not None and stop():
+            return
+        try:
+            messages = store.messages(run_id)
+            finished = store.run_summary(run_id)[1]["type"] in TERMINAL
+        except RunNotFound:
+            finished = True
+        except Exception as exc:
+            _report(store, summary, run_id, exc)
+            continue
+        if finished:
+            for message_id, _ in messages:
+                store.reject(run_id, message_id, f"run {run_id} does not exist or has finished")
+            continue
+        summary.delivered += len(messages)
+        _drive(store, run_id, clock, summary, options)
+
+
+def tick_once(store: Store, clock: Clock, options: Any = None, config: Any = None,
+              show: Callable[[list[tuple[datetime, str]]], Iterable[tuple[datetime, str]]] | None = None,
+              stop: Callable[[], bool] | None = None, workers: int = 1,
+              reopen: Callable[[], Store] | None = None) -> TickSummary:
+    """One pass over due work in `store` at the time `clock` gives.
+
+    `stop` is asked before each run: once it says so, the pass ends after the run in hand. With
+    `workers` > 1, due runs are shared with forked processes, each on its own `reopen()` store.
+    """
+    summary = TickSummary()
+    summary.problems = store.problems()
+    cache: list[Any] = [] if options is None else [options]
+
+    def lazy_options() -> Any:
+        if not cache:
+            from ._client import options_for
+
+            cache.append(options_for())
+        return cache[0]
+
+    _deliver_inbox(store, clock, summary, lazy_options, stop)
+    if config is not None and config.schedules:
+        from ._schedules import fire_schedules
+
+        summary.fired += fire_schedules(store, config, clock, lazy_options(), summary.errors)
+    due = list(store.due(clock()))
+    share = workers if workers > 1 and reopen is not None and len(due) >= 2 * workers else 1
+    children = []
+    if share > 1:
+        assert reopen is not None
+        lazy_options()
+        children = [_fork_worker(due[k::share], reopen, clock, lazy_options, stop, summary.problems)
+                    for k in range(1, share)]
+    for index, (due_at, run_id) in enumerate(show(due) if show is not None else due):
+        if index % share:
+            continue  # a forked worker's share (it still moves the progress bar along)
+        if stop is not None and stop():
+            break
+        _drive(store, run_id, clock, summary, lazy_options, due_at)
+    for child in children:
+        summary.add(_join_worker(*child))
+    return summary
+
+
+def _fork_worker(due: list[tuple[datetime, str]], reopen: Callable[[], Store], clock: Clock,
+                 options: Callable[[], Any], stop: Callable[[], bool] | None,
+                 problems: dict[str, str]) -> tuple[int, int]:
+    """Drive a share of the due runs in a forked process (its own store connection); (pid, pipe)."""
+    import json
+    import os
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write)
+        return pid, read
+    os.close(read)
+    summary = TickSummary()
+    summary.problems = problems
+    try:
+        store = reopen()
+        try:
+            for due_at, run_id in due:
+                if stop is not None and stop():
+                    break
+                _drive(store, run_id, clock, summary, options, due_at)
+        finally:
+            store.close()
+    except Exception as exc:
+        summary.errors.append({"run_id": "", "error": f"tick worker: {exc}"})
+    finally:
+        with os.fdopen(write, "w") as out:
+            out.write(json.dumps(summary.to_json()))
+        os._exit(0)
+
+
+def _join_worker(pid: int, read: int) -> TickSummary:
+    """The summary a forked worker reported (its failure, if it died without reporting)."""
+    import json
+    import os
+
+    with os.fdopen(read) as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    summary = TickSummary()
+    try:
+        reported = json.loads(data)
+    except ValueError:
+        summary.errors.append({"run_id": "", "error": f"tick worker {pid} died (status {status})"})
+        return summary
+    for name in TickSummary.FIELDS:
+        setattr(summary, name, reported[name])
+    summary.errors = reported["errors"]
+    return summary
+
+
+def must_exit() -> bool:
+    """True (with a sentence on stderr) when a timed-out sync step may still be running in this
+    process: a looping command then stops after its pass, so that the step's code stops with it."""
+    from ._engine.steps import held_runs
+
+    runs = held_runs()
+    if runs:
+        print(f"a timed-out step may still be running in run(s) {', '.join(runs)}: exiting so that "
+              "it stops; the next tick takes the run(s) up again", file=sys.stderr, flush=True)
+    return bool(runs)

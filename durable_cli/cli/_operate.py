@@ -1,0 +1,129 @@
+"""Commands for operators: tick, schedules, prune, export, migrate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from .._store import opened
+
+from . import Settings, _emit, json_option, main, workflow_output
+
+
+@main.command()
+@click.option("--now", "now_text", metavar="ISO8601", help="Treat this instant as the current time.")
+@click.option("--loop", is_flag=True, help="Repeat passes until SIGTERM/SIGINT.")
+@click.option("--interval", default="10s", show_default=True, help="Pause between passes with --loop.")
+@click.option("--workers", default=4, show_default=True, type=click.IntRange(1, 64),
+              help="Processes that share the due runs of a pass (fsyncs overlap); 1 disables.")
+@json_option
+@click.pass_obj
+def tick(settings: Settings, now_text: str | None, loop: bool, interval: str, workers: int,
+         as_json: bool) -> None:
+    """Deliver inbox payloads, fire schedules, resume due runs and recover crashed ones.
+
+    Exits 1 when a run could not be driven (each such run is named, on stderr and under `errors`
+    with --json), so cron mails the failure; the other due runs are driven all the same.
+    """
+    import sys
+
+    from ._tickloop import run_ticks
+
+    with workflow_output(as_json):
+        summary = run_ticks(settings, now_text, loop, interval, quiet=as_json, workers=workers)
+    _emit(as_json, summary, lambda: click.echo(_tick_line(summary)))
+    from ._render import safe
+
+    for error in summary["errors"]:
+        click.echo(f"error: run {error['run_id'] or '-'}: {safe(error['error'])}", err=True)
+    if summary["errors"]:
+        sys.exit(1)
+
+
+def _tick_line(summary: dict[str, Any]) -> str:
+    """What the tick did; "nothing due" only when nothing was due and no run errored."""
+    parts = [f"{summary[k]} {k}" for k in ("delivered", "fired", "resumed", "completed", "failed", "suspended", "busy") if summary.get(k)]
+    errors = summary.get("errors", [])
+    if errors:
+        parts.append(f"{len(errors)} errored ({', '.join(e['run_id'] or '-' for e in errors)})")
+    return "tick: " + (", ".join(parts) if parts else "nothing due")
+
+
+@main.command()
+@json_option
+@click.pass_obj
+def schedules(settings: Settings, as_json: bool) -> None:
+    """List the schedules of durable.yaml with their last and next fire time."""
+    from .._config import load_config
+    from .._schedules import describe_schedules
+    from .._timeparse import utcnow
+
+    config = load_config()
+    with opened(settings.dir, settings.store) as store:
+        rows = describe_schedules(store, config, utcnow())
+
+    def text() -> None:
+        if not rows:
+            click.echo("no schedules")
+        for row in rows:
+            click.echo(f"{row['name']:<24} {row['cron']:<16} {row['timezone']:<16} "
+                       f"last {row['last_fire'] or '-':<28} next {row['next_fire']}")
+
+    _emit(as_json, rows, text)
+
+
+@main.command()
+@click.option("--older-than", "older_than", required=True, metavar="DURATION", help="e.g. 30d")
+@click.option("--status", type=click.Choice(["completed", "failed", "cancelled"]))
+@json_option
+@click.pass_obj
+def prune(settings: Settings, older_than: str, status: str | None, as_json: bool) -> None:
+    """Remove finished runs last updated longer ago than DURATION (never an unfinished run)."""
+    from .._maintenance import prune_runs
+    from .._timeparse import parse_duration, utcnow
+
+    with opened(settings.dir, settings.store) as store:
+        removed = prune_runs(store, parse_duration(older_than), status, utcnow())
+
+    def text() -> None:
+        for run_id in removed:
+            click.echo(f"removed {run_id}")
+        click.echo(f"pruned {len(removed)} run(s)")
+
+    _emit(as_json, {"removed": removed}, text)
+
+
+@main.command()
+@click.argument("run_id")
+@click.pass_obj
+def export(settings: Settings, run_id: str) -> None:
+    """Print a run's journal as JSONL lines, checksums included, whatever the store."""
+    from .._store.base import check_run_id
+
+    with opened(settings.dir, settings.store) as store:
+        lines = store.export_lines(check_run_id(run_id))
+    for line in lines:
+        click.echo(line.decode(), nl=False)
+
+
+@main.command()
+@click.option("--from", "source", required=True, metavar="DIR|URL", help="Where the runs are now.")
+@click.option("--to", "target", required=True, metavar="DIR|URL", help="Where they move.")
+@json_option
+def migrate(source: str, target: str, as_json: bool) -> None:
+    """Move every run, sleeping and waiting ones included, from one store to another."""
+    from .._transfer import migrate as move
+    from .._store import open_store
+    from .._timeparse import utcnow
+
+    origin, destination = open_store(store=source), open_store(store=target)
+    try:
+        quiet = as_json
+        moved = move(origin, destination, utcnow,
+                     None if quiet else lambda run_id, status: click.echo(f"moved {run_id} ({status})"))
+    finally:
+        origin.close()
+        destination.close()
+    _emit(as_json, {"moved": moved, "from": origin.location, "to": destination.location},
+          lambda: click.echo(f"moved {len(moved)} run(s) to {destination.location}"))

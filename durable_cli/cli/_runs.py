@@ -1,0 +1,131 @@
+"""Commands that start and steer runs: run, resume, cancel, retry."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from .._store import opened
+
+from . import Settings, _emit, _report_run, _run_document, json_option, main, workflow_output
+
+
+def _parse_arg(text: str) -> Any:
+    """A command-line argument: its JSON value when it parses, else the text itself.
+
+    JSON nested too deep for the parser is refused (exit 2), not taken as a string nor a traceback."""
+    from ..errors import InvalidPayload
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+    except RecursionError:
+        raise InvalidPayload("a run argument is JSON nested too deep to journal") from None
+
+
+@main.command()
+@click.argument("reference")
+@click.argument("args", nargs=-1)
+@click.option("--id", "run_id", metavar="ID", help="Run id; a second run with the same id does nothing.")
+@json_option
+@click.pass_obj
+def run(settings: Settings, reference: str, args: tuple[str, ...], run_id: str | None, as_json: bool) -> None:
+    """Start a run of MODULE:FN; each ARG is JSON when it parses, else a string."""
+    from .._client import create_run, options_for
+    from .._loader import resolve
+    from .._timeparse import utcnow
+
+    with workflow_output(as_json):
+        options = options_for()
+        definition = resolve(reference)
+        with opened(settings.dir, settings.store) as store:
+            result = create_run(store, definition, tuple(_parse_arg(a) for a in args), {}, run_id,
+                                utcnow, options)
+    _report_run(result, as_json)
+
+
+@main.command()
+@click.argument("token")
+@click.argument("payload_file", metavar="FILE|-")
+@click.option("--enqueue", is_flag=True, help="Only queue the payload for the next tick.")
+@click.option("--key", metavar="KEY", help="Idempotency key: a payload is delivered once per key.")
+@json_option
+@click.pass_obj
+def resume(settings: Settings, token: str, payload_file: str, enqueue: bool, key: str | None, as_json: bool) -> None:
+    """Deliver the JSON payload in FILE (or stdin) to the run waiting on TOKEN."""
+    from .._client import payload_limit, resume_hook
+    from .._payloads import read_payload
+
+    payload = read_payload(payload_file, payload_limit())
+    with workflow_output(as_json):
+        delivery = resume_hook(token, payload, dir=settings.dir, store=settings.store, key=key,
+                               enqueue=enqueue)
+    document: dict[str, Any] = {"token": token, "run_id": delivery.run_id, "delivery": delivery.status}
+    if delivery.run is not None:
+        document.update(_run_document(delivery.run))
+        document["delivery"] = delivery.status
+    if delivery.status == "duplicate":
+        click.echo(f"key {key!r} was already delivered to run {delivery.run_id}; not delivered again", err=True)
+
+    def text() -> None:
+        if delivery.run is not None:
+            click.echo(f"{delivery.run_id} {delivery.run.status}")
+        elif delivery.status == "queued":
+            click.echo(f"queued for run {delivery.run_id}")
+
+    if delivery.run is not None:
+        _report_run(delivery.run, as_json, document, text)
+    else:
+        _emit(as_json, document, text)
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--wait", "wait", is_flag=False, flag_value="forever", default=None, metavar="[TIMEOUT]",
+              help="Act on the request whenever the run is free and wait until it has stopped "
+                   "(at most TIMEOUT, e.g. 30s); exits 1 if it is still going.")
+@json_option
+@click.pass_obj
+def cancel(settings: Settings, run_id: str, wait: str | None, as_json: bool) -> None:
+    """Cancel a run: it never executes another step.
+
+    Records the request and returns at once ("cancel requested"): the run's own process acts on
+    it before its next step, or the next tick does. A step already running is not interrupted.
+    """
+    import sys
+
+    from .._client import cancel as cancel_run
+    from .._engine.history import FINISHED
+    from .._timeparse import parse_duration
+
+    timeout = None if wait in (None, "forever") else parse_duration(wait)
+    with workflow_output(as_json):
+        result = cancel_run(run_id, dir=settings.dir, store=settings.store, wait=wait is not None,
+                            timeout=timeout)
+    document = _run_document(result)
+    if result.status in FINISHED:
+        _emit(as_json, document, lambda: click.echo(f"{result.run_id} {result.status}"))
+        return
+    document["cancel"] = "requested"
+    _emit(as_json, document, lambda: click.echo(f"{result.run_id} cancel requested ({result.status})"))
+    if wait is not None:
+        click.echo(f"run {result.run_id} is still {result.status} after {wait}; the cancel stays "
+                   "requested", err=True)
+        sys.exit(1)
+
+
+
+@main.command()
+@click.argument("run_id")
+@json_option
+@click.pass_obj
+def retry(settings: Settings, run_id: str, as_json: bool) -> None:
+    """Resume a failed run on fixed code (after a determinism error or a final step failure)."""
+    from .._client import retry as retry_run
+
+    with workflow_output(as_json):
+        result = retry_run(run_id, dir=settings.dir, store=settings.store)
+    _report_run(result, as_json)
