@@ -39,8 +39,8 @@ if TYPE_CHECKING:
     from ._engine.context import WorkflowMetadata as WorkflowMetadata
     from ._engine.definitions import StepDef as StepDef
     from ._engine.definitions import WorkflowDef as WorkflowDef
-    from ._engine.driver import Run as Run
-    from ._engine.driver import RunStatus as RunStatus
+    from ._engine.run import Run as Run
+    from ._engine.run import RunStatus as RunStatus
     from ._engine.hooks import HookEvents as HookEvents
     from ._engine.streams import StreamWriter as StreamWriter
     from .errors import ChildFailed as ChildFailed
@@ -149,7 +149,7 @@ _MODULES = {
     "_engine.children": ["ChildHandle"],
     "_engine.context": ["StepMetadata", "WorkflowMetadata"],
     "_engine.definitions": ["StepDef", "WorkflowDef"],
-    "_engine.driver": ["Run", "RunStatus"],
+    "_engine.run": ["Run", "RunStatus"],
     "_engine.hooks": ["HookEvents"],
     "_engine.streams": ["StreamWriter"],
     "errors": ["ChildFailed", "ConfigError", "DurableError", "FatalError", "InvalidArguments",

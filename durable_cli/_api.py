@@ -227,7 +227,8 @@ def create_webhook(token: str | None = None, respond_with: dict[str, Any] | None
 
     if respond_with is not None and not isinstance(respond_with, dict):
         raise TypeError("respond_with must be a dict with status, body and headers")
+    ex = require_execution("create_webhook()")
     return hooks.create(
-        require_execution("create_webhook()"), "webhook", token, timeout,
-        lambda tok: webhook_fields(tok, respond_with, secret_env),
+        ex, "webhook", token, timeout,
+        lambda tok: webhook_fields(tok, respond_with, secret_env, ex.options.public_url),
     )

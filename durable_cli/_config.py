@@ -1,6 +1,11 @@
-"""durable.yaml: the journal dir, the store, import roots, retry defaults and schedules.
+"""durable.yaml, loaded once at the edge: where it is, what it holds, and what follows from it.
 
-Every mistake becomes one ConfigError sentence naming the file and the key, at load time.
+The entry points (the CLI's `main`, the functions of `_client.py`, `durable_cli.testing`) load the
+file once and pass the Config, or the engine `Options` made from it, down; nothing below them reads
+files or the environment for config. Precedence: flags, then the environment, then durable.yaml.
+Every mistake in the file becomes one ConfigError sentence naming the file and the key, at load
+time. Importing this module imports neither yaml nor croniter (`durable tick` without a
+durable.yaml stays fast): they are imported when a file is read.
 """
 
 from __future__ import annotations
@@ -10,12 +15,16 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
-from durable_cli._configfile import locate
 from durable_cli.errors import ConfigError
 from durable_cli._timeparse import parse_duration
 
+if TYPE_CHECKING:
+    from ._engine.run import Options
+    from ._store.base import Store
+
+FILENAME = "durable.yaml"
 CATCH_UP = ("latest", "all", "none")
 _TOP_KEYS = (
     "dir", "store", "import_paths", "defaults", "schedules",
@@ -59,24 +68,91 @@ class Config:
 _found: dict[tuple[str, str | None], Config | None] = {}
 
 
+def locate() -> tuple[str, str] | None:
+    """The file to read when no path is given, and a note saying who chose it."""
+    named = os.environ.get("DURABLE_CONFIG")
+    if named:
+        return named, " (named by DURABLE_CONFIG)"
+    return (FILENAME, "") if os.path.isfile(FILENAME) else None
+
+
 def load_config(path: str | None = None) -> Config:
     """Read `path`, else $DURABLE_CONFIG, else ./durable.yaml if present, else an empty Config."""
+    return config_at(path) or Config()
+
+
+def config_at(path: str | None = None) -> Config | None:
+    """The file at `path` (the CLI's `--config`), else the one `locate` finds, or None without one."""
     if path is not None:
         return _load(path)
     located = locate()
-    return Config() if located is None else _load(*located)
+    return None if located is None else _load(*located)
 
 
 def find_config() -> Config | None:
-    """The config `load_config()` would find, or None without a file; cached per (cwd, $DURABLE_CONFIG).
+    """`config_at()`, cached per (cwd, $DURABLE_CONFIG): what the Python API entry points use, so
+    a program that calls `start()` in a loop reads its durable.yaml once.
 
-    A running process does not see later edits to the file; `load_config` always rereads it.
+    A running process does not see later edits to the file (`forget` drops the cache);
+    `load_config` always rereads it.
     """
     key = (os.getcwd(), os.environ.get("DURABLE_CONFIG"))
     if key not in _found:
-        located = locate()
-        _found[key] = None if located is None else _load(*located)
+        _found[key] = config_at()
     return _found[key]
+
+
+def forget() -> None:
+    """Forget the configs `find_config` found: the next call reads the file again (for a test
+    harness that runs several commands, each in its own directory and environment, in one process)."""
+    _found.clear()
+
+
+def options_from(config: Config | None) -> Options:
+    """The engine's Options from a loaded durable.yaml (and $DURABLE_PUBLIC_URL, which beats it)."""
+    from ._engine.run import Options
+    from ._payloads import DEFAULT_LIMIT
+
+    url = (os.environ.get("DURABLE_PUBLIC_URL") or (config.public_url if config else None)
+           or Options.public_url)
+    if config is None:
+        return Options(public_url=url.rstrip("/"))
+    return Options(
+        defaults=dict(config.defaults),
+        max_recoveries=config.max_recoveries if config.max_recoveries is not None else 3,
+        payload_limit=config.payload_limit or DEFAULT_LIMIT,
+        import_paths=list(config.import_paths),
+        public_url=url.rstrip("/"),
+    )
+
+
+def store_location(dir: str | None, store: str | None, config: Callable[[], Config | None]) -> str:
+    """The store to use: `--store`/`--dir` (never both), then $DURABLE_STORE, then $DURABLE_DIR,
+    then durable.yaml (`store:` beats `dir:`), else the file store at ./journals. `config` is
+    asked only when flags and environment leave the choice open (a broken durable.yaml does not
+    stop `durable ls --dir X`)."""
+    from .errors import StoreError
+
+    if dir is not None and store is not None:
+        raise StoreError("give either a journal dir or a store URL, not both")
+    if store is not None:
+        return store
+    if dir is not None:
+        return str(dir)
+    for chosen in (os.environ.get("DURABLE_STORE"), os.environ.get("DURABLE_DIR")):
+        if chosen:
+            return chosen
+    found = config()
+    return (found.store or found.dir or "journals") if found is not None else "journals"
+
+
+def open_configured(dir: str | None, store: str | None, config: Callable[[], Config | None]) -> Store:
+    """The store chosen by `store_location`, opened (a file store may be shared with the group
+    when $DURABLE_ALLOW_SHARED says so)."""
+    from ._store import open_store
+    from ._store.fsutil import SHARED_ENV, shared_group_allowed
+
+    return open_store(store=store_location(dir, store, config), shared=shared_group_allowed(os.environ.get(SHARED_ENV)))
 
 
 def _load(shown: str, chosen_by: str = "") -> Config:

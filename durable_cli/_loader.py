@@ -69,8 +69,10 @@ def _attribute(module: Any, qualname: str, ref: str) -> Any:
     return target
 
 
-def resolve(ref: str, cwd: str | None = None) -> WorkflowDef:
-    """The workflow named by `module:function` (or `path/file.py:function`), importable from `cwd`."""
+def resolve(ref: str, cwd: str | None = None, import_paths: Sequence[str] = ()) -> WorkflowDef:
+    """The workflow named by `module:function` (or `path/file.py:function`), importable from `cwd`
+    (durable.yaml's `import_paths` go in front of sys.path first)."""
+    use_import_paths(import_paths)
     module_name, sep, qualname = ref.partition(":")
     if not sep or not module_name or not qualname:
         raise InvalidReference(f"invalid workflow reference {ref!r}: use module:function")
@@ -125,8 +127,10 @@ def _resuming(module_name: str) -> Iterator[None]:
         _importing.reset(reset)
 
 
-def load_workflow(start: dict[str, Any]) -> WorkflowDef:
-    """The workflow of a run, imported by name from the current import path (see the module doc)."""
+def load_workflow(start: dict[str, Any], import_paths: Sequence[str] = ()) -> WorkflowDef:
+    """The workflow of a run, imported by name from the current import path (see the module doc),
+    durable.yaml's `import_paths` first."""
+    use_import_paths(import_paths)
     module_name, _, qualname = str(start.get("workflow", "")).partition(":")
     ref = start.get("workflow", "")
     if module_name == "__main__" or not module_name or not qualname:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ._config import Config, Schedule
 from .errors import DurableError, RunBusy, RunExists
 from ._store import Store
 from ._timeparse import iso, parse_instant
+
+if TYPE_CHECKING:
+    from ._engine.run import Options
 
 
 def _state(store: Store, schedule: Schedule, now: datetime) -> dict[str, Any]:
@@ -25,10 +28,10 @@ def _state(store: Store, schedule: Schedule, now: datetime) -> dict[str, Any]:
     return state
 
 
-def fire_schedules(store: Store, config: Config, clock: Callable[[], datetime], options: Any,
+def fire_schedules(store: Store, config: Config, clock: Callable[[], datetime], options: Options,
                    errors: list[dict[str, str]]) -> int:
     """Start the runs of every schedule instant due at `clock()`; returns how many were created."""
-    from ._client import create_run
+    from ._engine.lifecycle import create_run
     from ._loader import resolve
     from ._cron import due_instants, run_id_for
 
@@ -42,7 +45,7 @@ def fire_schedules(store: Store, config: Config, clock: Callable[[], datetime], 
         for instant in due_instants(schedule, parse_instant(state["first_seen"]), last_tick, now):
             run_id = run_id_for(schedule.name, instant, schedule)
             try:
-                definition = resolve(schedule.workflow, base)
+                definition = resolve(schedule.workflow, base, options.import_paths)
                 create_run(store, definition, tuple(schedule.args), dict(schedule.kwargs), run_id,
                            clock, options, {"schedule": {"name": schedule.name, "instant": iso(instant)}},
                            existing_ok=False)

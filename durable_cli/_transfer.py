@@ -33,7 +33,7 @@ from ._timeparse import iso, parse_instant
 def _journal_inbox(source: Store, session: RunSession, clock: Callable[[], datetime]) -> None:
     """Deliver the source inbox into the source journal, exactly as a tick would (or reject)."""
     from ._engine.delivery import deliver
-    from ._engine.driver import Options
+    from ._engine.run import Options
     from ._engine.execution import Execution
 
     if not source.messages(session.run_id):

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 from typing import Any
 from urllib.parse import quote
 
-DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080"
 SIGNATURE_HEADER = "x-durable-signature"
 SAFE_HEADERS = frozenset({
     "content-type", "content-length", "user-agent", "x-request-id", "x-github-event",
@@ -22,20 +20,11 @@ SAFE_HEADERS = frozenset({
 })
 
 
-def public_url() -> str:
-    """Where `durable serve` is reachable: $DURABLE_PUBLIC_URL, durable.yaml `public_url`, or local."""
-    url = os.environ.get("DURABLE_PUBLIC_URL")
-    if not url:
-        from ._configfile import find_config
-
-        config = find_config()
-        url = config.public_url if config and config.public_url else DEFAULT_PUBLIC_URL
-    return url.rstrip("/")
-
-
-def webhook_fields(token: str, respond_with: dict[str, Any] | None, secret_env: str | None) -> dict[str, Any]:
-    """The `webhook` fields journaled with a webhook's `hook_created` event."""
-    return {"url": f"{public_url()}/hooks/{quote(token, safe='')}", "respond_with": respond_with,
+def webhook_fields(token: str, respond_with: dict[str, Any] | None, secret_env: str | None,
+                   public_url: str) -> dict[str, Any]:
+    """The `webhook` fields journaled with a webhook's `hook_created` event; `public_url` is where
+    `durable serve` is reached (the run's Options say it: $DURABLE_PUBLIC_URL, else durable.yaml)."""
+    return {"url": f"{public_url}/hooks/{quote(token, safe='')}", "respond_with": respond_with,
             "secret_env": secret_env}
 
 

@@ -29,10 +29,10 @@ except ImportError:  # pragma: no cover - the kit works without pytest
     pytest = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
-    from ._client import Delivery
+    from ._engine.posting import Delivery
     from ._config import Config
     from ._engine.definitions import WorkflowDef
-    from ._engine.driver import Run
+    from ._engine.run import Run
     from ._tick import TickSummary
 
 __all__ = ["DurableTestEnv", "VirtualClock", "durable_env"]
@@ -64,8 +64,7 @@ class DurableTestEnv:
         `config` is the durable.yaml to read; by default the one the CLI would use here
         ($DURABLE_CONFIG, else ./durable.yaml, else none).
         """
-        from ._client import options_from
-        from ._config import load_config
+        from ._config import load_config, options_from
         from ._store import open_store
 
         self.dir = None if store else dir or tempfile.mkdtemp(prefix="durable-test-")
@@ -88,7 +87,7 @@ class DurableTestEnv:
     def start(self, fn: Any, /, *args: Any, run_id: str | None = None,  # type: ignore[misc]
               **kwargs: Any) -> Run:
         """Start a run of workflow `fn` and drive it until it completes, fails or suspends."""
-        from ._client import create_run
+        from ._engine.lifecycle import create_run
 
         return create_run(self.store, fn, args, kwargs, run_id, self.clock, self.options)
 
@@ -127,7 +126,7 @@ class DurableTestEnv:
 
     def resume(self, token: str, payload: Any, key: str | None = None) -> Run:
         """Deliver a hook payload as `durable resume` does; returns the run after it went on."""
-        from ._client import deliver_payload
+        from ._engine.posting import deliver_payload
         from ._payloads import check_value
 
         check_value(payload, self.options.payload_limit)
@@ -145,7 +144,7 @@ class DurableTestEnv:
         import json
         import os
 
-        from ._client import deliver_payload, holder_of
+        from ._engine.posting import deliver_payload, holder_of
         from .errors import DurableError, InvalidPayload, UnknownToken
         from ._payloads import parse_payload
         from ._webhooks import SIGNATURE_HEADER, request_payload
@@ -185,19 +184,19 @@ class DurableTestEnv:
 
     def cancel(self, run_id: str) -> Run:
         """Cancel a run as `durable cancel --wait` does: it never executes another step."""
-        from ._engine.children import cancel_run
+        from ._engine.lifecycle import cancel_run
 
         return cancel_run(self.store, run_id, self.clock, self.options)
 
     def retry(self, run_id: str) -> Run:
         """Resume a failed run on fixed code, as `durable retry` does."""
-        from ._engine.driver import retry_run
+        from ._engine.lifecycle import retry_run
 
         return retry_run(self.store, run_id, self.clock, self.options)
 
     def get_run(self, run_id: str) -> Run:
         """The run as its journal says now."""
-        from ._engine.driver import get_run
+        from ._engine.lifecycle import get_run
 
         return get_run(self.store, run_id)
 

@@ -169,7 +169,7 @@ def durable_in_process(
         sys.dont_write_bytecode = True
         importlib.invalidate_caches()
         linecache.clearcache()
-        config._found.clear()
+        config.forget()
         result = CliRunner().invoke(main, command, input=input, prog_name="durable")
     finally:
         os.environ.clear()
@@ -183,7 +183,7 @@ def durable_in_process(
             if _imported_from_outside(module):
                 del sys.modules[name]
         sys.modules.update(hidden)
-        config._found.clear()
+        config.forget()
     if steps._HELD:
         steps._HELD.clear()
         raise AssertionError("a step outlived its timeout: this test needs durable(), a real process")

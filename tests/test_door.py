@@ -18,7 +18,8 @@ import pytest
 
 from durable_cli import define_hook, get_writable, sleep, step, workflow
 from durable_cli._client import create_run, deliver_payload
-from durable_cli._engine.driver import Options, get_run
+from durable_cli._engine.lifecycle import get_run
+from durable_cli._engine.run import Options
 from durable_cli.errors import DurableError, InvalidPayload
 from durable_cli._payloads import parse_payload
 from durable_cli._store.base import Store

@@ -15,7 +15,7 @@ import pytest
 
 from durable_cli import (InvalidPayload, UnknownToken, create_webhook, define_hook, get_writable,
                          logger, sleep, step, workflow, workflow_now)
-from durable_cli._engine.driver import Options
+from durable_cli._engine.run import Options
 from durable_cli.testing import DurableTestEnv
 
 HERE = "test_testing_kit_production"

@@ -12,11 +12,8 @@ import hashlib
 import threading
 from typing import Any
 
-from ..errors import ChildFailed, DurableError, EngineError, RunBusy, StoreError
-from .._store.base import Store
-from .._timeparse import iso, parse_instant
-from .driver import Options, Run, drive
-from .history import FINISHED
+from ..errors import ChildFailed, EngineError, RunBusy, StoreError
+from .._timeparse import parse_instant
 from .outcomes import rebuild
 from .execution import Clock, Execution
 from .scheduler import park, turn
@@ -112,10 +109,10 @@ def start_child(ex: Execution, definition: Any, args: tuple[Any, ...], kwargs: d
     run_id = child_run_id(ex.run_id, pos)
     ex.flush()
     failure: list[BaseException] = []
+    create_run = ex.create_run
+    assert create_run is not None, "an execution that runs workflow code is given create_run"
 
     def create() -> None:
-        from .._client import create_run
-
         try:
             create_run(ex.store, definition, args, kwargs, run_id, ex.clock, ex.options,
                        {"parent": {"run_id": ex.run_id, "pos": pos}})
@@ -141,82 +138,3 @@ def start_child(ex: Execution, definition: Any, args: tuple[Any, ...], kwargs: d
     ex.record("child_started", pos=pos, name=definition.name, child_run_id=run_id,
               workflow=reference(definition)["workflow"])
     return ChildHandle(ex, run_id, definition.name)
-
-
-def notify_parent(ex: Execution) -> None:
-    """Leave a finished child's outcome in its parent's inbox, and wake the parent if it is free."""
-    parent = ex.history.start.get("parent")
-    if not parent or ex.history.status == "migrated":
-        return
-    outcome_event = ex.history.outcome or {}
-    ex.store.post(parent["run_id"], {
-        "kind": "child", "child_run_id": ex.run_id, "status": ex.history.status,
-        "result": outcome_event.get("result"), "error": outcome_event.get("error"),
-        "sent_at": iso(ex.clock()),
-    })
-    if not ex.options.wake_parent:
-        return
-    try:
-        drive(ex.store, parent["run_id"], ex.clock, ex.options)
-    except RunBusy:
-        pass
-
-
-def children_of(ex: Execution) -> list[str]:
-    """Run ids of the children this run has started."""
-    return [op.events[0]["child_run_id"] for op in ex.history.ops.values() if op.kind == "child"]
-
-
-def cancel_children(ex: Execution) -> None:
-    """Cancel every unfinished child of a run that is being cancelled: each gets a cancel request,
-    acted on here when the child is free, else by its own process or the next tick (never
-    waited for, so a hung child cannot hold the parent's cancellation up)."""
-    for run_id in children_of(ex):
-        try:
-            if request_cancel(ex.store, run_id, ex.clock).status not in FINISHED:
-                drive(ex.store, run_id, ex.clock, ex.options)
-        except DurableError:
-            continue  # busy (its holder acts on the request), or a broken child: not ours to stop
-
-
-def request_cancel(store: Store, run_id: str, clock: Clock) -> Run:
-    """Record a request to cancel the run and make it due at once; returns the run as it is now.
-
-    Nothing executes here: the run's own process acts on the request before its next step, or
-    the next tick does (the run is due), so this returns at once whatever the run is doing.
-    """
-    from .driver import get_run
-
-    run = get_run(store, run_id)
-    if run.status in FINISHED:
-        return run
-    store.request_cancel(run_id)
-    store.set_due(run_id, clock(), None)
-    return run
-
-
-def cancel_run(store: Store, run_id: str, clock: Clock, options: Options,
-               timeout: float | None = None) -> Run:
-    """Request the cancel, then act on it here whenever the run is free, until the run has
-    stopped (cancelled, or finished on its own) or `timeout` seconds passed; the run as it is then.
-
-    The parent of a cancelled child gets the child's outcome in its inbox but is not driven here
-    (`wake_parent` off): the next tick delivers it.
-    """
-    import time
-    from dataclasses import replace
-
-    from .driver import get_run
-
-    deadline = None if timeout is None else time.monotonic() + timeout
-    run = request_cancel(store, run_id, clock)
-    quiet = replace(options, wake_parent=False)
-    while run.status not in FINISHED:
-        try:
-            run = drive(store, run_id, clock, quiet)
-        except RunBusy:
-            run = get_run(store, run_id)
-        if run.status in FINISHED or (deadline is not None and time.monotonic() >= deadline):
-            break
-        time.sleep(0.05)
-    return run

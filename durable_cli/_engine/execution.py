@@ -37,7 +37,8 @@ class Execution:
     """The state of one run while this process executes it under its claim."""
 
     def __init__(
-        self, store: Store, session: RunSession, clock: Clock, definition: Any, options: Any
+        self, store: Store, session: RunSession, clock: Clock, definition: Any, options: Any,
+        create_run: Callable[..., Any] | None = None,
     ) -> None:
         self.store = store
         self.session = session
@@ -46,6 +47,9 @@ class Execution:
         self.clock = clock
         self.definition = definition
         self.options = options
+        self.create_run = create_run
+        """How this run starts a child: the lifecycle's `create_run`, handed in by whoever
+        executes it, so the engine never imports the layers above it."""
         self.position = 0
         """The position of the workflow's latest durable call."""
         self.derived = 0

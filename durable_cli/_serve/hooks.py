@@ -14,8 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .._client import deliver_payload, holder_of
-from .._engine.driver import Options
+from .._client import Options, deliver_payload, holder_of
 from ..errors import InvalidPayload, PayloadTooLarge, UnknownToken
 from .._payloads import MAX_DEPTH, parse_payload
 from .._timeparse import utcnow

@@ -45,11 +45,14 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 class TickLoop:
-    """`tick_once` over its own store every `interval` seconds in a background thread (`--tick`)."""
+    """`tick_once` over its own store every `interval` seconds in a background thread (`--tick`),
+    with the options and config the CLI loaded; `show` makes outside text safe for stderr."""
 
-    def __init__(self, open_store: Callable[[], Any], interval: float) -> None:
+    def __init__(self, open_store: Callable[[], Any], interval: float, options: Any, config: Any,
+                 show: Callable[[object], str]) -> None:
         self._open_store = open_store
         self._interval = interval
+        self._options, self._config, self._show = options, config, show
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="durable-tick", daemon=True)
 
@@ -62,17 +65,15 @@ class TickLoop:
         self._thread.join()
 
     def _run(self) -> None:
-        from .._config import find_config
-        from ..cli._render import safe
-        from .._tick import tick_once
-        from .._tick import must_exit
+        from .._tick import must_exit, tick_once
         from .._timeparse import utcnow
 
+        safe = self._show
         store = self._open_store()
         try:
             while not self._stop.is_set():
                 try:
-                    summary = tick_once(store, utcnow, config=find_config())
+                    summary = tick_once(store, utcnow, self._options, config=self._config)
                     for failure in summary.errors:
                         print(f"tick: run {failure['run_id']}: {safe(failure['error'])}", file=sys.stderr, flush=True)
                 except Exception as exc:  # a failed pass is reported; the next one tries again
@@ -87,7 +88,8 @@ class TickLoop:
 
 def serve(open_store: Callable[[], Any], host: str, port: int, token: str | None, public_url: str,
           limit: int, tick_interval: float | None, header_timeout: float = 10.0,
-          max_connections: int = 1000) -> None:
+          max_connections: int = 1000, *, options: Any = None, config: Any = None,
+          show: Callable[[object], str] = str) -> None:
     """Serve until SIGTERM or SIGINT, then stop cleanly (the tick loop finishes its pass).
 
     Slow clients are cut off and connections capped below the open-files limit (slowclients.py).
@@ -107,7 +109,7 @@ def serve(open_store: Callable[[], Any], host: str, port: int, token: str | None
     # uvicorn re-raises the signal that stopped it once it is done: let that end us with 0.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: None)
-    ticker = TickLoop(open_store, tick_interval) if tick_interval is not None else None
+    ticker = None if tick_interval is None else TickLoop(open_store, tick_interval, options, config, show)
     if ticker is not None:
         ticker.start()
     try:

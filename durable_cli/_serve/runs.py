@@ -11,9 +11,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .._engine.children import request_cancel
+from .._client import FINISHED, request_cancel
 from ..errors import DurableError, RunBusy, RunNotFound
-from .._engine.history import FINISHED
 from .._inspection import describe_run, list_runs
 from .._store.base import check_run_id
 from .._timeparse import utcnow

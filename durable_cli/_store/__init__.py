@@ -1,12 +1,10 @@
-"""Choosing and opening a store: `--store URL`/`--dir PATH`, then the environment, then durable.yaml.
+"""Opening a store: a PostgreSQL URL, else a journal dir (the file store).
 
-Flags beat the environment (DURABLE_STORE beats DURABLE_DIR), the environment beats durable.yaml
-(`store:` beats `dir:`), and the default is the file store at ./journals.
+Which store to use (flags, then the environment, then durable.yaml) is decided at the entry
+points (`_config.store_location`); this layer reads neither the environment nor durable.yaml.
 """
 
 from __future__ import annotations
-
-import os
 
 from contextlib import contextmanager
 from typing import Iterator
@@ -14,41 +12,19 @@ from typing import Iterator
 from ..errors import StoreError
 from .base import RunSession, Store
 
-__all__ = ["RunSession", "Store", "open_store", "opened", "resolve_location", "is_postgres_url"]
+__all__ = ["RunSession", "Store", "open_store", "opened", "is_postgres_url"]
 
 
 def is_postgres_url(value: str) -> bool:
     return value.startswith(("postgresql://", "postgres://"))
 
 
-def resolve_location(dir: str | None = None, store: str | None = None) -> str:
-    """The store location to use, by the documented order of precedence."""
+def open_store(dir: str | None = None, store: str | None = None, shared: bool = False) -> Store:
+    """Open the store at URL `store`, or the journal dir `dir` (./journals when neither is given);
+    `shared`: a file store may be shared with the directory's group."""
     if dir is not None and store is not None:
         raise StoreError("give either a journal dir or a store URL, not both")
-    if store is not None:
-        return store
-    if dir is not None:
-        return str(dir)
-    env_store = os.environ.get("DURABLE_STORE")
-    if env_store:
-        return env_store
-    env_dir = os.environ.get("DURABLE_DIR")
-    if env_dir:
-        return env_dir
-    from .._configfile import find_config
-
-    config = find_config()
-    if config is not None:
-        if config.store:
-            return config.store
-        if config.dir:
-            return config.dir
-    return "journals"
-
-
-def open_store(dir: str | None = None, store: str | None = None) -> Store:
-    """Open the store chosen by `dir`/`store`, the environment or durable.yaml."""
-    location = resolve_location(dir, store)
+    location = store if store is not None else str(dir) if dir is not None else "journals"
     if is_postgres_url(location):
         from .postgres import PostgresStore
 
@@ -56,15 +32,14 @@ def open_store(dir: str | None = None, store: str | None = None) -> Store:
     if "://" in location:
         raise StoreError(f"unsupported store URL {location.split('://')[0]}:// (use postgresql://)")
     from .files import FileStore
-    from .fsutil import SHARED_ENV, shared_group_allowed
 
-    return FileStore(location, shared_group_allowed(os.environ.get(SHARED_ENV)))
+    return FileStore(location, shared)
 
 
 @contextmanager
-def opened(dir: str | None = None, store: str | None = None) -> Iterator[Store]:
-    """`open_store(dir, store)`, closed when the block ends."""
-    target = open_store(dir, store)
+def opened(dir: str | None = None, store: str | None = None, shared: bool = False) -> Iterator[Store]:
+    """`open_store(dir, store, shared)`, closed when the block ends."""
+    target = open_store(dir, store, shared)
     try:
         yield target
     finally:

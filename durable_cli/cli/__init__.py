@@ -6,10 +6,10 @@ bad input. Errors are one sentence on stderr. With `--json`, stdout holds one JS
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import sys
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, Iterator, NoReturn
 
 import click
 
@@ -129,14 +129,45 @@ class DurableGroup(click.Group):
 
 
 class Settings:
-    def __init__(self, dir: str | None, store: str | None) -> None:
+    """The global options of one command, and the durable.yaml they lead to, loaded once (on
+    first use, so a command that needs no config never reads it) and passed down from here."""
+
+    def __init__(self, dir: str | None, store: str | None, config_path: str | None = None) -> None:
         self.dir = dir
         self.store = store
+        self.config_path = config_path
+        self._loaded: list[Any] = []
+
+    @property
+    def config(self) -> Any:
+        """The Config of `--config`, else $DURABLE_CONFIG, else ./durable.yaml; None without one."""
+        if not self._loaded:
+            from .._config import config_at
+
+            self._loaded.append(config_at(self.config_path))
+        return self._loaded[0]
+
+    @property
+    def options(self) -> Any:
+        """The engine's Options made from the config (and $DURABLE_PUBLIC_URL)."""
+        from .._config import options_from
+
+        return options_from(self.config)
 
     def open(self) -> Any:
-        from .._store import open_store
+        """The store of `--store`/`--dir`, else the environment, else durable.yaml."""
+        from .._config import open_configured
 
-        return open_store(self.dir, self.store)
+        return open_configured(self.dir, self.store, lambda: self.config)
+
+    @contextlib.contextmanager
+    def opened(self) -> Iterator[Any]:
+        """`open()`, closed when the block ends."""
+        store = self.open()
+        try:
+            yield store
+        finally:
+            store.close()
 
 
 def _emit(as_json: bool, document: Any, text: Callable[[], None]) -> None:
@@ -169,9 +200,7 @@ def main(ctx: click.Context, dir_: str | None, store_url: str | None, config_pat
     """Durable workflows for Python that run as ordinary processes."""
     if dir_ is not None and store_url is not None:
         raise click.UsageError("give either --dir or --store, not both")
-    if config_path is not None:
-        os.environ["DURABLE_CONFIG"] = config_path
-    ctx.obj = Settings(dir_, store_url)
+    ctx.obj = Settings(dir_, store_url, config_path)
 
 
 def _run_document(run: Any) -> dict[str, Any]:

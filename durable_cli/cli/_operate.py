@@ -6,7 +6,6 @@ from typing import Any
 
 import click
 
-from .._store import opened
 
 from . import Settings, _emit, json_option, main, workflow_output
 
@@ -55,12 +54,12 @@ def _tick_line(summary: dict[str, Any]) -> str:
 @click.pass_obj
 def schedules(settings: Settings, as_json: bool) -> None:
     """List the schedules of durable.yaml with their last and next fire time."""
-    from .._config import load_config
+    from .._config import Config
     from .._schedules import describe_schedules
     from .._timeparse import utcnow
 
-    config = load_config()
-    with opened(settings.dir, settings.store) as store:
+    config = settings.config or Config()
+    with settings.opened() as store:
         rows = describe_schedules(store, config, utcnow())
 
     def text() -> None:
@@ -83,7 +82,7 @@ def prune(settings: Settings, older_than: str, status: str | None, as_json: bool
     from .._maintenance import prune_runs
     from .._timeparse import parse_duration, utcnow
 
-    with opened(settings.dir, settings.store) as store:
+    with settings.opened() as store:
         removed = prune_runs(store, parse_duration(older_than), status, utcnow())
 
     def text() -> None:
@@ -101,7 +100,7 @@ def export(settings: Settings, run_id: str) -> None:
     """Print a run's journal as JSONL lines, checksums included, whatever the store."""
     from .._store.base import check_run_id
 
-    with opened(settings.dir, settings.store) as store:
+    with settings.opened() as store:
         lines = store.export_lines(check_run_id(run_id))
     for line in lines:
         click.echo(line.decode(), nl=False)

@@ -7,7 +7,6 @@ from typing import Any
 
 import click
 
-from .._store import opened
 
 from . import Settings, _emit, _report_run, _run_document, json_option, main, workflow_output
 
@@ -34,14 +33,14 @@ def _parse_arg(text: str) -> Any:
 @click.pass_obj
 def run(settings: Settings, reference: str, args: tuple[str, ...], run_id: str | None, as_json: bool) -> None:
     """Start a run of MODULE:FN; each ARG is JSON when it parses, else a string."""
-    from .._client import create_run, options_for
+    from .._client import create_run
     from .._loader import resolve
     from .._timeparse import utcnow
 
     with workflow_output(as_json):
-        options = options_for()
-        definition = resolve(reference)
-        with opened(settings.dir, settings.store) as store:
+        options = settings.options
+        definition = resolve(reference, import_paths=options.import_paths)
+        with settings.opened() as store:
             result = create_run(store, definition, tuple(_parse_arg(a) for a in args), {}, run_id,
                                 utcnow, options)
     _report_run(result, as_json)
@@ -56,13 +55,13 @@ def run(settings: Settings, reference: str, args: tuple[str, ...], run_id: str |
 @click.pass_obj
 def resume(settings: Settings, token: str, payload_file: str, enqueue: bool, key: str | None, as_json: bool) -> None:
     """Deliver the JSON payload in FILE (or stdin) to the run waiting on TOKEN."""
-    from .._client import payload_limit, resume_hook
+    from .._client import resume_in
     from .._payloads import read_payload
 
-    payload = read_payload(payload_file, payload_limit())
-    with workflow_output(as_json):
-        delivery = resume_hook(token, payload, dir=settings.dir, store=settings.store, key=key,
-                               enqueue=enqueue)
+    options = settings.options
+    payload = read_payload(payload_file, options.payload_limit)
+    with workflow_output(as_json), settings.opened() as store:
+        delivery = resume_in(store, token, payload, key, enqueue, options)
     document: dict[str, Any] = {"token": token, "run_id": delivery.run_id, "delivery": delivery.status}
     if delivery.run is not None:
         document.update(_run_document(delivery.run))
@@ -97,14 +96,13 @@ def cancel(settings: Settings, run_id: str, wait: str | None, as_json: bool) -> 
     """
     import sys
 
-    from .._client import cancel as cancel_run
-    from .._engine.history import FINISHED
+    from .._client import FINISHED, cancel_in
     from .._timeparse import parse_duration
 
     timeout = None if wait in (None, "forever") else parse_duration(wait)
-    with workflow_output(as_json):
-        result = cancel_run(run_id, dir=settings.dir, store=settings.store, wait=wait is not None,
-                            timeout=timeout)
+    with workflow_output(as_json), settings.opened() as store:
+        result = cancel_in(store, run_id, settings.options if wait is not None else None, wait is not None,
+                           timeout)
     document = _run_document(result)
     if result.status in FINISHED:
         _emit(as_json, document, lambda: click.echo(f"{result.run_id} {result.status}"))
@@ -124,8 +122,8 @@ def cancel(settings: Settings, run_id: str, wait: str | None, as_json: bool) -> 
 @click.pass_obj
 def retry(settings: Settings, run_id: str, as_json: bool) -> None:
     """Resume a failed run on fixed code (after a determinism error or a final step failure)."""
-    from .._client import retry as retry_run
+    from .._client import retry_in
 
-    with workflow_output(as_json):
-        result = retry_run(run_id, dir=settings.dir, store=settings.store)
+    with workflow_output(as_json), settings.opened() as store:
+        result = retry_in(store, run_id, settings.options)
     _report_run(result, as_json)

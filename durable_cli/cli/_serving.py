@@ -29,10 +29,9 @@ def serve(settings: Settings, host: str, port: int, auth_token: str | None, with
         import uvicorn  # noqa: F401
     except ImportError:
         raise Failure(f"durable serve needs Starlette and uvicorn: {INSTALL_HINT}") from None
-    from .._client import payload_limit
     from .._serve.runner import BindError, is_loopback, serve as run_server
     from .._timeparse import parse_duration
-    from .._webhooks import public_url
+    from ._render import safe
 
     token = (auth_token or "").strip() or None
     if token is None and not is_loopback(host):
@@ -42,7 +41,8 @@ def serve(settings: Settings, host: str, port: int, auth_token: str | None, with
     if headers_within <= 0:
         raise Failure(f"--header-timeout must be more than 0, not {header_timeout!r}")
     try:
-        run_server(settings.open, host, port, token, public_url(), payload_limit(), interval,
-                   headers_within, max_connections)
+        options = settings.options
+        run_server(settings.open, host, port, token, options.public_url, options.payload_limit, interval,
+                   headers_within, max_connections, options=options, config=settings.config, show=safe)
     except BindError as exc:
         raise RunFailure(str(exc)) from None

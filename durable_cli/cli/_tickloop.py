@@ -51,17 +51,17 @@ def _idle(store: Any, pause: float, stop: Any) -> bool:
 def run_ticks(settings: Any, now_text: str | None, loop: bool, interval: str, quiet: bool,
               workers: int = 1) -> dict[str, Any]:
     """Tick once, or until a stop signal; returns the (summed) summary as JSON-ready data."""
-    from .._configfile import find_config
     from .._tick import TickSummary, clock_from, tick_once
 
     now = parse_instant(now_text) if now_text else None
     pause = parse_duration(interval)
     stop = _stop_on_signals() if loop else None
     total = TickSummary()
+    config, options = settings.config, settings.options
     store = settings.open()
     try:
         while True:
-            summary = tick_once(store, clock_from(now), config=find_config(),
+            summary = tick_once(store, clock_from(now), options, config=config,
                                 show=None if quiet else _progress,
                                 stop=None if stop is None else stop.is_set,
                                 workers=workers, reopen=settings.open)

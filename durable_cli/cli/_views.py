@@ -9,7 +9,6 @@ import time
 
 import click
 
-from .._store import opened
 
 from . import Settings, _emit, json_option, main
 
@@ -24,7 +23,7 @@ def inspect(settings: Settings, run_id: str, as_json: bool) -> None:
     from ._render import render_run
     from .._store.base import check_run_id
 
-    with opened(settings.dir, settings.store) as store:
+    with settings.opened() as store:
         document = describe_run(store, check_run_id(run_id))
     _emit(as_json, document, lambda: click.echo(render_run(document, color=_color())))
 
@@ -40,7 +39,7 @@ def list_command(settings: Settings, status: str | None, as_json: bool) -> None:
     from ._render import render_list
     from .._timeparse import utcnow
 
-    with opened(settings.dir, settings.store) as store:
+    with settings.opened() as store:
         rows = list_runs(store, status)
     _emit(as_json, rows, lambda: click.echo(render_list(rows, utcnow(), color=_color())))
 
@@ -68,7 +67,7 @@ def tail(settings: Settings, run_id: str, stream: str | None, interval: float, a
 
     check_run_id(run_id)
     seen = 0
-    with opened(settings.dir, settings.store) as store:
+    with settings.opened() as store:
         while True:
             finished = status_of(store.run_summary(run_id)[1]) in FINISHED
             items = store.stream_read(run_id, stream, seen) if stream else store.read_events(run_id)[seen:]

@@ -1,65 +1,92 @@
-"""Driving a run: claim it, replay and continue its workflow, then journal how it stopped.
+"""A run's lifecycle: create it, drive it (claim, replay, continue, journal how it stopped), retry
+it, cancel it, and tell its parent and children.
 
 A drive ends in one of: completed, failed, cancelled (journaled, index and tokens cleared), or
 suspended (journaled with its status and wake time, indexed to be due then). A run found
 `running` when claimed was abandoned by a dead process: the drive journals `run_recovered` and
 fails it after `max_recoveries` crashes in a row (progress, a new outcome or a clean suspension,
-resets the count).
+resets the count). A workflow starts its children through its Execution (`ex.create_run`, handed
+in here), so nothing in the engine imports the client.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import secrets
+import time
+from dataclasses import replace
 from datetime import datetime
-from typing import Any, Literal, cast
+from typing import Any
 
-from ..errors import DurableError, EngineError, RunBusy, StorageFailure, Suspend
-from .._store.base import RunSession, Store
+from ..errors import DurableError, EngineError, RunBusy, RunConflict, RunExists, RunNotFound, StorageFailure, Suspend
+from .._journal import FORMAT_VERSION
+from .._loader import load_workflow, reference
+from .._payloads import stored
+from .._store.base import RunSession, Store, check_run_id
 from .._timeparse import iso, parse_instant
 from .context import current_execution
+from .definitions import WorkflowDef
 from .delivery import deliver
-from .history import TERMINAL, History
-from .outcomes import error_info
 from .execution import Clock, Execution
+from .history import FINISHED, TERMINAL, History
+from .outcomes import error_info
+from .run import Options, Run
 from .scheduler import run_async
 from .steps import holds
 
 
-
-@dataclass
-class Options:
-    """Settings a drive needs from durable.yaml: step defaults and the crash limit."""
-
-    defaults: dict[str, Any] = field(default_factory=dict)
-    max_recoveries: int = 3
-    payload_limit: int = 1024 * 1024
-    wake_parent: bool = True  # a finished child drives its parent at once (off: the tick will)
+def new_run_id(now: datetime) -> str:
+    """A fresh run id: sortable by creation time, with 32 random bits."""
+    return f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
 
 
-RunStatus = Literal["running", "sleeping", "waiting", "completed", "failed", "cancelled", "migrated"]
+def start_fields(definition: WorkflowDef, run_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The fields of a new run's `run_started` event."""
+    stored([args, kwargs], "the workflow arguments")  # as run_started holds them, before any file is made
+    ref = reference(definition)
+    fields = {"v": FORMAT_VERSION, "run_id": run_id, "workflow": ref["workflow"],
+              "name": definition.name, "args": list(args), "kwargs": kwargs,
+              "import_root": ref["import_root"]}
+    fields.update(extra or {})
+    return fields
 
 
-@dataclass
-class Run:
-    """A run as its journal describes it: `status`, and `result` or `error` once finished."""
+def create_run(store: Store, definition: WorkflowDef, args: tuple[Any, ...], kwargs: dict[str, Any],
+               run_id: str | None, clock: Clock, options: Options,
+               extra: dict[str, Any] | None = None, existing_ok: bool = True) -> Run:
+    """Create a run and drive it here; an existing run with the same id and call is returned as is
+    (or, with `existing_ok=False`, reported as RunExists)."""
+    definition.check_call(args, kwargs)
+    now = clock()
+    run_id = check_run_id(run_id) if run_id is not None else new_run_id(now)
+    fields = start_fields(definition, run_id, args, kwargs, extra)
+    session = store.create_run(run_id)
+    if session is None:
+        if not existing_ok:
+            raise RunExists(f"run {run_id} exists already")
+        return _existing(store, run_id, fields)
+    try:
+        ex = execute(store, session, clock, definition, options, start=fields)
+    finally:
+        release(session)
+    run = Run.from_history(run_id, ex.history)
+    if run.status == "waiting" and store.messages(run_id):
+        return drive(store, run_id, clock, options, definition)
+    return run
 
-    run_id: str
-    status: RunStatus
-    workflow: str = ""
-    result: Any = None
-    error: dict[str, Any] | None = None
-    wake_at: str | None = None
-    executed: bool = field(default=True, repr=False, compare=False)
-    """False when the call that returned this run found it already finished and did nothing."""
 
-    @classmethod
-    def from_history(cls, run_id: str, history: History) -> Run:
-        outcome = history.outcome or {}
-        suspended = history.suspended or {}
-        return cls(
-            run_id, cast(RunStatus, history.status), history.start.get("name", ""), outcome.get("result"),
-            outcome.get("error"), suspended.get("wake_at"),
-        )
+def _existing(store: Store, run_id: str, fields: dict[str, Any]) -> Run:
+    try:
+        first = store.read_events(run_id)[0]
+    except RunNotFound:
+        raise RunBusy(f"run {run_id} is being created by another process") from None
+    for key in ("workflow", "args", "kwargs"):
+        if first.get(key) != fields[key]:
+            raise RunConflict(
+                f"run id {run_id!r} is taken by a run of {first.get('workflow')} with other arguments"
+                if key != "workflow" else f"run id {run_id!r} is taken by a run of {first.get('workflow')}"
+            )
+    return get_run(store, run_id)
 
 
 def _run_workflow(ex: Execution, args: list[Any], kwargs: dict[str, Any]) -> Any:
@@ -85,7 +112,7 @@ def execute(
 
     `start` holds the fields of `run_started` for a run being created by this call.
     """
-    ex = Execution(store, session, clock, definition, options)
+    ex = Execution(store, session, clock, definition, options, create_run)
     history = ex.history
     ex.due_at = due_at
     ex.marked = due_at is not None and due_at <= clock()
@@ -95,8 +122,6 @@ def execute(
         ex.record("run_retried")
     elif history.finished:
         if due_at is not None:
-            from .children import notify_parent
-
             notify_parent(ex)  # a crash may have come between its outcome and the parent's message
             store.set_due(ex.run_id, None, due_at)  # a stale entry: drop it so no tick sees it again
         return ex
@@ -113,9 +138,7 @@ def execute(
     completed = False
     if ex.fatal is None and not ex.cancelled:
         if ex.definition is None:
-            from .._loader import load_workflow
-
-            ex.definition = load_workflow(first)
+            ex.definition = load_workflow(first, options.import_paths)
         try:
             result = _run_workflow(ex, first.get("args", []), first.get("kwargs", {}))
             completed = True
@@ -176,8 +199,6 @@ def _finish(ex: Execution, result: Any, completed: bool) -> None:
     if history.finished:
         if ex.cancelled:
             store.clear_cancel(ex.run_id)
-        from .children import cancel_children, notify_parent
-
         if history.status == "cancelled":
             cancel_children(ex)
         notify_parent(ex)
@@ -235,3 +256,75 @@ def retry_run(store: Store, run_id: str, clock: Clock, options: Options) -> Run:
     finally:
         release(session)
     return Run.from_history(run_id, ex.history)
+
+
+def notify_parent(ex: Execution) -> None:
+    """Leave a finished child's outcome in its parent's inbox, and wake the parent if it is free."""
+    parent = ex.history.start.get("parent")
+    if not parent or ex.history.status == "migrated":
+        return
+    outcome_event = ex.history.outcome or {}
+    ex.store.post(parent["run_id"], {
+        "kind": "child", "child_run_id": ex.run_id, "status": ex.history.status,
+        "result": outcome_event.get("result"), "error": outcome_event.get("error"),
+        "sent_at": iso(ex.clock()),
+    })
+    if not ex.options.wake_parent:
+        return
+    try:
+        drive(ex.store, parent["run_id"], ex.clock, ex.options)
+    except RunBusy:
+        pass
+
+
+def children_of(ex: Execution) -> list[str]:
+    """Run ids of the children this run has started."""
+    return [op.events[0]["child_run_id"] for op in ex.history.ops.values() if op.kind == "child"]
+
+
+def cancel_children(ex: Execution) -> None:
+    """Cancel every unfinished child of a run that is being cancelled: each gets a cancel request,
+    acted on here when the child is free, else by its own process or the next tick (never
+    waited for, so a hung child cannot hold the parent's cancellation up)."""
+    for run_id in children_of(ex):
+        try:
+            if request_cancel(ex.store, run_id, ex.clock).status not in FINISHED:
+                drive(ex.store, run_id, ex.clock, ex.options)
+        except DurableError:
+            continue  # busy (its holder acts on the request), or a broken child: not ours to stop
+
+
+def request_cancel(store: Store, run_id: str, clock: Clock) -> Run:
+    """Record a request to cancel the run and make it due at once; returns the run as it is now.
+
+    Nothing executes here: the run's own process acts on the request before its next step, or
+    the next tick does (the run is due), so this returns at once whatever the run is doing.
+    """
+    run = get_run(store, run_id)
+    if run.status in FINISHED:
+        return run
+    store.request_cancel(run_id)
+    store.set_due(run_id, clock(), None)
+    return run
+
+
+def cancel_run(store: Store, run_id: str, clock: Clock, options: Options,
+               timeout: float | None = None) -> Run:
+    """Request the cancel, then act on it here whenever the run is free, until the run has
+    stopped (cancelled, or finished on its own) or `timeout` seconds passed; the run as it is then.
+
+    The parent of a cancelled child gets the child's outcome in its inbox but is not driven here
+    (`wake_parent` off): the next tick delivers it.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    run = request_cancel(store, run_id, clock)
+    quiet = replace(options, wake_parent=False)
+    while run.status not in FINISHED:
+        try:
+            run = drive(store, run_id, clock, quiet)
+        except RunBusy:
+            run = get_run(store, run_id)
+        if run.status in FINISHED or (deadline is not None and time.monotonic() >= deadline):
+            break
+        time.sleep(0.05)
+    return run

@@ -1,0 +1,93 @@
+"""Posting a hook payload from outside a workflow: durably into the inbox of the run holding its
+token, then continuing that run here when it is free (`resume_hook`, `durable resume`, serve)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..errors import RunBusy, RunNotFound, UnknownToken
+from .._payloads import check_text, check_value
+from .._store.base import Store
+from .._timeparse import iso
+from .delivery import hook_ended
+from .execution import Clock
+from .history import History
+from .hooks import check_token
+from .lifecycle import drive
+from .run import Options, Run
+
+
+@dataclass
+class Delivery:
+    """What became of a payload: delivered (`run` is the run after it went on), queued, or a repeat."""
+
+    token: str
+    run_id: str
+    status: Literal["delivered", "queued", "duplicate"]
+    run: Run | None = None
+
+
+def _token_run(store: Store, token: str) -> tuple[str, History] | None:
+    """The run recorded as holding `token` (finished or not) and its history, if it holds it."""
+    try:
+        check_token(token)
+    except ValueError as exc:
+        raise UnknownToken(str(exc)) from None
+    owner = store.token_owner(token)
+    if owner is None:
+        return None
+    try:
+        history = History(store.read_events(owner))
+    except RunNotFound:
+        return None
+    return (owner, history) if token in history.tokens() else None
+
+
+def holder_of(store: Store, token: str) -> tuple[str, History]:
+    """The live run holding `token` and its history, or UnknownToken."""
+    return _live(_token_run(store, token), token)
+
+
+def _live(found: tuple[str, History] | None, token: str) -> tuple[str, History]:
+    if found is None:
+        raise UnknownToken(f"no live run holds token {token!r}")
+    if found[1].finished:
+        raise UnknownToken(f"no live run holds token {token!r}: run {found[0]} has {found[1].status}")
+    return found
+
+
+def deliver_payload(store: Store, token: str, payload: Any, key: str | None, enqueue: bool,
+                    clock: Clock, options: Options) -> Delivery:
+    """Put a payload for `token` in the inbox durably, then continue its run here if it is free.
+
+    A repeat of a key already delivered is acknowledged as a duplicate, even once the run finished.
+    """
+    check_value(payload, options.payload_limit)
+    if key is not None:
+        check_text(key, "key")
+    found = _token_run(store, token)
+    if key is not None and found is not None and key in found[1].keys(token):
+        return Delivery(token, found[0], "duplicate")
+    run_id, history = _live(found, token)
+    if hook_ended(history, token):
+        raise UnknownToken(f"the hook with token {token!r} has passed its deadline; the payload was not delivered")
+    message = {"kind": "hook", "token": token, "payload": payload, "sent_at": iso(clock()), "key": key}
+    if store.post_live(run_id, message) is None:
+        # the run ended after we looked: this payload was not delivered, but an earlier one with
+        # the same key may have been
+        return _after_end(store, token, run_id, key)
+    if enqueue:
+        return Delivery(token, run_id, "queued")
+    try:
+        run = drive(store, run_id, clock, options)
+    except RunBusy:
+        return Delivery(token, run_id, "queued")
+    return Delivery(token, run_id, "delivered", run)
+
+
+def _after_end(store: Store, token: str, run_id: str, key: str | None) -> Delivery:
+    found = _token_run(store, token)
+    if key is not None and found is not None and key in found[1].keys(token):
+        return Delivery(token, found[0], "duplicate")
+    raise UnknownToken(f"no live run holds token {token!r}: run {run_id} ended first; the payload was not delivered")

@@ -1,0 +1,49 @@
+"""What a run's lifecycle takes and gives back: the `Options` of a drive and the `Run` it returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+
+from .history import History
+
+
+@dataclass
+class Options:
+    """Settings a drive needs, loaded from durable.yaml by the entry point and passed down: step
+    defaults, the crash limit, the payload limit, import roots and the public URL of webhooks."""
+
+    defaults: dict[str, Any] = field(default_factory=dict)
+    max_recoveries: int = 3
+    payload_limit: int = 1024 * 1024
+    wake_parent: bool = True  # a finished child drives its parent at once (off: the tick will)
+    import_paths: list[str] = field(default_factory=list)
+    """durable.yaml's `import_paths`: put in front of sys.path when a workflow is imported by name."""
+    public_url: str = "http://127.0.0.1:8080"
+    """Where `durable serve` is reached, for webhook URLs ($DURABLE_PUBLIC_URL, else durable.yaml)."""
+
+
+RunStatus = Literal["running", "sleeping", "waiting", "completed", "failed", "cancelled", "migrated"]
+
+
+@dataclass
+class Run:
+    """A run as its journal describes it: `status`, and `result` or `error` once finished."""
+
+    run_id: str
+    status: RunStatus
+    workflow: str = ""
+    result: Any = None
+    error: dict[str, Any] | None = None
+    wake_at: str | None = None
+    executed: bool = field(default=True, repr=False, compare=False)
+    """False when the call that returned this run found it already finished and did nothing."""
+
+    @classmethod
+    def from_history(cls, run_id: str, history: History) -> Run:
+        outcome = history.outcome or {}
+        suspended = history.suspended or {}
+        return cls(
+            run_id, cast(RunStatus, history.status), history.start.get("name", ""), outcome.get("result"),
+            outcome.get("error"), suspended.get("wake_at"),
+        )
