@@ -146,7 +146,7 @@ def tick(dir: str | None = None, store: str | None = None, now: datetime | None 
 
     config = find_config()
     with _opened(dir, store) as target:
-        return tick_once(target, clock_from(now), options_from(config), config=config)
+        return tick_once(target, clock_from(now), lambda: options_from(config), config=config)
 
 
 def read_stream(run_id: str, name: str = "default", start: int = 0, dir: str | None = None,

@@ -112,17 +112,20 @@ def options_from(config: Config | None) -> Options:
     """The engine's Options from a loaded durable.yaml (and $DURABLE_PUBLIC_URL, which beats it)."""
     from ._engine.run import Options
     from ._payloads import DEFAULT_LIMIT
+    from ._store.fsutil import SHARED_ENV
 
     url = (os.environ.get("DURABLE_PUBLIC_URL") or (config.public_url if config else None)
            or Options.public_url)
+    shared = os.environ.get(SHARED_ENV)
     if config is None:
-        return Options(public_url=url.rstrip("/"))
+        return Options(public_url=url.rstrip("/"), allow_shared=shared)
     return Options(
         defaults=dict(config.defaults),
         max_recoveries=config.max_recoveries if config.max_recoveries is not None else 3,
         payload_limit=config.payload_limit or DEFAULT_LIMIT,
         import_paths=list(config.import_paths),
         public_url=url.rstrip("/"),
+        allow_shared=shared,
     )
 
 

@@ -127,9 +127,11 @@ def _resuming(module_name: str) -> Iterator[None]:
         _importing.reset(reset)
 
 
-def load_workflow(start: dict[str, Any], import_paths: Sequence[str] = ()) -> WorkflowDef:
+def load_workflow(start: dict[str, Any], import_paths: Sequence[str] = (),
+                  allow_shared: str | None = None) -> WorkflowDef:
     """The workflow of a run, imported by name from the current import path (see the module doc),
-    durable.yaml's `import_paths` first."""
+    durable.yaml's `import_paths` first; `allow_shared` is $DURABLE_ALLOW_SHARED as the entry point
+    read it (a group-shared import root is trusted with "group")."""
     use_import_paths(import_paths)
     module_name, _, qualname = str(start.get("workflow", "")).partition(":")
     ref = start.get("workflow", "")
@@ -142,7 +144,7 @@ def load_workflow(start: dict[str, Any], import_paths: Sequence[str] = ()) -> Wo
         try:
             module = _import(module_name, ref)
         except _ModuleMissing as missing:
-            root = _trusted_root(start.get("import_root"))
+            root = _trusted_root(start.get("import_root"), allow_shared)
             if root is None:
                 raise WorkflowImportError(missing.module, missing.reason, str(missing)) from None
             sys.path.append(root)
@@ -154,9 +156,9 @@ def load_workflow(start: dict[str, Any], import_paths: Sequence[str] = ()) -> Wo
     return target
 
 
-def _trusted_root(root: Any) -> str | None:
+def _trusted_root(root: Any, allow_shared: str | None) -> str | None:
     """The recorded import root, if it is a directory of ours that nobody else can write to."""
-    from ._store.fsutil import SHARED_ENV, shared_group_allowed, unsafe_reason
+    from ._store.fsutil import shared_group_allowed, unsafe_reason
 
     if not isinstance(root, str) or not os.path.isabs(root) or root in sys.path:
         return None
@@ -164,5 +166,5 @@ def _trusted_root(root: Any) -> str | None:
         info = os.stat(root)
     except OSError:
         return None
-    shared = shared_group_allowed(os.environ.get(SHARED_ENV))
+    shared = shared_group_allowed(allow_shared)
     return root if os.path.isdir(root) and unsafe_reason(info, shared) is None else None

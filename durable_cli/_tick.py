@@ -83,12 +83,12 @@ def _report(store: Store, summary: TickSummary, run_id: str, exc: BaseException)
         pass
 
 
-def _drive(store: Store, run_id: str, clock: Clock, summary: TickSummary, options: Options,
+def _drive(store: Store, run_id: str, clock: Clock, summary: TickSummary, options: Callable[[], Options],
            due_at: datetime | None = None) -> None:
     from ._engine.lifecycle import drive
 
     try:
-        run = drive(store, run_id, clock, options, due_at=due_at)
+        run = drive(store, run_id, clock, options(), due_at=due_at)
     except RunBusy:
         summary.busy += 1
         return
@@ -112,7 +112,7 @@ def _drive(store: Store, run_id: str, clock: Clock, summary: TickSummary, option
         summary.suspended += 1
 
 
-def _deliver_inbox(store: Store, clock: Clock, summary: TickSummary, options: Options,
+def _deliver_inbox(store: Store, clock: Clock, summary: TickSummary, options: Callable[[], Options],
                    stop: Callable[[], bool] | None) -> None:
     for run_id in store.inbox_run_ids():
         from ._engine.history import TERMINAL
@@ -135,43 +135,52 @@ def _deliver_inbox(store: Store, clock: Clock, summary: TickSummary, options: Op
         _drive(store, run_id, clock, summary, options)
 
 
-def tick_once(store: Store, clock: Clock, options: Options, config: Config | None = None,
+def tick_once(store: Store, clock: Clock, options: Callable[[], Options], config: Config | None = None,
               show: Callable[[list[tuple[datetime, str]]], Iterable[tuple[datetime, str]]] | None = None,
               stop: Callable[[], bool] | None = None, workers: int = 1,
               reopen: Callable[[], Store] | None = None) -> TickSummary:
     """One pass over due work in `store` at the time `clock` gives.
 
-    `options` and `config` come from the entry point (loaded once there). `stop` is asked before
-    each run: once it says so, the pass ends after the run in hand. With `workers` > 1, due runs
-    are shared with forked processes, each on its own `reopen()` store.
+    `config` and `options` come from the entry point (loaded once there); `options` is called the
+    first time a run is driven, so an idle tick imports no engine. `stop` is asked before each
+    run: once it says so, the pass ends after the run in hand. With `workers` > 1, due runs are
+    shared with forked processes, each on its own `reopen()` store.
     """
     summary = TickSummary()
     summary.problems = store.problems()
-    _deliver_inbox(store, clock, summary, options, stop)
+    cache: list[Options] = []
+
+    def lazy_options() -> Options:
+        if not cache:
+            cache.append(options())
+        return cache[0]
+
+    _deliver_inbox(store, clock, summary, lazy_options, stop)
     if config is not None and config.schedules:
         from ._schedules import fire_schedules
 
-        summary.fired += fire_schedules(store, config, clock, options, summary.errors)
+        summary.fired += fire_schedules(store, config, clock, lazy_options(), summary.errors)
     due = list(store.due(clock()))
     share = workers if workers > 1 and reopen is not None and len(due) >= 2 * workers else 1
     children = []
     if share > 1:
         assert reopen is not None
-        children = [_fork_worker(due[k::share], reopen, clock, options, stop, summary.problems)
+        lazy_options()  # once, before forking: the workers inherit it
+        children = [_fork_worker(due[k::share], reopen, clock, lazy_options, stop, summary.problems)
                     for k in range(1, share)]
     for index, (due_at, run_id) in enumerate(show(due) if show is not None else due):
         if index % share:
             continue  # a forked worker's share (it still moves the progress bar along)
         if stop is not None and stop():
             break
-        _drive(store, run_id, clock, summary, options, due_at)
+        _drive(store, run_id, clock, summary, lazy_options, due_at)
     for child in children:
         summary.add(_join_worker(*child))
     return summary
 
 
 def _fork_worker(due: list[tuple[datetime, str]], reopen: Callable[[], Store], clock: Clock,
-                 options: Options, stop: Callable[[], bool] | None,
+                 options: Callable[[], Options], stop: Callable[[], bool] | None,
                  problems: dict[str, str]) -> tuple[int, int]:
     """Drive a share of the due runs in a forked process (its own store connection); (pid, pipe)."""
     import json

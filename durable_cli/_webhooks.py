@@ -1,4 +1,5 @@
-"""Webhook hooks: their public URL, and turning an HTTP request into the payload a workflow gets.
+"""Webhook hooks: the fields journaled with one, and turning an HTTP request into the payload a
+workflow gets.
 
 The URL is made in the process that runs the workflow and journaled with the hook, so every
 replay sees the same one. Only a safe subset of request headers reaches the journal: never

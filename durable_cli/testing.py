@@ -95,7 +95,7 @@ class DurableTestEnv:
         """One tick at the current virtual time (schedules of durable.yaml included)."""
         from ._tick import tick_once
 
-        return tick_once(self.store, self.clock, self.options, config=self.config)
+        return tick_once(self.store, self.clock, lambda: self.options, config=self.config)
 
     def advance(self, duration: object) -> TickSummary:
         """Move the virtual clock forward (e.g. "7 days"), ticking at each moment on the way where

@@ -184,8 +184,7 @@ def durable_in_process(
                 del sys.modules[name]
         sys.modules.update(hidden)
         config.forget()
-    if steps._HELD:
-        steps._HELD.clear()
+    if steps.forget_held():
         raise AssertionError("a step outlived its timeout: this test needs durable(), a real process")
     stderr = result.stderr
     if result.exception is not None and not isinstance(result.exception, SystemExit):

@@ -341,3 +341,65 @@ def test_errors_name_the_file_as_the_user_gave_it(tmp_path: Path) -> None:
     write(tmp_path / "conf" / "prod.yaml", "shedules: []\n")
     with pytest.raises(ConfigError, match=r"^conf/prod\.yaml: unknown key 'shedules'"):
         load_config("conf/prod.yaml")
+
+
+# Loaded once, at the edge, and passed down
+
+
+def test_reading_the_config_leaves_sys_path_alone(tmp_path: Path) -> None:
+    """import_paths reach sys.path only when a workflow is imported (the loader applies them)."""
+    write(tmp_path / "durable.yaml", "import_paths: [lib]\n")
+    before = list(sys.path)
+    from durable_cli._config import forget, options_from
+
+    forget()
+    options = options_from(find_config())
+    assert options.import_paths == [str(tmp_path / "lib")]
+    assert sys.path == before
+
+
+def test_the_store_layer_reads_neither_durable_yaml_nor_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from durable_cli._store import open_store
+
+    write(tmp_path / "durable.yaml", "dir: from-yaml\n")
+    monkeypatch.setenv("DURABLE_DIR", str(tmp_path / "from-env"))
+    store = open_store()
+    try:
+        assert Path(getattr(store, "root")).resolve() == (tmp_path / "journals").resolve()
+    finally:
+        store.close()
+
+
+def test_the_config_option_is_passed_down_not_written_to_the_environment(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from durable_cli.cli import main
+
+    write(tmp_path / "conf" / "prod.yaml", "dir: prod-journals\n" + NIGHTLY)
+    result = CliRunner().invoke(main, ["--config", "conf/prod.yaml", "schedules", "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"nightly"' in result.output
+    assert "DURABLE_CONFIG" not in os.environ
+
+
+def test_flags_beat_the_environment_which_beats_durable_yaml(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from durable_cli._config import store_location
+
+    config = Config(store="postgresql://yaml", dir="/yaml-dir")
+    assert store_location(None, None, lambda: config) == "postgresql://yaml"
+    monkeypatch.setenv("DURABLE_DIR", "/env-dir")
+    assert store_location(None, None, lambda: config) == "/env-dir"
+    monkeypatch.setenv("DURABLE_STORE", "postgresql://env")
+    assert store_location(None, None, lambda: config) == "postgresql://env"
+    assert store_location("/flag-dir", None, lambda: config) == "/flag-dir"
+
+
+def test_a_broken_durable_yaml_is_not_read_when_flags_choose_the_store(tmp_path: Path) -> None:
+    from durable_cli._config import store_location
+
+    def broken() -> Config:
+        raise ConfigError("durable.yaml: not valid YAML")
+
+    assert store_location(str(tmp_path), None, broken) == str(tmp_path)

@@ -134,7 +134,7 @@ def test_an_undeliverable_message_is_rejected_for_its_own_run_and_the_tick_goes_
     _plant(store, "a", token="approval-a", payload={"x": 1}, key={"not": "a string"})
     _plant(store, "b", token="approval-b", payload={"x": 2})
 
-    summary = tick_once(store, in_hours(2), Options())
+    summary = tick_once(store, in_hours(2), lambda: Options())
 
     assert summary.errors == []
     assert get_run(store, "b").result == {"x": 2}
@@ -159,7 +159,7 @@ def test_a_message_only_the_journal_refuses_is_rejected_not_raised(
     monkeypatch.setattr(f"{module}.parse_message", lambda data: json.loads(data))
     _plant(store, "a", token="approval-a", payload={"x": 1}, key=LONE)
 
-    summary = tick_once(store, in_hours(2), Options())
+    summary = tick_once(store, in_hours(2), lambda: Options())
 
     assert summary.errors == []
     assert get_run(store, "napper").result == 7

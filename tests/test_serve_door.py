@@ -70,7 +70,7 @@ def webhook(store: Store, definition: Any = takes_a_delivery) -> tuple[str, str]
 
 
 def deliver(store: Store) -> None:
-    summary = tick_once(store, lambda: now() + timedelta(seconds=1), Options())
+    summary = tick_once(store, lambda: now() + timedelta(seconds=1), lambda: Options())
     assert summary.errors == []
 
 

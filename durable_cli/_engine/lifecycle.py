@@ -138,7 +138,7 @@ def execute(
     completed = False
     if ex.fatal is None and not ex.cancelled:
         if ex.definition is None:
-            ex.definition = load_workflow(first, options.import_paths)
+            ex.definition = load_workflow(first, options.import_paths, options.allow_shared)
         try:
             result = _run_workflow(ex, first.get("args", []), first.get("kwargs", {}))
             completed = True

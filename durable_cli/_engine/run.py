@@ -19,6 +19,8 @@ class Options:
     wake_parent: bool = True  # a finished child drives its parent at once (off: the tick will)
     import_paths: list[str] = field(default_factory=list)
     """durable.yaml's `import_paths`: put in front of sys.path when a workflow is imported by name."""
+    allow_shared: str | None = None
+    """$DURABLE_ALLOW_SHARED as the entry point read it: "group" trusts group-shared dirs."""
     public_url: str = "http://127.0.0.1:8080"
     """Where `durable serve` is reached, for webhook URLs ($DURABLE_PUBLIC_URL, else durable.yaml)."""
 

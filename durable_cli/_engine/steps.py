@@ -96,6 +96,14 @@ def held_runs() -> list[str]:
     return [session.run_id for _, session in _HELD]
 
 
+def forget_held() -> list[str]:
+    """Forget the runs held for timed-out steps and return their ids: for a harness that runs many
+    commands in one process (a real process exits instead: `_tick.must_exit`)."""
+    runs = held_runs()
+    _HELD.clear()
+    return runs
+
+
 def holds(session: RunSession) -> bool:
     """Whether `session` must stay open (claimed) until this process exits."""
     return any(held is session for _, held in _HELD)

@@ -73,7 +73,7 @@ class TickLoop:
         try:
             while not self._stop.is_set():
                 try:
-                    summary = tick_once(store, utcnow, self._options, config=self._config)
+                    summary = tick_once(store, utcnow, lambda: self._options, config=self._config)
                     for failure in summary.errors:
                         print(f"tick: run {failure['run_id']}: {safe(failure['error'])}", file=sys.stderr, flush=True)
                 except Exception as exc:  # a failed pass is reported; the next one tries again

@@ -136,23 +136,26 @@ class Settings:
         self.dir = dir
         self.store = store
         self.config_path = config_path
-        self._loaded: list[Any] = []
+        self._config: tuple[Any] | None = None  # (Config or None,) once loaded
+        self._options: Any = None
 
     @property
     def config(self) -> Any:
         """The Config of `--config`, else $DURABLE_CONFIG, else ./durable.yaml; None without one."""
-        if not self._loaded:
+        if self._config is None:
             from .._config import config_at
 
-            self._loaded.append(config_at(self.config_path))
-        return self._loaded[0]
+            self._config = (config_at(self.config_path),)
+        return self._config[0]
 
     @property
     def options(self) -> Any:
-        """The engine's Options made from the config (and $DURABLE_PUBLIC_URL)."""
-        from .._config import options_from
+        """The engine's Options made from the config (and $DURABLE_PUBLIC_URL), made once."""
+        if self._options is None:
+            from .._config import options_from
 
-        return options_from(self.config)
+            self._options = options_from(self.config)
+        return self._options
 
     def open(self) -> Any:
         """The store of `--store`/`--dir`, else the environment, else durable.yaml."""

@@ -57,11 +57,10 @@ def run_ticks(settings: Any, now_text: str | None, loop: bool, interval: str, qu
     pause = parse_duration(interval)
     stop = _stop_on_signals() if loop else None
     total = TickSummary()
-    config, options = settings.config, settings.options
     store = settings.open()
     try:
         while True:
-            summary = tick_once(store, clock_from(now), options, config=config,
+            summary = tick_once(store, clock_from(now), lambda: settings.options, config=settings.config,
                                 show=None if quiet else _progress,
                                 stop=None if stop is None else stop.is_set,
                                 workers=workers, reopen=settings.open)
