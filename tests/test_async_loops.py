@@ -18,7 +18,7 @@ import uvloop
 
 from durable_cli import (EngineError, define_hook, first, get_run, get_run_async, resume_hook,
                          resume_hook_async, sleep, start, start_async, start_child, step, tick, workflow)
-from e2e import Project
+from project import Project
 from helpers import run_events
 
 CALLS: list[str] = []

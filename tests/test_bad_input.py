@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from faultkit import Project, snapshot, tally
+from project import Project, fault_project, snapshot, tally
 
 RUN = "waiter"
 TOKEN = f"tok-{RUN}"
@@ -18,9 +18,9 @@ TOKEN = f"tok-{RUN}"
 @pytest.fixture
 def waiting(tmp_path: Path) -> Project:
     """A `mixed` run waiting on its hook (its sleep fired by a tick)."""
-    project = Project(tmp_path, in_process=True)
-    assert project.call("run", "--id", RUN, "flows:mixed", "1").code == 0
-    assert project.call("tick", "--now", "2100-01-01T00:00:00Z").code == 0
+    project = fault_project(tmp_path, in_process=True)
+    assert project.cli("run", "--id", RUN, "flows:mixed", "1").code == 0
+    assert project.cli("tick", "--now", "2100-01-01T00:00:00Z").code == 0
     assert project.status(RUN) == "waiting"
     return project
 
@@ -53,40 +53,40 @@ def _payload_files(tmp: Path) -> dict[str, Path]:
 
 
 def test_every_bad_payload_file_is_exit_2_and_changes_nothing(waiting: Project, tmp_path: Path) -> None:
-    before = snapshot(waiting.store)
+    before = snapshot(waiting.dir)
     cases = _payload_files(tmp_path / "inputs" if (tmp_path / "inputs").mkdir() is None else tmp_path)
     for name, path in cases.items():
-        result = waiting.call("resume", TOKEN, str(path), timeout=20)
+        result = waiting.cli("resume", TOKEN, str(path), timeout=20)
         assert result.code == 2, (name, result)
         assert result.err.startswith("Error: ") and "Traceback" not in result.err, (name, result.err)
         assert len(result.err.strip().splitlines()) == 1, (name, result.err)
-        assert snapshot(waiting.store) == before, name
+        assert snapshot(waiting.dir) == before, name
     for name in ("invalid JSON", "NaN", "UTF-8 BOM", "100k-deep nesting", "over 1 MiB"):
-        result = waiting.call("resume", TOKEN, "-", input=cases[name].read_bytes())
+        result = waiting.cli("resume", TOKEN, "-", input=cases[name].read_bytes())
         assert result.code == 2, (name, result)
-        assert snapshot(waiting.store) == before, name
+        assert snapshot(waiting.dir) == before, name
     tally("bad_input_payload_files", faults=len(cases) + 5, runs=1, duplicates=0, losses=0)
 
 
 @pytest.mark.parametrize("token", ["..", "../../x", "a/b", "nl\nx", "x" * 5000, "jeton-é-🙂", "unknown"])
 def test_a_hostile_or_unknown_token_is_exit_2_and_writes_nothing(waiting: Project, token: str) -> None:
-    before = snapshot(waiting.store)
+    before = snapshot(waiting.dir)
     outside = set(os.listdir(waiting.root))
-    result = waiting.call("resume", token, "-", input='{"v": 1}')
+    result = waiting.cli("resume", token, "-", input='{"v": 1}')
     assert result.code == 2, result
-    assert snapshot(waiting.store) == before
+    assert snapshot(waiting.dir) == before
     assert set(os.listdir(waiting.root)) == outside
 
 
 @pytest.mark.parametrize("run_id", ["..", "../x", "a/b", "nl\nx", "x" * 300, "é", "-dash", ".hidden"])
 def test_a_hostile_run_id_is_exit_2_and_writes_nothing(waiting: Project, run_id: str) -> None:
-    before = snapshot(waiting.store)
+    before = snapshot(waiting.dir)
     outside = set(os.listdir(waiting.root))
     for args in (("run", "--id", run_id, "flows:napper", "1"), ("cancel", run_id)):
-        result = waiting.call(*args)
+        result = waiting.cli(*args)
         assert result.code == 2, (args, result)
         assert "Traceback" not in result.err
-    assert snapshot(waiting.store) == before
+    assert snapshot(waiting.dir) == before
     assert set(os.listdir(waiting.root)) == outside
 
 
@@ -95,25 +95,25 @@ def test_nul_in_a_token_or_run_id_is_refused_by_the_library(waiting: Project) ->
     from durable_cli.errors import DurableError
     from durable_cli._store.base import check_run_id
 
-    before = snapshot(waiting.store)
+    before = snapshot(waiting.dir)
     with pytest.raises(DurableError):
-        resume_hook("tok\x00-waiter", {"v": 1}, dir=str(waiting.store))
+        resume_hook("tok\x00-waiter", {"v": 1}, dir=str(waiting.dir))
     with pytest.raises(DurableError):
         check_run_id("a\x00b")
-    assert snapshot(waiting.store) == before
+    assert snapshot(waiting.dir) == before
 
 
 def test_a_payload_for_a_finished_run_is_exit_2(waiting: Project) -> None:
-    assert waiting.call("resume", TOKEN, "-", input='{"v": 1}').code == 0
+    assert waiting.cli("resume", TOKEN, "-", input='{"v": 1}').code == 0
     assert waiting.status(RUN) == "completed"
-    before = snapshot(waiting.store)
-    result = waiting.call("resume", TOKEN, "-", input='{"v": 2}')
+    before = snapshot(waiting.dir)
+    result = waiting.cli("resume", TOKEN, "-", input='{"v": 2}')
     assert result.code == 2 and "no live run" in result.err
-    assert snapshot(waiting.store) == before
+    assert snapshot(waiting.dir) == before
 
 
 def _drop(project: Project, kind: str, tmp: Path) -> Path:
-    inbox = project.store / "inbox" / RUN
+    inbox = project.dir / "inbox" / RUN
     inbox.mkdir(parents=True, exist_ok=True)
     target = inbox / f"00000000000000000001-{kind}.json"
     good = {"kind": "hook", "token": TOKEN, "payload": {"v": 1}, "sent_at": "2020-01-01T00:00:00Z"}
@@ -156,34 +156,34 @@ def test_an_undeliverable_inbox_entry_is_rejected_with_its_reason_and_the_run_ke
         waiting: Project, tmp_path: Path, kind: str) -> None:
     if kind == "foreign-owner" and os.geteuid() != 0:
         pytest.skip("chown needs root")
-    before = snapshot(waiting.store)
+    before = snapshot(waiting.dir)
     dropped = _drop(waiting, kind, tmp_path)
-    tick = waiting.call("tick", timeout=20)
+    tick = waiting.cli("tick", timeout=20)
     assert tick.code == 0 and "Traceback" not in tick.err, tick
     assert not os.path.lexists(dropped)
-    reasons = list((waiting.store / "rejected").glob("*.reason"))
+    reasons = list((waiting.dir / "rejected").glob("*.reason"))
     assert len(reasons) == 1 and reasons[0].read_text().strip(), kind
-    after = {k: v for k, v in snapshot(waiting.store).items() if not k.startswith(("rejected", "inbox"))}
+    after = {k: v for k, v in snapshot(waiting.dir).items() if not k.startswith(("rejected", "inbox"))}
     assert after == {k: v for k, v in before.items() if not k.startswith(("rejected", "inbox"))}
     assert waiting.status(RUN) == "waiting"
-    assert waiting.call("resume", TOKEN, "-", input='{"v": 4}').code == 0
+    assert waiting.cli("resume", TOKEN, "-", input='{"v": 4}').code == 0
     assert waiting.events(RUN)[-1]["result"] == [2, 4, 5]
     tally(f"bad_input_inbox_{kind}", faults=1, runs=1, duplicates=0, losses=0)
 
 
 def test_a_stray_entry_in_the_inbox_root_never_stops_a_tick(waiting: Project) -> None:
-    inbox = waiting.store / "inbox"
+    inbox = waiting.dir / "inbox"
     inbox.mkdir(exist_ok=True)
     (inbox / "not a run id").mkdir()
     (inbox / "not a run id" / "1.json").write_text("{}")
     (inbox / "stray-file.json").write_text("{}")
-    napper = waiting.call("run", "--id", "napper", "flows:napper", "1")
+    napper = waiting.cli("run", "--id", "napper", "flows:napper", "1")
     assert napper.code == 0
-    tick = waiting.call("tick", "--now", "2100-01-01T00:00:00Z")
+    tick = waiting.cli("tick", "--now", "2100-01-01T00:00:00Z")
     assert tick.code == 0 and "Traceback" not in tick.err, tick
     assert waiting.status("napper") == "completed"
     assert sorted(os.listdir(inbox)) == []
-    assert len(list((waiting.store / "rejected").glob("*.reason"))) == 2
+    assert len(list((waiting.dir / "rejected").glob("*.reason"))) == 2
     tally("bad_input_stray_inbox_entries", faults=2, runs=2, duplicates=0, losses=0)
 
 
@@ -195,19 +195,19 @@ def test_a_stray_entry_in_the_inbox_root_never_stops_a_tick(waiting: Project) ->
 ])
 def test_a_bad_durable_yaml_is_exit_2_naming_the_file_or_key(waiting: Project, text: str, needle: str) -> None:
     (waiting.root / "durable.yaml").write_text(text)
-    before = snapshot(waiting.store)
-    result = waiting.call("tick")
+    before = snapshot(waiting.dir)
+    result = waiting.cli("tick")
     assert result.code == 2, result
     assert needle in result.err and "Traceback" not in result.err
     assert not (waiting.root / "pwned").exists()
-    assert snapshot(waiting.store) == before
+    assert snapshot(waiting.dir) == before
 
 
 @pytest.mark.parametrize("reference", ["flows", "flows:", ":mixed", "flows:nope", "nomodule:fn", "flows:add_one",
                                        "flows:mixed:extra", "../flows:mixed", "os:system"])
 def test_a_reference_that_is_not_a_workflow_is_exit_2(waiting: Project, reference: str) -> None:
-    before = snapshot(waiting.store)
-    result = waiting.call("run", reference, "1")
+    before = snapshot(waiting.dir)
+    result = waiting.cli("run", reference, "1")
     assert result.code == 2, (reference, result)
     assert "Traceback" not in result.err and len(result.err.strip().splitlines()) == 1
-    assert snapshot(waiting.store) == before
+    assert snapshot(waiting.dir) == before

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e import Project
+from project import Project
 from helpers import DURABLE, durable_env
 
 CODE = '''
@@ -87,4 +87,4 @@ def test_a_tick_acts_on_a_recorded_cancel_of_a_sleeping_run(tmp_path: Path) -> N
     code, out, _ = project.cli("cancel", "w")
     assert (code, out.strip()) == (0, "w cancel requested (sleeping)")
     assert project.tick()["resumed"] == 1  # due at once: no need to wait seven days
-    assert project.status("w")["status"] == "cancelled" and project.log() == []
+    assert project.inspect("w")["status"] == "cancelled" and project.log() == []

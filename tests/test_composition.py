@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from e2e import Project
+from project import Project
 from helpers import all_files, durable_env, in_process, read_events
 
 FLOWS = '''
@@ -393,13 +393,13 @@ def statuses(project):
 def test_hook_deadline_ends_the_iteration_and_the_workflow_goes_on_after_the_loop(project, fn):
     run = project.run(fn, "tok-a")
     assert run["status"] == "waiting"
-    inspected = project.status(run["run_id"])
+    inspected = project.inspect(run["run_id"])
     assert inspected["status"] == "waiting"
     [wait] = inspected["wait"]
     assert wait["token"] == "tok-a" and wait["until"] == inspected["timeline"][0]["deadline"]
     assert project.tick(days=2, hours=23)["completed"] == 0
     project.tick(days=3, minutes=1)
-    after = project.status(run["run_id"])
+    after = project.inspect(run["run_id"])
     assert (after["status"], after["result"]) == ("completed", "expired")
 
 
@@ -473,14 +473,14 @@ def test_child_sleeping_seven_days_while_parent_waits_is_completed_by_one_tick(p
     summary = project.tick(days=8)
     assert summary["errors"] == []
     assert project.result(run["run_id"]) == {"child": child["run_id"], "result": "X"}
-    assert project.status(child["run_id"])["status"] == "completed"
+    assert project.inspect(child["run_id"])["status"] == "completed"
     assert project.log() == ["child-x"]
 
 
 def test_child_run_id_is_derived_from_the_parent_id_and_position(project):
     run = project.run("parent", "x", run_id="order-7")
     assert run["run_id"] == "order-7"
-    children = project.status("order-7")["children"]
+    children = project.inspect("order-7")["children"]
     assert len(children) == 1 and children[0].startswith("order-7")
 
 
@@ -493,7 +493,7 @@ def test_failing_child_raises_child_failed_with_its_run_id_error_class_and_messa
     assert result["type"] == "ValueError"
     assert result["message"] == "cannot process y"
     assert "cannot process y" in result["text"]
-    assert project.status(result["child"])["status"] == "failed"
+    assert project.inspect(result["child"])["status"] == "failed"
 
 
 def test_uncaught_child_failure_fails_the_parent_with_the_childs_message(project):
@@ -508,7 +508,7 @@ def test_parent_wakes_when_its_child_finishes_without_a_tick(project):
     assert run["status"] == "waiting"
     code, doc, err = project.resume("kid-token", {"v": 1})
     assert code == 0, err
-    assert project.status(run["run_id"])["status"] == "completed"
+    assert project.inspect(run["run_id"])["status"] == "completed"
     assert project.result(run["run_id"]) == {"v": 1}
 
 
@@ -558,10 +558,10 @@ def test_cancelling_a_parent_cancels_its_running_children(project, fn):
 
 def test_inspect_shows_the_parent_of_a_child_and_the_children_of_a_parent(project):
     run = project.run("parent_of_two")
-    parent = project.status(run["run_id"])
+    parent = project.inspect(run["run_id"])
     assert len(parent["children"]) == 2
     for child_id in parent["children"]:
-        assert project.status(child_id)["parent"]["run_id"] == run["run_id"]
+        assert project.inspect(child_id)["parent"]["run_id"] == run["run_id"]
     code, text, _ = project.cli("inspect", run["run_id"])
     assert code == 0 and all(child in text for child in parent["children"]) and "children" in text
     code, text, _ = project.cli("inspect", parent["children"][0])
@@ -601,7 +601,7 @@ def test_random_called_directly_in_a_workflow_is_caught_by_the_argument_check(pr
     run = project.run("uses_random")
     assert run["status"] == "sleeping"
     project.tick(days=2)
-    doc = project.status(run["run_id"])
+    doc = project.inspect(run["run_id"])
     assert doc["status"] == "failed"
     message = doc["error"]["message"]
     assert doc["error"]["type"].endswith("NonDeterminismError")
@@ -638,7 +638,7 @@ def test_race_of_a_step_against_a_deadline_resolves_the_same_way_on_replay(proje
     project.tick(minutes=90)
     project.tick(hours=3)  # the losing step's retry runs and is journaled
     project.tick(days=2)
-    doc = project.status(run["run_id"])
+    doc = project.inspect(run["run_id"])
     assert doc["status"] == "completed", doc["error"]
     assert doc["result"] == winner
     step = next(e for e in doc["timeline"] if e["kind"] == "step")
@@ -650,7 +650,7 @@ def test_a_losing_step_that_finished_is_not_run_again(project):
     run = project.run("quick_fetch_or_deadline")
     project.tick(hours=2)
     project.tick(days=2)
-    doc = project.status(run["run_id"])
+    doc = project.inspect(run["run_id"])
     assert doc["result"] == [0, "fetched"]
     assert [e["status"] for e in doc["timeline"]] == ["completed", "completed", "completed"]
     assert project.log() == ["quick"]
@@ -670,7 +670,7 @@ def test_race_of_a_hook_against_a_sleep_won_by_the_sleep_journals_the_late_paylo
     code, doc, err = project.resume("race-2", {"v": 2})
     assert code == 0, err
     project.tick(days=2)
-    doc = project.status(run["run_id"])
+    doc = project.inspect(run["run_id"])
     assert doc["result"] == [1, None]
     assert len(hook_nexts(doc["events"], "race-2")) == 1
 
@@ -680,7 +680,7 @@ def test_first_of_three_children_wins_and_the_losers_outcomes_are_journaled(proj
     assert len(project.runs()) == 4
     for delta in (dict(minutes=90), dict(minutes=150), dict(hours=4), dict(days=2)):
         project.tick(**delta)
-    doc = project.status(run["run_id"])
+    doc = project.inspect(run["run_id"])
     assert doc["status"] == "completed", doc["error"]
     assert doc["result"] == [1, "fast"]
     results = [e for e in doc["events"] if e["type"] == "child_result"]
@@ -692,7 +692,7 @@ def test_gather_over_a_step_a_sleep_a_child_and_a_hook_wait(project):
     assert run["status"] == "waiting"
     assert project.resume("g-1", {"h": 1})[0] == 0
     project.tick(hours=3)
-    doc = project.status(run["run_id"])
+    doc = project.inspect(run["run_id"])
     assert doc["status"] == "completed", doc
     assert doc["result"] == [1, None, "kid", {"h": 1}]
     assert project.log() == ["a"]
@@ -749,7 +749,7 @@ def test_resume_with_a_key_delivers_once_and_acknowledges_the_repeat(project):
     assert "already delivered" in err
     code, text, err = project.cli("resume", "tok-g", "-", "--key", "k1", input='"A"')
     assert code == 0 and "already delivered" in err
-    assert project.status(run["run_id"])["status"] == "waiting"
+    assert project.inspect(run["run_id"])["status"] == "waiting"
     assert project.resume("tok-g", "B", "--key", "k2")[0] == 0
     assert project.result(run["run_id"]) == ["A", "B"]
 
@@ -760,6 +760,6 @@ def test_queued_repeats_of_a_key_are_delivered_once_by_the_tick(project):
         assert project.resume("tok-h", "A", "--key", "same", "--enqueue")[0] == 0
     project.tick(seconds=1)
     assert project.resume("tok-h", "B", "--key", "other")[0] == 0
-    doc = project.status(run["run_id"])
+    doc = project.inspect(run["run_id"])
     assert doc["result"] == ["A", "B"]
     assert Counter(e["type"] for e in doc["events"])["hook_payload"] == 2

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from e2e import later
+from project import later
 from helpers import durable_in_process, durable_json_in_process
 
 FLOWS = '''

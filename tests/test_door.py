@@ -205,7 +205,7 @@ def waits(doc):
 
 @pytest.fixture(params=["files", "postgres"])
 def project(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    from e2e import Project
+    from project import Project
 
     store = request.getfixturevalue("pg_url") if request.param == "postgres" else None
     project = Project(tmp_path, "flows", FLOWS, store=store, in_process=True)

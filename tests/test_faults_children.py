@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from faultkit import FLOWS, Project, check_store, copy_project, in_parallel, later, tally
+from project import FLOWS, check_store, fault_project, in_parallel, later, tally
 
 FAMILY = FLOWS + '''
 
@@ -30,23 +30,23 @@ def family(n):
 
 def test_a_crash_between_a_childs_outcome_and_its_parent_never_leaves_the_parent_waiting(
         tmp_path: Path) -> None:
-    base = Project(tmp_path / "base", flows=FAMILY)
-    started = base.call("run", "--id", "fam", "flows:family", "1", "--json")
+    base = fault_project(tmp_path / "base", flows=FAMILY)
+    started = base.cli("run", "--id", "fam", "flows:family", "1", "--json")
     assert started.code == 0 and started.json()["status"] == "waiting", started
     wake = later(2)
-    counting = copy_project(base, tmp_path / "count")
+    counting = base.copy(tmp_path / "count")
     log = tmp_path / "ops.log"
-    assert counting.call("tick", "--now", wake, extra={"DURABLE_CRASH_LOG": str(log)}).code == 0
+    assert counting.cli("tick", "--now", wake, env={"DURABLE_CRASH_LOG": str(log)}).code == 0
     assert counting.status("fam") == "completed"
     points = len(log.read_text().splitlines())
 
     def case(n: int) -> int:
-        project = copy_project(base, tmp_path / f"n{n}")
-        assert project.call("tick", "--now", wake, crash_at=n).killed, n
+        project = base.copy(tmp_path / f"n{n}")
+        assert project.cli("tick", "--now", wake, crash_at=n).killed, n
         for _ in range(3):
             if project.status("fam") == "completed":
                 break
-            assert project.call("tick", "--now", later(3)).code == 0
+            assert project.cli("tick", "--now", later(3)).code == 0
         check = check_store(project, {"fam": 4, "fam-c1": 2})
         check.assert_clean()
         shutil.rmtree(project.root)

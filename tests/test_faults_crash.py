@@ -12,7 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
-from faultkit import Project, check_store, copy_project, in_parallel, later, mixed_result, tally
+from project import Project, check_store, fault_project, in_parallel, later, mixed_result, tally
 
 RUN = "crash-run"
 TOKEN = f"tok-{RUN}"
@@ -29,14 +29,14 @@ def _phases(fire_at: str) -> list[tuple[str, ...]]:
 
 
 def _play(project: Project, phase: tuple[str, ...], crash_at: int | None = None):
-    return project.call(*phase, crash_at=crash_at, input=PAYLOAD if phase[0] == "resume" else None)
+    return project.cli(*phase, crash_at=crash_at, input=PAYLOAD if phase[0] == "resume" else None)
 
 
 def _recover_and_finish(project: Project, phases: list[tuple[str, ...]], crashed: int, fire_at: str) -> None:
     """After a crash in phase `crashed`: a tick recovers the run, the client retries the command
     that was not acknowledged (`run --id`, `resume --key` are idempotent), then the run is driven
     to its end: ticks later in time fire its sleep, the payload is resumed if still needed."""
-    recovery = project.call("tick", "--now", fire_at)
+    recovery = project.cli("tick", "--now", fire_at)
     # a crash before `run_started` was durable leaves an empty journal, which ticks report
     assert recovery.code == 0 or (recovery.code == 1 and "journal empty" in recovery.err), recovery
     check_store(project).assert_clean()  # right after the crash and its recovery, not only at the end
@@ -50,7 +50,7 @@ def _recover_and_finish(project: Project, phases: list[tuple[str, ...]], crashed
             result = _play(project, phases[2])
             assert result.code == 0, result
         else:
-            assert project.call("tick", "--now", later(hours)).code == 0
+            assert project.cli("tick", "--now", later(hours)).code == 0
 
 
 def _key_delivered(project: Project, key: str) -> bool:
@@ -60,7 +60,7 @@ def _key_delivered(project: Project, key: str) -> bool:
 def _operations(project: Project, *args: str, input: str | None = None) -> int:
     """How many store operations the command performs uncrashed (it is played on `project`)."""
     log = project.root / "ops.log"
-    result = project.call(*args, input=input, extra={"DURABLE_CRASH_LOG": str(log)})
+    result = project.cli(*args, input=input, env={"DURABLE_CRASH_LOG": str(log)})
     assert result.code == 0, result
     count = len(log.read_text().splitlines())
     log.unlink()
@@ -70,14 +70,14 @@ def _operations(project: Project, *args: str, input: str | None = None) -> int:
 def test_a_crash_at_every_store_operation_loses_nothing_and_runs_no_step_twice(tmp_path: Path) -> None:
     fire_at = later(2)
     phases = _phases(fire_at)
-    base = Project(tmp_path / "base")
+    base = fault_project(tmp_path / "base")
     crashes = checked = 0
     for index, phase in enumerate(phases):
-        before = copy_project(base, tmp_path / f"before-{index}")
+        before = base.copy(tmp_path / f"before-{index}")
         points = _operations(base, *phase, input=PAYLOAD if phase[0] == "resume" else None)
 
         def case(n: int, index: int = index, phase: tuple[str, ...] = phase) -> int:
-            project = copy_project(before, tmp_path / f"p{index}-n{n}")
+            project = before.copy(tmp_path / f"p{index}-n{n}")
             result = _play(project, phase, crash_at=n)
             assert result.killed, (phase, n, result)
             _recover_and_finish(project, phases, index, fire_at)
@@ -88,7 +88,7 @@ def test_a_crash_at_every_store_operation_loses_nothing_and_runs_no_step_twice(t
 
         checked += sum(in_parallel([lambda n=n: case(n) for n in range(1, points + 1)]))
         crashes += points
-        beyond = copy_project(before, tmp_path / f"p{index}-beyond")
+        beyond = before.copy(tmp_path / f"p{index}-beyond")
         assert _play(beyond, phase, crash_at=points + 1).code == 0
     check = check_store(base, {RUN: mixed_result(1, 5)})
     check.assert_clean()
@@ -97,20 +97,20 @@ def test_a_crash_at_every_store_operation_loses_nothing_and_runs_no_step_twice(t
 
 
 def test_a_crash_at_every_operation_of_retried_steps_completes_with_one_result_each(tmp_path: Path) -> None:
-    base = Project(tmp_path / "base")
+    base = fault_project(tmp_path / "base")
     command = ("run", "--id", "steps", "flows:steps_only", "3")
-    points = _operations(copy_project(base, tmp_path / "count"), *command)
+    points = _operations(base.copy(tmp_path / "count"), *command)
 
     def case(n: int) -> int:
-        project = copy_project(base, tmp_path / f"n{n}")
-        result = project.call(*command, crash_at=n)
+        project = base.copy(tmp_path / f"n{n}")
+        result = project.cli(*command, crash_at=n)
         assert result.killed, (n, result)
-        recovery = project.call("tick")
+        recovery = project.cli("tick")
         assert recovery.code == 0 or (recovery.code == 1 and "journal empty" in recovery.err), recovery
-        retry = project.call(*command, "--json")
+        retry = project.cli(*command, "--json")
         assert retry.code == 0, retry
         if retry.json()["status"] != "completed":
-            assert project.call("tick", "--now", later(1)).code == 0
+            assert project.cli("tick", "--now", later(1)).code == 0
         check = check_store(project, {"steps": 8})
         check.assert_clean()
         shutil.rmtree(project.root)
@@ -122,28 +122,28 @@ def test_a_crash_at_every_operation_of_retried_steps_completes_with_one_result_e
 
 
 def test_a_run_whose_creation_died_before_run_started_is_reported_until_created_again(tmp_path: Path) -> None:
-    project = Project(tmp_path)
-    assert project.call("run", "--id", "unborn", "flows:napper", "1", crash_at=3).killed
+    project = fault_project(tmp_path)
+    assert project.cli("run", "--id", "unborn", "flows:napper", "1", crash_at=3).killed
     assert project.journal("unborn").read_bytes() == b""
     for _ in range(2):  # every tick, not once
-        tick = project.call("tick")
+        tick = project.cli("tick")
         assert tick.code == 1 and "error: run unborn: journal empty" in tick.err, tick
-    listed = project.call("ls", "--json")
+    listed = project.cli("ls", "--json")
     assert listed.code == 0 and [row["status"] for row in listed.json()] == ["damaged"]
-    assert project.call("run", "--id", "unborn", "flows:napper", "1").code == 0
-    assert project.call("tick", "--now", later(2)).code == 0
+    assert project.cli("run", "--id", "unborn", "flows:napper", "1").code == 0
+    assert project.cli("tick", "--now", later(2)).code == 0
     check_store(project, {"unborn": 2}).assert_clean()
 
 
 def test_a_poison_run_fails_after_max_recoveries_and_tick_moves_on(tmp_path: Path) -> None:
     """Fault 7: a run whose process dies every time is not recovered forever."""
-    project = Project(tmp_path)
+    project = fault_project(tmp_path)
     (project.root / "durable.yaml").write_text("max_recoveries: 2\ndefaults: {retry_delay: 10ms}\n")
-    assert project.call("run", "--id", "poison", "flows:poison").killed
-    assert project.call("run", "--id", "sleeper", "flows:napper", "1").code == 0
+    assert project.cli("run", "--id", "poison", "flows:poison").killed
+    assert project.cli("run", "--id", "sleeper", "flows:napper", "1").code == 0
     deaths = 1
     for _ in range(6):
-        tick = project.call("tick", "--now", later(2))
+        tick = project.cli("tick", "--now", later(2))
         if not tick.killed:
             assert tick.code == 0, tick
             break

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from faultkit import Project, check_store, later, tally
+from project import Project, check_store, fault_project, later, tally
 
 
 def _napping(tmp_path: Path) -> tuple[Project, Path, bytes]:
-    project = Project(tmp_path)
-    assert project.call("run", "--id", "nap", "flows:napper", "1").code == 0
+    project = fault_project(tmp_path)
+    assert project.cli("run", "--id", "nap", "flows:napper", "1").code == 0
     path = project.journal("nap")
     return project, path, path.read_bytes()
 
@@ -40,10 +40,10 @@ def test_a_full_disk_fails_the_command_cleanly_and_a_later_tick_completes(tmp_pa
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    result = project.call("tick", "--now", later(2), preexec_fn=small_disk)
+    result = project.cli("tick", "--now", later(2), preexec_fn=small_disk)
     _assert_failed_cleanly(result, path, before)
     assert "nap" in result.out + result.err
-    assert project.call("tick", "--now", later(2)).code == 0
+    assert project.cli("tick", "--now", later(2)).code == 0
     check_store(project, {"nap": 2}).assert_clean()
     tally(f"disk_full_{room}", faults=1, runs=1, duplicates=0, losses=0)
 
@@ -53,10 +53,10 @@ def test_a_full_disk_fails_the_command_cleanly_and_a_later_tick_completes(tmp_pa
 def test_eio_on_sync_fails_the_command_cleanly_and_a_later_tick_completes(tmp_path: Path, call: str) -> None:
     project, path, before = _napping(tmp_path)
     strace = ["strace", "-f", "-qq", "-o", os.devnull, "-e", f"trace={call}", "-e", f"inject={call}:error=EIO"]
-    result = project.call("tick", "--now", later(2), prefix=strace)
+    result = project.cli("tick", "--now", later(2), prefix=strace)
     _assert_failed_cleanly(result, path, before)
     assert "nap" in result.err and "Input/output error" in result.err, result
-    assert project.call("tick", "--now", later(2)).code == 0
+    assert project.cli("tick", "--now", later(2)).code == 0
     check_store(project, {"nap": 2}).assert_clean()
     tally(f"eio_on_{call}", faults=1, runs=1, duplicates=0, losses=0)
 
@@ -66,9 +66,9 @@ def test_enospc_on_a_journal_write_fails_the_tick_cleanly_and_a_later_tick_compl
     project, path, before = _napping(tmp_path)
     strace = ["strace", "-f", "-qq", "-o", os.devnull, "-P", str(path), "-e", "trace=write",
               "-e", "inject=write:error=ENOSPC"]
-    result = project.call("tick", "--now", later(2), prefix=strace)
+    result = project.cli("tick", "--now", later(2), prefix=strace)
     _assert_failed_cleanly(result, path, before)
     assert "No space left on device" in result.err and str(path) in result.err, result
-    assert project.call("tick", "--now", later(2)).code == 0
+    assert project.cli("tick", "--now", later(2)).code == 0
     check_store(project, {"nap": 2}).assert_clean()
     tally("enospc_on_write", faults=1, runs=1, duplicates=0, losses=0)

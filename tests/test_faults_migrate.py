@@ -29,7 +29,7 @@ import pytest
 from click.testing import CliRunner
 
 from durable_cli.cli import main
-from faultkit import Project, Result, check_store, copy_project, in_parallel, later, mixed_result, tally
+from project import Project, Result, check_store, fault_project, in_parallel, later, mixed_result, tally
 from helpers import DURABLE
 
 EXPECTED = {"nap": 2, "wait": mixed_result(1, 5), "queued": mixed_result(2, 7)}
@@ -88,19 +88,19 @@ def finish(project: Project, source: list[str], target: list[str], crash_at: int
 
 def journals_of(project: Project, where: list[str]) -> Project:
     """A view of the project whose journal dir holds `where`'s journals (read from PostgreSQL)."""
-    view = copy_project(project, project.root.parent / f"{project.root.name}-view-{where[0][2:]}")
+    view = project.copy(project.root.parent / f"{project.root.name}-view-{where[0][2:]}")
     view.effects = project.effects
     if where[0] == "--dir":
-        view.store = Path(where[1])
+        view.dir = Path(where[1])
         return view
     import psycopg
 
-    (view.store / "runs").mkdir(parents=True, exist_ok=True)
+    (view.dir / "runs").mkdir(parents=True, exist_ok=True)
     with psycopg.connect(where[1].replace("&lease=0.5", ""), autocommit=True) as conn:
         for run_id in EXPECTED:
             rows = conn.execute("SELECT body FROM durable_events WHERE run_id = %s ORDER BY seq",
                                 (run_id,)).fetchall()
-            (view.store / "runs" / f"{run_id}.jsonl").write_text("".join(body + "\n" for body, in rows))
+            (view.dir / "runs" / f"{run_id}.jsonl").write_text("".join(body + "\n" for body, in rows))
     return view
 
 
@@ -130,7 +130,7 @@ def databases(pg_server: Any) -> Iterator[Callable[[str, str | None], str]]:
 @pytest.mark.parametrize("direction", ["files-to-postgres", "postgres-to-files"])
 def test_migrate_killed_at_every_store_operation_is_finished_by_running_it_again(
         tmp_path: Path, databases: Callable[[str, str | None], str], direction: str) -> None:
-    base = Project(tmp_path / "base")
+    base = fault_project(tmp_path / "base")
     base_pg = databases("migrate_base", None)
     to_postgres = direction == "files-to-postgres"
 
@@ -141,14 +141,14 @@ def test_migrate_killed_at_every_store_operation_is_finished_by_running_it_again
 
     source, target = stores(base, -1)
     prepare(base, source)
-    counting = copy_project(base, tmp_path / "count")
+    counting = base.copy(tmp_path / "count")
     source_c, target_c = stores(counting, 0)
     log = tmp_path / "ops.log"
     assert call(counting, source_c, "migrate", "--from", source_c[1], "--to", target_c[1], log=log).code == 0
     points = len(log.read_text().splitlines())
 
     def killed(n: int) -> tuple[Project, list[str], list[str]]:
-        project = copy_project(base, tmp_path / f"n{n}")
+        project = base.copy(tmp_path / f"n{n}")
         source, target = stores(project, n)
         kill_migrate(project, source, target, n)
         return project, source, target

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from faultkit import FLOWS, Project, check_store, later, mixed_result, tally
+from project import FLOWS, Project, check_store, fault_project, later, mixed_result, tally
 
 
 def _start_in_process(project: Project, count: int) -> list[str]:
@@ -26,14 +26,14 @@ def _start_in_process(project: Project, count: int) -> list[str]:
 
     ids = []
     for n in range(count):
-        run = start(module.napper, n, dir=str(project.store), run_id=f"due-{n:03d}")
+        run = start(module.napper, n, dir=str(project.dir), run_id=f"due-{n:03d}")
         assert run.status == "sleeping"
         ids.append(run.run_id)
     return ids
 
 
 def test_eight_ticks_at_once_on_200_due_runs_run_each_step_once(tmp_path: Path) -> None:
-    project = Project(tmp_path)
+    project = fault_project(tmp_path)
     ids = _start_in_process(project, 200)
     now = later(2)
     ticks = [project.popen("tick", "--now", now) for _ in range(8)]
@@ -47,11 +47,11 @@ def test_eight_ticks_at_once_on_200_due_runs_run_each_step_once(tmp_path: Path) 
 
 
 def test_ticks_racing_a_live_run_never_execute_its_steps_twice(tmp_path: Path) -> None:
-    project = Project(tmp_path)
+    project = fault_project(tmp_path)
     live = project.popen("run", "--id", "live", "flows:slow_pair", "1")
     ticks = 0
     while live.poll() is None and ticks < 40:
-        assert project.call("tick", "--now", later(1)).code == 0
+        assert project.cli("tick", "--now", later(1)).code == 0
         ticks += 1
     assert live.wait(timeout=30) == 0
     assert ticks >= 2
@@ -62,11 +62,11 @@ def test_ticks_racing_a_live_run_never_execute_its_steps_twice(tmp_path: Path) -
 
 
 def test_ticks_racing_resume_on_one_token_deliver_the_payload_exactly_once(tmp_path: Path) -> None:
-    project = Project(tmp_path)
+    project = fault_project(tmp_path)
     rounds = 6
     for n in range(rounds):
-        assert project.call("run", "--id", f"r{n}", "flows:mixed", str(n)).code == 0
-    assert project.call("tick", "--now", later(2)).code == 0
+        assert project.cli("run", "--id", f"r{n}", "flows:mixed", str(n)).code == 0
+    assert project.cli("tick", "--now", later(2)).code == 0
     for n in range(rounds):
         args = ["resume", f"tok-r{n}", "-"] + (["--enqueue"] if n % 2 else [])
         resume = project.popen(*args, stdin=subprocess.PIPE)
@@ -76,27 +76,27 @@ def test_ticks_racing_resume_on_one_token_deliver_the_payload_exactly_once(tmp_p
         for racer in racers:
             out, err = racer.communicate(timeout=30)
             assert racer.returncode == 0, (n, out, err)
-    assert project.call("tick", "--now", later(2)).code == 0
+    assert project.cli("tick", "--now", later(2)).code == 0
     check = check_store(project, {f"r{n}": mixed_result(n, 10 + n) for n in range(rounds)})
     check.assert_clean()
     for n in range(rounds):
         assert sum(e["type"] == "hook_payload" for e in project.events(f"r{n}")) == 1
-    assert not any((project.store / "inbox").rglob("*.json"))
+    assert not any((project.dir / "inbox").rglob("*.json"))
     tally("overlap_tick_vs_resume", faults=rounds * 3, runs=rounds, duplicates=0, losses=0)
 
 
 def test_a_step_whose_forked_child_outlives_it_is_not_run_again(tmp_path: Path) -> None:
-    project = Project(tmp_path)
+    project = fault_project(tmp_path)
     marker = tmp_path / "straggler.txt"
     project.extra_env["FAULT_STRAGGLER"] = str(marker)
-    result = project.call("run", "--id", "forks", "flows:with_straggler")
+    result = project.cli("run", "--id", "forks", "flows:with_straggler")
     assert result.code == 0, result
     for _ in range(3):
-        assert project.call("tick", "--now", later(1)).code == 0
+        assert project.cli("tick", "--now", later(1)).code == 0
     deadline = time.monotonic() + 5
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert project.call("tick", "--now", later(2)).code == 0
+    assert project.cli("tick", "--now", later(2)).code == 0
     check = check_store(project, {"forks": ["forked", 2]})
     check.assert_clean()
     assert len(project.executions()) == 2

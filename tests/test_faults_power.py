@@ -10,7 +10,7 @@ import json
 import random
 from pathlib import Path
 
-from faultkit import Project, check_store, copy_project, in_parallel, later, mixed_result, power_cut, tally
+from project import Project, check_store, fault_project, in_parallel, later, mixed_result, power_cut, tally
 
 RUNS = 3
 FIRE = 2
@@ -18,7 +18,7 @@ FIRE = 2
 
 def _acknowledged_payload(project: Project, run_id: str, key: str) -> bool:
     journaled = any(e.get("key") == key for e in project.events(run_id) if e["type"] == "hook_payload")
-    inbox = project.store / "inbox" / run_id
+    inbox = project.dir / "inbox" / run_id
     queued = inbox.is_dir() and any(json.loads(p.read_text()).get("key") == key for p in inbox.glob("*.json"))
     return journaled or queued
 
@@ -26,7 +26,7 @@ def _acknowledged_payload(project: Project, run_id: str, key: str) -> bool:
 def _tick(copy: Project, at: str) -> None:
     """A tick on a power-cut copy: it may only report runs whose `run_started` never became
     durable (an unacknowledged `run`; they are created again below)."""
-    result = copy.call("tick", "--now", at, "--json")
+    result = copy.cli("tick", "--now", at, "--json")
     errors = result.json()["errors"] if result.code in (0, 1) else None
     assert errors is not None and all("journal empty" in e["error"] for e in errors), result
 
@@ -45,15 +45,15 @@ def _recover(copy: Project, acked_runs: list[str], acked_payloads: dict[str, int
     for n in range(RUNS):
         run_id = f"r{n}"
         if not copy.journal(run_id).exists() or not copy.events(run_id):
-            assert copy.call("run", "--id", run_id, "flows:mixed", str(n)).code == 0
+            assert copy.cli("run", "--id", run_id, "flows:mixed", str(n)).code == 0
             _tick(copy, later(FIRE))
         if copy.status(run_id) == "sleeping":
             _tick(copy, later(FIRE + 2))
         if copy.status(run_id) == "waiting" and not _acknowledged_payload(copy, run_id, f"key-{run_id}"):
-            result = copy.call("resume", f"tok-{run_id}", "-", "--key", f"key-{run_id}", input='{"v": %d}' % n)
+            result = copy.cli("resume", f"tok-{run_id}", "-", "--key", f"key-{run_id}", input='{"v": %d}' % n)
             assert result.code == 0, (result, copy.root, [e["type"] for e in copy.events(run_id)],
-                                      sorted(p.name for p in (copy.store / "tokens").glob("*")))
-    assert copy.call("tick", "--now", later(FIRE + 2)).code == 0  # every run exists by now
+                                      sorted(p.name for p in (copy.dir / "tokens").glob("*")))
+    assert copy.cli("tick", "--now", later(FIRE + 2)).code == 0  # every run exists by now
     check = check_store(copy, {f"r{n}": mixed_result(n, n) for n in range(RUNS)})
     check.assert_clean()
     return check.runs
@@ -61,7 +61,7 @@ def _recover(copy: Project, acked_runs: list[str], acked_payloads: dict[str, int
 
 def test_nothing_acknowledged_is_lost_in_a_power_cut_after_any_command(tmp_path: Path) -> None:
     rng = random.Random(1234)
-    project = Project(tmp_path / "live")
+    project = fault_project(tmp_path / "live")
     log = tmp_path / "fsync.log"
     commands: list[tuple[tuple[str, ...], str | None]] = []
     for n in range(RUNS):
@@ -76,22 +76,22 @@ def test_nothing_acknowledged_is_lost_in_a_power_cut_after_any_command(tmp_path:
     recoveries = []  # (power-cut copy, what was acknowledged then): checked in parallel at the end
     for index, (args, payload) in enumerate(commands):
         # a power cut in the middle of this command: its process is killed at a random operation
-        crashed = copy_project(project, tmp_path / f"mid-{index}")
+        crashed = project.copy(tmp_path / f"mid-{index}")
         crash_log = tmp_path / f"fsync-mid-{index}.log"
         crash_log.write_bytes(log.read_bytes() if log.exists() else b"")
-        crashed.call(*args, input=payload, fsync_log=crash_log, crash_at=rng.randint(1, 8))
-        cut = copy_project(crashed, tmp_path / f"cut-mid-{index}")
-        power_cut(crashed.store, cut.store, crash_log)
+        crashed.cli(*args, input=payload, fsync_log=crash_log, crash_at=rng.randint(1, 8))
+        cut = crashed.copy(tmp_path / f"cut-mid-{index}")
+        power_cut(crashed.dir, cut.dir, crash_log)
         recoveries.append((cut, list(acked_runs), dict(acked_payloads)))
         # the command acknowledged, then a power cut
-        result = project.call(*args, input=payload, fsync_log=log)
+        result = project.cli(*args, input=payload, fsync_log=log)
         assert result.code == 0, result
         if args[0] == "run":
             acked_runs.append(args[2])
         elif args[0] == "resume":
             acked_payloads[args[1].removeprefix("tok-")] = int(json.loads(payload or "{}")["v"])
-        cut = copy_project(project, tmp_path / f"cut-{index}")
-        power_cut(project.store, cut.store, log)
+        cut = project.copy(tmp_path / f"cut-{index}")
+        power_cut(project.dir, cut.dir, log)
         recoveries.append((cut, list(acked_runs), dict(acked_payloads)))
     cuts = len(recoveries)
     checked = sum(in_parallel([lambda r=r: _recover(*r) for r in recoveries]))

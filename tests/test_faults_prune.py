@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from faultkit import FLOWS, Project, tally
+from project import FLOWS, fault_project, tally
 
 FIXABLE = FLOWS + '''
 
@@ -41,13 +41,13 @@ RUNS = 8
 
 
 def test_prune_never_deletes_a_run_that_retry_revived(tmp_path: Path) -> None:
-    project = Project(tmp_path, flows=FIXABLE)
+    project = fault_project(tmp_path, flows=FIXABLE)
     ids = [f"f{n:02d}" for n in range(RUNS)]
     start = subprocess.run(
         [sys.executable, "-c",
          "import sys; sys.path.insert(0, '.'); import flows; from durable_cli import start\n"
          "for run_id in sys.argv[2:]: assert start(flows.fixable, dir=sys.argv[1], run_id=run_id).status == 'failed'",
-         str(project.store), *ids], cwd=project.root, env=project.env(), capture_output=True, timeout=60)
+         str(project.dir), *ids], cwd=project.root, env=project.env(), capture_output=True, timeout=60)
     assert start.returncode == 0, start.stderr
     (project.root / "fixed").touch()
 
@@ -100,24 +100,24 @@ def test_a_prune_descheduled_while_a_real_retry_revives_the_run_does_not_delete_
     claim), so it seldom caught the old bug. Here the window is held open: a real prune process
     reads the failed run's summary, a real `durable retry` revives the run and exits, then the
     prune goes on to claim it. Before prune decided under the claim, it deleted the run here."""
-    project = Project(tmp_path, flows=FIXABLE)
+    project = fault_project(tmp_path, flows=FIXABLE)
     start = subprocess.run(
         [sys.executable, "-c", "import sys; sys.path.insert(0, '.'); import flows; from durable_cli import start\n"
-         "assert start(flows.fixable, dir=sys.argv[1], run_id='late').status == 'failed'", str(project.store)],
+         "assert start(flows.fixable, dir=sys.argv[1], run_id='late').status == 'failed'", str(project.dir)],
         cwd=project.root, env=project.env(), capture_output=True, timeout=60)
     assert start.returncode == 0, start.stderr
     (project.root / "fixed").touch()
     signals = tmp_path / "signals"
     signals.mkdir()
 
-    prune = subprocess.Popen([sys.executable, "-c", DESCHEDULED_PRUNE, str(project.store), str(signals)],
+    prune = subprocess.Popen([sys.executable, "-c", DESCHEDULED_PRUNE, str(project.dir), str(signals)],
                              cwd=project.root, env=project.env(), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE)
     try:
         while not (signals / "read").exists():
             assert prune.poll() is None, prune.communicate()
             time.sleep(0.01)
-        revived = project.call("retry", "late")
+        revived = project.cli("retry", "late")
         assert revived.code == 0, revived
     finally:
         (signals / "go").touch()
@@ -147,7 +147,7 @@ def test_prune_decides_under_the_claim_when_retry_revives_a_run_after_its_summar
     from durable_cli._maintenance import prune_runs
     from durable_cli._store import open_store
 
-    project = Project(tmp_path / "project", flows=FIXABLE)
+    project = fault_project(tmp_path / "project", flows=FIXABLE)
     module = f"fixable_{next(iter(where))}"  # a name per store: the workflow registry keeps modules
     (project.root / "flows.py").rename(project.root / f"{module}.py")
     sys.path.insert(0, str(project.root))

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from durable_cli import resume_hook
 from durable_cli.cli import main
 from durable_cli.errors import UnknownToken
-from e2e import Project
+from project import Project
 from helpers import DURABLE, durable_env
 
 FLOWS = """
@@ -98,7 +98,7 @@ def test_resume_racing_the_end_of_its_run_exits_0_only_for_a_journaled_payload(p
     outcomes["late"] = _outcome(_resume(project, "late"))
     project.tick(seconds=1)
 
-    assert project.status("race")["status"] == "completed"
+    assert project.inspect("race")["status"] == "completed"
     journaled = _journaled_keys(project)
     for key, (code, err) in outcomes.items():
         if code == 0:

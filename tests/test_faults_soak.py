@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from faultkit import Project, check_store, in_parallel, later, mixed_result, tally
+from project import check_store, fault_project, in_parallel, later, mixed_result, tally
 
 RUNS = 50
 SEED = 20240601
@@ -18,14 +18,14 @@ SEED = 20240601
 
 def test_a_random_sigkill_soak_of_50_mixed_runs_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None:
     rng = random.Random(SEED)
-    project = Project(tmp_path)
+    project = fault_project(tmp_path)
     kills = 0
 
     def maybe_crash() -> int | None:
         return rng.randint(1, 12) if rng.random() < 0.35 else None
 
     def start(n: int, crash: int | None) -> bool:
-        return project.call("run", "--id", f"s{n:02d}", "flows:mixed", str(n), crash_at=crash).killed
+        return project.cli("run", "--id", f"s{n:02d}", "flows:mixed", str(n), crash_at=crash).killed
 
     plans = [(n, maybe_crash()) for n in range(RUNS)]
     kills += sum(in_parallel([lambda n=n, c=c: start(n, c) for n, c in plans]))
@@ -35,7 +35,7 @@ def test_a_random_sigkill_soak_of_50_mixed_runs_loses_nothing_and_duplicates_not
                    or not project.events(f"s{n:02d}")]
         kills += sum(in_parallel([lambda n=n: start(n, None) for n in pending]))
         hours += 1
-        tick = project.call("tick", "--now", later(hours), crash_at=rng.randint(1, 200) if rng.random() < 0.6 else None)
+        tick = project.cli("tick", "--now", later(hours), crash_at=rng.randint(1, 200) if rng.random() < 0.6 else None)
         kills += tick.killed
         statuses = {n: project.status(f"s{n:02d}") for n in range(RUNS)}
         if all(s == "completed" for s in statuses.values()):
@@ -44,7 +44,7 @@ def test_a_random_sigkill_soak_of_50_mixed_runs_loses_nothing_and_duplicates_not
         plans = [(n, maybe_crash()) for n in waiting]
 
         def resume(n: int, crash: int | None) -> bool:
-            return project.call("resume", f"tok-s{n:02d}", "-", "--key", "once", input='{"v": %d}' % n,
+            return project.cli("resume", f"tok-s{n:02d}", "-", "--key", "once", input='{"v": %d}' % n,
                                 crash_at=crash).killed
 
         kills += sum(in_parallel([lambda n=n, c=c: resume(n, c) for n, c in plans]))
@@ -59,14 +59,14 @@ def test_a_random_sigkill_soak_of_50_mixed_runs_loses_nothing_and_duplicates_not
 
 
 def test_clock_jumps_never_fire_a_sleep_early_never_lose_it_and_fire_it_once(tmp_path: Path) -> None:
-    project = Project(tmp_path)
-    assert project.call("run", "--id", "nap", "flows:napper", "1").code == 0
+    project = fault_project(tmp_path)
+    assert project.cli("run", "--id", "nap", "flows:napper", "1").code == 0
     jumps = [(-24 * 5, "sleeping"), (0.5, "sleeping"), (-1, "sleeping"), (0.99, "sleeping"),
              (1.5, "completed"), (-48, "completed"), (24 * 30, "completed"), (1.2, "completed")]
     for hours, status in jumps:
-        assert project.call("tick", "--now", later(hours)).code == 0
+        assert project.cli("tick", "--now", later(hours)).code == 0
         assert project.status("nap") == status, hours
-    assert project.call("tick").code == 0
+    assert project.cli("tick").code == 0
     check_store(project, {"nap": 2}).assert_clean()
     assert len(project.executions()) == 1
     tally("clock_jumps", faults=len(jumps), runs=1, duplicates=0, losses=0)

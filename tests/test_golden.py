@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from durable_cli import _journal as journal
-from faultkit import Project, snapshot
+from project import Project
 
 GOLDEN = Path(__file__).parent / "golden"
 SOURCE = (GOLDEN / "golden_flows.py").read_text()
@@ -23,17 +23,13 @@ FAR = "2100-01-01T00:00:00Z"
 
 
 def _replay_project(tmp_path: Path, source: str = SOURCE) -> Project:
-    project = Project.__new__(Project)
-    project.root = tmp_path
-    project.store = tmp_path / "j"
-    project.effects = tmp_path / "effects.txt"
+    project = Project(tmp_path, in_process=True)
     code = tmp_path / "code"
     code.mkdir()
     (code / "golden_flows.py").write_text(source)
-    project.extra_env = {"PYTHONPATH": str(code)}
-    project.in_process = True
-    shutil.copytree(GOLDEN / "journals", project.store)
-    for path in [project.store, *project.store.rglob("*")]:
+    project.extra_env["PYTHONPATH"] = str(code)
+    shutil.copytree(GOLDEN / "journals", project.dir)
+    for path in [project.dir, *project.dir.rglob("*")]:
         path.chmod(0o700 if path.is_dir() else 0o600)
     return project
 
@@ -48,14 +44,14 @@ def test_the_golden_journals_parse_byte_for_byte_with_this_version() -> None:
 
 def test_golden_runs_resume_and_finish_on_current_code(tmp_path: Path) -> None:
     project = _replay_project(tmp_path)
-    before = {p.name: p.read_bytes() for p in (project.store / "runs").iterdir()}
+    before = {p.name: p.read_bytes() for p in (project.dir / "runs").iterdir()}
     assert project.status("golden-completed") == "completed"
     assert project.status("golden-waiting") == "waiting"
     assert project.status("golden-sleeping") == "sleeping"
-    assert project.call("tick", "--now", FAR).code == 0
+    assert project.cli("tick", "--now", FAR).code == 0
     assert project.status("golden-sleeping") == "waiting"
     for n in (1, 2):
-        result = project.call("resume", f"golden-{n}", "-", input='{"v": %d}' % (n * 10))
+        result = project.cli("resume", f"golden-{n}", "-", input='{"v": %d}' % (n * 10))
         assert result.code == 0, result
     for n in (1, 2, 3):
         run_id = {1: "golden-sleeping", 2: "golden-waiting", 3: "golden-completed"}[n]
@@ -63,7 +59,7 @@ def test_golden_runs_resume_and_finish_on_current_code(tmp_path: Path) -> None:
         assert events[-1]["type"] == "run_completed"
         assert events[-1]["result"] == [n + 1, (n + 1) * 2, n * 10]
         assert project.journal(run_id).read_bytes().startswith(before[f"{run_id}.jsonl"])
-    shown = project.call("inspect", "golden-completed", "--json")
+    shown = project.cli("inspect", "golden-completed", "--json")
     assert shown.code == 0 and shown.json()["result"] == [4, 8, 30]
 
 
@@ -85,14 +81,14 @@ def test_a_code_change_that_alters_the_sequence_is_a_clear_determinism_error(tmp
     project = _replay_project(tmp_path, SOURCE.replace(old, new))
     run_id = "golden-waiting"
     before = project.journal(run_id).read_bytes()
-    result = project.call("resume", "golden-2", "-", input='{"v": 20}')
+    result = project.cli("resume", "golden-2", "-", input='{"v": 20}')
     events = project.events(run_id)
     assert project.journal(run_id).read_bytes().startswith(before)
     assert result.code == 1, result
     assert events[-1]["type"] == "run_failed"
     message = events[-1]["error"]["message"]
     assert "not deterministic" in message and "journal holds" in message, message
-    shown = project.call("inspect", run_id)
+    shown = project.cli("inspect", run_id)
     assert "not deterministic" in shown.out + shown.err
     assert not project.effects.exists()
 
@@ -103,12 +99,12 @@ def test_a_change_that_keeps_the_sequence_is_accepted(tmp_path: Path, change: st
         if change == "a comment" else SOURCE.replace("return x + 1", "return x + 100")
     assert edited != SOURCE
     project = _replay_project(tmp_path, edited)
-    assert project.call("resume", "golden-2", "-", input='{"v": 20}').code == 0
+    assert project.cli("resume", "golden-2", "-", input='{"v": 20}').code == 0
     assert project.events("golden-waiting")[-1]["result"] == [3, 6, 20]
 
 
 def test_resume_says_why_the_run_failed(tmp_path: Path) -> None:
     old, new = CHANGES["moved sleep"]
     project = _replay_project(tmp_path, SOURCE.replace(old, new))
-    result = project.call("resume", "golden-2", "-", input='{"v": 20}')
+    result = project.cli("resume", "golden-2", "-", input='{"v": 20}')
     assert result.code == 1 and "not deterministic" in result.err, result

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from e2e import Project
+from project import Project
 from helpers import DURABLE, durable_env
 
 FLOWS = '''
@@ -128,14 +128,14 @@ def test_inspect_prints_a_plain_timeline_of_steps_sleeps_hooks_and_the_current_w
     assert "completed" in step and "2 attempts" in step and re.search(r"\d+\.\d ms", step)
     assert "network down" in step
     [nap] = [l for l in lines if re.match(r"\s+2\s+sleep", l)]
-    until = project.status(run_id)["timeline"][1]["until"]
+    until = project.inspect(run_id)["timeline"][1]["until"]
     assert f"until {until}" in nap
     [hook] = [l for l in lines if re.match(r"\s+3\s+hook", l)]
     assert "token tok-i" in hook and "1 payload(s) (8 B)" in hook and "deadline" in hook
     [got] = [l for l in lines if re.match(r"\s+4\s+wait", l)]
     assert "payload 1" in got
     # The current wait (the second payload) has nothing journaled yet: the header shows it.
-    deadline = project.status(run_id)["timeline"][2]["deadline"]
+    deadline = project.inspect(run_id)["timeline"][2]["deadline"]
     assert f"waits on  hook tok-i until {deadline}" in lines
 
 
@@ -152,7 +152,7 @@ def test_inspect_columns_are_aligned(waiting_showcase):
 
 def test_inspect_json_holds_the_run_its_timeline_and_every_event(waiting_showcase):
     project, run_id = waiting_showcase
-    doc = project.status(run_id)
+    doc = project.inspect(run_id)
     assert (doc["run_id"], doc["status"], doc["workflow"], doc["reference"]) == (
         run_id, "waiting", "showcase", "flows:showcase")
     assert doc["args"] == ["tok-i"]

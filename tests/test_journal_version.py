@@ -8,7 +8,7 @@ import json
 import pytest
 
 from durable_cli import _journal as journal
-from e2e import Project
+from project import Project
 
 FLOWS = """
 from durable_cli import workflow, step, sleep
@@ -70,4 +70,4 @@ def test_a_journal_written_by_a_newer_version_is_refused_and_the_others_go_on(pr
     assert f"{newer}: journal" in text and "newer durable-cli" in text
     after = project.cli("export", newer)[1] if project.store else (project.dir / "runs" / f"{newer}.jsonl").read_bytes()
     assert after == before
-    assert project.status(other)["status"] == "completed"
+    assert project.inspect(other)["status"] == "completed"

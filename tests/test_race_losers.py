@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from e2e import Project, later
+from project import Project, later
 
 FLOWS = '''
 from durable_cli import define_hook, first, sleep, step, workflow
@@ -85,5 +85,5 @@ def test_the_losing_hook_wait_is_journaled_as_cancelled_and_takes_no_payload(pro
     assert project.resume("stop-2", {"stop": True})[0] == 0
     nexts = [e for e in project.events(run["run_id"]) if e["type"] == "hook_next"]
     assert [(e.get("cancelled"), e.get("n")) for e in nexts] == [(True, None), (None, 1)]
-    timeline = project.status(run["run_id"])["timeline"]
+    timeline = project.inspect(run["run_id"])["timeline"]
     assert [e["status"] for e in timeline if e["kind"] == "wait"] == ["cancelled", "payload 1"]

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml  # type: ignore[import-untyped, unused-ignore]
 
-from e2e import Project
+from project import Project
 from helpers import DURABLE, all_files, durable, durable_env, journal_path
 
 FLOWS = '''

@@ -11,64 +11,64 @@ from pathlib import Path
 import pytest
 
 import durable_cli
-from faultkit import Project, snapshot
+from project import fault_project, snapshot
 
 RUN = "secure"
 
 
 def test_dirs_are_0700_and_files_0600_even_under_umask_000(tmp_path: Path) -> None:
-    project = Project(tmp_path)
+    project = fault_project(tmp_path)
     loose = lambda: os.umask(0)  # noqa: E731
-    assert project.call("run", "--id", RUN, "flows:mixed", "1", preexec_fn=loose).code == 0
-    assert project.call("tick", "--now", "2100-01-01T00:00:00Z", preexec_fn=loose).code == 0
-    assert project.call("resume", f"tok-{RUN}", "-", "--enqueue", input='{"v": 1}', preexec_fn=loose).code == 0
-    assert project.call("cancel", "napper-never", preexec_fn=loose).code == 2
-    entries = snapshot(project.store)
+    assert project.cli("run", "--id", RUN, "flows:mixed", "1", preexec_fn=loose).code == 0
+    assert project.cli("tick", "--now", "2100-01-01T00:00:00Z", preexec_fn=loose).code == 0
+    assert project.cli("resume", f"tok-{RUN}", "-", "--enqueue", input='{"v": 1}', preexec_fn=loose).code == 0
+    assert project.cli("cancel", "napper-never", preexec_fn=loose).code == 2
+    entries = snapshot(project.dir)
     assert any(path.startswith("inbox") for path in entries)
     for path, (kind, mode, _) in entries.items():
         assert kind in ("dir", "file"), path
         assert mode == (0o700 if kind == "dir" else 0o600), (path, oct(mode))
-    assert stat.S_IMODE(os.stat(project.store).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(project.dir).st_mode) == 0o700
 
 
 @pytest.mark.parametrize("where, mode", [("", 0o777), ("", 0o1777), ("runs", 0o777), ("inbox", 0o1777)])
 def test_a_world_writable_journal_dir_is_refused(tmp_path: Path, where: str, mode: int) -> None:
-    project = Project(tmp_path)
-    assert project.call("run", "--id", RUN, "flows:mixed", "1").code == 0
-    (project.store / "inbox").mkdir(exist_ok=True)
-    os.chmod(project.store / where, mode)
-    before = snapshot(project.store)
+    project = fault_project(tmp_path)
+    assert project.cli("run", "--id", RUN, "flows:mixed", "1").code == 0
+    (project.dir / "inbox").mkdir(exist_ok=True)
+    os.chmod(project.dir / where, mode)
+    before = snapshot(project.dir)
     for args in (("tick",), ("run", "flows:napper", "1"), ("resume", f"tok-{RUN}", "-", "--enqueue")):
-        result = project.call(*args, input='{"v": 1}')
+        result = project.cli(*args, input='{"v": 1}')
         if where == "inbox" and args[0] == "run":
             continue  # a run that never touches the inbox need not look at it
         assert result.code != 0 and "world-writable" in result.err, (args, result)
         assert "Traceback" not in result.err
-    assert snapshot(project.store) == before
+    assert snapshot(project.dir) == before
 
 
 def test_a_symlinked_store_subdir_is_refused(tmp_path: Path) -> None:
-    project = Project(tmp_path)
+    project = fault_project(tmp_path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    project.store.mkdir(mode=0o700)
-    (project.store / "runs").symlink_to(elsewhere)
-    result = project.call("run", "flows:napper", "1")
+    project.dir.mkdir(mode=0o700)
+    (project.dir / "runs").symlink_to(elsewhere)
+    result = project.cli("run", "flows:napper", "1")
     assert result.code != 0 and "not a directory" in result.err
     assert os.listdir(elsewhere) == []
 
 
 def test_an_inbox_symlink_is_never_followed_nor_its_target_touched(tmp_path: Path) -> None:
-    project = Project(tmp_path)
-    assert project.call("run", "--id", RUN, "flows:mixed", "1").code == 0
-    assert project.call("tick", "--now", "2100-01-01T00:00:00Z").code == 0
+    project = fault_project(tmp_path)
+    assert project.cli("run", "--id", RUN, "flows:mixed", "1").code == 0
+    assert project.cli("tick", "--now", "2100-01-01T00:00:00Z").code == 0
     secret = tmp_path / "secret.json"
     secret.write_text('{"kind": "hook", "token": "tok-secure", "payload": {"v": 9}, "sent_at": "2020-01-01T00:00:00Z"}')
     data = secret.read_bytes()
-    inbox = project.store / "inbox" / RUN
+    inbox = project.dir / "inbox" / RUN
     inbox.mkdir(parents=True)
     (inbox / "00000000000000000001-x.json").symlink_to(secret)
-    assert project.call("tick").code == 0
+    assert project.cli("tick").code == 0
     assert project.status(RUN) == "waiting"
     assert secret.read_bytes() == data
     assert not any(e["type"] == "hook_payload" for e in project.events(RUN))

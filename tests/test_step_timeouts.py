@@ -16,7 +16,7 @@ import pytest
 from durable_cli import StepTimeout, start, step, tick, workflow
 from durable_cli._engine import steps
 from durable_cli._store import opened
-from e2e import Project, later
+from project import Project, later
 
 RELEASE = threading.Event()
 ATTEMPTS: list[int] = []
@@ -169,7 +169,7 @@ def test_run_tick_and_serve_tick_each_leave_a_hung_sync_step_to_the_next_process
     run_id = started["run_id"]
 
     assert project.tick()["suspended"] == 1  # the second attempt hangs too: left for the next one
-    assert project.status(run_id)["status"] == "sleeping"
+    assert project.inspect(run_id)["status"] == "sleeping"
 
     code, out, err = project.cli("serve", "--port", "0", "--tick", "--tick-interval", "100ms", timeout=60)
     assert code == 0, err  # the server stopped by itself after the pass whose step hung

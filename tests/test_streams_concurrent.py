@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from e2e import Project
+from project import Project
 
 CODE = '''
 import asyncio

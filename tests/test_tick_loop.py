@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml  # type: ignore[import-untyped, unused-ignore]
 
-from e2e import Project, later
+from project import Project, later
 from helpers import DURABLE, durable_env
 
 FLOWS = '''

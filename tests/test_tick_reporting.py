@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e import Project, later
+from project import Project, later
 
 CODE = '''
 from durable_cli import sleep, step, workflow
@@ -60,7 +60,7 @@ def test_a_run_whose_workflow_cannot_be_imported_is_reported_every_tick_until_th
     assert "error" not in rows["kept"]
     code, text, _ = project.cli("ls")
     assert code == 0 and "error: run lost: no module named 'flows'" in text
-    assert "no module named 'flows'" in project.status("lost")["problem"]
+    assert "no module named 'flows'" in project.inspect("lost")["problem"]
     code, text, _ = project.cli("inspect", "lost")
     assert code == 0 and "problem   no module named 'flows'" in text
 
@@ -69,7 +69,7 @@ def test_a_run_whose_workflow_cannot_be_imported_is_reported_every_tick_until_th
     assert code == 0 and "errored" not in out, (out, err)
     assert project.result("lost") == 2
     assert "error" not in {row["run_id"]: row for row in project.runs()}["lost"]
-    assert project.status("lost")["problem"] is None
+    assert project.inspect("lost")["problem"] is None
 
 
 def test_nothing_due_is_said_only_when_nothing_was_due_and_nothing_failed(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from e2e import Project
+from project import Project
 
 STEPS = '''
 from durable_cli import patched, sleep, step, workflow
@@ -121,7 +121,7 @@ def test_patched_is_true_for_a_sleeping_run_that_reaches_it_on_new_code(project,
     run = project.run("bill", "100")
     project.write(code(PATCH_AFTER_SLEEP))
     project.tick(days=8)
-    doc = project.status(run["run_id"])
+    doc = project.inspect(run["run_id"])
     assert (doc["status"], doc["result"]) == ("completed", 120)
     assert [e["type"] for e in doc["events"]].count("patched") == 1
 
@@ -132,7 +132,7 @@ def test_retry_resumes_a_run_that_failed_on_a_determinism_error_once_the_code_is
     run_id = run["run_id"]
     project.write(code(RENAMED_STEP))
     project.tick(days=8)
-    failed = project.status(run_id)
+    failed = project.inspect(run_id)
     assert failed["status"] == "failed" and failed["error"]["type"].endswith("NonDeterminismError")
     assert "step 'charge'" in failed["error"]["message"] and "step 'refund'" in failed["error"]["message"]
     before = project.events(run_id)
@@ -165,7 +165,7 @@ def test_retry_gives_a_step_that_failed_for_good_a_fresh_attempt_on_fixed_code(p
     ship = [e for e in after if e.get("name") == "ship" and e["type"] == "step_started"]
     assert [e["attempt"] for e in ship] == [1, 2]
     assert project.log() == ["charge", "ship", "ship"]
-    timeline = project.status(run_id)["timeline"]
+    timeline = project.inspect(run_id)["timeline"]
     assert [(e["name"], e["status"]) for e in timeline] == [("charge", "completed"), ("ship", "completed")]
 
 
@@ -174,7 +174,7 @@ def test_retry_of_a_run_that_has_not_failed_exits_2(project):
     run = project.run("bill", "1")
     code_, out, err = project.cli("retry", run["run_id"])
     assert code_ == 2 and "sleeping" in err and run["run_id"] in err
-    assert project.status(run["run_id"])["status"] == "sleeping"
+    assert project.inspect(run["run_id"])["status"] == "sleeping"
 
 
 def test_retry_of_an_unknown_run_exits_2(project):
