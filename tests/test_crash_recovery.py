@@ -1,6 +1,7 @@
 """Crashes with real processes: a step killed mid-flight, ticks racing, torn and damaged journals.
 
 The tests that do not look at journal files run against both stores (a journal dir, PostgreSQL).
+Commands that crash or race run as real processes; the ones that only recover or look run in-process.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from helpers import DURABLE, durable, durable_env, durable_json, journal_path, read_events, write_module
+from helpers import (DURABLE, durable, durable_env, durable_in_process, durable_json_in_process, journal_path,
+                     read_events, write_module)
 
 FLOWS = """
 import os, signal
@@ -119,8 +121,13 @@ def where(request, project):
     return ["--store", request.getfixturevalue("pg_url") + "&lease=1"]
 
 
-def _on(where, *args, **kwargs):
+def _crash(where, *args, **kwargs):
+    """A real `durable` process: the command is expected to SIGKILL itself."""
     return durable(*where, *args, **kwargs)
+
+
+def _on(where, *args, **kwargs):
+    return durable_in_process(*where, *args, **kwargs)
 
 
 def _events(where, run_id, cwd):
@@ -141,7 +148,7 @@ def _after_leases(where):
 
 
 def test_a_step_that_sigkills_its_process_is_recovered_by_tick(project, where):
-    code, out, err = _on(where, "run", "flows:crashy", cwd=project)
+    code, out, err = _crash(where, "run", "flows:crashy", cwd=project)
     assert code == -9, (code, out, err)
     run_id = _only_run(where, project)
     before = _events(where, run_id, project)
@@ -163,7 +170,7 @@ def test_a_step_that_sigkills_its_process_is_recovered_by_tick(project, where):
 
 def test_a_step_that_returned_is_not_run_again_when_the_process_dies_right_after_it(project, where):
     """DBOS's recovery test: the workflow SIGKILLs its own process right after its step returned."""
-    code, out, err = _on(where, "run", "flows:dies_right_after_its_step", cwd=project)
+    code, out, err = _crash(where, "run", "flows:dies_right_after_its_step", cwd=project)
     assert code == -9, (code, out, err)
     run_id = _only_run(where, project)
     assert [e["type"] for e in _events(where, run_id, project)][-1] == "step_completed"
@@ -199,20 +206,20 @@ def test_four_ticks_at_once_on_twenty_due_runs_execute_each_step_once(project, w
 
 def test_a_torn_journal_tail_is_cut_and_the_run_recovers_on_the_next_tick(project):
     store = project / "j"
-    _, doc, _ = durable_json("run", "flows:two_sleeps", dir=store, cwd=project)
+    _, doc, _ = durable_json_in_process("run", "flows:two_sleeps", dir=store, cwd=project)
     path = journal_path(store, doc["run_id"])
-    code, _, err = durable("tick", "--now", later(1.5), dir=store, cwd=project)
+    code, _, err = durable_in_process("tick", "--now", later(1.5), dir=store, cwd=project)
     assert code == 0, err
     data = path.read_bytes()
     last_start = data.rstrip(b"\n").rfind(b"\n") + 1
     torn = data[: last_start + (len(data) - last_start) // 2]
     path.write_bytes(torn)
 
-    code, shown, err = durable_json("inspect", doc["run_id"], dir=store, cwd=project)
+    code, shown, err = durable_json_in_process("inspect", doc["run_id"], dir=store, cwd=project)
     assert code == 0, err
-    code, _, err = durable("tick", "--now", later(5), dir=store, cwd=project)
+    code, _, err = durable_in_process("tick", "--now", later(5), dir=store, cwd=project)
     assert code == 0, err
-    code, shown, _ = durable_json("inspect", doc["run_id"], dir=store, cwd=project)
+    code, shown, _ = durable_json_in_process("inspect", doc["run_id"], dir=store, cwd=project)
     assert (shown["status"], shown["result"]) == ("completed", ["a", "b"])
     events = read_events(path)
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
@@ -221,37 +228,37 @@ def test_a_torn_journal_tail_is_cut_and_the_run_recovers_on_the_next_tick(projec
 
 def test_a_damaged_middle_line_is_reported_for_that_run_only_and_left_untouched(project):
     store = project / "j"
-    _, bad, _ = durable_json("run", "flows:napper", "1", dir=store, cwd=project)
-    _, good, _ = durable_json("run", "flows:napper", "2", dir=store, cwd=project)
+    _, bad, _ = durable_json_in_process("run", "flows:napper", "1", dir=store, cwd=project)
+    _, good, _ = durable_json_in_process("run", "flows:napper", "2", dir=store, cwd=project)
     path = journal_path(store, bad["run_id"])
     data = bytearray(path.read_bytes())
     second_line = data.index(b"\n") + 1
     data[second_line + 10] = ord("X") if data[second_line + 10] != ord("X") else ord("Y")
     path.write_bytes(bytes(data))
 
-    code, out, err = durable("tick", "--now", later(2), dir=store, cwd=project)
+    code, out, err = durable_in_process("tick", "--now", later(2), dir=store, cwd=project)
     assert "journal damaged" in (out + err)
     assert bad["run_id"] in (out + err)
     assert "Traceback" not in err
     assert path.read_bytes() == bytes(data)
-    _, shown, _ = durable_json("inspect", good["run_id"], dir=store, cwd=project)
+    _, shown, _ = durable_json_in_process("inspect", good["run_id"], dir=store, cwd=project)
     assert (shown["status"], shown["result"]) == ("completed", 2)
     assert _lines(project / "effects.txt") == ["2"]
 
-    code, _, err = durable("inspect", bad["run_id"], dir=store, cwd=project)
+    code, _, err = durable_in_process("inspect", bad["run_id"], dir=store, cwd=project)
     assert code != 0
     assert "journal damaged" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert path.read_bytes() == bytes(data)
 
-    code, rows, _ = durable_json("ls", dir=store, cwd=project)
+    code, rows, _ = durable_json_in_process("ls", dir=store, cwd=project)
     assert code == 0
     assert {row["run_id"] for row in rows} == {bad["run_id"], good["run_id"]}
     assert path.read_bytes() == bytes(data)
 
 
 def test_a_killed_attempt_counts_as_a_failed_attempt_and_reaches_the_workflow(project, where):
-    code, _, _ = _on(where, "run", "flows:no_second_chance", cwd=project)
+    code, _, _ = _crash(where, "run", "flows:no_second_chance", cwd=project)
     assert code == -9
     _after_leases(where)
     assert _on(where, "tick", cwd=project)[0] == 0
@@ -265,12 +272,12 @@ def test_a_killed_attempt_counts_as_a_failed_attempt_and_reaches_the_workflow(pr
 
 def test_a_journal_copied_under_another_run_id_is_damage_not_that_run(project):
     store = project / "j"
-    _, doc, _ = durable_json("run", "flows:napper", "1", dir=store, cwd=project)
+    _, doc, _ = durable_json_in_process("run", "flows:napper", "1", dir=store, cwd=project)
     impostor = "20200101T000000-0badc0de"
     source = journal_path(store, doc["run_id"])
     journal_path(store, impostor).write_bytes(source.read_bytes())
-    code, _, err = durable("inspect", impostor, dir=store, cwd=project)
+    code, _, err = durable_in_process("inspect", impostor, dir=store, cwd=project)
     assert code != 0 and "journal damaged" in err
-    code, rows, _ = durable_json("ls", dir=store, cwd=project)
+    code, rows, _ = durable_json_in_process("ls", dir=store, cwd=project)
     row = next(r for r in rows if r["run_id"] == impostor)
     assert row["status"] == "damaged"

@@ -1,6 +1,7 @@
 """Several looping workers sharing one PostgreSQL store: no double execution, crashes recovered.
 
-Real processes throughout: `durable tick --loop` workers, SIGKILL and SIGSTOP/SIGCONT.
+Real processes for the workers (`durable tick --loop`, SIGKILL, SIGSTOP/SIGCONT); the commands
+that only read the store (`ls`, `inspect`, `export`) run in-process.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import DURABLE, durable, durable_env, write_module
+from helpers import DURABLE, durable, durable_env, durable_in_process, write_module
 
 WORKFLOWS = """
     import os, time
@@ -73,7 +74,7 @@ def _worker(project: Path, url: str, extra: dict[str, str] | None = None) -> sub
 
 
 def _statuses(url: str, project: Path) -> Counter[str]:
-    code, out, err = durable("--store", url, "ls", "--json", cwd=project)
+    code, out, err = durable_in_process("--store", url, "ls", "--json", cwd=project)
     assert code == 0, err
     return Counter(row["status"] for row in json.loads(out))
 
@@ -125,7 +126,8 @@ def test_three_workers_share_a_hundred_runs_and_survive_one_being_killed(project
     steps = Counter(step_id for step_id, _ in effects)
     assert len(steps) == 100 * 10
     for run_id in run_ids:
-        code, out, _ = durable("--store", url, "inspect", run_id, "--json", cwd=project)
+        code, out, err = durable_in_process("--store", url, "inspect", run_id, "--json", cwd=project)
+        assert code == 0, err
         document = json.loads(out)
         assert document["result"] == 45
         seqs = [event["seq"] for event in document["events"]]
@@ -149,14 +151,18 @@ def test_a_worker_whose_lease_was_stolen_writes_nothing_more(project: Path, pg_u
             assert time.monotonic() < deadline
             time.sleep(0.05)
         stale.send_signal(signal.SIGSTOP)
-        time.sleep(1.5)
-        rescuer = _worker(project, url, {"STEP_SECONDS": "0"})
+        rescuer = _worker(project, url, {"STEP_SECONDS": "0"})  # it claims the run once the lease lapses
         try:
             statuses = _wait_all_completed(url, project, 1, limit=20)
             assert statuses == Counter({"completed": 1})
             before = _events(url, project, run_id)
             stale.send_signal(signal.SIGCONT)
-            time.sleep(4.0)
+            deadline = time.monotonic() + 20
+            while len((project / "effects" / "slow").read_text().splitlines()) < 2:
+                assert time.monotonic() < deadline, "the stale worker never finished its step"
+                time.sleep(0.05)
+            stale.send_signal(signal.SIGTERM)  # it stops after the run in hand: its writes are done
+            stale.wait(timeout=30)
             after = _events(url, project, run_id)
         finally:
             rescuer.send_signal(signal.SIGTERM)
@@ -171,7 +177,7 @@ def test_a_worker_whose_lease_was_stolen_writes_nothing_more(project: Path, pg_u
 
 
 def _events(url: str, project: Path, run_id: str) -> list[dict[str, object]]:
-    code, out, err = durable("--store", url, "export", run_id, cwd=project)
+    code, out, err = durable_in_process("--store", url, "export", run_id, cwd=project)
     assert code == 0, err
     return [json.loads(line) for line in out.splitlines()]
 
@@ -201,7 +207,7 @@ def test_resume_enqueue_wakes_a_looping_worker_through_listen_not_polling(tmp_pa
                                cwd=tmp_path)
         assert code == 0, err
         deadline = time.monotonic() + 10
-        while durable("--store", pg_url, "inspect", run_id, "--json", cwd=tmp_path)[1].find('"completed"') < 0:
+        while durable_in_process("--store", pg_url, "inspect", run_id, "--json", cwd=tmp_path)[1].find('"completed"') < 0:
             assert time.monotonic() < deadline, "the worker was not woken by the notification"
             time.sleep(0.1)
     finally:
