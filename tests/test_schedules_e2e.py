@@ -1,7 +1,9 @@
 """durable.yaml, cron schedules, `durable schedules`, `durable prune` and examples/deploy, end to end.
 
-Every test drives the installed `durable` executable in a subprocess; `tick --now` stands in for
-the passing of time, so nothing here waits for a real minute. `tick --loop` and the progress bar
+The commands run in-process (click's CliRunner, see tests/helpers.py `durable_in_process`);
+real `durable` processes only where a fresh interpreter or overlap is the point (what a command
+imports, ticks at once). `tick --now` stands in for the passing of time, so nothing here waits
+for a real minute. `tick --loop` and the progress bar
 live in tests/test_tick_loop.py.
 """
 
@@ -16,7 +18,7 @@ from typing import Any
 import yaml  # type: ignore[import-untyped, unused-ignore]
 
 from project import Project
-from helpers import DURABLE, all_files, durable, durable_env, journal_path
+from helpers import DURABLE, all_files, durable, durable_env, durable_in_process, journal_path
 
 FLOWS = '''
 import json
@@ -68,7 +70,7 @@ class Scheduled(Project):
     """A Project with a durable.yaml in its root (so `durable` finds it in the cwd)."""
 
     def __init__(self, root: Path, schedules: list[dict[str, Any]] | None = None, **top: Any) -> None:
-        super().__init__(root, code=FLOWS)
+        super().__init__(root, code=FLOWS, in_process=True)
         if schedules is not None or top:
             self.configure(schedules or [], **top)
 
@@ -110,7 +112,7 @@ def one_line_error(code: int, out: str, err: str) -> str:
 
 def test_durable_yaml_in_the_cwd_sets_the_journal_dir_relative_to_the_file(tmp_path: Path) -> None:
     project = Scheduled(tmp_path, dir="data/journals")
-    code, out, err = durable("run", "flows:job", "x", "--id", "from-cwd", cwd=tmp_path)
+    code, out, err = durable_in_process("run", "flows:job", "x", "--id", "from-cwd", cwd=tmp_path)
     assert code == 0, err
     assert journal_path(tmp_path / "data" / "journals", "from-cwd").exists()
     assert not project.dir.exists()
@@ -122,7 +124,7 @@ def test_config_option_names_the_file_and_dir_is_relative_to_that_file(tmp_path:
     (tmp_path / "app" / "conf" / "prod.yaml").write_text("dir: ../state\n")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    code, out, err = durable("--config", str(tmp_path / "app" / "conf" / "prod.yaml"),
+    code, out, err = durable_in_process("--config", str(tmp_path / "app" / "conf" / "prod.yaml"),
                              "run", str(tmp_path / "app" / "flows.py") + ":job", "--id", "by-option",
                              cwd=elsewhere)
     assert code == 0, err
@@ -135,7 +137,7 @@ def test_durable_config_environment_variable_names_the_file(tmp_path: Path) -> N
     (tmp_path / "settings.yaml").write_text("dir: env-journals\n")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    code, out, err = durable("run", str(tmp_path / "app" / "flows.py") + ":job", "--id", "by-env",
+    code, out, err = durable_in_process("run", str(tmp_path / "app" / "flows.py") + ":job", "--id", "by-env",
                              cwd=elsewhere, env={"DURABLE_CONFIG": str(tmp_path / "settings.yaml")})
     assert code == 0, err
     assert journal_path(tmp_path / "env-journals", "by-env").exists()
@@ -143,7 +145,7 @@ def test_durable_config_environment_variable_names_the_file(tmp_path: Path) -> N
 
 def test_dir_option_wins_over_dir_in_durable_yaml(tmp_path: Path) -> None:
     Scheduled(tmp_path, dir="from-yaml")
-    code, out, err = durable("--dir", str(tmp_path / "from-option"), "run", "flows:job",
+    code, out, err = durable_in_process("--dir", str(tmp_path / "from-option"), "run", "flows:job",
                              "--id", "option-wins", cwd=tmp_path)
     assert code == 0, err
     assert journal_path(tmp_path / "from-option", "option-wins").exists()
@@ -219,14 +221,14 @@ def test_wrong_type_in_defaults_exits_2_naming_the_key_and_the_file(tmp_path: Pa
 
 def test_errors_name_the_file_given_by_config_option(tmp_path: Path) -> None:
     (tmp_path / "other.yaml").write_text("dri: journals\n")
-    line = one_line_error(*durable("--config", str(tmp_path / "other.yaml"), "schedules", cwd=tmp_path))
+    line = one_line_error(*durable_in_process("--config", str(tmp_path / "other.yaml"), "schedules", cwd=tmp_path))
     assert "dri" in line and "other.yaml" in line
 
 
 def test_a_missing_config_file_exits_2_naming_it(tmp_path: Path) -> None:
-    line = one_line_error(*durable("--config", str(tmp_path / "absent.yaml"), "tick", cwd=tmp_path))
+    line = one_line_error(*durable_in_process("--config", str(tmp_path / "absent.yaml"), "tick", cwd=tmp_path))
     assert "absent.yaml" in line
-    line = one_line_error(*durable("tick", cwd=tmp_path, env={"DURABLE_CONFIG": "gone.yaml"}))
+    line = one_line_error(*durable_in_process("tick", cwd=tmp_path, env={"DURABLE_CONFIG": "gone.yaml"}))
     assert "gone.yaml" in line and "DURABLE_CONFIG" in line
 
 
@@ -269,7 +271,7 @@ def test_invalid_time_zone_exits_2_naming_the_schedule_and_the_zone(tmp_path: Pa
 def test_a_file_that_is_not_yaml_exits_2_naming_the_file(tmp_path: Path) -> None:
     Scheduled(tmp_path)
     (tmp_path / "durable.yaml").write_text("schedules: [unclosed\n  - {name: x\n")
-    line = one_line_error(*durable("tick", "--now", utc("2026-05-01 10:00"), cwd=tmp_path))
+    line = one_line_error(*durable_in_process("tick", "--now", utc("2026-05-01 10:00"), cwd=tmp_path))
     assert "durable.yaml" in line
 
 
