@@ -20,7 +20,7 @@ BAD, GOOD = "bad-run", "good-run"
 @pytest.fixture
 def two_runs(tmp_path: Path) -> Project:
     """Two sleeping runs of `napper` (sleep 1h, then a step)."""
-    project = fault_project(tmp_path)
+    project = fault_project(tmp_path, in_process=True)
     for run_id, n in ((BAD, 1), (GOOD, 2)):
         assert project.cli("run", "--id", run_id, "flows:napper", str(n)).code == 0
     return project

@@ -33,7 +33,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
 
 
 def test_missing_parents_of_the_journal_dir_are_created_0700_even_under_umask_000(tmp_path: Path) -> None:
-    project = fault_project(tmp_path)
+    project = fault_project(tmp_path, in_process=True)
     nested = tmp_path / "a" / "b" / "j"
     done = subprocess.run([DURABLE, "--dir", str(nested), "run", "flows:napper", "1"], cwd=tmp_path,
                           env=project.env(), capture_output=True, text=True, preexec_fn=lambda: os.umask(0))
@@ -45,7 +45,7 @@ def test_missing_parents_of_the_journal_dir_are_created_0700_even_under_umask_00
 @pytest.fixture
 def journals(tmp_path: Path) -> Path:
     """A journal dir holding one sleeping run (`napper`) of flows.napper."""
-    project = fault_project(tmp_path)
+    project = fault_project(tmp_path, in_process=True)
     assert project.cli("run", "--id", "napper", "flows:napper", "1").code == 0
     return project.dir
 
@@ -59,7 +59,7 @@ def test_a_journal_dir_of_another_user_is_refused(journals: Path, where: str) ->
 
 
 def test_a_journal_of_another_user_is_never_driven_and_the_other_runs_go_on(tmp_path: Path, journals: Path) -> None:
-    project = fault_project(tmp_path)
+    project = fault_project(tmp_path, in_process=True)
     assert project.cli("run", "--id", "other", "flows:napper", "2").code == 0
     os.chown(journals / "runs" / "napper.jsonl", NOBODY, NOBODY)
     result = project.cli("tick", "--now", later(2), "--json")
@@ -134,7 +134,7 @@ def test_a_journal_never_makes_durable_import_from_a_directory_of_another_user(t
 
 
 def test_ls_lists_a_journal_of_another_user_or_a_group_writable_one_as_refused(tmp_path: Path, journals: Path) -> None:
-    project = fault_project(tmp_path)
+    project = fault_project(tmp_path, in_process=True)
     assert project.cli("run", "--id", "other", "flows:napper", "2").code == 0
     os.chown(journals / "runs" / "napper.jsonl", NOBODY, NOBODY)
     os.chmod(journals / "runs" / "other.jsonl", 0o660)

@@ -17,7 +17,7 @@ RUN = "secure"
 
 
 def test_dirs_are_0700_and_files_0600_even_under_umask_000(tmp_path: Path) -> None:
-    project = fault_project(tmp_path)
+    project = fault_project(tmp_path, in_process=True)
     loose = lambda: os.umask(0)  # noqa: E731
     assert project.cli("run", "--id", RUN, "flows:mixed", "1", preexec_fn=loose).code == 0
     assert project.cli("tick", "--now", "2100-01-01T00:00:00Z", preexec_fn=loose).code == 0
@@ -33,7 +33,7 @@ def test_dirs_are_0700_and_files_0600_even_under_umask_000(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("where, mode", [("", 0o777), ("", 0o1777), ("runs", 0o777), ("inbox", 0o1777)])
 def test_a_world_writable_journal_dir_is_refused(tmp_path: Path, where: str, mode: int) -> None:
-    project = fault_project(tmp_path)
+    project = fault_project(tmp_path, in_process=True)
     assert project.cli("run", "--id", RUN, "flows:mixed", "1").code == 0
     (project.dir / "inbox").mkdir(exist_ok=True)
     os.chmod(project.dir / where, mode)
@@ -48,7 +48,7 @@ def test_a_world_writable_journal_dir_is_refused(tmp_path: Path, where: str, mod
 
 
 def test_a_symlinked_store_subdir_is_refused(tmp_path: Path) -> None:
-    project = fault_project(tmp_path)
+    project = fault_project(tmp_path, in_process=True)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     project.dir.mkdir(mode=0o700)
@@ -59,7 +59,7 @@ def test_a_symlinked_store_subdir_is_refused(tmp_path: Path) -> None:
 
 
 def test_an_inbox_symlink_is_never_followed_nor_its_target_touched(tmp_path: Path) -> None:
-    project = fault_project(tmp_path)
+    project = fault_project(tmp_path, in_process=True)
     assert project.cli("run", "--id", RUN, "flows:mixed", "1").code == 0
     assert project.cli("tick", "--now", "2100-01-01T00:00:00Z").code == 0
     secret = tmp_path / "secret.json"

@@ -33,7 +33,7 @@ def nap(n):
 @pytest.fixture(params=["files", "postgres"])
 def project(request: pytest.FixtureRequest, tmp_path: Path) -> Project:
     url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
-    project = Project(tmp_path, code=CODE, store=url)
+    project = Project(tmp_path, code=CODE, store=url, in_process=True)
     project.write(CODE, module="other")
     return project
 
@@ -73,13 +73,13 @@ def test_a_run_whose_workflow_cannot_be_imported_is_reported_every_tick_until_th
 
 
 def test_nothing_due_is_said_only_when_nothing_was_due_and_nothing_failed(tmp_path: Path) -> None:
-    project = Project(tmp_path, code=CODE)
+    project = Project(tmp_path, code=CODE, in_process=True)
     code, out, _ = project.cli("tick")
     assert (code, out.strip()) == (0, "tick: nothing due")
 
 
 def test_ls_after_migrate_counts_the_migrated_runs_and_filters_them(tmp_path: Path) -> None:
-    project = Project(tmp_path, code=CODE)
+    project = Project(tmp_path, code=CODE, in_process=True)
     for n in ("1", "2"):
         project.run("nap", n)
     code, _, err = project.cli("migrate", "--from", str(project.dir), "--to", str(tmp_path / "moved"))
@@ -92,7 +92,7 @@ def test_ls_after_migrate_counts_the_migrated_runs_and_filters_them(tmp_path: Pa
 
 
 def _three_due_runs(tmp_path: Path) -> Project:
-    project = Project(tmp_path, code=CODE)
+    project = Project(tmp_path, code=CODE, in_process=True)
     for run_id in ("good", "bad", "ugly"):
         project.run("nap", "1", run_id=run_id)
     return project
@@ -160,10 +160,10 @@ def test_a_full_disk_on_one_journal_stops_only_that_run(tmp_path: Path) -> None:
 
 def test_a_postgresql_run_whose_creator_died_before_run_started_stops_only_itself(
         tmp_path: Path, pg_url: str) -> None:
-    project = Project(tmp_path, code=CODE, store=pg_url + "?lease=0.5" if "?" not in pg_url else pg_url + "&lease=0.5")
+    project = Project(tmp_path, code=CODE, store=pg_url + ("?lease=0.5" if "?" not in pg_url else "&lease=0.5"),
+                      in_process=True)
     project.run("nap", "1", run_id="good")
-    code, _, _ = project.cli("run", "flows:nap", "1", "--id", "unborn",
-                             env={"DURABLE_CRASH_AT": "3"})  # journal.append of run_started
+    code, _, _ = project.cli("run", "flows:nap", "1", "--id", "unborn", crash_at=3)  # journal.append of run_started
     assert code == -9
     assert project.cli("export", "unborn")[0] != 0  # no event made it
     import time
