@@ -24,7 +24,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Sequence
 
-from helpers import DURABLE, durable_env, durable_in_process, write_module
+from helpers import _PROCESS_ONLY, DURABLE, durable_env, durable_in_process, write_module
 
 from durable_cli import _journal as journal
 from durable_cli.errors import JournalDamaged
@@ -123,8 +123,10 @@ class Project:
             timeout: float = 60, crash_at: int | None = None, fsync_log: Path | None = None,
             preexec_fn: Any = None, prefix: Sequence[str] = ()) -> Result:
         """`durable ARGS`: in this process if the project is in-process and nothing here needs a
-        real one (a crash, an fsync log, `preexec_fn`, a `prefix` such as strace)."""
-        real = crash_at is not None or fsync_log is not None or preexec_fn is not None or prefix
+        real one (a crash, an fsync or operation log, `preexec_fn`, a `prefix` such as strace).
+        Not thread-safe in-process: commands run in parallel threads must be real."""
+        real = (crash_at is not None or fsync_log is not None or preexec_fn is not None or bool(prefix)
+                or any(name in (env or {}) for name in _PROCESS_ONLY))
         if self.in_process and not real:
             extra = {**self.extra_env, **(env or {})}
             if self.store is not None:

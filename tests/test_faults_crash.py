@@ -4,6 +4,8 @@ The SQLite crash-test pattern: for N = 1, 2, ... run one phase of a scenario wit
 (the Nth journal/index/inbox operation kills the process), recover with `durable tick`, let the
 client retry what was not acknowledged (idempotently: `run --id`, `resume --key`), finish the
 scenario, and check the journal against the effects file; stop once a phase completes uncrashed.
+Only the crashed commands are real processes (two at a time); the recovery, the client's retry
+and the rest of the scenario run in-process, one case after another (as in test_faults_migrate).
 """
 
 from __future__ import annotations
@@ -70,23 +72,27 @@ def _operations(project: Project, *args: str, input: str | None = None) -> int:
 def test_a_crash_at_every_store_operation_loses_nothing_and_runs_no_step_twice(tmp_path: Path) -> None:
     fire_at = later(2)
     phases = _phases(fire_at)
-    base = fault_project(tmp_path / "base")
+    base = fault_project(tmp_path / "base", in_process=True)
     crashes = checked = 0
     for index, phase in enumerate(phases):
         before = base.copy(tmp_path / f"before-{index}")
         points = _operations(base, *phase, input=PAYLOAD if phase[0] == "resume" else None)
 
-        def case(n: int, index: int = index, phase: tuple[str, ...] = phase) -> int:
+        def crash(n: int, index: int = index, phase: tuple[str, ...] = phase) -> Project:
             project = before.copy(tmp_path / f"p{index}-n{n}")
             result = _play(project, phase, crash_at=n)
             assert result.killed, (phase, n, result)
+            return project
+
+        def recover(project: Project, index: int = index) -> int:
             _recover_and_finish(project, phases, index, fire_at)
             check = check_store(project, {RUN: mixed_result(1, 5)})
             check.assert_clean()
             shutil.rmtree(project.root)
             return check.runs
 
-        checked += sum(in_parallel([lambda n=n: case(n) for n in range(1, points + 1)]))
+        crashed = in_parallel([lambda n=n: crash(n) for n in range(1, points + 1)])
+        checked += sum(recover(project) for project in crashed)
         crashes += points
         beyond = before.copy(tmp_path / f"p{index}-beyond")
         assert _play(beyond, phase, crash_at=points + 1).code == 0
@@ -97,14 +103,17 @@ def test_a_crash_at_every_store_operation_loses_nothing_and_runs_no_step_twice(t
 
 
 def test_a_crash_at_every_operation_of_retried_steps_completes_with_one_result_each(tmp_path: Path) -> None:
-    base = fault_project(tmp_path / "base")
+    base = fault_project(tmp_path / "base", in_process=True)
     command = ("run", "--id", "steps", "flows:steps_only", "3")
     points = _operations(base.copy(tmp_path / "count"), *command)
 
-    def case(n: int) -> int:
+    def crash(n: int) -> Project:
         project = base.copy(tmp_path / f"n{n}")
         result = project.cli(*command, crash_at=n)
         assert result.killed, (n, result)
+        return project
+
+    def recover(project: Project) -> int:
         recovery = project.cli("tick")
         assert recovery.code == 0 or (recovery.code == 1 and "journal empty" in recovery.err), recovery
         retry = project.cli(*command, "--json")
@@ -116,13 +125,14 @@ def test_a_crash_at_every_operation_of_retried_steps_completes_with_one_result_e
         shutil.rmtree(project.root)
         return check.runs
 
-    runs = sum(in_parallel([lambda n=n: case(n) for n in range(1, points + 1)]))
+    crashed = in_parallel([lambda n=n: crash(n) for n in range(1, points + 1)])
+    runs = sum(recover(project) for project in crashed)
     assert points >= 10, points
     tally("crash_every_point_retries", faults=points, runs=runs, duplicates=0, losses=0)
 
 
 def test_a_run_whose_creation_died_before_run_started_is_reported_until_created_again(tmp_path: Path) -> None:
-    project = fault_project(tmp_path)
+    project = fault_project(tmp_path, in_process=True)
     assert project.cli("run", "--id", "unborn", "flows:napper", "1", crash_at=3).killed
     assert project.journal("unborn").read_bytes() == b""
     for _ in range(2):  # every tick, not once
