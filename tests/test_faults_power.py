@@ -2,7 +2,10 @@
 (DURABLE_FSYNC_LOG); after each acknowledged command the journal dir is copied as a power cut
 would leave it: each file cut to its last fsync'd length, each directory entry dropped unless its
 directory was fsync'd after it was created or renamed. Nothing acknowledged may be missing, and
-the copy recovers with `durable tick` without running a journaled step again."""
+the copy recovers with `durable tick` without running a journaled step again.
+
+The commands whose fsyncs are logged or that are killed are real processes; the recovery of each
+power-cut copy runs in-process, one copy after another."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import json
 import random
 from pathlib import Path
 
-from project import Project, check_store, fault_project, in_parallel, later, mixed_result, power_cut, tally
+from project import Project, check_store, fault_project, later, mixed_result, power_cut, tally
 
 RUNS = 3
 FIRE = 2
@@ -61,7 +64,7 @@ def _recover(copy: Project, acked_runs: list[str], acked_payloads: dict[str, int
 
 def test_nothing_acknowledged_is_lost_in_a_power_cut_after_any_command(tmp_path: Path) -> None:
     rng = random.Random(1234)
-    project = fault_project(tmp_path / "live")
+    project = fault_project(tmp_path / "live", in_process=True)
     log = tmp_path / "fsync.log"
     commands: list[tuple[tuple[str, ...], str | None]] = []
     for n in range(RUNS):
@@ -73,7 +76,7 @@ def test_nothing_acknowledged_is_lost_in_a_power_cut_after_any_command(tmp_path:
     commands.append((("tick", "--now", later(FIRE)), None))
     acked_runs: list[str] = []
     acked_payloads: dict[str, int] = {}
-    recoveries = []  # (power-cut copy, what was acknowledged then): checked in parallel at the end
+    recoveries = []  # (power-cut copy, what was acknowledged then): checked at the end
     for index, (args, payload) in enumerate(commands):
         # a power cut in the middle of this command: its process is killed at a random operation
         crashed = project.copy(tmp_path / f"mid-{index}")
@@ -94,7 +97,7 @@ def test_nothing_acknowledged_is_lost_in_a_power_cut_after_any_command(tmp_path:
         power_cut(project.dir, cut.dir, log)
         recoveries.append((cut, list(acked_runs), dict(acked_payloads)))
     cuts = len(recoveries)
-    checked = sum(in_parallel([lambda r=r: _recover(*r) for r in recoveries]))
+    checked = sum(_recover(*recovery) for recovery in recoveries)
     tally("power_cut", faults=cuts, runs=checked, duplicates=0, losses=0)
 
 
