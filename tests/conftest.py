@@ -12,12 +12,6 @@ import pgserver
 from durable_cli._store.base import Store
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "real_process: run `durable` as a real process (the test kills it, signals it or "
-        "overlaps commands); other CLI tests run it in-process, see tests/helpers.py")
-
-
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[pgserver.PgServer]:
     """One PostgreSQL server for the whole session (skipped where it cannot run, except in CI)."""

@@ -192,11 +192,6 @@ def durable_in_process(
     return result.exit_code, result.stdout, stderr
 
 
-def in_process(request: Any) -> bool:
-    """Whether a test's `durable` commands may run in-process: it is not marked `real_process`."""
-    return request.node.get_closest_marker("real_process") is None
-
-
 def durable_json_in_process(*args: str, **kwargs: Any) -> tuple[int, Any, str]:
     """`durable_json(...)` without a process."""
     code, out, err = durable_in_process(*args, "--json", **kwargs)

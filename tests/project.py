@@ -121,12 +121,13 @@ class Project:
 
     def cli(self, *args: str, env: Mapping[str, str] | None = None, input: str | bytes | None = None,
             timeout: float = 60, crash_at: int | None = None, fsync_log: Path | None = None,
-            preexec_fn: Any = None, prefix: Sequence[str] = ()) -> Result:
+            preexec_fn: Any = None, prefix: Sequence[str] = (), real: bool = False) -> Result:
         """`durable ARGS`: in this process if the project is in-process and nothing here needs a
-        real one (a crash, an fsync or operation log, `preexec_fn`, a `prefix` such as strace).
-        Not thread-safe in-process: commands run in parallel threads must be real."""
-        real = (crash_at is not None or fsync_log is not None or preexec_fn is not None or bool(prefix)
-                or any(name in (env or {}) for name in _PROCESS_ONLY))
+        real one (`real=True`: the workflow kills its process; a crash, an fsync or operation log,
+        `preexec_fn`, a `prefix` such as strace). Commands run in parallel threads must be real:
+        the in-process runner changes the process's directory, environment and modules."""
+        real = (real or crash_at is not None or fsync_log is not None or preexec_fn is not None
+                or bool(prefix) or any(name in (env or {}) for name in _PROCESS_ONLY))
         if self.in_process and not real:
             extra = {**self.extra_env, **(env or {})}
             if self.store is not None:

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from project import Project
-from helpers import all_files, durable_env, in_process, read_events
+from helpers import all_files, durable_env, read_events
 
 FLOWS = '''
 import asyncio, os, random, signal
@@ -349,7 +349,7 @@ def collect_two(token):
 @pytest.fixture
 def project(tmp_path, request, store_kind):
     store = request.getfixturevalue("pg_url") if store_kind == "postgres" else None
-    return Project(tmp_path, "flows", FLOWS, store=store, in_process=in_process(request))
+    return Project(tmp_path, "flows", FLOWS, store=store, in_process=True)
 
 
 def pytest_generate_tests(metafunc):
@@ -524,11 +524,13 @@ def test_crash_between_starting_a_child_and_journaling_it_never_starts_a_second_
     appends = [int(line.split()[0]) for line in ops if line.endswith(" journal.append")]
     assert len(creates) == 2, ops
     window = range(creates[1], appends[-1] + 2)
-    def crash_and_recover(crash_at):
-        project = Project(tmp_path / f"crash{crash_at}", "flows", FLOWS)
-        code, _, _ = project.cli("run", project.ref("parent_for_crash"), "k", "--id", "p",
-                                 env={"DURABLE_CRASH_AT": str(crash_at)})
+    def crash(crash_at):
+        project = Project(tmp_path / f"crash{crash_at}", "flows", FLOWS, in_process=True)
+        code, _, _ = project.cli("run", project.ref("parent_for_crash"), "k", "--id", "p", crash_at=crash_at)
         assert code == -9, crash_at
+        return crash_at, project
+
+    def recover(crash_at, project):  # in-process, one project after another
         project.tick(days=2)
         if last_status(project.dir / "runs" / "p.jsonl") != "completed":
             project.tick(days=4)  # the child was (re)started by the recovery, or finished first
@@ -537,7 +539,7 @@ def test_crash_between_starting_a_child_and_journaling_it_never_starts_a_second_
         return crash_at, ops[crash_at - 1], runs, started, project.result("p")
 
     with ThreadPoolExecutor(max_workers=len(window)) as pool:
-        outcomes = list(pool.map(crash_and_recover, window))
+        outcomes = [recover(*crashed) for crashed in pool.map(crash, window)]
     for crash_at, op, runs, started, result in outcomes:
         assert runs == {"p": "completed", "p-c2": "completed"}, (crash_at, op, runs)
         assert started == ["p-c2"], (crash_at, op, started)
@@ -573,9 +575,8 @@ def test_inspect_shows_the_parent_of_a_child_and_the_children_of_a_parent(projec
     ("streaming", ["line 0", "line 1", "line 0", "line 1", "line 2", "line 3"]),
     ("streaming_async", ['{"i": 0}', '{"i": 1}', '{"i": 0}', '{"i": 1}', '{"i": 2}', '{"i": 3}']),
 ])
-@pytest.mark.real_process  # the step SIGKILLs its process
 def test_stream_is_read_back_in_order_after_a_crash_mid_step(project, fn, lines):
-    code, _, _ = project.cli("run", project.ref(fn), "4", "--id", "s")
+    code, _, _ = project.cli("run", project.ref(fn), "4", "--id", "s", real=True)
     assert code == -9  # the step killed its process after writing two chunks
     assert project.tick(minutes=1)["suspended"] == 1  # the crashed attempt is failed; retry in 10 s
     project.tick(minutes=2)

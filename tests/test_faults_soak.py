@@ -59,7 +59,7 @@ def test_a_random_sigkill_soak_of_50_mixed_runs_loses_nothing_and_duplicates_not
 
 
 def test_clock_jumps_never_fire_a_sleep_early_never_lose_it_and_fire_it_once(tmp_path: Path) -> None:
-    project = fault_project(tmp_path)
+    project = fault_project(tmp_path, in_process=True)
     assert project.cli("run", "--id", "nap", "flows:napper", "1").code == 0
     jumps = [(-24 * 5, "sleeping"), (0.5, "sleeping"), (-1, "sleeping"), (0.99, "sleeping"),
              (1.5, "completed"), (-48, "completed"), (24 * 30, "completed"), (1.2, "completed")]
