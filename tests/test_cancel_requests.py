@@ -43,7 +43,7 @@ def project(request: pytest.FixtureRequest, tmp_path: Path) -> Project:
     if request.param == "postgres":
         url = request.getfixturevalue("pg_url")
         url += ("&" if "?" in url else "?") + "lease=0.5"  # a killed holder's claim lapses soon
-    return Project(tmp_path, code=CODE, store=url)
+    return Project(tmp_path, code=CODE, store=url, in_process=True)
 
 
 def test_cancel_of_a_run_hung_in_a_step_returns_at_once_and_wait_sees_it_stop(project: Project) -> None:
@@ -74,7 +74,7 @@ def test_cancel_of_a_run_hung_in_a_step_returns_at_once_and_wait_sees_it_stop(pr
 
 
 def test_a_tick_acts_on_a_recorded_cancel_of_a_sleeping_run(tmp_path: Path) -> None:
-    project = Project(tmp_path, code='''
+    project = Project(tmp_path, in_process=True, code='''
         from durable_cli import sleep, workflow
 
         @workflow

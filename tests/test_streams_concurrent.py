@@ -34,7 +34,7 @@ async def two_at_once(n):
 @pytest.fixture(params=["files", "postgres"])
 def project(request: pytest.FixtureRequest, tmp_path: Path) -> Project:
     url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
-    return Project(tmp_path, code=CODE, store=url)
+    return Project(tmp_path, code=CODE, store=url, in_process=True)
 
 
 def test_concurrent_steps_write_unique_increasing_indexes_and_start_means_index(project: Project) -> None:

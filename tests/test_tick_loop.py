@@ -1,6 +1,7 @@
 """`durable tick --loop` until SIGTERM/SIGINT, plain `durable tick` as one pass, and the progress bar.
 
-Real `durable` subprocesses; `--now` puts every sleep in the past, so no test waits for one.
+Real `durable` processes for the loops, the signals and the terminal (`script`); the runs they
+find are set up in-process. `--now` puts every sleep in the past, so no test waits for one.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def _status(project: Project, run_id: str) -> str:
 
 
 def test_tick_loop_finishes_the_step_in_hand_on_sigterm_then_exits_0(tmp_path: Path) -> None:
-    project = Project(tmp_path, code=FLOWS)
+    project = Project(tmp_path, code=FLOWS, in_process=True)
     assert project.run("nap_then_slow", "1", run_id="slow-run")["status"] == "sleeping"
     loop = _loop(project)
     try:
@@ -84,7 +85,7 @@ def test_tick_loop_finishes_the_step_in_hand_on_sigterm_then_exits_0(tmp_path: P
 
 
 def test_tick_loop_on_sigterm_starts_no_further_run_after_the_one_in_hand(tmp_path: Path) -> None:
-    project = Project(tmp_path, code=FLOWS)
+    project = Project(tmp_path, code=FLOWS, in_process=True)
     for index in range(3):
         project.run("nap_then_slow", "0.7", run_id=f"slow-{index}")
     loop = _loop(project)
@@ -102,7 +103,7 @@ def test_tick_loop_on_sigterm_starts_no_further_run_after_the_one_in_hand(tmp_pa
 
 
 def test_tick_loop_runs_passes_until_sigint_and_exits_0(tmp_path: Path) -> None:
-    project = Project(tmp_path, code=FLOWS)
+    project = Project(tmp_path, code=FLOWS, in_process=True)
     loop = _loop(project, "--json")
     try:
         time.sleep(0.5)
@@ -122,7 +123,7 @@ def test_tick_loop_runs_passes_until_sigint_and_exits_0(tmp_path: Path) -> None:
 
 
 def test_tick_loop_exits_promptly_on_sigterm_when_idle(tmp_path: Path) -> None:
-    project = Project(tmp_path, code=FLOWS)
+    project = Project(tmp_path, code=FLOWS, in_process=True)
     loop = _loop(project)
     try:
         time.sleep(0.6)
@@ -138,7 +139,7 @@ def test_tick_loop_exits_promptly_on_sigterm_when_idle(tmp_path: Path) -> None:
 
 
 def test_plain_tick_does_one_pass_and_exits(tmp_path: Path) -> None:
-    project = Project(tmp_path, code=FLOWS)
+    project = Project(tmp_path, code=FLOWS, in_process=True)
     project.run("nap", '"1s"', run_id="sleeper")
     started = time.monotonic()
     code, doc, err = project.json("tick", "--now", later(hours=1))
@@ -153,7 +154,7 @@ def test_plain_tick_does_one_pass_and_exits(tmp_path: Path) -> None:
 
 def _many_due_runs(tmp_path: Path) -> tuple[Project, str]:
     """A journal dir holding 30 sleeping runs, all due at the returned instant."""
-    project = Project(tmp_path, code=FLOWS)
+    project = Project(tmp_path, code=FLOWS, in_process=True)
     (tmp_path / "durable.yaml").write_text(yaml.safe_dump({"schedules": [
         {"name": "many", "cron": "* * * * *", "workflow": project.ref("nap"), "args": ["1h"],
          "catch_up": "all"}]}))
@@ -203,7 +204,7 @@ def test_no_progress_bar_without_a_terminal(tmp_path: Path) -> None:
 
 
 def test_no_progress_bar_on_a_terminal_with_few_due_runs(tmp_path: Path) -> None:
-    project = Project(tmp_path, code=FLOWS)
+    project = Project(tmp_path, code=FLOWS, in_process=True)
     for index in range(3):
         project.run("nap", '"1s"', run_id=f"few-{index}")
     output = _on_a_terminal(project, project.dir, "tick", "--now", later(hours=1))
