@@ -1,4 +1,5 @@
-"""`durable serve` over HTTP: a real server process on a free loopback port, real `durable` runs and ticks."""
+"""`durable serve` over HTTP: a real server process on a free loopback port; the runs it serves are
+started, ticked and inspected in-process."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from helpers import DURABLE, durable, durable_env, durable_json, write_module
+from helpers import DURABLE, durable, durable_env, durable_in_process, durable_json_in_process, write_module
 
 FLOWS = """
     from durable_cli import create_webhook, define_hook, workflow
@@ -94,14 +95,14 @@ class ServeProcess:
 
 
 def start_run(cwd: Path, server: ServeProcess, *args: str) -> str:
-    code, document, err = durable_json("run", *args, dir=cwd / "journals", cwd=cwd,
+    code, document, err = durable_json_in_process("run", *args, dir=cwd / "journals", cwd=cwd,
                                        env={"DURABLE_PUBLIC_URL": server.url})
     assert code == 0 and document["status"] == "waiting", err
     return str(document["run_id"])
 
 
 def inspect(cwd: Path, run_id: str) -> dict[str, Any]:
-    code, document, err = durable_json("inspect", run_id, dir=cwd / "journals", cwd=cwd)
+    code, document, err = durable_json_in_process("inspect", run_id, dir=cwd / "journals", cwd=cwd)
     assert code == 0, err
     return dict(document)
 
@@ -112,7 +113,7 @@ def webhook_url(cwd: Path, run_id: str) -> str:
 
 
 def tick(cwd: Path) -> None:
-    code, _, err = durable("tick", dir=cwd / "journals", cwd=cwd)
+    code, _, err = durable_in_process("tick", dir=cwd / "journals", cwd=cwd)
     assert code == 0, err
 
 
@@ -220,7 +221,7 @@ def test_respond_with_answers_the_sender_with_the_static_response(site: Any) -> 
 def test_the_api_serves_the_objects_of_ls_and_inspect(site: Any) -> None:
     cwd, server = site
     run_id = start_run(cwd, server, "flows:approve", "doc-api")
-    _, listed, _ = durable_json("ls", dir=cwd / "journals", cwd=cwd)
+    _, listed, _ = durable_json_in_process("ls", dir=cwd / "journals", cwd=cwd)
     assert httpx.get(f"{server.url}/api/runs").json() == listed
     waiting = httpx.get(f"{server.url}/api/runs", params={"status": "waiting"}).json()
     assert waiting and {row["status"] for row in waiting} == {"waiting"}
@@ -356,16 +357,16 @@ def test_a_webhook_round_trip_works_on_a_postgresql_store(tmp_path: Path, pg_url
     write_module(tmp_path, "flows", FLOWS)
     server = ServeProcess(tmp_path, store=pg_url)
     try:
-        code, document, err = durable_json("--store", pg_url, "run", "flows:on_webhook", cwd=tmp_path,
+        code, document, err = durable_json_in_process("--store", pg_url, "run", "flows:on_webhook", cwd=tmp_path,
                                            env={"DURABLE_PUBLIC_URL": server.url})
         assert code == 0 and document["status"] == "waiting", err
         run_id = document["run_id"]
-        _, shown, _ = durable_json("--store", pg_url, "inspect", run_id, cwd=tmp_path)
+        _, shown, _ = durable_json_in_process("--store", pg_url, "inspect", run_id, cwd=tmp_path)
         url = next(e for e in shown["events"] if e["type"] == "hook_created")["webhook"]["url"]
         assert httpx.post(url, json={"order": 8}).status_code == 202
         assert httpx.get(f"{server.url}/api/runs/{run_id}").json()["status"] == "waiting"
-        assert durable("--store", pg_url, "tick", cwd=tmp_path)[0] == 0
-        _, shown, _ = durable_json("--store", pg_url, "inspect", run_id, cwd=tmp_path)
+        assert durable_in_process("--store", pg_url, "tick", cwd=tmp_path)[0] == 0
+        _, shown, _ = durable_json_in_process("--store", pg_url, "inspect", run_id, cwd=tmp_path)
         assert (shown["status"], shown["result"]["json"]) == ("completed", {"order": 8})
     finally:
         assert server.stop() == 0, server.log.read_text()
