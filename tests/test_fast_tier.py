@@ -3,6 +3,7 @@ process: the tests that moved to it check the same things they checked through r
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -46,3 +47,15 @@ def test_in_process_and_a_real_process_print_the_same(tmp_path: Path, args: list
     real = durable(*args, dir=tmp_path / "j", cwd=tmp_path)
     assert durable_in_process(*args, dir=tmp_path / "j", cwd=tmp_path) == real
     assert real[0] == 2
+
+
+@pytest.mark.parametrize("argv", [["durable"], ["durable", "inspect", "nope", "--json"]])
+def test_the_json_error_document_follows_the_commands_arguments_not_sys_argv(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> None:
+    monkeypatch.setattr(sys, "argv", argv)
+    for args in (["inspect", "nope", "--json"], ["--json", "inspect", "nope"]):
+        code, out, err = durable_in_process(*args, dir=tmp_path / "j", cwd=tmp_path)
+        message = f"no run 'nope' in {tmp_path / 'j'}"
+        assert (code, json.loads(out), err) == (2, {"error": message, "exit_code": 2}, f"Error: {message}\n")
+    code, out, err = durable_in_process("inspect", "nope", dir=tmp_path / "j", cwd=tmp_path)
+    assert (code, out) == (2, "") and "no run 'nope'" in err
