@@ -240,6 +240,8 @@ FLOWS = '''
 import os, signal, subprocess, sys, time
 from durable_cli import workflow, step, sleep, define_hook, get_step_metadata, get_workflow_metadata
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+
 
 def effect(name, extra=""):
     """Append one line per execution: run, position, attempt, name (fsync'd before returning)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from project import FLOWS, check_store, fault_project, in_parallel, later, tally
+from project import FLOWS, Project, check_store, fault_project, in_parallel, later, tally
 
 FAMILY = FLOWS + '''
 
@@ -30,7 +30,7 @@ def family(n):
 
 def test_a_crash_between_a_childs_outcome_and_its_parent_never_leaves_the_parent_waiting(
         tmp_path: Path) -> None:
-    base = fault_project(tmp_path / "base", flows=FAMILY)
+    base = fault_project(tmp_path / "base", flows=FAMILY, in_process=True)
     started = base.cli("run", "--id", "fam", "flows:family", "1", "--json")
     assert started.code == 0 and started.json()["status"] == "waiting", started
     wake = later(2)
@@ -40,9 +40,12 @@ def test_a_crash_between_a_childs_outcome_and_its_parent_never_leaves_the_parent
     assert counting.status("fam") == "completed"
     points = len(log.read_text().splitlines())
 
-    def case(n: int) -> int:
+    def crash(n: int) -> Project:
         project = base.copy(tmp_path / f"n{n}")
         assert project.cli("tick", "--now", wake, crash_at=n).killed, n
+        return project
+
+    def recover(project: Project) -> int:  # in-process, one project after another
         for _ in range(3):
             if project.status("fam") == "completed":
                 break
@@ -52,6 +55,7 @@ def test_a_crash_between_a_childs_outcome_and_its_parent_never_leaves_the_parent
         shutil.rmtree(project.root)
         return check.runs
 
-    runs = sum(in_parallel([lambda n=n: case(n) for n in range(1, points + 1)]))
+    crashed = in_parallel([lambda n=n: crash(n) for n in range(1, points + 1)])
+    runs = sum(recover(project) for project in crashed)
     assert points >= 10, points
     tally("crash_every_point_child_outcome", faults=points, runs=runs, duplicates=0, losses=0)

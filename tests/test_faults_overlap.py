@@ -47,7 +47,7 @@ def test_eight_ticks_at_once_on_200_due_runs_run_each_step_once(tmp_path: Path) 
 
 
 def test_ticks_racing_a_live_run_never_execute_its_steps_twice(tmp_path: Path) -> None:
-    project = fault_project(tmp_path)
+    project = fault_project(tmp_path, in_process=True)  # the ticks run here, the live run in its process
     live = project.popen("run", "--id", "live", "flows:slow_pair", "1")
     ticks = 0
     while live.poll() is None and ticks < 40:
@@ -62,7 +62,7 @@ def test_ticks_racing_a_live_run_never_execute_its_steps_twice(tmp_path: Path) -
 
 
 def test_ticks_racing_resume_on_one_token_deliver_the_payload_exactly_once(tmp_path: Path) -> None:
-    project = fault_project(tmp_path)
+    project = fault_project(tmp_path, in_process=True)  # the racers are real processes (popen)
     rounds = 6
     for n in range(rounds):
         assert project.cli("run", "--id", f"r{n}", "flows:mixed", str(n)).code == 0

@@ -49,7 +49,7 @@ def first_payload_wins():
 @pytest.fixture(params=["files", "postgres"])
 def project(request: pytest.FixtureRequest, tmp_path: Path) -> Project:
     store = request.getfixturevalue("pg_url") if request.param == "postgres" else None
-    return Project(tmp_path, "flows", FLOWS, store=store)
+    return Project(tmp_path, "flows", FLOWS, store=store, in_process=True)
 
 
 def _resume(project: Project, key: str, *extra: str) -> subprocess.Popen[bytes]:
