@@ -4,7 +4,7 @@
 
 A cloned run is a real run: its journal is the template's with `run_id` changed in `run_started`
 (re-encoded, so its CRC is right), its due entry is the template's with the new id, laid out
-as `FileStore._due_path` lays it (`due/<YYYYMMDDHH>/<stamp>_<run_id>`), and it has the (empty)
+as `files_due.FileDueIndex` lays it (`due/<YYYYMMDDHH>/<stamp>_<run_id>`), and it has the (empty)
 lock file the template's start left in `locks/`, if there is one. A tick resumes a clone
 exactly as it would the template; `check_clones` proves it on a few before a figure relies on it.
 """

@@ -40,9 +40,9 @@ if TYPE_CHECKING:
     from ._engine.definitions import StepDef as StepDef
     from ._engine.definitions import WorkflowDef as WorkflowDef
     from ._engine.run import Run as Run
-    from ._engine.run import RunStatus as RunStatus
     from ._engine.hooks import HookEvents as HookEvents
     from ._engine.streams import StreamWriter as StreamWriter
+    from ._status import RunStatus as RunStatus
     from .errors import ChildFailed as ChildFailed
     from .errors import ConfigError as ConfigError
     from .errors import DurableError as DurableError
@@ -149,7 +149,8 @@ _MODULES = {
     "_engine.children": ["ChildHandle"],
     "_engine.context": ["StepMetadata", "WorkflowMetadata"],
     "_engine.definitions": ["StepDef", "WorkflowDef"],
-    "_engine.run": ["Run", "RunStatus"],
+    "_engine.run": ["Run"],
+    "_status": ["RunStatus"],
     "_engine.hooks": ["HookEvents"],
     "_engine.streams": ["StreamWriter"],
     "errors": ["ChildFailed", "ConfigError", "DurableError", "FatalError", "InvalidArguments",

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any, Iterator, ParamSpec, overload
 
 from ._config import find_config, open_configured, options_from
 from ._engine.definitions import WorkflowDef
-from ._engine.history import FINISHED
 from ._engine.lifecycle import cancel_run, create_run, get_run as _get_run, request_cancel, retry_run
 from ._engine.posting import Delivery, deliver_payload, holder_of
-from ._engine.run import Options, Run, RunStatus
+from ._engine.run import Options, Run
+from ._status import FINISHED, RunStatus
 from ._store.base import Store, check_run_id
 from ._timeparse import utcnow
 from .errors import InvalidReference

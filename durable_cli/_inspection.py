@@ -8,7 +8,7 @@ from typing import Any
 from .errors import DurableError, RunNotFound
 from ._store import Store
 
-from ._engine.history import TERMINAL
+from ._status import TERMINAL
 
 
 def status_of(last: dict[str, Any]) -> str:
@@ -61,7 +61,6 @@ def describe_run(store: Store, run_id: str) -> dict[str, Any]:
     history = History(events)
     first, last = events[0], events[-1]
     outcome = history.outcome or {}
-    journal = store.location if "://" in store.location else f"{store.location}/runs/{run_id}.jsonl"
     return {
         "run_id": run_id, "status": status_of(last), "workflow": first.get("name", ""),
         "reference": first.get("workflow"), "args": first.get("args", []),
@@ -71,7 +70,7 @@ def describe_run(store: Store, run_id: str) -> dict[str, Any]:
         "wake_at": (history.suspended or {}).get("wake_at") if not history.finished else None,
         "parent": first.get("parent"), "children": [
             op.events[0]["child_run_id"] for op in history.ops.values() if op.kind == "child"
-        ], "timeline": timeline(events), "events": events, "journal": journal,
+        ], "timeline": timeline(events), "events": events, "journal": store.journal_location(run_id),
         "problem": store.problems().get(run_id),
     }
 

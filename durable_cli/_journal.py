@@ -31,17 +31,21 @@ def encode(event: dict[str, Any]) -> bytes:
     """One journal line (with its newline) for `event`."""
     body = json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     head = body[:-1].encode()
-    return head + b',"crc":"%08x"}\n' % zlib.crc32(head)
+    return head + b',"crc":"' + _crc(head) + b'"}\n'
+
+
+def _crc(head: bytes) -> bytes:
+    """The CRC of a line's bytes before `,"crc"`, as the line holds it (8 hex digits)."""
+    return b"%08x" % zlib.crc32(head)
 
 
 def decode(line: bytes) -> dict[str, Any]:
     """The event in one line (without its newline); ValueError when its CRC or JSON is wrong."""
     if len(line) <= _CRC_SUFFIX_LEN or not line.endswith(b'"}'):
         raise ValueError("no checksum")
-    head, suffix = line[:-_CRC_SUFFIX_LEN], line[-_CRC_SUFFIX_LEN:]
-    if not suffix.startswith(b',"crc":"'):
+    if not line[-_CRC_SUFFIX_LEN:].startswith(b',"crc":"'):
         raise ValueError("no checksum")
-    if b"%08x" % zlib.crc32(head) != suffix[8:16]:
+    if not _checksum_ok(line):
         raise ValueError("checksum mismatch")
     event = json.loads(line)
     if not isinstance(event, dict):
@@ -70,11 +74,13 @@ def _is_line(data: bytes) -> bool:
 
 
 def _checksum_ok(line: bytes) -> bool:
+    """Whether `line` (without its newline) ends in `,"crc":"xxxxxxxx"}` matching its bytes: the
+    one CRC check, of the fast path and of `decode`."""
     return (
         len(line) > _CRC_SUFFIX_LEN
         and line[-_CRC_SUFFIX_LEN:-10] == b',"crc":"'
         and line[-2:] == b'"}'
-        and b"%08x" % zlib.crc32(line[:-_CRC_SUFFIX_LEN]) == line[-10:-2]
+        and _crc(line[:-_CRC_SUFFIX_LEN]) == line[-10:-2]
     )
 
 
@@ -140,7 +146,8 @@ def read_file(path: str, run_id: str | None = None) -> tuple[list[dict[str, Any]
     return events, good, len(data)
 
 
-def _fsync(fd: int, sync: Any = os.fsync) -> None:
+def fsync(fd: int, sync: Any = os.fsync) -> None:
+    """`sync(fd)` (fsync, or fdatasync), seen by the fault-injection seam: the one fsync helper."""
     state = faults.file_state(fd)
     sync(fd)
     faults.synced(state)
@@ -164,7 +171,7 @@ class JournalWriter:
         if file_length > good_length:
             faults.point("journal.truncate")
             os.ftruncate(self._fd, good_length)
-            _fsync(self._fd)
+            fsync(self._fd)
         self._length = good_length
         self._written_seq = last_seq
         self._unsynced = False
@@ -204,7 +211,7 @@ class JournalWriter:
             return
         try:
             faults.point("journal.fsync")
-            _fsync(self._fd, os.fdatasync)
+            fsync(self._fd, os.fdatasync)
         except BaseException as exc:
             self._restore(length, seq, exc)
             raise
@@ -223,7 +230,7 @@ class JournalWriter:
         self._length = length
         try:
             os.ftruncate(self._fd, length)
-            _fsync(self._fd)
+            fsync(self._fd)
             self._unsynced = False
         except OSError:
             pass

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from .errors import DurableError
-from ._engine.history import FINISHED, History
+from ._engine.history import History
+from ._status import FINISHED
 from ._inspection import status_of
 from ._store import Store
 from ._timeparse import parse_instant

@@ -94,7 +94,7 @@ def _drive(store: Store, run_id: str, clock: Clock, summary: TickSummary, option
         return
     except RunNotFound:
         if due_at is not None:
-            store.set_due(run_id, None, due_at)  # a stale entry of a pruned run
+            store.set_due(run_id, None)  # a stale entry of a pruned run
         return
     except Exception as exc:
         _report(store, summary, run_id, exc)
@@ -115,7 +115,7 @@ def _drive(store: Store, run_id: str, clock: Clock, summary: TickSummary, option
 def _deliver_inbox(store: Store, clock: Clock, summary: TickSummary, options: Callable[[], Options],
                    stop: Callable[[], bool] | None) -> None:
     for run_id in store.inbox_run_ids():
-        from ._engine.history import TERMINAL
+        from ._status import TERMINAL
 
         if stop is not None and stop():
             return

@@ -118,13 +118,12 @@ def _settle(source: Store, target: Store, run_id: str, events: list[dict[str, An
     except RunNotFound:
         copy = []
     if copy == moved and not history.finished:
-        target.set_due(run_id, _due_at(moved, now), None)
+        target.set_due(run_id, _due_at(moved, now))
         for token in history.tokens():
             target.claim_token(token, run_id)
     if copy:
         _forward(source, target, run_id)
-    wake = (history.suspended or {}).get("wake_at")
-    source.set_due(run_id, None, parse_instant(wake) if wake else None)
+    source.set_due(run_id, None)
     for token in history.tokens():
         source.release_token(token, run_id)
 

@@ -1,4 +1,4 @@
-"""A test kit: runs in a temporary journal dir under a virtual clock, so a 7-day workflow tests in ms.
+"""A test kit: runs in memory under a virtual clock, so a 7-day workflow tests in ms, with no disk I/O.
 
     def test_approval(durable_env):
         run = durable_env.start(request_approval, "invoice-7")
@@ -7,7 +7,9 @@
 
 `durable_env` is a pytest fixture (installed as a plugin with durable-cli); `DurableTestEnv` works
 without pytest too. Time moves only when the test says so: `advance("7 days")`, and step retry
-back-offs pass instantly.
+back-offs pass instantly. Runs live in a private memory store (`memory:`, the storage contract in
+this process), so tests write no file; `DurableTestEnv(dir=...)` keeps them in a journal dir
+instead, `DurableTestEnv(store=URL)` in any store.
 
 The kit runs as production does: it reads durable.yaml as the CLI does (`defaults`,
 `max_recoveries`, `payload_limit`, `schedules`, `import_paths`; not `dir` or `store`, it keeps its
@@ -17,7 +19,6 @@ instant, a sleep's end, a retry), as a tick every minute would.
 
 from __future__ import annotations
 
-import tempfile
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Iterator, ParamSpec, overload
 
@@ -59,7 +60,7 @@ class DurableTestEnv:
 
     def __init__(self, dir: str | None = None, start: datetime | None = None, store: str | None = None,
                  config: str | None = None) -> None:
-        """A private journal dir (a temp dir unless `dir` is given), or the store at URL `store`.
+        """A private memory store; the journal dir `dir` if given, or the store at URL `store`.
 
         `config` is the durable.yaml to read; by default the one the CLI would use here
         ($DURABLE_CONFIG, else ./durable.yaml, else none).
@@ -67,8 +68,8 @@ class DurableTestEnv:
         from ._config import load_config, options_from
         from ._store import open_store
 
-        self.dir = None if store else dir or tempfile.mkdtemp(prefix="durable-test-")
-        self.store = open_store(self.dir, store)
+        self.dir = None if store else dir
+        self.store = open_store(self.dir, store or (None if dir else "memory:"))
         self.clock = VirtualClock(start or datetime(2030, 1, 1, tzinfo=timezone.utc))
         self.config: Config = load_config(config)
         self.options = options_from(self.config)
@@ -214,6 +215,8 @@ class DurableTestEnv:
 if pytest is not None:
 
     @pytest.fixture
-    def durable_env(tmp_path: Any) -> Iterator[DurableTestEnv]:
-        """A DurableTestEnv in a temporary journal dir, at 2030-01-01T00:00Z on a virtual clock."""
-        yield DurableTestEnv(str(tmp_path / "journals"))
+    def durable_env() -> Iterator[DurableTestEnv]:
+        """A DurableTestEnv in a private memory store, at 2030-01-01T00:00Z on a virtual clock."""
+        env = DurableTestEnv()
+        yield env
+        env.store.close()

@@ -1,6 +1,6 @@
 """Testing workflows with the test kit: a week-long workflow and an approval, in milliseconds.
 
-`durable_env` is a pytest fixture that durable-cli installs: a private journal dir and a virtual
+`durable_env` is a pytest fixture that durable-cli installs: a private memory store and a virtual
 clock that moves only when the test calls `advance`.
 """
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -33,7 +34,7 @@ def pg_url(pg_server: pgserver.PgServer, request: pytest.FixtureRequest) -> Iter
     pg_server.drop_database(url)
 
 
-@pytest.fixture(params=["files", "postgres"])
+@pytest.fixture(params=["files", "postgres", "memory"])
 def store_factory(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[Callable[[], Store]]:
@@ -46,6 +47,10 @@ def store_factory(
             from durable_cli._store.files import FileStore
 
             store: Store = FileStore(str(tmp_path / f"journals{len(made)}"))
+        elif request.param == "memory":
+            from durable_cli._store.memory import MemoryStore
+
+            store = MemoryStore(f"memory:{uuid.uuid4().hex}")  # named: open_store shares it
         else:
             from durable_cli._store.postgres import PostgresStore
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from durable_cli import sleep, step, workflow
+
 from project import Project
 from helpers import DURABLE, durable_env
 
@@ -88,3 +90,47 @@ def test_a_tick_acts_on_a_recorded_cancel_of_a_sleeping_run(tmp_path: Path) -> N
     assert (code, out.strip()) == (0, "w cancel requested (sleeping)")
     assert project.tick()["resumed"] == 1  # due at once: no need to wait seven days
     assert project.inspect("w")["status"] == "cancelled" and project.log() == []
+
+
+_ENVS: list[object] = []
+
+
+@step
+def ask_to_cancel_myself() -> None:
+    """`durable cancel` (the request alone) arriving while the run executes, after its last check."""
+    from durable_cli import get_workflow_metadata
+    from durable_cli._engine.children import request_cancel
+
+    env = _ENVS[-1]
+    request_cancel(env.store, get_workflow_metadata().run_id, env.clock)  # type: ignore[attr-defined]
+
+
+@workflow
+def cancelled_while_running() -> str:
+    ask_to_cancel_myself()
+    sleep("7 days")
+    return "slept a week"
+
+
+@pytest.mark.parametrize("store", ["memory", "files", "postgres"])
+def test_a_cancel_asked_while_the_run_suspends_keeps_it_due_now(
+    store: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's suspension replaces its one due entry with its wake time: a cancel requested
+    after the run's last look (here: its looks are an hour apart) makes it due again at once, so
+    the next tick cancels it, not one a week later."""
+    from durable_cli.testing import DurableTestEnv
+
+    monkeypatch.setattr("durable_cli._engine.execution.CANCEL_CHECK_SECONDS", 3600)
+    env = (DurableTestEnv() if store == "memory" else DurableTestEnv(dir=str(tmp_path / "j"))
+           if store == "files" else DurableTestEnv(store=request.getfixturevalue("pg_url")))
+    _ENVS.append(env)
+    try:
+        run = env.start(cancelled_while_running)
+        assert run.status == "sleeping"
+        assert [run_id for _, run_id in env.store.due(env.now)] == [run.run_id]
+        env.advance("1 minute")
+        assert env.get_run(run.run_id).status == "cancelled"
+    finally:
+        _ENVS.remove(env)
+        env.store.close()

@@ -23,6 +23,7 @@ from durable_cli._engine.run import Options
 from durable_cli.errors import DurableError, InvalidPayload
 from durable_cli._payloads import parse_payload
 from durable_cli._store.base import Store
+from durable_cli._store.memory import MemoryStore
 from durable_cli._tick import tick_once
 
 StoreFactory = Callable[[], Store]
@@ -72,7 +73,9 @@ def start(store: Store, definition: Any, *args: Any, run_id: str) -> str:
 
 
 def rejected(store: Store) -> list[str]:
-    """The reasons of every rejected message, on either store."""
+    """The reasons of every rejected message, on any store."""
+    if isinstance(store, MemoryStore):
+        return [reason for *_, reason in store.rejected()]
     if hasattr(store, "root"):
         folder = Path(store.root) / "rejected"
         return [p.read_text() for p in folder.glob("*.reason")] if folder.exists() else []
@@ -155,7 +158,8 @@ def test_a_message_only_the_journal_refuses_is_rejected_not_raised(
     store = store_factory()
     start(store, waits_for_approval, "a", run_id="a")
     start(store, naps, 7, run_id="napper")
-    module = "durable_cli._store.fsutil" if hasattr(store, "root") else "durable_cli._store.postgres"
+    module = ("durable_cli._store.memory" if isinstance(store, MemoryStore) else
+              "durable_cli._store.fsutil" if hasattr(store, "root") else "durable_cli._store.postgres")
     monkeypatch.setattr(f"{module}.parse_message", lambda data: json.loads(data))
     _plant(store, "a", token="approval-a", payload={"x": 1}, key=LONE)
 

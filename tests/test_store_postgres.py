@@ -195,7 +195,7 @@ def test_due_reads_the_index_and_not_the_sleeping_runs(pg_url: str) -> None:
             (now,),
         )
         conn.execute("ANALYZE durable_due")
-    store.set_due("woken", now - timedelta(seconds=1), None)
+    store.set_due("woken", now - timedelta(seconds=1))
     assert list(store.due(now)) == [(now - timedelta(seconds=1), "woken")]
     with psycopg.connect(pg_url) as conn:
         plan = "\n".join(row[0] for row in conn.execute(f"EXPLAIN {DUE}", (now,)).fetchall())

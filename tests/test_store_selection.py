@@ -51,6 +51,22 @@ def test_dir_and_store_together_are_a_usage_error(project: Path) -> None:
     assert "--dir" in err and "--store" in err
 
 
+def test_the_memory_store_runs_a_command_in_process_and_writes_no_file(project: Path) -> None:
+    """`--store memory:` is a fresh store of that process; `memory:NAME` is shared by the commands
+    of one process (what in-process tests use), and no journal dir is made either way."""
+    code, doc, err = durable_json_in_process("--store", "memory:", "run", "flows:week", "1", cwd=project)
+    assert code == 0 and doc["status"] == "sleeping", err
+    _, rows, _ = durable_json_in_process("--store", "memory:", "ls", cwd=project)
+    assert rows == []
+    name = f"memory:{project.name}"
+    _, doc, _ = durable_json_in_process("--store", name, "run", "flows:week", "2", cwd=project)
+    _, rows, _ = durable_json_in_process("--store", name, "ls", cwd=project)
+    assert [row["run_id"] for row in rows] == [doc["run_id"]]
+    code, done, err = durable_json_in_process("--store", name, "tick", "--now", later(8), cwd=project)
+    assert code == 0 and done["completed"] == 1, err
+    assert sorted(p.name for p in project.iterdir() if p.name != "__pycache__") == ["flows.py"]
+
+
 def test_durable_store_beats_durable_dir(project: Path, pg_url: str) -> None:
     env = {"DURABLE_STORE": pg_url, "DURABLE_DIR": str(project / "files")}
     code, doc, err = durable_json_in_process("run", "flows:week", "1", cwd=project, env=env)

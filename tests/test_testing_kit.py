@@ -274,3 +274,66 @@ def test_the_kit_runs_on_a_postgresql_store_too(pg_url):
         assert env.get_run(run.run_id).result == "gave up: down"
     finally:
         env.store.close()
+
+
+def test_the_kit_writes_no_file_unless_given_a_journal_dir(tmp_path, monkeypatch):
+    """The default store lives in memory: a week-long run, a hook, a child and a failing step
+    open no file for writing, create, rename or remove none (seen by an audit hook)."""
+    import sys
+    import tempfile
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+
+    def exercise(env, tag):
+        env.start(week_long, f"doc-{tag}")
+        env.start(collect, f"fb-{tag}")
+        env.resume(f"fb-{tag}", {"n": 1})
+        env.start(family, [f"a-{tag}"])
+        env.start(fetch, f"flaky-{tag}")
+        return env.advance("7 days")
+
+    exercise(DurableTestEnv(), "warm-up")  # imports happen here (a first import may write a .pyc)
+    written = _watch_writes(sys)
+    summary = exercise(DurableTestEnv(), "watched")
+    written.stop()
+    assert summary.completed >= 3 and written.calls == []
+    assert list(tmp_path.iterdir()) == []
+
+    env = DurableTestEnv(dir=str(tmp_path / "journals"))
+    env.start(week_long, "on-disk")
+    assert (tmp_path / "journals" / "runs").is_dir()
+
+
+class _watch_writes:
+    """Records every file-system write of this process (open for writing, mkdir, rename, remove)."""
+
+    _WRITES = {"os.mkdir", "os.rename", "os.replace", "os.remove", "os.unlink", "os.rmdir",
+               "os.link", "os.symlink", "os.truncate"}
+    _active: list[_watch_writes] = []
+    _hooked = False
+
+    def __init__(self, sys):
+        self.calls: list[tuple[str, object]] = []
+        _watch_writes._active.append(self)
+        if not _watch_writes._hooked:  # an audit hook cannot be removed: one for the whole process
+            sys.addaudithook(_watch_writes._hook)
+            _watch_writes._hooked = True
+
+    @staticmethod
+    def _hook(event, args):
+        import os
+
+        for watcher in _watch_writes._active:
+            if event in _watch_writes._WRITES:
+                watcher.calls.append((event, args[0]))
+            elif event == "open":
+                path, mode, flags = args
+                writes = (mode is not None and any(c in str(mode) for c in "wax+")) or (
+                    mode is None and isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
+                if writes:
+                    watcher.calls.append((event, path))
+
+    def stop(self):
+        _watch_writes._active.remove(self)

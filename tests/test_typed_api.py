@@ -215,7 +215,7 @@ def test_the_names_are_still_loaded_lazily() -> None:
 def test_run_status_names_every_status_a_journal_can_end_in() -> None:
     from typing import get_args
 
-    from durable_cli._engine.history import FINISHED
+    from durable_cli._status import FINISHED
 
     assert FINISHED <= set(get_args(durable_cli.RunStatus))
     assert {"running", "sleeping", "waiting"} <= set(get_args(durable_cli.RunStatus))

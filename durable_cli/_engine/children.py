@@ -8,10 +8,10 @@ the parent; nothing polls children.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from typing import Any
 
+from .._digest import sha256_hex
 from ..errors import ChildFailed, EngineError, RunBusy, StoreError
 from .._timeparse import parse_instant
 from .outcomes import rebuild
@@ -26,7 +26,7 @@ def child_run_id(parent: str, pos: int) -> str:
     run_id = f"{parent}-c{pos}"
     if len(run_id) <= 200:
         return run_id
-    return "c-" + hashlib.sha256(f"{parent}:{pos}".encode()).hexdigest()[:32]
+    return "c-" + sha256_hex(f"{parent}:{pos}")[:32]
 
 
 class ChildWait(Wait):

@@ -64,8 +64,6 @@ class Execution:
         self._cancel_checked = -CANCEL_CHECK_SECONDS
         self.suspension: tuple[str, datetime | None, list[Wait]] | None = None
         """(status, earliest wake time, waits) when the run suspends."""
-        self.due_at: datetime | None = None
-        """The run's entry in the store's due index, as this process last set it."""
         self.marked = False
         """Whether the run is indexed as due now (recoverable by a tick if this process dies)."""
 
@@ -115,10 +113,7 @@ class Execution:
         if not self.session.has_pending:
             return
         if not terminal and not self.marked:
-            now = self.clock()
-            if self.due_at is None or self.due_at > now:
-                self.store.set_due(self.run_id, now, self.due_at)
-                self.due_at = now
+            self.store.set_due(self.run_id, self.clock())
             self.marked = True
         self._store(self.session.flush)
 

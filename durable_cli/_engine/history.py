@@ -10,13 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._status import FINISHED, TERMINAL
+
 Event = dict[str, Any]
 
 COMPLETIONS = frozenset({"step_completed", "sleep_completed", "hook_next", "child_result"})
-TERMINAL = {"run_completed": "completed", "run_failed": "failed", "run_cancelled": "cancelled",
-            "run_migrated": "migrated"}
 INPUTS = frozenset({"hook_payload", "child_finished"})
-FINISHED = frozenset(TERMINAL.values())
 
 
 @dataclass

@@ -21,13 +21,14 @@ from ..errors import DurableError, EngineError, RunBusy, RunConflict, RunExists,
 from .._journal import FORMAT_VERSION
 from .._loader import load_workflow, reference
 from .._payloads import stored
+from .._status import FINISHED, TERMINAL
 from .._store.base import RunSession, Store, check_run_id
 from .._timeparse import iso, parse_instant
 from .context import current_execution
 from .definitions import WorkflowDef
 from .delivery import deliver
 from .execution import Clock, Execution
-from .history import FINISHED, TERMINAL, History
+from .history import History
 from .outcomes import error_info
 from .run import Options, Run
 from .scheduler import run_async
@@ -114,7 +115,6 @@ def execute(
     """
     ex = Execution(store, session, clock, definition, options, create_run)
     history = ex.history
-    ex.due_at = due_at
     ex.marked = due_at is not None and due_at <= clock()
     if start is not None:
         ex.record("run_started", **start)
@@ -123,7 +123,7 @@ def execute(
     elif history.finished:
         if due_at is not None:
             notify_parent(ex)  # a crash may have come between its outcome and the parent's message
-            store.set_due(ex.run_id, None, due_at)  # a stale entry: drop it so no tick sees it again
+            store.set_due(ex.run_id, None)  # a stale entry: drop it so no tick sees it again
         return ex
     elif history.status == "running" and start is None:
         crashes = history.crashes + 1
@@ -202,10 +202,12 @@ def _finish(ex: Execution, result: Any, completed: bool) -> None:
         if history.status == "cancelled":
             cancel_children(ex)
         notify_parent(ex)
-        store.set_due(ex.run_id, None, ex.due_at)
+        store.set_due(ex.run_id, None)
     else:
         wake_at = history.suspended.get("wake_at") if history.suspended else None
-        store.set_due(ex.run_id, parse_instant(wake_at) if wake_at else None, ex.due_at)
+        store.set_due(ex.run_id, parse_instant(wake_at) if wake_at else None)
+        if store.cancel_requested(ex.run_id):  # asked meanwhile: its due entry may just be replaced
+            store.set_due(ex.run_id, ex.clock())
 
 
 def release(session: RunSession) -> None:
@@ -304,7 +306,7 @@ def request_cancel(store: Store, run_id: str, clock: Clock) -> Run:
     if run.status in FINISHED:
         return run
     store.request_cancel(run_id)
-    store.set_due(run_id, clock(), None)
+    store.set_due(run_id, clock())
     return run
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, cast
 
+from .._status import RunStatus
 from .history import History
-
 
 @dataclass
 class Options:
@@ -23,10 +23,6 @@ class Options:
     """$DURABLE_ALLOW_SHARED as the entry point read it: "group" trusts group-shared dirs."""
     public_url: str = "http://127.0.0.1:8080"
     """Where `durable serve` is reached, for webhook URLs ($DURABLE_PUBLIC_URL, else durable.yaml)."""
-
-
-RunStatus = Literal["running", "sleeping", "waiting", "completed", "failed", "cancelled", "migrated"]
-
 
 @dataclass
 class Run:

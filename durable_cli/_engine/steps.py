@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import hashlib
 import json
 import threading
 from datetime import timedelta
 from typing import Any, NoReturn
 
+from .._digest import sha256_hex
 from ..errors import FatalError, RetryableError, StepCrashed, StepTimeout, Suspend
 from .._store.base import RunSession
 from .._timeparse import iso, parse_duration, parse_instant
@@ -42,7 +42,7 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, default=repr, separators=(",", ":"
 def args_hash(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     """A short hash of a step's arguments: compared on replay, never revealing the values."""
     text = _CANONICAL.encode([list(args), kwargs])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return sha256_hex(text)[:16]
 
 
 def _begin(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, Op | None, str]:

@@ -14,19 +14,18 @@ from starlette.responses import Response
 from .._client import FINISHED, request_cancel
 from ..errors import DurableError, RunBusy, RunNotFound
 from .._inspection import describe_run, list_runs
+from .._status import LISTED_STATUSES
 from .._store.base import check_run_id
 from .._timeparse import utcnow
 from .bodies import answer, error
 
-STATUSES = ("running", "sleeping", "waiting", "completed", "failed", "cancelled", "migrated",
-            "damaged", "unreadable")
 
 
 async def runs(request: Request) -> Response:
     """Every run, newest first; `?status=` keeps one status."""
     status = request.query_params.get("status") or None
-    if status is not None and status not in STATUSES:
-        return error(400, f"unknown status {status!r}: use one of {', '.join(STATUSES)}")
+    if status is not None and status not in LISTED_STATUSES:
+        return error(400, f"unknown status {status!r}: use one of {', '.join(LISTED_STATUSES)}")
     rows = await run_in_threadpool(list_runs, request.app.state.store, status)
     return answer(rows)
 

@@ -1,4 +1,4 @@
-"""Opening a store: a PostgreSQL URL, else a journal dir (the file store).
+"""Opening a store: a PostgreSQL URL, `memory:` (the memory store), else a journal dir (the file store).
 
 Which store to use (flags, then the environment, then durable.yaml) is decided at the entry
 points (`_config.store_location`); this layer reads neither the environment nor durable.yaml.
@@ -29,8 +29,12 @@ def open_store(dir: str | None = None, store: str | None = None, shared: bool = 
         from .postgres import PostgresStore
 
         return PostgresStore(location)
+    if location.startswith("memory:"):
+        from .memory import MemoryStore
+
+        return MemoryStore(location)
     if "://" in location:
-        raise StoreError(f"unsupported store URL {location.split('://')[0]}:// (use postgresql://)")
+        raise StoreError(f"unsupported store URL {location.split('://')[0]}:// (use postgresql:// or memory:)")
     from .files import FileStore
 
     return FileStore(location, shared)

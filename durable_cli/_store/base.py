@@ -13,23 +13,33 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Iterator
 
-from ..errors import DurableError, JournalEmpty
+from .._status import FINAL_EVENTS
+from ..errors import DurableError, JournalEmpty, RunNotFound
 
 Event = dict[str, Any]
-
-# The events that end a run: nothing is journaled after one (but `run_retried` after a failure).
-FINAL_EVENTS = frozenset({"run_completed", "run_failed", "run_cancelled"})
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}")
 
 
 def check_run_id(run_id: str) -> str:
-    """`run_id` if it is a safe name (letters, digits, `_.:-`, at most 200); else a DurableError."""
+    """`run_id` if it is a safe name (letters, digits, `_.:-`, at most 200); else a DurableError.
+
+    The one check of run ids: every store method taking a run id and every door (the CLI, the
+    client, `durable serve`) passes it through here, so a run id is safe as a file name anywhere."""
     if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id) or ".." in run_id:
         raise DurableError(
             f"invalid run id {run_id!r}: use 1-200 letters, digits, '_', '.', ':' or '-'"
         )
     return run_id
+
+
+def is_run_id(name: str) -> bool:
+    """Whether `name` passes `check_run_id` (a directory entry that can be a run's)."""
+    try:
+        check_run_id(name)
+    except DurableError:
+        return False
+    return True
 
 
 def check_stream_name(name: str) -> str:
@@ -48,6 +58,16 @@ def check_stream_name(name: str) -> str:
     if problem:
         raise DurableError(f"invalid stream name {name!r}: {problem}")
     return name
+
+
+def post_unless_ended(store: Store, run_id: str, message: dict[str, Any]) -> str | None:
+    """`store.post` unless the run has ended or does not exist (None): `post_live`'s rule, for a
+    store that holds the run's inbox gate around it."""
+    try:
+        _, last = store.run_summary(run_id)
+    except RunNotFound:
+        return None
+    return None if last.get("type") in FINAL_EVENTS else store.post(run_id, message)
 
 
 def empty_journal(run_id: str, where: str) -> JournalEmpty:
@@ -125,14 +145,19 @@ class Store(ABC):
         events = self.read_events(run_id)
         return events[0], events[-1]
 
+    def journal_location(self, run_id: str) -> str:
+        """Where the run's journal lives, for people (`inspect` shows it)."""
+        return self.location
+
     @abstractmethod
     def delete_run(self, run_id: str) -> None:
         """Remove a finished run and everything kept for it (prune)."""
 
     # the due index
     @abstractmethod
-    def set_due(self, run_id: str, at: datetime | None, old: datetime | None) -> None:
-        """Index the run as due at `at` (None: not due), dropping its entry at `old`."""
+    def set_due(self, run_id: str, at: datetime | None) -> None:
+        """Index the run as due at `at` (None: not due). A run has one entry at most: this one
+        replaces whatever was set before, whoever set it."""
 
     @abstractmethod
     def due(self, now: datetime) -> Iterator[tuple[datetime, str]]:

@@ -1,10 +1,13 @@
 """The embedded store: a directory of JSONL journals, with file-name indexes beside them.
 
 Layout of `<dir>`: `runs/<id>.jsonl` (the truth), `locks/<id>.lock` (one executor per run),
-`due/<YYYYMMDDHH>/<time>_<id>` (hour buckets, so a tick lists only what is due), `tokens/<sha256>`
+`due/<YYYYMMDDHH>/<time>_<id>` (hour buckets, so a tick lists only what is due; `due_runs/<id>`
+holds the time of the run's one entry, so the next `set_due` finds it), `tokens/<sha256>`
 (hook token owners; tokens never become paths), `inbox/<id>/<n>.json`, `cancel/<id>`,
 `streams/<id>/<base64 name>.jsonl`, `problems/<id>` (why a tick could not drive the run) and
-`rejected/` (the inbox lives in files_inbox.py). Directories are 0700 and files 0600.
+`rejected/` (the inbox is a component of its own, `FileInbox` in files_inbox.py). Every path
+named after a run is made by `run_path`, once the id passed `check_run_id`. Directories are 0700
+and files 0600.
 """
 
 from __future__ import annotations
@@ -12,18 +15,22 @@ from __future__ import annotations
 import json
 import os
 import stat
-from datetime import datetime, timezone
+from datetime import datetime
+from contextlib import AbstractContextManager
 from typing import Any, BinaryIO, Iterator
 
 from .. import _faults as faults, _journal as journal
-from ..errors import DurableError, JournalDamaged, RunNotFound, StoreError
-from .base import Event, RunSession, Store, check_run_id, check_stream_name, empty_journal
+from ..errors import JournalDamaged, RunNotFound, StoreError
+from .base import Event, RunSession, Store, check_run_id, empty_journal
+from .files_due import FileDueIndex
 from .files_inbox import FileInbox
-from .fsutil import (NOFOLLOW, b64, fsync, fsync_dir, make_dirs, refuse_unsafe_dir, refuse_unsafe_file,
-                     sha, unique_name, write_atomic)
+from .files_streams import FileStreams
+from .._digest import sha256_hex as sha
+from .._journal import fsync
+from .fsutil import (NOFOLLOW, fsync_dir, make_dirs, refuse_unsafe_dir, refuse_unsafe_file, unique_name,
+                     write_atomic)
 
-_STAMP = "%Y%m%dT%H%M%S%f"
-_SUBDIRS = ("runs", "locks", "due", "tokens", "inbox", "cancel", "streams", "rejected", "schedules",
+_SUBDIRS = ("runs", "locks", "due", "due_runs", "tokens", "inbox", "cancel", "streams", "rejected", "schedules",
             "problems")
 
 
@@ -70,7 +77,7 @@ class FileRunSession(RunSession):
         self._lock.release()
 
 
-class FileStore(FileInbox, Store):
+class FileStore(Store):
     """Runs kept as files under one directory (the default store)."""
 
     def __init__(self, root: str, shared_group: bool = False) -> None:
@@ -79,6 +86,9 @@ class FileStore(FileInbox, Store):
         self.location = self.root
         self.shared_group = shared_group
         self._made: set[str] = set()
+        self.inbox = FileInbox(self)
+        self.due_index = FileDueIndex(self)
+        self.streams = FileStreams(self)
         if os.path.lexists(self.root):
             self._check_root()
 
@@ -127,8 +137,16 @@ class FileStore(FileInbox, Store):
             self._made.add(path)
         return path
 
+    def run_path(self, folder: str, run_id: str, suffix: str = "") -> str:
+        """`<root>/<folder>/<run id><suffix>`: every path named after a run is made here, once
+        the run id passed `check_run_id` (so it is one safe file name)."""
+        return os.path.join(self.root, folder, check_run_id(run_id) + suffix)
+
     def _journal_path(self, run_id: str) -> str:
-        return os.path.join(self.root, "runs", check_run_id(run_id) + ".jsonl")
+        return self.run_path("runs", run_id, ".jsonl")
+
+    def journal_location(self, run_id: str) -> str:
+        return self._journal_path(run_id)
 
     def _check_journal(self, path: str) -> None:
         """Refuse a journal that is not a regular file of ours, writable by nobody else: its
@@ -142,7 +160,8 @@ class FileStore(FileInbox, Store):
     def _lock(self, run_id: str, wait: bool) -> Any:
         from filelock import FileLock, Timeout
 
-        lock = FileLock(os.path.join(self._dir("locks"), run_id + ".lock"), mode=0o600)
+        self._dir("locks")
+        lock = FileLock(self.run_path("locks", run_id, ".lock"), mode=0o600)
         try:
             lock.acquire(timeout=-1 if wait else 0)
         except Timeout:
@@ -238,14 +257,14 @@ class FileStore(FileInbox, Store):
         return first, last
 
     def delete_run(self, run_id: str) -> None:
-        locks = os.path.join(self.root, "locks", run_id)
-        for path in (self._journal_path(run_id), locks + ".lock", locks + ".inbox"):
+        for path in (self._journal_path(run_id), self.run_path("locks", run_id, ".lock"),
+                     self.run_path("locks", run_id, ".inbox"), self.run_path("due_runs", run_id)):
             try:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
         for folder in ("streams", "inbox"):
-            path = os.path.join(self.root, folder, run_id)
+            path = self.run_path(folder, run_id)
             if os.path.isdir(path):
                 for name in os.listdir(path):
                     os.unlink(os.path.join(path, name))
@@ -253,59 +272,12 @@ class FileStore(FileInbox, Store):
         self.clear_cancel(run_id)
         self.clear_problem(run_id)
 
-    # the due index
-    def _due_path(self, at: datetime, run_id: str) -> tuple[str, str]:
-        stamp = at.astimezone(timezone.utc).strftime(_STAMP)
-        return os.path.join(self.root, "due", stamp[:11].replace("T", "")), f"{stamp}_{run_id}"
-
-    def set_due(self, run_id: str, at: datetime | None, old: datetime | None) -> None:
-        if at is not None and at != old:
-            bucket, name = self._due_path(at, run_id)
-            faults.point("due.add")
-            for attempt in range(3):
-                self._dir("due", os.path.basename(bucket))
-                try:
-                    os.close(os.open(os.path.join(bucket, name), os.O_WRONLY | os.O_CREAT | NOFOLLOW, 0o600))
-                    break
-                except FileNotFoundError:
-                    # a tick removed the (empty) bucket between our mkdir and our create
-                    self._made.discard(bucket)
-                    if attempt == 2:
-                        raise
-            fsync_dir(bucket)
-        if old is not None and old != at:
-            bucket, name = self._due_path(old, run_id)
-            faults.point("due.remove")
-            try:
-                os.unlink(os.path.join(bucket, name))
-            except FileNotFoundError:
-                pass
+    # the due index: a component of its own (files_due.py)
+    def set_due(self, run_id: str, at: datetime | None) -> None:
+        self.due_index.set_due(run_id, at)
 
     def due(self, now: datetime) -> Iterator[tuple[datetime, str]]:
-        root = os.path.join(self.root, "due")
-        try:
-            buckets = sorted(os.listdir(root))
-        except FileNotFoundError:
-            return
-        limit = now.astimezone(timezone.utc).strftime(_STAMP)
-        for bucket in buckets:
-            if bucket > limit[:11].replace("T", ""):
-                return
-            path = os.path.join(root, bucket)
-            try:
-                names = sorted(os.listdir(path))
-            except FileNotFoundError:
-                continue  # another tick removed it
-            for name in names:
-                stamp, _, run_id = name.partition("_")
-                if stamp > limit:
-                    return
-                yield datetime.strptime(stamp, _STAMP).replace(tzinfo=timezone.utc), run_id
-            if not names or bucket < limit[:11].replace("T", ""):
-                try:
-                    os.rmdir(path)
-                except OSError:
-                    pass
+        return self.due_index.due(now)
 
     # hook tokens
     def _token_path(self, token: str) -> str:
@@ -313,7 +285,7 @@ class FileStore(FileInbox, Store):
 
     def claim_token(self, token: str, run_id: str) -> str | None:
         path = self._token_path(token)
-        data = json.dumps({"token": token, "run_id": run_id}).encode()
+        data = json.dumps({"token": token, "run_id": check_run_id(run_id)}).encode()
         directory = self._dir("tokens")
         for _ in range(10):
             tmp = os.path.join(directory, f".tmp-{unique_name()}")
@@ -346,18 +318,65 @@ class FileStore(FileInbox, Store):
         return owner if record.get("token") == token and isinstance(owner, str) else None
 
     def release_token(self, token: str, run_id: str) -> None:
-        if self.token_owner(token) == run_id:
-            faults.point("token.release")
-            os.unlink(self._token_path(token))
+        """Check the owner and unlink under an exclusive flock of `tokens/`, taken by releases only:
+        a claim never replaces a token file (it links a new one where none is), so no release can
+        remove a file another release let go and a new holder claimed meanwhile."""
+        import fcntl
 
-    # the inbox
+        check_run_id(run_id)
+        try:
+            fd = os.open(os.path.join(self.root, "tokens"), os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW)
+        except FileNotFoundError:
+            return  # no token was ever claimed here
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if self.token_owner(token) == run_id:
+                faults.point("token.release")
+                os.unlink(self._token_path(token))
+        finally:
+            os.close(fd)
+
+    # the inbox: a component of its own (files_inbox.py)
+    def post(self, run_id: str, message: dict[str, Any]) -> str:
+        return self.inbox.post(run_id, message)
+
+    def post_live(self, run_id: str, message: dict[str, Any]) -> str | None:
+        return self.inbox.post_live(run_id, message)
+
+    def closing(self, run_id: str) -> AbstractContextManager[None]:
+        return self.inbox.closing(run_id)
+
+    def messages(self, run_id: str) -> list[tuple[str, dict[str, Any] | str]]:
+        return self.inbox.messages(run_id)
+
+    def ack(self, run_id: str, message_id: str) -> None:
+        self.inbox.ack(run_id, message_id)
+
+    def reject(self, run_id: str, message_id: str, reason: str) -> None:
+        self.inbox.reject(run_id, message_id, reason)
+
+    def inbox_run_ids(self) -> list[str]:
+        return self.inbox.inbox_run_ids()
+
+    def request_cancel(self, run_id: str) -> None:
+        self.inbox.request_cancel(run_id)
+
+    def cancel_requested(self, run_id: str) -> bool:
+        return self.inbox.cancel_requested(run_id)
+
+    def clear_cancel(self, run_id: str) -> None:
+        self.inbox.clear_cancel(run_id)
+
+    def wait_for_work(self, timeout: float) -> bool:
+        return self.inbox.wait_for_work(timeout)
+
     # problems
     def note_problem(self, run_id: str, reason: str) -> None:
         write_atomic(self._dir("problems"), check_run_id(run_id), reason.encode("utf-8", "replace"))
 
     def clear_problem(self, run_id: str) -> None:
         try:
-            os.unlink(os.path.join(self.root, "problems", check_run_id(run_id)))
+            os.unlink(self.run_path("problems", run_id))
         except FileNotFoundError:
             pass
 
@@ -376,65 +395,15 @@ class FileStore(FileInbox, Store):
                 continue  # a temp file renamed away, or cleared meanwhile
         return {run_id: reason for run_id, reason in found.items() if not run_id.startswith(".tmp-")}
 
-    # output streams
-    def _stream_path(self, run_id: str, name: str) -> str:
-        encoded = b64().urlsafe_b64encode(check_stream_name(name).encode()).decode() + ".jsonl"
-        if len(encoded) > _name_max(self.root):
-            raise DurableError(
-                f"invalid stream name {name!r}: too long for a file name on this system"
-                f" ({len(name.encode())} bytes in UTF-8; its file name would be {len(encoded)} bytes,"
-                f" over {_name_max(self.root)})"
-            )
-        return os.path.join(self.root, "streams", check_run_id(run_id), encoded)
-
+    # output streams: a component of their own (files_streams.py)
     def stream_names(self, run_id: str) -> list[str]:
-        try:
-            names = os.listdir(os.path.join(self.root, "streams", check_run_id(run_id)))
-        except FileNotFoundError:
-            return []
-        return sorted(b64().urlsafe_b64decode(n[:-6]).decode() for n in names if n.endswith(".jsonl"))
+        return self.streams.stream_names(run_id)
 
     def stream_append(self, run_id: str, name: str, chunks: list[Event]) -> list[int]:
-        """Append under an exclusive flock of the stream file: the next index is read from its last
-        line (a torn tail is cut first), so concurrent writers never share an index."""
-        import fcntl
-
-        path = self._stream_path(run_id, name)
-        self._dir("streams", check_run_id(run_id))
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | NOFOLLOW, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            size = os.fstat(fd).st_size
-            with os.fdopen(os.dup(fd), "rb") as handle:
-                last, good = _last_line(handle, size)
-            if good < size:
-                os.ftruncate(fd, good)  # an append cut short by a crash
-            next_index = int(journal.decode(last).get("index", -1)) + 1 if last else 0
-            indexes = list(range(next_index, next_index + len(chunks)))
-            data = b"".join(journal.encode({**chunk, "index": index})
-                            for chunk, index in zip(chunks, indexes))
-            faults.point("stream.append")
-            os.write(fd, data)
-            fsync(fd, os.fdatasync)
-        finally:
-            os.close(fd)
-        return indexes
+        return self.streams.stream_append(run_id, name, chunks)
 
     def stream_read(self, run_id: str, name: str, start: int = 0) -> list[Event]:
-        path = self._stream_path(run_id, name)
-        try:  # chunks another user could write are refused like a journal of theirs
-            refuse_unsafe_dir(os.path.dirname(path), os.lstat(os.path.dirname(path)), self.shared_group)
-        except FileNotFoundError:
-            return []
-        self._check_journal(path)
-        try:
-            with open(path, "rb") as handle:
-                data = handle.read()
-        except FileNotFoundError:
-            return []
-        lines = data[: data.rfind(b"\n") + 1].split(b"\n")[:-1]
-        chunks = [journal.decode(line) for line in lines]
-        return [chunk for chunk in chunks if chunk.get("index", 0) >= start]
+        return self.streams.stream_read(run_id, name, start)
 
     # schedule bookkeeping
     def schedule_state(self, name: str) -> dict[str, Any] | None:
@@ -449,15 +418,6 @@ class FileStore(FileInbox, Store):
         write_atomic(self._dir("schedules"), sha(name) + ".json", json.dumps(state).encode())
 
 
-def _name_max(root: str) -> int:
-    """The longest file name the journal dir's file system takes (255 where it cannot say)."""
-    path = root if os.path.isdir(root) else os.path.dirname(root)
-    try:
-        return os.pathconf(path, "PC_NAME_MAX")
-    except (OSError, ValueError):
-        return 255
-
-
 def _tail(handle: BinaryIO, size: int, block: int = 65536) -> bytes:
     """The end of a journal holding its whole last line, however long (read back in blocks)."""
     start = size
@@ -467,22 +427,4 @@ def _tail(handle: BinaryIO, size: int, block: int = 65536) -> bytes:
         tail = handle.read()
         if start == 0 or tail.count(b"\n", 0, len(tail) - 1) >= 1:
             return tail
-        block *= 2
-
-
-def _last_line(handle: BinaryIO, size: int, block: int = 4096) -> tuple[bytes | None, int]:
-    """The last whole line of a file (without its newline, None if none) and the length up to
-    its end (a torn tail after it is not counted)."""
-    start = size
-    while True:
-        start = max(0, start - block)
-        handle.seek(start)
-        data = handle.read(size - start)
-        end = data.rfind(b"\n")
-        if end >= 0:
-            begin = data.rfind(b"\n", 0, end) + 1
-            if begin > 0 or start == 0:
-                return data[begin:end], start + end + 1
-        elif start == 0:
-            return None, 0
         block *= 2

@@ -18,30 +18,29 @@ import os
 import stat
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .. import _faults as faults
-from ..errors import RunNotFound
-from .base import FINAL_EVENTS, Event, check_run_id
-from .fsutil import NOFOLLOW, is_run_id, read_message, unique_name, write_atomic
+from .base import check_run_id, is_run_id, post_unless_ended
+from .fsutil import NOFOLLOW, read_message, unique_name, write_atomic
+
+if TYPE_CHECKING:
+    from .files import FileStore
 
 
 class FileInbox:
-    """Inbox and cancel methods of `FileStore` (which provides `root`, `_dir` and `_made`)."""
+    """The inbox and cancel requests of one `FileStore`, which holds it as `store.inbox` and hands
+    its contract methods (`post`, `messages`, `ack`, ...) on to it."""
 
-    root: str
-    _made: set[str]
-
-    def _dir(self, *parts: str) -> str:
-        raise NotImplementedError
-
-    def run_summary(self, run_id: str) -> tuple[Event, Event]:
-        raise NotImplementedError
+    def __init__(self, store: FileStore) -> None:
+        self.store = store
+        self.root = store.root
 
     @contextmanager
     def _gate(self, run_id: str, mode: int) -> Iterator[None]:
         """Hold the run's inbox gate (`fcntl.LOCK_SH` or `LOCK_EX`); a dead holder's lock is gone."""
-        path = os.path.join(self._dir("locks"), check_run_id(run_id) + ".inbox")
+        self.store._dir("locks")
+        path = self.store.run_path("locks", run_id, ".inbox")
         fd = os.open(path, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, mode)
@@ -51,11 +50,7 @@ class FileInbox:
 
     def post_live(self, run_id: str, message: dict[str, Any]) -> str | None:
         with self._gate(run_id, fcntl.LOCK_SH):
-            try:
-                _, last = self.run_summary(run_id)
-            except RunNotFound:
-                return None
-            return None if last.get("type") in FINAL_EVENTS else self.post(run_id, message)
+            return post_unless_ended(self.store, run_id, message)
 
     @contextmanager
     def closing(self, run_id: str) -> Iterator[None]:
@@ -67,19 +62,19 @@ class FileInbox:
         message_id = f"{time.time_ns():020d}-{unique_name()[:12]}"
         data = json.dumps(message).encode()
         for attempt in range(3):
-            directory = self._dir("inbox", check_run_id(run_id))
+            directory = self.store._dir("inbox", check_run_id(run_id))
             try:
                 write_atomic(directory, message_id + ".json", data)
                 return message_id
             except FileNotFoundError:
                 # a tick removed the run's empty inbox dir between our mkdir and our write
-                self._made.discard(directory)
+                self.store._made.discard(directory)
                 if attempt == 2 or os.path.isdir(directory):
                     raise
         raise AssertionError("unreachable")
 
     def messages(self, run_id: str) -> list[tuple[str, dict[str, Any] | str]]:
-        directory = os.path.join(self.root, "inbox", check_run_id(run_id))
+        directory = self.store.run_path("inbox", run_id)
         try:
             names = sorted(os.listdir(directory))
         except FileNotFoundError:
@@ -94,14 +89,14 @@ class FileInbox:
     def ack(self, run_id: str, message_id: str) -> None:
         faults.point("inbox.ack")
         try:
-            os.unlink(os.path.join(self.root, "inbox", run_id, message_id + ".json"))
+            os.unlink(os.path.join(self.store.run_path("inbox", run_id), message_id + ".json"))
         except FileNotFoundError:
             pass
 
     def reject(self, run_id: str, message_id: str, reason: str) -> None:
-        target = self._dir("rejected")
+        source = os.path.join(self.store.run_path("inbox", run_id), message_id + ".json")
+        target = self.store._dir("rejected")
         name = f"{run_id}-{message_id}"
-        source = os.path.join(self.root, "inbox", run_id, message_id + ".json")
         write_atomic(target, name + ".reason", (reason + "\n").encode())
         try:
             os.rename(source, os.path.join(target, name + ".json"))
@@ -132,19 +127,19 @@ class FileInbox:
     def _set_aside(self, path: str, reason: str) -> None:
         """Move a stray inbox entry into rejected/ beside its reason (never follows it)."""
         name = f"inbox-{unique_name()}"
-        target = self._dir("rejected")
+        target = self.store._dir("rejected")
         write_atomic(target, name + ".reason", (f"{os.path.basename(path)!r}: {reason}\n").encode())
         os.rename(path, os.path.join(target, name))
 
     def request_cancel(self, run_id: str) -> None:
-        write_atomic(self._dir("cancel"), check_run_id(run_id), b"cancel\n")
+        write_atomic(self.store._dir("cancel"), check_run_id(run_id), b"cancel\n")
 
     def cancel_requested(self, run_id: str) -> bool:
-        return os.path.exists(os.path.join(self.root, "cancel", run_id))
+        return os.path.exists(self.store.run_path("cancel", run_id))
 
     def clear_cancel(self, run_id: str) -> None:
         try:
-            os.unlink(os.path.join(self.root, "cancel", run_id))
+            os.unlink(self.store.run_path("cancel", run_id))
         except FileNotFoundError:
             pass
 

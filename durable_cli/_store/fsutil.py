@@ -1,4 +1,4 @@
-"""Small file-system helpers of the file store: durable writes, fsyncs, safety checks, names."""
+"""Small file-system helpers of the file store: durable writes, directory fsyncs, safety checks, names."""
 
 from __future__ import annotations
 
@@ -7,18 +7,11 @@ import stat
 from typing import Any
 
 from .. import _faults as faults
-from ..errors import DurableError, StoreError
+from .._journal import fsync
+from ..errors import StoreError
 from .._payloads import parse_message
-from .base import check_run_id
 
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-
-
-def sha(text: str) -> str:
-    """The hex SHA-256 of `text`: how tokens and names that are not safe paths become file names."""
-    import hashlib
-
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def unique_name() -> str:
@@ -43,13 +36,6 @@ def fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    faults.synced(state)
-
-
-def fsync(fd: int, sync: Any = os.fsync) -> None:
-    """`sync(fd)`, seen by the fault-injection seam."""
-    state = faults.file_state(fd)
-    sync(fd)
     faults.synced(state)
 
 
@@ -132,15 +118,6 @@ def write_atomic(directory: str, name: str, data: bytes) -> None:
             os.unlink(tmp)
         raise
     fsync_dir(directory)
-
-
-def is_run_id(name: str) -> bool:
-    """Whether `name` is a valid run id (so a safe path component)."""
-    try:
-        check_run_id(name)
-    except DurableError:
-        return False
-    return True
 
 
 def read_message(path: str) -> dict[str, Any] | str:

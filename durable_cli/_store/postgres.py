@@ -4,7 +4,6 @@ streams and schedules are tables beside it. A run is held through a fenced claim
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -25,8 +24,10 @@ except ImportError:
     ) from None
 
 from .. import _faults as faults, _journal as journal
+from .._digest import sha256_hex as sha
 from .._payloads import parse_message
-from .base import (FINAL_EVENTS, Event, RunSession, Store, check_run_id, check_stream_name,
+from .._status import FINAL_EVENTS
+from .base import (Event, RunSession, Store, check_run_id, check_stream_name,
                    empty_journal)
 from .pg_claims import CLAIM, CREATE, Heartbeat, PostgresRunSession, append_stream, release
 from .pg_schema import Conflict, Db, connect, parse_url
@@ -72,10 +73,6 @@ SELECT id, pg_notify('durable_wake', %s) FROM posted
 """
 
 _LAST = "SELECT body FROM durable_events WHERE run_id = %s ORDER BY seq DESC LIMIT 1"
-
-
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _utc(at: datetime) -> datetime:
@@ -197,19 +194,18 @@ class PostgresStore(Store):
         self._db.write(_DELETE, {"run_id": check_run_id(run_id)})
 
     # the due index
-    def set_due(self, run_id: str, at: datetime | None, old: datetime | None) -> None:
+    def set_due(self, run_id: str, at: datetime | None) -> None:
+        """One row per run (its primary key): an upsert, or a delete for None."""
         if at is not None:
             faults.point("due.add")
             self._db.write(
                 "INSERT INTO durable_due (run_id, due_at) VALUES (%s, %s)"
                 " ON CONFLICT (run_id) DO UPDATE SET due_at = EXCLUDED.due_at",
-                (run_id, _utc(at)),
+                (check_run_id(run_id), _utc(at)),
             )
-        elif old is not None:
+        else:
             faults.point("due.remove")
-            self._db.write(
-                "DELETE FROM durable_due WHERE run_id = %s AND due_at = %s", (run_id, _utc(old))
-            )
+            self._db.write("DELETE FROM durable_due WHERE run_id = %s", (check_run_id(run_id),))
 
     def due(self, now: datetime) -> Iterator[tuple[datetime, str]]:
         for at, run_id in self._db.rows(DUE, (_utc(now),)):
@@ -221,7 +217,7 @@ class PostgresStore(Store):
         rows = self._db.rows(
             "INSERT INTO durable_tokens AS t (token_hash, token, run_id) VALUES (%s, %s, %s)"
             " ON CONFLICT (token_hash) DO UPDATE SET run_id = t.run_id RETURNING run_id",
-            (_sha(token), token, run_id),
+            (sha(token), token, check_run_id(run_id)),
         )
         owner: str = rows[0][0]
         return None if owner == run_id else owner
@@ -229,7 +225,7 @@ class PostgresStore(Store):
     def token_owner(self, token: str) -> str | None:
         rows = self._db.rows(
             "SELECT run_id FROM durable_tokens WHERE token_hash = %s AND token = %s",
-            (_sha(token), token),
+            (sha(token), token),
         )
         return rows[0][0] if rows else None
 
@@ -237,7 +233,7 @@ class PostgresStore(Store):
         faults.point("token.release")
         self._db.write(
             "DELETE FROM durable_tokens WHERE token_hash = %s AND run_id = %s",
-            (_sha(token), run_id),
+            (sha(token), check_run_id(run_id)),
         )
 
     # the inbox
@@ -279,12 +275,12 @@ class PostgresStore(Store):
         faults.point("inbox.ack")
         self._db.write(
             "DELETE FROM durable_inbox WHERE run_id = %s AND id = %s",
-            (run_id, _message_key(message_id)),
+            (check_run_id(run_id), _message_key(message_id)),
         )
 
     def reject(self, run_id: str, message_id: str, reason: str) -> None:
         faults.point("inbox.reject")
-        params = {"run_id": run_id, "id": _message_key(message_id), "message_id": message_id,
+        params = {"run_id": check_run_id(run_id), "id": _message_key(message_id), "message_id": message_id,
                   "reason": reason}
         self._db.write(_REJECT, params)
 
@@ -299,11 +295,11 @@ class PostgresStore(Store):
         )
 
     def cancel_requested(self, run_id: str) -> bool:
-        return bool(self._db.rows("SELECT 1 FROM durable_cancel WHERE run_id = %s", (run_id,)))
+        return bool(self._db.rows("SELECT 1 FROM durable_cancel WHERE run_id = %s", (check_run_id(run_id),)))
 
     def clear_cancel(self, run_id: str) -> None:
         faults.point("cancel.clear")
-        self._db.write("DELETE FROM durable_cancel WHERE run_id = %s", (run_id,))
+        self._db.write("DELETE FROM durable_cancel WHERE run_id = %s", (check_run_id(run_id),))
 
     # problems
     def note_problem(self, run_id: str, reason: str) -> None:
@@ -314,7 +310,7 @@ class PostgresStore(Store):
         )
 
     def clear_problem(self, run_id: str) -> None:
-        self._db.write("DELETE FROM durable_problems WHERE run_id = %s", (run_id,))
+        self._db.write("DELETE FROM durable_problems WHERE run_id = %s", (check_run_id(run_id),))
 
     def problems(self) -> dict[str, str]:
         return {run_id: reason for run_id, reason in self._db.rows(

@@ -12,11 +12,11 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
+from .._status import LISTED_STATUSES
+
 _COLORS = {"completed": "green", "failed": "red", "cancelled": "magenta", "waiting": "yellow",
            "sleeping": "cyan", "running": "blue", "damaged": "red", "unreadable": "red",
            "migrated": "white", "timed out": "yellow"}
-STATUSES = ("running", "sleeping", "waiting", "completed", "failed", "cancelled", "migrated",
-            "damaged", "unreadable")
 
 
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
@@ -148,7 +148,7 @@ def render_list(rows: list[dict[str, Any]], now: datetime, color: bool = False) 
         lines.append(f"{safe(row['run_id']):<{width}}  {status} {safe(row['workflow'])[:24]:<24} "
                      f"{_age(row['created_at'], now):>5}  {_age(row['updated_at'], now):>7}")
     counts = Counter(row["status"] for row in rows)
-    order = [*STATUSES, *sorted(set(counts) - set(STATUSES))]
+    order = [*LISTED_STATUSES, *sorted(set(counts) - set(LISTED_STATUSES))]
     summary = ", ".join(_style(f"{counts[s]} {s}", s, color) for s in order if counts[s])
     lines.append(f"{len(rows)} run{'s' if len(rows) != 1 else ''}: {summary}")
     for row in rows:

@@ -60,7 +60,7 @@ def tail(settings: Settings, run_id: str, stream: str | None, interval: float, a
 
     With --json, the output is JSON Lines (one document per line), not one JSON document.
     """
-    from .._engine.history import FINISHED
+    from .._status import FINISHED
     from .._inspection import status_of
     from ._render import event_line, safe, safe_json
     from .._store.base import check_run_id

@@ -1,0 +1,113 @@
+"""The file store's output streams: `streams/<run id>/<base64 name>.jsonl`, one chunk a line.
+
+Lines are encoded as journal lines (CRC included). An append takes an exclusive flock of the
+stream's file and reads the next index from its last line (a torn tail is cut first), so
+concurrent writers never share an index.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, BinaryIO
+
+from .. import _faults as faults, _journal as journal
+from ..errors import DurableError
+from .._journal import fsync
+from .base import Event, check_run_id, check_stream_name
+from .fsutil import NOFOLLOW, b64, refuse_unsafe_dir
+
+if TYPE_CHECKING:
+    from .files import FileStore
+
+
+class FileStreams:
+    """The output streams of one `FileStore`, which holds it as `store.streams`."""
+
+    def __init__(self, store: FileStore) -> None:
+        self.store = store
+
+    def _stream_path(self, run_id: str, name: str) -> str:
+        encoded = b64().urlsafe_b64encode(check_stream_name(name).encode()).decode() + ".jsonl"
+        if len(encoded) > _name_max(self.store.root):
+            raise DurableError(
+                f"invalid stream name {name!r}: too long for a file name on this system"
+                f" ({len(name.encode())} bytes in UTF-8; its file name would be {len(encoded)} bytes,"
+                f" over {_name_max(self.store.root)})"
+            )
+        return os.path.join(self.store.run_path("streams", run_id), encoded)
+
+    def stream_names(self, run_id: str) -> list[str]:
+        try:
+            names = os.listdir(self.store.run_path("streams", run_id))
+        except FileNotFoundError:
+            return []
+        return sorted(b64().urlsafe_b64decode(n[:-6]).decode() for n in names if n.endswith(".jsonl"))
+
+    def stream_append(self, run_id: str, name: str, chunks: list[Event]) -> list[int]:
+        """Append under an exclusive flock of the stream file: the next index is read from its last
+        line (a torn tail is cut first), so concurrent writers never share an index."""
+        import fcntl
+
+        path = self._stream_path(run_id, name)
+        self.store._dir("streams", check_run_id(run_id))
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            size = os.fstat(fd).st_size
+            with os.fdopen(os.dup(fd), "rb") as handle:
+                last, good = _last_line(handle, size)
+            if good < size:
+                os.ftruncate(fd, good)  # an append cut short by a crash
+            next_index = int(journal.decode(last).get("index", -1)) + 1 if last else 0
+            indexes = list(range(next_index, next_index + len(chunks)))
+            data = b"".join(journal.encode({**chunk, "index": index})
+                            for chunk, index in zip(chunks, indexes))
+            faults.point("stream.append")
+            os.write(fd, data)
+            fsync(fd, os.fdatasync)
+        finally:
+            os.close(fd)
+        return indexes
+
+    def stream_read(self, run_id: str, name: str, start: int = 0) -> list[Event]:
+        path = self._stream_path(run_id, name)
+        try:  # chunks another user could write are refused like a journal of theirs
+            refuse_unsafe_dir(os.path.dirname(path), os.lstat(os.path.dirname(path)), self.store.shared_group)
+        except FileNotFoundError:
+            return []
+        self.store._check_journal(path)
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except FileNotFoundError:
+            return []
+        lines = data[: data.rfind(b"\n") + 1].split(b"\n")[:-1]
+        chunks = [journal.decode(line) for line in lines]
+        return [chunk for chunk in chunks if chunk.get("index", 0) >= start]
+
+
+def _name_max(root: str) -> int:
+    """The longest file name the journal dir's file system takes (255 where it cannot say)."""
+    path = root if os.path.isdir(root) else os.path.dirname(root)
+    try:
+        return os.pathconf(path, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
+def _last_line(handle: BinaryIO, size: int, block: int = 4096) -> tuple[bytes | None, int]:
+    """The last whole line of a file (without its newline, None if none) and the length up to
+    its end (a torn tail after it is not counted)."""
+    start = size
+    while True:
+        start = max(0, start - block)
+        handle.seek(start)
+        data = handle.read(size - start)
+        end = data.rfind(b"\n")
+        if end >= 0:
+            begin = data.rfind(b"\n", 0, end) + 1
+            if begin > 0 or start == 0:
+                return data[begin:end], start + end + 1
+        elif start == 0:
+            return None, 0
+        block *= 2
