@@ -99,7 +99,7 @@ _ENVS: list[object] = []
 def ask_to_cancel_myself() -> None:
     """`durable cancel` (the request alone) arriving while the run executes, after its last check."""
     from durable_cli import get_workflow_metadata
-    from durable_cli._engine.children import request_cancel
+    from durable_cli._client import request_cancel
 
     env = _ENVS[-1]
     request_cancel(env.store, get_workflow_metadata().run_id, env.clock)  # type: ignore[attr-defined]
