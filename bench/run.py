@@ -208,6 +208,43 @@ class Bench:
         self.row("replay (per journaled step)", (big - small) / 9999, None, "-", 10.0, kind="us",
                  per="per step")
 
+    def continued(self) -> None:
+        """Issue 20: a polling loop that continues as new every 100 iterations resumes as fast at
+        iteration 10,010 as at iteration 10 (the same place within a generation: 10 iterations in
+        the current run's journal). One tick per iteration builds the history (without fsync);
+        the timed tick on a copy of each store drives one more iteration, fsyncs included."""
+        from datetime import timedelta
+
+        root = self.fresh("continued")
+        far = self.n(10000, 1000) + 10
+        path = os.path.join(root, "template")
+        run = durable_cli.start(workloads.poller, 0, 100, dir=path, run_id="poll")
+        now = datetime.fromisoformat(str(run.wake_at).replace("Z", "+00:00"))
+        copies = {}
+        with no_fsync():
+            for i in range(1, far + 1):
+                now += timedelta(seconds=61)
+                tick_api(dir=path, now=now)
+                if i in (10, far):
+                    copies[i] = os.path.join(root, f"at-{i}")
+                    shutil.copytree(path, copies[i])
+        samples: dict[int, list[float]] = {i: [] for i in copies}
+        for r in range(self.n(7, 3)):
+            for i, template in copies.items():
+                copy = f"{template}-{r}"
+                shutil.copytree(template, copy)
+                began = time.perf_counter()
+                summary = tick_api(dir=copy, now=now + timedelta(days=1))
+                samples[i].append(time.perf_counter() - began)
+                assert summary.suspended == 1, summary
+            self.probe(5)
+        newest = durable_cli.get_run("poll", dir=path)
+        assert newest.run_id == f"poll.g{far // 100}", newest
+        big, small = median(samples[far]), median(samples[10])
+        self.facts["continue_as_new_resume_at_10_s"] = small
+        self.facts[f"continue_as_new_resume_at_{far}_s"] = big
+        self.row(f"continue-as-new (resume at iteration {far:,} / at 10)", big, small, "iteration 10", 1.2)
+
     # subprocess figures
     def cli_start(self) -> None:
         root = self.fresh("cli")
@@ -328,6 +365,7 @@ def main() -> None:
     parser.add_argument("--base-dir", default=None, help="where the temp dirs go (default: the system temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dirs")
     parser.add_argument("--json-out", metavar="FILE", help="also write every figure and fact as JSON")
+    parser.add_argument("--only", metavar="FIGURE", help="measure only this figure (a Bench method name)")
     opts = parser.parse_args()
 
     if not os.path.exists(DURABLE):
@@ -341,6 +379,10 @@ def main() -> None:
     began = time.perf_counter()
     try:
         bench.open_floor()
+        if opts.only:
+            bench.figure(getattr(bench, opts.only))
+            print(json.dumps({"rows": bench.rows, "facts": bench.facts}, indent=2))
+            return
         bench.check_clones()
         bench.figure(bench.step_overhead)
         bench.figure(bench.empty_workflow)
@@ -350,6 +392,7 @@ def main() -> None:
         bench.figure(bench.idle_scale)
         bench.figure(bench.replay)
         bench.figure(bench.tick_throughput)
+        bench.figure(bench.continued)
     finally:
         if not opts.keep:
             shutil.rmtree(base, ignore_errors=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from durable_cli import define_hook, sleep, step, workflow
+from durable_cli import continue_as_new, define_hook, sleep, step, workflow
 
 bench_hook = define_hook("bench")
 
@@ -51,3 +51,14 @@ def awaiting(token: str, path: str) -> str:
     for _ in bench_hook.create(token=token):
         return touch(path)
     return ""
+
+
+@workflow
+def poller(i: int = 0, every: int = 100) -> int:
+    """A polling loop (sleep 1 min, a step, loop) that continues as new every `every` iterations."""
+    while True:
+        sleep("1 min")
+        noop(i)
+        i += 1
+        if i % every == 0:
+            continue_as_new(i, every)

@@ -74,6 +74,18 @@ if TYPE_CHECKING:
     from .errors import EngineError as EngineError
     from .errors import WorkflowImportError as WorkflowImportError
     from .errors import JournalEmpty as JournalEmpty
+    from ._api import set_event as set_event
+    from ._api import set_tags as set_tags
+    from ._api import continue_as_new as continue_as_new
+    from ._client import get_event as get_event
+    from ._client import list_events as list_events
+    from ._client import list_runs as list_runs
+    from ._client import wake as wake
+    from ._client import fork as fork
+    from ._client import pause_schedule as pause_schedule
+    from ._client import resume_schedule as resume_schedule
+    from ._client import trigger_schedule as trigger_schedule
+    from ._client import backfill_schedule as backfill_schedule
 
 __all__ = [
     "ChildFailed",
@@ -112,29 +124,41 @@ __all__ = [
     "WorkflowDef",
     "WorkflowImportError",
     "WorkflowMetadata",
+    "backfill_schedule",
     "cancel",
     "cancel_async",
+    "continue_as_new",
     "create_webhook",
     "define_hook",
     "first",
+    "fork",
+    "get_event",
     "get_run",
     "get_run_async",
     "get_step_metadata",
     "get_workflow_metadata",
     "get_writable",
+    "list_events",
+    "list_runs",
     "logger",
     "patched",
+    "pause_schedule",
     "read_stream",
     "resume_hook",
     "resume_hook_async",
+    "resume_schedule",
     "retry",
     "retry_async",
+    "set_event",
+    "set_tags",
     "sleep",
     "start",
     "start_async",
     "start_child",
     "step",
     "tick",
+    "trigger_schedule",
+    "wake",
     "workflow",
     "workflow_now",
     "workflow_random",
@@ -144,8 +168,8 @@ __all__ = [
 _MODULES = {
     "_api": ["Hook", "create_webhook", "define_hook", "first", "get_step_metadata",
             "get_workflow_metadata", "get_writable", "patched", "sleep", "start_child", "step",
-            "workflow", "workflow_now", "workflow_random", "workflow_uuid"],
-    "_client": ["Delivery", "cancel", "get_run", "read_stream", "resume_hook", "retry", "start", "tick", "cancel_async", "get_run_async", "resume_hook_async", "retry_async", "start_async"],
+            "workflow", "workflow_now", "workflow_random", "workflow_uuid", "set_event", "set_tags", "continue_as_new"],
+    "_client": ["Delivery", "cancel", "get_run", "read_stream", "resume_hook", "retry", "start", "tick", "cancel_async", "get_run_async", "resume_hook_async", "retry_async", "start_async", "get_event", "list_events", "list_runs", "wake", "fork", "pause_schedule", "resume_schedule", "trigger_schedule", "backfill_schedule"],
     "_engine.children": ["ChildHandle"],
     "_engine.context": ["StepMetadata", "WorkflowMetadata"],
     "_engine.definitions": ["StepDef", "WorkflowDef"],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generator, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generator, NoReturn, ParamSpec, TypeVar, overload
 
 from ._engine.context import get_step_metadata, get_workflow_metadata, require_execution
 from ._engine.definitions import StepDef, WorkflowDef
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "workflow", "step", "sleep", "define_hook", "Hook", "get_step_metadata", "get_workflow_metadata",
     "start_child", "get_writable", "workflow_now", "workflow_random", "workflow_uuid", "patched",
-    "first", "create_webhook",
+    "first", "create_webhook", "set_event", "set_tags", "continue_as_new",
 ]
 
 P = ParamSpec("P")
@@ -232,3 +232,31 @@ def create_webhook(token: str | None = None, respond_with: dict[str, Any] | None
         ex, "webhook", token, timeout,
         lambda tok: webhook_fields(tok, respond_with, secret_env, ex.options.public_url),
     )
+
+
+def set_event(key: str, value: Any) -> None:
+    """Publish `value` (JSON) under `key` for callers of this run (`get_event`, `durable events`);
+    a later value replaces the earlier. Journaled: a replay publishes nothing again."""
+    from ._engine import published
+
+    published.set_event(require_execution("set_event()"), key, value)
+
+
+def set_tags(tags: dict[str, str]) -> None:
+    """Add or change tags of this run (`durable ls --tag k=v`); the others stay. Journaled."""
+    from ._engine import published
+
+    published.set_tags(require_execution("set_tags()"), tags)
+
+
+def continue_as_new(*args: Any, **kwargs: Any) -> NoReturn:
+    """End this run's history here and go on as a fresh run of the same workflow with these
+    arguments (same queue and tags; the hooks it holds and their tokens are handed over).
+
+    The new run is linked both ways (`continued_from` / `continued_as`); `get_run` and
+    `durable inspect` of any run of the chain show the newest. Nothing after this call runs.
+    """
+    from ._engine import chains
+
+    chains.request(require_execution("continue_as_new()"), args, kwargs)
+    raise AssertionError("unreachable")  # request() always unwinds the workflow

@@ -15,11 +15,12 @@ from ._config import find_config, open_configured, options_from
 from ._engine.definitions import WorkflowDef
 from ._engine.lifecycle import cancel_run, create_run, get_run as _get_run, request_cancel, retry_run
 from ._engine.posting import Delivery, deliver_payload, holder_of
+from ._engine.published import check_tags
 from ._engine.run import Options, Run
 from ._status import FINISHED, RunStatus
 from ._store.base import Store, check_run_id
 from ._timeparse import utcnow
-from .errors import InvalidReference
+from .errors import InvalidReference, RunBusy
 
 if TYPE_CHECKING:
     from ._tick import TickSummary
@@ -27,7 +28,9 @@ if TYPE_CHECKING:
 __all__ = ["start", "get_run", "resume_hook", "cancel", "retry", "tick", "read_stream", "Delivery",
            "Run", "RunStatus", "Options", "FINISHED", "options_for", "payload_limit", "request_cancel",
            "create_run", "deliver_payload", "holder_of", "cancel_in", "retry_in", "resume_in", "start_async", "get_run_async", "resume_hook_async",
-           "cancel_async", "retry_async"]
+           "cancel_async", "retry_async", "get_event", "get_event_in", "list_events", "list_runs", "wake",
+           "wake_in", "fork", "fork_in", "pause_schedule", "resume_schedule", "trigger_schedule",
+           "backfill_schedule", "published_in", "get_run_in"]
 
 P = ParamSpec("P")
 
@@ -60,6 +63,9 @@ def _opened(dir: str | None, store: str | None) -> Iterator[Store]:
 def start(fn: WorkflowDef[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> Run: ...
 @overload
 def start(fn: WorkflowDef[P, Any], /, *args: Any, run_id: str, dir: str | None = None,
+          store: str | None = None, tags: dict[str, str] | None = None, **kwargs: Any) -> Run: ...
+@overload
+def start(fn: WorkflowDef[P, Any], /, *args: Any, tags: dict[str, str], dir: str | None = None,
           store: str | None = None, **kwargs: Any) -> Run: ...
 @overload
 def start(fn: WorkflowDef[P, Any], /, *args: Any, dir: str, store: str | None = None,
@@ -67,18 +73,21 @@ def start(fn: WorkflowDef[P, Any], /, *args: Any, dir: str, store: str | None = 
 @overload
 def start(fn: WorkflowDef[P, Any], /, *args: Any, store: str, **kwargs: Any) -> Run: ...
 def start(fn: WorkflowDef, /, *args: Any, dir: str | None = None,  # type: ignore[misc]
-          store: str | None = None, run_id: str | None = None, **kwargs: Any) -> Run:
+          store: str | None = None, run_id: str | None = None, tags: dict[str, str] | None = None,
+          **kwargs: Any) -> Run:
     """Start a run of workflow `fn` and drive it here until it completes, fails or suspends.
 
     `run_id=` makes the start idempotent: a second start with that id returns the existing run.
+    `tags={"tenant": "acme"}` tags the run (`list_runs(tags=...)`, `durable ls --tag`).
     Arguments that do not fit the workflow's signature raise InvalidArguments (a TypeError) and
     create no run.
     """
     if not isinstance(fn, WorkflowDef):
         raise TypeError(f"{fn!r} is not a workflow (decorate it with @workflow)")
     _refuse_start_during_resume()
+    extra = {"tags": check_tags(tags)} if tags else None
     with _opened(dir, store) as target:
-        return create_run(target, fn, args, kwargs, run_id, utcnow, options_for())
+        return create_run(target, fn, args, kwargs, run_id, utcnow, options_for(), extra)
 
 
 def _refuse_start_during_resume() -> None:
@@ -93,9 +102,14 @@ def _refuse_start_during_resume() -> None:
 
 
 def get_run(run_id: str, dir: str | None = None, store: str | None = None) -> Run:
-    """The run as its journal says now."""
+    """The run as its journal says now (for a run that continued as new: the newest of its chain)."""
     with _opened(dir, store) as target:
-        return _get_run(target, check_run_id(run_id))
+        return get_run_in(target, run_id)
+
+
+def get_run_in(target: Store, run_id: str) -> Run:
+    """`get_run` on an open store (the CLI's entry point)."""
+    return _get_run(target, check_run_id(run_id))
 
 
 def resume_hook(token: str, payload: Any, dir: str | None = None, store: str | None = None,
@@ -156,15 +170,171 @@ def read_stream(run_id: str, name: str = "default", start: int = 0, dir: str | N
         return target.stream_read(check_run_id(run_id), name, start)
 
 
-def retry(run_id: str, dir: str | None = None, store: str | None = None) -> Run:
-    """Resume a failed run (a determinism error, a final step failure) on fixed code, keeping its journal."""
+def retry(run_id: str, dir: str | None = None, store: str | None = None,
+          allow_cancelled: bool = False) -> Run:
+    """Resume a failed run (a determinism error, a final step failure) on fixed code, keeping its
+    journal; with `allow_cancelled`, a cancelled run too, from where it stopped."""
     with _opened(dir, store) as target:
-        return retry_in(target, run_id, options_for())
+        return retry_in(target, run_id, options_for(), allow_cancelled)
 
 
-def retry_in(target: Store, run_id: str, options: Options) -> Run:
+def retry_in(target: Store, run_id: str, options: Options, allow_cancelled: bool = False) -> Run:
     """`retry` on an open store with the caller's options (the CLI's entry point)."""
-    return retry_run(target, check_run_id(run_id), utcnow, options)
+    return retry_run(target, check_run_id(run_id), utcnow, options, allow_cancelled)
+
+
+def list_events(run_id: str, *, dir: str | None = None, store: str | None = None) -> dict[str, Any]:
+    """What the run (the newest of its chain) published with `set_event`: key -> latest value."""
+    return get_run(run_id, dir=dir, store=store).events
+
+
+_NOTHING = object()
+
+
+def get_event(run_id: str, key: str, timeout: float | str | None = None, *, dir: str | None = None,
+              store: str | None = None, default: Any = None) -> Any:
+    """The latest value the run published under `key`; with `timeout` (seconds or "30s"), waits
+    up to that long for the first one. None (or `default`) if none came, or the run ended first."""
+    with _opened(dir, store) as target:
+        return get_event_in(target, run_id, key, timeout, default)
+
+
+def get_event_in(target: Store, run_id: str, key: str, timeout: float | str | None = None,
+                 default: Any = None) -> Any:
+    """`get_event` on an open store (the CLI's and the server's entry point)."""
+    import time
+
+    from ._engine.published import check_key
+    from ._timeparse import parse_duration
+
+    check_key(key)
+    deadline = time.monotonic() + (parse_duration(timeout) if timeout is not None else 0)
+    pause = 0.02
+    while True:
+        run = _get_run(target, check_run_id(run_id))
+        value = run.events.get(key, _NOTHING)
+        if value is not _NOTHING:
+            return value
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or run.status in FINISHED:
+            return default
+        time.sleep(min(pause, remaining))
+        pause = min(pause * 2, 0.5)
+
+
+def list_runs(*, tags: dict[str, str] | None = None, workflow: str | None = None,
+              since: datetime | str | None = None, until: datetime | str | None = None,
+              status: str | None = None, limit: int = 50, cursor: str | None = None,
+              all: bool = False, dir: str | None = None, store: str | None = None) -> dict[str, Any]:
+    """Runs newest first, filtered, one page at a time: `{"runs": [...], "next_cursor": C}`; pass
+    C as `cursor` for the next page (None: no more). `since`/`until` bound the creation time
+    (an aware datetime, ISO text, or a duration back from now such as "2d"). Runs that continued
+    as new show only as the newest of their chain, unless `all`. Rows are those of `durable ls`."""
+    from ._listing import search
+
+    with _opened(dir, store) as target:
+        return search(target, utcnow(), tags=tags, workflow=workflow, since=since, until=until,
+                      status=status, limit=limit, cursor=cursor, hidden=all)
+
+
+def wake(run_id: str, *, dir: str | None = None, store: str | None = None, drive: bool = False) -> Run:
+    """End the current sleep or retry back-off of a run now (journaled as `run_woken`); a hook
+    wait is not touched. The run is made due: the next tick goes on with it, or this call with
+    `drive=True` (`durable wake` does; `durable serve` never runs workflow code)."""
+    with _opened(dir, store) as target:
+        return wake_in(target, run_id, options_for() if drive else None)
+
+
+def wake_in(target: Store, run_id: str, options: Options | None) -> Run:
+    """`wake` on an open store; with `options`, the run goes on here (the CLI's entry point)."""
+    from ._engine.lifecycle import drive
+    from ._engine.repair import request_wake
+
+    woken, due = request_wake(target, run_id, utcnow)
+    if options is not None:
+        try:
+            return drive(target, woken, utcnow, options, due_at=due)
+        except RunBusy:
+            pass
+    return _get_run(target, woken)
+
+
+def fork(run_id: str, *, from_step: int | None = None, new_id: str | None = None,
+         dir: str | None = None, store: str | None = None, drive: bool = False) -> str:
+    """A new run of the same workflow and arguments whose journal copies the original's durable
+    calls before call `from_step` (default: every call up to the first that did not complete);
+    later calls execute again on the current code. The original's history is unchanged; both
+    journals name each other. Returns the new run's id; it is due now (`drive=True` runs it here)."""
+    with _opened(dir, store) as target:
+        return fork_in(target, run_id, from_step, new_id, options_for() if drive else None)
+
+
+def fork_in(target: Store, run_id: str, from_step: int | None, new_id: str | None,
+            options: Options | None) -> str:
+    """`fork` on an open store; with `options`, the fork runs here (the CLI's entry point)."""
+    from ._engine.lifecycle import drive, new_run_id
+    from ._engine.repair import fork_run
+
+    forked, due = fork_run(target, check_run_id(run_id), utcnow, new_id or new_run_id(utcnow()), from_step)
+    if options is not None:
+        try:
+            drive(target, forked, utcnow, options, due_at=due)
+        except RunBusy:
+            pass
+    return forked
+
+
+def pause_schedule(name: str, *, dir: str | None = None, store: str | None = None) -> None:
+    """Stop the durable.yaml schedule `name` from firing until `resume_schedule` (kept in the store)."""
+    _set_paused(name, True, dir, store)
+
+
+def resume_schedule(name: str, *, dir: str | None = None, store: str | None = None) -> None:
+    """Let a paused schedule fire again from now on (instants of the pause are skipped)."""
+    _set_paused(name, False, dir, store)
+
+
+def _set_paused(name: str, pause: bool, dir: str | None, store: str | None) -> None:
+    from ._config import Config
+    from ._schedules import set_paused
+
+    with _opened(dir, store) as target:
+        set_paused(target, find_config() or Config(), name, pause, utcnow())
+
+
+def trigger_schedule(name: str, *, dir: str | None = None, store: str | None = None) -> Run:
+    """Start one run of schedule `name` now, with an id of its own, and drive it here."""
+    from ._config import Config
+    from ._schedules import trigger
+
+    with _opened(dir, store) as target:
+        return trigger(target, find_config() or Config(), name, utcnow, options_for())
+
+
+def backfill_schedule(name: str, start: datetime, end: datetime, *, dir: str | None = None,
+                      store: str | None = None) -> list[dict[str, Any]]:
+    """Start the run of each instant of schedule `name` in [start, end] that has none yet (the ids
+    a tick gives them: each instant fires once); one row per instant (`run_id`, `instant`,
+    `outcome`: started or exists)."""
+    from ._config import Config
+    from ._schedules import backfill
+
+    with _opened(dir, store) as target:
+        return backfill(target, find_config() or Config(), name, start, end, utcnow, options_for())
+
+
+def published_in(target: Store, run_id: str, key: str | None, wait: float) -> dict[str, Any]:
+    """What `GET /api/runs/<id>/events` answers: every published value of the run (the newest of
+    its chain), or one key's (waited for up to `wait` seconds)."""
+    if key is None:
+        run = _get_run(target, check_run_id(run_id))
+        return {"run_id": run.run_id, "events": run.events}
+    value = get_event_in(target, run_id, key, wait, _NOTHING)
+    run = _get_run(target, check_run_id(run_id))
+    document: dict[str, Any] = {"run_id": run.run_id, "key": key, "found": value is not _NOTHING}
+    if value is not _NOTHING:
+        document["value"] = value
+    return document
 
 
 # Async twins: for `async def` code (a Starlette or FastAPI handler). Each runs its sync twin in a

@@ -28,8 +28,9 @@ FILENAME = "durable.yaml"
 CATCH_UP = ("latest", "all", "none")
 _TOP_KEYS = (
     "dir", "store", "import_paths", "defaults", "schedules",
-    "public_url", "max_recoveries", "payload_limit",
+    "public_url", "max_recoveries", "payload_limit", "retention",
 )
+_RETENTION_KEYS = ("completed", "failed", "cancelled", "continued")
 _DEFAULT_KEYS = ("max_retries", "retry_delay", "timeout")
 _SCHEDULE_KEYS = ("name", "cron", "timezone", "workflow", "args", "kwargs", "catch_up")
 _NAME = re.compile(r"[a-z0-9_-]+")
@@ -63,6 +64,8 @@ class Config:
     public_url: str | None = None
     max_recoveries: int | None = None
     payload_limit: int | None = None
+    retention: dict[str, float] = field(default_factory=dict)
+    """Finished status -> seconds a run of it is kept after it ended (`tick` prunes the older)."""
 
 
 _found: dict[tuple[str, str | None], Config | None] = {}
@@ -194,7 +197,26 @@ def _load(shown: str, chosen_by: str = "") -> Config:
         public_url=_url(shown, data.get("public_url")),
         max_recoveries=_integer(shown, "max_recoveries", data.get("max_recoveries"), 0),
         payload_limit=_integer(shown, "payload_limit", data.get("payload_limit"), 1),
+        retention=_retention(shown, data.get("retention")),
     )
+
+
+def _retention(shown: str, value: Any) -> dict[str, float]:
+    """retention: {completed: 30d, failed: 90d, cancelled: 7d}: how long finished runs are kept."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{shown}: retention must be a mapping such as {{completed: 30d, failed: 90d}}, got {value!r}")
+    _reject_unknown(shown, "retention: ", value, _RETENTION_KEYS)
+    kept: dict[str, float] = {}
+    for status, duration in value.items():
+        if duration is None:
+            continue
+        try:
+            kept[status] = parse_duration(duration)
+        except ValueError:
+            raise ConfigError(f"{shown}: retention.{status} must be a duration such as '30d', got {duration!r}") from None
+    return kept
 
 
 def _reject_unknown(shown: str, where: str, mapping: dict[Any, Any], known: tuple[str, ...]) -> None:

@@ -8,25 +8,30 @@ from typing import Any
 from .errors import DurableError, RunNotFound
 from ._store import Store
 
-from ._status import TERMINAL
+from ._engine.history import status_of
 
 
-def status_of(last: dict[str, Any]) -> str:
-    """A run's status from its last journal event alone."""
-    kind = last["type"]
-    if kind in TERMINAL:
-        return TERMINAL[kind]
-    if kind == "run_suspended":
-        return str(last["status"])
-    if kind in ("hook_payload", "child_finished"):
-        return "waiting"
-    return "running"
+def row_for(run_id: str, first: dict[str, Any], last: dict[str, Any], problems: dict[str, str],
+            tags: dict[str, str]) -> dict[str, Any]:
+    """A run's `ls` row from its first and last journal events."""
+    row = {
+        "run_id": run_id, "status": status_of(last), "workflow": first.get("name", ""),
+        "created_at": first["at"], "updated_at": last["at"], "parent": (first.get("parent") or {}).get("run_id"),
+        "tags": tags,
+    }
+    if first.get("continued_from"):
+        row["continued_from"] = first["continued_from"]
+    if run_id in problems:
+        row["error"] = problems[run_id]
+    return row
 
 
-def list_runs(store: Store, status: str | None = None) -> list[dict[str, Any]]:
+def list_runs(store: Store, status: str | None = None, all: bool = False) -> list[dict[str, Any]]:
     """One row per run, newest first. A run whose journal is damaged (or empty) is listed as
     `damaged`, one that cannot be opened as `unreadable`, each with its `error`; a run the last
-    tick could not drive keeps its status and carries that tick's `error`."""
+    tick could not drive keeps its status and carries that tick's `error`. A run that continued
+    as new is left out (the newest of its chain shows) unless `all` (or `status="continued"`).
+    Tags are those given at start (read from the first line only; `search` sees `set_tags`)."""
     from ._tick import problem
 
     rows: list[dict[str, Any]] = []
@@ -40,23 +45,26 @@ def list_runs(store: Store, status: str | None = None) -> list[dict[str, Any]]:
             rows.append({"run_id": run_id, "status": "damaged" if isinstance(exc, DurableError) else "unreadable",
                          "workflow": "", "created_at": "", "updated_at": "", "error": problem(exc)})
             continue
-        row = {
-            "run_id": run_id, "status": status_of(last), "workflow": first.get("name", ""),
-            "created_at": first["at"], "updated_at": last["at"], "parent": (first.get("parent") or {}).get("run_id"),
-        }
-        if run_id in problems:
-            row["error"] = problems[run_id]
-        rows.append(row)
+        rows.append(row_for(run_id, first, last, problems, dict(first.get("tags") or {})))
     if status is not None:
         rows = [row for row in rows if row["status"] == status]
+    elif not all:
+        rows = [row for row in rows if row["status"] != "continued"]
     rows.sort(key=lambda row: (row["created_at"], row["run_id"]), reverse=True)
     return rows
 
 
-def describe_run(store: Store, run_id: str) -> dict[str, Any]:
-    """Everything `inspect --json` shows: status, workflow, args, outcome, times and every event."""
+def describe_run(store: Store, run_id: str, follow: bool = True) -> dict[str, Any]:
+    """Everything `inspect --json` shows: status, workflow, args, outcome, times and every event.
+
+    A run that continued as new is shown as the newest run of its chain (`requested` names the
+    run asked for), unless `follow` is false."""
+    from ._engine.chains import newest
     from ._engine.history import History
 
+    requested = run_id
+    if follow:
+        run_id, _ = newest(store, run_id)
     events = store.read_events(run_id)
     history = History(events)
     first, last = events[0], events[-1]
@@ -72,6 +80,12 @@ def describe_run(store: Store, run_id: str) -> dict[str, Any]:
             op.events[0]["child_run_id"] for op in history.ops.values() if op.kind == "child"
         ], "timeline": timeline(events), "events": events, "journal": store.journal_location(run_id),
         "problem": store.problems().get(run_id),
+        "tags": dict(history.tags),
+        "published": {key: event["value"] for key, event in history.published.items()},
+        "continued_from": first.get("continued_from"), "requested": requested,
+        "continued_as": outcome.get("continued_as"),
+        "forked_from": first.get("forked_from"),
+        "forks": [{"run_id": e["fork_run_id"], "from_step": e["from_step"]} for e in events if e["type"] == "run_forked"],
     }
 
 

@@ -1,13 +1,14 @@
-"""Keeping a store tidy: pruning finished runs once they are old enough."""
+"""Keeping a store tidy by hand: `durable prune` removes finished runs once they are old enough
+(`tick` applies durable.yaml `retention:` the same way: _retention.py)."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
 from .errors import DurableError
-from ._engine.history import History
+from ._engine.history import status_of
 from ._status import FINISHED
-from ._inspection import status_of
+from ._retention import prune_if
 from ._store import Store
 from ._timeparse import parse_instant
 
@@ -28,23 +29,4 @@ def prune_runs(store: Store, older_than: float, status: str | None, now: datetim
         return (current in FINISHED and (status is None or current == status)
                 and parse_instant(str(last["at"])) < cutoff)
 
-    removed = []
-    for run_id in sorted(store.run_ids()):
-        try:
-            if not prunable(store.run_summary(run_id)[1]):
-                continue
-            session = store.open_run(run_id)
-        except DurableError:
-            continue
-        if session is None:
-            continue  # held by another process: it is not finished for long
-        try:
-            if not prunable(session.events[-1]):
-                continue
-            for token in History(session.events).tokens():
-                store.release_token(token, run_id)
-            store.delete_run(run_id)
-        finally:
-            session.close()
-        removed.append(run_id)
-    return removed
+    return [run_id for run_id in sorted(store.run_ids()) if prune_if(store, run_id, prunable)]

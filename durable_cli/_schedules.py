@@ -3,6 +3,13 @@
 A schedule's state in the store remembers when a tick first saw it (earlier instants never fire,
 as with cron) and the last tick that handled it; the run id of an instant is derived from the
 schedule's name and the instant's local wall time, and runs are created exclusively.
+
+Operators steer a schedule through a second record, `<name>:control` (a name no schedule can
+have), which only `pause`/`resume` write and ticks only read: a tick saving its own state can never
+undo a pause, and the pause lives in the store, so it survives restarts. While paused, no instant
+fires; after `resume`, instants from the pause are skipped (`backfill` fires them if wanted).
+`trigger` starts one run now with an id of its own; `backfill` starts the runs of past instants
+with the ids a tick would give them, so each instant fires once whichever comes first.
 """
 
 from __future__ import annotations
@@ -12,12 +19,12 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable
 
 from ._config import Config, Schedule
-from .errors import DurableError, RunBusy, RunExists
+from .errors import ConfigError, DurableError, RunBusy, RunExists
 from ._store import Store
 from ._timeparse import iso, parse_instant
 
 if TYPE_CHECKING:
-    from ._engine.run import Options
+    from ._engine.run import Options, Run
 
 
 def _state(store: Store, schedule: Schedule, now: datetime) -> dict[str, Any]:
@@ -39,11 +46,19 @@ def fire_schedules(store: Store, config: Config, clock: Callable[[], datetime], 
     fired = 0
     base = os.path.dirname(config.path) if config.path else None
     for schedule in config.schedules:
+        control = store.schedule_state(control_name(schedule.name)) or {}
+        if control.get("paused"):
+            continue
         state = _state(store, schedule, now)
         last_tick = parse_instant(state["last_tick"])
+        if control.get("resumed_at") and parse_instant(control["resumed_at"]) > last_tick:
+            last_tick = parse_instant(control["resumed_at"])  # instants of the pause never fire
         handled = now
         for instant in due_instants(schedule, parse_instant(state["first_seen"]), last_tick, now):
             run_id = run_id_for(schedule.name, instant, schedule)
+            if paused(store, schedule.name):
+                handled = min(handled, instant - timedelta(microseconds=1))
+                break  # paused while this tick fired: what is left waits for `resume`
             try:
                 definition = resolve(schedule.workflow, base, options.import_paths)
                 create_run(store, definition, tuple(schedule.args), dict(schedule.kwargs), run_id,
@@ -74,5 +89,88 @@ def describe_schedules(store: Store, config: Config, now: datetime) -> list[dict
             "name": schedule.name, "cron": schedule.cron, "timezone": schedule.timezone,
             "workflow": schedule.workflow, "catch_up": schedule.catch_up,
             "last_fire": state.get("last_fired"), "next_fire": iso(next_instant(schedule, now)),
+            "paused": paused(store, schedule.name),
         })
+    return rows
+
+
+def control_name(name: str) -> str:
+    """The store record `pause`/`resume` write for schedule `name` (':' is in no schedule name)."""
+    return f"{name}:control"
+
+
+def paused(store: Store, name: str) -> bool:
+    return bool((store.schedule_state(control_name(name)) or {}).get("paused"))
+
+
+def find(config: Config, name: str) -> Schedule:
+    """The schedule named `name` in durable.yaml; a ConfigError naming the ones there are."""
+    for schedule in config.schedules:
+        if schedule.name == name:
+            return schedule
+    known = ", ".join(s.name for s in config.schedules) or "none"
+    raise ConfigError(f"no schedule {name!r} in durable.yaml (schedules: {known})")
+
+
+def set_paused(store: Store, config: Config, name: str, pause: bool, now: datetime) -> dict[str, Any]:
+    """Pause or resume a schedule (idempotent); returns its control record."""
+    find(config, name)
+    control = store.schedule_state(control_name(name)) or {}
+    if bool(control.get("paused")) != pause:
+        control = {"paused": True, "paused_at": iso(now)} if pause else {"paused": False, "resumed_at": iso(now)}
+        store.save_schedule_state(control_name(name), control)
+    return control
+
+
+def _start(store: Store, config: Config, schedule: Schedule, run_id: str, instant: datetime,
+           clock: Callable[[], datetime], options: Options) -> Run:
+    from ._engine.lifecycle import create_run
+    from ._loader import resolve
+
+    base = os.path.dirname(config.path) if config.path else None
+    definition = resolve(schedule.workflow, base, options.import_paths)
+    return create_run(store, definition, tuple(schedule.args), dict(schedule.kwargs), run_id, clock,
+                      options, {"schedule": {"name": schedule.name, "instant": iso(instant)}},
+                      existing_ok=False)
+
+
+def trigger(store: Store, config: Config, name: str, clock: Callable[[], datetime], options: Options) -> Run:
+    """Start one run of the schedule now, with an id of its own (`sched-NAME-trigger-TIME`),
+    paused or not; its `scheduled_at` is now. Returns the run."""
+    schedule = find(config, name)
+    now = clock()
+    return _start(store, config, schedule, f"sched-{name}-trigger-{now:%Y%m%dT%H%M%S%f}", now, clock, options)
+
+
+MAX_BACKFILL = 10_000
+
+
+def backfill(store: Store, config: Config, name: str, start: datetime, end: datetime,
+             clock: Callable[[], datetime], options: Options) -> list[dict[str, Any]]:
+    """Start the run of every instant of the schedule in [start, end] that has none yet, oldest
+    first, with the id a tick gives it (so a tick and a backfill never both fire one instant).
+    Returns one row per instant: run_id, instant and `started` or `exists`."""
+    from ._cron import next_instant, run_id_for
+
+    schedule = find(config, name)
+    if end < start:
+        raise DurableError("backfill: --to is before --from")
+    if end > clock():
+        raise DurableError("backfill: --to is in the future (a tick fires future instants when they come)")
+    instants: list[datetime] = []
+    instant = next_instant(schedule, start - timedelta(microseconds=1))
+    while instant <= end:
+        if len(instants) == MAX_BACKFILL:
+            raise DurableError(f"backfill: more than {MAX_BACKFILL} instants; give a shorter range")
+        instants.append(instant)
+        instant = next_instant(schedule, instant)
+    rows: list[dict[str, Any]] = []
+    for instant in instants:
+        run_id = run_id_for(name, instant, schedule)
+        try:
+            _start(store, config, schedule, run_id, instant, clock, options)
+            outcome = "started"
+        except (RunExists, RunBusy):
+            outcome = "exists"
+        rows.append({"run_id": run_id, "instant": iso(instant), "outcome": outcome})
     return rows

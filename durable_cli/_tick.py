@@ -26,10 +26,10 @@ Clock = Callable[[], datetime]
 class TickSummary:
     """What one tick did; `errors` lists runs it could not drive, with the reason."""
 
-    FIELDS = ("delivered", "resumed", "fired", "busy", "completed", "failed", "suspended")
+    FIELDS = ("delivered", "resumed", "fired", "busy", "completed", "failed", "suspended", "pruned")
 
     def __init__(self) -> None:
-        self.delivered = self.resumed = self.fired = self.busy = 0
+        self.delivered = self.resumed = self.fired = self.busy = self.pruned = 0
         self.completed = self.failed = self.suspended = 0
         self.errors: list[dict[str, str]] = []
         self.problems: dict[str, str] = {}  # recorded before this pass (cleared when driven)
@@ -176,6 +176,13 @@ def tick_once(store: Store, clock: Clock, options: Callable[[], Options], config
         _drive(store, run_id, clock, summary, lazy_options, due_at)
     for child in children:
         summary.add(_join_worker(*child))
+    if config is not None and config.retention and not (stop is not None and stop()):
+        from ._retention import apply_retention
+
+        try:
+            summary.pruned += len(apply_retention(store, config.retention, clock()))
+        except Exception as exc:
+            summary.errors.append({"run_id": "", "error": f"retention: {problem(exc)}"})
     return summary
 
 

@@ -27,6 +27,7 @@ from typing import Any, Callable
 from ._engine.history import History
 from .errors import DurableError, JournalEmpty, RunNotFound, StorageFailure
 from ._store import RunSession, Store
+from ._store.base import index_entry
 from ._timeparse import iso, parse_instant
 
 
@@ -117,6 +118,8 @@ def _settle(source: Store, target: Store, run_id: str, events: list[dict[str, An
         copy = target.read_events(run_id)
     except RunNotFound:
         copy = []
+    if copy == moved:
+        target.index_run(run_id, index_entry(moved))  # filtered listings find it in the target
     if copy == moved and not history.finished:
         target.set_due(run_id, _due_at(moved, now))
         for token in history.tokens():

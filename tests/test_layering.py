@@ -20,9 +20,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("_store",),
     ("_engine", "_loader"),  # a run's lifecycle: replay, steps, waits, children; importing workflows
     ("_config", "_cron", "_transfer"),  # durable.yaml, loaded at the edge and passed down
-    ("_schedules",),
+    ("_schedules", "_retention"),
     ("_tick",),
-    ("_inspection", "_maintenance"),
+    ("_inspection", "_maintenance", "_listing"),
     ("_client", "_api", "_logs"),  # what callers and workflow code call
     ("_serve",),
     ("cli", "testing", ""),  # the entry points ("" is durable_cli/__init__.py)

@@ -610,3 +610,41 @@ def test_file_store_entries_of_journal_dirs_from_before_due_runs_are_replaced_on
     assert list(store.due(at(100))) == [(at(50), "r1")]
     store.set_due("r1", None)
     assert list(store.due(at(100))) == []
+
+
+def _indexed(store: Store, run_id: str, at: str, workflow: str, tags: dict[str, str],
+             hidden: bool = False) -> None:
+    """A run whose journal and listing entry agree (a store without an index reads the journal)."""
+    session = store.create_run(run_id)
+    assert session is not None
+    session.stage({"type": "run_started", "seq": 0, "at": at, "run_id": run_id, "name": workflow, "tags": tags})
+    if hidden:
+        session.stage({"type": "run_continued", "seq": 0, "at": at, "continued_as": "x"})
+    session.flush()
+    session.close()
+    store.index_run(run_id, {"created_at": at, "workflow": workflow, "tags": tags, "hidden": hidden})
+
+
+def test_the_listing_index_finds_runs_newest_first_by_filter(store_factory: StoreFactory) -> None:
+    from durable_cli._store.base import RunQuery
+
+    store = store_factory()
+
+    def ids(query: RunQuery) -> list[str]:
+        return [run_id for _, run_id in store.search_runs(query)]
+
+    _indexed(store, "a", "2026-01-01T00:00:00.000001Z", "bill", {"tenant": "acme"})
+    _indexed(store, "b", "2026-01-02T00:00:00.000000Z", "bill", {"tenant": "other"})
+    _indexed(store, "c", "2026-01-03T00:00:00.000000Z", "ship", {"tenant": "acme", "tier": "gold"})
+    _indexed(store, "d", "2026-01-04T00:00:00.000000Z", "bill", {"tenant": "acme"}, hidden=True)
+    assert store.search_runs(RunQuery(limit=1)) == [("2026-01-03T00:00:00.000000Z", "c")]
+    assert ids(RunQuery()) == ["c", "b", "a"]
+    assert ids(RunQuery(hidden=True, limit=2)) == ["d", "c"]
+    assert ids(RunQuery(workflow="bill")) == ["b", "a"]
+    assert ids(RunQuery(tags={"tenant": "acme"})) == ["c", "a"]
+    assert ids(RunQuery(tags={"tenant": "acme", "tier": "gold"})) == ["c"]
+    assert ids(RunQuery(since="2026-01-02T00:00:00.000000Z")) == ["c", "b"]
+    assert ids(RunQuery(until="2026-01-02T00:00:00.000000Z")) == ["b", "a"]
+    assert ids(RunQuery(before=("2026-01-03T00:00:00.000000Z", "c"))) == ["b", "a"]
+    store.delete_run("c")
+    assert ids(RunQuery(tags={"tenant": "acme"})) == ["a"]

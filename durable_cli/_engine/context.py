@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextvars
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -30,6 +30,9 @@ class WorkflowMetadata:
     run_id: str
     workflow_name: str
     started_at: datetime
+    scheduled_at: datetime | None = None
+    """The schedule instant that started the run (a cron firing, `trigger` or `backfill`), else None."""
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 current_execution: contextvars.ContextVar[Execution | None] = contextvars.ContextVar(

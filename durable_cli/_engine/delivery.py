@@ -47,6 +47,10 @@ def _problem(ex: Execution, message: dict[str, Any]) -> str | None:
     elif kind == "child":
         if not isinstance(message.get("child_run_id"), str):
             return "a child message needs a child_run_id"
+    elif kind == "wake":
+        target = message.get("target")
+        if not isinstance(target, dict) or not isinstance(target.get("pos"), int) or not isinstance(target.get("until"), str):
+            return "a wake message needs a target with pos and until"
     else:
         return f"unknown message kind {kind!r}"
     try:
@@ -82,6 +86,10 @@ def deliver(ex: Execution) -> bool:
             fields = {"token": message["token"], "payload": message["payload"],
                       "sent_at": message["sent_at"], "key": key, "message_id": message_id}
             event_type = "hook_payload"
+        elif message["kind"] == "wake":
+            fields = {"target": {"pos": message["target"]["pos"], "until": message["target"]["until"]},
+                      "sent_at": message["sent_at"], "message_id": message_id}
+            event_type = "run_woken"
         else:
             fields = {"child_run_id": message["child_run_id"], "status": message.get("status"),
                       "result": message.get("result"), "error": message.get("error"),

@@ -66,11 +66,24 @@ class Execution:
         """(status, earliest wake time, waits) when the run suspends."""
         self.marked = False
         """Whether the run is indexed as due now (recoverable by a tick if this process dies)."""
+        self.continuation: tuple[list[Any], dict[str, Any]] | None = None
+        """The arguments of `continue_as_new`, once the workflow asked for it."""
+        self.successor: tuple[str, datetime] | None = None
+        """The run this one continued as, and when it was made due."""
 
     @property
     def metadata(self) -> WorkflowMetadata:
         start = self.history.start
-        return WorkflowMetadata(self.run_id, start.get("name", ""), parse_instant(start["at"]))
+        instant = (start.get("schedule") or {}).get("instant")
+        return WorkflowMetadata(self.run_id, start.get("name", ""), parse_instant(start["at"]),
+                                parse_instant(instant) if instant else None, dict(self.history.tags))
+
+    def index(self) -> None:
+        """Write the run's listing entry (creation time, workflow, tags, whether it continued)."""
+        start = self.history.start
+        self.store.index_run(self.run_id, {
+            "created_at": start["at"], "workflow": start.get("name", ""), "tags": dict(self.history.tags),
+            "hidden": self.history.status == "continued"})
 
     def cancel_requested(self) -> bool:
         """Whether someone asked to cancel the run, asked of the store at most every 20 ms.

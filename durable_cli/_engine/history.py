@@ -15,7 +15,7 @@ from .._status import FINISHED, TERMINAL
 Event = dict[str, Any]
 
 COMPLETIONS = frozenset({"step_completed", "sleep_completed", "hook_next", "child_result"})
-INPUTS = frozenset({"hook_payload", "child_finished"})
+INPUTS = frozenset({"hook_payload", "child_finished", "run_woken"})
 
 
 @dataclass
@@ -44,13 +44,25 @@ _KIND = {
     "sleep_started": "sleep", "sleep_completed": "sleep",
     "hook_created": "hook", "hook_wait": "wait", "hook_next": "wait",
     "child_started": "child", "child_result": "join",
-    "patched": "patch", "now": "now",
+    "patched": "patch", "now": "now", "event_set": "event", "tags_set": "tags",
 }
 
 
 def is_final(event: Event) -> bool:
     """Whether an event ends its operation (a result, or a failure that will not be retried)."""
     return event["type"] in COMPLETIONS or (event["type"] == "step_failed" and bool(event.get("final")))
+
+
+def status_of(last: dict[str, Any]) -> str:
+    """A run's status from its last journal event alone."""
+    kind = last["type"]
+    if kind in TERMINAL:
+        return TERMINAL[kind]
+    if kind in ("run_suspended", "run_forked"):  # a fork's link carries the status it found
+        return str(last.get("status", "running"))
+    if kind in ("hook_payload", "child_finished"):
+        return "waiting"
+    return "running"
 
 
 CRASHED = "durable_cli.errors.StepCrashed"
@@ -79,6 +91,9 @@ class History:
         self.outcome: Event | None = None
         self.crashes = 0  # crashes in a row: progress or a clean suspension resets the count
         self.last_at: str = ""
+        self.published: dict[str, Event] = {}  # key -> the latest `event_set` (or handed-over value)
+        self.tags: dict[str, str] = {}
+        self.wakes: set[tuple[int, str]] = set()  # (pos, until) of sleeps and back-offs woken early
         for event in events:
             self.add(event)
 
@@ -92,6 +107,10 @@ class History:
             if op is None:
                 op = self.ops[pos] = Op(pos, _KIND.get(kind, kind), str(event.get("name", "")))
             op.events.append(event)
+            if kind == "event_set":
+                self.published[event["key"]] = event
+            elif kind == "tags_set":
+                self.tags.update(event["tags"])
             if is_final(event):
                 op.completion = event
                 self.completion_order.append(pos)
@@ -104,6 +123,9 @@ class History:
                 self.message_ids.add(event["message_id"])
             if kind == "hook_payload":
                 self.payloads.setdefault(event["token"], []).append(event)
+            elif kind == "run_woken":
+                target = event.get("target") or {}
+                self.wakes.add((int(target.get("pos", 0)), str(target.get("until"))))
             else:
                 self.children[event["child_run_id"]] = event
         elif kind == "run_suspended":
@@ -119,6 +141,9 @@ class History:
         elif kind in ("run_started", "run_retried"):
             if kind == "run_started":
                 self.start = event
+                self.tags.update(event.get("tags") or {})
+                for key, value in (event.get("events") or {}).items():
+                    self.published[key] = {"key": key, "value": value, "at": event["at"]}
             else:
                 self._void_final_failures()
             self.status = "running"
@@ -139,8 +164,9 @@ class History:
         return self.status in FINISHED
 
     def tokens(self) -> list[str]:
-        """Hook tokens this run has created, in order."""
-        return [op.events[0]["token"] for op in self.ops.values() if op.kind == "hook"]
+        """Hook tokens this run holds, in order: handed over by the run it continues, then created."""
+        handed = [hook["token"] for hook in self.start.get("hooks") or ()]
+        return handed + [op.events[0]["token"] for op in self.ops.values() if op.kind == "hook"]
 
     def keys(self, token: str) -> set[str]:
         """Idempotency keys already delivered to `token`."""

@@ -70,6 +70,8 @@ def create_run(store: Store, definition: WorkflowDef, args: tuple[Any, ...], kwa
         ex = execute(store, session, clock, definition, options, start=fields)
     finally:
         release(session)
+    if ex.successor is not None:  # it continued as new at once: go on with the new run here
+        return drive(store, ex.successor[0], clock, options, definition, due_at=ex.successor[1])
     run = Run.from_history(run_id, ex.history)
     if run.status == "waiting" and store.messages(run_id):
         return drive(store, run_id, clock, options, definition)
@@ -118,7 +120,8 @@ def execute(
     ex.marked = due_at is not None and due_at <= clock()
     if start is not None:
         ex.record("run_started", **start)
-    if retry and history.status == "failed":
+        ex.index()  # before the run is durable: listings check each entry against its journal
+    if retry and history.status in ("failed", "cancelled"):
         ex.record("run_retried")
     elif history.finished:
         if due_at is not None:
@@ -128,6 +131,7 @@ def execute(
     elif history.status == "running" and start is None:
         crashes = history.crashes + 1
         ex.record("run_recovered", crashes=crashes)
+        ex.index()  # its creator may have died before writing it
         if crashes > options.max_recoveries:
             ex.fatal = DurableError(f"run crashed {crashes} times; giving up (max_recoveries)")
     if ex.fatal is None:
@@ -180,7 +184,15 @@ def _end(ex: Execution, result: Any, completed: bool) -> None:
 
 def _finish(ex: Execution, result: Any, completed: bool) -> None:
     history, store = ex.history, ex.store
-    if completed or ex.fatal is not None or ex.cancel_requested():
+    if ex.continuation is not None and ex.fatal is None and not ex.cancel_requested():
+        from .chains import carry_over
+
+        with store.closing(ex.run_id):
+            deliver(ex)
+            ex.record("run_continued", continued_as=carry_over(ex))
+            ex.flush(terminal=True)
+        ex.index()
+    elif completed or ex.fatal is not None or ex.cancel_requested():
         # no payload may be acknowledged between this last delivery and the final event
         with store.closing(ex.run_id):
             deliver(ex)
@@ -228,32 +240,48 @@ def drive(
             if first:
                 raise RunBusy(f"run {run_id} is being executed by another process")
             return get_run(store, run_id)
-        finished_before = bool(session.events) and session.events[-1]["type"] in TERMINAL
+        last = session.events[-1] if session.events else {}
+        finished_before = last.get("type") in TERMINAL or last.get("ended") is True
         try:
-            ex = execute(store, session, clock, definition, options, due_at if first else None)
+            ex = execute(store, session, clock, definition, options, due_at)
         finally:
             release(session)
         run = Run.from_history(run_id, ex.history)
         run.executed = not finished_before
+        first, due_at = False, None
+        if ex.successor is not None:  # it continued as new: go on with the new run here
+            run_id, due_at = ex.successor
+            continue
+        if run.status == "continued":
+            return get_run(store, run_id)
         if run.status != "waiting" or not store.messages(run_id):
             return run
-        first = False
 
 
 def get_run(store: Store, run_id: str) -> Run:
-    """The run as its journal says now, without claiming it."""
-    return Run.from_history(run_id, History(store.read_events(run_id)))
+    """The run as its journal says now, without claiming it; for a run that continued as new, the
+    newest run of its chain."""
+    from .chains import newest
+
+    return Run.from_history(*newest(store, run_id))
 
 
-def retry_run(store: Store, run_id: str, clock: Clock, options: Options) -> Run:
-    """Resume a failed run on (fixed) code: final step failures get fresh attempts, history stays."""
+def retry_run(store: Store, run_id: str, clock: Clock, options: Options,
+              allow_cancelled: bool = False) -> Run:
+    """Resume a failed run on (fixed) code: final step failures get fresh attempts, history stays.
+
+    With `allow_cancelled`, a cancelled run is resumed the same way, from where it stopped.
+    """
     session = store.open_run(run_id)
     if session is None:
         raise RunBusy(f"run {run_id} is being executed by another process")
     try:
         status = History(session.events).status
-        if status != "failed":
-            raise DurableError(f"run {run_id} is {status}; only a failed run can be retried")
+        if status == "cancelled" and not allow_cancelled:
+            raise DurableError(f"run {run_id} is cancelled; give --allow-cancelled to resume it")
+        if status not in ("failed", "cancelled"):
+            raise DurableError(f"run {run_id} is {status}; only a failed (or, with --allow-cancelled, "
+                               "a cancelled) run can be retried")
         ex = execute(store, session, clock, None, options, retry=True)
     finally:
         release(session)
@@ -263,11 +291,13 @@ def retry_run(store: Store, run_id: str, clock: Clock, options: Options) -> Run:
 def notify_parent(ex: Execution) -> None:
     """Leave a finished child's outcome in its parent's inbox, and wake the parent if it is free."""
     parent = ex.history.start.get("parent")
-    if not parent or ex.history.status == "migrated":
-        return
+    if not parent or ex.history.status in ("migrated", "continued"):
+        return  # a run that continued as new: the newest of its chain tells the parent
+    from .chains import chain_of
+
     outcome_event = ex.history.outcome or {}
     ex.store.post(parent["run_id"], {
-        "kind": "child", "child_run_id": ex.run_id, "status": ex.history.status,
+        "kind": "child", "child_run_id": chain_of(ex.history.start, ex.run_id)[0], "status": ex.history.status,
         "result": outcome_event.get("result"), "error": outcome_event.get("error"),
         "sent_at": iso(ex.clock()),
     })
@@ -302,11 +332,11 @@ def request_cancel(store: Store, run_id: str, clock: Clock) -> Run:
     Nothing executes here: the run's own process acts on the request before its next step, or
     the next tick does (the run is due), so this returns at once whatever the run is doing.
     """
-    run = get_run(store, run_id)
+    run = get_run(store, run_id)  # the newest of its chain, if it continued as new
     if run.status in FINISHED:
         return run
-    store.request_cancel(run_id)
-    store.set_due(run_id, clock())
+    store.request_cancel(run.run_id)
+    store.set_due(run.run_id, clock())
     return run
 
 
@@ -320,6 +350,7 @@ def cancel_run(store: Store, run_id: str, clock: Clock, options: Options,
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     run = request_cancel(store, run_id, clock)
+    run_id = run.run_id
     quiet = replace(options, wake_parent=False)
     while run.status not in FINISHED:
         try:

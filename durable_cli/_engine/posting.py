@@ -74,9 +74,12 @@ def deliver_payload(store: Store, token: str, payload: Any, key: str | None, enq
         raise UnknownToken(f"the hook with token {token!r} has passed its deadline; the payload was not delivered")
     message = {"kind": "hook", "token": token, "payload": payload, "sent_at": iso(clock()), "key": key}
     if store.post_live(run_id, message) is None:
-        # the run ended after we looked: this payload was not delivered, but an earlier one with
-        # the same key may have been
-        return _after_end(store, token, run_id, key)
+        moved = _token_run(store, token)  # the run continued as new meanwhile: its token moved on
+        if moved is None or moved[0] == run_id or moved[1].finished or store.post_live(moved[0], message) is None:
+            # the run ended after we looked: this payload was not delivered, but an earlier one
+            # with the same key may have been
+            return _after_end(store, token, run_id, key)
+        run_id = moved[0]
     if enqueue:
         return Delivery(token, run_id, "queued")
     try:

@@ -36,6 +36,9 @@ class Run:
     wake_at: str | None = None
     executed: bool = field(default=True, repr=False, compare=False)
     """False when the call that returned this run found it already finished and did nothing."""
+    events: dict[str, Any] = field(default_factory=dict)
+    """What the workflow published with `set_event`: key -> latest value."""
+    tags: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_history(cls, run_id: str, history: History) -> Run:
@@ -44,4 +47,6 @@ class Run:
         return cls(
             run_id, cast(RunStatus, history.status), history.start.get("name", ""), outcome.get("result"),
             outcome.get("error"), suspended.get("wake_at"),
+            events={key: event["value"] for key, event in history.published.items()},
+            tags=dict(history.tags),
         )

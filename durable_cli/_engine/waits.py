@@ -38,6 +38,10 @@ class Wait:
         """The moment this wait could resolve, if it can resolve at `now`."""
         return self.due_at if self.due_at is not None and self.due_at <= now else None
 
+    def woken(self, ex: Execution) -> bool:
+        """Whether `durable wake` ended this wait early (a `run_woken` naming it is journaled)."""
+        return self.due_at is not None and (self.pos, iso(self.due_at)) in ex.history.wakes
+
     def complete(self, ex: Execution) -> Any:
         """Journal how the wait resolved and return what the workflow gets."""
         return None
@@ -56,13 +60,24 @@ class Wait:
 class SleepWait(Wait):
     kind = "sleep"
 
+    def ready_at(self, ex: Execution, now: datetime) -> datetime | None:
+        return now if self.woken(ex) else super().ready_at(ex, now)
+
     def complete(self, ex: Execution) -> Any:
-        ex.record("sleep_completed", pos=self.pos, name="sleep")
+        if self.due_at is not None and self.due_at > ex.clock() and self.woken(ex):
+            ex.record("sleep_completed", pos=self.pos, name="sleep", woken=True)
+        else:
+            ex.record("sleep_completed", pos=self.pos, name="sleep")
         return None
 
 
 class RetryWait(Wait):
+    """The back-off before a step's next attempt (`durable wake` may end it early)."""
+
     kind = "retry"
+
+    def ready_at(self, ex: Execution, now: datetime) -> datetime | None:
+        return now if self.woken(ex) else super().ready_at(ex, now)
 
 
 class HookWait(Wait):

@@ -5,7 +5,7 @@
 | `POST /hooks/<token>` | anyone holding a live webhook's token (the token is the credential) |
 | `GET /`, `GET /runs/<id>` | the dashboard: authorised (else a redirect to `/login`) |
 | `GET/POST /login` | anyone (POST: same-origin only) |
-| `GET /api/runs`, `GET /api/runs/<id>`, `GET /api/session` | authorised |
+| `GET /api/runs`, `GET /api/runs/<id>`, `GET /api/runs/<id>/events`, `GET /api/session` | authorised |
 | `POST /api/runs/<id>/cancel`, `POST /api/resume/<token>` | authorised, not cross-site, CSRF token from browsers |
 """
 
@@ -21,7 +21,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import dashboard, hooks, runs
+from . import dashboard, hooks, published, runs
 from .auth import CSRF_FIELD, CSRF_HEADER, Guard, content_type
 from .bodies import BodyRefused, error, form_field, read_body
 
@@ -106,6 +106,7 @@ def create_app(store: Any, guard: Guard, limit: int) -> Starlette:
         Route("/api/resume/{token:path}", write(hooks.resume), methods=["POST"]),
         Route("/api/runs", authorised(runs.runs)),
         Route("/api/runs/{run_id}", authorised(runs.run)),
+        Route("/api/runs/{run_id}/events", authorised(published.events)),
         Route("/api/runs/{run_id}/cancel", write(runs.cancel), methods=["POST"]),
         Route("/api/session", authorised(runs.session)),
         Route("/login", dashboard.login_page, methods=["GET"]),

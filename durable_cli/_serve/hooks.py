@@ -36,6 +36,9 @@ def _webhook_fields(request: Request, token: str) -> dict[str, Any] | None:
         if op.kind == "hook" and created.get("token") == token:
             webhook = created.get("webhook")
             return webhook if isinstance(webhook, dict) else None
+    for handed in history.start.get("hooks") or ():  # handed over by the run it continued
+        if handed.get("token") == token:
+            return handed["webhook"] if isinstance(handed.get("webhook"), dict) else None
     return None
 
 

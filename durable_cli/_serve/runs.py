@@ -20,14 +20,29 @@ from .._timeparse import utcnow
 from .bodies import answer, error
 
 
-
 async def runs(request: Request) -> Response:
-    """Every run, newest first; `?status=` keeps one status."""
+    """Every run, newest first; `?status=` keeps one status. With `tag=k=v` (repeatable),
+    `workflow`, `since`, `until`, `limit`, `cursor` or `all`, one page as `durable ls --json`
+    prints it then: {"runs": [...], "next_cursor": C}."""
     status = request.query_params.get("status") or None
     if status is not None and status not in LISTED_STATUSES:
         return error(400, f"unknown status {status!r}: use one of {', '.join(LISTED_STATUSES)}")
-    rows = await run_in_threadpool(list_runs, request.app.state.store, status)
-    return answer(rows)
+    params = request.query_params
+    if not any(name in params for name in ("tag", "workflow", "since", "until", "limit", "cursor", "all")):
+        rows = await run_in_threadpool(list_runs, request.app.state.store, status)
+        return answer(rows)
+    from .._listing import search
+
+    try:
+        tags = dict(item.partition("=")[::2] for item in params.getlist("tag"))
+        limit = int(params.get("limit") or 50)
+        page = await run_in_threadpool(lambda: search(
+            request.app.state.store, utcnow(), tags=tags, workflow=params.get("workflow"),
+            since=params.get("since"), until=params.get("until"), status=status, limit=limit,
+            cursor=params.get("cursor"), hidden=params.get("all") in ("1", "true")))
+    except (DurableError, ValueError) as exc:
+        return error(400, str(exc))
+    return answer(page)
 
 
 def _run_id(request: Request) -> str | None:

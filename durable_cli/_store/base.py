@@ -10,13 +10,57 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterator
 
-from .._status import FINAL_EVENTS
+from .._status import ended
 from ..errors import DurableError, JournalEmpty, RunNotFound
 
 Event = dict[str, Any]
+
+
+@dataclass
+class RunQuery:
+    """Which runs a listing wants: newest first by (created_at, run_id), each filter optional.
+
+    `before` is the (created_at, run_id) of the last row of the previous page (the cursor);
+    `hidden` includes runs that continued as new (only the newest of a chain shows otherwise).
+    """
+
+    workflow: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    since: str | None = None
+    until: str | None = None
+    before: tuple[str, str] | None = None
+    limit: int = 50
+    hidden: bool = False
+
+    def admits(self, run_id: str, entry: dict[str, Any]) -> bool:
+        """Whether an index entry (see `index_entry`) passes every filter."""
+        created = str(entry.get("created_at", ""))
+        if self.workflow is not None and entry.get("workflow") != self.workflow:
+            return False
+        tags = entry.get("tags") or {}
+        if any(tags.get(key) != value for key, value in self.tags.items()):
+            return False
+        if (self.since is not None and created < self.since) or (self.until is not None and created > self.until):
+            return False
+        if self.before is not None and (created, run_id) >= self.before:
+            return False
+        return self.hidden or not entry.get("hidden")
+
+
+def index_entry(events: list[Event]) -> dict[str, Any]:
+    """A run's entry in the listing index, from its journal: when it was created, its workflow's
+    name, its tags (`run_started`, then each `tags_set`) and whether it continued as new."""
+    first = events[0]
+    tags = dict(first.get("tags") or {})
+    for event in events:
+        if event["type"] == "tags_set":
+            tags.update(event["tags"])
+    return {"created_at": str(first.get("at", "")), "workflow": first.get("name", ""), "tags": tags,
+            "hidden": events[-1]["type"] == "run_continued"}
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}")
 
@@ -67,7 +111,7 @@ def post_unless_ended(store: Store, run_id: str, message: dict[str, Any]) -> str
         _, last = store.run_summary(run_id)
     except RunNotFound:
         return None
-    return None if last.get("type") in FINAL_EVENTS else store.post(run_id, message)
+    return None if ended(last) else store.post(run_id, message)
 
 
 def empty_journal(run_id: str, where: str) -> JournalEmpty:
@@ -152,6 +196,27 @@ class Store(ABC):
     @abstractmethod
     def delete_run(self, run_id: str) -> None:
         """Remove a finished run and everything kept for it (prune)."""
+
+    # the listing index (`durable ls --tag/--workflow/--since/--limit`)
+    def index_run(self, run_id: str, entry: dict[str, Any]) -> None:
+        """Record (replace) the run's listing entry (`index_entry`). The engine writes it before
+        the facts it reflects are durable, so the index may name more than the journals hold:
+        readers check each run they list against its journal. A store without an index reads the
+        journals (`search_runs` below)."""
+
+    def search_runs(self, query: RunQuery) -> list[tuple[str, str]]:
+        """(created_at, run id) of up to `query.limit` runs whose index entry passes `query`,
+        newest first."""
+        found = []
+        for run_id in self.run_ids():
+            try:
+                entry = index_entry(self.read_events(run_id))
+            except (DurableError, OSError):
+                continue
+            if query.admits(run_id, entry):
+                found.append((entry["created_at"], run_id))
+        found.sort(reverse=True)
+        return found[:query.limit]
 
     # the due index
     @abstractmethod

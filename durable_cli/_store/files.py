@@ -5,7 +5,8 @@ Layout of `<dir>`: `runs/<id>.jsonl` (the truth), `locks/<id>.lock` (one executo
 holds the time of the run's one entry, so the next `set_due` finds it), `tokens/<sha256>`
 (hook token owners; tokens never become paths), `inbox/<id>/<n>.json`, `cancel/<id>`,
 `streams/<id>/<base64 name>.jsonl`, `problems/<id>` (why a tick could not drive the run) and
-`rejected/` (the inbox is a component of its own, `FileInbox` in files_inbox.py). Every path
+`rejected/` (the inbox is a component of its own, `FileInbox` in files_inbox.py), `index/` (the
+listing index, `FileRunIndex` in files_index.py). Every path
 named after a run is made by `run_path`, once the id passed `check_run_id`. Directories are 0700
 and files 0600.
 """
@@ -21,9 +22,10 @@ from typing import Any, BinaryIO, Iterator
 
 from .. import _faults as faults, _journal as journal
 from ..errors import JournalDamaged, RunNotFound, StoreError
-from .base import Event, RunSession, Store, check_run_id, empty_journal
+from .base import Event, RunQuery, RunSession, Store, check_run_id, empty_journal
 from .files_due import FileDueIndex
 from .files_inbox import FileInbox
+from .files_index import FileRunIndex
 from .files_streams import FileStreams
 from .._digest import sha256_hex as sha
 from .._journal import fsync
@@ -31,7 +33,7 @@ from .fsutil import (NOFOLLOW, fsync_dir, make_dirs, refuse_unsafe_dir, refuse_u
                      write_atomic)
 
 _SUBDIRS = ("runs", "locks", "due", "due_runs", "tokens", "inbox", "cancel", "streams", "rejected", "schedules",
-            "problems")
+            "problems", "index")
 
 
 class FileRunSession(RunSession):
@@ -89,6 +91,7 @@ class FileStore(Store):
         self.inbox = FileInbox(self)
         self.due_index = FileDueIndex(self)
         self.streams = FileStreams(self)
+        self.run_index = FileRunIndex(self)
         if os.path.lexists(self.root):
             self._check_root()
 
@@ -257,6 +260,7 @@ class FileStore(Store):
         return first, last
 
     def delete_run(self, run_id: str) -> None:
+        self.run_index.drop(run_id)
         for path in (self._journal_path(run_id), self.run_path("locks", run_id, ".lock"),
                      self.run_path("locks", run_id, ".inbox"), self.run_path("due_runs", run_id)):
             try:
@@ -271,6 +275,13 @@ class FileStore(Store):
                 os.rmdir(path)
         self.clear_cancel(run_id)
         self.clear_problem(run_id)
+
+    # the listing index: a component of its own (files_index.py)
+    def index_run(self, run_id: str, entry: dict[str, Any]) -> None:
+        self.run_index.index_run(run_id, entry)
+
+    def search_runs(self, query: RunQuery) -> list[tuple[str, str]]:
+        return self.run_index.search_runs(query)
 
     # the due index: a component of its own (files_due.py)
     def set_due(self, run_id: str, at: datetime | None) -> None:

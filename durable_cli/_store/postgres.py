@@ -26,11 +26,12 @@ except ImportError:
 from .. import _faults as faults, _journal as journal
 from .._digest import sha256_hex as sha
 from .._payloads import parse_message
-from .._status import FINAL_EVENTS
-from .base import (Event, RunSession, Store, check_run_id, check_stream_name,
+from .._status import ended
+from .base import (Event, RunQuery, RunSession, Store, check_run_id, check_stream_name,
                    empty_journal)
 from .pg_claims import CLAIM, CREATE, Heartbeat, PostgresRunSession, append_stream, release
 from .pg_schema import Conflict, Db, connect, parse_url
+from .._timeparse import iso
 
 _EVENTS = "SELECT body FROM durable_events WHERE run_id = %s ORDER BY seq"
 
@@ -50,7 +51,8 @@ WITH events AS (DELETE FROM durable_events WHERE run_id = %(run_id)s),
      tokens AS (DELETE FROM durable_tokens WHERE run_id = %(run_id)s),
      inbox AS (DELETE FROM durable_inbox WHERE run_id = %(run_id)s),
      cancel AS (DELETE FROM durable_cancel WHERE run_id = %(run_id)s),
-     problems AS (DELETE FROM durable_problems WHERE run_id = %(run_id)s)
+     problems AS (DELETE FROM durable_problems WHERE run_id = %(run_id)s),
+     listed AS (DELETE FROM durable_run_index WHERE run_id = %(run_id)s)
 DELETE FROM durable_runs WHERE run_id = %(run_id)s
 """
 
@@ -193,6 +195,41 @@ class PostgresStore(Store):
         faults.point("run.delete")
         self._db.write(_DELETE, {"run_id": check_run_id(run_id)})
 
+    # the listing index
+    def index_run(self, run_id: str, entry: dict[str, Any]) -> None:
+        self._db.write(
+            "INSERT INTO durable_run_index (run_id, created_at, workflow, tags, hidden)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (run_id) DO UPDATE SET workflow ="
+            " EXCLUDED.workflow, tags = EXCLUDED.tags, hidden = EXCLUDED.hidden",
+            (check_run_id(run_id), entry["created_at"], entry["workflow"], json.dumps(entry["tags"]),
+             bool(entry.get("hidden"))),
+        )
+
+    def search_runs(self, query: RunQuery) -> list[tuple[str, str]]:
+        """One indexed query (created_at, run_id descending; tags by containment)."""
+        where, params = ["true"], []
+        if query.workflow is not None:
+            where.append("workflow = %s")
+            params.append(query.workflow)
+        if query.tags:
+            where.append("tags @> %s::jsonb")
+            params.append(json.dumps(query.tags))
+        if query.since is not None:
+            where.append("created_at >= %s")
+            params.append(query.since)
+        if query.until is not None:
+            where.append("created_at <= %s")
+            params.append(query.until)
+        if query.before is not None:
+            where.append("(created_at, run_id) < (%s::timestamptz, %s)")
+            params += list(query.before)
+        if not query.hidden:
+            where.append("NOT hidden")
+        rows = self._db.rows(
+            f"SELECT created_at, run_id FROM durable_run_index WHERE {' AND '.join(where)}"
+            " ORDER BY created_at DESC, run_id DESC LIMIT %s", (*params, query.limit))
+        return [(iso(created_at), run_id) for created_at, run_id in rows]
+
     # the due index
     def set_due(self, run_id: str, at: datetime | None) -> None:
         """One row per run (its primary key): an upsert, or a delete for None."""
@@ -247,7 +284,7 @@ class PostgresStore(Store):
         with self._gate, self._db.transaction() as conn:
             conn.execute("SELECT pg_advisory_xact_lock_shared(%s, hashtext(%s))", (INBOX_GATE, check_run_id(run_id)))
             last = conn.execute(_LAST, (run_id,)).fetchone()  # read after the lock: a fresh snapshot
-            if last is None or _event_type(self.location, run_id, last[0]) in FINAL_EVENTS:
+            if last is None or ended(_event(self.location, run_id, last[0])):
                 return None
             faults.point("inbox.write")
             row = conn.execute(_POST, (run_id, data, run_id)).fetchone()
@@ -362,10 +399,10 @@ class PostgresStore(Store):
         )
 
 
-def _event_type(location: str, run_id: str, body: str) -> Any:
-    """The type of the journal line `body`; JournalDamaged when it does not decode."""
+def _event(location: str, run_id: str, body: str) -> Event:
+    """The event in the journal line `body`; JournalDamaged when it does not decode."""
     try:
-        return journal.decode(body.encode()).get("type")
+        return journal.decode(body.encode())
     except ValueError as exc:
         raise JournalDamaged(f"journal damaged: {location} run {run_id}: {exc}") from None
 

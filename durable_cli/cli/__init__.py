@@ -56,6 +56,7 @@ _COMMANDS = {
     "inspect": "_views", "ls": "_views", "tail": "_views",
     "tick": "_operate", "schedules": "_operate", "prune": "_operate", "export": "_operate",
     "migrate": "_operate", "serve": "_serving",
+    "events": "_repair", "fork": "_repair", "wake": "_repair",
 }
 
 
@@ -214,6 +215,10 @@ def _run_document(run: Any) -> dict[str, Any]:
         document["error"] = run.error
     if run.wake_at:
         document["wake_at"] = run.wake_at
+    if run.tags:
+        document["tags"] = run.tags
+    if run.events:
+        document["events"] = run.events
     return document
 
 

@@ -42,22 +42,26 @@ def tick(settings: Settings, now_text: str | None, loop: bool, interval: str, wo
 
 def _tick_line(summary: dict[str, Any]) -> str:
     """What the tick did; "nothing due" only when nothing was due and no run errored."""
-    parts = [f"{summary[k]} {k}" for k in ("delivered", "fired", "resumed", "completed", "failed", "suspended", "busy") if summary.get(k)]
+    parts = [f"{summary[k]} {k}" for k in ("delivered", "fired", "resumed", "completed", "failed", "suspended", "busy", "pruned") if summary.get(k)]
     errors = summary.get("errors", [])
     if errors:
         parts.append(f"{len(errors)} errored ({', '.join(e['run_id'] or '-' for e in errors)})")
     return "tick: " + (", ".join(parts) if parts else "nothing due")
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @json_option
-@click.pass_obj
-def schedules(settings: Settings, as_json: bool) -> None:
-    """List the schedules of durable.yaml with their last and next fire time."""
+@click.pass_context
+def schedules(ctx: click.Context, as_json: bool) -> None:
+    """List the schedules of durable.yaml with their last and next fire time, and whether they are
+    paused; pause, resume, trigger or backfill one."""
+    if ctx.invoked_subcommand is not None:
+        return
     from .._config import Config
     from .._schedules import describe_schedules
     from .._timeparse import utcnow
 
+    settings: Settings = ctx.obj
     config = settings.config or Config()
     with settings.opened() as store:
         rows = describe_schedules(store, config, utcnow())
@@ -67,14 +71,89 @@ def schedules(settings: Settings, as_json: bool) -> None:
             click.echo("no schedules")
         for row in rows:
             click.echo(f"{row['name']:<24} {row['cron']:<16} {row['timezone']:<16} "
-                       f"last {row['last_fire'] or '-':<28} next {row['next_fire']}")
+                       f"last {row['last_fire'] or '-':<28} next {row['next_fire']}"
+                       + ("  (paused)" if row["paused"] else ""))
 
     _emit(as_json, rows, text)
 
 
+def _set_paused(settings: Settings, name: str, pause: bool, as_json: bool) -> None:
+    from .._config import Config
+    from .._schedules import set_paused
+    from .._timeparse import utcnow
+
+    with settings.opened() as store:
+        control = set_paused(store, settings.config or Config(), name, pause, utcnow())
+    state = "paused" if pause else "resumed"
+    _emit(as_json, {"name": name, "paused": pause, **control}, lambda: click.echo(f"schedule {name} {state}"))
+
+
+@schedules.command(name="pause")
+@click.argument("name")
+@json_option
+@click.pass_obj
+def schedules_pause(settings: Settings, name: str, as_json: bool) -> None:
+    """Stop NAME from firing (kept in the store: restarts and other ticks see it) until resume."""
+    _set_paused(settings, name, True, as_json)
+
+
+@schedules.command(name="resume")
+@click.argument("name")
+@json_option
+@click.pass_obj
+def schedules_resume(settings: Settings, name: str, as_json: bool) -> None:
+    """Let NAME fire again from now on (instants of the pause are skipped: backfill them if needed)."""
+    _set_paused(settings, name, False, as_json)
+
+
+@schedules.command(name="trigger")
+@click.argument("name")
+@json_option
+@click.pass_obj
+def schedules_trigger(settings: Settings, name: str, as_json: bool) -> None:
+    """Start one run of NAME now, with an id of its own (even while paused)."""
+    from .._config import Config
+    from .._schedules import trigger
+    from .._timeparse import utcnow
+    from . import _report_run
+
+    with workflow_output(as_json), settings.opened() as store:
+        run = trigger(store, settings.config or Config(), name, utcnow, settings.options)
+    _report_run(run, as_json)
+
+
+@schedules.command(name="backfill")
+@click.argument("name")
+@click.option("--from", "start", required=True, metavar="ISO", help="First instant considered.")
+@click.option("--to", "end", required=True, metavar="ISO", help="Last instant considered (not in the future).")
+@json_option
+@click.pass_obj
+def schedules_backfill(settings: Settings, name: str, start: str, end: str, as_json: bool) -> None:
+    """Start the run of each instant of NAME from --from to --to that has none yet (the ids a tick
+    would give them: an instant fires once, whether by tick or backfill; run it again: no-op)."""
+    from .._config import Config
+    from .._schedules import backfill
+    from .._timeparse import parse_instant, utcnow
+
+    try:
+        first, last = parse_instant(start), parse_instant(end)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    with workflow_output(as_json), settings.opened() as store:
+        rows = backfill(store, settings.config or Config(), name, first, last, utcnow, settings.options)
+
+    def text() -> None:
+        for row in rows:
+            click.echo(f"{row['instant']}  {row['run_id']}  {row['outcome']}")
+        click.echo(f"backfill: {sum(r['outcome'] == 'started' for r in rows)} started, "
+                   f"{sum(r['outcome'] == 'exists' for r in rows)} already there")
+
+    _emit(as_json, {"name": name, "instants": rows}, text)
+
+
 @main.command()
 @click.option("--older-than", "older_than", required=True, metavar="DURATION", help="e.g. 30d")
-@click.option("--status", type=click.Choice(["completed", "failed", "cancelled"]))
+@click.option("--status", type=click.Choice(["completed", "failed", "cancelled", "continued"]))
 @json_option
 @click.pass_obj
 def prune(settings: Settings, older_than: str, status: str | None, as_json: bool) -> None:

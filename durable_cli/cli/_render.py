@@ -108,6 +108,7 @@ def render_run(doc: dict[str, Any], color: bool = False) -> str:
         lines.append(f"parent    {doc['parent']['run_id']}")
     if doc.get("children"):
         lines.append(f"children  {', '.join(doc['children'])}")
+    lines.extend(_links(doc))
     if status == "completed":
         lines.append(f"result    {safe(json.dumps(doc['result'], ensure_ascii=False))}")
     if doc.get("error"):
@@ -128,6 +129,26 @@ def render_run(doc: dict[str, Any], color: bool = False) -> str:
     lines.append("events")
     lines.extend(event_line(event, color) for event in doc["events"])
     return "\n".join(lines)
+
+
+def _links(doc: dict[str, Any]) -> list[str]:
+    """Issue 20's header lines: the chain (continue-as-new), forks, tags and published events."""
+    lines = []
+    if doc.get("requested") and doc["requested"] != doc["run_id"]:
+        lines.append(f"asked for {doc['requested']} (it continued as new: this is the newest run of its chain)")
+    if doc.get("continued_from"):
+        lines.append(f"continues {doc['continued_from']}")
+    if doc.get("continued_as"):
+        lines.append(f"continued as {doc['continued_as']}")
+    if doc.get("forked_from"):
+        lines.append(f"fork of   {doc['forked_from']['run_id']} from call {doc['forked_from']['from_step']}")
+    for fork in doc.get("forks") or []:
+        lines.append(f"forked as {fork['run_id']} from call {fork['from_step']}")
+    if doc.get("tags"):
+        lines.append("tags      " + safe(", ".join(f"{k}={v}" for k, v in doc["tags"].items())))
+    for key, value in (doc.get("published") or {}).items():
+        lines.append(f"event     {safe(key)} = {safe(json.dumps(value, ensure_ascii=False))}")
+    return lines
 
 
 def event_line(event: dict[str, Any], color: bool = False) -> str:

@@ -29,21 +29,38 @@ def _parse_arg(text: str) -> Any:
 @click.argument("reference")
 @click.argument("args", nargs=-1)
 @click.option("--id", "run_id", metavar="ID", help="Run id; a second run with the same id does nothing.")
+@click.option("--tag", "tags", multiple=True, metavar="K=V", help="Tag the run (repeatable): durable ls --tag K=V.")
 @json_option
 @click.pass_obj
-def run(settings: Settings, reference: str, args: tuple[str, ...], run_id: str | None, as_json: bool) -> None:
+def run(settings: Settings, reference: str, args: tuple[str, ...], run_id: str | None,
+        tags: tuple[str, ...], as_json: bool) -> None:
     """Start a run of MODULE:FN; each ARG is JSON when it parses, else a string."""
     from .._client import create_run
+    from .._engine.published import check_tags
     from .._loader import resolve
     from .._timeparse import utcnow
 
+    extra = {"tags": check_tags(parse_tags(tags))} if tags else None
     with workflow_output(as_json):
         options = settings.options
         definition = resolve(reference, import_paths=options.import_paths)
         with settings.opened() as store:
             result = create_run(store, definition, tuple(_parse_arg(a) for a in args), {}, run_id,
-                                utcnow, options)
+                                utcnow, options, extra)
     _report_run(result, as_json)
+
+
+def parse_tags(items: tuple[str, ...]) -> dict[str, str]:
+    """`K=V` options as a dict; exit 2 for one without `=`."""
+    from . import Failure
+
+    tags = {}
+    for item in items:
+        key, equals, value = item.partition("=")
+        if not equals or not key:
+            raise Failure(f"invalid tag {item!r}: use NAME=VALUE")
+        tags[key] = value
+    return tags
 
 
 @main.command()
@@ -118,12 +135,15 @@ def cancel(settings: Settings, run_id: str, wait: str | None, as_json: bool) -> 
 
 @main.command()
 @click.argument("run_id")
+@click.option("--allow-cancelled", is_flag=True,
+              help="Resume a cancelled run too, from where it stopped (its cancelled children stay cancelled).")
 @json_option
 @click.pass_obj
-def retry(settings: Settings, run_id: str, as_json: bool) -> None:
-    """Resume a failed run on fixed code (after a determinism error or a final step failure)."""
+def retry(settings: Settings, run_id: str, allow_cancelled: bool, as_json: bool) -> None:
+    """Resume a failed run on fixed code (after a determinism error or a final step failure);
+    with --allow-cancelled, a cancelled run too."""
     from .._client import retry_in
 
     with workflow_output(as_json), settings.opened() as store:
-        result = retry_in(store, run_id, settings.options)
+        result = retry_in(store, run_id, settings.options, allow_cancelled)
     _report_run(result, as_json)

@@ -15,33 +15,67 @@ from . import Settings, _emit, json_option, main
 
 @main.command()
 @click.argument("run_id")
+@click.option("--no-follow", is_flag=True, help="Show this run itself, not the newest run it continued as.")
 @json_option
 @click.pass_obj
-def inspect(settings: Settings, run_id: str, as_json: bool) -> None:
-    """Show a run: status, workflow, arguments, outcome, and its journal as a timeline."""
+def inspect(settings: Settings, run_id: str, no_follow: bool, as_json: bool) -> None:
+    """Show a run: status, workflow, arguments, outcome, and its journal as a timeline.
+
+    A run that continued as new shows as the newest run of its chain, unless --no-follow.
+    """
     from .._inspection import describe_run
     from ._render import render_run
     from .._store.base import check_run_id
 
     with settings.opened() as store:
-        document = describe_run(store, check_run_id(run_id))
+        document = describe_run(store, check_run_id(run_id), follow=not no_follow)
     _emit(as_json, document, lambda: click.echo(render_run(document, color=_color())))
 
 
 @main.command(name="ls")
 @click.option("--status", type=click.Choice(["running", "sleeping", "waiting", "completed", "failed",
-                                             "cancelled", "migrated", "damaged", "unreadable"]))
+                                             "cancelled", "migrated", "continued", "damaged", "unreadable"]))
+@click.option("--tag", "tags", multiple=True, metavar="K=V", help="Only runs tagged K=V (repeatable: all must match).")
+@click.option("--workflow", metavar="NAME", help="Only runs of this workflow (its name, as ls shows it).")
+@click.option("--since", metavar="ISO|DURATION", help="Only runs created at or after this (2d: two days ago).")
+@click.option("--until", metavar="ISO|DURATION", help="Only runs created at or before this.")
+@click.option("--limit", type=click.IntRange(1, 1000), help="At most this many rows (one page).")
+@click.option("--cursor", metavar="C", help="The next page: the next_cursor of the previous one.")
+@click.option("--all", "show_all", is_flag=True,
+              help="Also runs that continued as new (only the newest of a chain shows otherwise).")
 @json_option
 @click.pass_obj
-def list_command(settings: Settings, status: str | None, as_json: bool) -> None:
-    """List runs, newest first."""
+def list_command(settings: Settings, status: str | None, tags: tuple[str, ...], workflow: str | None,
+                 since: str | None, until: str | None, limit: int | None, cursor: str | None,
+                 show_all: bool, as_json: bool) -> None:
+    """List runs, newest first.
+
+    With --tag, --workflow, --since, --until, --limit or --cursor, one page is read through the
+    store's listing index: --json prints {"runs": [...], "next_cursor": C} (null on the last
+    page) and the text ends with the option for the next page. Without them: every run, and
+    --json prints the list of rows.
+    """
     from .._inspection import list_runs
     from ._render import render_list
+    from ._runs import parse_tags
     from .._timeparse import utcnow
 
     with settings.opened() as store:
-        rows = list_runs(store, status)
-    _emit(as_json, rows, lambda: click.echo(render_list(rows, utcnow(), color=_color())))
+        if not (tags or workflow or since or until or limit or cursor):
+            rows = list_runs(store, status, show_all)
+            _emit(as_json, rows, lambda: click.echo(render_list(rows, utcnow(), color=_color())))
+            return
+        from .._listing import search
+
+        page = search(store, utcnow(), tags=parse_tags(tags), workflow=workflow, since=since, until=until,
+                      status=status, limit=limit or 50, cursor=cursor, hidden=show_all)
+
+    def text() -> None:
+        click.echo(render_list(page["runs"], utcnow(), color=_color()))
+        if page["next_cursor"]:
+            click.echo(f"next page: --cursor {page['next_cursor']}")
+
+    _emit(as_json, page, text)
 
 
 def _color() -> bool:
@@ -61,7 +95,7 @@ def tail(settings: Settings, run_id: str, stream: str | None, interval: float, a
     With --json, the output is JSON Lines (one document per line), not one JSON document.
     """
     from .._status import FINISHED
-    from .._inspection import status_of
+    from .._engine.history import status_of
     from ._render import event_line, safe, safe_json
     from .._store.base import check_run_id
 
