@@ -129,9 +129,12 @@ def scheduled():
 '''
 
 
-@pytest.fixture(params=["files", "postgres"])
+@pytest.fixture(params=["files", "postgres", "memory"])
 def project(request: pytest.FixtureRequest, tmp_path: Path) -> Project:
-    store = request.getfixturevalue("pg_url") if request.param == "postgres" else None
+    """The project on each store; the memory store's commands share it within this process."""
+    store = {"files": None, "postgres": None, "memory": f"memory:{tmp_path.name}"}[request.param]
+    if request.param == "postgres":
+        store = request.getfixturevalue("pg_url")
     return Project(tmp_path, "flows", FLOWS, store=store, in_process=in_process(request))
 
 
