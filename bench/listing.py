@@ -28,7 +28,7 @@ ROOT = os.path.dirname(BENCH)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from durable_cli import _journal as journal  # noqa: E402
-from durable_cli._store.fsutil import sha  # noqa: E402
+from durable_cli._digest import sha256_hex as sha  # noqa: E402
 from durable_cli._timeparse import iso  # noqa: E402
 
 DURABLE = os.path.join(os.path.dirname(sys.executable), "durable")
