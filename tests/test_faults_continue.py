@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from faultkit import FLOWS, Project, check_store, copy_project, in_parallel, later, tally
+from project import FLOWS, Project, check_store, fault_project, in_parallel, later, tally
 
 CHAIN = FLOWS + '''
 from durable_cli import continue_as_new
@@ -24,25 +24,25 @@ COMMAND = ("run", "--id", "ch", "flows:chain")
 
 def _operations(project: Project) -> int:
     log = project.root / "ops.log"
-    result = project.call(*COMMAND, extra={"DURABLE_CRASH_LOG": str(log)})
+    result = project.cli(*COMMAND, env={"DURABLE_CRASH_LOG": str(log)})
     assert result.code == 0, result
     return len(log.read_text().splitlines())
 
 
 def test_a_crash_at_every_operation_of_a_continuation_leaves_one_chain(tmp_path: Path) -> None:
-    base = Project(tmp_path / "base", CHAIN)
-    points = _operations(copy_project(base, tmp_path / "count"))
+    base = fault_project(tmp_path / "base", CHAIN, in_process=True)
+    points = _operations(base.copy(tmp_path / "count"))
 
     def case(n: int) -> int:
-        project = copy_project(base, tmp_path / f"n{n}")
-        assert project.call(*COMMAND, crash_at=n).killed
-        project.call(*COMMAND)  # the client retries a start it never saw acknowledged
+        project = base.copy(tmp_path / f"n{n}")
+        assert project.cli(*COMMAND, crash_at=n).killed
+        project.cli(*COMMAND, real=True)  # the client retries a start it never saw acknowledged
         for hours in (1, 2):  # recovery: a tick drives the crashed run and goes on along the chain
-            project.call("tick", "--now", later(hours))
-        newest = project.call("inspect", "ch", "--json")
+            project.cli("tick", "--now", later(hours), real=True)
+        newest = project.cli("inspect", "ch", "--json", real=True)
         assert newest.code == 0 and newest.json()["status"] == "completed", (n, newest)
         assert newest.json()["run_id"] == "ch.g2" and newest.json()["result"] == 2
-        assert sorted(p.stem for p in (project.store / "runs").glob("*.jsonl")) == ["ch", "ch.g1", "ch.g2"]
+        assert sorted(p.stem for p in (project.dir / "runs").glob("*.jsonl")) == ["ch", "ch.g1", "ch.g2"]
         check_store(project, {"ch.g2": 2}).assert_clean()
         shutil.rmtree(project.root)
         return 3

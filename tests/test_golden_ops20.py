@@ -9,24 +9,20 @@ import shutil
 from pathlib import Path
 
 from durable_cli import _journal as journal
-from faultkit import Project
+from project import Project
 
 GOLDEN = Path(__file__).parent / "golden" / "ops20"
 FAR = "2100-01-01T00:00:00Z"
 
 
 def _project(tmp_path: Path) -> Project:
-    project = Project.__new__(Project)
-    project.root = tmp_path
-    project.store = tmp_path / "j"
-    project.effects = tmp_path / "effects.txt"
+    project = Project(tmp_path, in_process=True)
     code = tmp_path / "code"
     code.mkdir()
     shutil.copy(GOLDEN / "ops20_golden_flows.py", code)
-    project.extra_env = {"PYTHONPATH": str(code)}
-    project.in_process = True
-    shutil.copytree(GOLDEN / "journals", project.store)
-    for path in [project.store, *project.store.rglob("*")]:
+    project.extra_env["PYTHONPATH"] = str(code)
+    shutil.copytree(GOLDEN / "journals", project.dir)
+    for path in [project.dir, *project.dir.rglob("*")]:
         path.chmod(0o700 if path.is_dir() else 0o600)
     return project
 
@@ -48,13 +44,13 @@ def test_the_issue_20_golden_runs_resume_on_current_code(tmp_path: Path) -> None
     assert project.status("g20-chain") == "continued"
     assert project.status("g20-original") == "failed"  # its last line is the fork's link
     assert project.status("g20-fork") == "completed"
-    assert project.call("tick", "--now", FAR).code == 0
-    assert project.call("tick", "--now", FAR).code == 0  # the chain's third run sleeps a minute
-    assert project.call("tick", "--now", "2100-01-02T00:00:00Z").code == 0
+    assert project.cli("tick", "--now", FAR).code == 0
+    assert project.cli("tick", "--now", FAR).code == 0  # the chain's third run sleeps a minute
+    assert project.cli("tick", "--now", "2100-01-02T00:00:00Z").code == 0
     assert project.status("g20-published") == "completed"
-    newest = project.call("inspect", "g20-chain", "--json")
+    newest = project.cli("inspect", "g20-chain", "--json")
     assert '"run_id": "g20-chain.g2"' in newest.out and '"status": "completed"' in newest.out
-    published = project.call("events", "g20-published", "--json")
+    published = project.cli("events", "g20-published", "--json")
     assert '"progress": 2' in published.out
-    tagged = project.call("ls", "--tag", "stage=done", "--json")
+    tagged = project.cli("ls", "--tag", "stage=done", "--json")
     assert '"g20-published"' in tagged.out

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from e2e import Project, later
-from helpers import in_process
+from project import Project, later
 
 FLOWS = '''
 from durable_cli import (FatalError, continue_as_new, define_hook, get_workflow_metadata,
@@ -135,7 +134,7 @@ def project(request: pytest.FixtureRequest, tmp_path: Path) -> Project:
     store = {"files": None, "postgres": None, "memory": f"memory:{tmp_path.name}"}[request.param]
     if request.param == "postgres":
         store = request.getfixturevalue("pg_url")
-    return Project(tmp_path, "flows", FLOWS, store=store, in_process=in_process(request))
+    return Project(tmp_path, "flows", FLOWS, store=store, in_process=True)
 
 
 def where(project: Project) -> dict[str, Any]:
@@ -435,8 +434,7 @@ def test_a_tick_that_overlaps_a_pause_cannot_undo_it(project: Project) -> None:
 
 def test_retention_prunes_old_finished_runs_a_slice_per_tick_never_unfinished(
         project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
-    if not in_process_project(project):
-        pytest.skip("the slice size is patched in this process")
+    assert project.in_process  # the slice size is patched in this process
     from durable_cli import _retention
 
     monkeypatch.setattr(_retention, "SLICE", 2)
@@ -448,12 +446,6 @@ def test_retention_prunes_old_finished_runs_a_slice_per_tick_never_unfinished(
     pruned = [ok(project, "tick", "--now", later(days=40))["pruned"] for _ in range(3)]
     assert sum(pruned) == 3 and max(pruned) <= 2  # bounded per tick
     assert [row["run_id"] for row in ok(project, "ls")] == ["asleep"]  # sleeping for 30 days: kept
-
-
-def in_process_project(project: Project) -> bool:
-    from helpers import durable_in_process
-
-    return project.runner is durable_in_process
 
 
 # ---- the JSON API ---------------------------------------------------------------------------
