@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn
 from ..errors import EngineError, NonDeterminismError, StorageFailure, StoreError, Suspend
 from .._store.base import RunSession, Store
 from .._timeparse import iso, parse_instant
+from .._telemetry import NOOP, Trace
 from .context import WorkflowMetadata
 from .history import Event, History, Op
 
@@ -66,6 +67,8 @@ class Execution:
         """(status, earliest wake time, waits) when the run suspends."""
         self.marked = False
         """Whether the run is indexed as due now (recoverable by a tick if this process dies)."""
+        self.trace: Trace = getattr(options, "telemetry", NOOP).trace(self)
+        """This execution's spans and metrics (`_telemetry`; a no-op unless observability is on)."""
 
     @property
     def metadata(self) -> WorkflowMetadata:
@@ -106,6 +109,7 @@ class Execution:
         """Stage one event (durable at the next flush) and fold it into the history."""
         event = self.session.stage({"type": event_type, "seq": 0, "at": iso(self.clock()), **fields})
         self.history.add(event)
+        self.trace.recorded(event)
         return event
 
     def flush(self, terminal: bool = False) -> None:
