@@ -226,6 +226,22 @@ class FileStore(Store):
             data = handle.read()
         return [line + b"\n" for line in data[: data.rfind(b"\n")].split(b"\n")]
 
+    def journal_stats(self, since: datetime | None) -> dict[str, Any]:
+        """`Store.journal_stats` from the raw lines of each journal (no JSON parsed but names)."""
+        from .stats import scan
+
+        tallies: dict[str, Any] = {}
+        for run_id in self.run_ids():
+            try:
+                path = self._journal_path(run_id)
+                self._check_journal(path)
+                with open(path, "rb") as handle:
+                    data = handle.read()
+            except (DurableError, OSError):
+                continue
+            scan(data[: data.rfind(b"\n") + 1].splitlines(), since, tallies)
+        return tallies
+
     def run_ids(self) -> list[str]:
         try:
             names = os.listdir(os.path.join(self.root, "runs"))
