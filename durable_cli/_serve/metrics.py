@@ -79,11 +79,11 @@ def _metric(metric: Any) -> list[str]:
 
 def _scrape(store: Any, metrics: Any) -> str:
     from .._inspection import list_runs
+    from .._status import LISTED_STATUSES
     from .._timeparse import utcnow
-    from .runs import STATUSES
 
     telemetry, reader = metrics
-    counts = dict.fromkeys(STATUSES, 0)
+    counts = dict.fromkeys(LISTED_STATUSES, 0)
     for row in list_runs(store):
         counts[row["status"]] = counts.get(row["status"], 0) + 1
     for status, count in counts.items():

@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager
 from typing import Any, BinaryIO, Iterator
 
 from .. import _faults as faults, _journal as journal
-from ..errors import JournalDamaged, RunNotFound, StoreError
+from ..errors import DurableError, JournalDamaged, RunNotFound, StoreError
 from .base import Event, RunSession, Store, check_run_id, empty_journal
 from .files_due import FileDueIndex
 from .files_inbox import FileInbox
