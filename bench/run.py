@@ -168,6 +168,21 @@ class Bench:
             durable_cli.start(workloads.steps, n, dir=root)
         return {"by": "os.fsync/os.fdatasync wrapped in-process", **{k: v / n for k, v in calls.items()}}
 
+    def otel_overhead(self) -> None:
+        """Step overhead with OpenTelemetry on (SDK providers, spans batched and dropped) against off,
+        both measured in one child process (otel_overhead.py); needs the otel extra."""
+        try:
+            import opentelemetry.sdk  # noqa: F401
+        except ImportError:
+            print("  step overhead with OpenTelemetry on: skipped (pip install 'durable-cli[otel]')", file=sys.stderr)
+            return
+        _, _, out = run_child([PYTHON, os.path.join(BENCH, "otel_overhead.py"), "1000", str(self.n(5, 2))],
+                              self.fresh("otel"), self.env)
+        figures = json.loads(out.strip().splitlines()[-1])
+        self.facts["otel_extra_per_step_s"] = figures["extra_s"]
+        self.row("step overhead, OpenTelemetry on vs off (1,000 steps)", figures["on_s"], figures["off_s"],
+                 "telemetry off", 1.5, per="per step")
+
     def empty_workflow(self) -> None:
         root = self.fresh("empty")
         durable_cli.start(workloads.empty, dir=root)
@@ -385,6 +400,7 @@ def main() -> None:
             return
         bench.check_clones()
         bench.figure(bench.step_overhead)
+        bench.figure(bench.otel_overhead)
         bench.figure(bench.empty_workflow)
         if not opts.skip_dbos:
             bench.figure(lambda: bench.vs_dbos(ensure_dbos(opts.dbos_python)))

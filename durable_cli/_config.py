@@ -28,7 +28,7 @@ FILENAME = "durable.yaml"
 CATCH_UP = ("latest", "all", "none")
 _TOP_KEYS = (
     "dir", "store", "import_paths", "defaults", "schedules",
-    "public_url", "max_recoveries", "payload_limit", "retention",
+    "public_url", "max_recoveries", "payload_limit", "retention", "otel",
 )
 _RETENTION_KEYS = ("completed", "failed", "cancelled", "continued")
 _DEFAULT_KEYS = ("max_retries", "retry_delay", "timeout")
@@ -66,6 +66,8 @@ class Config:
     payload_limit: int | None = None
     retention: dict[str, float] = field(default_factory=dict)
     """Finished status -> seconds a run of it is kept after it ended (`tick` prunes the older)."""
+    otel: bool | None = None
+    """Traces and metrics on (True) or off (False); None: the OTEL_* environment decides."""
 
 
 _found: dict[tuple[str, str | None], Config | None] = {}
@@ -116,12 +118,13 @@ def options_from(config: Config | None) -> Options:
     from ._engine.run import Options
     from ._payloads import DEFAULT_LIMIT
     from ._store.fsutil import SHARED_ENV
+    from ._telemetry import telemetry_for
 
     url = (os.environ.get("DURABLE_PUBLIC_URL") or (config.public_url if config else None)
            or Options.public_url)
     shared = os.environ.get(SHARED_ENV)
     if config is None:
-        return Options(public_url=url.rstrip("/"), allow_shared=shared)
+        return Options(public_url=url.rstrip("/"), allow_shared=shared, telemetry=telemetry_for(None))
     return Options(
         defaults=dict(config.defaults),
         max_recoveries=config.max_recoveries if config.max_recoveries is not None else 3,
@@ -129,6 +132,7 @@ def options_from(config: Config | None) -> Options:
         import_paths=list(config.import_paths),
         public_url=url.rstrip("/"),
         allow_shared=shared,
+        telemetry=telemetry_for(config.otel),
     )
 
 
@@ -198,6 +202,7 @@ def _load(shown: str, chosen_by: str = "") -> Config:
         max_recoveries=_integer(shown, "max_recoveries", data.get("max_recoveries"), 0),
         payload_limit=_integer(shown, "payload_limit", data.get("payload_limit"), 1),
         retention=_retention(shown, data.get("retention")),
+        otel=_flag(shown, "otel", data.get("otel")),
     )
 
 
@@ -256,6 +261,13 @@ def _integer(shown: str, key: str, value: Any, minimum: int) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{shown}: {key} must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+def _flag(shown: str, key: str, value: Any) -> bool | None:
+    """A true/false setting, or None when absent."""
+    if value is None or isinstance(value, bool):
+        return value
+    raise ConfigError(f"{shown}: {key} must be true or false, got {value!r}")
 
 
 def _url(shown: str, value: Any) -> str | None:

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from ._engine.run import Options
 
 Clock = Callable[[], datetime]
+Log = Callable[..., None]
+"""`log(level, event, message, run_id=..., workflow=...)`: one structured log record (--log-format json)."""
 
 
 class TickSummary:
@@ -33,6 +35,7 @@ class TickSummary:
         self.completed = self.failed = self.suspended = 0
         self.errors: list[dict[str, str]] = []
         self.problems: dict[str, str] = {}  # recorded before this pass (cleared when driven)
+        self.log: Log | None = None  # each run's outcome and error as a structured record
 
     def add(self, other: TickSummary) -> None:
         """Sum another pass into this one (`tick --loop`)."""
@@ -77,6 +80,8 @@ def _report(store: Store, summary: TickSummary, run_id: str, exc: BaseException)
     `ls` and `inspect` (if even that fails, the summary still says it)."""
     reason = problem(exc)
     summary.errors.append({"run_id": run_id, "error": reason})
+    if summary.log is not None:
+        summary.log("error", "run_error", f"run {run_id}: {reason}", run_id=run_id)
     try:
         store.note_problem(run_id, reason)
     except Exception:
@@ -103,6 +108,8 @@ def _drive(store: Store, run_id: str, clock: Clock, summary: TickSummary, option
         store.clear_problem(run_id)
     if not run.executed:
         return
+    if summary.log is not None:
+        _log_outcome(summary.log, run)
     summary.resumed += 1
     if run.status == "completed":
         summary.completed += 1
@@ -110,6 +117,18 @@ def _drive(store: Store, run_id: str, clock: Clock, summary: TickSummary, option
         summary.failed += 1
     else:
         summary.suspended += 1
+
+
+def _log_outcome(log: Log, run: Any) -> None:
+    """A structured record of how a drive left the run: completed, failed, cancelled or suspended."""
+    ended = run.status in ("completed", "failed", "cancelled")
+    message = f"run {run.run_id} {run.status}"
+    if run.status == "failed" and run.error:
+        message += f": {run.error.get('type')}: {run.error.get('message')}"
+    elif run.wake_at:
+        message += f" until {run.wake_at}"
+    log("warning" if run.status == "failed" else "info", f"run_{run.status}" if ended else "run_suspended",
+        message, run_id=run.run_id, workflow=run.workflow)
 
 
 def _deliver_inbox(store: Store, clock: Clock, summary: TickSummary, options: Callable[[], Options],
@@ -138,7 +157,7 @@ def _deliver_inbox(store: Store, clock: Clock, summary: TickSummary, options: Ca
 def tick_once(store: Store, clock: Clock, options: Callable[[], Options], config: Config | None = None,
               show: Callable[[list[tuple[datetime, str]]], Iterable[tuple[datetime, str]]] | None = None,
               stop: Callable[[], bool] | None = None, workers: int = 1,
-              reopen: Callable[[], Store] | None = None) -> TickSummary:
+              reopen: Callable[[], Store] | None = None, log: Log | None = None) -> TickSummary:
     """One pass over due work in `store` at the time `clock` gives.
 
     `config` and `options` come from the entry point (loaded once there); `options` is called the
@@ -146,8 +165,10 @@ def tick_once(store: Store, clock: Clock, options: Callable[[], Options], config
     run: once it says so, the pass ends after the run in hand. With `workers` > 1, due runs are
     shared with forked processes, each on its own `reopen()` store.
     """
+    began = time.perf_counter()
     summary = TickSummary()
     summary.problems = store.problems()
+    summary.log = log
     cache: list[Options] = []
 
     def lazy_options() -> Options:
@@ -166,7 +187,7 @@ def tick_once(store: Store, clock: Clock, options: Callable[[], Options], config
     if share > 1:
         assert reopen is not None
         lazy_options()  # once, before forking: the workers inherit it
-        children = [_fork_worker(due[k::share], reopen, clock, lazy_options, stop, summary.problems)
+        children = [_fork_worker(due[k::share], reopen, clock, lazy_options, stop, summary.problems, log)
                     for k in range(1, share)]
     for index, (due_at, run_id) in enumerate(show(due) if show is not None else due):
         if index % share:
@@ -183,12 +204,32 @@ def tick_once(store: Store, clock: Clock, options: Callable[[], Options], config
             summary.pruned += len(apply_retention(store, config.retention, clock()))
         except Exception as exc:
             summary.errors.append({"run_id": "", "error": f"retention: {problem(exc)}"})
+    telemetry = _telemetry(cache, config)
+    if telemetry is not None:
+        telemetry.tick_ended(time.perf_counter() - began, len(due))
     return summary
+
+
+def _telemetry(options: list[Any], config: Any) -> Any:
+    """The tick's telemetry: that of its drive options, else the one durable.yaml or OTEL_* ask for;
+    None when neither asks and this process never set telemetry up (an idle `durable tick` then
+    imports nothing more)."""
+    import os
+
+    if options:
+        return options[0].telemetry
+    flag = getattr(config, "otel", None)
+    if flag is None and f"{__package__}._telemetry" not in sys.modules and not any(
+            name.startswith("OTEL_") for name in os.environ):
+        return None
+    from ._telemetry import telemetry_for
+
+    return telemetry_for(flag)
 
 
 def _fork_worker(due: list[tuple[datetime, str]], reopen: Callable[[], Store], clock: Clock,
                  options: Callable[[], Options], stop: Callable[[], bool] | None,
-                 problems: dict[str, str]) -> tuple[int, int]:
+                 problems: dict[str, str], log: Log | None = None) -> tuple[int, int]:
     """Drive a share of the due runs in a forked process (its own store connection); (pid, pipe)."""
     import json
     import os
@@ -201,6 +242,7 @@ def _fork_worker(due: list[tuple[datetime, str]], reopen: Callable[[], Store], c
     os.close(read)
     summary = TickSummary()
     summary.problems = problems
+    summary.log = log
     try:
         store = reopen()
         try:
@@ -213,6 +255,9 @@ def _fork_worker(due: list[tuple[datetime, str]], reopen: Callable[[], Store], c
     except Exception as exc:
         summary.errors.append({"run_id": "", "error": f"tick worker: {exc}"})
     finally:
+        from ._telemetry import flush
+
+        flush()  # os._exit skips the exporters' own flush at exit
         with os.fdopen(write, "w") as out:
             out.write(json.dumps(summary.to_json()))
         os._exit(0)

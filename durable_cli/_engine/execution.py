@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn
 from ..errors import EngineError, NonDeterminismError, StorageFailure, StoreError, Suspend
 from .._store.base import RunSession, Store
 from .._timeparse import iso, parse_instant
+from .._telemetry import NOOP, Trace
 from .context import WorkflowMetadata
 from .history import Event, History, Op
 
@@ -70,6 +71,8 @@ class Execution:
         """The arguments of `continue_as_new`, once the workflow asked for it."""
         self.successor: tuple[str, datetime] | None = None
         """The run this one continued as, and when it was made due."""
+        self.trace: Trace = getattr(options, "telemetry", NOOP).trace(self)
+        """This execution's spans and metrics (`_telemetry`; a no-op unless observability is on)."""
 
     @property
     def metadata(self) -> WorkflowMetadata:
@@ -119,6 +122,7 @@ class Execution:
         """Stage one event (durable at the next flush) and fold it into the history."""
         event = self.session.stage({"type": event_type, "seq": 0, "at": iso(self.clock()), **fields})
         self.history.add(event)
+        self.trace.recorded(event)
         return event
 
     def flush(self, terminal: bool = False) -> None:

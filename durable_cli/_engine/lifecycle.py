@@ -60,7 +60,7 @@ def create_run(store: Store, definition: WorkflowDef, args: tuple[Any, ...], kwa
     definition.check_call(args, kwargs)
     now = clock()
     run_id = check_run_id(run_id) if run_id is not None else new_run_id(now)
-    fields = start_fields(definition, run_id, args, kwargs, extra)
+    fields = start_fields(definition, run_id, args, kwargs, {**options.telemetry.caller_link(), **(extra or {})})
     session = store.create_run(run_id)
     if session is None:
         if not existing_ok:
@@ -116,7 +116,17 @@ def execute(
     `start` holds the fields of `run_started` for a run being created by this call.
     """
     ex = Execution(store, session, clock, definition, options, create_run)
-    history = ex.history
+    try:
+        _execute(ex, due_at, start, retry)
+    except BaseException as exc:
+        ex.trace.end(exc)
+        raise
+    ex.trace.end()
+    return ex
+
+
+def _execute(ex: Execution, due_at: datetime | None, start: dict[str, Any] | None, retry: bool) -> None:
+    store, clock, options, history = ex.store, ex.clock, ex.options, ex.history
     ex.marked = due_at is not None and due_at <= clock()
     if start is not None:
         ex.record("run_started", **start)
@@ -127,7 +137,7 @@ def execute(
         if due_at is not None:
             notify_parent(ex)  # a crash may have come between its outcome and the parent's message
             store.set_due(ex.run_id, None)  # a stale entry: drop it so no tick sees it again
-        return ex
+        return
     elif history.status == "running" and start is None:
         crashes = history.crashes + 1
         ex.record("run_recovered", crashes=crashes)
@@ -165,7 +175,6 @@ def execute(
         pass
     if ex.storage_failure is not None:
         raise ex.storage_failure.error
-    return ex
 
 
 def _end(ex: Execution, result: Any, completed: bool) -> None:

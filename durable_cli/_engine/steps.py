@@ -242,7 +242,8 @@ def call_sync(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs: dict[
             block(ex, wait)
         token = _start_attempt(ex, sdef, pos, attempt, digest)
         try:
-            result = _call_sync(sdef, args, kwargs, _timeout(ex, sdef))
+            with ex.trace.step(pos):
+                result = _call_sync(sdef, args, kwargs, _timeout(ex, sdef))
         except _Overran as overran:
             _overran(ex, sdef, pos, attempt, overran.thread)
         except Exception as exc:
@@ -273,7 +274,7 @@ async def call_async(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs
                     await ex.pause_async(pause)
         token = _start_attempt(ex, sdef, pos, attempt, digest)
         try:
-            with busy():
+            with busy(), ex.trace.step(pos):
                 result = await _await_step(sdef, args, kwargs, _timeout(ex, sdef), attempt)
         except Exception as exc:
             _fail(ex, sdef, pos, attempt, exc)

@@ -6,6 +6,7 @@
 | `GET /`, `GET /runs/<id>` | the dashboard: authorised (else a redirect to `/login`) |
 | `GET/POST /login` | anyone (POST: same-origin only) |
 | `GET /api/runs`, `GET /api/runs/<id>`, `GET /api/runs/<id>/events`, `GET /api/session` | authorised |
+| `GET /metrics` (`--metrics`) | authorised, as the API (a bearer token beyond loopback) |
 | `POST /api/runs/<id>/cancel`, `POST /api/resume/<token>` | authorised, not cross-site, CSRF token from browsers |
 """
 
@@ -42,7 +43,7 @@ def _allowed(request: Request) -> Response | None:
         return error(400, f"unknown host {request.headers.get('host', '')!r}; use 127.0.0.1 or localhost")
     if guard.authorised(request):
         return None
-    if request.url.path.startswith("/api/"):
+    if request.url.path.startswith("/api/") or request.url.path == "/metrics":
         return error(401, "authorization required: send Authorization: Bearer <token>",
                      {"www-authenticate": "Bearer"})
     return RedirectResponse("/login", 303)
@@ -99,9 +100,14 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
 
 
-def create_app(store: Any, guard: Guard, limit: int) -> Starlette:
-    """The `durable serve` application over an open store."""
-    app = Starlette(routes=[
+def create_app(store: Any, guard: Guard, limit: int, metrics: Any = None) -> Starlette:
+    """The `durable serve` application over an open store (`metrics`: serve /metrics from it)."""
+    extra = []
+    if metrics is not None:
+        from .metrics import metrics_endpoint
+
+        extra.append(Route("/metrics", authorised(metrics_endpoint)))
+    app = Starlette(routes=[*extra,
         Route("/hooks/{token:path}", hooks.webhook, methods=["POST"]),
         Route("/api/resume/{token:path}", write(hooks.resume), methods=["POST"]),
         Route("/api/runs", authorised(runs.runs)),
@@ -118,5 +124,6 @@ def create_app(store: Any, guard: Guard, limit: int) -> Starlette:
     app.state.store = store
     app.state.guard = guard
     app.state.limit = limit
+    app.state.metrics = metrics
     app.add_middleware(SecurityHeaders)
     return app

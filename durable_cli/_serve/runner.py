@@ -49,10 +49,11 @@ class TickLoop:
     with the options and config the CLI loaded; `show` makes outside text safe for stderr."""
 
     def __init__(self, open_store: Callable[[], Any], interval: float, options: Any, config: Any,
-                 show: Callable[[object], str]) -> None:
+                 show: Callable[[object], str], log: Any = None) -> None:
         self._open_store = open_store
         self._interval = interval
         self._options, self._config, self._show = options, config, show
+        self._log = log
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="durable-tick", daemon=True)
 
@@ -73,11 +74,14 @@ class TickLoop:
         try:
             while not self._stop.is_set():
                 try:
-                    summary = tick_once(store, utcnow, lambda: self._options, config=self._config)
-                    for failure in summary.errors:
+                    summary = tick_once(store, utcnow, lambda: self._options, config=self._config, log=self._log)
+                    for failure in summary.errors if self._log is None else ():  # else logged as they came
                         print(f"tick: run {failure['run_id']}: {safe(failure['error'])}", file=sys.stderr, flush=True)
                 except Exception as exc:  # a failed pass is reported; the next one tries again
-                    print(f"tick failed: {safe(exc)}", file=sys.stderr, flush=True)
+                    if self._log is not None:
+                        self._log("error", "tick_failed", f"tick failed: {exc}")
+                    else:
+                        print(f"tick failed: {safe(exc)}", file=sys.stderr, flush=True)
                 if must_exit():  # a hung step's code must stop with this process
                     os.kill(os.getpid(), signal.SIGTERM)
                     return
@@ -89,10 +93,12 @@ class TickLoop:
 def serve(open_store: Callable[[], Any], host: str, port: int, token: str | None, public_url: str,
           limit: int, tick_interval: float | None, header_timeout: float = 10.0,
           max_connections: int = 1000, *, options: Any = None, config: Any = None,
-          show: Callable[[object], str] = str) -> None:
+          show: Callable[[object], str] = str, metrics: Any = None, log: Any = None) -> None:
     """Serve until SIGTERM or SIGINT, then stop cleanly (the tick loop finishes its pass).
 
     Slow clients are cut off and connections capped below the open-files limit (slowclients.py).
+    `metrics` (serve --metrics) collects what /metrics shows; `log` (--log-format json) takes the
+    server's own records, and uvicorn's go through the process's logging instead of its own.
     """
     import uvicorn
 
@@ -101,15 +107,20 @@ def serve(open_store: Callable[[], Any], host: str, port: int, token: str | None
     sock = bind(host, port)
     store = open_store()
     limits = limits_for(header_timeout, max_connections, limit)
-    app = SlowBodies(create_app(store, Guard(token, host, public_url), limit), limits)
+    app = SlowBodies(create_app(store, Guard(token, host, public_url), limit, metrics), limits)
+    extra: dict[str, Any] = {} if log is None else {"log_config": None}
     server = uvicorn.Server(uvicorn.Config(app, http=protocol_class(limits), backlog=limits.backlog,
-                                          log_level="warning", timeout_graceful_shutdown=5))
+                                          log_level="warning", timeout_graceful_shutdown=5, **extra))
     shown = f"[{host.strip('[]')}]" if ":" in host else host
-    print(f"durable serve: listening on http://{shown}:{sock.getsockname()[1]}/", flush=True)
+    listening = f"durable serve: listening on http://{shown}:{sock.getsockname()[1]}/"
+    if log is not None:
+        log("info", "serve_listening", listening)
+    else:
+        print(listening, flush=True)
     # uvicorn re-raises the signal that stopped it once it is done: let that end us with 0.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: None)
-    ticker = None if tick_interval is None else TickLoop(open_store, tick_interval, options, config, show)
+    ticker = None if tick_interval is None else TickLoop(open_store, tick_interval, options, config, show, log)
     if ticker is not None:
         ticker.start()
     try:

@@ -12,10 +12,13 @@ from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .._status import ended
 from ..errors import DurableError, JournalEmpty, RunNotFound
+
+if TYPE_CHECKING:
+    from .stats import Tally
 
 Event = dict[str, Any]
 
@@ -327,6 +330,21 @@ class Store(ABC):
     @abstractmethod
     def save_schedule_state(self, name: str, state: dict[str, Any]) -> None:
         """Durably replace the named schedule's state (a JSON object)."""
+
+    # figures for `durable stats`
+    def journal_stats(self, since: datetime | None) -> dict[str, Tally]:
+        """Per workflow name: runs per status, step attempts, failures and durations, queue waits
+        (the rules are in stats.py). This reads every journal's lines; stores compute it closer to
+        the data. A journal that cannot be read is left out (`ls` and `inspect` report it)."""
+        from .stats import scan
+
+        tallies: dict[str, Tally] = {}
+        for run_id in self.run_ids():
+            try:
+                scan(self.export_lines(run_id), since, tallies)
+            except (DurableError, OSError):
+                continue
+        return tallies
 
     def close(self) -> None:
         """Release connections or handles the store keeps."""

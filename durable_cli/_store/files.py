@@ -21,7 +21,7 @@ from contextlib import AbstractContextManager
 from typing import Any, BinaryIO, Iterator
 
 from .. import _faults as faults, _journal as journal
-from ..errors import JournalDamaged, RunNotFound, StoreError
+from ..errors import DurableError, JournalDamaged, RunNotFound, StoreError
 from .base import Event, RunQuery, RunSession, Store, check_run_id, empty_journal
 from .files_due import FileDueIndex
 from .files_inbox import FileInbox
@@ -228,6 +228,22 @@ class FileStore(Store):
         with open(self._journal_path(run_id), "rb") as handle:
             data = handle.read()
         return [line + b"\n" for line in data[: data.rfind(b"\n")].split(b"\n")]
+
+    def journal_stats(self, since: datetime | None) -> dict[str, Any]:
+        """`Store.journal_stats` from the raw lines of each journal (no JSON parsed but names)."""
+        from .stats import scan
+
+        tallies: dict[str, Any] = {}
+        for run_id in self.run_ids():
+            try:
+                path = self._journal_path(run_id)
+                self._check_journal(path)
+                with open(path, "rb") as handle:
+                    data = handle.read()
+            except (DurableError, OSError):
+                continue
+            scan(data[: data.rfind(b"\n") + 1].splitlines(), since, tallies)
+        return tallies
 
     def run_ids(self) -> list[str]:
         try:

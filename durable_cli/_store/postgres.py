@@ -191,6 +191,12 @@ class PostgresStore(Store):
         journal.check_version(first, f"{self.location} run {run_id}")
         return first, last
 
+    def journal_stats(self, since: datetime | None) -> dict[str, Any]:
+        """`Store.journal_stats` computed in SQL (pg_stats.py)."""
+        from .pg_stats import journal_stats
+
+        return journal_stats(self._db, since)
+
     def delete_run(self, run_id: str) -> None:
         faults.point("run.delete")
         self._db.write(_DELETE, {"run_id": check_run_id(run_id)})

@@ -55,7 +55,7 @@ _COMMANDS = {
     "run": "_runs", "resume": "_runs", "cancel": "_runs", "retry": "_runs",
     "inspect": "_views", "ls": "_views", "tail": "_views",
     "tick": "_operate", "schedules": "_operate", "prune": "_operate", "export": "_operate",
-    "migrate": "_operate", "serve": "_serving",
+    "migrate": "_operate", "serve": "_serving", "stats": "_stats",
     "events": "_repair", "fork": "_repair", "wake": "_repair",
 }
 
@@ -184,6 +184,9 @@ def _emit(as_json: bool, document: Any, text: Callable[[], None]) -> None:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+log_format_option = click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+    help="json: log one JSON object a line on stderr (time, level, run_id, workflow, event, message).")
 
 
 def workflow_output(as_json: bool) -> Any:

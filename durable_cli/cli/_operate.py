@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 
-from . import Settings, _emit, json_option, main, workflow_output
+from . import Settings, _emit, json_option, log_format_option, main, workflow_output
 
 
 @main.command()
@@ -16,10 +16,11 @@ from . import Settings, _emit, json_option, main, workflow_output
 @click.option("--interval", default="10s", show_default=True, help="Pause between passes with --loop.")
 @click.option("--workers", default=4, show_default=True, type=click.IntRange(1, 64),
               help="Processes that share the due runs of a pass (fsyncs overlap); 1 disables.")
+@log_format_option
 @json_option
 @click.pass_obj
 def tick(settings: Settings, now_text: str | None, loop: bool, interval: str, workers: int,
-         as_json: bool) -> None:
+         log_format: str, as_json: bool) -> None:
     """Deliver inbox payloads, fire schedules, resume due runs and recover crashed ones.
 
     Exits 1 when a run could not be driven (each such run is named, on stderr and under `errors`
@@ -29,8 +30,19 @@ def tick(settings: Settings, now_text: str | None, loop: bool, interval: str, wo
 
     from ._tickloop import run_ticks
 
+    log = None
+    if log_format == "json":
+        from ._logformat import json_logging
+
+        log = json_logging()
     with workflow_output(as_json):
-        summary = run_ticks(settings, now_text, loop, interval, quiet=as_json, workers=workers)
+        summary = run_ticks(settings, now_text, loop, interval, quiet=as_json or log is not None,
+                            workers=workers, log=log)
+    if log is not None:  # nothing but JSON lines: the errors were logged as they came
+        log("error" if summary["errors"] else "info", "tick", _tick_line(summary))
+        if as_json:
+            _emit(as_json, summary, lambda: None)
+        sys.exit(1 if summary["errors"] else 0)
     _emit(as_json, summary, lambda: click.echo(_tick_line(summary)))
     from ._render import safe
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from . import Failure, RunFailure, Settings, main
+from . import Failure, RunFailure, Settings, log_format_option, main
 
 INSTALL_HINT = "pip install 'durable-cli[serve]'"
 
@@ -20,9 +20,12 @@ INSTALL_HINT = "pip install 'durable-cli[serve]'"
               help="A client must send its request headers within this time, else 408.")
 @click.option("--max-connections", default=1000, show_default=True, type=click.IntRange(1),
               help="Open connections at most (lowered to fit the open-files limit); beyond, 503.")
+@click.option("--metrics", "with_metrics", is_flag=True,
+              help="Serve /metrics in Prometheus text format (needs the otel extra), authorised as /api/.")
+@log_format_option
 @click.pass_obj
 def serve(settings: Settings, host: str, port: int, auth_token: str | None, with_tick: bool, tick_interval: str,
-          header_timeout: str, max_connections: int) -> None:
+          header_timeout: str, max_connections: int, with_metrics: bool, log_format: str) -> None:
     """Serve webhooks (/hooks/TOKEN), the JSON API (/api/) and the dashboard (/) until SIGTERM."""
     try:
         import starlette  # noqa: F401
@@ -40,9 +43,24 @@ def serve(settings: Settings, host: str, port: int, auth_token: str | None, with
     headers_within = parse_duration(header_timeout)
     if headers_within <= 0:
         raise Failure(f"--header-timeout must be more than 0, not {header_timeout!r}")
+    metrics = None
+    if with_metrics:
+        from .._telemetry import INSTALL_HINT as OTEL_HINT, serving_metrics
+
+        try:  # before settings.options: the tick loop's drives then report to this telemetry
+            config = settings.config
+            metrics = serving_metrics(config.otel if config is not None else None)
+        except ImportError:
+            raise Failure(f"durable serve --metrics needs OpenTelemetry: {OTEL_HINT}") from None
+    log = None
+    if log_format == "json":
+        from ._logformat import json_logging
+
+        log = json_logging()
     try:
         options = settings.options
         run_server(settings.open, host, port, token, options.public_url, options.payload_limit, interval,
-                   headers_within, max_connections, options=options, config=settings.config, show=safe)
+                   headers_within, max_connections, options=options, config=settings.config, show=safe,
+                   metrics=metrics, log=log)
     except BindError as exc:
         raise RunFailure(str(exc)) from None

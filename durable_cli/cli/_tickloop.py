@@ -48,8 +48,16 @@ def _idle(store: Any, pause: float, stop: Any) -> bool:
     return True
 
 
+def _log_pass(log: Any, counts: dict[str, Any]) -> None:
+    """One `tick_pass` record for a pass of `--loop` that did something (idle passes stay quiet)."""
+    done = [f"{value} {name}" for name, value in counts.items() if name != "errors" and value]
+    if done or counts["errors"]:
+        log("error" if counts["errors"] else "info", "tick_pass",
+            "tick pass: " + ", ".join(done + [f"{len(counts['errors'])} errored"] * bool(counts["errors"])))
+
+
 def run_ticks(settings: Any, now_text: str | None, loop: bool, interval: str, quiet: bool,
-              workers: int = 1) -> dict[str, Any]:
+              workers: int = 1, log: Any = None) -> dict[str, Any]:
     """Tick once, or until a stop signal; returns the (summed) summary as JSON-ready data."""
     from .._tick import TickSummary, clock_from, tick_once
 
@@ -63,8 +71,10 @@ def run_ticks(settings: Any, now_text: str | None, loop: bool, interval: str, qu
             summary = tick_once(store, clock_from(now), lambda: settings.options, config=settings.config,
                                 show=None if quiet else _progress,
                                 stop=None if stop is None else stop.is_set,
-                                workers=workers, reopen=settings.open)
+                                workers=workers, reopen=settings.open, log=log)
             total.add(summary)
+            if log is not None and loop:
+                _log_pass(log, summary.to_json())
             if stop is None or must_exit() or _idle(store, pause, stop):
                 break
     finally:

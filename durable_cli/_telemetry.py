@@ -1,0 +1,133 @@
+"""Observability hooks: the one place the engine and the tick report to OpenTelemetry.
+
+The engine calls a `Telemetry` object (in `Options`) and the `Trace` it makes for each execution
+of a run; by default both are no-ops, and nothing of OpenTelemetry is imported. Observability is
+on with `otel: true` in durable.yaml, or, unless durable.yaml says `otel: false`, when the standard
+OpenTelemetry environment names an exporter (`OTEL_TRACES_EXPORTER`, `OTEL_METRICS_EXPORTER` or an
+`OTEL_EXPORTER_OTLP_*ENDPOINT`; `OTEL_SDK_DISABLED=true` keeps it off). Then `_otel.py` (the `otel`
+extra) implements the same methods over the OpenTelemetry API. The hooks are few:
+
+- `Execution.record` hands every journaled event to `Trace.recorded`: the trace and the metrics
+  are read off the journal as it is written (a step attempt is `step_started` to its outcome).
+- `Trace.step(pos)` makes an attempt's span current while the step's code runs, so spans the
+  step makes itself nest under it.
+- the drive ends each execution's span (`Trace.end`); a tick reports its duration and due runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, Mapping, Protocol
+
+INSTALL_HINT = "pip install 'durable-cli[otel]'"
+_EXPORTER_VARIABLES = (
+    "OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+)
+
+
+class Execution(Protocol):
+    """What a trace reads of the engine's execution (a leaf module imports nothing of the engine)."""
+
+    run_id: str
+    history: Any
+
+
+class Trace:
+    """The telemetry of one execution of a run (this one does nothing)."""
+
+    def recorded(self, event: Mapping[str, Any]) -> None:
+        """An event was journaled (staged) by the execution."""
+
+    def step(self, pos: int) -> AbstractContextManager[Any]:
+        """The attempt at `pos` is current while its code runs."""
+        return nullcontext()
+
+    def end(self, error: BaseException | None = None) -> None:
+        """The execution is over (`error`: what stopped it, if it was not the workflow's doing)."""
+
+
+NO_TRACE = Trace()
+
+
+class Telemetry:
+    """Where the engine and the tick report (this one does nothing; see `_otel.OtelTelemetry`)."""
+
+    enabled = False
+
+    def trace(self, ex: Execution) -> Trace:
+        """The trace of one execution of `ex`'s run."""
+        return NO_TRACE
+
+    def caller_link(self) -> dict[str, str]:
+        """Fields for a new run's `run_started`: the caller's active span (`traceparent`), if any."""
+        return {}
+
+    def tick_ended(self, seconds: float, due: int) -> None:
+        """A tick pass took `seconds` and found `due` runs due."""
+
+    def flush(self) -> None:
+        """Export what is buffered (a process about to `os._exit`)."""
+
+
+NOOP = Telemetry()
+_enabled: Telemetry | None = None
+_serving_metrics = False  # `serve --metrics`: metrics on in this process whatever the environment
+
+
+def wanted(flag: bool | None, environ: Mapping[str, str]) -> bool:
+    """Whether observability is on: durable.yaml's `otel` decides, else the OTEL_* environment."""
+    if flag is not None:
+        return flag
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    return any(environ.get(name, "").strip().lower() not in ("", "none") for name in _EXPORTER_VARIABLES)
+
+
+def telemetry_for(flag: bool | None, environ: Mapping[str, str] | None = None) -> Telemetry:
+    """The process's telemetry: NOOP when off; when on, one `OtelTelemetry` for the process.
+
+    `flag` is durable.yaml's `otel` (None: not set). When only the environment asks for it and the
+    `otel` extra is missing, a warning says so once and telemetry stays off; `otel: true` without
+    the extra is an error (ConfigError), as any config mistake.
+    """
+    global _enabled
+    if not (_serving_metrics and flag is not False) and not wanted(flag, os.environ if environ is None else environ):
+        return NOOP
+    if _enabled is None:
+        try:
+            from ._otel import OtelTelemetry
+        except ImportError:
+            if flag:
+                from .errors import ConfigError
+
+                raise ConfigError(f"otel: true needs OpenTelemetry: {INSTALL_HINT}") from None
+            print(f"durable: OTEL_* is set but OpenTelemetry is not installed ({INSTALL_HINT}); "
+                  "telemetry is off", file=sys.stderr)
+            _enabled = NOOP
+            return NOOP
+        _enabled = OtelTelemetry()
+    return _enabled
+
+
+def serving_metrics(flag: bool | None = None) -> tuple[Telemetry, Any]:
+    """Telemetry for `durable serve --metrics`: on in this process, with the metric reader that
+    /metrics collects; its exporters too when durable.yaml's `otel` or OTEL_* ask. ImportError
+    without the `otel` extra."""
+    global _enabled, _serving_metrics
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from ._otel import OtelTelemetry
+
+    reader = InMemoryMetricReader()
+    _enabled = OtelTelemetry(reader, export=wanted(flag, os.environ))
+    _serving_metrics = True
+    return _enabled, reader
+
+
+def flush() -> None:
+    """Export what the process's telemetry buffers, if it is on (before `os._exit`)."""
+    if _enabled is not None:
+        _enabled.flush()
