@@ -43,6 +43,7 @@ def serve(settings: Settings, host: str, port: int, auth_token: str | None, with
     try:
         options = settings.options
         run_server(settings.open, host, port, token, options.public_url, options.payload_limit, interval,
-                   headers_within, max_connections, options=options, config=settings.config, show=safe)
+                   headers_within, max_connections, options=options, config=settings.config, show=safe,
+                   where=(settings.dir, settings.store))
     except BindError as exc:
         raise RunFailure(str(exc)) from None
