@@ -13,7 +13,8 @@ from starlette.testclient import TestClient
 
 from durable_cli import _client, step, workflow
 from durable_cli._client import create_run
-from durable_cli._engine.driver import Options, get_run
+from durable_cli._engine.lifecycle import get_run
+from durable_cli._engine.run import Options
 from durable_cli._serve.app import create_app
 from durable_cli._serve.auth import Guard
 from durable_cli._store.files import FileStore

@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 
 from durable_cli import define_hook, get_writable, sleep, step, workflow
 from durable_cli._client import create_run
-from durable_cli._engine.driver import Options
+from durable_cli._engine.run import Options
 from durable_cli._payloads import DEFAULT_LIMIT
 from durable_cli._serve.app import create_app
 from durable_cli._serve.auth import Guard

@@ -14,7 +14,8 @@ from starlette.testclient import TestClient
 
 from durable_cli import create_webhook, step, workflow
 from durable_cli._client import create_run
-from durable_cli._engine.driver import Options, get_run
+from durable_cli._engine.lifecycle import get_run
+from durable_cli._engine.run import Options
 from durable_cli._payloads import DEFAULT_LIMIT
 from durable_cli._serve.app import create_app
 from durable_cli._serve.auth import Guard
@@ -95,7 +96,7 @@ def webhook(store: Store, definition: Any, *args: Any) -> tuple[str, str]:
 
 
 def tick(store: Store) -> None:
-    assert tick_once(store, now, Options()).errors == []
+    assert tick_once(store, now, lambda: Options()).errors == []
 
 
 def test_a_get_with_a_query_reaches_the_workflow_and_other_methods_are_405(served: Any) -> None:
@@ -166,7 +167,7 @@ def ticking(store: Store, until: threading.Event) -> threading.Thread:
     """A tick loop in a thread: the worker that drives the runs while a request waits."""
     def loop() -> None:
         while not until.is_set():
-            tick_once(store, now, Options())
+            tick_once(store, now, lambda: Options())
             until.wait(0.05)
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
