@@ -212,25 +212,32 @@ async def first(*awaitables: Any) -> tuple[int, Any]:
 
 def create_webhook(token: str | None = None, respond_with: dict[str, Any] | None = None,
                    secret_env: str | None = None,
-                   timeout: str | float | timedelta | None = None) -> HookEvents:
-    """A hook fed by HTTP: `POST <public url>/hooks/<token>` through `durable serve`.
+                   timeout: str | float | timedelta | None = None, *,
+                   methods: list[str] | None = None, headers: list[str] | None = None,
+                   verify: str | None = None, respond: str | None = None,
+                   respond_timeout: str | float | timedelta = 30) -> HookEvents:
+    """A hook fed by HTTP: `<METHOD> <public url>/hooks/<token>` through `durable serve`.
 
-    Iterate it like a hook; each item is a dict with `method`, `headers` (a safe subset), `body`
-    (text) and `json` (parsed, or None). `.url` is journaled, so replays see the same URL (from
+    Iterate it like a hook; each item is a dict with `method`, `path`, `query` (a dict of lists),
+    `headers` (a safe subset, plus those named in `headers=`), `body` (text), `json` (parsed, or
+    None) and `delivery` (its id). `.url` is journaled, so replays see the same URL (from
     $DURABLE_PUBLIC_URL, else durable.yaml `public_url`, else http://127.0.0.1:8080). The token
-    is random (192 bits) unless given. `respond_with={"status": 200, "body": ..., "headers": {}}`
-    answers senders with that instead of 202; `secret_env` names an environment variable holding
-    an HMAC-SHA256 secret that senders must sign the raw body with (header X-Durable-Signature).
+    is random (192 bits) unless given. `methods=["GET"]` limits the methods (405 for others).
+    `respond_with={"status": 200, "body": ..., "headers": {}}` answers senders with that instead
+    of 202; `respond="manual"` holds each request open (up to `respond_timeout`, 504 after) until
+    the workflow calls `request.respond(status=, body=, headers=)`. `secret_env` names an
+    environment variable holding the secret senders sign with: X-Durable-Signature (HMAC-SHA256 of
+    the body), or `verify="stripe" | "github" | "slack" | "standard-webhooks"` for that provider's
+    scheme (see docs/serve.md).
     """
     from ._engine import hooks
-    from ._webhooks import webhook_fields
+    from ._webhooks import check_options, webhook_fields
 
-    if respond_with is not None and not isinstance(respond_with, dict):
-        raise TypeError("respond_with must be a dict with status, body and headers")
+    options = check_options(respond_with, secret_env, methods, headers, verify, respond, respond_timeout)
     ex = require_execution("create_webhook()")
     return hooks.create(
         ex, "webhook", token, timeout,
-        lambda tok: webhook_fields(tok, respond_with, secret_env, ex.options.public_url),
+        lambda tok: webhook_fields(tok, options, ex.options.public_url), wrap=_wrap_request,
     )
 
 
@@ -260,3 +267,34 @@ def continue_as_new(*args: Any, **kwargs: Any) -> NoReturn:
 
     chains.request(require_execution("continue_as_new()"), args, kwargs)
     raise AssertionError("unreachable")  # request() always unwinds the workflow
+
+
+class WebhookRequest(dict):  # type: ignore[type-arg]  # a plain JSON object to the journal and to steps
+    """One delivery as a workflow sees it: a dict (`method`, `path`, `query`, `headers`, `body`,
+    `json`, `delivery`) that can also answer its sender when the webhook is `respond="manual"`."""
+
+    def respond(self, status: int = 200, body: Any = None, headers: dict[str, str] | None = None) -> Any:
+        """Answer the HTTP request waiting for this delivery (the first answer counts).
+
+        Journaled either way: inside a step it appends to the run's `webhook.responses` stream;
+        called from the workflow it is a step of its own (`webhook.respond`), so a replay never
+        answers twice. Returns the answer as recorded; ValueError/TypeError for one HTTP cannot carry.
+        """
+        from ._webhooks import check_response
+
+        return _respond(check_response(self.get("delivery"), status, body, headers))
+
+
+def _wrap_request(payload: Any) -> Any:
+    """What a webhook's iteration hands the workflow for a delivered payload."""
+    return WebhookRequest(payload) if isinstance(payload, dict) else payload
+
+
+def _record_response(answer: dict[str, Any]) -> dict[str, Any]:
+    from ._webhooks import RESPONSES
+
+    get_writable(RESPONSES).write(answer)
+    return answer
+
+
+_respond = step(name="webhook.respond", max_retries=3, retry_delay="0.2s")(_record_response)

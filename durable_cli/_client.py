@@ -376,3 +376,57 @@ async def retry_async(run_id: str, dir: str | None = None, store: str | None = N
     import asyncio
 
     return await asyncio.to_thread(retry, run_id, dir, store)
+
+
+# What `durable serve` reads for webhooks and streams over an open store (it never drives runs).
+
+def webhook_of(store: Store, token: str) -> tuple[str, dict[str, Any]] | None:
+    """The run holding webhook `token` (finished or not: a retry of a delivered event is still
+    answered) and the webhook's journaled fields; None for an unknown or plain (`define_hook`) token."""
+    from ._engine.posting import _token_run
+    from .errors import UnknownToken
+
+    try:
+        found = _token_run(store, token)
+    except UnknownToken:
+        return None
+    if found is None:
+        return None
+    run_id, history = found
+    for op in history.ops.values():
+        created = op.events[0]
+        if op.kind == "hook" and created.get("token") == token and isinstance(created.get("webhook"), dict):
+            return run_id, created["webhook"]
+    for handed in history.start.get("hooks") or ():  # handed over by the run it continued
+        if handed.get("token") == token and isinstance(handed.get("webhook"), dict):
+            return run_id, handed["webhook"]
+    return None
+
+
+def webhook_response(store: Store, run_id: str, delivery: str) -> dict[str, Any] | None:
+    """The answer the workflow recorded for one delivery to a manual webhook, once it has."""
+    from ._webhooks import RESPONSES, first_response
+
+    return first_response(store.stream_read(check_run_id(run_id), RESPONSES, 0), delivery)
+
+
+def stream_since(store: Store, run_id: str, name: str, start: int) -> tuple[list[dict[str, Any]], bool]:
+    """A run's stream chunks from index `start`, and whether the run had finished before they were
+    read (then no chunk can follow them)."""
+    from ._inspection import status_of
+    from ._store.base import check_stream_name
+
+    run_id = check_run_id(run_id)
+    finished = status_of(store.run_summary(run_id)[1]) in FINISHED
+    return store.stream_read(run_id, check_stream_name(name), start), finished
+
+
+def run_streams(store: Store, run_id: str) -> dict[str, list[dict[str, Any]]]:
+    """Every output stream of a run with its chunks, by name."""
+    run_id = check_run_id(run_id)
+    return {name: store.stream_read(run_id, name, 0) for name in sorted(store.stream_names(run_id))}
+
+
+def journal_events(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """A run's journal events, oldest first (the dashboard's trace is drawn from them)."""
+    return store.read_events(check_run_id(run_id))

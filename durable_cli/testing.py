@@ -148,7 +148,7 @@ class DurableTestEnv:
         from ._engine.posting import deliver_payload, holder_of
         from .errors import DurableError, InvalidPayload, UnknownToken
         from ._payloads import parse_payload
-        from ._webhooks import SIGNATURE_HEADER, request_payload
+        from ._webhooks import SIGNATURE_HEADER, new_delivery_id, request_payload
 
         sent = dict(headers or {})
         if not isinstance(body, (bytes, str)):
@@ -173,7 +173,7 @@ class DurableTestEnv:
             sent[SIGNATURE_HEADER] = "sha256=" + hmac.new(secret, data, hashlib.sha256).hexdigest()
         if "json" in {k.lower(): v for k, v in sent.items()}.get("content-type", ""):
             parse_payload(data, self.options.payload_limit)
-        payload = request_payload(method, sent, data)
+        payload = request_payload(method, sent, data, delivery=new_delivery_id())
         return self._went_on(deliver_payload(self.store, token, payload, None, False, self.clock, self.options))
 
     def _went_on(self, delivery: Delivery) -> Run:

@@ -31,8 +31,9 @@ class HookEvents:
     """The payloads of one hook in one run: iterate it (`for`/`async for`) or call `next()`."""
 
     def __init__(self, ex: Execution, name: str, token: str, deadline: datetime | None,
-                 webhook: dict[str, Any] | None = None) -> None:
+                 webhook: dict[str, Any] | None = None, wrap: Callable[[Any], Any] | None = None) -> None:
         self._ex = ex
+        self._wrap = wrap
         self.name = name
         self.token = token
         self.deadline = deadline
@@ -50,7 +51,8 @@ class HookEvents:
     def take(self, payload_event: dict[str, Any]) -> Any:
         """Hand out the next delivered payload (the engine calls this)."""
         self.consumed += 1
-        return payload_event["payload"]
+        payload = payload_event["payload"]
+        return self._wrap(payload) if self._wrap is not None else payload
 
     def time_out(self, ended: bool) -> Any:
         """A wait that hit its deadline; `ended` when it was the hook's own (the engine calls this)."""
@@ -129,10 +131,12 @@ class HookEvents:
 
 
 def create(ex: Execution, name: str, token: str | None, timeout: object,
-           webhook: Callable[[str], dict[str, Any]] | None = None) -> HookEvents:
+           webhook: Callable[[str], dict[str, Any]] | None = None,
+           wrap: Callable[[Any], Any] | None = None) -> HookEvents:
     """Journal a hook at the next position and claim its token for this run.
 
-    `webhook` makes the hook's journaled `webhook` fields (its URL...) from the token.
+    `webhook` makes the hook's journaled `webhook` fields (its URL...) from the token; `wrap`
+    turns each payload into what the workflow is handed (a webhook's request object).
     """
     pos, op = ex.begin("hook", name)
     if op is not None:
@@ -140,7 +144,7 @@ def create(ex: Execution, name: str, token: str | None, timeout: object,
         deadline = parse_instant(created["until"]) if created.get("until") else None
         if ex.store.token_owner(created["token"]) is None:
             ex.store.claim_token(created["token"], ex.run_id)  # the token index is rebuilt from the journal
-        return HookEvents(ex, name, created["token"], deadline, created.get("webhook"))
+        return HookEvents(ex, name, created["token"], deadline, created.get("webhook"), wrap)
     token = check_token(token) if token is not None else secrets.token_urlsafe(24)
     owner = ex.store.claim_token(token, ex.run_id)
     if owner is not None and not _finished(ex, owner):
@@ -154,7 +158,7 @@ def create(ex: Execution, name: str, token: str | None, timeout: object,
     if webhook is not None:
         fields["webhook"] = webhook(token)
     ex.record("hook_created", pos=pos, name=name, token=token, **fields)
-    return HookEvents(ex, name, token, deadline, fields.get("webhook"))
+    return HookEvents(ex, name, token, deadline, fields.get("webhook"), wrap)
 
 
 def _finished(ex: Execution, run_id: str) -> bool:

@@ -2,12 +2,12 @@
 
 | route | who may call it |
 | --- | --- |
-| `POST /hooks/<token>` | anyone holding a live webhook's token (the token is the credential) |
+| `GET/POST/PUT/PATCH/DELETE /hooks/<token>` | anyone holding a live webhook's token (the token is the credential) |
 | `GET /`, `GET /runs/<id>` | the dashboard: authorised (else a redirect to `/login`) |
 | `GET/POST /login` | anyone (POST: same-origin only) |
-| `GET /api/runs`, `GET /api/runs/<id>`, `GET /api/runs/<id>/events`, `GET /api/session` | authorised |
+| `GET /api/runs`, `/api/counts`, `/api/runs/<id>`, `/api/runs/<id>/events`, `/api/runs/<id>/streams/<name>`, `/api/session` | authorised |
 | `GET /metrics` (`--metrics`) | authorised, as the API (a bearer token beyond loopback) |
-| `POST /api/runs/<id>/cancel`, `POST /api/resume/<token>` | authorised, not cross-site, CSRF token from browsers |
+| `POST /api/runs/<id>/cancel|retry|wake|fork`, `POST /api/resume/<token>` | authorised, not cross-site, CSRF token from browsers |
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import dashboard, hooks, published, runs
+from . import actions, dashboard, hooks, published, runs, streams
 from .auth import CSRF_FIELD, CSRF_HEADER, Guard, content_type
 from .bodies import BodyRefused, error, form_field, read_body
 
@@ -100,27 +100,38 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
 
 
-def create_app(store: Any, guard: Guard, limit: int, metrics: Any = None) -> Starlette:
-    """The `durable serve` application over an open store (`metrics`: serve /metrics from it)."""
+def create_app(store: Any, guard: Guard, limit: int, where: tuple[str | None, str | None] = (None, None),
+               options: Any = None, metrics: Any = None) -> Starlette:
+    """The `durable serve` application over an open store; `where` is the (dir, store) it was opened
+    from, for the client calls that open their own (wake, fork, published events); `options` the
+    drive options the CLI loaded (a retry drives the run with them); `metrics`: serve /metrics from it."""
     extra = []
     if metrics is not None:
         from .metrics import metrics_endpoint
 
         extra.append(Route("/metrics", authorised(metrics_endpoint)))
     app = Starlette(routes=[*extra,
-        Route("/hooks/{token:path}", hooks.webhook, methods=["POST"]),
+        Route("/hooks/{token:path}", hooks.webhook, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         Route("/api/resume/{token:path}", write(hooks.resume), methods=["POST"]),
         Route("/api/runs", authorised(runs.runs)),
+        Route("/api/counts", authorised(dashboard.counts)),
         Route("/api/runs/{run_id}", authorised(runs.run)),
         Route("/api/runs/{run_id}/events", authorised(published.events)),
+        Route("/api/runs/{run_id}/streams/{name:path}", authorised(streams.stream)),
         Route("/api/runs/{run_id}/cancel", write(runs.cancel), methods=["POST"]),
+        Route("/api/runs/{run_id}/retry", write(actions.retry), methods=["POST"]),
+        Route("/api/runs/{run_id}/wake", write(actions.wake), methods=["POST"]),
+        Route("/api/runs/{run_id}/fork", write(actions.fork), methods=["POST"]),
         Route("/api/session", authorised(runs.session)),
         Route("/login", dashboard.login_page, methods=["GET"]),
         Route("/login", dashboard.login, methods=["POST"]),
-        Route("/", authorised(dashboard.app_page)),
-        Route("/runs/{run_id}", authorised(dashboard.app_page)),
+        Route("/", authorised(dashboard.list_page)),
+        Route("/runs/{run_id}", authorised(dashboard.run_view)),
         Mount("/static", StaticFiles(directory=dashboard.STATIC), name="static"),
     ])
+    app.state.where = where
+    app.state.options = options
+    app.state.stopping = lambda: False  # the runner makes it say when the server is shutting down
     app.state.store = store
     app.state.guard = guard
     app.state.limit = limit

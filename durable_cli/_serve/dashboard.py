@@ -1,6 +1,6 @@
-"""The dashboard's pages: the single-page app (`/`, `/runs/<id>`) and the login form.
+"""The dashboard's pages (`/`, `/runs/<id>`, rendered on the server: pages.py) and the login form.
 
-The pages are plain files in `durable_cli/static/`; the script fetches the JSON API and polls it.
+The data comes from the same calls as the JSON API; app.js makes the pages live when it runs.
 """
 
 from __future__ import annotations
@@ -8,26 +8,109 @@ from __future__ import annotations
 import asyncio
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
+from .. import _client
+from ..errors import DurableError, RunNotFound
+from .._inspection import describe_run, list_runs
+from .._store.base import check_run_id
+from .._timeparse import utcnow
 from .auth import COOKIE, content_type
-from .bodies import BodyRefused, error, form_field, read_body
+from .bodies import BodyRefused, answer, error, form_field, read_body
+from .listing import BadFilter, select, selection
+from .pages import document, h, run_page, runs_page
 
 STATIC = Path(str(files("durable_cli") / "static"))
 LOGIN_LIMIT = 4096
 FAILED_LOGIN_DELAY = 0.5
 SESSION_SECONDS = 30 * 24 * 3600
+NO_STORE = {"cache-control": "no-store"}
 
 
 def _page(name: str) -> Response:
-    return FileResponse(STATIC / name, headers={"cache-control": "no-store"})
+    return FileResponse(STATIC / name, headers=NO_STORE)
 
 
-async def app_page(request: Request) -> Response:
-    """The dashboard (runs list and run pages alike; the script reads the path)."""
-    return _page("index.html")
+def _html(title: str, body: str, page: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(document(title, body, page), status, headers=NO_STORE)
+
+
+def _problem(status: int, message: str) -> HTMLResponse:
+    return _html("durable · error", f'<p class="crumbs"><a href="/">← all runs</a></p>'
+                                    f'<p class="notice error">{h(message)}</p>', "error", status)
+
+
+async def list_page(request: Request) -> Response:
+    """The runs list, filtered and paged by its query string."""
+    try:
+        chosen = selection(request.query_params, utcnow())
+    except BadFilter as exc:
+        return _problem(400, str(exc))
+    rows = await run_in_threadpool(list_runs, request.app.state.store)
+    page = select(rows, chosen)
+    title = f"durable · runs{' · ' + chosen.status if chosen.status else ''}"
+    return _html(title, runs_page(page, chosen, (row.get("workflow", "") for row in rows)), "runs")
+
+
+async def counts(request: Request) -> Response:
+    """`GET /api/counts`: how many runs each status has under the list's other filters, the total
+    the filters keep, and the number of pages of `per_page` (what the list page shows, as JSON)."""
+    try:
+        chosen = selection(request.query_params, utcnow())
+    except BadFilter as exc:
+        return error(400, str(exc))
+    rows = await run_in_threadpool(list_runs, request.app.state.store)
+    page = select(rows, chosen)
+    return answer({"counts": page.counts, "total": page.total, "pages": page.pages})
+
+
+def _published(request: Request, run_id: str) -> Any:
+    """The run's published events from the client's `list_events`, None where it has none yet."""
+    list_events = getattr(_client, "list_events", None)
+    if list_events is None:
+        return None
+    dir, store = request.app.state.where
+    try:
+        return list_events(run_id, dir=dir, store=store)
+    except DurableError:
+        return None
+
+
+def _run_data(request: Request, run_id: str) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """The run's document (the run shown may be the newest of a chain it continued as), its
+    journal events, streams and published events (from the document when it has them)."""
+    store = request.app.state.store
+    run = describe_run(store, run_id)
+    shown = run["run_id"]
+    run["events"] = _client.journal_events(store, shown)
+    published = run["published"] if "published" in run else _published(request, shown)
+    return run, _client.run_streams(store, shown), published
+
+
+def _zoom(request: Request) -> tuple[int | None, int | None]:
+    values = [request.query_params.get(name, "") for name in ("from", "to")]
+    first, last = (int(v) if v.isascii() and v.isdigit() and len(v) < 10 else None for v in values)
+    return first, last
+
+
+async def run_view(request: Request) -> Response:
+    """A run's page: facts, actions, trace, timeline, streams and published events."""
+    try:
+        run_id = check_run_id(request.path_params["run_id"])
+    except DurableError:
+        return _problem(404, "no such run")
+    try:
+        run, streams, published = await run_in_threadpool(_run_data, request, run_id)
+    except RunNotFound as exc:
+        return _problem(404, str(exc))
+    except DurableError as exc:
+        return _problem(500, str(exc))
+    body = run_page(run, streams, published, utcnow(), _zoom(request), request.app.state.guard.csrf_token)
+    return _html(f"{run_id} · {run['status']} · durable", body, "run")
 
 
 async def login_page(request: Request) -> Response:

@@ -1,45 +1,38 @@
-"""Deliveries from outside: `POST /hooks/<token>` (webhooks) and `POST /api/resume/<token>`.
+"""Deliveries from outside: `<METHOD> /hooks/<token>` (webhooks) and `POST /api/resume/<token>`.
 
 Both only put the payload durably in the run's inbox, as `durable resume --enqueue` does, and
 answer once `store.post` has returned (it fsyncs); a tick delivers it. No workflow code runs here.
+A manual webhook's request then waits for the workflow's answer (see `_manual_answer`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import time
 from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .._client import Options, deliver_payload, holder_of
+from .._client import Options, deliver_payload, webhook_of, webhook_response
 from ..errors import InvalidPayload, PayloadTooLarge, UnknownToken
 from .._payloads import MAX_DEPTH, parse_payload
 from .._timeparse import utcnow
-from .._webhooks import SIGNATURE_HEADER, request_payload, signature_ok
+from .._webhooks import DEFAULT_RESPOND_TIMEOUT, METHODS, delivery_id, new_delivery_id, request_payload
 from .auth import content_type, is_json
 from .bodies import BodyRefused, answer, error, form_field, read_body
+from .signatures import check as check_signature
+
+RESPONSE_POLL = 0.05  # seconds between looks for a manual answer
 
 
 def _enqueue(request: Request, token: str, payload: Any, key: str | None) -> Any:
     options = Options(payload_limit=request.app.state.limit)
     return deliver_payload(request.app.state.store, token, payload, key, True, utcnow, options)
-
-
-def _webhook_fields(request: Request, token: str) -> dict[str, Any] | None:
-    """The journaled `webhook` fields of the live hook holding `token`; None for a plain hook."""
-    _, history = holder_of(request.app.state.store, token)
-    for op in history.ops.values():
-        created = op.events[0]
-        if op.kind == "hook" and created.get("token") == token:
-            webhook = created.get("webhook")
-            return webhook if isinstance(webhook, dict) else None
-    for handed in history.start.get("hooks") or ():  # handed over by the run it continued
-        if handed.get("token") == token:
-            return handed["webhook"] if isinstance(handed.get("webhook"), dict) else None
-    return None
 
 
 def static_response(spec: dict[str, Any]) -> Response:
@@ -57,41 +50,82 @@ def static_response(spec: dict[str, Any]) -> Response:
     return Response(content, int(spec.get("status", 200)), headers=headers)
 
 
+def _query(request: Request) -> dict[str, list[str]]:
+    return parse_qs(request.url.query, keep_blank_values=True)
+
+
+def _refusal(request: Request, fields: dict[str, Any], body: bytes) -> Response | None:
+    """405 for a method the webhook does not take, 401 for a missing or wrong signature."""
+    allowed = fields.get("methods") or list(METHODS)
+    if request.method not in allowed:
+        return error(405, f"this webhook takes {', '.join(allowed)}, not {request.method}",
+                     {"allow": ", ".join(allowed)})
+    secret_env = fields.get("secret_env")
+    if secret_env:
+        secret = os.environ.get(secret_env, "")
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        problem = check_signature(fields.get("verify"), body, headers, secret, time.time()) if secret else \
+            f"the server has no secret for this webhook (${secret_env} is not set)"
+        if problem is not None:
+            return error(401, problem)
+    return None
+
+
+async def _manual_answer(request: Request, run_id: str, delivery: str, seconds: float) -> Response:
+    """Wait (polling the run's responses stream) for the workflow's answer to `delivery`: it may
+    come from any process that drives the run (`serve --tick`, a tick loop, a worker)."""
+    store = request.app.state.store
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        found = await run_in_threadpool(webhook_response, store, run_id, delivery)
+        if found is not None:
+            return static_response(found)
+        if asyncio.get_running_loop().time() >= deadline or await request.is_disconnected():
+            break
+        if request.app.state.stopping():
+            return error(503, f"the server is stopping; the payload stays delivered to run {run_id} "
+                              f"(delivery {delivery}): send it again for the answer", {"retry-after": "1"})
+        await asyncio.sleep(RESPONSE_POLL)
+    message = f"the workflow did not answer within {seconds:g} s; the payload stays delivered to run {run_id}"
+    return answer({"error": message, "run_id": run_id, "delivery": delivery}, 504)
+
+
 async def webhook(request: Request) -> Response:
     """Queue one HTTP delivery for a webhook; 404 unless `token` is a live webhook's."""
     token = request.path_params["token"]
-    try:
-        fields = await run_in_threadpool(_webhook_fields, request, token)
-    except UnknownToken:
-        fields = None
-    if fields is None:
+    found = await run_in_threadpool(webhook_of, request.app.state.store, token)
+    if found is None:
         return error(404, "no live webhook has this token")
+    fields = found[1]
     try:
         body = await read_body(request, request.app.state.limit)
     except BodyRefused as exc:
         return error(exc.status, str(exc))
-    secret_env = fields.get("secret_env")
-    if secret_env:
-        secret = os.environ.get(secret_env, "")
-        if not secret or not signature_ok(secret, body, request.headers.get(SIGNATURE_HEADER)):
-            return error(401, f"missing or invalid {SIGNATURE_HEADER} signature")
+    refusal = _refusal(request, fields, body)
+    if refusal is not None:
+        return refusal
     if is_json(content_type(request)):
         try:
             parse_payload(body, request.app.state.limit, MAX_DEPTH - 1)
         except InvalidPayload as exc:
             return error(400, f"the body is sent as JSON but is not: {exc}")
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    manual = fields.get("respond") == "manual"
     try:
-        payload = request_payload(request.method, dict(request.headers), body)
-    except InvalidPayload as exc:
-        return error(400, f"the body cannot be delivered: {exc}")
-    try:
-        delivery = await run_in_threadpool(_enqueue, request, token, payload, None)
+        payload = request_payload(request.method, headers, body, path=request.url.path, query=_query(request),
+                                  named=fields.get("headers") or ())
+        key = delivery_id(fields.get("verify"), headers, payload["json"])
+        payload["delivery"] = key or (new_delivery_id() if manual else None)
+        delivery = await run_in_threadpool(_enqueue, request, token, payload, payload["delivery"])
     except UnknownToken:
         return error(404, "no live webhook has this token")
     except PayloadTooLarge as exc:
         return error(413, f"{exc} (a delivery stores the body as text and, when it is JSON, parsed too)")
     except InvalidPayload as exc:
-        return error(400, str(exc))
+        return error(400, f"the body cannot be delivered: {exc}")
+    if manual:
+        seconds = float(fields.get("respond_timeout") or DEFAULT_RESPOND_TIMEOUT)
+        return await _manual_answer(request, delivery.run_id, payload["delivery"], seconds)
     if fields.get("respond_with"):
         return static_response(fields["respond_with"])
     return answer({"run_id": delivery.run_id, "delivery": delivery.status}, 202)

@@ -93,7 +93,8 @@ class TickLoop:
 def serve(open_store: Callable[[], Any], host: str, port: int, token: str | None, public_url: str,
           limit: int, tick_interval: float | None, header_timeout: float = 10.0,
           max_connections: int = 1000, *, options: Any = None, config: Any = None,
-          show: Callable[[object], str] = str, metrics: Any = None, log: Any = None) -> None:
+          show: Callable[[object], str] = str, where: tuple[str | None, str | None] = (None, None),
+          metrics: Any = None, log: Any = None) -> None:
     """Serve until SIGTERM or SIGINT, then stop cleanly (the tick loop finishes its pass).
 
     Slow clients are cut off and connections capped below the open-files limit (slowclients.py).
@@ -107,10 +108,12 @@ def serve(open_store: Callable[[], Any], host: str, port: int, token: str | None
     sock = bind(host, port)
     store = open_store()
     limits = limits_for(header_timeout, max_connections, limit)
-    app = SlowBodies(create_app(store, Guard(token, host, public_url), limit, metrics), limits)
+    inner = create_app(store, Guard(token, host, public_url), limit, where, options, metrics)
+    app = SlowBodies(inner, limits)
     extra: dict[str, Any] = {} if log is None else {"log_config": None}
     server = uvicorn.Server(uvicorn.Config(app, http=protocol_class(limits), backlog=limits.backlog,
                                           log_level="warning", timeout_graceful_shutdown=5, **extra))
+    inner.state.stopping = lambda: server.should_exit  # long answers (streams, manual waits) end early
     shown = f"[{host.strip('[]')}]" if ":" in host else host
     listening = f"durable serve: listening on http://{shown}:{sock.getsockname()[1]}/"
     if log is not None:

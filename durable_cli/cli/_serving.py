@@ -61,6 +61,6 @@ def serve(settings: Settings, host: str, port: int, auth_token: str | None, with
         options = settings.options
         run_server(settings.open, host, port, token, options.public_url, options.payload_limit, interval,
                    headers_within, max_connections, options=options, config=settings.config, show=safe,
-                   metrics=metrics, log=log)
+                   where=(settings.dir, settings.store), metrics=metrics, log=log)
     except BindError as exc:
         raise RunFailure(str(exc)) from None

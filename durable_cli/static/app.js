@@ -1,61 +1,21 @@
 "use strict";
-// The durable dashboard: the runs list (/) and a run page (/runs/<id>), polling the JSON API.
-// Everything from a journal is shown with textContent, never parsed as HTML.
+// The durable dashboard, made live. The server renders every page (they read fine without this
+// script); here we refetch the page every second and swap the parts marked data-live, follow each
+// output stream over Server-Sent Events, and run the actions through the JSON API after a
+// confirmation. Text from a journal only ever arrives escaped by the server or as textContent.
 
 const POLL_MS = 1000;
-const STATUSES = ["running", "sleeping", "waiting", "completed", "failed", "cancelled"];
-const FINISHED = new Set(["completed", "failed", "cancelled"]);
-const app = document.getElementById("app");
 const live = document.getElementById("live");
 let csrfToken = null;
 
-// --- small DOM helpers ---------------------------------------------------------------------
-function el(tag, attrs, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs || {})) {
-    if (value === null || value === undefined || value === false) continue;
-    if (key === "text") node.textContent = value;
-    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    else node.setAttribute(key, value === true ? "" : value);
-  }
-  for (const child of children.flat()) {
-    if (child !== null && child !== undefined) node.append(child instanceof Node ? child : String(child));
-  }
-  return node;
-}
-
-function badge(status) {
-  return el("span", {class: `badge status-${status.replace(/ /g, "-")}`, text: status});
-}
-
-function when(text) {
-  if (!text) return "–";
-  const date = new Date(text);
-  return isNaN(date) ? text : date.toLocaleString();
-}
-
-function json(value) {
-  return JSON.stringify(value, null, 2);
-}
-
-function runLink(runId) {
-  return el("a", {href: `/runs/${encodeURIComponent(runId)}`, text: runId});
-}
-
 // --- talking to the server -----------------------------------------------------------------
-async function getJSON(url) {
-  const response = await fetch(url, {credentials: "same-origin", cache: "no-store"});
+async function session() {
+  const response = await fetch("/api/session", {credentials: "same-origin", cache: "no-store"});
   if (response.status === 401) {
     location.assign("/login");
     throw new Error("sign in required");
   }
-  const body = await response.json();
-  if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
-  return body;
-}
-
-async function session() {
-  csrfToken = (await getJSON("/api/session")).csrf_token;
+  csrfToken = (await response.json()).csrf_token;
 }
 
 async function post(url, payload, retried) {
@@ -75,191 +35,147 @@ async function post(url, payload, retried) {
   return body;
 }
 
-// Runs `load` now and then every POLL_MS; `now()` on the result refreshes at once.
-function poll(load) {
-  let timer = null;
+function notice(text, isError, link) {
+  const box = document.getElementById("notice");
+  if (!box) return;
+  box.textContent = text;
+  if (link) {
+    const anchor = document.createElement("a");
+    anchor.href = link;
+    anchor.textContent = "Open it";
+    box.append(" ", anchor);
+  }
+  box.className = isError ? "notice error" : "notice";
+  box.hidden = false;
+}
+
+// --- live refresh: swap the server's newer rendering of each data-live part ------------------
+async function refresh() {
+  const response = await fetch(location.href, {credentials: "same-origin", cache: "no-store"});
+  if (response.redirected && new URL(response.url).pathname === "/login") {
+    location.assign("/login");
+    return;
+  }
+  const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+  document.title = fresh.title;
+  for (const part of fresh.querySelectorAll("[data-live][id]")) {
+    const here = document.getElementById(part.id);
+    if (!here) continue;
+    if (here.dataset.key !== undefined && here.dataset.key === part.dataset.key) continue;  // forms being typed in
+    if (here.innerHTML !== part.innerHTML) here.innerHTML = part.innerHTML;
+    for (const name of ["hidden", "data-status", "data-key"]) {
+      if (part.hasAttribute(name)) here.setAttribute(name, part.getAttribute(name));
+      else here.removeAttribute(name);
+    }
+  }
+  const streams = document.getElementById("streams");
+  for (const section of fresh.querySelectorAll("section.stream")) {  // a stream that began since
+    if (streams && !streams.querySelector(`section.stream[data-stream="${CSS.escape(section.dataset.stream)}"]`)) {
+      streams.querySelector("p.muted")?.remove();
+      const added = document.importNode(section, true);
+      streams.append(added);
+      follow(added);
+    }
+  }
+  if (!response.ok) throw new Error(`HTTP ${response.status}`);
+}
+
+function poll() {
   async function round() {
-    clearTimeout(timer);
     try {
-      await load();
+      await refresh();
       live.textContent = `live · ${new Date().toLocaleTimeString()}`;
       live.className = "live ok";
     } catch (error) {
       live.textContent = `offline: ${error.message}`;
       live.className = "live down";
     }
-    timer = setTimeout(round, POLL_MS);
+    setTimeout(round, POLL_MS);
   }
-  round();
-  return {now: round};
+  live.textContent = "live";
+  live.className = "live ok";
+  setTimeout(round, POLL_MS);
+  return round;
 }
 
-// --- the runs list -------------------------------------------------------------------------
-function listPage() {
-  const params = new URLSearchParams(location.search);
-  let filter = params.get("status") || "";
-  const counts = el("nav", {class: "filters", "aria-label": "status filter"});
-  const tbody = el("tbody", {id: "runs"});
-  const empty = el("p", {class: "muted", hidden: true, text: "No runs."});
-  app.replaceChildren(
-    el("h1", {text: "Runs"}), counts,
-    el("table", {class: "runs"},
-      el("thead", {}, el("tr", {}, ["Run", "Workflow", "Status", "Created", "Updated", "Parent"].map((h) => el("th", {text: h})))),
-      tbody),
-    empty,
-  );
+// --- streams: Server-Sent Events from the next chunk on --------------------------------------
+function follow(section) {
+  const list = section.querySelector("ol.chunks");
+  const source = new EventSource(`${section.dataset.url}?start=${section.dataset.next || 0}`);
+  source.onmessage = (event) => {
+    const chunk = JSON.parse(event.data);
+    if (list.querySelector(`li[data-index="${chunk.index}"]`)) return;
+    const item = document.createElement("li");
+    item.dataset.index = chunk.index;
+    const index = document.createElement("span");
+    index.className = "muted";
+    index.textContent = chunk.index;
+    item.append(index, " ", JSON.stringify(chunk.data));
+    list.append(item);
+    section.dataset.next = chunk.index + 1;
+  };
+  source.addEventListener("end", () => source.close());
+}
 
-  function setFilter(status) {
-    filter = status;
-    const url = status ? `/?status=${encodeURIComponent(status)}` : "/";
-    history.replaceState(null, "", url);
+// --- actions: confirm, then the JSON API ------------------------------------------------------
+const QUESTIONS = {
+  cancel: (id) => `Cancel run ${id}? It will never execute another step.`,
+  retry: (id) => `Retry run ${id}? Its failed steps get fresh attempts on the code deployed now.`,
+  wake: (id) => `Wake run ${id} now? Its sleep ends early.`,
+  fork: (id) => `Fork run ${id}? A new run replays its journal and goes on from there.`,
+};
+
+function runId() {
+  return document.querySelector(".title[data-run-id]")?.dataset.runId;
+}
+
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("button[data-action]");
+  if (!button) return;
+  const action = button.dataset.action;
+  const id = runId();
+  const options = {};
+  if (action === "fork") {  // the prompt is the confirmation: Cancel there forks nothing
+    const from = prompt(`${QUESTIONS.fork(id)}\nFrom which step position? Leave empty to copy every step.`, "");
+    if (from === null) return;
+    if (from.trim()) options.from_step = Number(from.trim());
+  } else if (!confirm(QUESTIONS[action](id))) {
+    return;
   }
-
-  const poller = poll(async () => {
-    const rows = await getJSON("/api/runs");
-    const tally = Object.fromEntries(STATUSES.map((s) => [s, 0]));
-    for (const row of rows) tally[row.status] = (tally[row.status] || 0) + 1;
-    const chips = [["", "all", rows.length], ...Object.keys(tally).map((s) => [s, s, tally[s]])];
-    counts.replaceChildren(...chips.map(([status, label, count]) => el("button", {
-      type: "button", class: `chip status-${label}${filter === status ? " active" : ""}`,
-      "data-status": label, "aria-pressed": String(filter === status),
-      onclick: () => { setFilter(status); poller.now(); },
-    }, el("span", {text: label}), el("b", {class: "count", text: count}))));
-    const shown = filter ? rows.filter((row) => row.status === filter) : rows;
-    tbody.replaceChildren(...shown.map((row) => el("tr", {"data-run-id": row.run_id, "data-status": row.status},
-      el("td", {class: "mono"}, runLink(row.run_id)),
-      el("td", {text: row.workflow}),
-      el("td", {}, badge(row.status)),
-      el("td", {text: when(row.created_at)}),
-      el("td", {text: when(row.updated_at)}),
-      el("td", {class: "mono"}, row.parent ? runLink(row.parent) : "–"),
-    )));
-    empty.hidden = shown.length > 0;
-  });
-  return poller;
-}
-
-// --- a run ---------------------------------------------------------------------------------
-function timelineRow(entry) {
-  const details = [];
-  if (entry.kind === "step") {
-    details.push(`${entry.attempts} attempt${entry.attempts === 1 ? "" : "s"}`);
-    if (entry.duration !== undefined) details.push(`${entry.duration.toFixed(3)} s`);
-    if (entry.retry_at) details.push(`retry at ${when(entry.retry_at)}`);
-  } else if (entry.kind === "sleep") {
-    details.push(`wakes ${when(entry.until)}`);
-  } else if (entry.kind === "hook") {
-    details.push(`${entry.payloads} payload${entry.payloads === 1 ? "" : "s"}`);
-    if (entry.deadline) details.push(`deadline ${when(entry.deadline)}`);
-  } else if (entry.kind === "wait" && entry.deadline) {
-    details.push(`deadline ${when(entry.deadline)}`);
-  } else if (entry.kind === "patch" || entry.kind === "now") {
-    details.push(JSON.stringify(entry.value));
+  try {
+    const result = await post(`/api/runs/${encodeURIComponent(id)}/${action}`, options);
+    if (action === "cancel") notice(`Cancel of run ${result.run_id} requested: the next tick stops it.`);
+    else if (action === "fork") notice(`Forked as run ${result.run_id}.`, false, `/runs/${encodeURIComponent(result.run_id)}`);
+    else notice(`${action} done: run ${result.run_id} is ${result.status || "due"}.`);
+  } catch (error) {
+    notice(`Not done (${action}): ${error.message}`, true);
   }
-  const detail = el("td", {class: "detail"}, details.join(" · "));
-  if (entry.token) detail.append(el("div", {class: "mono token", text: `token ${entry.token}`}));
-  if (entry.child_run_id) detail.append(el("div", {}, "child ", runLink(entry.child_run_id)));
-  for (const message of entry.errors || []) detail.append(el("div", {class: "error", text: message}));
-  return el("tr", {class: `kind-${entry.kind}`},
-    el("td", {class: "mono", text: entry.pos}),
-    el("td", {text: entry.kind}),
-    el("td", {class: "mono", text: entry.name || ""}),
-    el("td", {}, entry.status ? badge(entry.status) : "–"),
-    detail);
-}
+  refreshNow();
+});
 
-function deliverForm(token, runId, notice) {
-  const area = el("textarea", {name: "payload", rows: 4, spellcheck: "false", "aria-label": `payload for ${token}`,
-    text: "{}"});
-  const form = el("form", {class: "deliver", "data-token": token},
-    el("label", {}, "Deliver a JSON payload to ", el("code", {text: token})),
-    area,
-    el("button", {type: "submit", text: "Deliver payload"}));
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    let payload;
-    try {
-      payload = JSON.parse(area.value);
-    } catch (error) {
-      notice(`Not JSON: ${error.message}`, true);
-      return;
-    }
-    try {
-      const result = await post(`/api/resume/${encodeURIComponent(token)}`, payload);
-      notice(result.delivery === "queued"
-        ? `Payload queued for run ${result.run_id}; the next tick delivers it.`
-        : `Payload ${result.delivery}.`);
-      area.value = "{}";
-    } catch (error) {
-      notice(`Not delivered: ${error.message}`, true);
-    }
-  });
-  return form;
-}
-
-function runPage(runId) {
-  const heading = el("h1", {class: "mono", text: runId});
-  const status = el("span", {id: "run-status"});
-  const facts = el("dl", {class: "facts"});
-  const actions = el("div", {class: "actions"});
-  const message = el("p", {class: "notice", id: "notice", hidden: true, role: "status"});
-  const forms = el("div", {class: "forms"});
-  const tbody = el("tbody", {id: "timeline"});
-  let formKey = null;
-
-  function notice(text, isError) {
-    message.textContent = text;
-    message.className = isError ? "notice error" : "notice";
-    message.hidden = false;
+document.addEventListener("submit", async (event) => {
+  const form = event.target.closest("form.deliver");
+  if (!form) return;
+  event.preventDefault();
+  const area = form.querySelector("textarea");
+  let payload;
+  try {
+    payload = JSON.parse(area.value);
+  } catch (error) {
+    notice(`Not JSON: ${error.message}`, true);
+    return;
   }
+  try {
+    const result = await post(`/api/resume/${encodeURIComponent(form.dataset.token)}`, payload);
+    notice(result.delivery === "queued"
+      ? `Payload queued for run ${result.run_id}; the next tick delivers it.`
+      : `Payload ${result.delivery}.`);
+    area.value = "{}";
+  } catch (error) {
+    notice(`Not delivered: ${error.message}`, true);
+  }
+  refreshNow();
+});
 
-  const cancel = el("button", {type: "button", class: "danger", id: "cancel", text: "Cancel run",
-    onclick: async () => {
-      if (!confirm(`Cancel run ${runId}? It will never execute another step.`)) return;
-      try {
-        const result = await post(`/api/runs/${encodeURIComponent(runId)}/cancel`, {});
-        notice(`Cancel of run ${result.run_id} requested: the next tick stops it.`);
-      } catch (error) {
-        notice(`Not cancelled: ${error.message}`, true);
-      }
-      poller.now();
-    }});
-  actions.append(cancel);
-
-  app.replaceChildren(
-    el("p", {class: "crumbs"}, el("a", {href: "/", text: "← all runs"})),
-    el("div", {class: "title"}, heading, status), facts, actions, message, forms,
-    el("h2", {text: "Timeline"}),
-    el("table", {class: "timeline"},
-      el("thead", {}, el("tr", {}, ["#", "Kind", "Name", "Status", "Details"].map((h) => el("th", {text: h})))),
-      tbody),
-  );
-
-  const poller = poll(async () => {
-    const run = await getJSON(`/api/runs/${encodeURIComponent(runId)}`);
-    document.title = `${run.run_id} · ${run.status} · durable`;
-    status.replaceChildren(badge(run.status));
-    const rows = [["Workflow", run.workflow], ["Reference", run.reference], ["Arguments", JSON.stringify(run.args)],
-      ["Created", when(run.created_at)], ["Updated", when(run.updated_at)]];
-    if (run.wake_at) rows.push(["Wakes", when(run.wake_at)]);
-    if (run.parent) rows.push(["Parent", runLink(run.parent.run_id)]);
-    if (run.status === "completed") rows.push(["Result", json(run.result)]);
-    if (run.error) rows.push(["Error", `${run.error.type}: ${run.error.message}`]);
-    facts.replaceChildren(...rows.flatMap(([key, value]) => [el("dt", {text: key}),
-      el("dd", {class: key === "Error" ? "error" : ""}, el("pre", {}, value))]));
-    cancel.hidden = FINISHED.has(run.status);
-    const tokens = run.status === "waiting" ? (run.wait || []).filter((w) => w.token).map((w) => w.token) : [];
-    const key = tokens.join("\n");
-    if (key !== formKey) {  // rebuilt only when the waiting hooks change: typing is never lost
-      formKey = key;
-      forms.replaceChildren(...tokens.map((token) => deliverForm(token, runId, notice)));
-    }
-    tbody.replaceChildren(...run.timeline.map(timelineRow));
-  });
-  return poller;
-}
-
-// --- routing -------------------------------------------------------------------------------
-const match = location.pathname.match(/^\/runs\/([^/]+)$/);
-if (match) runPage(decodeURIComponent(match[1]));
-else listPage();
+const refreshNow = poll();
+document.querySelectorAll("section.stream").forEach(follow);
