@@ -18,6 +18,8 @@ def status_of(last: dict[str, Any]) -> str:
         return TERMINAL[kind]
     if kind == "run_suspended":
         return str(last["status"])
+    if kind in ("run_queued", "run_debounced") or (kind == "run_started" and last.get("debounce")):
+        return "queued"
     if kind in ("hook_payload", "child_finished"):
         return "waiting"
     return "running"

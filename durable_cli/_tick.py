@@ -26,10 +26,10 @@ Clock = Callable[[], datetime]
 class TickSummary:
     """What one tick did; `errors` lists runs it could not drive, with the reason."""
 
-    FIELDS = ("delivered", "resumed", "fired", "busy", "completed", "failed", "suspended")
+    FIELDS = ("delivered", "resumed", "fired", "busy", "completed", "failed", "suspended", "admitted")
 
     def __init__(self) -> None:
-        self.delivered = self.resumed = self.fired = self.busy = 0
+        self.delivered = self.resumed = self.fired = self.busy = self.admitted = 0
         self.completed = self.failed = self.suspended = 0
         self.errors: list[dict[str, str]] = []
         self.problems: dict[str, str] = {}  # recorded before this pass (cleared when driven)
@@ -106,7 +106,7 @@ def _drive(store: Store, run_id: str, clock: Clock, summary: TickSummary, option
     summary.resumed += 1
     if run.status == "completed":
         summary.completed += 1
-    elif run.status in ("failed", "cancelled"):
+    elif run.status in ("failed", "cancelled", "timed_out"):
         summary.failed += 1
     else:
         summary.suspended += 1
@@ -160,6 +160,23 @@ def tick_once(store: Store, clock: Clock, options: Callable[[], Options], config
         from ._schedules import fire_schedules
 
         summary.fired += fire_schedules(store, config, clock, lazy_options(), summary.errors)
+    queues = config.queues if config is not None else {}
+    while True:
+        if queues:
+            from ._engine.flow import admit
+
+            summary.admitted += admit(store, queues, clock())
+        finished = summary.completed + summary.failed
+        _due_pass(store, clock, summary, lazy_options, show, stop, workers, reopen)
+        # runs that finished gave their queue slots back: start what now has room, in this tick
+        if not queues or summary.completed + summary.failed == finished or (stop is not None and stop()):
+            return summary
+
+
+def _due_pass(store: Store, clock: Clock, summary: TickSummary, lazy_options: Callable[[], Any],
+              show: Callable[[list[tuple[datetime, str]]], Iterable[tuple[datetime, str]]] | None,
+              stop: Callable[[], bool] | None, workers: int, reopen: Callable[[], Store] | None) -> None:
+    """Drive every run due now, shared with forked workers when there are enough of them."""
     due = list(store.due(clock()))
     share = workers if workers > 1 and reopen is not None and len(due) >= 2 * workers else 1
     children = []
@@ -176,7 +193,6 @@ def tick_once(store: Store, clock: Clock, options: Callable[[], Options], config
         _drive(store, run_id, clock, summary, lazy_options, due_at)
     for child in children:
         summary.add(_join_worker(*child))
-    return summary
 
 
 def _fork_worker(due: list[tuple[datetime, str]], reopen: Callable[[], Store], clock: Clock,

@@ -79,6 +79,10 @@ class History:
         self.outcome: Event | None = None
         self.crashes = 0  # crashes in a row: progress or a clean suspension resets the count
         self.last_at: str = ""
+        self.debouncing = False  # a debounced run whose window has not yet closed
+        self.last_debounce: str | None = None  # when the last start joined the debounced run
+        self.admitted = True  # started, not waiting in a queue or a debounce window
+        self.deadline: str | None = None  # the earliest `deadline` journaled (ISO text)
         for event in events:
             self.add(event)
 
@@ -113,18 +117,43 @@ class History:
         elif kind in TERMINAL:
             self.status = TERMINAL[kind]
             self.outcome = event
+        elif kind in ("run_queued", "run_debounced", "run_dequeued"):
+            self._flow(event)
         elif kind == "run_recovered":
             self.crashes = event["crashes"]
             self.status = "running"
         elif kind in ("run_started", "run_retried"):
             if kind == "run_started":
                 self.start = event
+                self.debouncing = bool(event.get("debounce"))
+                self.admitted = not self.debouncing
+                self._deadline(event)
             else:
                 self._void_final_failures()
             self.status = "running"
             self.outcome = None
             self.suspended = None
             self.crashes = 0
+            if self.debouncing:
+                self.status = "queued"
+
+    def _flow(self, event: Event) -> None:
+        """Queues and debounce (docs/queues.md): `run_queued` and `run_debounced` leave the run
+        queued (the latter with the arguments of the last start); `run_dequeued` starts it."""
+        kind = event["type"]
+        if kind == "run_debounced":
+            self.last_debounce = event.get("at")
+            self.start = {**self.start, "args": event.get("args", []), "kwargs": event.get("kwargs", {})}
+        else:
+            self.debouncing = False
+        self.admitted = kind == "run_dequeued"
+        self.status = "running" if kind == "run_dequeued" else "queued"
+        self._deadline(event)
+
+    def _deadline(self, event: Event) -> None:
+        deadline = event.get("deadline")
+        if isinstance(deadline, str) and (self.deadline is None or deadline < self.deadline):
+            self.deadline = deadline
 
     def _void_final_failures(self) -> None:
         """After `run_retried`, steps that had failed for good get fresh attempts."""

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from .._status import RunStatus
+from .._queues import QueueLimits
 from .history import History
 
 @dataclass
@@ -23,6 +24,8 @@ class Options:
     """$DURABLE_ALLOW_SHARED as the entry point read it: "group" trusts group-shared dirs."""
     public_url: str = "http://127.0.0.1:8080"
     """Where `durable serve` is reached, for webhook URLs ($DURABLE_PUBLIC_URL, else durable.yaml)."""
+    queues: dict[str, QueueLimits] = field(default_factory=dict)
+    """durable.yaml's `queues:` (docs/queues.md)."""
 
 @dataclass
 class Run:

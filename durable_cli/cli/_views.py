@@ -29,8 +29,8 @@ def inspect(settings: Settings, run_id: str, as_json: bool) -> None:
 
 
 @main.command(name="ls")
-@click.option("--status", type=click.Choice(["running", "sleeping", "waiting", "completed", "failed",
-                                             "cancelled", "migrated", "damaged", "unreadable"]))
+@click.option("--status", type=click.Choice(["queued", "running", "sleeping", "waiting", "completed", "failed",
+                                             "cancelled", "timed_out", "migrated", "damaged", "unreadable"]))
 @json_option
 @click.pass_obj
 def list_command(settings: Settings, status: str | None, as_json: bool) -> None:
