@@ -183,7 +183,7 @@ def test_a_tick_killed_at_any_queue_operation_loses_no_queued_run_and_starts_non
     store.close()
     points = _crash_points(base)
     assert len(points) >= 8
-    from durable_cli._config import load_config
+    from durable_cli._config import load_config, options_from
     from durable_cli._tick import tick_once
     from durable_cli._timeparse import utcnow
 
@@ -195,8 +195,9 @@ def test_a_tick_killed_at_any_queue_operation_loses_no_queued_run_and_starts_non
         crashed.wait(60)
         target = open_store(str(root / "journals"))
         try:
+            config = load_config(str(root / "durable.yaml"))
             for _ in range(3):  # the next ticks (in this process) finish what the crash left
-                summary = tick_once(target, utcnow, config=load_config(str(root / "durable.yaml")))
+                summary = tick_once(target, utcnow, lambda: options_from(config), config=config)
                 assert not summary.errors, summary.errors
             most = _most_at_once(_spans(target, run_ids))  # every run ended, each started once
         finally:
