@@ -163,7 +163,7 @@ def tick_once(store: Store, clock: Clock, options: Callable[[], Options], config
     queues = config.queues if config is not None else {}
     while True:
         if queues:
-            from ._engine.flow import admit
+            from ._engine.admission import admit
 
             summary.admitted += admit(store, queues, clock())
         finished = summary.completed + summary.failed
