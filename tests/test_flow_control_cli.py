@@ -9,7 +9,7 @@ from typing import Iterator
 
 import pytest
 
-from e2e import Project
+from project import Project
 
 CODE = """
 from durable_cli import sleep, step, workflow
@@ -67,7 +67,7 @@ def test_run_on_a_full_queue_prints_queued_and_ls_and_queues_show_it(project: Pr
     assert project.events(second["run_id"])[-1] == {**project.events(second["run_id"])[-1], "type": "run_queued",
                                                     "queue": "emails", "key": "tenant-42", "priority": 0}
     project.tick(hours=1.5)  # the first finishes; the same tick starts the second
-    assert project.status(second["run_id"])["status"] == "sleeping"
+    assert project.inspect(second["run_id"])["status"] == "sleeping"
 
 
 def test_priority_and_key_on_the_command_line(project: Project) -> None:
@@ -99,12 +99,12 @@ def test_debounce_and_deadline_on_the_command_line(project: Project) -> None:
     ids = {project.run("index", f"doc-{i}", "--debounce", "5m", "--key", "doc-7")["run_id"] for i in range(3)}
     assert len(ids) == 1
     run_id = ids.pop()
-    assert project.status(run_id)["status"] == "queued"
+    assert project.inspect(run_id)["status"] == "queued"
     project.tick(minutes=6)
     assert project.result(run_id) == "sent doc-2" and project.log() == ["sent doc-2"]
     late = project.run("email", "c@x", "--deadline", "30m")
     project.tick(minutes=45)
-    assert project.status(late["run_id"])["status"] == "timed_out"
+    assert project.inspect(late["run_id"])["status"] == "timed_out"
     code, rows, _ = project.json("ls", "--status", "timed_out")
     assert [row["run_id"] for row in rows] == [late["run_id"]]
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from faultkit import in_parallel
+from project import in_parallel
 from helpers import DURABLE, durable_env
 
 from durable_cli._queues import QueueLimits, flow_request
@@ -31,7 +31,6 @@ from durable_cli._store import open_store
 from durable_cli._store.base import Store
 from durable_cli._timeparse import parse_instant
 
-pytestmark = pytest.mark.real_process
 
 RUNS = int(os.environ.get("DURABLE_FLOW_RUNS", "80"))
 FINAL = ("run_completed", "run_failed", "run_cancelled", "run_timed_out")

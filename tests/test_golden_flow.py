@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from durable_cli import _journal as journal
-from faultkit import Project
+from project import Project
 
 GOLDEN = Path(__file__).parent / "golden"
 FLOW = GOLDEN / "flow"
@@ -20,18 +20,13 @@ FAR = "2100-01-01T00:00:00Z"
 
 
 def _project(tmp_path: Path) -> Project:
-    project = Project.__new__(Project)
-    project.root = tmp_path
-    project.store = tmp_path / "j"
-    project.effects = tmp_path / "effects.txt"
+    project = Project(tmp_path, in_process=True, config="queues:\n  golden: {concurrency: 1}\n")
     code = tmp_path / "code"
     code.mkdir()
     shutil.copy(GOLDEN / "golden_flows.py", code / "golden_flows.py")
-    (tmp_path / "durable.yaml").write_text("queues:\n  golden: {concurrency: 1}\n")
-    project.extra_env = {"PYTHONPATH": str(code)}
-    project.in_process = True
-    shutil.copytree(FLOW, project.store)
-    for path in [project.store, *project.store.rglob("*")]:
+    project.extra_env["PYTHONPATH"] = str(code)
+    shutil.copytree(FLOW, project.dir)
+    for path in [project.dir, *project.dir.rglob("*")]:
         path.chmod(0o700 if path.is_dir() else 0o600)
     return project
 
@@ -55,12 +50,12 @@ def test_the_flow_control_golden_journals_parse_byte_for_byte() -> None:
 def test_golden_queued_and_debounced_runs_start_and_finish_on_current_code(tmp_path: Path) -> None:
     project = _project(tmp_path)
     debounced = _debounced()
-    before = {p.name: p.read_bytes() for p in (project.store / "runs").iterdir()}
+    before = {p.name: p.read_bytes() for p in (project.dir / "runs").iterdir()}
     assert [project.status(r) for r in ("flow-queued", debounced, "flow-timed-out")] == ["queued", "queued", "timed_out"]
-    assert project.call("tick", "--now", FAR).code == 0
-    assert project.call("tick", "--now", "2100-01-02T00:00:00Z").code == 0  # past each one's 1h sleep
+    assert project.cli("tick", "--now", FAR).code == 0
+    assert project.cli("tick", "--now", "2100-01-02T00:00:00Z").code == 0  # past each one's 1h sleep
     for token, value in (("golden-2", 20), ("golden-4", 40)):
-        assert project.call("resume", token, "-", input='{"v": %d}' % value).code == 0
+        assert project.cli("resume", token, "-", input='{"v": %d}' % value).code == 0
     assert project.events("flow-queued")[-1]["result"] == [3, 6, 20]
     assert project.events(debounced)[-1]["result"] == [5, 10, 40]  # the last start's argument, 4
     assert project.status("flow-timed-out") == "timed_out"
