@@ -18,7 +18,7 @@ from durable_cli._client import create_run
 from durable_cli._engine.run import Options
 from durable_cli._queues import QueueLimits, flow_request
 from durable_cli._store.files import FileStore
-from durable_cli._store.fsutil import sha
+from durable_cli._digest import sha256_hex as sha
 from durable_cli._timeparse import utcnow
 
 import workloads
