@@ -26,6 +26,7 @@ if BENCH not in sys.path:
 
 import durable_cli  # noqa: E402
 from durable_cli._client import tick as tick_api  # noqa: E402  (durable_cli.tick is shadowed by the module tick.py once imported)
+import flow  # noqa: E402
 import workloads  # noqa: E402
 from fixtures import clone_runs, count_syncs, no_fsync, peak_rss, run_child, strace_counts  # noqa: E402
 from report import filesystem, fmt_time, machine, print_report  # noqa: E402
@@ -59,6 +60,7 @@ class Bench:
         self.base = base
         self.quick = quick
         self.env = child_env(base)
+        self.durable = DURABLE
         self.rows: list[dict[str, Any]] = []
         self.facts: dict[str, Any] = {}
 
@@ -409,6 +411,8 @@ def main() -> None:
         bench.figure(bench.replay)
         bench.figure(bench.tick_throughput)
         bench.figure(bench.continued)
+        bench.figure(lambda: flow.starts(bench))
+        bench.figure(lambda: flow.full_queue_tick(bench))
     finally:
         if not opts.keep:
             shutil.rmtree(base, ignore_errors=True)

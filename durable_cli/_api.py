@@ -35,18 +35,23 @@ R = TypeVar("R")
 def workflow(fn: Callable[P, R], /) -> WorkflowDef[P, R]: ...
 @overload
 def workflow(
-    *, name: str | None = None, check_args: bool = True
+    *, name: str | None = None, check_args: bool = True, timeout: object = None
 ) -> Callable[[Callable[P, R]], WorkflowDef[P, R]]: ...
 def workflow(
-    fn: Callable[..., Any] | None = None, /, *, name: str | None = None, check_args: bool = True
+    fn: Callable[..., Any] | None = None, /, *, name: str | None = None, check_args: bool = True,
+    timeout: object = None,
 ) -> Any:
     """Mark a function (sync or async) as a durable workflow, bare or as `@workflow(name=...)`.
 
     `check_args=False` stops replay from comparing each step's argument hash with the journal.
+    `timeout="1d"`: a run unfinished that long after its first execution ends as `timed_out`.
     """
     if fn is not None:
         return WorkflowDef(fn, name, check_args)
-    return lambda inner: WorkflowDef(inner, name, check_args)
+    limit = parse_duration(timeout) if timeout is not None else None
+    if limit is not None and limit <= 0:
+        raise ValueError("timeout must be a duration above 0")
+    return lambda inner: WorkflowDef(inner, name, check_args, limit)
 
 
 @overload
@@ -140,18 +145,24 @@ def define_hook(name: str = "hook") -> Hook:
 
 
 
-def start_child(fn: WorkflowDef[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> ChildHandle:
+@overload
+def start_child(fn: WorkflowDef[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> ChildHandle: ...
+@overload
+def start_child(fn: WorkflowDef[P, Any], /, *args: Any, queue: str, **kwargs: Any) -> ChildHandle: ...
+def start_child(fn: WorkflowDef, /, *args: Any, queue: str | None = None,  # type: ignore[misc]
+                **kwargs: Any) -> ChildHandle:
     """Start a child run of workflow `fn` (once, even across replays) and return its handle.
 
     The child runs at once in this process until it first suspends; `handle.result()` (awaitable
-    in async workflows) waits for its outcome and raises ChildFailed when it fails.
+    in async workflows) waits for its outcome and raises ChildFailed when it fails. With
+    `queue=`, the child starts on that queue of durable.yaml (queued while it is full).
     """
     from ._engine.children import start_child as start
 
     if not isinstance(fn, WorkflowDef):
         raise TypeError(f"{fn!r} is not a workflow (decorate it with @workflow)")
     fn.check_call(args, kwargs)
-    return start(require_execution("start_child()"), fn, args, kwargs)
+    return start(require_execution("start_child()"), fn, args, kwargs, queue)
 
 
 def get_writable(name: str = "default") -> StreamWriter:

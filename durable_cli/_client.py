@@ -72,22 +72,38 @@ def start(fn: WorkflowDef[P, Any], /, *args: Any, dir: str, store: str | None = 
           **kwargs: Any) -> Run: ...
 @overload
 def start(fn: WorkflowDef[P, Any], /, *args: Any, store: str, **kwargs: Any) -> Run: ...
+@overload
+def start(fn: WorkflowDef[P, Any], /, *args: Any, queue: str, key: str | None = None,
+          priority: int | None = None, deadline: object = None, **kwargs: Any) -> Run: ...
+@overload
+def start(fn: WorkflowDef[P, Any], /, *args: Any, debounce: object, key: str | None = None,
+          debounce_max: object = None, deadline: object = None, **kwargs: Any) -> Run: ...
+@overload
+def start(fn: WorkflowDef[P, Any], /, *args: Any, deadline: object, **kwargs: Any) -> Run: ...
 def start(fn: WorkflowDef, /, *args: Any, dir: str | None = None,  # type: ignore[misc]
           store: str | None = None, run_id: str | None = None, tags: dict[str, str] | None = None,
+          queue: str | None = None, key: str | None = None, priority: int | None = None,
+          debounce: object = None, debounce_max: object = None, deadline: object = None,
           **kwargs: Any) -> Run:
     """Start a run of workflow `fn` and drive it here until it completes, fails or suspends.
 
     `run_id=` makes the start idempotent: a second start with that id returns the existing run.
     `tags={"tenant": "acme"}` tags the run (`list_runs(tags=...)`, `durable ls --tag`).
     Arguments that do not fit the workflow's signature raise InvalidArguments (a TypeError) and
-    create no run.
+    create no run. Flow control (docs/queues.md): `queue=`, `key=`, `priority=` start it on a
+    queue of durable.yaml (status `queued` while it is full); `debounce="5m"` collapses starts
+    with the same workflow and key; `deadline="2h"` ends it as `timed_out` if unfinished by then.
     """
+    from ._queues import flow_request
+
     if not isinstance(fn, WorkflowDef):
         raise TypeError(f"{fn!r} is not a workflow (decorate it with @workflow)")
     _refuse_start_during_resume()
     extra = {"tags": check_tags(tags)} if tags else None
+    options = options_for()
+    flow = flow_request(options.queues, queue, key, priority, deadline, debounce, debounce_max)
     with _opened(dir, store) as target:
-        return create_run(target, fn, args, kwargs, run_id, utcnow, options_for(), extra)
+        return create_run(target, fn, args, kwargs, run_id, utcnow, options, extra, flow=flow)
 
 
 def _refuse_start_during_resume() -> None:
@@ -413,7 +429,7 @@ def webhook_response(store: Store, run_id: str, delivery: str) -> dict[str, Any]
 def stream_since(store: Store, run_id: str, name: str, start: int) -> tuple[list[dict[str, Any]], bool]:
     """A run's stream chunks from index `start`, and whether the run had finished before they were
     read (then no chunk can follow them)."""
-    from ._inspection import status_of
+    from ._engine.history import status_of
     from ._store.base import check_stream_name
 
     run_id = check_run_id(run_id)

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
 
 from durable_cli.errors import ConfigError
+from durable_cli._queues import QueueLimits, parse_queues
 from durable_cli._timeparse import parse_duration
 
 if TYPE_CHECKING:
@@ -28,11 +29,11 @@ FILENAME = "durable.yaml"
 CATCH_UP = ("latest", "all", "none")
 _TOP_KEYS = (
     "dir", "store", "import_paths", "defaults", "schedules",
-    "public_url", "max_recoveries", "payload_limit", "retention", "otel",
+    "public_url", "max_recoveries", "payload_limit", "retention", "otel", "queues",
 )
 _RETENTION_KEYS = ("completed", "failed", "cancelled", "continued")
 _DEFAULT_KEYS = ("max_retries", "retry_delay", "timeout")
-_SCHEDULE_KEYS = ("name", "cron", "timezone", "workflow", "args", "kwargs", "catch_up")
+_SCHEDULE_KEYS = ("name", "cron", "timezone", "workflow", "args", "kwargs", "catch_up", "queue", "key")
 _NAME = re.compile(r"[a-z0-9_-]+")
 MAX_NAME = 100  # a schedule's run ids (`sched-<name>-<instant>`) stay well within the 200 allowed
 _RANDOM_CRON = re.compile(r"(?:^|[\s,])R", re.IGNORECASE)
@@ -49,6 +50,8 @@ class Schedule:
     args: list[Any] = field(default_factory=list)
     kwargs: dict[str, Any] = field(default_factory=dict)
     catch_up: str = "latest"
+    queue: str | None = None
+    key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class Config:
     """Finished status -> seconds a run of it is kept after it ended (`tick` prunes the older)."""
     otel: bool | None = None
     """Traces and metrics on (True) or off (False); None: the OTEL_* environment decides."""
+    queues: dict[str, QueueLimits] = field(default_factory=dict)
 
 
 _found: dict[tuple[str, str | None], Config | None] = {}
@@ -133,6 +137,7 @@ def options_from(config: Config | None) -> Options:
         public_url=url.rstrip("/"),
         allow_shared=shared,
         telemetry=telemetry_for(config.otel),
+        queues=dict(config.queues),
     )
 
 
@@ -191,18 +196,25 @@ def _load(shown: str, chosen_by: str = "") -> Config:
     _reject_unknown(shown, "", data, _TOP_KEYS)
     base = os.path.dirname(path)
     directory = _text(shown, "dir", data.get("dir"))
+    queues = parse_queues(shown, data.get("queues"))
+    schedules = _schedules(shown, data.get("schedules"))
+    for schedule in schedules:
+        if schedule.queue is not None and schedule.queue not in queues:
+            raise ConfigError(f"{shown}: schedule {schedule.name!r}: unknown queue {schedule.queue!r}"
+                              " (declare it under queues:)")
     return Config(
         path=path,
         dir=None if directory is None else _resolve(base, directory),
         store=_text(shown, "store", data.get("store")),
         import_paths=[_resolve(base, p) for p in _paths(shown, data.get("import_paths"))],
         defaults=_defaults(shown, data.get("defaults")),
-        schedules=_schedules(shown, data.get("schedules")),
+        schedules=schedules,
         public_url=_url(shown, data.get("public_url")),
         max_recoveries=_integer(shown, "max_recoveries", data.get("max_recoveries"), 0),
         payload_limit=_integer(shown, "payload_limit", data.get("payload_limit"), 1),
         retention=_retention(shown, data.get("retention")),
         otel=_flag(shown, "otel", data.get("otel")),
+        queues=queues,
     )
 
 
@@ -352,9 +364,13 @@ def _schedule(shown: str, index: int, entry: Any) -> Schedule:
     catch_up = _get(entry, "catch_up", "latest")
     if catch_up not in CATCH_UP:
         raise ConfigError(f"{shown}: {where}: catch_up must be one of {', '.join(CATCH_UP)}, got {catch_up!r}")
+    queue, queue_key = entry.get("queue"), entry.get("key")
+    for field_name, text in (("queue", queue), ("key", queue_key)):
+        if text is not None and (not isinstance(text, str) or not text or _json_problem(text)):
+            raise ConfigError(f"{shown}: {where}: {field_name} must be a non-empty string, got {text!r}")
     return Schedule(
         name=str(name), cron=cron, timezone=zone, workflow=workflow,
-        args=args, kwargs=kwargs, catch_up=catch_up,
+        args=args, kwargs=kwargs, catch_up=catch_up, queue=queue, key=queue_key,
     )
 
 

@@ -41,6 +41,7 @@ def fire_schedules(store: Store, config: Config, clock: Callable[[], datetime], 
     from ._engine.lifecycle import create_run
     from ._loader import resolve
     from ._cron import due_instants, run_id_for
+    from ._queues import flow_request
 
     now = clock()
     fired = 0
@@ -61,9 +62,10 @@ def fire_schedules(store: Store, config: Config, clock: Callable[[], datetime], 
                 break  # paused while this tick fired: what is left waits for `resume`
             try:
                 definition = resolve(schedule.workflow, base, options.import_paths)
+                flow = flow_request(config.queues, schedule.queue, schedule.key)
                 create_run(store, definition, tuple(schedule.args), dict(schedule.kwargs), run_id,
                            clock, options, {"schedule": {"name": schedule.name, "instant": iso(instant)}},
-                           existing_ok=False)
+                           existing_ok=False, flow=flow)
                 fired += 1
             except (RunExists, RunBusy):
                 pass

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-RunStatus = Literal["running", "sleeping", "waiting", "completed", "failed", "cancelled", "migrated",
-                    "continued"]
+RunStatus = Literal["queued", "running", "sleeping", "waiting", "completed", "failed", "cancelled",
+                    "timed_out", "migrated", "continued"]
 
 # What `ls` and the dashboard can show: a run's status, or why its journal could not be read.
 LISTED_STATUSES: tuple[str, ...] = (*get_args(RunStatus), "damaged", "unreadable")
@@ -18,7 +18,7 @@ LISTED_STATUSES: tuple[str, ...] = (*get_args(RunStatus), "damaged", "unreadable
 # The events that end a run (at this store), with the status each leaves.
 TERMINAL: dict[str, RunStatus] = {"run_completed": "completed", "run_failed": "failed",
                                   "run_cancelled": "cancelled", "run_migrated": "migrated",
-                                  "run_continued": "continued"}
+                                  "run_continued": "continued", "run_timed_out": "timed_out"}
 FINISHED: frozenset[RunStatus] = frozenset(TERMINAL.values())
 
 # The events after which a run takes no message: nothing is journaled after one (but `run_retried`

@@ -28,10 +28,11 @@ Log = Callable[..., None]
 class TickSummary:
     """What one tick did; `errors` lists runs it could not drive, with the reason."""
 
-    FIELDS = ("delivered", "resumed", "fired", "busy", "completed", "failed", "suspended", "pruned")
+    FIELDS = ("delivered", "resumed", "fired", "busy", "completed", "failed", "suspended", "pruned",
+              "admitted")
 
     def __init__(self) -> None:
-        self.delivered = self.resumed = self.fired = self.busy = self.pruned = 0
+        self.delivered = self.resumed = self.fired = self.busy = self.pruned = self.admitted = 0
         self.completed = self.failed = self.suspended = 0
         self.errors: list[dict[str, str]] = []
         self.problems: dict[str, str] = {}  # recorded before this pass (cleared when driven)
@@ -113,7 +114,7 @@ def _drive(store: Store, run_id: str, clock: Clock, summary: TickSummary, option
     summary.resumed += 1
     if run.status == "completed":
         summary.completed += 1
-    elif run.status in ("failed", "cancelled"):
+    elif run.status in ("failed", "cancelled", "timed_out"):
         summary.failed += 1
     else:
         summary.suspended += 1
@@ -121,7 +122,7 @@ def _drive(store: Store, run_id: str, clock: Clock, summary: TickSummary, option
 
 def _log_outcome(log: Log, run: Any) -> None:
     """A structured record of how a drive left the run: completed, failed, cancelled or suspended."""
-    ended = run.status in ("completed", "failed", "cancelled")
+    ended = run.status in ("completed", "failed", "cancelled", "timed_out")
     message = f"run {run.run_id} {run.status}"
     if run.status == "failed" and run.error:
         message += f": {run.error.get('type')}: {run.error.get('message')}"
@@ -181,22 +182,18 @@ def tick_once(store: Store, clock: Clock, options: Callable[[], Options], config
         from ._schedules import fire_schedules
 
         summary.fired += fire_schedules(store, config, clock, lazy_options(), summary.errors)
-    due = list(store.due(clock()))
-    share = workers if workers > 1 and reopen is not None and len(due) >= 2 * workers else 1
-    children = []
-    if share > 1:
-        assert reopen is not None
-        lazy_options()  # once, before forking: the workers inherit it
-        children = [_fork_worker(due[k::share], reopen, clock, lazy_options, stop, summary.problems, log)
-                    for k in range(1, share)]
-    for index, (due_at, run_id) in enumerate(show(due) if show is not None else due):
-        if index % share:
-            continue  # a forked worker's share (it still moves the progress bar along)
-        if stop is not None and stop():
+    queues = config.queues if config is not None else {}
+    due = 0
+    while True:
+        if queues:
+            from ._engine.admission import admit
+
+            summary.admitted += admit(store, queues, clock())
+        finished = summary.completed + summary.failed
+        due += _due_pass(store, clock, summary, lazy_options, show, stop, workers, reopen)
+        # runs that finished gave their queue slots back: start what now has room, in this tick
+        if not queues or summary.completed + summary.failed == finished or (stop is not None and stop()):
             break
-        _drive(store, run_id, clock, summary, lazy_options, due_at)
-    for child in children:
-        summary.add(_join_worker(*child))
     if config is not None and config.retention and not (stop is not None and stop()):
         from ._retention import apply_retention
 
@@ -206,8 +203,32 @@ def tick_once(store: Store, clock: Clock, options: Callable[[], Options], config
             summary.errors.append({"run_id": "", "error": f"retention: {problem(exc)}"})
     telemetry = _telemetry(cache, config)
     if telemetry is not None:
-        telemetry.tick_ended(time.perf_counter() - began, len(due))
+        telemetry.tick_ended(time.perf_counter() - began, due)
     return summary
+
+
+def _due_pass(store: Store, clock: Clock, summary: TickSummary, lazy_options: Callable[[], Any],
+              show: Callable[[list[tuple[datetime, str]]], Iterable[tuple[datetime, str]]] | None,
+              stop: Callable[[], bool] | None, workers: int, reopen: Callable[[], Store] | None) -> int:
+    """Drive every run due now, shared with forked workers when there are enough of them; how many
+    were due."""
+    due = list(store.due(clock()))
+    share = workers if workers > 1 and reopen is not None and len(due) >= 2 * workers else 1
+    children = []
+    if share > 1:
+        assert reopen is not None
+        lazy_options()  # once, before forking: the workers inherit it
+        children = [_fork_worker(due[k::share], reopen, clock, lazy_options, stop, summary.problems, summary.log)
+                    for k in range(1, share)]
+    for index, (due_at, run_id) in enumerate(show(due) if show is not None else due):
+        if index % share:
+            continue  # a forked worker's share (it still moves the progress bar along)
+        if stop is not None and stop():
+            break
+        _drive(store, run_id, clock, summary, lazy_options, due_at)
+    for child in children:
+        summary.add(_join_worker(*child))
+    return len(due)
 
 
 def _telemetry(options: list[Any], config: Any) -> Any:

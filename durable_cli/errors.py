@@ -121,6 +121,14 @@ class StoreError(DurableError):
     """The store cannot be used as configured (bad URL, missing driver, newer schema...)."""
 
 
+class UnknownQueue(DurableError):
+    """A start names a queue that durable.yaml does not declare (nothing is created)."""
+
+
+class InvalidFlowOption(DurableError, ValueError):
+    """A start's flow-control option (key, priority, deadline, debounce) is not valid."""
+
+
 class ConfigError(DurableError):
     """durable.yaml is invalid; the message names the key and the file."""
 

@@ -12,9 +12,10 @@ this process), so tests write no file; `DurableTestEnv(dir=...)` keeps them in a
 instead, `DurableTestEnv(store=URL)` in any store.
 
 The kit runs as production does: it reads durable.yaml as the CLI does (`defaults`,
-`max_recoveries`, `payload_limit`, `schedules`, `import_paths`; not `dir` or `store`, it keeps its
-own), and `advance()` ticks at every moment it passes where something was due (a schedule
-instant, a sleep's end, a retry), as a tick every minute would.
+`max_recoveries`, `payload_limit`, `schedules`, `queues`, `import_paths`; not `dir` or `store`, it
+keeps its own), and `advance()` ticks at every moment it passes where something was due (a schedule
+instant, a sleep's end, a retry, a debounce window closing, a deadline, a rate window freeing
+room for queued runs), as a tick every minute would.
 """
 
 from __future__ import annotations
@@ -85,12 +86,26 @@ class DurableTestEnv:
     def start(self, fn: WorkflowDef[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> Run: ...
     @overload
     def start(self, fn: WorkflowDef[P, Any], /, *args: Any, run_id: str, **kwargs: Any) -> Run: ...
+    @overload
+    def start(self, fn: WorkflowDef[P, Any], /, *args: Any, queue: str, key: str | None = None,
+              priority: int | None = None, deadline: object = None, **kwargs: Any) -> Run: ...
+    @overload
+    def start(self, fn: WorkflowDef[P, Any], /, *args: Any, debounce: object, key: str | None = None,
+              debounce_max: object = None, deadline: object = None, **kwargs: Any) -> Run: ...
+    @overload
+    def start(self, fn: WorkflowDef[P, Any], /, *args: Any, deadline: object, **kwargs: Any) -> Run: ...
     def start(self, fn: Any, /, *args: Any, run_id: str | None = None,  # type: ignore[misc]
+              queue: str | None = None, key: str | None = None, priority: int | None = None,
+              debounce: object = None, debounce_max: object = None, deadline: object = None,
               **kwargs: Any) -> Run:
-        """Start a run of workflow `fn` and drive it until it completes, fails or suspends."""
+        """Start a run of workflow `fn` and drive it until it completes, fails or suspends; the
+        flow options (`queue=`, `key=`, `priority=`, `debounce=`, `deadline=`) work as in `start`,
+        with the queues of the kit's durable.yaml."""
         from ._engine.lifecycle import create_run
+        from ._queues import flow_request
 
-        return create_run(self.store, fn, args, kwargs, run_id, self.clock, self.options)
+        flow = flow_request(self.options.queues, queue, key, priority, deadline, debounce, debounce_max)
+        return create_run(self.store, fn, args, kwargs, run_id, self.clock, self.options, flow=flow)
 
     def tick(self) -> TickSummary:
         """One tick at the current virtual time (schedules of durable.yaml included)."""
@@ -122,6 +137,10 @@ class DurableTestEnv:
         now = self.clock.now
         moments = [due_at for due_at, _ in self.store.due(end) if now < due_at < end]
         moments += [next_instant(schedule, now) for schedule in self.config.schedules]
+        for limits in self.config.queues.values():  # a rate window that frees while runs wait
+            stats = self.store.queue_stats(limits, now) if limits.rate is not None else {}
+            if stats.get("queued") and stats.get("rate_free_at") is not None:
+                moments.append(stats["rate_free_at"])
         moments = [moment for moment in moments if moment < end]
         return min(moments, default=None)
 

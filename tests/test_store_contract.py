@@ -648,3 +648,54 @@ def test_the_listing_index_finds_runs_newest_first_by_filter(store_factory: Stor
     assert ids(RunQuery(before=("2026-01-03T00:00:00.000000Z", "c"))) == ["b", "a"]
     store.delete_run("c")
     assert ids(RunQuery(tags={"tenant": "acme"})) == ["a"]
+# queues (flow control, docs/queues.md)
+T0 = datetime(2030, 1, 1, tzinfo=timezone.utc)
+
+
+def test_a_queue_starts_runs_while_it_has_room_then_keeps_them_waiting(store_factory: StoreFactory) -> None:
+    from durable_cli._queues import QueueLimits
+
+    store = store_factory()
+    limits = QueueLimits("q", concurrency=2)
+    assert [store.queue_enter(limits, f"r{i}", None, 0, T0) for i in range(4)] == [True, True, False, False]
+    assert sorted(store.queue_started("q")) == ["r0", "r1"]
+    assert store.queue_admitted("q", "r0") and not store.queue_admitted("q", "r2")
+    assert store.queue_admit(limits, T0) == []  # full
+    stats = store.queue_stats(limits, T0)
+    assert (stats["in_flight"], stats["queued"]) == (2, 2) and stats["oldest"] is not None
+    store.queue_leave("q", "r0", None, True)
+    assert store.queue_admit(limits, T0) == ["r2"]
+    assert ("r2" in [run_id for _, run_id in store.due(T0)])  # made due before it counts as started
+    store.queue_leave("q", "r3", None, False)  # cancelled while waiting
+    store.queue_leave("q", "r1", None, True)
+    assert store.queue_admit(limits, T0) == []
+    assert store.queue_stats(limits, T0)["queued"] == 0
+
+
+def test_admission_goes_by_priority_then_arrival_and_passes_over_a_full_key(store_factory: StoreFactory) -> None:
+    from durable_cli._queues import QueueLimits
+
+    store = store_factory()
+    limits = QueueLimits("q", concurrency=3, per_key=1, priority=True)
+    for holder, key in (("holder", "a"), ("filler-1", "x"), ("filler-2", "y")):
+        assert store.queue_enter(limits, holder, key, 0, T0)
+    for run_id, key, priority in (("late", "b", 5), ("a-first", "a", 0), ("b-early", "b", 1), ("c", "c", 1)):
+        assert not store.queue_enter(limits, run_id, key, priority, T0)
+    store.queue_leave("q", "filler-1", "x", True)
+    store.queue_leave("q", "filler-2", "y", True)
+    assert store.queue_admit(limits, T0) == ["b-early", "c"]  # a-first: key a is full
+    store.queue_leave("q", "holder", "a", True)
+    store.queue_leave("q", "c", "c", True)
+    assert store.queue_admit(limits, T0) == ["a-first"]  # late: key b is full
+
+
+def test_a_rate_counts_starts_in_a_sliding_window(store_factory: StoreFactory) -> None:
+    from durable_cli._queues import QueueLimits
+
+    store = store_factory()
+    limits = QueueLimits("q", rate=(2, 60.0))
+    assert [store.queue_enter(limits, f"r{i}", None, 0, T0 + timedelta(seconds=i)) for i in range(3)] == [True, True, False]
+    store.queue_leave("q", "r0", None, True)  # finishing frees no rate
+    assert store.queue_admit(limits, T0 + timedelta(seconds=59)) == []
+    assert store.queue_stats(limits, T0 + timedelta(seconds=59))["rate_free_at"] == T0 + timedelta(seconds=60)
+    assert store.queue_admit(limits, T0 + timedelta(seconds=60)) == ["r2"]

@@ -189,7 +189,8 @@ def test_mypy_reports_each_deliberate_mistake(mypy_errors: dict[str, list[str]])
     expected = {
         "from durable_cli import no_such_name": r'Module "durable_cli" has no attribute "no_such_name"',
         '    return charge(invoice, "ten")': r'Argument 2 to "__call__" of "StepDef" has incompatible type "str"; expected "int"',
-        "    start_child(bill, 7)": r'Argument 2 to "start_child" has incompatible type "int"; expected "str"',
+        # start_child has two overloads since it takes queue= (issue 19): mypy names neither's argument
+        "    start_child(bill, 7)": r'No overload variant of "start_child" matches argument types',
         "    start(bill)": r'No overload variant of "start" matches argument type',
         '    start(bill, "inv", "extra")': r'No overload variant of "start" matches argument types',
         "    start(async_bill, invoice=3)": r'No overload variant of "start" matches argument type',

@@ -12,7 +12,7 @@ import threading
 from typing import Any
 
 from .._digest import sha256_hex
-from ..errors import ChildFailed, EngineError, RunBusy, StoreError
+from ..errors import ChildFailed, DurableError, EngineError, RunBusy, StoreError
 from .._timeparse import parse_instant
 from .outcomes import rebuild
 from .execution import Clock, Execution
@@ -101,12 +101,20 @@ class ChildHandle:
         return f"<child run {self.run_id}>"
 
 
-def start_child(ex: Execution, definition: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ChildHandle:
-    """Start (once) a child run at the next position and drive it to its first suspension here."""
+def start_child(ex: Execution, definition: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                queue: str | None = None) -> ChildHandle:
+    """Start (once) a child run at the next position and drive it to its first suspension here
+    (or leave it queued, on a full `queue`)."""
+    from .._queues import flow_request
+
     pos, op = ex.begin("child", definition.name)
     if op is not None:
         return ChildHandle(ex, op.events[0]["child_run_id"], definition.name)
     run_id = child_run_id(ex.run_id, pos)
+    try:
+        flow = flow_request(ex.options.queues, queue)
+    except DurableError as exc:
+        ex.abort(exc)
     ex.flush()
     failure: list[BaseException] = []
     create_run = ex.create_run
@@ -115,7 +123,7 @@ def start_child(ex: Execution, definition: Any, args: tuple[Any, ...], kwargs: d
     def create() -> None:
         try:
             create_run(ex.store, definition, args, kwargs, run_id, ex.clock, ex.options,
-                       {"parent": {"run_id": ex.run_id, "pos": pos}})
+                       {"parent": {"run_id": ex.run_id, "pos": pos}}, flow=flow)
         except RunBusy:
             pass
         except BaseException as exc:

@@ -28,11 +28,13 @@ else:
 class WorkflowDef(Generic[P, R]):
     """A durable workflow: the function, its name, and whether replay checks step arguments."""
 
-    def __init__(self, fn: Callable[P, R], name: str | None, check_args: bool) -> None:
+    def __init__(self, fn: Callable[P, R], name: str | None, check_args: bool,
+                 timeout: float | None = None) -> None:
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.name = name or fn.__name__
         self.check_args = check_args
+        self.timeout = timeout  # seconds from the run's first execution to its deadline
         self.is_async = inspect.iscoroutinefunction(fn)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:

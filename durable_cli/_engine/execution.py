@@ -62,6 +62,8 @@ class Execution:
         self.engine_error: EngineError | None = None
         """An error of the engine that stopped the workflow (reported; the run stays recoverable)."""
         self.cancelled = False
+        self.timed_out = False
+        """Set once the run's deadline has passed: it ends as `timed_out` (docs/queues.md)."""
         self._cancel_checked = -CANCEL_CHECK_SECONDS
         self.suspension: tuple[str, datetime | None, list[Wait]] | None = None
         """(status, earliest wake time, waits) when the run suspends."""
@@ -94,12 +96,16 @@ class Execution:
         `durable cancel` acknowledges only once it holds the run, so a step that starts within
         that window still starts before the cancellation is acknowledged; the bound spares
         PostgreSQL a round trip per step.
+        A passed deadline counts as a request (to end the run as `timed_out`).
         """
         now = time.monotonic()
         if not self.cancelled and now - self._cancel_checked >= CANCEL_CHECK_SECONDS:
             self._cancel_checked = now
             self.cancelled = self.store.cancel_requested(self.run_id)
-        return self.cancelled
+        deadline = self.history.deadline
+        if deadline is not None and not self.timed_out and not self.history.finished:
+            self.timed_out = iso(self.clock()) >= deadline
+        return self.cancelled or self.timed_out
 
     def pause(self, seconds: float) -> None:
         """Wait in-process (a short retry back-off); a virtual clock just moves on."""

@@ -60,6 +60,8 @@ def status_of(last: dict[str, Any]) -> str:
         return TERMINAL[kind]
     if kind in ("run_suspended", "run_forked"):  # a fork's link carries the status it found
         return str(last.get("status", "running"))
+    if kind in ("run_queued", "run_debounced") or (kind == "run_started" and last.get("debounce")):
+        return "queued"
     if kind in ("hook_payload", "child_finished"):
         return "waiting"
     return "running"
@@ -94,6 +96,10 @@ class History:
         self.published: dict[str, Event] = {}  # key -> the latest `event_set` (or handed-over value)
         self.tags: dict[str, str] = {}
         self.wakes: set[tuple[int, str]] = set()  # (pos, until) of sleeps and back-offs woken early
+        self.debouncing = False  # a debounced run whose window has not yet closed
+        self.last_debounce: str | None = None  # when the last start joined the debounced run
+        self.admitted = True  # started, not waiting in a queue or a debounce window
+        self.deadline: str | None = None  # the earliest `deadline` journaled (ISO text)
         for event in events:
             self.add(event)
 
@@ -135,6 +141,8 @@ class History:
         elif kind in TERMINAL:
             self.status = TERMINAL[kind]
             self.outcome = event
+        elif kind in ("run_queued", "run_debounced", "run_dequeued"):
+            self._flow(event)
         elif kind == "run_recovered":
             self.crashes = event["crashes"]
             self.status = "running"
@@ -144,12 +152,35 @@ class History:
                 self.tags.update(event.get("tags") or {})
                 for key, value in (event.get("events") or {}).items():
                     self.published[key] = {"key": key, "value": value, "at": event["at"]}
+                self.debouncing = bool(event.get("debounce"))
+                self.admitted = not self.debouncing
+                self._deadline(event)
             else:
                 self._void_final_failures()
             self.status = "running"
             self.outcome = None
             self.suspended = None
             self.crashes = 0
+            if self.debouncing:
+                self.status = "queued"
+
+    def _flow(self, event: Event) -> None:
+        """Queues and debounce (docs/queues.md): `run_queued` and `run_debounced` leave the run
+        queued (the latter with the arguments of the last start); `run_dequeued` starts it."""
+        kind = event["type"]
+        if kind == "run_debounced":
+            self.last_debounce = event.get("at")
+            self.start = {**self.start, "args": event.get("args", []), "kwargs": event.get("kwargs", {})}
+        else:
+            self.debouncing = False
+        self.admitted = kind == "run_dequeued"
+        self.status = "running" if kind == "run_dequeued" else "queued"
+        self._deadline(event)
+
+    def _deadline(self, event: Event) -> None:
+        deadline = event.get("deadline")
+        if isinstance(deadline, str) and (self.deadline is None or deadline < self.deadline):
+            self.deadline = deadline
 
     def _void_final_failures(self) -> None:
         """After `run_retried`, steps that had failed for good get fresh attempts."""

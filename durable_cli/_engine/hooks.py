@@ -168,4 +168,4 @@ def _finished(ex: Execution, run_id: str) -> bool:
         _, last = ex.store.run_summary(run_id)
     except (RunNotFound, JournalDamaged):
         return True
-    return last["type"] in ("run_completed", "run_failed", "run_cancelled")
+    return last["type"] in ("run_completed", "run_failed", "run_cancelled", "run_timed_out")

@@ -17,8 +17,9 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from ..errors import DurableError, EngineError, RunBusy, RunConflict, RunExists, RunNotFound, StorageFailure, Suspend
+from ..errors import DurableError, EngineError, InvalidFlowOption, RunBusy, RunConflict, RunExists, RunNotFound, StorageFailure, Suspend
 from .._journal import FORMAT_VERSION
+from .._queues import Flow
 from .._loader import load_workflow, reference
 from .._payloads import stored
 from .._status import FINISHED, TERMINAL
@@ -28,6 +29,7 @@ from .context import current_execution
 from .definitions import WorkflowDef
 from .delivery import deliver
 from .execution import Clock, Execution
+from .flow import debounce, dequeue, due_time, enqueue, flow_fields, leave_queue, timeout_deadline
 from .history import History
 from .outcomes import error_info
 from .run import Options, Run
@@ -54,19 +56,34 @@ def start_fields(definition: WorkflowDef, run_id: str, args: tuple[Any, ...], kw
 
 def create_run(store: Store, definition: WorkflowDef, args: tuple[Any, ...], kwargs: dict[str, Any],
                run_id: str | None, clock: Clock, options: Options,
-               extra: dict[str, Any] | None = None, existing_ok: bool = True) -> Run:
+               extra: dict[str, Any] | None = None, existing_ok: bool = True,
+               flow: Flow | None = None) -> Run:
     """Create a run and drive it here; an existing run with the same id and call is returned as is
-    (or, with `existing_ok=False`, reported as RunExists)."""
+    (or, with `existing_ok=False`, reported as RunExists). With `flow`, the run may be queued or
+    debounced instead (docs/queues.md)."""
     definition.check_call(args, kwargs)
     now = clock()
+    if flow is not None and flow.debounce is not None and run_id is not None:
+        raise InvalidFlowOption("a debounced start gets the pending run's id: do not give a run id")
     run_id = check_run_id(run_id) if run_id is not None else new_run_id(now)
-    fields = start_fields(definition, run_id, args, kwargs, {**options.telemetry.caller_link(), **(extra or {})})
+    fields = start_fields(definition, run_id, args, kwargs,
+                          {**options.telemetry.caller_link(), **(extra or {}), **flow_fields(flow, now)})
+    if flow is not None and flow.debounce is not None:
+        history = debounce(store, clock, fields, flow.placement)
+        return Run.from_history(history.start["run_id"], history)
     session = store.create_run(run_id)
     if session is None:
         if not existing_ok:
             raise RunExists(f"run {run_id} exists already")
         return _existing(store, run_id, fields)
     try:
+        where = flow.placement if flow is not None else None
+        if (where is not None and where.queue is not None
+                and not store.queue_enter(where.queue, run_id, where.key, where.priority, now)):
+            return Run.from_history(run_id, enqueue(store, session, clock, fields, where))
+        timeout = timeout_deadline(definition, now)
+        if timeout and ("deadline" not in fields or timeout["deadline"] < fields["deadline"]):
+            fields.update(timeout)
         ex = execute(store, session, clock, definition, options, start=fields)
     finally:
         release(session)
@@ -136,6 +153,7 @@ def _execute(ex: Execution, due_at: datetime | None, start: dict[str, Any] | Non
     elif history.finished:
         if due_at is not None:
             notify_parent(ex)  # a crash may have come between its outcome and the parent's message
+            leave_queue(ex)  # and between its outcome and giving its queue slot back
             store.set_due(ex.run_id, None)  # a stale entry: drop it so no tick sees it again
         return
     elif history.status == "running" and start is None:
@@ -144,13 +162,15 @@ def _execute(ex: Execution, due_at: datetime | None, start: dict[str, Any] | Non
         ex.index()  # its creator may have died before writing it
         if crashes > options.max_recoveries:
             ex.fatal = DurableError(f"run crashed {crashes} times; giving up (max_recoveries)")
+    elif history.status == "queued" and not dequeue(ex):
+        return
     if ex.fatal is None:
         deliver(ex)
         ex.cancel_requested()
     first = history.start
     result: Any = None
     completed = False
-    if ex.fatal is None and not ex.cancelled:
+    if ex.fatal is None and not ex.cancelled and not ex.timed_out:
         if ex.definition is None:
             ex.definition = load_workflow(first, options.import_paths, options.allow_shared)
         try:
@@ -187,6 +207,8 @@ def _end(ex: Execution, result: Any, completed: bool) -> None:
             ex.fatal = TypeError(f"the workflow returned a value that is not JSON serializable: {exc}")
     if ex.fatal is not None:
         ex.record("run_failed", error=error_info(ex.fatal))
+    elif ex.timed_out and not ex.cancelled:
+        ex.record("run_timed_out", deadline=ex.history.deadline)
     else:
         ex.record("run_cancelled")
 
@@ -220,13 +242,14 @@ def _finish(ex: Execution, result: Any, completed: bool) -> None:
     if history.finished:
         if ex.cancelled:
             store.clear_cancel(ex.run_id)
-        if history.status == "cancelled":
+        if history.status in ("cancelled", "timed_out"):
             cancel_children(ex)
         notify_parent(ex)
+        leave_queue(ex)
         store.set_due(ex.run_id, None)
     else:
         wake_at = history.suspended.get("wake_at") if history.suspended else None
-        store.set_due(ex.run_id, parse_instant(wake_at) if wake_at else None)
+        store.set_due(ex.run_id, due_time(history, parse_instant(wake_at) if wake_at else None))
         if store.cancel_requested(ex.run_id):  # asked meanwhile: its due entry may just be replaced
             store.set_due(ex.run_id, ex.clock())
 

@@ -7,6 +7,7 @@ from typing import Any, cast
 
 from .._status import RunStatus
 from .._telemetry import NOOP, Telemetry
+from .._queues import QueueLimits
 from .history import History
 
 @dataclass
@@ -26,6 +27,8 @@ class Options:
     """Where `durable serve` is reached, for webhook URLs ($DURABLE_PUBLIC_URL, else durable.yaml)."""
     telemetry: Telemetry = NOOP
     """Traces and metrics (durable.yaml `otel`, the OTEL_* environment; `_telemetry`)."""
+    queues: dict[str, QueueLimits] = field(default_factory=dict)
+    """durable.yaml's `queues:` (docs/queues.md)."""
 
 @dataclass
 class Run:

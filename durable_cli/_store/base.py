@@ -15,6 +15,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Iterator
 
 from .._status import ended
+from .._queues import QueueLimits
+from .._status import FINAL_EVENTS
 from ..errors import DurableError, JournalEmpty, RunNotFound
 
 if TYPE_CHECKING:
@@ -230,6 +232,39 @@ class Store(ABC):
     @abstractmethod
     def due(self, now: datetime) -> Iterator[tuple[datetime, str]]:
         """(due time, run id) of entries due at `now`, earliest first; touches nothing later."""
+
+    # queues (flow control): per queue, the runs it started that have not left it, and those waiting
+    @abstractmethod
+    def queue_enter(self, limits: QueueLimits, run_id: str, key: str | None, priority: int,
+                    now: datetime) -> bool:
+        """Atomically, whoever else enters or admits at once: count the run as started and return
+        True if the queue has room for it at `now` (concurrency, per key, rate, and nobody waiting
+        ahead of it); else add it to the queue's waiting runs and return False."""
+
+    @abstractmethod
+    def queue_admit(self, limits: QueueLimits, now: datetime) -> list[str]:
+        """Atomically start as many waiting runs as the limits allow at `now`, lowest priority
+        number first, then first come (a run whose key is full is passed over); each is made due
+        at `now` before it counts as started, so a crash never strands one. Their ids, in order.
+        A full queue is answered without reading its waiting runs."""
+
+    @abstractmethod
+    def queue_admitted(self, queue: str, run_id: str) -> bool:
+        """Whether the queue counts the run as started."""
+
+    @abstractmethod
+    def queue_leave(self, queue: str, run_id: str, key: str | None, started: bool) -> None:
+        """Forget the run in the queue: a started run frees its slot (its start, once counted in
+        the rate window, stays counted); with `started` false, a waiting one also stops waiting."""
+
+    @abstractmethod
+    def queue_started(self, queue: str) -> list[str]:
+        """The runs the queue counts as started, in no particular order."""
+
+    @abstractmethod
+    def queue_stats(self, limits: QueueLimits, now: datetime) -> dict[str, Any]:
+        """`in_flight`, `queued`, `oldest` (when the longest-waiting run was enqueued, wall clock, or
+        None) and `rate_free_at` (when the rate window next has room, if it is full now)."""
 
     # hook tokens
     @abstractmethod

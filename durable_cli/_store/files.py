@@ -6,9 +6,9 @@ holds the time of the run's one entry, so the next `set_due` finds it), `tokens/
 (hook token owners; tokens never become paths), `inbox/<id>/<n>.json`, `cancel/<id>`,
 `streams/<id>/<base64 name>.jsonl`, `problems/<id>` (why a tick could not drive the run) and
 `rejected/` (the inbox is a component of its own, `FileInbox` in files_inbox.py), `index/` (the
-listing index, `FileRunIndex` in files_index.py). Every path
-named after a run is made by `run_path`, once the id passed `check_run_id`. Directories are 0700
-and files 0600.
+listing index, `FileRunIndex` in files_index.py) and `queues/` (flow control, `FileQueues` in
+files_queues.py). Every path named after a run is made by `run_path`, once the id passed
+`check_run_id`. Directories are 0700 and files 0600.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from .base import Event, RunQuery, RunSession, Store, check_run_id, empty_journa
 from .files_due import FileDueIndex
 from .files_inbox import FileInbox
 from .files_index import FileRunIndex
+from .._queues import QueueLimits
+from .files_queues import FileQueues
 from .files_streams import FileStreams
 from .._digest import sha256_hex as sha
 from .._journal import fsync
@@ -33,7 +35,7 @@ from .fsutil import (NOFOLLOW, fsync_dir, make_dirs, refuse_unsafe_dir, refuse_u
                      write_atomic)
 
 _SUBDIRS = ("runs", "locks", "due", "due_runs", "tokens", "inbox", "cancel", "streams", "rejected", "schedules",
-            "problems", "index")
+            "problems", "index", "queues")
 
 
 class FileRunSession(RunSession):
@@ -92,6 +94,7 @@ class FileStore(Store):
         self.due_index = FileDueIndex(self)
         self.streams = FileStreams(self)
         self.run_index = FileRunIndex(self)
+        self.queues = FileQueues(self)
         if os.path.lexists(self.root):
             self._check_root()
 
@@ -305,6 +308,26 @@ class FileStore(Store):
 
     def due(self, now: datetime) -> Iterator[tuple[datetime, str]]:
         return self.due_index.due(now)
+
+    # queues: a component of their own (files_queues.py)
+    def queue_enter(self, limits: QueueLimits, run_id: str, key: str | None, priority: int,
+                    now: datetime) -> bool:
+        return self.queues.enter(limits, check_run_id(run_id), key, priority, now)
+
+    def queue_admit(self, limits: QueueLimits, now: datetime) -> list[str]:
+        return self.queues.admit(limits, now)
+
+    def queue_admitted(self, queue: str, run_id: str) -> bool:
+        return self.queues.admitted(queue, run_id)
+
+    def queue_leave(self, queue: str, run_id: str, key: str | None, started: bool) -> None:
+        self.queues.leave(queue, check_run_id(run_id), key, started)
+
+    def queue_started(self, queue: str) -> list[str]:
+        return self.queues.started(queue)
+
+    def queue_stats(self, limits: QueueLimits, now: datetime) -> dict[str, Any]:
+        return self.queues.stats(limits, now)
 
     # hook tokens
     def _token_path(self, token: str) -> str:

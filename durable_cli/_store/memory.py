@@ -23,6 +23,7 @@ from typing import Any, Iterator
 from .. import _journal as journal
 from .._payloads import parse_message
 from ..errors import RunNotFound, StoreError
+from .memory_queues import MemoryQueue, MemoryQueues
 from .base import Event, RunSession, Store, check_run_id, check_stream_name, empty_journal, post_unless_ended
 
 SCHEME = "memory:"
@@ -44,6 +45,7 @@ class _State:
         self.problems: dict[str, str] = {}
         self.streams: dict[str, dict[str, list[bytes]]] = {}
         self.schedules: dict[str, str] = {}
+        self.queues: dict[str, MemoryQueue] = {}
         self.next_message = 0
 
 
@@ -109,7 +111,7 @@ class MemoryRunSession(RunSession):
             state.lock.notify_all()
 
 
-class MemoryStore(Store):
+class MemoryStore(MemoryQueues, Store):
     """Runs kept in this process's memory (`memory:` or `memory:NAME`)."""
 
     def __init__(self, location: str = SCHEME) -> None:

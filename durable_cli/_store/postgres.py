@@ -29,6 +29,7 @@ from .._payloads import parse_message
 from .._status import ended
 from .base import (Event, RunQuery, RunSession, Store, check_run_id, check_stream_name,
                    empty_journal)
+from .pg_queues import PostgresQueues
 from .pg_claims import CLAIM, CREATE, Heartbeat, PostgresRunSession, append_stream, release
 from .pg_schema import Conflict, Db, connect, parse_url
 from .._timeparse import iso
@@ -52,7 +53,9 @@ WITH events AS (DELETE FROM durable_events WHERE run_id = %(run_id)s),
      inbox AS (DELETE FROM durable_inbox WHERE run_id = %(run_id)s),
      cancel AS (DELETE FROM durable_cancel WHERE run_id = %(run_id)s),
      problems AS (DELETE FROM durable_problems WHERE run_id = %(run_id)s),
-     listed AS (DELETE FROM durable_run_index WHERE run_id = %(run_id)s)
+     listed AS (DELETE FROM durable_run_index WHERE run_id = %(run_id)s),
+     started AS (DELETE FROM durable_queue_started WHERE run_id = %(run_id)s),
+     waiting AS (DELETE FROM durable_queue_waiting WHERE run_id = %(run_id)s)
 DELETE FROM durable_runs WHERE run_id = %(run_id)s
 """
 
@@ -86,7 +89,7 @@ def _message_key(message_id: str) -> int | None:
     return int(message_id) if message_id.isascii() and message_id.isdigit() else None
 
 
-class PostgresStore(Store):
+class PostgresStore(PostgresQueues, Store):
     """Runs kept in one PostgreSQL database; any number of workers may share it."""
 
     def __init__(self, url: str, worker_id: str | None = None) -> None:

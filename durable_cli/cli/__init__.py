@@ -54,7 +54,7 @@ def _fail_from(exc: BaseException) -> NoReturn:
 _COMMANDS = {
     "run": "_runs", "resume": "_runs", "cancel": "_runs", "retry": "_runs",
     "inspect": "_views", "ls": "_views", "tail": "_views",
-    "tick": "_operate", "schedules": "_operate", "prune": "_operate", "export": "_operate",
+    "tick": "_operate", "schedules": "_operate", "queues": "_operate", "prune": "_operate", "export": "_operate",
     "migrate": "_operate", "serve": "_serving", "stats": "_stats",
     "events": "_repair", "fork": "_repair", "wake": "_repair",
 }
@@ -157,6 +157,10 @@ class Settings:
 
             self._options = options_from(self.config)
         return self._options
+
+    def reread(self) -> None:
+        """Read durable.yaml again at next use (`tick --loop`: changed queue limits apply)."""
+        self._config = self._options = None
 
     def open(self) -> Any:
         """The store of `--store`/`--dir`, else the environment, else durable.yaml."""

@@ -1,4 +1,4 @@
-"""Commands for operators: tick, schedules, prune, export, migrate."""
+"""Commands for operators: tick, schedules, queues, prune, export, migrate."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def tick(settings: Settings, now_text: str | None, loop: bool, interval: str, wo
 
 def _tick_line(summary: dict[str, Any]) -> str:
     """What the tick did; "nothing due" only when nothing was due and no run errored."""
-    parts = [f"{summary[k]} {k}" for k in ("delivered", "fired", "resumed", "completed", "failed", "suspended", "busy", "pruned") if summary.get(k)]
+    parts = [f"{summary[k]} {k}" for k in ("delivered", "fired", "admitted", "resumed", "completed", "failed", "suspended", "busy", "pruned") if summary.get(k)]
     errors = summary.get("errors", [])
     if errors:
         parts.append(f"{len(errors)} errored ({', '.join(e['run_id'] or '-' for e in errors)})")
@@ -164,8 +164,38 @@ def schedules_backfill(settings: Settings, name: str, start: str, end: str, as_j
 
 
 @main.command()
+@json_option
+@click.pass_obj
+def queues(settings: Settings, as_json: bool) -> None:
+    """List the queues of durable.yaml: limits, runs in flight, runs queued, oldest wait."""
+    from .._timeparse import utcnow
+
+    declared = settings.config.queues if settings.config is not None else {}
+    now = utcnow()
+    rows = []
+    with settings.opened() as store:
+        for limits in declared.values():
+            stats = store.queue_stats(limits, now)
+            oldest = stats["oldest"]
+            wait = None if oldest is None else round(max(0.0, (now - oldest).total_seconds()), 3)
+            rows.append({"name": limits.name, **limits.describe(), "limits": limits.describe(),
+                         "in_flight": stats["in_flight"], "queued": stats["queued"], "oldest_wait": wait})
+
+    def text() -> None:
+        if not rows:
+            click.echo("no queues")
+        for row in rows:
+            limits = ", ".join(f"{k} {row[k]}" for k in ("concurrency", "per_key", "rate") if row[k] is not None)
+            wait = "-" if row["oldest_wait"] is None else f"{row['oldest_wait']:.0f}s"
+            click.echo(f"{row['name']:<20} {limits or 'no limits':<40} in flight {row['in_flight']:<6} "
+                       f"queued {row['queued']:<8} oldest wait {wait}")
+
+    _emit(as_json, rows, text)
+
+
+@main.command()
 @click.option("--older-than", "older_than", required=True, metavar="DURATION", help="e.g. 30d")
-@click.option("--status", type=click.Choice(["completed", "failed", "cancelled", "continued"]))
+@click.option("--status", type=click.Choice(["completed", "failed", "cancelled", "continued", "timed_out"]))
 @json_option
 @click.pass_obj
 def prune(settings: Settings, older_than: str, status: str | None, as_json: bool) -> None:

@@ -16,7 +16,7 @@ from .._status import LISTED_STATUSES
 
 _COLORS = {"completed": "green", "failed": "red", "cancelled": "magenta", "waiting": "yellow",
            "sleeping": "cyan", "running": "blue", "damaged": "red", "unreadable": "red",
-           "migrated": "white", "timed out": "yellow"}
+           "migrated": "white", "timed out": "yellow", "timed_out": "red", "queued": "white"}
 
 
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"

@@ -30,23 +30,35 @@ def _parse_arg(text: str) -> Any:
 @click.argument("args", nargs=-1)
 @click.option("--id", "run_id", metavar="ID", help="Run id; a second run with the same id does nothing.")
 @click.option("--tag", "tags", multiple=True, metavar="K=V", help="Tag the run (repeatable): durable ls --tag K=V.")
+@click.option("--queue", metavar="NAME", help="Start on this queue of durable.yaml (queued while it is full).")
+@click.option("--key", metavar="KEY", help="Concurrency key (per_key) or debounce key.")
+@click.option("--priority", type=int, metavar="N", help="Priority on a priority queue: lower starts first.")
+@click.option("--debounce", metavar="DURATION",
+              help="Collapse starts with the same workflow and key within this window.")
+@click.option("--debounce-max", "debounce_max", metavar="DURATION",
+              help="Start at the latest this long after the first start (default 10x the window).")
+@click.option("--deadline", metavar="DURATION",
+              help="End the run as timed_out if unfinished this long after the start.")
 @json_option
 @click.pass_obj
 def run(settings: Settings, reference: str, args: tuple[str, ...], run_id: str | None,
-        tags: tuple[str, ...], as_json: bool) -> None:
+        tags: tuple[str, ...], queue: str | None, key: str | None, priority: int | None,
+        debounce: str | None, debounce_max: str | None, deadline: str | None, as_json: bool) -> None:
     """Start a run of MODULE:FN; each ARG is JSON when it parses, else a string."""
     from .._client import create_run
     from .._engine.published import check_tags
     from .._loader import resolve
+    from .._queues import flow_request
     from .._timeparse import utcnow
 
     extra = {"tags": check_tags(parse_tags(tags))} if tags else None
     with workflow_output(as_json):
         options = settings.options
+        flow = flow_request(options.queues, queue, key, priority, deadline, debounce, debounce_max)
         definition = resolve(reference, import_paths=options.import_paths)
         with settings.opened() as store:
             result = create_run(store, definition, tuple(_parse_arg(a) for a in args), {}, run_id,
-                                utcnow, options, extra)
+                                utcnow, options, extra, flow=flow)
     _report_run(result, as_json)
 
 

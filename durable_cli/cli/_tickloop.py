@@ -77,6 +77,7 @@ def run_ticks(settings: Any, now_text: str | None, loop: bool, interval: str, qu
                 _log_pass(log, summary.to_json())
             if stop is None or must_exit() or _idle(store, pause, stop):
                 break
+            settings.reread()  # each pass reads durable.yaml as it is then
     finally:
         store.close()
     return total.to_json()

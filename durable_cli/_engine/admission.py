@@ -1,0 +1,61 @@
+"""A tick's admission: start what each queue has room for, and take back slots that runs which
+finished never gave back. Kept apart from the rest of flow control (`flow.py`) so that a tick over
+full queues imports no more of the engine than it needs: only what can start is touched.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from .._queues import QueueLimits
+from .._store.base import Store
+
+
+def admit(store: Store, queues: dict[str, QueueLimits], now: datetime) -> int:
+    """Start what each queue has room for (the admitted runs are due now: the tick drives them);
+    how many were admitted. A queue full by concurrency first gives back the slots of runs that
+    finished (or vanished) without giving them back, as a crash between the two leaves them."""
+    count = 0
+    for limits in queues.values():
+        admitted = store.queue_admit(limits, now)
+        if not admitted and limits.concurrency is not None:
+            started = store.queue_started(limits.name)
+            if len(started) >= limits.concurrency and _free_leaked(store, limits.name, started):
+                admitted = store.queue_admit(limits, now)
+        count += len(admitted)
+    return count
+
+
+def _free_leaked(store: Store, queue: str, started: list[str]) -> bool:
+    """Give back the slots of started runs that have finished or are gone; whether any was (their
+    keys are not read: the store finds each slot by run id)."""
+    from ..errors import DurableError, JournalEmpty, RunNotFound
+    from .._status import TERMINAL
+
+    freed = False
+    for run_id in started:
+        try:
+            gone = store.run_summary(run_id)[1]["type"] in TERMINAL
+        except RunNotFound:
+            gone = True
+        except JournalEmpty:
+            gone = _dead_creation(store, run_id)
+        except (DurableError, OSError):
+            continue
+        if gone:
+            store.queue_leave(queue, run_id, None, True)
+            freed = True
+    return freed
+
+
+def _dead_creation(store: Store, run_id: str) -> bool:
+    """Whether a run with an empty journal was left so by a dead creator (not one creating it now)."""
+    from ..errors import JournalEmpty, RunNotFound
+
+    try:
+        session = store.open_run(run_id)
+    except (JournalEmpty, RunNotFound):
+        return True
+    if session is not None:
+        session.close()
+    return False

@@ -1,0 +1,238 @@
+"""The file store's queues: file names are the index, a lock file per queue makes each change atomic.
+
+Layout of `queues/<sha of the queue name>/`: `lock` (flock'd while a start enters or a tick admits),
+`started/<key hash>_<run id>` (the runs the queue counts as started), `waiting/<priority>_<arrival
+ns>_<key hash>_<run id>` (sorted listing = admission order), `rate/<start time>_<run id>` (starts
+inside the rate window; older ones are dropped as the window slides). A full queue is answered
+from `started/` alone: its waiting runs are never listed, however many there are.
+
+Admitting a run makes it due first, then counts it as started, then drops its waiting entry: a
+crash in between leaves a run that a tick drives (due) or admits again (still waiting, its started
+entry seen), never one that is lost or started twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Iterator
+
+from .. import _faults as faults
+from .._digest import sha256_hex as sha
+from .._queues import QueueLimits
+from .fsutil import NOFOLLOW, fsync_dir
+
+if TYPE_CHECKING:
+    from .files import FileStore
+
+_STAMP = "%Y%m%dT%H%M%S%f"
+_LOCKS: dict[tuple[str, str], tuple[int, int, threading.Lock]] = {}  # (root, queue): (pid, fd, guard)
+_NO_KEY = "-" * 12
+
+
+def _key_hash(key: str | None) -> str:
+    return _NO_KEY if key is None else sha(key)[:12]
+
+
+def _names(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
+
+
+def _touch(directory: str, name: str) -> None:
+    os.close(os.open(os.path.join(directory, name), os.O_WRONLY | os.O_CREAT | NOFOLLOW, 0o600))
+
+
+def _mark(source: str, directory: str, name: str) -> None:
+    """An empty entry `name`: a hard link to the queue's lock file (a directory entry only, no new
+    inode: tens of times cheaper than creating a file), or a new file past the link limit."""
+    try:
+        os.link(source, os.path.join(directory, name))
+    except FileExistsError:
+        pass
+    except OSError:
+        _touch(directory, name)
+
+
+def _unlink(directory: str, name: str) -> None:
+    try:
+        os.unlink(os.path.join(directory, name))
+    except FileNotFoundError:
+        pass
+
+
+class _Slots:
+    """What a queue holds while its lock is held: started runs by key, and the rate window."""
+
+    def __init__(self, base: str, limits: QueueLimits, now: datetime) -> None:
+        self.limits = limits
+        self.started = {name[13:]: name[:12] for name in _names(os.path.join(base, "started"))}
+        self.per_key: dict[str, int] = {}
+        for key_hash in self.started.values():
+            self.per_key[key_hash] = self.per_key.get(key_hash, 0) + 1
+        self.window: list[str] = []
+        if limits.rate is not None:
+            rate_dir = os.path.join(base, "rate")
+            horizon = (now - timedelta(seconds=limits.rate[1])).astimezone(timezone.utc).strftime(_STAMP)
+            for name in sorted(_names(rate_dir)):
+                if name[:21] <= horizon:
+                    _unlink(rate_dir, name)  # slid out of the window
+                else:
+                    self.window.append(name)
+
+    def room(self) -> bool:
+        """Whether one more run may start at all (concurrency and rate)."""
+        limits = self.limits
+        if limits.concurrency is not None and len(self.started) >= limits.concurrency:
+            return False
+        return limits.rate is None or len(self.window) < limits.rate[0]
+
+    def key_room(self, key_hash: str) -> bool:
+        return (self.limits.per_key is None or key_hash == _NO_KEY
+                or self.per_key.get(key_hash, 0) < self.limits.per_key)
+
+    def take(self, run_id: str, key_hash: str, stamp: str) -> None:
+        self.started[run_id] = key_hash
+        self.per_key[key_hash] = self.per_key.get(key_hash, 0) + 1
+        if self.limits.rate is not None:
+            self.window.append(f"{stamp}_{run_id}")
+
+
+class FileQueues:
+    """The queues of one `FileStore`, which holds them as `store.queues`."""
+
+    def __init__(self, store: FileStore) -> None:
+        self.store = store
+
+    def _queue_base(self, queue: str) -> str:
+        return os.path.join(self.store.root, "queues", sha(queue)[:32])
+
+    @contextmanager
+    def _queue_lock(self, queue: str) -> Iterator[None]:
+        """Hold the queue's lock file (flock): one open per queue and process, kept, since each
+        open of a lock file is a metadata change that waits on the file system's journal."""
+        held = _LOCKS.get((self.store.root, queue))
+        if held is None or held[0] != os.getpid():  # a forked worker opens its own
+            base = self.store._dir("queues", sha(queue)[:32])
+            for sub in ("started", "waiting", "rate"):
+                self.store._dir("queues", sha(queue)[:32], sub)
+            fd = os.open(os.path.join(base, "lock"), os.O_RDWR | os.O_CREAT | NOFOLLOW | os.O_CLOEXEC, 0o600)
+            held = _LOCKS[(self.store.root, queue)] = (os.getpid(), fd, threading.Lock())
+        _, fd, guard = held
+        with guard:  # threads share the open file, which flock does not tell apart
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _start(self, base: str, slots: _Slots, run_id: str, key_hash: str, now: datetime) -> None:
+        stamp = now.astimezone(timezone.utc).strftime(_STAMP)
+        faults.point("queue.start")
+        lock = os.path.join(base, "lock")
+        _mark(lock, os.path.join(base, "started"), f"{key_hash}_{run_id}")
+        if slots.limits.rate is not None:
+            _mark(lock, os.path.join(base, "rate"), f"{stamp}_{run_id}")
+        slots.take(run_id, key_hash, stamp)
+
+    def _sync(self, base: str) -> None:
+        for sub in ("started", "rate", "waiting"):
+            fsync_dir(os.path.join(base, sub))
+
+    def enter(self, limits: QueueLimits, run_id: str, key: str | None, priority: int,
+                    now: datetime) -> bool:
+        base = self._queue_base(limits.name)
+        key_hash = _key_hash(key)
+        with self._queue_lock(limits.name):
+            slots = _Slots(base, limits, now)
+            waiting = os.path.join(base, "waiting")
+            if slots.room() and slots.key_room(key_hash) and not _any(waiting):
+                self._start(base, slots, run_id, key_hash, now)
+                return True
+            faults.point("queue.wait")
+            _touch(waiting, f"{priority:010d}_{time.time_ns():020d}_{key_hash}_{run_id}")
+            fsync_dir(waiting)
+            return False
+
+    def admit(self, limits: QueueLimits, now: datetime) -> list[str]:
+        base = self._queue_base(limits.name)
+        if not os.path.isdir(os.path.join(base, "waiting")):
+            return []
+        admitted: list[str] = []
+        with self._queue_lock(limits.name):
+            slots = _Slots(base, limits, now)
+            if not slots.room():
+                return []
+            waiting = os.path.join(base, "waiting")
+            for name in sorted(_names(waiting)):
+                key_hash, run_id = name[32:44], name[45:]
+                if run_id in slots.started:
+                    _unlink(waiting, name)  # admitted by a tick that died before dropping this
+                    continue
+                if not slots.key_room(key_hash):
+                    continue
+                self.store.set_due(run_id, now)
+                self._start(base, slots, run_id, key_hash, now)
+                faults.point("queue.admit")
+                _unlink(waiting, name)
+                admitted.append(run_id)
+                if not slots.room():
+                    break
+            self._sync(base)
+        return admitted
+
+    def admitted(self, queue: str, run_id: str) -> bool:
+        started = os.path.join(self._queue_base(queue), "started")
+        return any(name[13:] == run_id for name in _names(started))
+
+    def leave(self, queue: str, run_id: str, key: str | None, started: bool) -> None:
+        """Unlinking needs no queue lock: it only ever makes room. A run that never started is
+        looked for among the waiting (one listing: for cancels and deadlines of queued runs)."""
+        base = self._queue_base(queue)
+        faults.point("queue.leave")
+        started_dir = os.path.join(base, "started")
+        try:
+            os.unlink(os.path.join(started_dir, f"{_key_hash(key)}_{run_id}"))
+        except FileNotFoundError:  # a key not given (a leaked slot), or no slot held
+            for name in _names(started_dir):
+                if name[13:] == run_id:
+                    _unlink(started_dir, name)
+        if not started:
+            waiting = os.path.join(base, "waiting")
+            for name in _names(waiting):
+                if name[45:] == run_id:
+                    _unlink(waiting, name)
+
+    def started(self, queue: str) -> list[str]:
+        return [name[13:] for name in _names(os.path.join(self._queue_base(queue), "started"))]
+
+    def stats(self, limits: QueueLimits, now: datetime) -> dict[str, Any]:
+        base = self._queue_base(limits.name)
+        waiting = _names(os.path.join(base, "waiting"))
+        oldest = min((int(name[11:31]) for name in waiting), default=None)
+        free_at = None
+        if limits.rate is not None:
+            horizon = (now - timedelta(seconds=limits.rate[1])).astimezone(timezone.utc).strftime(_STAMP)
+            window = sorted(n for n in _names(os.path.join(base, "rate")) if n[:21] > horizon)
+            if len(window) >= limits.rate[0]:
+                first = datetime.strptime(window[-limits.rate[0]][:21], _STAMP).replace(tzinfo=timezone.utc)
+                free_at = first + timedelta(seconds=limits.rate[1])
+        return {"in_flight": len(self.started(limits.name)), "queued": len(waiting),
+                "oldest": None if oldest is None else datetime.fromtimestamp(oldest / 1e9, timezone.utc),
+                "rate_free_at": free_at}
+
+
+def _any(directory: str) -> bool:
+    """Whether a directory has an entry (reads its first block only, however large it is)."""
+    try:
+        with os.scandir(directory) as entries:
+            iterator: Iterator[Any] = iter(entries)
+            return next(iterator, None) is not None
+    except FileNotFoundError:
+        return False

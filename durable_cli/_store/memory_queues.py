@@ -1,0 +1,117 @@
+"""The memory store's queues: per queue, started runs, waiting runs and the rate window, in dicts
+changed under the store's one lock (so every change is atomic, as the contract asks)."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from .._queues import QueueLimits
+
+if TYPE_CHECKING:
+    from .memory import _State
+
+
+@dataclass
+class MemoryQueue:
+    """One queue's bookkeeping."""
+
+    started: dict[str, str | None] = field(default_factory=dict)  # run id -> key
+    # run id -> (priority, arrival number, key, wall time of arrival)
+    waiting: dict[str, tuple[int, int, str | None, float]] = field(default_factory=dict)
+    window: list[datetime] = field(default_factory=list)  # starts inside the rate window, oldest first
+
+    def slide(self, limits: QueueLimits, now: datetime) -> None:
+        if limits.rate is not None:
+            horizon = now - timedelta(seconds=limits.rate[1])
+            self.window = [at for at in self.window if at > horizon]
+
+    def room(self, limits: QueueLimits) -> bool:
+        if limits.concurrency is not None and len(self.started) >= limits.concurrency:
+            return False
+        return limits.rate is None or len(self.window) < limits.rate[0]
+
+    def key_room(self, limits: QueueLimits, key: str | None) -> bool:
+        if key is None or limits.per_key is None:
+            return True
+        return sum(1 for held in self.started.values() if held == key) < limits.per_key
+
+    def take(self, limits: QueueLimits, run_id: str, key: str | None, now: datetime) -> None:
+        self.started[run_id] = key
+        self.waiting.pop(run_id, None)
+        if limits.rate is not None:
+            self.window.append(now)
+
+
+_arrivals = itertools.count()
+
+
+class MemoryQueues:
+    """Queue methods of `MemoryStore` (which provides `state`, with its `lock` and `queues`, and
+    `set_due`)."""
+
+    state: _State
+
+    def set_due(self, run_id: str, at: datetime | None) -> None:
+        raise NotImplementedError
+
+    def _queue(self, name: str) -> MemoryQueue:
+        return self.state.queues.setdefault(name, MemoryQueue())
+
+    def queue_enter(self, limits: QueueLimits, run_id: str, key: str | None, priority: int,
+                    now: datetime) -> bool:
+        with self.state.lock:
+            queue = self._queue(limits.name)
+            queue.slide(limits, now)
+            if queue.room(limits) and queue.key_room(limits, key) and not queue.waiting:
+                queue.take(limits, run_id, key, now)
+                return True
+            queue.waiting.setdefault(run_id, (priority, next(_arrivals), key, time.time()))
+            return False
+
+    def queue_admit(self, limits: QueueLimits, now: datetime) -> list[str]:
+        admitted: list[str] = []
+        with self.state.lock:
+            queue = self._queue(limits.name)
+            queue.slide(limits, now)
+            if not queue.room(limits):
+                return []
+            for run_id, (_, _, key, _) in sorted(queue.waiting.items(), key=lambda item: item[1][:2]):
+                if not queue.key_room(limits, key):
+                    continue
+                self.set_due(run_id, now)
+                queue.take(limits, run_id, key, now)
+                admitted.append(run_id)
+                if not queue.room(limits):
+                    break
+        return admitted
+
+    def queue_admitted(self, queue: str, run_id: str) -> bool:
+        with self.state.lock:
+            return run_id in self._queue(queue).started
+
+    def queue_leave(self, queue: str, run_id: str, key: str | None, started: bool) -> None:
+        with self.state.lock:
+            held = self._queue(queue)
+            held.started.pop(run_id, None)
+            if not started:
+                held.waiting.pop(run_id, None)
+
+    def queue_started(self, queue: str) -> list[str]:
+        with self.state.lock:
+            return list(self._queue(queue).started)
+
+    def queue_stats(self, limits: QueueLimits, now: datetime) -> dict[str, Any]:
+        with self.state.lock:
+            queue = self._queue(limits.name)
+            queue.slide(limits, now)
+            oldest = min((entry[3] for entry in queue.waiting.values()), default=None)
+            free_at = None
+            if limits.rate is not None and len(queue.window) >= limits.rate[0]:
+                free_at = queue.window[-limits.rate[0]] + timedelta(seconds=limits.rate[1])
+            return {"in_flight": len(queue.started), "queued": len(queue.waiting),
+                    "oldest": None if oldest is None else datetime.fromtimestamp(oldest, timezone.utc),
+                    "rate_free_at": free_at}

@@ -1,0 +1,145 @@
+"""The PostgreSQL store's queues: three tables (migration 0004) changed under a per-queue lock.
+
+Entering and admitting run in one transaction holding the advisory lock (QUEUE_LOCK,
+hashtext(queue)), so the counts they read are the counts they change: limits hold across any
+number of workers and hosts. An admitted run is made due in the same transaction that counts it
+as started and drops its waiting row. A full queue is answered from the started rows alone; the
+waiting rows are read through their (queue, priority, seq) index, no further than can start.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from .. import _faults as faults
+from .._queues import QueueLimits
+from .pg_schema import Conn, Db
+
+QUEUE_LOCK = 0x71756575  # "queu"
+
+
+class _Slots:
+    """A queue's started runs per key and its rate window, read under the queue's lock."""
+
+    def __init__(self, conn: Conn, limits: QueueLimits, now: datetime) -> None:
+        self.limits = limits
+        self.per_key: dict[str | None, int] = {}
+        self.total = 0
+        for key, count in conn.execute(
+                "SELECT key, count(*) FROM durable_queue_started WHERE queue = %s GROUP BY key",
+                (limits.name,)).fetchall():
+            self.per_key[key] = int(count)
+            self.total += int(count)
+        self.window = 0
+        if limits.rate is not None:
+            horizon = now - timedelta(seconds=limits.rate[1])
+            conn.execute("DELETE FROM durable_queue_rate WHERE queue = %s AND started_at <= %s",
+                         (limits.name, horizon))
+            row = conn.execute("SELECT count(*) FROM durable_queue_rate WHERE queue = %s",
+                               (limits.name,)).fetchone()
+            self.window = int(row[0]) if row else 0
+
+    def room(self) -> bool:
+        limits = self.limits
+        if limits.concurrency is not None and self.total >= limits.concurrency:
+            return False
+        return limits.rate is None or self.window < limits.rate[0]
+
+    def key_room(self, key: str | None) -> bool:
+        return key is None or self.limits.per_key is None or self.per_key.get(key, 0) < self.limits.per_key
+
+    def take(self, conn: Conn, run_id: str, key: str | None, now: datetime) -> None:
+        faults.point("queue.start")
+        conn.execute("INSERT INTO durable_queue_started (run_id, queue, key) VALUES (%s, %s, %s)"
+                     " ON CONFLICT (run_id) DO NOTHING", (run_id, self.limits.name, key))
+        if self.limits.rate is not None:
+            conn.execute("INSERT INTO durable_queue_rate (queue, run_id, started_at) VALUES (%s, %s, %s)",
+                         (self.limits.name, run_id, now))
+            self.window += 1
+        self.per_key[key] = self.per_key.get(key, 0) + 1
+        self.total += 1
+
+
+def _locked(conn: Conn, queue: str) -> None:
+    conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (QUEUE_LOCK, queue))
+
+
+class PostgresQueues:
+    """Queue methods of `PostgresStore` (which provides `_db`)."""
+
+    _db: Db
+
+    def queue_enter(self, limits: QueueLimits, run_id: str, key: str | None, priority: int,
+                    now: datetime) -> bool:
+        with self._db.transaction() as conn:
+            _locked(conn, limits.name)
+            slots = _Slots(conn, limits, now)
+            ahead = conn.execute("SELECT 1 FROM durable_queue_waiting WHERE queue = %s LIMIT 1",
+                                 (limits.name,)).fetchone()
+            if slots.room() and slots.key_room(key) and ahead is None:
+                slots.take(conn, run_id, key, now)
+                return True
+            faults.point("queue.wait")
+            conn.execute("INSERT INTO durable_queue_waiting (run_id, queue, key, priority)"
+                         " VALUES (%s, %s, %s, %s) ON CONFLICT (run_id) DO NOTHING",
+                         (run_id, limits.name, key, priority))
+            return False
+
+    def queue_admit(self, limits: QueueLimits, now: datetime) -> list[str]:
+        admitted: list[str] = []
+        with self._db.transaction() as conn:
+            _locked(conn, limits.name)
+            slots = _Slots(conn, limits, now)
+            after: tuple[int, int] = (-1, -1)
+            while slots.room():
+                rows = conn.execute(
+                    "SELECT run_id, key, priority, seq FROM durable_queue_waiting"
+                    " WHERE queue = %s AND (priority, seq) > (%s, %s) ORDER BY priority, seq LIMIT 100",
+                    (limits.name, *after)).fetchall()
+                if not rows:
+                    break
+                for run_id, key, priority, seq in rows:
+                    after = (priority, seq)
+                    if not slots.key_room(key):
+                        continue
+                    conn.execute("INSERT INTO durable_due (run_id, due_at) VALUES (%s, %s)"
+                                 " ON CONFLICT (run_id) DO UPDATE SET due_at = EXCLUDED.due_at",
+                                 (run_id, now.astimezone(timezone.utc)))
+                    slots.take(conn, run_id, key, now)
+                    faults.point("queue.admit")
+                    conn.execute("DELETE FROM durable_queue_waiting WHERE run_id = %s", (run_id,))
+                    admitted.append(run_id)
+                    if not slots.room():
+                        break
+        return admitted
+
+    def queue_admitted(self, queue: str, run_id: str) -> bool:
+        return bool(self._db.rows("SELECT 1 FROM durable_queue_started WHERE queue = %s AND run_id = %s",
+                                  (queue, run_id)))
+
+    def queue_leave(self, queue: str, run_id: str, key: str | None, started: bool) -> None:
+        """Deleting a row needs no queue lock: it only ever makes room."""
+        faults.point("queue.leave")
+        self._db.write("DELETE FROM durable_queue_started WHERE queue = %s AND run_id = %s", (queue, run_id))
+        if not started:
+            self._db.write("DELETE FROM durable_queue_waiting WHERE queue = %s AND run_id = %s", (queue, run_id))
+
+    def queue_started(self, queue: str) -> list[str]:
+        return [run_id for run_id, in self._db.rows(
+            "SELECT run_id FROM durable_queue_started WHERE queue = %s", (queue,))]
+
+    def queue_stats(self, limits: QueueLimits, now: datetime) -> dict[str, Any]:
+        started = self._db.rows("SELECT count(*) FROM durable_queue_started WHERE queue = %s", (limits.name,))
+        waiting = self._db.rows("SELECT count(*), min(enqueued_at) FROM durable_queue_waiting WHERE queue = %s",
+                                (limits.name,))
+        free_at = None
+        if limits.rate is not None:
+            stamps = [at for at, in self._db.rows(
+                "SELECT started_at FROM durable_queue_rate WHERE queue = %s AND started_at > %s"
+                " ORDER BY started_at", (limits.name, now - timedelta(seconds=limits.rate[1])))]
+            if len(stamps) >= limits.rate[0]:
+                free_at = stamps[-limits.rate[0]].astimezone(timezone.utc) + timedelta(seconds=limits.rate[1])
+        oldest = waiting[0][1]
+        return {"in_flight": int(started[0][0]), "queued": int(waiting[0][0]),
+                "oldest": None if oldest is None else oldest.astimezone(timezone.utc), "rate_free_at": free_at}

@@ -1,0 +1,334 @@
+"""Issue 19: queues (concurrency, per_key, rate, priority), debounce and deadlines, on both stores,
+under the test kit's virtual clock. The workflows live in this module; the kit's ticks import
+them again from here. What a queue did is read back from the journals: a run *starts* at its
+`run_dequeued` (or at `run_started` when it never waited) and *ends* at its final event.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from durable_cli import sleep, start_child, step, workflow
+from durable_cli._timeparse import parse_instant
+from durable_cli.errors import DurableError
+from durable_cli.testing import DurableTestEnv
+
+CALLS: list[str] = []
+
+CONFIG = """
+queues:
+  small:  {concurrency: 2}
+  tenant: {concurrency: 10, per_key: 1}
+  emails: {rate: 30/min}
+  llm:    {concurrency: 1, priority: true}
+"""
+
+
+@step
+def record(label: str) -> str:
+    CALLS.append(label)
+    return label
+
+
+@workflow
+def nap(label: str) -> str:
+    sleep("1h")
+    return record(label)
+
+
+@workflow
+def instant(label: str) -> str:
+    return record(label)
+
+
+@workflow
+def two_naps(label: str) -> str:
+    record(label + " before")
+    sleep("3h")
+    return record(label + " after")
+
+
+@workflow(timeout="2h")
+def bounded(label: str) -> str:
+    sleep("3h")
+    return record(label)
+
+
+CLOCKS: list[Any] = []  # the kit's clock, for a step that takes (virtual) hours
+
+
+@step
+def slow_record(label: str) -> str:
+    CLOCKS[0].now += timedelta(hours=3)  # the deadline passes while this step runs
+    CALLS.append(label)
+    return label
+
+
+@workflow
+def slow_then_more(label: str) -> str:
+    slow_record(label)
+    return record(label + " after")
+
+
+@workflow
+def parent_of_napper(label: str) -> str:
+    child = start_child(nap, label)
+    return str(child.result())
+
+
+@workflow
+def parent_on_queue(label: str) -> str:
+    child = start_child(nap, label, queue="small")
+    return str(child.result())
+
+
+@pytest.fixture(params=["files", "postgres", "memory"])
+def env(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[DurableTestEnv]:
+    """A kit on each store (the memory store is the kit's default), reading CONFIG's queues."""
+    config = tmp_path / "durable.yaml"
+    config.write_text(CONFIG)
+    CALLS.clear()
+    if request.param == "postgres":
+        kit = DurableTestEnv(store=request.getfixturevalue("pg_url"), config=str(config))
+    elif request.param == "files":
+        kit = DurableTestEnv(str(tmp_path / "kit"), config=str(config))
+    else:
+        kit = DurableTestEnv(config=str(config))
+    yield kit
+    kit.store.close()
+
+
+def intervals(kit: DurableTestEnv, run_ids: list[str]) -> list[tuple[datetime, datetime | None, str]]:
+    """(started, ended or None, run id) of each run, from its journal."""
+    spans = []
+    for run_id in run_ids:
+        events = kit.events(run_id)
+        begun = next((e for e in events if e["type"] == "run_dequeued"), None)
+        if begun is None and not any(e["type"] in ("run_queued", "run_debounced") for e in events) \
+                and not events[0].get("debounce"):
+            begun = events[0]
+        end = events[-1] if events[-1]["type"] in ("run_completed", "run_failed", "run_cancelled",
+                                                   "run_timed_out") else None
+        if begun is not None:
+            spans.append((parse_instant(begun["at"]), parse_instant(end["at"]) if end else None, run_id))
+    return spans
+
+
+def most_at_once(spans: list[tuple[datetime, datetime | None, str]],
+                 group: Callable[[str], str] = lambda run_id: "") -> int:
+    """The largest number of runs (of one group) started and not yet ended at any instant; an end
+    at the same instant as a start comes first (the slot was given back before it was taken)."""
+    marks = []
+    for begun, end, run_id in spans:
+        marks.append((begun, 1, group(run_id)))
+        if end is not None:
+            marks.append((end, -1, group(run_id)))
+    live: Counter[str] = Counter()
+    most = 0
+    for _, change, name in sorted(marks, key=lambda mark: (mark[0], mark[1])):
+        live[name] += change
+        most = max(most, live[name])
+    return most
+
+
+def test_a_run_on_a_full_queue_is_queued_then_started_by_a_tick_when_a_slot_frees(env: DurableTestEnv) -> None:
+    runs = [env.start(nap, f"r{i}", queue="small") for i in range(5)]
+    assert [r.status for r in runs] == ["sleeping", "sleeping", "queued", "queued", "queued"]
+    queued = env.events(runs[2].run_id)[-1]
+    assert (queued["type"], queued["queue"], queued["key"], queued["priority"]) == ("run_queued", "small", None, 0)
+    assert env.store.queue_stats(env.config.queues["small"], env.now)["queued"] == 3
+    env.advance("1h")  # the first two finish: the same tick starts the next two
+    assert [env.get_run(r.run_id).status for r in runs] == ["completed"] * 2 + ["sleeping"] * 2 + ["queued"]
+    env.advance("2h")
+    assert all(env.get_run(r.run_id).status == "completed" for r in runs)
+    assert most_at_once(intervals(env, [r.run_id for r in runs])) == 2
+
+
+def test_sleeping_and_waiting_runs_hold_their_slot_and_nothing_else_changes_without_a_queue(env: DurableTestEnv) -> None:
+    plain = [env.start(nap, f"p{i}") for i in range(3)]
+    assert [r.status for r in plain] == ["sleeping"] * 3
+    assert not any(e["type"] == "run_queued" for r in plain for e in env.events(r.run_id))
+    held = [env.start(two_naps, f"h{i}", queue="small") for i in range(2)]
+    waiting = env.start(instant, "w", queue="small")
+    env.advance("2h")  # the holders are asleep: the queue stays full
+    assert env.get_run(waiting.run_id).status == "queued" and CALLS.count("w") == 0
+    env.advance("2h")
+    assert env.get_run(waiting.run_id).status == "completed"
+    assert [h.run_id for h in held]
+
+
+def test_per_key_one_with_ten_keys_never_runs_two_of_a_key_at_once(env: DurableTestEnv) -> None:
+    runs = [env.start(nap, f"k{i % 10}-{i}", queue="tenant", key=f"tenant-{i % 10}") for i in range(30)]
+    assert Counter(r.status for r in runs) == {"sleeping": 10, "queued": 20}
+    env.advance("4h")
+    assert all(env.get_run(r.run_id).status == "completed" for r in runs)
+    keys = {r.run_id: env.events(r.run_id)[0]["key"] for r in runs}
+    spans = intervals(env, list(keys))
+    assert most_at_once(spans, keys.__getitem__) == 1
+    assert most_at_once(spans) == 10
+
+
+def test_a_rate_of_30_per_minute_starts_exactly_30_in_any_minute(env: DurableTestEnv) -> None:
+    runs = [env.start(instant, f"e{i}", queue="emails") for i in range(100)]
+    assert Counter(r.status for r in runs) == {"completed": 30, "queued": 70}
+    env.advance("5m")
+    assert all(env.get_run(r.run_id).status == "completed" for r in runs)
+    starts = sorted(begun for begun, _, _ in intervals(env, [r.run_id for r in runs]))
+    for first in starts:  # every minute-long window that opens at a start
+        assert sum(1 for s in starts if first <= s < first + timedelta(minutes=1)) <= 30
+    per_minute = Counter(int((s - starts[0]).total_seconds() // 60) for s in starts)
+    assert [per_minute[m] for m in range(4)] == [30, 30, 30, 10]
+
+
+def test_priority_order_lower_number_first_then_first_come(env: DurableTestEnv) -> None:
+    blocker = env.start(nap, "blocker", queue="llm")
+    order = [("p5-a", 5), ("p1-a", 1), ("none", None), ("p5-b", 5), ("p1-b", 1)]
+    for label, priority in order:
+        env.start(instant, label, queue="llm", **({} if priority is None else {"priority": priority}))
+    env.advance("1h")
+    assert CALLS == ["blocker", "none", "p1-a", "p1-b", "p5-a", "p5-b"]
+    assert env.get_run(blocker.run_id).status == "completed"
+
+
+def test_a_priority_on_a_queue_without_priorities_or_an_unknown_queue_is_refused_and_creates_nothing(
+        env: DurableTestEnv) -> None:
+    with pytest.raises(DurableError, match="does not take priorities"):
+        env.start(instant, "x", queue="small", priority=1)
+    with pytest.raises(DurableError, match="unknown queue 'nope'"):
+        env.start(instant, "x", queue="nope")
+    assert env.store.run_ids() == []
+
+
+def test_cancel_of_a_queued_run_removes_it_from_the_queue(env: DurableTestEnv) -> None:
+    for i in range(2):
+        env.start(nap, f"r{i}", queue="small")
+    queued = env.start(instant, "never", queue="small")
+    assert env.cancel(queued.run_id).status == "cancelled"
+    assert env.store.queue_stats(env.config.queues["small"], env.now)["queued"] == 0
+    env.advance("2h")
+    assert "never" not in CALLS
+
+
+def test_lowering_a_limit_applies_at_the_next_tick_and_stops_no_started_run(env: DurableTestEnv,
+                                                                              tmp_path: Path) -> None:
+    from durable_cli._config import load_config
+
+    runs = [env.start(two_naps, f"r{i}", queue="small") for i in range(2)]
+    waiting = [env.start(nap, f"w{i}", queue="small") for i in range(3)]
+    (tmp_path / "durable.yaml").write_text(CONFIG.replace("small:  {concurrency: 2}", "small:  {concurrency: 1}"))
+    env.config = load_config(str(tmp_path / "durable.yaml"))
+    env.advance("1h")
+    assert [env.get_run(r.run_id).status for r in runs] == ["sleeping", "sleeping"]  # not stopped
+    env.advance("6h")
+    spans = intervals(env, [r.run_id for r in waiting])
+    assert len(spans) == 3 and all(end for _, end, _ in spans) and most_at_once(spans) == 1
+
+
+def test_a_slot_left_by_a_run_that_finished_without_giving_it_back_is_reclaimed(env: DurableTestEnv) -> None:
+    done = env.start(instant, "done")  # not on the queue: its id stands for a crash before queue_leave
+    env.store.queue_enter(env.config.queues["small"], done.run_id, None, 0, env.now)
+    env.store.queue_enter(env.config.queues["small"], "gone-run", None, 0, env.now)
+    queued = env.start(instant, "waits", queue="small")
+    assert queued.status == "queued"
+    env.tick()
+    assert env.get_run(queued.run_id).status == "completed"
+
+
+def test_a_queued_child_starts_when_its_queue_has_room_and_its_parent_gets_the_result(env: DurableTestEnv) -> None:
+    for i in range(2):
+        env.start(nap, f"r{i}", queue="small")
+    parent = env.start(parent_on_queue, "child")
+    child_id = env.events(parent.run_id)[-2]["child_run_id"]
+    assert env.get_run(child_id).status == "queued"
+    env.advance("3h")
+    assert env.get_run(parent.run_id).result == "child"
+
+
+def test_a_hundred_debounced_starts_give_one_run_with_the_last_arguments(env: DurableTestEnv) -> None:
+    ids = set()
+    for i in range(100):
+        ids.add(env.start(instant, f"doc-{i}", debounce="5m", key="doc-7").run_id)
+        env.clock.now += timedelta(seconds=1)
+    assert len(ids) == 1
+    run_id = ids.pop()
+    assert env.get_run(run_id).status == "queued"
+    env.advance("4m")
+    assert env.get_run(run_id).status == "queued"  # the window has not been quiet for 5m yet
+    env.advance("2m")
+    assert env.get_run(run_id).result == "doc-99" and CALLS == ["doc-99"]
+    assert env.start(instant, "next", debounce="5m", key="doc-7").run_id != run_id  # a new window
+
+
+def test_debounce_starts_at_debounce_max_however_busy_the_window(env: DurableTestEnv) -> None:
+    first = env.start(instant, "a", debounce="1m", key="k").run_id  # debounce_max: 10 minutes
+    for i in range(15):
+        env.advance("50s")
+        env.start(instant, f"b{i}", debounce="1m", key="k")
+    run = env.get_run(first)
+    assert run.status == "completed"
+    started = next(e for e in env.events(first) if e["type"] == "run_dequeued")
+    assert parse_instant(started["at"]) - parse_instant(env.events(first)[0]["at"]) == timedelta(minutes=10)
+
+
+def test_a_deadline_that_passes_while_the_run_sleeps_ends_it_timed_out_without_another_step(env: DurableTestEnv) -> None:
+    run = env.start(two_naps, "late", deadline="2h")
+    env.advance("2h")  # the tick at the deadline ends it: the sleep had another hour to go
+    assert env.get_run(run.run_id).status == "timed_out"
+    assert env.events(run.run_id)[-1]["type"] == "run_timed_out"
+    env.advance("5h")
+    assert CALLS == ["late before"]
+
+
+def test_a_step_running_at_the_deadline_is_journaled_and_no_further_step_starts(env: DurableTestEnv) -> None:
+    CLOCKS[:] = [env.clock]
+    run = env.start(slow_then_more, "slow", deadline="1h")
+    assert run.status == "timed_out" and CALLS == ["slow"]
+    types = [e["type"] for e in env.events(run.run_id)]
+    assert types[-3:] == ["step_started", "step_completed", "run_timed_out"]
+
+
+def test_a_timed_out_parent_cancels_its_children(env: DurableTestEnv) -> None:
+    parent = env.start(parent_of_napper, "kid", deadline="30m")
+    child_id = next(e["child_run_id"] for e in env.events(parent.run_id) if e["type"] == "child_started")
+    env.advance("30m")
+    assert env.get_run(parent.run_id).status == "timed_out"
+    assert env.get_run(child_id).status == "cancelled"
+
+
+def test_a_deadline_counts_queue_time_and_a_workflow_timeout_counts_from_its_first_execution(
+        env: DurableTestEnv) -> None:
+    for i in range(2):
+        env.start(nap, f"r{i}", queue="small")
+    counted = env.start(instant, "counted", queue="small", deadline="30m")
+    bounded_run = env.start(bounded, "bounded", queue="small")
+    env.advance("30m")
+    assert env.get_run(counted.run_id).status == "timed_out"  # it never left the queue
+    assert env.store.queue_stats(env.config.queues["small"], env.now)["queued"] == 1
+    env.advance("1h")  # a slot frees at 1h: bounded starts, its 2h timeout counts from then
+    dequeued = next(e for e in env.events(bounded_run.run_id) if e["type"] == "run_dequeued")
+    assert dequeued["deadline"] == "2030-01-01T03:00:00.000000Z"
+    env.advance("3h")
+    assert env.get_run(bounded_run.run_id).status == "timed_out"
+
+
+def test_a_queued_run_moved_by_migrate_waits_on_its_queue_in_the_new_store(tmp_path: Path) -> None:
+    from durable_cli._store import open_store
+    from durable_cli._transfer import migrate
+
+    (tmp_path / "durable.yaml").write_text(CONFIG)
+    old = DurableTestEnv(str(tmp_path / "old"), config=str(tmp_path / "durable.yaml"))
+    CALLS.clear()
+    queued = [old.start(nap, "q0", queue="llm"), old.start(instant, "q1", queue="llm")]
+    assert [r.status for r in queued] == ["sleeping", "queued"]
+    target = open_store(str(tmp_path / "new"))
+    migrate(old.store, target, old.clock)
+    target.close()
+    new = DurableTestEnv(str(tmp_path / "new"), config=str(tmp_path / "durable.yaml"))
+    new.clock.now = old.now
+    new.advance("1h")  # the moved run enters its queue again (the started q0 is not counted there)
+    assert new.get_run(queued[1].run_id).status == "completed" and sorted(CALLS) == ["q0", "q1"]
