@@ -18,9 +18,17 @@ def status_of(last: dict[str, Any]) -> str:
         return TERMINAL[kind]
     if kind == "run_suspended":
         return str(last["status"])
+    if kind == "run_blocked":
+        return "blocked"
     if kind in ("hook_payload", "child_finished"):
         return "waiting"
     return "running"
+
+
+def blocked_reason(event: dict[str, Any]) -> str:
+    """Why a run is blocked, from its `run_blocked` event: the divergence and the code's location."""
+    message = str((event.get("error") or {}).get("message", "replay diverged"))
+    return f"{message} ({event['location']})" if event.get("location") else message
 
 
 def list_runs(store: Store, status: str | None = None) -> list[dict[str, Any]]:
@@ -44,6 +52,8 @@ def list_runs(store: Store, status: str | None = None) -> list[dict[str, Any]]:
             "run_id": run_id, "status": status_of(last), "workflow": first.get("name", ""),
             "created_at": first["at"], "updated_at": last["at"], "parent": (first.get("parent") or {}).get("run_id"),
         }
+        if last["type"] == "run_blocked":
+            row["reason"] = blocked_reason(last)
         if run_id in problems:
             row["error"] = problems[run_id]
         rows.append(row)
@@ -60,7 +70,7 @@ def describe_run(store: Store, run_id: str) -> dict[str, Any]:
     events = store.read_events(run_id)
     history = History(events)
     first, last = events[0], events[-1]
-    outcome = history.outcome or {}
+    outcome = history.outcome or history.blocked or {}
     return {
         "run_id": run_id, "status": status_of(last), "workflow": first.get("name", ""),
         "reference": first.get("workflow"), "args": first.get("args", []),
@@ -72,6 +82,10 @@ def describe_run(store: Store, run_id: str) -> dict[str, Any]:
             op.events[0]["child_run_id"] for op in history.ops.values() if op.kind == "child"
         ], "timeline": timeline(events), "events": events, "journal": store.journal_location(run_id),
         "problem": store.problems().get(run_id),
+        "blocked": None if history.blocked is None else {
+            "reason": blocked_reason(history.blocked), "position": history.blocked.get("position"),
+            "journal": history.blocked.get("journal"), "code": history.blocked.get("code"),
+            "location": history.blocked.get("location")},
     }
 
 

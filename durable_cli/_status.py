@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-RunStatus = Literal["running", "sleeping", "waiting", "completed", "failed", "cancelled", "migrated"]
+RunStatus = Literal["running", "sleeping", "waiting", "blocked", "completed", "failed", "cancelled", "migrated"]
 
 # What `ls` and the dashboard can show: a run's status, or why its journal could not be read.
 LISTED_STATUSES: tuple[str, ...] = (*get_args(RunStatus), "damaged", "unreadable")

@@ -26,11 +26,11 @@ Clock = Callable[[], datetime]
 class TickSummary:
     """What one tick did; `errors` lists runs it could not drive, with the reason."""
 
-    FIELDS = ("delivered", "resumed", "fired", "busy", "completed", "failed", "suspended")
+    FIELDS = ("delivered", "resumed", "fired", "busy", "completed", "failed", "suspended", "blocked")
 
     def __init__(self) -> None:
         self.delivered = self.resumed = self.fired = self.busy = 0
-        self.completed = self.failed = self.suspended = 0
+        self.completed = self.failed = self.suspended = self.blocked = 0
         self.errors: list[dict[str, str]] = []
         self.problems: dict[str, str] = {}  # recorded before this pass (cleared when driven)
 
@@ -108,6 +108,8 @@ def _drive(store: Store, run_id: str, clock: Clock, summary: TickSummary, option
         summary.completed += 1
     elif run.status in ("failed", "cancelled"):
         summary.failed += 1
+    elif run.status == "blocked":
+        summary.blocked += 1  # replay diverged: it waits for `durable retry` (see `durable ls`)
     else:
         summary.suspended += 1
 

@@ -77,6 +77,8 @@ class History:
         self.status = "running"
         self.suspended: Event | None = None
         self.outcome: Event | None = None
+        self.blocked: Event | None = None
+        """The `run_blocked` event while the run is blocked (replay diverged; waits for a retry)."""
         self.crashes = 0  # crashes in a row: progress or a clean suspension resets the count
         self.last_at: str = ""
         for event in events:
@@ -113,16 +115,21 @@ class History:
         elif kind in TERMINAL:
             self.status = TERMINAL[kind]
             self.outcome = event
+            self.blocked = None
+        elif kind == "run_blocked":
+            self.status = "blocked"
+            self.blocked = event
         elif kind == "run_recovered":
             self.crashes = event["crashes"]
             self.status = "running"
         elif kind in ("run_started", "run_retried"):
             if kind == "run_started":
                 self.start = event
-            else:
-                self._void_final_failures()
+            elif self.status == "failed":
+                self._void_final_failures()  # a blocked run's steps that failed for good stay failed
             self.status = "running"
             self.outcome = None
+            self.blocked = None
             self.suspended = None
             self.crashes = 0
 

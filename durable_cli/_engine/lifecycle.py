@@ -17,7 +17,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from ..errors import DurableError, EngineError, RunBusy, RunConflict, RunExists, RunNotFound, StorageFailure, Suspend
+from ..errors import DurableError, EngineError, NonDeterminismError, RunBusy, RunConflict, RunExists, RunNotFound, StorageFailure, Suspend
 from .._journal import FORMAT_VERSION
 from .._loader import load_workflow, reference
 from .._payloads import stored
@@ -118,8 +118,10 @@ def execute(
     ex.marked = due_at is not None and due_at <= clock()
     if start is not None:
         ex.record("run_started", **start)
-    if retry and history.status == "failed":
+    if retry and history.status in ("failed", "blocked"):
         ex.record("run_retried")
+    elif history.status == "blocked" and not store.cancel_requested(ex.run_id):
+        return ex  # it waits for `durable retry` (after a fix); its due entry stays as it is
     elif history.finished:
         if due_at is not None:
             notify_parent(ex)  # a crash may have come between its outcome and the parent's message
@@ -172,10 +174,18 @@ def _end(ex: Execution, result: Any, completed: bool) -> None:
             return
         except (TypeError, ValueError) as exc:
             ex.fatal = TypeError(f"the workflow returned a value that is not JSON serializable: {exc}")
-    if ex.fatal is not None:
+    if isinstance(ex.fatal, NonDeterminismError):
+        ex.record("run_blocked", **blocked_fields(ex.fatal))
+    elif ex.fatal is not None:
         ex.record("run_failed", error=error_info(ex.fatal))
     else:
         ex.record("run_cancelled")
+
+
+def blocked_fields(error: NonDeterminismError) -> dict[str, Any]:
+    """The fields of `run_blocked`: where replay diverged, both sides, the code's location, the error."""
+    return {"position": error.position, "journal": error.journal, "code": error.code,
+            "location": error.location, "error": error_info(error)}
 
 
 def _finish(ex: Execution, result: Any, completed: bool) -> None:
@@ -188,6 +198,8 @@ def _finish(ex: Execution, result: Any, completed: bool) -> None:
             # A child stays due until its parent has its outcome: a crash between the two leaves
             # the child due, and the tick that finds it finished sends the outcome again.
             ex.flush(terminal=not history.start.get("parent"))
+        if history.status == "blocked":
+            return  # not finished: it keeps its due entry and waits for `durable retry`
     else:
         if ex.suspension is not None:
             status, wake, waits = ex.suspension
@@ -228,7 +240,8 @@ def drive(
             if first:
                 raise RunBusy(f"run {run_id} is being executed by another process")
             return get_run(store, run_id)
-        finished_before = bool(session.events) and session.events[-1]["type"] in TERMINAL
+        finished_before = bool(session.events) and (session.events[-1]["type"] in TERMINAL
+                                                    or session.events[-1]["type"] == "run_blocked")
         try:
             ex = execute(store, session, clock, definition, options, due_at if first else None)
         finally:
@@ -246,14 +259,15 @@ def get_run(store: Store, run_id: str) -> Run:
 
 
 def retry_run(store: Store, run_id: str, clock: Clock, options: Options) -> Run:
-    """Resume a failed run on (fixed) code: final step failures get fresh attempts, history stays."""
+    """Resume a failed or blocked run on (fixed) code, history kept: a failed run's final step
+    failures get fresh attempts; a run that still diverges is blocked again, with the new reason."""
     session = store.open_run(run_id)
     if session is None:
         raise RunBusy(f"run {run_id} is being executed by another process")
     try:
         status = History(session.events).status
-        if status != "failed":
-            raise DurableError(f"run {run_id} is {status}; only a failed run can be retried")
+        if status not in ("failed", "blocked"):
+            raise DurableError(f"run {run_id} is {status}; only a failed or blocked run can be retried")
         ex = execute(store, session, clock, None, options, retry=True)
     finally:
         release(session)

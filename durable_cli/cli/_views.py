@@ -29,7 +29,7 @@ def inspect(settings: Settings, run_id: str, as_json: bool) -> None:
 
 
 @main.command(name="ls")
-@click.option("--status", type=click.Choice(["running", "sleeping", "waiting", "completed", "failed",
+@click.option("--status", type=click.Choice(["running", "sleeping", "waiting", "blocked", "completed", "failed",
                                              "cancelled", "migrated", "damaged", "unreadable"]))
 @json_option
 @click.pass_obj

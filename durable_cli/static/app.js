@@ -3,7 +3,7 @@
 // Everything from a journal is shown with textContent, never parsed as HTML.
 
 const POLL_MS = 1000;
-const STATUSES = ["running", "sleeping", "waiting", "completed", "failed", "cancelled"];
+const STATUSES = ["running", "sleeping", "waiting", "blocked", "completed", "failed", "cancelled"];
 const FINISHED = new Set(["completed", "failed", "cancelled"]);
 const app = document.getElementById("app");
 const live = document.getElementById("live");
@@ -129,7 +129,7 @@ function listPage() {
     tbody.replaceChildren(...shown.map((row) => el("tr", {"data-run-id": row.run_id, "data-status": row.status},
       el("td", {class: "mono"}, runLink(row.run_id)),
       el("td", {text: row.workflow}),
-      el("td", {}, badge(row.status)),
+      el("td", {title: row.reason || ""}, badge(row.status), row.reason ? el("div", {class: "error", text: row.reason}) : null),
       el("td", {text: when(row.created_at)}),
       el("td", {text: when(row.updated_at)}),
       el("td", {class: "mono"}, row.parent ? runLink(row.parent) : "–"),
@@ -244,7 +244,8 @@ function runPage(runId) {
     if (run.wake_at) rows.push(["Wakes", when(run.wake_at)]);
     if (run.parent) rows.push(["Parent", runLink(run.parent.run_id)]);
     if (run.status === "completed") rows.push(["Result", json(run.result)]);
-    if (run.error) rows.push(["Error", `${run.error.type}: ${run.error.message}`]);
+    if (run.blocked) rows.push(["Blocked", `${run.blocked.reason} (fix the code, then durable retry)`]);
+    else if (run.error) rows.push(["Error", `${run.error.type}: ${run.error.message}`]);
     facts.replaceChildren(...rows.flatMap(([key, value]) => [el("dt", {text: key}),
       el("dd", {class: key === "Error" ? "error" : ""}, el("pre", {}, value))]));
     cancel.hidden = FINISHED.has(run.status);
