@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("_schedules",),
     ("_tick",),
     ("_inspection", "_maintenance"),
-    ("_client", "_api", "_logs"),  # what callers and workflow code call
+    ("_client", "_api", "_logs", "_checks", "_portable"),  # what callers and workflow code call
     ("_serve",),
     ("cli", "testing", ""),  # the entry points ("" is durable_cli/__init__.py)
 ]

@@ -142,7 +142,8 @@ class ReplayOutcome:
 def replay_only(events: list[Event], definition: Any, clock: Callable[[], datetime],
                 store: Store | None = None, options: Any = None) -> ReplayOutcome:
     """Replay `events` (one run's journal) against `definition`, executing and writing nothing."""
-    from .driver import Options, _run_workflow
+    from .lifecycle import _run_workflow
+    from .run import Options
 
     run_id = str(events[0].get("run_id", "checked-run"))
     ex = _Replay(cast(Store, _ReadOnlyStore(store)), _Journal(run_id, events), clock, definition,

@@ -7,8 +7,6 @@ from typing import Any
 
 import click
 
-from .._store import opened
-
 from . import Failure, Settings, _emit, json_option, main, workflow_output
 
 
@@ -31,7 +29,6 @@ def check(settings: Settings, run_ids: tuple[str, ...], workflow: str | None, jo
     check production runs against a candidate build). Exits 0 when every run is ok, 1 otherwise.
     """
     from .._checks import check_files, check_store, counts
-    from .._client import options_for
     from .._store.base import check_run_id
     from .._timeparse import utcnow
 
@@ -39,7 +36,7 @@ def check(settings: Settings, run_ids: tuple[str, ...], workflow: str | None, jo
         raise click.UsageError("--journal needs one or more FILEs")
     journals = run_ids if journal else ()
     with workflow_output(True):  # workflow code that prints while replayed never mixes with the report
-        options = options_for()
+        options = settings.options
         if journals:
             rows = check_files(journals, finished, utcnow, options)
             if workflow is not None:
@@ -47,7 +44,7 @@ def check(settings: Settings, run_ids: tuple[str, ...], workflow: str | None, jo
                         or row.get("workflow") == workflow or row["status"] == "damaged"]
         else:
             names = [check_run_id(run_id) for run_id in run_ids]
-            with opened(settings.dir, settings.store) as store:
+            with settings.opened() as store:
                 rows = check_store(store, names, workflow, finished, utcnow, options, workers, settings.open)
     tally = counts(rows)
     _emit(as_json, {"runs": rows, "counts": tally}, lambda: _print_rows(rows, tally))
@@ -88,7 +85,7 @@ def import_command(settings: Settings, file: str, rename: bool, as_json: bool) -
     runs = read_path(file)
     if not runs:
         raise Failure(f"{file} holds no run")
-    with opened(settings.dir, settings.store) as store:
+    with settings.opened() as store:
         imported = import_runs(store, runs, rename, utcnow())
     document = {"imported": [{"run_id": i.run_id, "from": i.source_id, "status": i.status, "notes": i.notes}
                              for i in imported]}
