@@ -27,10 +27,12 @@ OK, DIVERGES, CANNOT_IMPORT, DAMAGED = "ok", "diverges", "cannot import", "damag
 
 
 class _Definitions:
-    """Workflow definitions by reference, each imported once per check."""
+    """Workflow definitions by reference, each imported once per check (as a resume would import
+    it: durable.yaml's `import_paths` first, shared dirs trusted as the options say)."""
 
-    def __init__(self) -> None:
+    def __init__(self, options: Any) -> None:
         self._found: dict[str, Any] = {}
+        self._options = options
 
     def load(self, start: Event) -> Any:
         from ._loader import load_workflow
@@ -38,7 +40,7 @@ class _Definitions:
         key = f"{start.get('workflow')}\0{start.get('import_root')}"
         if key not in self._found:
             try:
-                self._found[key] = load_workflow(start)
+                self._found[key] = load_workflow(start, self._options.import_paths, self._options.allow_shared)
             except DurableError as exc:
                 self._found[key] = exc
         found = self._found[key]
@@ -135,7 +137,7 @@ def _join(pid: int, read: int) -> list[dict[str, Any]]:
 def _check_runs(store: Store, names: list[str], workflow: str | None, finished: bool,
                 clock: Callable[[], datetime], options: Any) -> list[dict[str, Any]]:
     """The rows of one share of the runs."""
-    definitions = _Definitions()
+    definitions = _Definitions(options)
     rows = []
     for run_id in names:
         try:
@@ -160,7 +162,7 @@ def check_files(paths: Iterable[str], finished: bool, clock: Callable[[], dateti
     `finished`; an unreadable file is a `damaged` row."""
     from ._portable import read_path
 
-    definitions = _Definitions()
+    definitions = _Definitions(options)
     rows = []
     for path in paths:
         try:
