@@ -259,3 +259,14 @@ def test_a_finished_exported_run_is_checked_only_with_finished(tmp_path: Path) -
     assert project.json("check", "--journal", str(exported))[1]["runs"] == []
     code, doc, err = project.json("check", "--journal", str(exported), "--finished")
     assert code == 0 and doc["runs"][0]["reached"] == "completed" and doc["runs"][0]["result"] == 1, err
+
+
+def test_check_imports_workflows_from_the_import_paths_of_durable_yaml(tmp_path: Path) -> None:
+    project = Project(tmp_path, "shop", FLOWS, in_process=True)
+    project.run("order", "1", run_id="a")
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "shop.py").rename(tmp_path / "lib" / "shop.py")
+    assert project.json("check")[1]["runs"][0]["status"] == "cannot import"
+    (tmp_path / "durable.yaml").write_text("import_paths: [lib]\n")
+    code, doc, err = project.json("check")
+    assert code == 0 and doc["runs"][0]["status"] == "ok", err
