@@ -188,7 +188,7 @@ def read_stream(run_id: str, name: str = "default", start: int = 0, dir: str | N
 
 def retry(run_id: str, dir: str | None = None, store: str | None = None,
           allow_cancelled: bool = False) -> Run:
-    """Resume a failed run (a determinism error, a final step failure) on fixed code, keeping its
+    """Resume a failed or blocked run (a determinism error, a final step failure) on fixed code, keeping its
     journal; with `allow_cancelled`, a cancelled run too, from where it stopped."""
     with _opened(dir, store) as target:
         return retry_in(target, run_id, options_for(), allow_cancelled)
@@ -351,6 +351,42 @@ def published_in(target: Store, run_id: str, key: str | None, wait: float) -> di
     if value is not _NOTHING:
         document["value"] = value
     return document
+
+
+DETERMINISM_ERROR = "durable_cli.errors.NonDeterminismError"
+
+
+def blocked_run_ids(store: Store, workflow: str | None = None) -> list[str]:
+    """Runs blocked on a determinism error (of workflow `workflow`, by name or `module:qualname`),
+    oldest first: those with status `blocked`, and those an older version failed for one."""
+    from .errors import DurableError
+
+    found = []
+    for run_id in store.run_ids():
+        try:
+            first, last = store.run_summary(run_id)
+        except (DurableError, OSError):
+            continue  # damaged or gone: `ls` reports it; it is no blocked run
+        blocked = last["type"] == "run_blocked" or (
+            last["type"] == "run_failed" and (last.get("error") or {}).get("type") == DETERMINISM_ERROR)
+        if blocked and workflow in (None, first.get("name"), first.get("workflow")):
+            found.append((first["at"], run_id))
+    return [run_id for _, run_id in sorted(found)]
+
+
+def retry_blocked(store: Store, workflow: str | None, options: Options) -> list[Run]:
+    """`retry` every blocked run (after a fix is deployed); one that still diverges stays blocked
+    with the new reason, one busy elsewhere is left for later. One bad run never stops the others."""
+    from ._engine.lifecycle import retry_run
+    from .errors import DurableError
+
+    runs = []
+    for run_id in blocked_run_ids(store, workflow):
+        try:
+            runs.append(retry_run(store, run_id, utcnow, options))
+        except (DurableError, OSError) as exc:
+            runs.append(Run(run_id, "blocked", error={"type": type(exc).__name__, "message": str(exc)}))
+    return runs
 
 
 # Async twins: for `async def` code (a Starlette or FastAPI handler). Each runs its sync twin in a

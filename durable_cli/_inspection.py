@@ -21,9 +21,17 @@ def row_for(run_id: str, first: dict[str, Any], last: dict[str, Any], problems: 
     }
     if first.get("continued_from"):
         row["continued_from"] = first["continued_from"]
+    if last["type"] == "run_blocked":
+        row["reason"] = blocked_reason(last)
     if run_id in problems:
         row["error"] = problems[run_id]
     return row
+
+
+def blocked_reason(event: dict[str, Any]) -> str:
+    """Why a run is blocked, from its `run_blocked` event: the divergence and the code's location."""
+    message = str((event.get("error") or {}).get("message", "replay diverged"))
+    return f"{message} ({event['location']})" if event.get("location") else message
 
 
 def list_runs(store: Store, status: str | None = None, all: bool = False) -> list[dict[str, Any]]:
@@ -68,7 +76,7 @@ def describe_run(store: Store, run_id: str, follow: bool = True) -> dict[str, An
     events = store.read_events(run_id)
     history = History(events)
     first, last = events[0], events[-1]
-    outcome = history.outcome or {}
+    outcome = history.outcome or history.blocked or {}
     return {
         "run_id": run_id, "status": status_of(last), "workflow": first.get("name", ""),
         "reference": first.get("workflow"), "args": first.get("args", []),
@@ -86,6 +94,10 @@ def describe_run(store: Store, run_id: str, follow: bool = True) -> dict[str, An
         "continued_as": outcome.get("continued_as"),
         "forked_from": first.get("forked_from"),
         "forks": [{"run_id": e["fork_run_id"], "from_step": e["from_step"]} for e in events if e["type"] == "run_forked"],
+        "blocked": None if history.blocked is None else {
+            "reason": blocked_reason(history.blocked), "position": history.blocked.get("position"),
+            "journal": history.blocked.get("journal"), "code": history.blocked.get("code"),
+            "location": history.blocked.get("location")},
     }
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-RunStatus = Literal["queued", "running", "sleeping", "waiting", "completed", "failed", "cancelled",
-                    "timed_out", "migrated", "continued"]
+RunStatus = Literal["queued", "running", "sleeping", "waiting", "blocked", "completed", "failed",
+                    "cancelled", "timed_out", "migrated", "continued"]
 
 # What `ls` and the dashboard can show: a run's status, or why its journal could not be read.
 LISTED_STATUSES: tuple[str, ...] = (*get_args(RunStatus), "damaged", "unreadable")

@@ -28,12 +28,12 @@ Log = Callable[..., None]
 class TickSummary:
     """What one tick did; `errors` lists runs it could not drive, with the reason."""
 
-    FIELDS = ("delivered", "resumed", "fired", "busy", "completed", "failed", "suspended", "pruned",
-              "admitted")
+    FIELDS = ("delivered", "resumed", "fired", "busy", "completed", "failed", "suspended", "blocked",
+              "pruned", "admitted")
 
     def __init__(self) -> None:
         self.delivered = self.resumed = self.fired = self.busy = self.pruned = self.admitted = 0
-        self.completed = self.failed = self.suspended = 0
+        self.completed = self.failed = self.suspended = self.blocked = 0
         self.errors: list[dict[str, str]] = []
         self.problems: dict[str, str] = {}  # recorded before this pass (cleared when driven)
         self.log: Log | None = None  # each run's outcome and error as a structured record
@@ -116,6 +116,8 @@ def _drive(store: Store, run_id: str, clock: Clock, summary: TickSummary, option
         summary.completed += 1
     elif run.status in ("failed", "cancelled", "timed_out"):
         summary.failed += 1
+    elif run.status == "blocked":
+        summary.blocked += 1  # replay diverged: it waits for `durable retry` (see `durable ls`)
     else:
         summary.suspended += 1
 

@@ -22,7 +22,20 @@ class RetryableError(Exception):
 
 
 class NonDeterminismError(DurableError):
-    """The workflow asked for something other than what its journal holds at that position."""
+    """The workflow asked for something other than what its journal holds at that position.
+
+    `position`, `journal` (what the journal holds there) and `code` (what the workflow asked for)
+    name both sides; `location` is where in the workflow's code the call was made (`file:line in
+    function`), when known.
+    """
+
+    def __init__(self, message: str, position: int | None = None, journal: str = "", code: str = "",
+                 location: str = "") -> None:
+        super().__init__(message)
+        self.position = position
+        self.journal = journal
+        self.code = code
+        self.location = location
 
 
 class StepFailed(DurableError):

@@ -23,6 +23,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Iterator, ParamSpec, overload
 
+from ._checks import check_replay as check_replay
+from ._engine.checking import ReplayOutcome as ReplayOutcome
 from ._timeparse import parse_duration
 
 try:
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
     from ._engine.run import Run
     from ._tick import TickSummary
 
-__all__ = ["DurableTestEnv", "VirtualClock", "durable_env"]
+__all__ = ["DurableTestEnv", "VirtualClock", "durable_env", "check_replay", "ReplayOutcome"]
 
 P = ParamSpec("P")
 

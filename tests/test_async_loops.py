@@ -187,7 +187,7 @@ def test_an_async_run_unwound_by_the_engine_leaves_no_asyncio_error_behind(tmp_p
     SWAPPED[0] = True  # the replay asks for another step at position 1: non-deterministic
     tick(dir=where, now=later(hours=2))
     gc.collect()
-    assert get_run("mind-1", dir=where).status == "failed"
+    assert get_run("mind-1", dir=where).status == "blocked"
     assert not [r for r in caplog.records if r.name == "asyncio"]  # no "Task exception was never retrieved"
 
 

@@ -583,7 +583,7 @@ def _lines(log) -> list[str]:
     ("a(); sleep('1h'); return b()", "a(); h.create(token='t'); return b()", "sleep", "hook 'approval'", None),
 ], ids=["renamed", "reordered", "removed", "sleep-moved-before", "step-inserted-before-sleep",
         "sleep-became-a-hook"])
-def test_a_code_change_that_alters_the_sequence_fails_the_run_as_not_deterministic(
+def test_a_code_change_that_alters_the_sequence_blocks_the_run_as_not_deterministic(
     changing_module, before, after, journal_side, code_side, never_runs,
 ):
     begin, change, store, log = changing_module
@@ -593,13 +593,13 @@ def test_a_code_change_that_alters_the_sequence_fails_the_run_as_not_determinist
     events_before = run_events(store, run.run_id)
     change(after)
     done = get_run(run.run_id, dir=store)
-    assert done.status == "failed"
+    assert done.status == "blocked"
     message = done.error["message"]
     assert "not deterministic" in message
     assert journal_side in message and code_side in message
     events_after = run_events(store, run.run_id)
     assert events_after[: len(events_before)] == events_before
-    assert events_after[-1]["type"] == "run_failed"
+    assert events_after[-1]["type"] == "run_blocked"
     assert _lines(log) == executed
     if never_runs:
         started = [e["name"] for e in events_after[len(events_before):] if e["type"] == "step_started"]
@@ -611,7 +611,7 @@ def test_a_workflow_that_now_returns_early_is_not_deterministic(changing_module)
     run = begin("a(); b(); sleep('1h'); return c()")
     change("a(); return 'early'")
     done = get_run(run.run_id, dir=store)
-    assert done.status == "failed"
+    assert done.status == "blocked"
     assert "not deterministic" in done.error["message"]
 
 

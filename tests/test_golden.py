@@ -85,9 +85,13 @@ def test_a_code_change_that_alters_the_sequence_is_a_clear_determinism_error(tmp
     events = project.events(run_id)
     assert project.journal(run_id).read_bytes().startswith(before)
     assert result.code == 1, result
-    assert events[-1]["type"] == "run_failed"
-    message = events[-1]["error"]["message"]
+    blocked = events[-1]
+    assert blocked["type"] == "run_blocked"  # not failed: it waits for a fix and `durable retry`
+    message = blocked["error"]["message"]
     assert "not deterministic" in message and "journal holds" in message, message
+    assert blocked["journal"] and blocked["code"] and blocked["position"] >= 1
+    assert "golden_flows.py:" in blocked["location"], blocked
+    assert project.status(run_id) == "blocked"
     shown = project.cli("inspect", run_id)
     assert "not deterministic" in shown.out + shown.err
     assert not project.effects.exists()
@@ -103,8 +107,8 @@ def test_a_change_that_keeps_the_sequence_is_accepted(tmp_path: Path, change: st
     assert project.events("golden-waiting")[-1]["result"] == [3, 6, 20]
 
 
-def test_resume_says_why_the_run_failed(tmp_path: Path) -> None:
+def test_resume_says_why_the_run_is_blocked(tmp_path: Path) -> None:
     old, new = CHANGES["moved sleep"]
     project = _replay_project(tmp_path, SOURCE.replace(old, new))
     result = project.cli("resume", "golden-2", "-", input='{"v": 20}')
-    assert result.code == 1 and "not deterministic" in result.err, result
+    assert result.code == 1 and "blocked" in result.err and "not deterministic" in result.err, result

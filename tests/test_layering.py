@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("_schedules", "_retention"),
     ("_tick",),
     ("_inspection", "_maintenance", "_listing"),
-    ("_client", "_api", "_logs"),  # what callers and workflow code call
+    ("_client", "_api", "_logs", "_checks", "_portable"),  # what callers and workflow code call
     ("_serve",),
     ("cli", "testing", ""),  # the entry points ("" is durable_cli/__init__.py)
 ]

@@ -126,18 +126,18 @@ def test_patched_is_true_for_a_sleeping_run_that_reaches_it_on_new_code(project,
     assert [e["type"] for e in doc["events"]].count("patched") == 1
 
 
-def test_retry_resumes_a_run_that_failed_on_a_determinism_error_once_the_code_is_fixed(project, code):
+def test_retry_resumes_a_run_blocked_on_a_determinism_error_once_the_code_is_fixed(project, code):
     project.write(code(V1))
     run = project.run("bill", "100")
     run_id = run["run_id"]
     project.write(code(RENAMED_STEP))
     project.tick(days=8)
-    failed = project.inspect(run_id)
-    assert failed["status"] == "failed" and failed["error"]["type"].endswith("NonDeterminismError")
-    assert "step 'charge'" in failed["error"]["message"] and "step 'refund'" in failed["error"]["message"]
+    blocked = project.inspect(run_id)
+    assert blocked["status"] == "blocked" and blocked["error"]["type"].endswith("NonDeterminismError")
+    assert "step 'charge'" in blocked["error"]["message"] and "step 'refund'" in blocked["error"]["message"]
     before = project.events(run_id)
     code_, doc, err = project.json("retry", run_id)
-    assert code_ == 1 and doc["status"] == "failed"  # still the broken code: fails the same way
+    assert code_ == 1 and doc["status"] == "blocked"  # still the broken code: blocked the same way
     project.write(code(V1))
     code_, doc, err = project.json("retry", run_id)
     assert code_ == 0, err

@@ -22,7 +22,8 @@ def now(ex: Execution) -> datetime:
 
 def _digest(ex: Execution, kind: str) -> bytes:
     ex.derived += 1
-    return hashlib.sha256(f"{ex.run_id}:{kind}:{ex.derived}".encode()).digest()
+    seed = ex.history.start.get("renamed_from") or ex.run_id  # an imported copy keeps its values
+    return hashlib.sha256(f"{seed}:{kind}:{ex.derived}".encode()).digest()
 
 
 def random(ex: Execution) -> float:

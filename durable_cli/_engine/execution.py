@@ -9,6 +9,8 @@ outcomes are handed back in the order they were journaled by the scheduler (engi
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, NoReturn
@@ -32,6 +34,29 @@ def describe(kind: str, name: str) -> str:
     if kind == "sleep":
         return "a sleep"
     return f"{kind} {name!r}"
+
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ASYNCIO = os.path.dirname(os.path.abspath(asyncio.__file__))
+
+
+def call_site() -> str:
+    """Where the workflow's code made the current durable call (`file:line in function`): the
+    innermost frame outside durable-cli and asyncio; "" when there is none."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        path = os.path.abspath(frame.f_code.co_filename)
+        if not path.startswith((_PACKAGE + os.sep, _ASYNCIO + os.sep)) and not path.startswith("<frozen"):
+            return f"{path}:{frame.f_lineno} in {frame.f_code.co_name}"
+        frame = frame.f_back  # type: ignore[assignment]
+    return ""
+
+
+def divergence(pos: int, journal: str, code: str, message: str | None = None) -> NonDeterminismError:
+    """The error for a call that does not match the journal: both sides named, and the call site."""
+    text = message or (f"workflow is not deterministic: at position {pos} the journal holds {journal} "
+                       f"but the workflow asked for {code}")
+    return NonDeterminismError(text, position=pos, journal=journal, code=code, location=call_site())
 
 
 class Execution:
@@ -167,12 +192,7 @@ class Execution:
         pos = self.position
         op = self.history.ops.get(pos)
         if op is not None and (op.kind, op.name) != (kind, name):
-            self.abort(
-                NonDeterminismError(
-                    f"workflow is not deterministic: at position {pos} the journal holds "
-                    f"{describe(op.kind, op.name)} but the workflow asked for {describe(kind, name)}"
-                )
-            )
+            self.abort(divergence(pos, describe(op.kind, op.name), describe(kind, name)))
         return pos, op
 
     def abort(self, error: BaseException) -> None:
@@ -193,9 +213,7 @@ class Execution:
         extra = [pos for pos in self.history.ops if pos > self.position]
         if extra:
             op = self.history.ops[min(extra)]
-            self.abort(
-                NonDeterminismError(
-                    f"workflow is not deterministic: at position {op.pos} the journal holds "
-                    f"{describe(op.kind, op.name)} but the workflow returned"
-                )
-            )
+            journal = describe(op.kind, op.name)
+            self.abort(divergence(op.pos, journal, "the workflow to return", (
+                f"workflow is not deterministic: at position {op.pos} the journal holds {journal} "
+                "but the workflow returned")))

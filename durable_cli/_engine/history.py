@@ -60,6 +60,8 @@ def status_of(last: dict[str, Any]) -> str:
         return TERMINAL[kind]
     if kind in ("run_suspended", "run_forked"):  # a fork's link carries the status it found
         return str(last.get("status", "running"))
+    if kind == "run_blocked":
+        return "blocked"
     if kind in ("run_queued", "run_debounced") or (kind == "run_started" and last.get("debounce")):
         return "queued"
     if kind in ("hook_payload", "child_finished"):
@@ -91,6 +93,8 @@ class History:
         self.status = "running"
         self.suspended: Event | None = None
         self.outcome: Event | None = None
+        self.blocked: Event | None = None
+        """The `run_blocked` event while the run is blocked (replay diverged; waits for a retry)."""
         self.crashes = 0  # crashes in a row: progress or a clean suspension resets the count
         self.last_at: str = ""
         self.published: dict[str, Event] = {}  # key -> the latest `event_set` (or handed-over value)
@@ -141,6 +145,10 @@ class History:
         elif kind in TERMINAL:
             self.status = TERMINAL[kind]
             self.outcome = event
+            self.blocked = None
+        elif kind == "run_blocked":
+            self.status = "blocked"
+            self.blocked = event
         elif kind in ("run_queued", "run_debounced", "run_dequeued"):
             self._flow(event)
         elif kind == "run_recovered":
@@ -155,10 +163,11 @@ class History:
                 self.debouncing = bool(event.get("debounce"))
                 self.admitted = not self.debouncing
                 self._deadline(event)
-            else:
-                self._void_final_failures()
+            elif self.status != "blocked":
+                self._void_final_failures()  # a blocked run's steps that failed for good stay failed
             self.status = "running"
             self.outcome = None
+            self.blocked = None
             self.suspended = None
             self.crashes = 0
             if self.debouncing:

@@ -17,7 +17,8 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from ..errors import DurableError, EngineError, InvalidFlowOption, RunBusy, RunConflict, RunExists, RunNotFound, StorageFailure, Suspend
+from ..errors import (DurableError, EngineError, InvalidFlowOption, NonDeterminismError, RunBusy, RunConflict,
+                      RunExists, RunNotFound, StorageFailure, Suspend)
 from .._journal import FORMAT_VERSION
 from .._queues import Flow
 from .._loader import load_workflow, reference
@@ -148,8 +149,10 @@ def _execute(ex: Execution, due_at: datetime | None, start: dict[str, Any] | Non
     if start is not None:
         ex.record("run_started", **start)
         ex.index()  # before the run is durable: listings check each entry against its journal
-    if retry and history.status in ("failed", "cancelled"):
+    if retry and history.status in ("failed", "cancelled", "blocked"):
         ex.record("run_retried")
+    elif history.status == "blocked" and not store.cancel_requested(ex.run_id):
+        return  # it waits for `durable retry` (after a fix); its due entry stays as it is
     elif history.finished:
         if due_at is not None:
             notify_parent(ex)  # a crash may have come between its outcome and the parent's message
@@ -205,12 +208,20 @@ def _end(ex: Execution, result: Any, completed: bool) -> None:
             return
         except (TypeError, ValueError) as exc:
             ex.fatal = TypeError(f"the workflow returned a value that is not JSON serializable: {exc}")
-    if ex.fatal is not None:
+    if isinstance(ex.fatal, NonDeterminismError):
+        ex.record("run_blocked", **blocked_fields(ex.fatal))
+    elif ex.fatal is not None:
         ex.record("run_failed", error=error_info(ex.fatal))
     elif ex.timed_out and not ex.cancelled:
         ex.record("run_timed_out", deadline=ex.history.deadline)
     else:
         ex.record("run_cancelled")
+
+
+def blocked_fields(error: NonDeterminismError) -> dict[str, Any]:
+    """The fields of `run_blocked`: where replay diverged, both sides, the code's location, the error."""
+    return {"position": error.position, "journal": error.journal, "code": error.code,
+            "location": error.location, "error": error_info(error)}
 
 
 def _finish(ex: Execution, result: Any, completed: bool) -> None:
@@ -231,6 +242,8 @@ def _finish(ex: Execution, result: Any, completed: bool) -> None:
             # A child stays due until its parent has its outcome: a crash between the two leaves
             # the child due, and the tick that finds it finished sends the outcome again.
             ex.flush(terminal=not history.start.get("parent"))
+        if history.status == "blocked":
+            return  # not finished: it keeps its due entry and waits for `durable retry`
     else:
         if ex.suspension is not None:
             status, wake, waits = ex.suspension
@@ -273,7 +286,8 @@ def drive(
                 raise RunBusy(f"run {run_id} is being executed by another process")
             return get_run(store, run_id)
         last = session.events[-1] if session.events else {}
-        finished_before = last.get("type") in TERMINAL or last.get("ended") is True
+        finished_before = (last.get("type") in TERMINAL or last.get("ended") is True
+                           or last.get("type") == "run_blocked")
         try:
             ex = execute(store, session, clock, definition, options, due_at)
         finally:
@@ -300,7 +314,8 @@ def get_run(store: Store, run_id: str) -> Run:
 
 def retry_run(store: Store, run_id: str, clock: Clock, options: Options,
               allow_cancelled: bool = False) -> Run:
-    """Resume a failed run on (fixed) code: final step failures get fresh attempts, history stays.
+    """Resume a failed or blocked run on (fixed) code, history kept: a failed run's final step
+    failures get fresh attempts; a run that still diverges is blocked again, with the new reason.
 
     With `allow_cancelled`, a cancelled run is resumed the same way, from where it stopped.
     """
@@ -311,9 +326,9 @@ def retry_run(store: Store, run_id: str, clock: Clock, options: Options,
         status = History(session.events).status
         if status == "cancelled" and not allow_cancelled:
             raise DurableError(f"run {run_id} is cancelled; give --allow-cancelled to resume it")
-        if status not in ("failed", "cancelled"):
-            raise DurableError(f"run {run_id} is {status}; only a failed (or, with --allow-cancelled, "
-                               "a cancelled) run can be retried")
+        if status not in ("failed", "blocked", "cancelled"):
+            raise DurableError(f"run {run_id} is {status}; only a failed or blocked (or, with "
+                               "--allow-cancelled, a cancelled) run can be retried")
         ex = execute(store, session, clock, None, options, retry=True)
     finally:
         release(session)

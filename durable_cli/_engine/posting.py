@@ -86,6 +86,8 @@ def deliver_payload(store: Store, token: str, payload: Any, key: str | None, enq
         run = drive(store, run_id, clock, options)
     except RunBusy:
         return Delivery(token, run_id, "queued")
+    if run.status == "blocked" and not run.executed:
+        return Delivery(token, run_id, "queued", run)  # it waits in the inbox until `durable retry`
     return Delivery(token, run_id, "delivered", run)
 
 

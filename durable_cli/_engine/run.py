@@ -32,7 +32,8 @@ class Options:
 
 @dataclass
 class Run:
-    """A run as its journal describes it: `status`, and `result` or `error` once finished."""
+    """A run as its journal describes it: `status`, and `result` or `error` once finished (a
+    blocked run's `error` is the determinism error that blocked it)."""
 
     run_id: str
     status: RunStatus
@@ -48,7 +49,7 @@ class Run:
 
     @classmethod
     def from_history(cls, run_id: str, history: History) -> Run:
-        outcome = history.outcome or {}
+        outcome = history.outcome or history.blocked or {}
         suspended = history.suspended or {}
         return cls(
             run_id, cast(RunStatus, history.status), history.start.get("name", ""), outcome.get("result"),

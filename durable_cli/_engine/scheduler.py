@@ -187,10 +187,11 @@ class Scheduler:
         op = self.ex.history.ops[head]
         waiting = sorted(set(self.turns) | set(self.pending))
         asked = ", ".join(f"position {p}" for p in waiting) or "nothing"
+        journal = f"{describe(op.kind, op.name)} completing"
         self.ex.abort(NonDeterminismError(
-            f"workflow is not deterministic: the journal holds {describe(op.kind, op.name)} "
-            f"completing at position {head}, but the workflow never asked for it (it waits on {asked})"
-        ))
+            f"workflow is not deterministic: the journal holds {journal} "
+            f"at position {head}, but the workflow never asked for it (it waits on {asked})",
+            position=head, journal=journal, code=f"a wait on {asked}"))
 
     def _stop(self) -> None:
         if not self._stopped.done():

@@ -51,14 +51,13 @@ def _begin(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs: dict[str
     started = op.first("step_started") if op is not None else None
     recorded = started.get("args_hash") if started is not None else None
     if recorded and recorded != digest and getattr(ex.definition, "check_args", True):
-        from ..errors import NonDeterminismError
+        from .execution import divergence
 
-        ex.abort(
-            NonDeterminismError(
-                f"workflow is not deterministic: step {sdef.name!r} at position {pos} was called "
-                f"with arguments hashing to {recorded} and is now called with {digest}"
-            )
-        )
+        ex.abort(divergence(
+            pos, f"step {sdef.name!r} called with arguments hashing to {recorded}",
+            f"step {sdef.name!r} called with arguments hashing to {digest}",
+            f"workflow is not deterministic: step {sdef.name!r} at position {pos} was called "
+            f"with arguments hashing to {recorded} and is now called with {digest}"))
     return pos, op, digest
 
 

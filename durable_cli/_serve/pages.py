@@ -105,7 +105,7 @@ def runs_page(page: Page, chosen: Selection, workflows: Iterable[str]) -> str:
     rows = "".join(
         f'<tr data-run-id="{h(row["run_id"])}" data-status="{h(row["status"])}">'
         f'<td class="mono">{run_link(row["run_id"])}</td><td>{h(row.get("workflow", ""))}</td>'
-        f'<td>{badge(row["status"])}</td><td>{_when(row.get("created_at"))}</td><td>{_when(row.get("updated_at"))}</td>'
+        f'<td>{badge(row["status"])}{_reason(row)}</td><td>{_when(row.get("created_at"))}</td><td>{_when(row.get("updated_at"))}</td>'
         f'<td class="mono">{run_link(row["parent"]) if row.get("parent") else "–"}</td>'
         f'<td>{h(_tags(row.get("tags")))}</td></tr>'
         for row in page.rows)
@@ -162,6 +162,11 @@ def _detail(entry: dict[str, Any]) -> str:
     return out
 
 
+def _reason(row: dict[str, Any]) -> str:
+    """Why a blocked run waits, under its status in the runs list."""
+    return f'<div class="error">{h(row["reason"])}</div>' if row.get("reason") else ""
+
+
 def _row(e: dict[str, Any]) -> str:
     return (f'<tr class="kind-{h(e.get("kind", ""))}"><td class="mono">{h(e.get("pos", ""))}</td><td>{h(e.get("kind", ""))}</td>'
             f'<td class="mono">{h(e.get("name") or "")}</td><td>{badge(e["status"]) if e.get("status") else "–"}</td>'
@@ -211,7 +216,9 @@ def _facts(run: dict[str, Any]) -> str:
         rows.append(("Tags", h(_tags(run["tags"]))))
     if run["status"] == "completed":
         rows.append(("Result", h(json.dumps(run.get("result"), indent=2))))
-    if run.get("error"):
+    if run.get("blocked"):
+        rows.append(("Blocked", h(f"{run['blocked']['reason']} (fix the code, then durable retry)")))
+    elif run.get("error"):
         rows.append(("Error", h(f"{run['error'].get('type')}: {run['error'].get('message')}")))
     return "".join(f'<dt>{key}</dt><dd class="{"error" if key == "Error" else ""}"><pre>{value}</pre></dd>'
                    for key, value in rows)

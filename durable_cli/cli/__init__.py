@@ -57,6 +57,7 @@ _COMMANDS = {
     "tick": "_operate", "schedules": "_operate", "queues": "_operate", "prune": "_operate", "export": "_operate",
     "migrate": "_operate", "serve": "_serving", "stats": "_stats",
     "events": "_repair", "fork": "_repair", "wake": "_repair",
+    "check": "_upgrade", "import": "_upgrade",
 }
 
 
@@ -218,7 +219,7 @@ def _run_document(run: Any) -> dict[str, Any]:
     document: dict[str, Any] = {"run_id": run.run_id, "status": run.status}
     if run.status == "completed":
         document["result"] = run.result
-    elif run.error is not None:
+    elif run.error is not None:  # failed, or blocked (the determinism error)
         document["error"] = run.error
     if run.wake_at:
         document["wake_at"] = run.wake_at
@@ -246,5 +247,10 @@ def _report_run(run: Any, as_json: bool, document: dict[str, Any] | None = None,
     if run.status == "failed":
         error = run.error or {}
         click.echo(safe(f"run {run.run_id} failed: {error.get('type')}: {error.get('message')}"), err=True)
+        sys.exit(1)
+    if run.status == "blocked":
+        error = run.error or {}
+        click.echo(safe(f"run {run.run_id} blocked: {error.get('message')}; fix the code, then "
+                        f"`durable retry {run.run_id}`"), err=True)
         sys.exit(1)
 

@@ -215,16 +215,36 @@ def prune(settings: Settings, older_than: str, status: str | None, as_json: bool
 
 
 @main.command()
-@click.argument("run_id")
+@click.argument("run_id", required=False)
+@click.option("--with-streams", is_flag=True, help="Add the run's output streams (one line per chunk).")
+@click.option("--all", "all_runs", is_flag=True, help="Export every run (with --archive).")
+@click.option("--archive", metavar="FILE.tar.gz", help="Write the runs, streams included, to this archive.")
+@click.option("--status", type=click.Choice(["running", "sleeping", "waiting", "blocked", "completed", "failed",
+                                             "cancelled", "migrated"]), help="With --all: only runs of this status.")
+@click.option("--workflow", metavar="NAME", help="With --all: only runs of this workflow.")
 @click.pass_obj
-def export(settings: Settings, run_id: str) -> None:
-    """Print a run's journal as JSONL lines, checksums included, whatever the store."""
+def export(settings: Settings, run_id: str | None, with_streams: bool, all_runs: bool, archive: str | None,
+           status: str | None, workflow: str | None) -> None:
+    """Print a run's journal as JSONL lines, checksums included, whatever the store; or write an
+    archive of runs (`--all --archive FILE.tar.gz`) that `durable import` loads elsewhere."""
+    import sys
+
+    from .._portable import export_bytes, select_runs, write_archive
     from .._store.base import check_run_id
 
+    if all_runs != (archive is not None) or all_runs == (run_id is not None):
+        raise click.UsageError("give a RUN_ID, or --all with --archive FILE.tar.gz")
+    if (status or workflow) and not all_runs:
+        raise click.UsageError("--status and --workflow go with --all")
     with settings.opened() as store:
-        lines = store.export_lines(check_run_id(run_id))
-    for line in lines:
-        click.echo(line.decode(), nl=False)
+        if archive is not None:
+            written = write_archive(store, select_runs(store, status, workflow), archive)
+            click.echo(f"exported {len(written)} run(s) to {archive}", err=True)
+            return
+        data = export_bytes(store, check_run_id(run_id or ""), with_streams)
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
 
 
 @main.command()

@@ -16,7 +16,7 @@ from .._status import LISTED_STATUSES
 
 _COLORS = {"completed": "green", "failed": "red", "cancelled": "magenta", "waiting": "yellow",
            "sleeping": "cyan", "running": "blue", "damaged": "red", "unreadable": "red",
-           "migrated": "white", "timed out": "yellow", "timed_out": "red", "queued": "white"}
+           "migrated": "white", "timed out": "yellow", "timed_out": "red", "queued": "white", "blocked": "red"}
 
 
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
@@ -113,6 +113,8 @@ def render_run(doc: dict[str, Any], color: bool = False) -> str:
         lines.append(f"result    {safe(json.dumps(doc['result'], ensure_ascii=False))}")
     if doc.get("error"):
         lines.append(f"error     {safe(doc['error'].get('type'))}: {safe(doc['error'].get('message'))}")
+    if doc.get("blocked"):
+        lines.append(f"blocked   {safe(doc['blocked']['reason'])} (fix the code, then `durable retry`)")
     if doc.get("problem"):
         lines.append(f"problem   {safe(doc['problem'])} (seen by the last tick)")
     for wait in doc.get("wait") or []:
@@ -173,6 +175,8 @@ def render_list(rows: list[dict[str, Any]], now: datetime, color: bool = False) 
     summary = ", ".join(_style(f"{counts[s]} {s}", s, color) for s in order if counts[s])
     lines.append(f"{len(rows)} run{'s' if len(rows) != 1 else ''}: {summary}")
     for row in rows:
+        if row.get("reason"):
+            lines.append(f"blocked: run {safe(row['run_id'])}: {safe(row['reason'])}")
         if row.get("error"):
             lines.append(f"error: run {safe(row['run_id'])}: {safe(row['error'])}")
     return "\n".join(lines)

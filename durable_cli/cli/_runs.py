@@ -146,16 +146,52 @@ def cancel(settings: Settings, run_id: str, wait: str | None, as_json: bool) -> 
 
 
 @main.command()
-@click.argument("run_id")
+@click.argument("run_id", required=False)
+@click.option("--blocked", "all_blocked", is_flag=True, help="Retry every blocked run (after a fix is deployed).")
+@click.option("--workflow", metavar="NAME", help="With --blocked: only runs of this workflow.")
 @click.option("--allow-cancelled", is_flag=True,
               help="Resume a cancelled run too, from where it stopped (its cancelled children stay cancelled).")
 @json_option
 @click.pass_obj
-def retry(settings: Settings, run_id: str, allow_cancelled: bool, as_json: bool) -> None:
-    """Resume a failed run on fixed code (after a determinism error or a final step failure);
-    with --allow-cancelled, a cancelled run too."""
+def retry(settings: Settings, run_id: str | None, all_blocked: bool, workflow: str | None, allow_cancelled: bool,
+          as_json: bool) -> None:
+    """Resume a failed or blocked run on fixed code (after a determinism error or a final step
+    failure); with --blocked, every blocked run; with --allow-cancelled, a cancelled run too. Exits
+    1 if a run failed or is still blocked."""
     from .._client import retry_in
 
+    if all_blocked == (run_id is not None):
+        raise click.UsageError("give a RUN_ID or --blocked")
+    if workflow is not None and not all_blocked:
+        raise click.UsageError("--workflow goes with --blocked")
+    if all_blocked:
+        _retry_blocked(settings, workflow, as_json)
+        return
     with workflow_output(as_json), settings.opened() as store:
-        result = retry_in(store, run_id, settings.options, allow_cancelled)
+        result = retry_in(store, run_id or "", settings.options, allow_cancelled)
     _report_run(result, as_json)
+
+
+def _retry_blocked(settings: Settings, workflow: str | None, as_json: bool) -> None:
+    import sys
+    from collections import Counter
+
+    from .._client import retry_blocked
+    from ._render import safe
+
+    with workflow_output(as_json), settings.opened() as store:
+        runs = retry_blocked(store, workflow, settings.options)
+    counts = Counter(run.status for run in runs)
+
+    def text() -> None:
+        for run in runs:
+            click.echo(f"{run.run_id} {run.status}")
+        click.echo(f"retried {len(runs)} blocked run(s)" + "".join(f", {n} {s}" for s, n in sorted(counts.items())))
+
+    _emit(as_json, {"runs": [_run_document(run) for run in runs], "counts": dict(counts)}, text)
+    for run in runs:
+        if run.status in ("failed", "blocked"):
+            error = run.error or {}
+            click.echo(safe(f"run {run.run_id} {run.status}: {error.get('message')}"), err=True)
+    if counts["failed"] or counts["blocked"]:
+        sys.exit(1)

@@ -33,8 +33,8 @@ def inspect(settings: Settings, run_id: str, no_follow: bool, as_json: bool) -> 
 
 
 @main.command(name="ls")
-@click.option("--status", type=click.Choice(["queued", "running", "sleeping", "waiting", "completed", "failed",
-                                             "cancelled", "timed_out", "migrated", "continued", "damaged",
+@click.option("--status", type=click.Choice(["queued", "running", "sleeping", "waiting", "blocked", "completed",
+                                             "failed", "cancelled", "timed_out", "migrated", "continued", "damaged",
                                              "unreadable"]))
 @click.option("--tag", "tags", multiple=True, metavar="K=V", help="Only runs tagged K=V (repeatable: all must match).")
 @click.option("--workflow", metavar="NAME", help="Only runs of this workflow (its name, as ls shows it).")
