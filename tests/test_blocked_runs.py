@@ -155,8 +155,10 @@ def test_the_json_api_and_the_dashboard_show_a_blocked_run_with_its_reason(tmp_p
         assert row["status"] == "blocked" and "step 'refund'" in row["reason"]
         doc = client.get("/api/runs/b1").json()
         assert doc["blocked"]["journal"] == "step 'charge'" and "billing.py:" in doc["blocked"]["location"]
-        script = client.get("/static/app.js").text
-    assert '"blocked"' in script and "row.reason" in script and "run.blocked" in script
+        listing = client.get("/?status=blocked").text
+        page = client.get("/runs/b1").text
+    assert "refund" in listing and 'class="error"' in listing  # the reason under the status
+    assert "<dt>Blocked</dt>" in page and "durable retry" in page
 
 
 def test_a_journal_an_older_version_failed_for_a_determinism_error_stays_readable_and_retryable(tmp_path: Path) -> None:

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Mapping
 
+from .._status import LISTED_STATUSES
 from .._timeparse import parse_duration, parse_instant
 
-STATUSES = ("running", "sleeping", "waiting", "completed", "failed", "cancelled", "migrated",
-            "continued", "damaged", "unreadable")
+STATUSES = LISTED_STATUSES
+ALWAYS_SHOWN = ("running", "sleeping", "waiting", "completed", "failed", "cancelled")  # chips even at 0
 PER_PAGE = 50
 MAX_PER_PAGE = 500
 FILTERS = ("status", "workflow", "tag", "since", "until")

@@ -15,7 +15,7 @@ from html import escape
 from typing import Any, Iterable
 from urllib.parse import quote, urlencode
 
-from .listing import STATUSES, Page, Selection
+from .listing import ALWAYS_SHOWN, STATUSES, Page, Selection
 from .trace import MAX_ROWS, render as render_trace
 
 FINISHED = ("completed", "failed", "cancelled", "migrated")
@@ -96,7 +96,7 @@ def runs_page(page: Page, chosen: Selection, workflows: Iterable[str]) -> str:
     """The runs list: filters, counts per status (links), the page of runs and paging links."""
     total = sum(page.counts.values())
     chips = [("", "all", total)] + [(s, s, page.counts.get(s, 0)) for s in STATUSES if page.counts.get(s) or
-                                     s in STATUSES[:6]]
+                                     s in ALWAYS_SHOWN]
     chip_html = "".join(
         f'<a class="chip status-{h(label)}{" active" if (chosen.status or "") == status else ""}" data-status="{h(label)}"'
         f' aria-current="{"true" if (chosen.status or "") == status else "false"}" href="{h(_query(chosen, status=status, page=None))}">'

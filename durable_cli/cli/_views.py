@@ -9,6 +9,8 @@ import time
 
 import click
 
+from .._status import LISTED_STATUSES
+
 
 from . import Settings, _emit, json_option, main
 
@@ -33,9 +35,7 @@ def inspect(settings: Settings, run_id: str, no_follow: bool, as_json: bool) -> 
 
 
 @main.command(name="ls")
-@click.option("--status", type=click.Choice(["queued", "running", "sleeping", "waiting", "blocked", "completed",
-                                             "failed", "cancelled", "timed_out", "migrated", "continued", "damaged",
-                                             "unreadable"]))
+@click.option("--status", type=click.Choice(LISTED_STATUSES))
 @click.option("--tag", "tags", multiple=True, metavar="K=V", help="Only runs tagged K=V (repeatable: all must match).")
 @click.option("--workflow", metavar="NAME", help="Only runs of this workflow (its name, as ls shows it).")
 @click.option("--since", metavar="ISO|DURATION", help="Only runs created at or after this (2d: two days ago).")
