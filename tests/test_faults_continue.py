@@ -33,20 +33,24 @@ def test_a_crash_at_every_operation_of_a_continuation_leaves_one_chain(tmp_path:
     base = fault_project(tmp_path / "base", CHAIN, in_process=True)
     points = _operations(base.copy(tmp_path / "count"))
 
-    def case(n: int) -> int:
+    def crash(n: int) -> Project:
         project = base.copy(tmp_path / f"n{n}")
         assert project.cli(*COMMAND, crash_at=n).killed
-        project.cli(*COMMAND, real=True)  # the client retries a start it never saw acknowledged
+        return project
+
+    def recover(project: Project) -> int:  # in-process: only the crashed command needs a process
+        project.cli(*COMMAND)  # the client retries a start it never saw acknowledged
         for hours in (1, 2):  # recovery: a tick drives the crashed run and goes on along the chain
-            project.cli("tick", "--now", later(hours), real=True)
-        newest = project.cli("inspect", "ch", "--json", real=True)
-        assert newest.code == 0 and newest.json()["status"] == "completed", (n, newest)
+            project.cli("tick", "--now", later(hours))
+        newest = project.cli("inspect", "ch", "--json")
+        assert newest.code == 0 and newest.json()["status"] == "completed", (project.root, newest)
         assert newest.json()["run_id"] == "ch.g2" and newest.json()["result"] == 2
         assert sorted(p.stem for p in (project.dir / "runs").glob("*.jsonl")) == ["ch", "ch.g1", "ch.g2"]
         check_store(project, {"ch.g2": 2}).assert_clean()
         shutil.rmtree(project.root)
         return 3
 
-    runs = sum(in_parallel([lambda n=n: case(n) for n in range(1, points + 1)]))
+    crashed = in_parallel([lambda n=n: crash(n) for n in range(1, points + 1)])
+    runs = sum(recover(project) for project in crashed)
     assert points >= 15, points
     tally("crash_every_point_continue_as_new", faults=points, runs=runs, duplicates=0, losses=0)

@@ -5,6 +5,7 @@ retry of a cancelled run, schedule control and retention, on both stores, throug
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,7 @@ def late():
     found: list[Any] = []
     waiting = threading.Thread(target=lambda: found.append(get_event("late-1", "ready", timeout=20, **where(project))))
     waiting.start()
+    sys.modules.pop("flows", None)  # another test's flows module may be cached in this process
     wake("late-1", drive=True, **where(project))  # the run publishes while the caller waits
     waiting.join()
     assert found == [True]
