@@ -65,3 +65,18 @@ def store_factory(
         store.close()
     for url in urls:
         request.getfixturevalue("pg_server").drop_database(url)
+
+
+@pytest.fixture
+def served(store_factory: Callable[[], Store]) -> Iterator[tuple[Store, object]]:
+    """An in-process `durable serve` app over a fresh store (loopback, no token) and its client."""
+    from starlette.testclient import TestClient
+
+    from durable_cli._payloads import DEFAULT_LIMIT
+    from durable_cli._serve.app import create_app
+    from durable_cli._serve.auth import Guard
+
+    store = store_factory()
+    app = create_app(store, Guard(None, "127.0.0.1", "http://127.0.0.1:8080"), DEFAULT_LIMIT)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        yield store, client

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -48,14 +48,6 @@ def naps() -> None:
 
 def now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-@pytest.fixture
-def served(store_factory: Callable[[], Store]) -> Iterator[tuple[Store, TestClient]]:
-    store = store_factory()
-    app = create_app(store, Guard(None, "127.0.0.1", "http://127.0.0.1:8080"), DEFAULT_LIMIT)
-    with TestClient(app, base_url="http://127.0.0.1") as client:
-        yield store, client
 
 
 def run_ids(html: str) -> list[str]:

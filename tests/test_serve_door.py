@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -20,9 +20,6 @@ from durable_cli import create_webhook, define_hook, workflow
 from durable_cli._client import create_run
 from durable_cli._engine.lifecycle import get_run
 from durable_cli._engine.run import Options
-from durable_cli._payloads import DEFAULT_LIMIT
-from durable_cli._serve.app import create_app
-from durable_cli._serve.auth import Guard
 from durable_cli._store.base import Store
 from durable_cli._tick import tick_once
 
@@ -52,14 +49,6 @@ def takes_an_approval(doc: str) -> Any:
 
 def now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-@pytest.fixture
-def served(store_factory: Callable[[], Store]) -> Iterator[tuple[Store, TestClient]]:
-    store = store_factory()
-    app = create_app(store, Guard(None, "127.0.0.1", "http://127.0.0.1:8080"), DEFAULT_LIMIT)
-    with TestClient(app, base_url="http://127.0.0.1") as client:
-        yield store, client
 
 
 def webhook(store: Store, definition: Any = takes_a_delivery) -> tuple[str, str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 from starlette.testclient import TestClient
@@ -67,14 +67,6 @@ def never_answers() -> Any:
 
 def now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-@pytest.fixture
-def served(store_factory: Callable[[], Store]) -> Iterator[tuple[Store, TestClient]]:
-    store = store_factory()
-    app = create_app(store, Guard(None, "127.0.0.1", "http://127.0.0.1:8080"), DEFAULT_LIMIT)
-    with TestClient(app, base_url="http://127.0.0.1") as client:
-        yield store, client
 
 
 @pytest.fixture
