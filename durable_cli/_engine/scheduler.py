@@ -28,6 +28,18 @@ No private attribute of the loop is read. Errors of the loop or of the scheduler
 
 `first()` makes its losers *lost* (`lose`): a lost task never takes a hook payload; its wait
 for one is cancelled and journaled, so a replay cancels it at the same point.
+
+Group commit. A step of an async workflow stages its journal line and waits (`commit`) instead of
+writing it at once: the scheduler's committer writes what every task staged in one write when
+no callback was queued behind it, that is once every task that was ready has had its turn. So
+the `step_started` lines of steps that start together (`gather`, a race, tasks) share one write
+and one fdatasync, and no body runs before its line is durable; results ready together share one
+write (their fdatasync rides the next fact's, as a sequential step's does). Written results are
+handed back one at a time, in journal order, each once every task has parked again: the order
+the replay gate hands them back in, so a replay resolves as the first run did. Lines staged while
+results are being handed back wait for the next write, so a round of tasks that each go on to
+their next step shares that step's fdatasync too. Tasks waiting on the committer count as steps
+in flight (`busy`): nothing resolves or suspends meanwhile.
 """
 
 from __future__ import annotations
@@ -46,6 +58,9 @@ if TYPE_CHECKING:
     from .waits import Wait
 
 _current: contextvars.ContextVar[Scheduler] = contextvars.ContextVar("durable_scheduler")
+MAX_DEFERRALS = 64
+"""How many times in a row the committer waits behind newly queued callbacks before it writes
+anyway: a task that keeps yielding (`asyncio.sleep(0)` in a loop) cannot hold back the others."""
 
 
 class Scheduler:
@@ -67,6 +82,12 @@ class Scheduler:
         self._mark = -1  # the value of _queued right after the pump was queued; -1: no pump queued
         self._drained: asyncio.Future[None] | None = None
         self._stopped: asyncio.Future[None] = loop.create_future()
+        self._staged: list[tuple[asyncio.Future[None], bool]] = []
+        """Tasks whose staged lines wait for the committer's write (True: and its fdatasync)."""
+        self._handing: list[asyncio.Future[None]] = []
+        """Tasks whose results are written, to be handed back one at a time in journal order."""
+        self._commit_mark = -1  # as `_mark`, for the committer
+        self._deferred = 0
         queue = loop.call_soon
 
         def call_soon(callback: Callable[..., Any], *args: Any, context: Any = None) -> asyncio.Handle:
@@ -109,6 +130,53 @@ class Scheduler:
                 self._drained.set_result(None)
             self._arm()
 
+    async def commit(self, durable: bool) -> None:
+        """Wait until the lines this task staged are written (`durable`: and fdatasync'd), with
+        those of every task that staged lines meanwhile; a result's task resumes in journal order."""
+        future = self.loop.create_future()
+        self._staged.append((future, durable))
+        self._arm_commit()
+        with self.busy():
+            await future
+
+    def _arm_commit(self) -> None:
+        if self._commit_mark < 0 and not self.ex.closing:
+            self.loop.call_soon(self._commit)
+            self._commit_mark = self._queued
+
+    def _commit(self) -> None:
+        """Write what was staged, or hand back the next result, once every ready task has run."""
+        queued_behind = self._queued - self._commit_mark
+        self._commit_mark = -1
+        if self.ex.closing:
+            return
+        if queued_behind and self._deferred < MAX_DEFERRALS:
+            self._deferred += 1
+            self._arm_commit()
+            return
+        self._deferred = 0
+        self._guarded(self._write_and_hand_back)
+
+    def _write_and_hand_back(self) -> None:
+        if not self._handing and self._staged:
+            staged, self._staged = self._staged, []
+            if any(durable for _, durable in staged):
+                self.ex.flush()
+            else:
+                self.ex.write()
+            for future, durable in staged:
+                if not durable:
+                    self._handing.append(future)
+                elif not future.done():
+                    future.set_result(None)  # a step's body may run: its start is durable
+        while self._handing:
+            future = self._handing.pop(0)
+            if not future.done():
+                future.set_result(None)
+                break
+        if self._handing or self._staged:
+            self._arm_commit()
+
     def lose(self, tasks: Iterable[asyncio.Future[Any]]) -> None:
         for task in tasks:
             if task.done():
@@ -133,13 +201,17 @@ class Scheduler:
         self._mark = -1
         if self.ex.closing:
             return
+        if self.live_steps:
+            return  # the step's end queues the pump again
         if queued_behind:
             self._arm()  # behind them
             return
-        if self.live_steps:
-            return  # the step's end queues the pump again
+        self._guarded(self._act)
+
+    def _guarded(self, action: Callable[[], None]) -> None:
+        """One act of the pump or the committer: a suspension or lost storage stops the loop."""
         try:
-            self._act()
+            action()
         except (Suspend, StorageFailure):
             self._stop()
         except Exception as exc:  # a bug of the engine: never the workflow's failure
@@ -253,6 +325,11 @@ def busy() -> Iterator[None]:
     """Count a step in flight as runnable work: nothing resolves or suspends until it ends."""
     with current().busy():
         yield
+
+
+async def commit(durable: bool) -> None:
+    """Wait until what this task staged is written (`durable`: and fdatasync'd): group commit."""
+    await current().commit(durable)
 
 
 def lose(tasks: Iterable[asyncio.Future[Any]]) -> None:

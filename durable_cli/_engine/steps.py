@@ -26,10 +26,10 @@ from .._store.base import RunSession
 from .._timeparse import iso, parse_duration, parse_instant
 from .context import StepMetadata, current_step
 from .definitions import StepDef
-from .history import Op
+from .history import Event, Op
 from .outcomes import error_info, rebuild
 from .execution import Execution
-from .scheduler import busy, park, pending_waits, suspend, turn
+from .scheduler import busy, commit, park, pending_waits, suspend, turn
 from .waits import SHORT_RETRY_SECONDS, RetryWait, block
 
 DEFAULT_MAX_RETRIES = 3
@@ -168,6 +168,11 @@ async def _await_step(sdef: StepDef, args: tuple[Any, ...], kwargs: dict[str, An
 
 def _fail(ex: Execution, sdef: StepDef, pos: int, attempt: int, exc: BaseException) -> None:
     """Journal a failed attempt: final, or with the time the next attempt may start."""
+    _stage_failure(ex, sdef, pos, attempt, exc)
+    ex.write()
+
+
+def _stage_failure(ex: Execution, sdef: StepDef, pos: int, attempt: int, exc: BaseException) -> None:
     retries, delay = _limits(ex, sdef)
     fields: dict[str, Any] = {"pos": pos, "name": sdef.name, "attempt": attempt, "error": error_info(exc)}
     op = ex.history.ops.get(pos)
@@ -179,7 +184,6 @@ def _fail(ex: Execution, sdef: StepDef, pos: int, attempt: int, exc: BaseExcepti
             wait = parse_duration(exc.retry_after)
         fields["retry_at"] = iso(ex.clock() + timedelta(seconds=wait))
     ex.record("step_failed", **fields)
-    ex.write()
 
 
 def _plan(ex: Execution, sdef: StepDef, pos: int) -> tuple[int, RetryWait | None, dict[str, Any] | None]:
@@ -202,13 +206,25 @@ def _plan(ex: Execution, sdef: StepDef, pos: int) -> tuple[int, RetryWait | None
     return started + 1, None, None
 
 
-def _start_attempt(ex: Execution, sdef: StepDef, pos: int, attempt: int, digest: str) -> Any:
+def _stage_start(ex: Execution, sdef: StepDef, pos: int, attempt: int, digest: str) -> None:
     if ex.cancel_requested():
         ex.closing = True
         raise Suspend()
     ex.record("step_started", pos=pos, name=sdef.name, attempt=attempt, args_hash=digest)
-    ex.flush()
+
+
+def _step_context(ex: Execution, sdef: StepDef, pos: int, attempt: int) -> Any:
     return current_step.set(StepMetadata(f"{ex.run_id}:{pos}", sdef.name, attempt, ex.run_id))
+
+
+def _stage_result(ex: Execution, sdef: StepDef, pos: int, result: Any) -> Event | None:
+    """Stage a step's result (None), or, for a result that is not JSON, a final failure (its event)."""
+    try:
+        ex.record("step_completed", pos=pos, name=sdef.name, result=result)
+        return None
+    except (TypeError, ValueError) as exc:
+        error = TypeError(f"step {sdef.name!r} returned a value that is not JSON serializable: {exc}")
+        return ex.record("step_failed", pos=pos, name=sdef.name, attempt=0, error=error_info(error), final=True)
 
 
 def _succeed(ex: Execution, sdef: StepDef, pos: int, result: Any) -> Any:
@@ -217,15 +233,9 @@ def _succeed(ex: Execution, sdef: StepDef, pos: int, result: Any) -> Any:
     The outcome is written to the journal before the workflow goes on (a crash of the process from
     here on never runs the step again); its fsync rides the next fact's.
     """
-    try:
-        ex.record("step_completed", pos=pos, name=sdef.name, result=result)
-    except (TypeError, ValueError) as exc:
-        error = TypeError(f"step {sdef.name!r} returned a value that is not JSON serializable: {exc}")
-        completion = ex.record("step_failed", pos=pos, name=sdef.name, attempt=0, error=error_info(error), final=True)
-        ex.write()
-        return _outcome(completion)
+    failure = _stage_result(ex, sdef, pos, result)
     ex.write()
-    return result
+    return result if failure is None else _outcome(failure)
 
 
 def call_sync(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -239,7 +249,9 @@ def call_sync(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs: dict[
             return _outcome(completion)
         if wait is not None:
             block(ex, wait)
-        token = _start_attempt(ex, sdef, pos, attempt, digest)
+        _stage_start(ex, sdef, pos, attempt, digest)
+        ex.flush()
+        token = _step_context(ex, sdef, pos, attempt)
         try:
             with ex.trace.step(pos):
                 result = _call_sync(sdef, args, kwargs, _timeout(ex, sdef))
@@ -271,13 +283,18 @@ async def call_async(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs
                 ex.flush()
                 with busy():
                     await ex.pause_async(pause)
-        token = _start_attempt(ex, sdef, pos, attempt, digest)
+        _stage_start(ex, sdef, pos, attempt, digest)
+        await commit(durable=True)  # with every step started beside it: one write, one fdatasync
+        token = _step_context(ex, sdef, pos, attempt)
         try:
             with busy(), ex.trace.step(pos):
                 result = await _await_step(sdef, args, kwargs, _timeout(ex, sdef), attempt)
         except Exception as exc:
-            _fail(ex, sdef, pos, attempt, exc)
+            _stage_failure(ex, sdef, pos, attempt, exc)
+            await commit(durable=False)
             continue
         finally:
             current_step.reset(token)
-        return _succeed(ex, sdef, pos, result)
+        failure = _stage_result(ex, sdef, pos, result)
+        await commit(durable=False)  # written with the results ready beside it, handed back in order
+        return result if failure is None else _outcome(failure)

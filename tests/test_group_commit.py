@@ -1,0 +1,214 @@
+"""Group commit (issue 22): steps that run concurrently share one fdatasync.
+
+The `step_started` lines of steps that start together (`asyncio.gather`, a `first()` race) are
+written in one write and made durable by one fdatasync before any of their bodies runs; results
+ready together are written in one write before any of them is handed back, in journal order. The
+fdatasyncs are counted at the journal's sync seam (`_journal.fsync`), in this process: no timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from durable_cli import _journal, first, get_step_metadata, start, step, tick, workflow
+from durable_cli._store.base import Store
+from helpers import run_events
+
+SYNCED: dict[str, int] = {}  # journal path -> the length its last fdatasync made durable
+JOURNAL: dict[str, str] = {}  # "path": the journal of the run being driven
+SEEN: list[tuple[int, bool]] = []  # (position, its step_started was durable when the body ran)
+
+
+@pytest.fixture
+def synced(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Every fdatasync of a journal, by path, through the journal's one sync seam."""
+    calls: list[str] = []
+    seam = _journal.fsync
+
+    def counted(fd: int, sync: Any = os.fsync) -> None:
+        seam(fd, sync)
+        if sync is os.fdatasync:
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            calls.append(path)
+            SYNCED[path] = os.fstat(fd).st_size
+
+    monkeypatch.setattr(_journal, "fsync", counted)
+    SYNCED.clear()
+    SEEN.clear()
+    yield calls
+
+
+def _durable_start_line(pos: int) -> bool:
+    """Whether this attempt's `step_started` lies within the journal's fdatasync'd length."""
+    path = JOURNAL["path"]
+    with open(path, "rb") as handle:
+        data = handle.read()
+    marker = b'"type":"step_started"'
+    offset = 0
+    for line in data.splitlines(keepends=True):
+        offset += len(line)
+        if marker in line and b'"pos":%d,' % pos in line:
+            return offset <= SYNCED.get(path, 0)
+    return False
+
+
+@step
+async def tiny(i: int) -> int:
+    if JOURNAL:
+        pos = int(get_step_metadata().step_id.rsplit(":", 1)[1])
+        SEEN.append((pos, _durable_start_line(pos)))
+    return i
+
+
+@workflow
+async def gathered(n: int) -> int:
+    return sum(await asyncio.gather(*(tiny(i) for i in range(n))))
+
+
+@workflow
+async def one_by_one(n: int) -> int:
+    return sum([await tiny(i) for i in range(n)])
+
+
+@workflow
+async def rounds(n: int) -> list[int]:
+    """n tasks of two steps each: the second steps start together too, after every first result."""
+    async def pair(i: int) -> int:
+        return await tiny(await tiny(i) + 1)
+
+    return list(await asyncio.gather(*(pair(i) for i in range(n))))
+
+
+@workflow
+async def raced() -> list[int]:
+    index, value = await first(tiny(1), tiny(2), tiny(3))
+    return [index, value]
+
+
+@workflow
+async def acknowledged_after_written(n: int) -> list[bool]:
+    """What the workflow sees of the journal once gather hands the results back."""
+    await asyncio.gather(*(tiny(i) for i in range(n)))
+    with open(JOURNAL["path"], "rb") as handle:
+        lines = [_journal.decode(line) for line in handle.read().splitlines()]
+    done = {e["pos"] for e in lines if e["type"] == "step_completed"}
+    return [pos in done for pos in range(1, n + 1)]
+
+
+def _due_again(root: Path, run_id: str) -> None:
+    """Put back the due entry a crash before the run's end would have left."""
+    from durable_cli._store.files import FileStore
+    from durable_cli._timeparse import utcnow
+
+    FileStore(str(root)).set_due(run_id, utcnow())
+
+
+def _journal_of(root: Path, run_id: str) -> str:
+    return str(root / "runs" / f"{run_id}.jsonl")
+
+
+def test_a_gather_of_100_steps_shares_one_fdatasync_for_its_starts(tmp_path: Path, synced: list[str]) -> None:
+    run = start(gathered, 100, dir=tmp_path / "g", run_id="g")
+    assert (run.status, run.result) == ("completed", sum(range(100)))
+    assert len(synced) <= 3, synced  # the starts (with run_started), the run's end; <= 10 asked
+    types = [e["type"] for e in run_events(tmp_path / "g", "g")]
+    assert types == ["run_started", *["step_started"] * 100, *["step_completed"] * 100, "run_completed"]
+
+    synced.clear()
+    run = start(one_by_one, 100, dir=tmp_path / "s", run_id="s")
+    assert run.status == "completed"
+    assert len(synced) >= 100  # one after another, each start has its own
+
+
+def test_results_ready_together_are_written_in_one_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    writes: list[int] = []
+    seam = _journal.JournalWriter.write
+
+    def counted(self: _journal.JournalWriter) -> None:
+        lines = len(self._pending)
+        seam(self)
+        if lines:
+            writes.append(lines)
+
+    monkeypatch.setattr(_journal.JournalWriter, "write", counted)
+    run = start(gathered, 100, dir=tmp_path, run_id="w")
+    assert run.status == "completed"
+    assert writes == [101, 100, 1], writes  # run_started + starts, results, run_completed
+
+
+def test_every_body_runs_after_its_start_is_durable(tmp_path: Path, synced: list[str]) -> None:
+    JOURNAL["path"] = _journal_of(tmp_path, "d")
+    try:
+        run = start(rounds, 20, dir=tmp_path, run_id="d")
+    finally:
+        JOURNAL.clear()
+    assert (run.status, run.result) == ("completed", [i + 1 for i in range(20)])
+    assert len(SEEN) == 40 and all(durable for _, durable in SEEN), SEEN
+    assert len(synced) <= 4, synced  # first steps' starts, second steps' starts, the end
+    events = run_events(tmp_path, "d")
+    firsts = [e["pos"] for e in events if e["type"] == "step_completed"][:20]
+    assert firsts == list(range(1, 21))  # the first steps' results, in the order they started
+
+
+def test_no_result_is_handed_back_before_it_is_written(tmp_path: Path) -> None:
+    JOURNAL["path"] = _journal_of(tmp_path, "a")
+    try:
+        run = start(acknowledged_after_written, 30, dir=tmp_path, run_id="a")
+    finally:
+        JOURNAL.clear()
+    assert run.status == "completed" and run.result == [True] * 30
+
+
+def test_a_race_starts_its_steps_with_one_fdatasync_and_replays_the_same_winner(
+        tmp_path: Path, synced: list[str]) -> None:
+    run = start(raced, dir=tmp_path, run_id="r")
+    assert (run.status, run.result) == ("completed", [0, 1])
+    assert len(synced) <= 2, synced
+    events = run_events(tmp_path, "r")
+    assert [e["type"] for e in events[1:4]] == ["step_started"] * 3
+    # cut the journal after the results: the replay hands them back in journal order, same winner
+    lines = Path(_journal_of(tmp_path, "r")).read_bytes().splitlines(keepends=True)
+    assert b'"run_completed"' in lines[-1]
+    Path(_journal_of(tmp_path, "r")).write_bytes(b"".join(lines[:-1]))
+    _due_again(tmp_path, "r")
+    summary = tick(dir=tmp_path)
+    assert summary.completed == 1, summary
+    assert run_events(tmp_path, "r")[-1]["result"] == [0, 1]
+
+
+def test_a_gather_cut_after_its_starts_recovers_and_completes(tmp_path: Path) -> None:
+    """A crash after the shared fdatasync of the starts: every attempt counts as crashed, once."""
+    run = start(gathered, 5, dir=tmp_path, run_id="c")
+    assert run.status == "completed"
+    path = Path(_journal_of(tmp_path, "c"))
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:6]))  # run_started and the five starts
+    _due_again(tmp_path, "c")
+    summary = tick(dir=tmp_path)
+    assert summary.completed == 1, summary
+    events = run_events(tmp_path, "c")
+    assert events[-1]["result"] == sum(range(5))
+    crashed = [e["pos"] for e in events if e["type"] == "step_failed"]
+    assert sorted(crashed) == [1, 2, 3, 4, 5]
+    assert [e["attempt"] for e in events if e["type"] == "step_started"] == [1] * 5 + [2] * 5
+
+
+def test_every_store_runs_gathers_and_races_and_their_replays(store_factory: Callable[[], Store]) -> None:
+    """The engine's group commit goes through the session's `write`/`flush`: PostgreSQL and the
+    memory store keep their own per-statement behaviour, and a cut-short run resumes on each."""
+    from durable_cli._client import create_run, tick as tick_store
+    from durable_cli._engine.run import Options
+    from durable_cli._timeparse import utcnow
+
+    store = store_factory()
+    run = create_run(store, rounds, (10,), {}, "g", utcnow, Options())
+    assert (run.status, run.result) == ("completed", [i + 1 for i in range(10)])
+    run = create_run(store, raced, (), {}, "r", utcnow, Options())
+    assert (run.status, run.result) == ("completed", [0, 1])
+    types = [e["type"] for e in store.read_events("g")]
+    assert types[1:11] == ["step_started"] * 10 and types[11:21] == ["step_completed"] * 10
