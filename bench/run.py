@@ -27,6 +27,7 @@ if BENCH not in sys.path:
 import durable_cli  # noqa: E402
 from durable_cli._client import tick as tick_api  # noqa: E402  (durable_cli.tick is shadowed by the module tick.py once imported)
 import flow  # noqa: E402
+import parallel  # noqa: E402
 import workloads  # noqa: E402
 from fixtures import clone_runs, count_syncs, no_fsync, peak_rss, run_child, strace_counts  # noqa: E402
 from report import filesystem, fmt_time, machine, print_report  # noqa: E402
@@ -143,7 +144,7 @@ class Bench:
         for r in range(self.n(5, 2)):
             per.append(self.ours_per_step(os.path.join(root, f"r{r}"), 1000))
             self.probe(5)
-        self.row("step overhead (start, 1,000 steps)", median(per), self.floor, "floor", 2.5, per="per step")
+        self.row("step overhead (start, 1,000 steps)", median(per), self.floor, "floor", 1.6, per="per step")
         self.facts["syncs_per_step"] = self.count_syncs_of_steps(os.path.join(root, "count"), 1000)
 
     @staticmethod
@@ -434,6 +435,8 @@ def main() -> None:
         bench.figure(lambda: flow.starts(bench))
         bench.figure(lambda: flow.full_queue_tick(bench))
         bench.figure(bench.check_speed)
+        bench.figure(lambda: parallel.parallel_steps(bench))
+        bench.figure(lambda: parallel.fan_out_children(bench))
     finally:
         if not opts.keep:
             shutil.rmtree(base, ignore_errors=True)

@@ -2,7 +2,10 @@
 
 An attempt is journaled as `step_started` (made durable before the step's code runs) and then
 `step_completed` or `step_failed`; a `step_started` with no outcome is an attempt whose process
-died, counted as a failed attempt when the run is recovered.
+died, counted as a failed attempt when the run is recovered. In async workflows both go through
+the scheduler's group commit (`commit`): steps started together share one write and one
+fdatasync before their bodies run, and results ready together one write before they are handed
+back, in journal order (engine/scheduler.py).
 
 Timeouts: an async attempt over its `timeout` is cancelled and fails with `StepTimeout`. A sync
 attempt cannot be interrupted, so a sync step with a timeout runs in a daemon worker thread; when
