@@ -59,7 +59,7 @@ def _durable_start_line(pos: int) -> bool:
 
 @step
 async def tiny(i: int) -> int:
-    if JOURNAL:
+    if "path" in JOURNAL:
         pos = int(get_step_metadata().step_id.rsplit(":", 1)[1])
         SEEN.append((pos, _durable_start_line(pos)))
     return i
@@ -212,3 +212,80 @@ def test_every_store_runs_gathers_and_races_and_their_replays(store_factory: Cal
     assert (run.status, run.result) == ("completed", [0, 1])
     types = [e["type"] for e in store.read_events("g")]
     assert types[1:11] == ["step_started"] * 10 and types[11:21] == ["step_completed"] * 10
+
+
+@workflow
+async def gathered_keeping_errors(n: int) -> list[Any]:
+    results = await asyncio.gather(*(tiny(i) for i in range(n)), return_exceptions=True)
+    return [r if isinstance(r, int) else type(r).__name__ for r in results]
+
+
+def test_a_failed_shared_write_unwinds_every_waiting_step_and_the_run_stays_recoverable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENOSPC on the write of the gathered starts: no body runs, no task is left waiting (even
+    under `return_exceptions=True`), the journal is cut back to whole lines; a retry completes it."""
+    seam = _journal.JournalWriter.write
+
+    def full(self: _journal.JournalWriter) -> None:
+        if len(self._pending) > 1:
+            raise OSError(28, "No space left on device")
+        seam(self)
+
+    monkeypatch.setattr(_journal.JournalWriter, "write", full)
+    JOURNAL["path"] = _journal_of(tmp_path, "f")
+    SEEN.clear()
+    try:
+        with pytest.raises(OSError, match="No space left"):
+            start(gathered_keeping_errors, 5, dir=tmp_path, run_id="f")
+    finally:
+        JOURNAL.clear()
+    assert SEEN == []  # no body ran
+    monkeypatch.setattr(_journal.JournalWriter, "write", seam)
+    # run_started shared that write: the journal is cut back to nothing, the start not acknowledged
+    assert Path(_journal_of(tmp_path, "f")).read_bytes() == b""
+    run = start(gathered_keeping_errors, 5, dir=tmp_path, run_id="f")  # the client's retry
+    assert (run.status, run.result) == ("completed", [0, 1, 2, 3, 4])
+
+
+@step
+async def cancels_its_run(i: int) -> int:
+    if i == 0:
+        from durable_cli._store.files import FileStore
+
+        FileStore(JOURNAL["root"]).request_cancel(get_step_metadata().step_id.rsplit(":", 1)[0])
+    return i
+
+
+@workflow
+async def cancelled_between_rounds(n: int) -> list[Any]:
+    async def pair(i: int) -> int:
+        return await tiny(await cancels_its_run(i))
+
+    return list(await asyncio.gather(*(pair(i) for i in range(n)), return_exceptions=True))
+
+
+def test_a_run_unwinding_while_results_wait_to_be_handed_back_leaves_no_task_waiting(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cancel seen by the first task handed its result back: the others, still waiting on the
+    committer (under `return_exceptions=True`, so nothing else ends them), are unwound too."""
+    import signal
+
+    from durable_cli._engine import execution
+
+    def hung(*_: Any) -> None:
+        raise AssertionError("the drive hung: a task waits on the committer forever")
+
+    monkeypatch.setattr(execution, "CANCEL_CHECK_SECONDS", -1.0)  # ask the store before every step
+    JOURNAL["root"] = str(tmp_path)
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(30)
+    try:
+        run = start(cancelled_between_rounds, 5, dir=tmp_path, run_id="x")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+        JOURNAL.clear()
+    assert run.status == "cancelled", run
+    events = run_events(tmp_path, "x")
+    assert [e["pos"] for e in events if e["type"] == "step_completed"] == [1, 2, 3, 4, 5]
+    assert not any(e["type"] == "step_started" and e["pos"] > 5 for e in events)

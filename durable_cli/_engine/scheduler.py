@@ -140,7 +140,7 @@ class Scheduler:
             await future
 
     def _arm_commit(self) -> None:
-        if self._commit_mark < 0 and not self.ex.closing:
+        if self._commit_mark < 0:
             self.loop.call_soon(self._commit)
             self._commit_mark = self._queued
 
@@ -148,7 +148,10 @@ class Scheduler:
         """Write what was staged, or hand back the next result, once every ready task has run."""
         queued_behind = self._queued - self._commit_mark
         self._commit_mark = -1
-        if self.ex.closing:
+        if self.ex.closing:  # the workflow unwinds: its waiting tasks too, nothing more is written
+            for future in [*self._handing, *(future for future, _ in self._staged)]:
+                future.cancel()
+            self._handing, self._staged = [], []
             return
         if queued_behind and self._deferred < MAX_DEFERRALS:
             self._deferred += 1
