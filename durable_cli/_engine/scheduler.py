@@ -87,14 +87,19 @@ class Scheduler:
         self._handing: list[asyncio.Future[None]] = []
         """Tasks whose results are written, to be handed back one at a time in journal order."""
         self._commit_mark = -1  # as `_mark`, for the committer
+        self._ran = 0  # callbacks queued on the loop that have started
         self._deferred = 0
         queue = loop.call_soon
 
         def call_soon(callback: Callable[..., Any], *args: Any, context: Any = None) -> asyncio.Handle:
             self._queued += 1
-            return queue(callback, *args, context=context)
+            return queue(self._counted, callback, *args, context=context)
 
         loop.call_soon = call_soon  # type: ignore[method-assign,assignment]
+
+    def _counted(self, callback: Callable[..., Any], *args: Any) -> None:
+        self._ran += 1
+        callback(*args)
 
     # what the workflow's calls use
     async def turn(self, pos: int) -> None:
@@ -132,7 +137,19 @@ class Scheduler:
 
     async def commit(self, durable: bool) -> None:
         """Wait until the lines this task staged are written (`durable`: and fdatasync'd), with
-        those of every task that staged lines meanwhile; a result's task resumes in journal order."""
+        those of every task that staged lines meanwhile; a result's task resumes in journal order.
+
+        Alone (nothing else staged or waiting to be handed back, no callback queued that has not
+        started but the pump: no other task can stage anything before the committer would run),
+        it writes now, as a step awaited on its own always did (`StorageFailure` is raised here).
+        """
+        alone = self._queued - self._ran == (self._mark >= 0) and self._commit_mark < 0
+        if alone and not self._staged and not self._handing:
+            if durable:
+                self.ex.flush()
+            else:
+                self.ex.write()
+            return
         future = self.loop.create_future()
         self._staged.append((future, durable))
         self._arm_commit()
