@@ -114,6 +114,9 @@ def _script_path() -> list[str]:
 _SCRIPT_PATH: list[str] = []
 
 
+_OUTSIDE: dict[str, bool] = {}  # a module's origin -> whether it is outside _KEPT_ROOTS (realpath is slow)
+
+
 def _imported_from_outside(module: Any) -> bool:
     """Whether `module` came from neither the standard library, installed packages nor durable_cli
     (a workflow module, a test module): a fresh process would not have it imported."""
@@ -123,7 +126,10 @@ def _imported_from_outside(module: Any) -> bool:
         origin = paths[0] if paths else None
     if origin is None:
         return False
-    return not os.path.realpath(origin).startswith(_KEPT_ROOTS)
+    outside = _OUTSIDE.get(origin)
+    if outside is None:
+        outside = _OUTSIDE[origin] = not os.path.realpath(origin).startswith(_KEPT_ROOTS)
+    return outside
 
 
 def durable_in_process(
