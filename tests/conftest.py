@@ -27,8 +27,30 @@ def pg_server() -> Iterator[pgserver.PgServer]:
 
 
 @pytest.fixture
-def pg_url(pg_server: pgserver.PgServer, request: pytest.FixtureRequest) -> Iterator[str]:
-    """The URL of an empty database of its own, dropped after the test."""
+def pg_url(pg_server: pgserver.PgServer) -> Iterator[str]:
+    """The URL of an empty store database of its own: migrated, no rows (lent from the pool)."""
+    url = pg_server.store_database()
+    yield url
+    pg_server.give_back(url)
+
+
+@pytest.fixture
+def pg_databases(pg_server: pgserver.PgServer) -> Iterator[Callable[[], str]]:
+    """A callable lending another empty store database (as `pg_url`) each time it is called."""
+    lent: list[str] = []
+
+    def lend() -> str:
+        lent.append(pg_server.store_database())
+        return lent[-1]
+
+    yield lend
+    for url in lent:
+        pg_server.give_back(url)
+
+
+@pytest.fixture
+def pg_fresh_url(pg_server: pgserver.PgServer, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The URL of a new, empty database that no store has migrated yet, dropped after the test."""
     url = pg_server.create_database(request.node.name)
     yield url
     pg_server.drop_database(url)
@@ -40,7 +62,6 @@ def store_factory(
 ) -> Iterator[Callable[[], Store]]:
     """A callable returning a fresh, empty store of each kind; all closed after the test."""
     made: list[Store] = []
-    urls: list[str] = []
 
     def make() -> Store:
         if request.param == "files":
@@ -54,17 +75,13 @@ def store_factory(
         else:
             from durable_cli._store.postgres import PostgresStore
 
-            server = request.getfixturevalue("pg_server")
-            urls.append(server.create_database(request.node.name))
-            store = PostgresStore(urls[-1])
+            store = PostgresStore(request.getfixturevalue("pg_databases")())
         made.append(store)
         return store
 
     yield make
     for store in made:
         store.close()
-    for url in urls:
-        request.getfixturevalue("pg_server").drop_database(url)
 
 
 @pytest.fixture

@@ -54,8 +54,7 @@ def lucky():
 
 
 def _project(root: Path, request: pytest.FixtureRequest, kind: str) -> Project:
-    store = request.getfixturevalue("pg_server").create_database(f"{request.node.name}-{root.name}") \
-        if kind == "postgres" else None
+    store = request.getfixturevalue("pg_databases")() if kind == "postgres" else None
     return Project(root, "jobs", FLOWS, store=store, in_process=True)
 
 

@@ -21,6 +21,12 @@ from durable_cli._store.postgres import DUE, PostgresStore
 from test_store_contract import StoreProcess, create, started
 
 
+@pytest.fixture
+def pg_url(pg_fresh_url: str) -> str:
+    """Here a database that no store has migrated yet: these tests watch the migrations run."""
+    return pg_fresh_url
+
+
 def schema_snapshot(url: str) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
     """(tables, recorded schema versions) of the database at `url`."""
     with psycopg.connect(url) as conn:
