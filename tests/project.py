@@ -24,7 +24,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Sequence
 
-from helpers import _PROCESS_ONLY, DURABLE, durable_env, durable_in_process, write_module
+from helpers import _PROCESS_ONLY, DURABLE, durable_env, durable_in_process, run_process, spawn, write_module
 
 from durable_cli import _journal as journal
 from durable_cli.errors import JournalDamaged
@@ -135,17 +135,14 @@ class Project:
             return Result(*durable_in_process(*args, dir=None if self.store else self.dir, cwd=self.root,
                                               env=extra, input=input))
         data = input.encode() if isinstance(input, str) else input
-        done = subprocess.run(
-            [*prefix, *self.command(*args)], cwd=self.root, env=self.env(crash_at, fsync_log, env),
-            input=data, capture_output=True, timeout=timeout, preexec_fn=preexec_fn,
-        )
-        return Result(done.returncode, done.stdout.decode(), done.stderr.decode())
+        return Result(*run_process(self.command(*args), self.env(crash_at, fsync_log, env), input=data,
+                                   timeout=timeout, prefix=prefix, cwd=self.root, preexec_fn=preexec_fn))
 
     def popen(self, *args: str, crash_at: int | None = None, env: Mapping[str, str] | None = None,
               stdin: Any = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
         """A real `durable ARGS` process, left running (overlap, signals)."""
-        return subprocess.Popen(self.command(*args), cwd=self.root, env=self.env(crash_at, extra=env),
-                                stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return spawn(self.command(*args), self.env(crash_at, extra=env), cwd=self.root,
+                     stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def spawn_tick(self, **delta: float) -> subprocess.Popen[bytes]:
         return self.popen("tick", "--now", later(**delta))
