@@ -212,7 +212,8 @@ def durable_json_in_process(*args: str, **kwargs: Any) -> tuple[int, Any, str]:
 # with exec. Before it runs the CLI's main it is given what a fresh `durable` process would have:
 # the environment, working directory, argv and import path of the console script, no module from
 # outside the standard library, installed packages and durable_cli, the fault seams read again
-# from the environment, Python's own warning filters and signal handlers, new standard streams on
+# from the environment, Python's own warning filters, signal handlers, logging (no handler) and
+# asyncio policy, new standard streams on
 # fds 0-2 with the encodings a fresh process picks, and every other inherited fd pointed at
 # /dev/null (so nothing of this process, a pipe or a socket, is held open or written by the child).
 # It exits as Python does: non-daemon threads joined, streams flushed, `os._exit(code)`.
@@ -277,6 +278,19 @@ def _become_durable(args: Sequence[str], environ: Mapping[str, str]) -> int:
                              ("ignore", PendingDeprecationWarning), ("ignore", ImportWarning),
                              ("ignore", ResourceWarning)):
         warnings.filterwarnings(action, category=category, module="__main__" if action == "default" else "")
+    import asyncio
+    import logging
+
+    asyncio.set_event_loop_policy(None)  # the default policy, no loop of this process's
+    asyncio.events._set_running_loop(None)
+    logging.captureWarnings(False)
+    for logger in [logging.root, *logging.Logger.manager.loggerDict.values()]:
+        if isinstance(logger, logging.Logger):  # no handler of pytest's, levels as at start
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
+            logger.setLevel(logging.WARNING if logger is logging.root else logging.NOTSET)
+            logger.propagate, logger.disabled = True, False
+    logging.disable(logging.NOTSET)
     os.environ.clear()
     os.environ.update(environ)
     time.tzset()

@@ -14,7 +14,7 @@ import pytest
 from durable_cli import sleep, step, workflow
 
 from project import Project
-from helpers import DURABLE, durable_env
+from helpers import DURABLE, durable_env, spawn
 
 CODE = '''
 import time
@@ -50,7 +50,7 @@ def project(request: pytest.FixtureRequest, tmp_path: Path) -> Project:
 
 def test_cancel_of_a_run_hung_in_a_step_returns_at_once_and_wait_sees_it_stop(project: Project) -> None:
     where = ["--store", project.store] if project.store else ["--dir", str(project.dir)]
-    holder = subprocess.Popen([DURABLE, *where, "run", "--id", "h", project.ref("hung")],
+    holder = spawn([DURABLE, *where, "run", "--id", "h", project.ref("hung")],
                               cwd=project.root, env=durable_env(), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:

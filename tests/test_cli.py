@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from helpers import (DURABLE, all_files, durable_env, durable_in_process, durable_json_in_process, journal_path,
-                     run_events, write_module)
+                     run_events, spawn, write_module)
 
 FLOWS = """
 import os
@@ -526,7 +526,7 @@ def test_a_run_cancelled_during_a_step_never_executes_another_step(project):
     where = _where(project, {})
     command = [DURABLE, *(["--dir", str(where["dir"])] if "dir" in where else []), "run", "flows:slow",
                "--id", "slow-run", "--json"]
-    proc = subprocess.Popen(command, cwd=project, env=durable_env(where.get("env")), stdout=subprocess.PIPE,
+    proc = spawn(command, cwd=project, env=durable_env(where.get("env")), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 10
@@ -618,7 +618,7 @@ def busy_then_wait(token):
     where = _where(project, {})
     command = [DURABLE, *(["--dir", str(where["dir"])] if "dir" in where else []), "run", "flows:busy_then_wait",
                "tok-busy", "--json"]
-    proc = subprocess.Popen(command, cwd=project, env=durable_env(where.get("env")), stdout=subprocess.PIPE,
+    proc = spawn(command, cwd=project, env=durable_env(where.get("env")), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 10

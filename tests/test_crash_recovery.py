@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from helpers import (DURABLE, durable, durable_env, durable_in_process, durable_json_in_process, journal_path,
-                     read_events, write_module)
+                     read_events, spawn, write_module)
 
 FLOWS = """
 import os, signal
@@ -191,7 +191,7 @@ def test_four_ticks_at_once_on_twenty_due_runs_execute_each_step_once(project, w
         run_ids.append(doc["run_id"])
     now = later(2)
     command = [DURABLE, *where, "tick", "--now", now]
-    ticks = [subprocess.Popen(command, cwd=project, env=durable_env(), stdout=subprocess.PIPE,
+    ticks = [spawn(command, cwd=project, env=durable_env(), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE) for _ in range(4)]
     for proc in ticks:
         _, err = proc.communicate(timeout=60)

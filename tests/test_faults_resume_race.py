@@ -21,7 +21,7 @@ from durable_cli import resume_hook
 from durable_cli.cli import main
 from durable_cli.errors import UnknownToken
 from project import Project
-from helpers import DURABLE, durable_env
+from helpers import DURABLE, durable_env, spawn
 
 FLOWS = """
 import time
@@ -54,7 +54,7 @@ def project(request: pytest.FixtureRequest, tmp_path: Path) -> Project:
 
 def _resume(project: Project, key: str, *extra: str) -> subprocess.Popen[bytes]:
     where = ["--store", project.store] if project.store else ["--dir", str(project.dir)]
-    process = subprocess.Popen([DURABLE, *where, "resume", "race", "-", "--key", key, *extra],
+    process = spawn([DURABLE, *where, "resume", "race", "-", "--key", key, *extra],
                                cwd=project.root, env=durable_env(), stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert process.stdin is not None

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from project import in_parallel
-from helpers import DURABLE, durable_env
+from helpers import DURABLE, durable_env, spawn
 
 from durable_cli._queues import QueueLimits, flow_request
 from durable_cli._store import open_store
@@ -113,7 +113,7 @@ def _effects(root: Path) -> list[str]:
 
 
 def _tick(root: Path, where: list[str], *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([DURABLE, *where, "tick", *extra], cwd=root, env=durable_env(env),
+    return spawn([DURABLE, *where, "tick", *extra], cwd=root, env=durable_env(env),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from project import Project
-from helpers import DURABLE, durable_env
+from helpers import DURABLE, durable_env, spawn
 
 FLOWS = '''
 import time
@@ -237,7 +237,7 @@ def test_tail_prints_a_finished_runs_journal_decoded_and_exits(project):
 
 def test_tail_follows_a_journal_as_events_arrive_until_the_run_finishes(project):
     run = project.run("napper")
-    tail = subprocess.Popen([DURABLE, "--dir", str(project.dir), "tail", run["run_id"]], cwd=project.root,
+    tail = spawn([DURABLE, "--dir", str(project.dir), "tail", run["run_id"]], cwd=project.root,
                             env=durable_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(0.6)
@@ -255,7 +255,7 @@ def test_tail_follows_a_journal_as_events_arrive_until_the_run_finishes(project)
 
 @pytest.mark.parametrize("journal", [False, True], ids=["stream", "journal"])
 def test_tail_follows_a_live_run_and_exits_once_it_finishes(project, journal):
-    runner = subprocess.Popen([DURABLE, "--dir", str(project.dir), "run", project.ref("live"), "4", "--id", "live"],
+    runner = spawn([DURABLE, "--dir", str(project.dir), "run", project.ref("live"), "4", "--id", "live"],
                               cwd=project.root, env=durable_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 10
     while not (project.dir / "runs" / "live.jsonl").exists() and time.monotonic() < deadline:

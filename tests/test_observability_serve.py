@@ -16,7 +16,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("opentelemetry.sdk")
 parser = pytest.importorskip("prometheus_client.parser")
 
-from helpers import DURABLE, durable, durable_env, write_module  # noqa: E402
+from helpers import DURABLE, durable, durable_env, spawn, write_module  # noqa: E402
 
 FLOWS = """
 from durable_cli import sleep, step, workflow
@@ -51,8 +51,7 @@ def test_metrics_and_json_logs_of_a_serving_process(tmp_path: Path) -> None:
     write_module(tmp_path, "flows", FLOWS)
     stderr = tmp_path / "serve.err"
     with open(stderr, "wb") as err:
-        proc = subprocess.Popen(
-            [DURABLE, "--dir", str(tmp_path / "journals"), "serve", "--port", "0", "--metrics", "--tick",
+        proc = spawn([DURABLE, "--dir", str(tmp_path / "journals"), "serve", "--port", "0", "--metrics", "--tick",
              "--tick-interval", "0.1s", "--log-format", "json", "--auth-token", "t0ken"],
             cwd=tmp_path, env=durable_env(), stdout=subprocess.PIPE, stderr=err)
     try:
@@ -138,7 +137,7 @@ def test_tick_and_tick_loop_log_one_json_object_a_line(tmp_path: Path) -> None:
     assert records[-1]["event"] == "tick" and records[-1]["message"] == "tick: 2 resumed, 1 completed, 1 failed"
 
     assert durable("run", "flows:naps", dir=journals, cwd=tmp_path)[0] == 0
-    loop = subprocess.Popen([DURABLE, "--dir", str(journals), "tick", "--loop", "--interval", "0.1s",
+    loop = spawn([DURABLE, "--dir", str(journals), "tick", "--loop", "--interval", "0.1s",
                              "--now", "2100-01-01T00:00:00Z", "--log-format", "json"],
                             cwd=tmp_path, env=durable_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             bufsize=0)  # unbuffered: communicate() must get every line after the first

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import DURABLE, durable, durable_env, durable_in_process, write_module
+from helpers import DURABLE, durable, durable_env, durable_in_process, spawn, write_module
 
 WORKFLOWS = """
     import os, time
@@ -69,7 +69,7 @@ def _start_runs(project: Path, url: str, count: int, ref: str, *args: str) -> li
 
 def _worker(project: Path, url: str, extra: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     env = durable_env({"EFFECTS_DIR": str(project / "effects"), **(extra or {})})
-    return subprocess.Popen([DURABLE, "--store", url, "tick", "--loop", "--interval", "0.2s", "--workers", "1", "--json"],
+    return spawn([DURABLE, "--store", url, "tick", "--loop", "--interval", "0.2s", "--workers", "1", "--json"],
                             cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -199,7 +199,7 @@ def test_resume_enqueue_wakes_a_looping_worker_through_listen_not_polling(tmp_pa
     code, out, err = durable("--store", pg_url, "run", "hooked:wait_for", "tok-listen", "--json", cwd=tmp_path)
     assert code == 0, err
     run_id = json.loads(out)["run_id"]
-    worker = subprocess.Popen([DURABLE, "--store", pg_url, "tick", "--loop", "--interval", "60s", "--workers", "1"],
+    worker = spawn([DURABLE, "--store", pg_url, "tick", "--loop", "--interval", "60s", "--workers", "1"],
                               cwd=tmp_path, env=durable_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         time.sleep(1.0)  # its first pass is over; the next poll is a minute away

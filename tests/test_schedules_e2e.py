@@ -18,7 +18,7 @@ from typing import Any
 import yaml  # type: ignore[import-untyped, unused-ignore]
 
 from project import Project
-from helpers import DURABLE, all_files, durable, durable_env, durable_in_process, journal_path
+from helpers import DURABLE, all_files, durable, durable_env, durable_in_process, journal_path, spawn
 
 FLOWS = '''
 import json
@@ -309,7 +309,7 @@ def test_two_ticks_at_the_same_instant_fire_it_once(tmp_path: Path) -> None:
 
 def _overlapping_ticks(project: Scheduled, instant: str, count: int) -> list[dict[str, Any]]:
     """Start `count` `durable tick --now instant` processes at once; their JSON summaries."""
-    procs = [subprocess.Popen([DURABLE, "--dir", str(project.dir), "tick", "--now", instant, "--json"],
+    procs = [spawn([DURABLE, "--dir", str(project.dir), "tick", "--now", instant, "--json"],
                               cwd=project.root, env=durable_env(), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE) for _ in range(count)]
     summaries = []

@@ -17,7 +17,8 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from helpers import DURABLE, durable, durable_env, durable_in_process, durable_json_in_process, write_module
+from helpers import (DURABLE, durable, durable_env, durable_in_process, durable_json_in_process, spawn,
+                     write_module)
 
 FLOWS = """
     from durable_cli import create_webhook, define_hook, workflow
@@ -73,8 +74,7 @@ class ServeProcess:
         self.log = cwd / f"serve-{time.monotonic_ns()}.log"
         where = ["--store", store] if store else ["--dir", str(cwd / "journals")]
         with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                [DURABLE, *where, "serve", "--port", "0", *args],
+            self.proc = spawn([DURABLE, *where, "serve", "--port", "0", *args],
                 cwd=cwd, env=durable_env(env), stdout=subprocess.PIPE, stderr=log,
             )
         ready, _, _ = select.select([self.proc.stdout], [], [], 15)

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers import DURABLE, durable, durable_env
+from helpers import DURABLE, durable, durable_env, spawn
 
 pytest.importorskip("uvicorn")
 
@@ -51,8 +51,7 @@ def test_slow_clients_are_cut_off_and_neither_the_api_nor_the_tick_loop_starves(
     assert durable("run", "--id", "napper", "flows:nap", dir=journals, cwd=tmp_path)[0] == 0
     log = tmp_path / "serve.log"
     with open(log, "wb") as err:
-        proc = subprocess.Popen(
-            [DURABLE, "--dir", str(journals), "serve", "--port", "0", "--tick", "--tick-interval", "0.2s",
+        proc = spawn([DURABLE, "--dir", str(journals), "serve", "--port", "0", "--tick", "--tick-interval", "0.2s",
              "--header-timeout", "1s"],
             cwd=tmp_path, env=durable_env(), stdout=subprocess.PIPE, stderr=err, preexec_fn=lowered_file_limit)
     try:

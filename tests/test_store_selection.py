@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import durable, durable_in_process, durable_json_in_process, write_module
+from helpers import durable, durable_in_process, durable_json_in_process, spawn, write_module
 
 FLOWS = """
 from durable_cli import define_hook, sleep, step, workflow
@@ -225,7 +225,7 @@ def test_schedules_fire_each_instant_once_on_postgres_too(project: Path, pg_url:
         "    args: [9]\n"
     )
     assert durable_in_process("tick", "--now", "2030-01-01T00:30:00Z", cwd=project)[0] == 0  # first seen: nothing fires
-    ticks = [subprocess.Popen([DURABLE, "tick", "--now", "2030-01-01T01:10:00Z", "--json"], cwd=project,
+    ticks = [spawn([DURABLE, "tick", "--now", "2030-01-01T01:10:00Z", "--json"], cwd=project,
                               env=durable_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(4)]
     fired = 0
     for proc in ticks:

@@ -18,7 +18,7 @@ from typing import Any
 import yaml  # type: ignore[import-untyped, unused-ignore]
 
 from project import Project, later
-from helpers import DURABLE, durable_env
+from helpers import DURABLE, durable_env, spawn
 
 FLOWS = '''
 import time
@@ -47,8 +47,7 @@ def nap(length):
 
 
 def _loop(project: Project, *extra: str, now: str | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [DURABLE, "--dir", str(project.dir), "tick", "--loop", "--interval", "0.2s",
+    return spawn([DURABLE, "--dir", str(project.dir), "tick", "--loop", "--interval", "0.2s",
          "--now", now or later(hours=1), *extra],
         cwd=project.root, env=durable_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
