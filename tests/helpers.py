@@ -205,192 +205,120 @@ def durable_json_in_process(*args: str, **kwargs: Any) -> tuple[int, Any, str]:
     return code, document, err
 
 
-# The forked runner: a real `durable` process, forked from this already-loaded interpreter instead
-# of exec'ing a new Python (which costs ~0.1 s of CPU to start and import, 0.25 s with psycopg).
-# The child is a real process with its own pid, memory, file locks and signals: SIGKILL,
+# Real `durable` processes without exec'ing Python each time: tests/forkserver.py forks them from a
+# server process that loaded durable_cli once (one server per test process, started on first use).
+# A forked child is a real process with its own pid, memory, file locks and signals (SIGKILL,
 # DURABLE_CRASH_AT, locks held against other processes and overlapping commands are what they are
-# with exec. Before it runs the CLI's main it is given what a fresh `durable` process would have:
-# the environment, working directory, argv and import path of the console script, no module from
-# outside the standard library, installed packages and durable_cli, the fault seams read again
-# from the environment, Python's own warning filters, signal handlers, logging (no handler) and
-# asyncio policy, new standard streams on
-# fds 0-2 with the encodings a fresh process picks, and every other inherited fd pointed at
-# /dev/null (so nothing of this process, a pipe or a socket, is held open or written by the child).
-# It exits as Python does: non-daemon threads joined, streams flushed, `os._exit(code)`.
-# Commands that need the interpreter's own start keep exec: a `prefix` (strace), or an environment
-# that changes how Python starts (PYTHON*, LANG, LC_*). DURABLE_TEST_EXEC=1 makes every command exec.
+# with exec), and the server runs nothing itself, so each child starts from a fresh process's
+# state. Commands that need Python's own start keep exec: a `prefix` (strace), a `preexec_fn`, or
+# an environment that changes how Python starts (PYTHON*, LANG, LC_*: the server was started
+# without them). DURABLE_TEST_EXEC=1 makes every command exec.
 
 _START_VARIABLES = ("PYTHON", "LANG", "LC_")
-_STREAMS: dict[str, Any] = {}
 
 
-def _fresh_streams_probe() -> dict[str, Any]:
-    """The encodings and error handlers a fresh `durable` process gives its standard streams."""
-    if not _STREAMS:
-        probe = ("import json, sys; print(json.dumps([[s.encoding, s.errors] for s in "
-                 "(sys.stdin, sys.stdout, sys.stderr)]))")
-        done = subprocess.run([sys.executable, "-c", probe], env=durable_env(), cwd="/",
-                              stdin=subprocess.DEVNULL, capture_output=True, check=True)
-        _STREAMS["streams"] = json.loads(done.stdout)
-    return _STREAMS
-
-
-def can_fork(env: Mapping[str, str], prefix: Sequence[str] = ()) -> bool:
+def can_fork(env: Mapping[str, str], prefix: Sequence[str] = (), preexec_fn: Any = None) -> bool:
     """Whether a `durable` process with this environment may be forked rather than exec'd."""
-    if prefix or os.environ.get("DURABLE_TEST_EXEC") or not hasattr(os, "fork"):
+    if prefix or preexec_fn is not None or os.environ.get("DURABLE_TEST_EXEC") or not hasattr(os, "fork"):
         return False
     baseline = durable_env()
     return all(env.get(name) == baseline.get(name) for name in {*env, *baseline}
                if name.startswith(_START_VARIABLES))
 
 
-def _become_durable(args: Sequence[str], environ: Mapping[str, str]) -> int:
-    """In a forked child: take on a fresh `durable` process's state and run the CLI; its exit code."""
-    import faulthandler
-    import gc
-    import importlib
-    import io
-    import signal
-    import threading
-    import time
-    import traceback
-    import warnings
+class _ForkServer:
+    """The running tests/forkserver.py of this process, and the socket to ask it for a child."""
 
-    gc.freeze()  # this process's objects are never collected (and their fds never closed) here
-    faulthandler.disable()
-    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
-                   signal.SIGALRM, signal.SIGCHLD):
-        signal.signal(signum, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    signal.set_wakeup_fd(-1)
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    streams = _STREAMS["streams"]
-    sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)),
-                                 encoding=streams[0][0], errors=streams[0][1])
-    sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)),
-                                  encoding=streams[1][0], errors=streams[1][1])
-    sys.stderr = io.TextIOWrapper(io.BufferedWriter(io.FileIO(2, "w", closefd=False)),
-                                  encoding=streams[2][0], errors=streams[2][1], line_buffering=True)
-    sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
-    warnings.resetwarnings()
-    for action, category in (("default", DeprecationWarning), ("ignore", DeprecationWarning),
-                             ("ignore", PendingDeprecationWarning), ("ignore", ImportWarning),
-                             ("ignore", ResourceWarning)):
-        warnings.filterwarnings(action, category=category, module="__main__" if action == "default" else "")
-    import asyncio
-    import logging
+    def __init__(self) -> None:
+        import socket
+        import threading
 
-    asyncio.set_event_loop_policy(None)  # the default policy, no loop of this process's
-    asyncio.events._set_running_loop(None)
-    logging.captureWarnings(False)
-    for logger in [logging.root, *logging.Logger.manager.loggerDict.values()]:
-        if isinstance(logger, logging.Logger):  # no handler of pytest's, levels as at start
-            for handler in list(logger.handlers):
-                logger.removeHandler(handler)
-            logger.setLevel(logging.WARNING if logger is logging.root else logging.NOTSET)
-            logger.propagate, logger.disabled = True, False
-    logging.disable(logging.NOTSET)
-    os.environ.clear()
-    os.environ.update(environ)
-    time.tzset()
-    extra_path = [p for p in os.environ.pop("PYTHONPATH", "").split(os.pathsep) if p]
-    if extra_path:
-        os.environ["PYTHONPATH"] = os.pathsep.join(extra_path)
-    sys.path[:] = [_SCRIPT_PATH[0], *extra_path, *_SCRIPT_PATH[1:]]
-    sys.argv[:] = [DURABLE, *args]
-    sys.dont_write_bytecode = True
-    for name, module in list(sys.modules.items()):
-        if _imported_from_outside(module):
-            del sys.modules[name]
-    importlib.invalidate_caches()
-    from durable_cli import _config as config
-    from durable_cli import _faults
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "forkserver.py")
+        self.process = subprocess.Popen(
+            [os.path.join(os.path.dirname(DURABLE), "python"), script], cwd="/", stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, pass_fds=[theirs.fileno()],
+            env=durable_env({"DURABLE_FORKSERVER_FD": str(theirs.fileno())}))
+        theirs.close()
+        self.socket = ours
+        self.lock = threading.Lock()
 
-    importlib.reload(_faults)
-    config.forget()
-    from durable_cli._engine import steps
+    def fork(self, request: dict[str, Any], fds: list[int]) -> int:
+        import socket
 
-    steps.forget_held()
-    from durable_cli.cli import main
+        with self.lock:
+            socket.send_fds(self.socket, [json.dumps(request).encode()], fds)
+            reply = self.socket.recv(64)
+        if not reply:
+            raise RuntimeError("the fork server is gone")
+        return int(reply)
 
-    try:
-        main.main(list(args), prog_name="durable")
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        if exc.code is not None and not isinstance(exc.code, int):
-            print(exc.code, file=sys.stderr)
-    except KeyboardInterrupt:
-        traceback.print_exc()
-        code = 130
-    except BaseException:
-        traceback.print_exc()
-        code = 1
-    threading._shutdown()  # type: ignore[attr-defined]  # as a Python process's exit does
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    return code
+
+_SERVER: list[_ForkServer] = []
 
 
 class ForkedDurable(subprocess.Popen):  # type: ignore[type-arg]
-    """`subprocess.Popen` of the `durable` console script, forked instead of exec'd (see above).
-    Takes Popen's arguments; `args` is the argv ([DURABLE, ...]); `env` must be given."""
+    """`subprocess.Popen` of the `durable` console script, forked by the fork server instead of
+    exec'd. Takes Popen's arguments; `args` is the argv ([DURABLE, ...]); `env` must be given."""
 
     def _execute_child(self, args: Any, executable: Any, preexec_fn: Any, close_fds: Any, pass_fds: Any,
                        cwd: Any, env: Any, startupinfo: Any, creationflags: Any, shell: Any,
                        p2cread: int, p2cwrite: int, c2pread: int, c2pwrite: int, errread: int, errwrite: int,
                        restore_signals: Any, gid: Any, gids: Any, uid: Any, umask: Any,
                        start_new_session: bool, process_group: Any) -> None:
+        assert list(args)[0] == DURABLE and env is not None and preexec_fn is None and not pass_fds
         assert gid is None and gids is None and uid is None and umask < 0 and process_group in (None, -1)
-        assert list(args)[0] == DURABLE and env is not None
         if not _SCRIPT_PATH:
             _SCRIPT_PATH.extend(_script_path())
-        _fresh_streams_probe()
-        devnull = os.open(os.devnull, os.O_RDWR)
-        pid = os.fork()
-        if pid == 0:  # the child: never returns
-            code = 1
-            try:
-                for fd, target in ((p2cread, 0), (c2pwrite, 1), (errwrite, 2)):
-                    if fd != -1:  # -1: inherited, as Popen leaves it
-                        os.dup2(fd, target, inheritable=True)
-                for name in os.listdir("/proc/self/fd"):
-                    fd = int(name)
-                    if fd > 2 and fd != devnull:
-                        try:
-                            os.dup2(devnull, fd, inheritable=False)
-                        except OSError:
-                            pass
-                if start_new_session:
-                    os.setsid()
-                if cwd is not None:
-                    os.chdir(cwd)
-                if preexec_fn is not None:
-                    preexec_fn()
-                code = _become_durable(list(args)[1:], env)
-            except BaseException:
-                try:
-                    import traceback
-
-                    traceback.print_exc()
-                    sys.stderr.flush()
-                except BaseException:
-                    pass
-            finally:
-                os._exit(code if 0 <= code < 256 else code & 0xFF)
-        os.close(devnull)
-        self.pid = pid
+        if not _SERVER or _SERVER[0].process.poll() is not None:
+            _SERVER[:] = [_ForkServer()]
+        environ = dict(env)
+        extra_path = [p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        request = {"argv": list(args), "env": environ, "cwd": os.path.abspath(cwd or os.getcwd()),
+                   "path": [_SCRIPT_PATH[0], *extra_path, *_SCRIPT_PATH[1:]],
+                   "new_session": bool(start_new_session)}
+        status_r, status_w = os.pipe()
+        try:
+            fds = [p2cread if p2cread != -1 else 0, c2pwrite if c2pwrite != -1 else 1,
+                   errwrite if errwrite != -1 else 2, status_w]
+            self.pid = _SERVER[0].fork(request, fds)
+        except BaseException:
+            os.close(status_r)
+            raise
+        finally:
+            os.close(status_w)
+            self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
+        self._status = status_r
         self._child_created = True
-        self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
+
+    def _read_status(self) -> None:
+        data = os.read(self._status, 64)
+        os.close(self._status)
+        self._status = -1
+        self.returncode = os.waitstatus_to_exitcode(int(data)) if data else -9
+
+    def _internal_poll(self, _deadstate: Any = None, _waitpid: Any = None, _WNOHANG: Any = None,
+                       _ECHILD: Any = None) -> int | None:
+        import select
+
+        if self.returncode is None and self._status != -1 and select.select([self._status], [], [], 0)[0]:
+            self._read_status()
+        return self.returncode
+
+    def _wait(self, timeout: float | None) -> int:
+        import select
+
+        if self.returncode is None:
+            if not select.select([self._status], [], [], timeout)[0]:
+                raise subprocess.TimeoutExpired(self.args, timeout)  # type: ignore[arg-type]
+            self._read_status()
+        assert self.returncode is not None
+        return self.returncode
 
 
 def spawn(argv: Sequence[str], env: Mapping[str, str], prefix: Sequence[str] = (), **popen: Any) -> subprocess.Popen[bytes]:
     """A real `durable` process (`argv` starts with DURABLE): forked where it can be, else exec'd."""
-    if can_fork(env, prefix):
+    if can_fork(env, prefix, popen.get("preexec_fn")):
         return ForkedDurable(list(argv), env=dict(env), **popen)
     return subprocess.Popen([*prefix, *argv], env=dict(env), **popen)
 
