@@ -1,9 +1,11 @@
 """The fork server behind tests/helpers.py `spawn`: a Python started as the `durable` console
-script starts (same interpreter, environment and import path), that imports durable_cli's CLI and
-its heavy dependencies once and then only forks: each child is a `durable` process that skips
-Python's start-up and those imports (~0.1 s of CPU, 0.25 s with psycopg) and is otherwise what
-an exec'd one is. The server itself runs nothing, so every child starts from the state of a fresh
-process, not from the state of the test process or of an earlier command.
+script starts (same interpreter, environment and import path), that imports every module of
+durable_cli (and so its dependencies) once and then only forks: each child is a `durable` process
+that skips Python's start-up and those imports (~0.1 s of CPU, 0.25 s with psycopg) and is
+otherwise what an exec'd one is. The server itself runs nothing, so every child starts from the
+state of a fresh process, not from the state of the test process or of an earlier command. What
+differs is only what is already imported: a test that looks at which modules a `durable` process
+imports must exec it (an environment with PYTHON* set, or DURABLE_TEST_EXEC=1; tests/helpers.py).
 
 Protocol, over a SOCK_SEQPACKET socket: a request is one JSON message {argv, env, cwd, path,
 new_session} carrying four fds (the child's stdin, stdout, stderr, and the write end of a status
@@ -22,7 +24,7 @@ import socket
 import sys
 import time
 
-PRELOAD = ("durable_cli.cli", "durable_cli._store.files", "durable_cli._store.postgres", "psycopg_pool")
+SKIP = ("durable_cli.testing",)  # the pytest plugin: a `durable` process never imports it
 
 
 def _child(request: dict, fds: list[int]) -> None:
@@ -76,12 +78,23 @@ def _child(request: dict, fds: list[int]) -> None:
         os._exit(code & 0xFF)
 
 
+def preload() -> None:
+    """Import every module of durable_cli (and so its dependencies), as a command may need them:
+    importing is all; nothing is run, configured or registered by it."""
+    import pkgutil
+
+    import durable_cli
+
+    for module in pkgutil.walk_packages(durable_cli.__path__, "durable_cli."):
+        if not module.name.startswith(SKIP):
+            try:
+                importlib.import_module(module.name)
+            except ImportError:
+                pass  # an optional extra that is not installed
+
+
 def serve(control: socket.socket) -> None:
-    for name in PRELOAD:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            pass
+    preload()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)

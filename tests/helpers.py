@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import subprocess
@@ -255,6 +256,18 @@ class _ForkServer:
 
 
 _SERVER: list[_ForkServer] = []
+
+
+@atexit.register
+def _stop_fork_server() -> None:
+    """Close the server's socket (it exits) and wait for it, so that its CPU time and its
+    children's are counted in this process's, as an exec'd child's would be."""
+    for server in _SERVER:
+        server.socket.close()
+        try:
+            server.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
 
 
 class ForkedDurable(subprocess.Popen):  # type: ignore[type-arg]
