@@ -213,7 +213,8 @@ def durable_json_in_process(*args: str, **kwargs: Any) -> tuple[int, Any, str]:
 # with exec), and the server runs nothing itself, so each child starts from a fresh process's
 # state. Commands that need Python's own start keep exec: a `prefix` (strace), a `preexec_fn`, or
 # an environment that changes how Python starts (PYTHON*, LANG, LC_*: the server was started
-# without them). DURABLE_TEST_EXEC=1 makes every command exec.
+# without them). DURABLE_TEST_EXEC=1 makes every command exec. A child has every durable_cli module
+# imported already: a test that checks what a `durable` process imports must exec it.
 
 _START_VARIABLES = ("PYTHON", "LANG", "LC_")
 
