@@ -283,3 +283,48 @@ def start_server() -> PgServer:
         shutil.rmtree(directory, ignore_errors=True)
         raise
     return PgServer(directory)
+
+
+class Statements:
+    """Statements the PostgreSQL stores of this process send (through `pg_schema.Db.rows`/`write`),
+    by their first 60 characters; `commits` counts those that write, `sync_commits` those of them
+    that wait for the WAL flush (no `synchronous_commit` off). Read-only statements commit too,
+    but write nothing to flush."""
+
+    WRITES = re.compile(r"\b(INSERT|UPDATE|DELETE)\b")
+
+    def __init__(self) -> None:
+        import collections
+
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.commits = self.sync_commits = 0
+
+    def add(self, sql: str) -> None:
+        self.counts[" ".join(sql.split())[:60]] += 1
+        if self.WRITES.search(sql):
+            self.commits += 1
+            self.sync_commits += "'synchronous_commit', 'off'" not in sql
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def __enter__(self) -> Statements:
+        from durable_cli._store import pg_schema
+
+        rows, write = self._saved = pg_schema.Db.rows, pg_schema.Db.write
+        added = self.add
+
+        def counted(method):  # type: ignore[no-untyped-def]
+            def call(db, sql, params=()):  # type: ignore[no-untyped-def]
+                added(sql)
+                return method(db, sql, params)
+            return call
+
+        pg_schema.Db.rows, pg_schema.Db.write = counted(rows), counted(write)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from durable_cli._store import pg_schema
+
+        pg_schema.Db.rows, pg_schema.Db.write = self._saved

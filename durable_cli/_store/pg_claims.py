@@ -15,12 +15,31 @@ from ..errors import StoreError
 from .base import Event, RunSession, check_stream_name
 from .pg_schema import Conflict, Conn, Db, StoreUrl, connect
 
-# Take the run if nobody holds it or its holder's lease has lapsed.
+# Take the run if nobody holds it or its holder's lease has lapsed, and read under the claim, in
+# one round trip: the journal (one text, a line each), the inbox and the cancel flag. The claim
+# commits asynchronously: the run's next synchronous commit (its first flush) makes it durable, and
+# a claim lost with a crashed server only fences its holder out. The statement's snapshot predates
+# the claim: `seen.claim` must still be the run's claim when the row is locked, so a claim taken
+# and given back by another worker meanwhile (whose rows the snapshot misses) makes this one fail
+# (busy) instead of reading a stale journal. A lapsed holder's last append committed meanwhile is
+# missed, and then this holder's first append breaks its primary key: it writes nothing.
 CLAIM = """
-UPDATE durable_runs SET claim = nextval('durable_claims'), owner = %(owner)s,
-       lease_until = now() + make_interval(secs => %(lease)s)
- WHERE run_id = %(run_id)s AND (owner IS NULL OR lease_until < now())
-RETURNING claim
+WITH seen AS (SELECT claim FROM durable_runs WHERE run_id = %(run_id)s),
+     taken AS (
+         UPDATE durable_runs AS r SET claim = nextval('durable_claims'), owner = %(owner)s,
+                lease_until = now() + make_interval(secs => %(lease)s)
+           FROM seen, (SELECT set_config('synchronous_commit', 'off', true)) AS async
+          WHERE r.run_id = %(run_id)s AND (r.owner IS NULL OR r.lease_until < now())
+            AND r.claim = seen.claim
+         RETURNING r.claim)
+SELECT (SELECT claim FROM taken), EXISTS (SELECT 1 FROM seen),
+       (SELECT string_agg(body || chr(10), '' ORDER BY seq) FROM durable_events
+         WHERE run_id = %(run_id)s AND EXISTS (SELECT 1 FROM taken)),
+       ARRAY(SELECT id FROM durable_inbox WHERE run_id = %(run_id)s AND EXISTS (SELECT 1 FROM taken)
+             ORDER BY id),
+       ARRAY(SELECT message FROM durable_inbox WHERE run_id = %(run_id)s
+                AND EXISTS (SELECT 1 FROM taken) ORDER BY id),
+       EXISTS (SELECT 1 FROM durable_cancel WHERE run_id = %(run_id)s)
 """
 
 # Create the run, or take an existing one that no one holds and that has no events yet.
@@ -80,10 +99,38 @@ RETURNING idx
 STREAM_LOCK = 0x73747265  # "stre"
 _STREAM_TURN = "SELECT pg_advisory_xact_lock(%(lock)s, hashtext(%(run_id)s || '/' || %(name)s))"
 
+# Committed asynchronously: a release lost with a crashed server only leaves the lease to lapse.
 _RELEASE = """
 UPDATE durable_runs SET owner = NULL, lease_until = NULL
+  FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async
  WHERE run_id = %(run_id)s AND claim = %(claim)s AND owner = %(owner)s
 """
+
+# The final event of a run that nobody else hears of (no parent, queue or debounce) in the
+# transaction that also releases the run and drops its due entry and cancel request: one commit.
+# The release's row lock is the fence (a concurrent claim waits for it); the inbox gate is given
+# back only once that lock is held, so a `post_live` let through waits on the row for this commit
+# and then reads the final event.
+_FINISH = """
+WITH released AS (
+    UPDATE durable_runs SET owner = NULL, lease_until = NULL
+     WHERE run_id = %(run_id)s AND claim = %(claim)s AND owner = %(owner)s
+    RETURNING run_id),
+     added AS (
+    INSERT INTO durable_events (run_id, seq, body)
+    SELECT released.run_id, line.seq, line.body
+      FROM released, unnest(%(seqs)s::bigint[], %(bodies)s::text[]) AS line(seq, body)
+    RETURNING 1),
+     due AS (DELETE FROM durable_due WHERE run_id IN (SELECT run_id FROM released)),
+     cancel AS (DELETE FROM durable_cancel WHERE run_id IN (SELECT run_id FROM released))
+SELECT (SELECT count(*) FROM added),
+       CASE WHEN %(gate)s THEN pg_advisory_unlock(%(lock)s, hashtext(run_id)) END
+  FROM released
+"""
+
+# Final events after which the engine has nothing more to do for a plain run (see `_FINISH`).
+_CLOSING_EVENTS = ("run_completed", "run_failed")
+_NOTIFIES = ("parent", "queue", "debounce")
 
 _EXTEND = """
 UPDATE durable_runs AS r SET lease_until = now() + make_interval(secs => %(lease)s)
@@ -154,18 +201,31 @@ class Heartbeat:
 
 
 class PostgresRunSession(RunSession):
-    """A run held through claim number `claim`; `flush` inserts only while that claim stands."""
+    """A run held through claim number `claim`; `flush` inserts only while that claim stands.
+
+    `inbox` and `cancel` hold what the claim read beside the journal, for the store to answer the
+    first `messages` and `cancel_requested` of the run with, until the session first writes.
+    `gate` is whether this process holds the run's inbox gate (`PostgresStore.closing`);
+    `due_dropped` whether the final flush also dropped the run's due entry and released it.
+    """
 
     def __init__(self, db: Db, heartbeat: Heartbeat, owner: str, run_id: str, claim: int,
-                 events: list[Event]) -> None:
+                 events: list[Event], gate_lock: int = 0) -> None:
         self.run_id = run_id
         self.events = events
+        self.inbox: list[tuple[str, str]] | None = None
+        self.cancel: bool | None = None
+        self.gate = False
+        self.due_dropped = False
+        self._gate_lock = gate_lock
         self._db = db
         self._heartbeat = heartbeat
         self._owner = owner
         self._claim = claim
         self._seq = len(events)
         self._pending: list[str] = []
+        self._finishing = False
+        self._notifies = bool(events) and any(events[0].get(key) for key in _NOTIFIES)
         self._unsynced = False
         self._open = True
         heartbeat.add(run_id, claim)
@@ -175,6 +235,9 @@ class PostgresRunSession(RunSession):
         line = journal.encode({**event, "seq": seq})  # first, so an unencodable event takes no seq
         event["seq"] = seq
         self._pending.append(line[:-1].decode())
+        if event.get("type") == "run_started":
+            self._notifies = any(event.get(key) for key in _NOTIFIES)
+        self._finishing = event.get("type") in _CLOSING_EVENTS and not self._notifies
         return event
 
     def write(self) -> None:
@@ -185,7 +248,9 @@ class PostgresRunSession(RunSession):
             self._unsynced = True
 
     def flush(self) -> None:
-        if self._pending:
+        if self._pending and self._finishing:
+            self._finish()
+        elif self._pending:
             self._insert(_APPEND)
         elif self._unsynced:
             faults.point("journal.fsync")
@@ -202,20 +267,43 @@ class PostgresRunSession(RunSession):
             "the run over (or it was deleted); nothing was written"
         )
 
-    def _insert(self, statement: str) -> None:
+    def _lines(self) -> dict[str, Any]:
+        """The staged lines as the insert's parameters (the staging is emptied)."""
         if not self._open:
             raise StoreError(f"run {self.run_id} was released: nothing can be flushed")
+        self.inbox = self.cancel = None
         seqs = list(range(self._seq + 1, self._seq + len(self._pending) + 1))
         params = {**self._fence(), "seqs": seqs, "bodies": self._pending}
         self._pending = []
+        return params
+
+    def _insert(self, statement: str) -> None:
+        params = self._lines()
         faults.point("journal.append")
         try:
             inserted = self._db.write(statement, params)
         except Conflict:
             inserted = 0
-        if inserted != len(seqs):
+        if inserted != len(params["seqs"]):
             raise self._lost()
-        self._seq = seqs[-1]
+        self._seq = params["seqs"][-1]
+
+    def _finish(self) -> None:
+        """The final flush of a plain run: its events, due entry, cancel request and release (and
+        the inbox gate, when held) in one statement (`_FINISH`)."""
+        params = {**self._lines(), "gate": self.gate, "lock": self._gate_lock}
+        faults.point("journal.append")
+        try:
+            rows = self._db.rows(_FINISH, params)
+        except Conflict:
+            rows = []
+        if not rows or rows[0][0] != len(params["seqs"]):
+            raise self._lost()
+        self._seq = params["seqs"][-1]
+        self.gate = False
+        self.due_dropped = True
+        self._open = False
+        self._heartbeat.remove(self.run_id)
 
     @property
     def has_pending(self) -> bool:
@@ -227,7 +315,12 @@ class PostgresRunSession(RunSession):
         holder = (self._claim, self._owner)
         return append_stream(self._db, self.run_id, check_stream_name(name), chunks, holder)
 
+    @property
+    def released(self) -> bool:
+        return not self._open
+
     def close(self) -> None:
+        self.inbox = self.cancel = None
         if not self._open:
             return
         self._open = False

@@ -106,6 +106,7 @@ class PostgresStore(PostgresQueues, Store):
         self._heartbeat = Heartbeat(parsed, self.worker_id)
         self._url = parsed
         self._listener: Any = None
+        self._held: dict[str, PostgresRunSession] = {}  # the sessions this store handed out
         # advisory locks do not exclude each other within one session: threads sharing this
         # store's connection are kept apart here
         self._gate = threading.RLock()
@@ -117,8 +118,22 @@ class PostgresStore(PostgresQueues, Store):
             self._listener.close()
 
     # runs and journals
-    def _claimed(self, run_id: str, rows: list[tuple[Any, ...]]) -> PostgresRunSession | None:
-        """A session for the claim in `rows` (None if none), with the journal read under it."""
+    def _session(self, run_id: str, claim: int, events: list[Event]) -> PostgresRunSession:
+        session = PostgresRunSession(self._db, self._heartbeat, self.worker_id, run_id, claim, events,
+                                     INBOX_GATE)
+        self._held = {key: held for key, held in self._held.items()
+                      if not held.released or (held.due_dropped and key != run_id)}
+        self._held[run_id] = session
+        return session
+
+    def _holding(self, run_id: str) -> PostgresRunSession | None:
+        """This store's session of `run_id`, if it holds one (it may have released the run)."""
+        return self._held.get(run_id)
+
+    def create_run(self, run_id: str) -> RunSession | None:
+        params = {"run_id": check_run_id(run_id), "owner": self.worker_id, "lease": self.lease}
+        faults.point("run.create")
+        rows = self._db.rows(CREATE, params)
         if not rows:
             return None
         claim = int(rows[0][0])
@@ -127,13 +142,8 @@ class PostgresStore(PostgresQueues, Store):
         except BaseException:
             release(self._db, self.worker_id, run_id, claim)
             raise
-        return PostgresRunSession(self._db, self._heartbeat, self.worker_id, run_id, claim, events)
-
-    def create_run(self, run_id: str) -> RunSession | None:
-        params = {"run_id": check_run_id(run_id), "owner": self.worker_id, "lease": self.lease}
-        faults.point("run.create")
-        session = self._claimed(run_id, self._db.rows(CREATE, params))
-        if session is not None and session.events:
+        session = self._session(run_id, claim, events)
+        if events:
             session.close()  # events arrived between the claim and the read: the id is taken
             return None
         return session
@@ -143,18 +153,30 @@ class PostgresStore(PostgresQueues, Store):
         delay = 0.01
         faults.point("run.claim")
         while True:
-            session = self._claimed(run_id, self._db.rows(CLAIM, params))
-            if session is not None and not session.events:
-                session.close()
-                raise empty_journal(run_id, f"{self.location} run {run_id}")
-            if session is not None:
-                return session
-            if not self._db.rows("SELECT 1 FROM durable_runs WHERE run_id = %s", (run_id,)):
+            (claim, exists, journal_text, inbox_ids, inbox, cancel), = self._db.rows(CLAIM, params)
+            if claim is not None:
+                return self._opened(run_id, int(claim), journal_text or "", inbox_ids, inbox, cancel)
+            if not exists:
                 raise RunNotFound(f"no run {run_id!r} in {self.location}")
             if not wait:
                 return None
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
+
+    def _opened(self, run_id: str, claim: int, text: str, inbox_ids: list[int], inbox: list[str],
+                cancel: bool) -> PostgresRunSession:
+        """The session of a claim `CLAIM` took, with what it read beside the journal."""
+        try:
+            events, _ = journal.parse(text.encode(), f"{self.location} run {run_id}", run_id)
+            if not events:
+                raise empty_journal(run_id, f"{self.location} run {run_id}")
+        except BaseException:
+            release(self._db, self.worker_id, run_id, claim)
+            raise
+        session = self._session(run_id, claim, events)
+        session.inbox = [(str(key), message) for key, message in zip(inbox_ids, inbox)]
+        session.cancel = bool(cancel)
+        return session
 
     def _lines(self, run_id: str) -> list[bytes]:
         rows = self._db.rows(_EVENTS, (check_run_id(run_id),))
@@ -250,6 +272,10 @@ class PostgresStore(PostgresQueues, Store):
                 (check_run_id(run_id), _utc(at)),
             )
         else:
+            held = self._holding(run_id)
+            if held is not None and held.due_dropped:  # the run's final flush dropped it
+                held.due_dropped = False
+                return
             faults.point("due.remove")
             self._db.write("DELETE FROM durable_due WHERE run_id = %s", (check_run_id(run_id),))
 
@@ -292,6 +318,9 @@ class PostgresStore(PostgresQueues, Store):
         data = json.dumps(message)
         with self._gate, self._db.transaction() as conn:
             conn.execute("SELECT pg_advisory_xact_lock_shared(%s, hashtext(%s))", (INBOX_GATE, check_run_id(run_id)))
+            # a holder's final flush gives the gate back before it commits, holding the run's row
+            # (pg_claims._FINISH): wait for that commit, so that the read below sees its final event
+            conn.execute("SELECT 1 FROM durable_runs WHERE run_id = %s FOR SHARE", (run_id,))
             last = conn.execute(_LAST, (run_id,)).fetchone()  # read after the lock: a fresh snapshot
             if last is None or ended(_event(self.location, run_id, last[0])):
                 return None
@@ -305,12 +334,24 @@ class PostgresStore(PostgresQueues, Store):
         key = (INBOX_GATE, check_run_id(run_id))
         with self._gate:
             self._db.rows("SELECT pg_advisory_lock(%s, hashtext(%s))", key)
+            held = self._holding(run_id)
+            if held is not None and held.released:
+                held = None
+            if held is not None:
+                held.gate = True  # its final flush may give the gate back (pg_claims._FINISH)
             try:
                 yield
             finally:
-                self._db.rows("SELECT pg_advisory_unlock(%s, hashtext(%s))", key)
+                if held is None or held.gate:
+                    self._db.rows("SELECT pg_advisory_unlock(%s, hashtext(%s))", key)
+                if held is not None:
+                    held.gate = False
 
     def messages(self, run_id: str) -> list[tuple[str, dict[str, Any] | str]]:
+        held = self._holding(run_id)
+        if held is not None and held.inbox is not None:  # read with the claim, nothing written since
+            inbox, held.inbox = held.inbox, None
+            return [(key, _decode_message(text)) for key, text in inbox]
         rows = self._db.rows(
             "SELECT id, message FROM durable_inbox WHERE run_id = %s ORDER BY id",
             (check_run_id(run_id),),
@@ -341,6 +382,10 @@ class PostgresStore(PostgresQueues, Store):
         )
 
     def cancel_requested(self, run_id: str) -> bool:
+        held = self._holding(run_id)
+        if held is not None and held.cancel is not None:  # read with the claim, nothing written since
+            cancel, held.cancel = held.cancel, None
+            return cancel
         return bool(self._db.rows("SELECT 1 FROM durable_cancel WHERE run_id = %s", (check_run_id(run_id),)))
 
     def clear_cancel(self, run_id: str) -> None:
