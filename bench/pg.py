@@ -12,8 +12,6 @@ measured around every figure, and each figure is divided by the floor measured a
 from __future__ import annotations
 
 import argparse
-import collections
-import contextlib
 import importlib.util
 import itertools
 import json
@@ -25,7 +23,7 @@ import sys
 import tempfile
 import time
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 if BENCH not in sys.path:
@@ -56,33 +54,20 @@ def load_pgserver() -> Any:
     return module
 
 
-@contextlib.contextmanager
-def count_statements() -> Iterator[collections.Counter[str]]:
-    """Statements the stores of this process send, by their first 60 characters."""
-    counts: collections.Counter[str] = collections.Counter()
-    rows, write = pg_schema.Db.rows, pg_schema.Db.write
-
-    def counted(method: Any) -> Any:
-        def call(self: Any, sql: str, params: Any = ()) -> Any:
-            counts[" ".join(sql.split())[:60]] += 1
-            return method(self, sql, params)
-        return call
-
-    pg_schema.Db.rows, pg_schema.Db.write = counted(rows), counted(write)  # type: ignore[method-assign]
-    try:
-        yield counts
-    finally:
-        pg_schema.Db.rows, pg_schema.Db.write = rows, write  # type: ignore[method-assign]
+def count_statements() -> Any:
+    """tests/pgserver.py's `Statements`: statements this process's stores send, and commits."""
+    return sys.modules["pgserver"].Statements()
 
 
 class Workers:
     """`count` looping `durable tick` processes on `url`, each with --workers 1."""
 
-    def __init__(self, bench: PgBench, url: str, count: int, argv: list[str] = WORKER) -> None:
+    def __init__(self, bench: PgBench, url: str, count: int, argv: list[str] = WORKER, delay: float = 0.0) -> None:
         self.bench = bench
         self.url = url
         self.outputs = [tempfile.TemporaryFile() for _ in range(count)]
-        self.procs = [subprocess.Popen([DURABLE, "--store", url, *argv], cwd=bench.base, env=bench.env,
+        command = [sys.executable, os.path.join(BENCH, "delayed_durable.py"), str(delay)] if delay else [DURABLE]
+        self.procs = [subprocess.Popen([*command, "--store", url, *argv], cwd=bench.base, env=bench.env,
                                        stdout=out, stderr=subprocess.STDOUT) for out in self.outputs]
         self.wait_listening(count)
 
@@ -202,9 +187,9 @@ class PgBench(Bench):
             self.probe(5)
         self.row("per step on PostgreSQL (start, 500 steps)", median(per), self.floor, "floor", 2.0,
                  per="per step")
-        with count_statements() as counts:
+        with count_statements() as sent:
             self.per_step_pg(url, 500)
-        self.facts["statements_per_step"] = {k: round(v / 500, 3) for k, v in counts.most_common()}
+        self.facts["statements_per_step"] = {k: round(v / 500, 3) for k, v in sent.counts.most_common()}
 
     def vs_dbos(self, dbos_python: str) -> None:
         """The same 500-step workflow, ours just before and after DBOS's, on the same server."""
@@ -241,23 +226,26 @@ class PgBench(Bench):
         with pg_schema.connect(pg_schema.parse_url(url)) as conn:
             clone_pg_runs(conn, *self.template, 200, "clone-")
         self.wait_due()
-        with count_statements() as counts:
+        with count_statements() as sent:
             summary = tick_api(store=url)
         assert summary.completed == 200 and not summary.errors, summary.to_json()
-        self.facts["statements_per_tick_run"] = {k: round(v / 200, 3) for k, v in counts.most_common()}
+        self.facts["statements_per_tick_run"] = {k: round(v / 200, 3) for k, v in sent.counts.most_common()}
+        self.facts["per_tick_run_statements_commits_sync"] = (
+            round(sent.total / 200, 2), round(sent.commits / 200, 2), round(sent.sync_commits / 200, 2))
 
     def wait_due(self) -> None:
         left = (self.template[1] - datetime.now(timezone.utc)).total_seconds()
         time.sleep(max(0.0, left + 0.05))
 
-    def drain(self, workers: int) -> float:
-        """Seconds `workers` looping workers take to finish RUNS due runs that appear at once."""
+    def drain(self, workers: int, delay: float = 0.0, runs: int = RUNS) -> float:
+        """Seconds `workers` looping workers take to finish `runs` due runs that appear at once
+        (with `delay` seconds before each statement the workers send: a simulated network)."""
         url = self.database(f"tick{workers}")
-        pool = Workers(self, url, workers)
+        pool = Workers(self, url, workers, delay=delay)
         try:
             conn = pg_schema.connect(pg_schema.parse_url(url))
             with conn.transaction():  # the runs and the wake-up arrive together, at commit
-                clone_pg_runs(conn, *self.template, RUNS, "due-")
+                clone_pg_runs(conn, *self.template, runs, "due-")
                 conn.execute("SELECT pg_notify('durable_wake', '')")
             began = time.perf_counter()
             cpu_before = cpu_times()
@@ -275,14 +263,17 @@ class PgBench(Bench):
         finally:
             summaries = pool.stop()
         errors = [e for s in summaries for e in s.get("errors", ["no summary: " + s.get("output", "")])]
-        assert done == RUNS and not errors, (done, summaries)
+        assert done == runs and not errors, (done, summaries)
+        if delay:
+            self.server.drop_database(url)
+            return elapsed
         # the workers' own counts: a run another worker finished after this one listed it is
         # claimed again and counted "completed" again (nothing is executed twice: `done` above)
         counted = self.facts.setdefault("worker_summaries_completed_busy", {}).setdefault(workers, [])
         counted.append([(s["completed"], s["busy"]) for s in summaries])
         cpu = self.facts.setdefault("drain_cpu", {}).setdefault(workers, [])
         cpu.append({"machine_busy": f"{busy / total:.0%} of {os.cpu_count()} cores",
-                    "workers_cpu_per_run_s": round(sum(s["cpu_s"] or 0 for s in summaries) / RUNS, 6)})
+                    "workers_cpu_per_run_s": round(sum(s["cpu_s"] or 0 for s in summaries) / runs, 6)})
         self.server.drop_database(url)
         return elapsed
 
@@ -301,6 +292,60 @@ class PgBench(Bench):
             self.custom_row(f"throughput, {workers} looping workers vs 1 ({RUNS:,} due runs)", ours, one,
                             "1 looping worker", one / ours, f">= {target:g}x", one / ours >= target,
                             per="per run")
+
+    def simulated_network(self, delay: float) -> None:
+        """The worker figure again with `delay` before each statement the workers send (a network
+        round trip that costs no CPU here): how the workers scale where the CPUs are not the limit."""
+        runs = self.n(RUNS, 300)
+        self.wait_due()
+        samples: dict[int, list[float]] = {1: [], 2: [], 4: []}
+        for _ in range(self.n(2, 1)):
+            for workers in samples:
+                samples[workers].append(self.drain(workers, delay, runs) / runs)
+                self.probe(5)
+        one = median(samples[1])
+        label = f"{delay * 1000:g} ms per statement"
+        self.facts[f"simulated_{label}_drain_s"] = {w: round(median(s) * runs, 3) for w, s in samples.items()}
+        for workers, target in ((2, 1.6), (4, 2.0)):
+            ours = median(samples[workers])
+            self.custom_row(f"throughput, {workers} looping workers vs 1, {label} ({runs:,} due runs)", ours,
+                            one, "1 looping worker", one / ours, f">= {target:g}x", one / ours >= target,
+                            per="per run")
+
+    def one_pass(self, workers: int, runs: int) -> float:
+        """Seconds one `durable tick --workers N` takes over `runs` due runs; each run checked to
+        have completed once and started its step once (none twice)."""
+        url = self.database(f"pass{workers}")
+        with pg_schema.connect(pg_schema.parse_url(url)) as conn:
+            clone_pg_runs(conn, *self.template, runs, "pass-")
+        self.wait_due()
+        began = time.perf_counter()
+        out = run_child([DURABLE, "--store", url, "tick", "--workers", str(workers), "--json"], self.base,
+                        self.env)[2]
+        elapsed = time.perf_counter() - began
+        summary = json.loads(out[out.index("{"):])
+        with pg_schema.connect(pg_schema.parse_url(url)) as conn:
+            (completed, started, most), = conn.execute(
+                "SELECT count(*) FILTER (WHERE body LIKE '{\"type\":\"run_completed\"%%'),"
+                " count(*) FILTER (WHERE body LIKE '{\"type\":\"step_started\"%%'),"
+                " (SELECT max(n) FROM (SELECT count(*) AS n FROM durable_events"
+                "   WHERE body LIKE '{\"type\":\"step_started\"%%' GROUP BY run_id) AS per_run)"
+                " FROM durable_events")
+        assert (completed, started, most) == (runs, runs, 1), (completed, started, most, summary)
+        assert summary["completed"] == runs and not summary["errors"], summary
+        self.server.drop_database(url)
+        return elapsed
+
+    def many_runs(self) -> None:
+        """10,000 due runs behind one tick pass: across 4 forked workers vs 1."""
+        runs = self.n(10_000, 2_000)
+        one = self.one_pass(1, runs) / runs
+        self.probe(5)
+        four = self.one_pass(4, runs) / runs
+        self.facts["one_pass_s"] = {1: round(one * runs, 2), 4: round(four * runs, 2), "runs": runs}
+        self.custom_row(f"one `tick --workers 4` over {runs:,} due runs, per run (every run once, none twice)",
+                        four, one, "`tick --workers 1`", one / four, "<= 1-worker figure", four <= one,
+                        per="per run")
 
     def resume_latency(self) -> None:
         """`durable resume` (a subprocess) until the woken run's next step has started."""
@@ -402,6 +447,10 @@ def main() -> None:
     parser.add_argument("--dbos-python", default=os.path.join(DBOS_VENV, "bin", "python"),
                         help="python of a venv with dbos installed (created there when missing)")
     parser.add_argument("--json-out", metavar="FILE", help="also write every figure and fact as JSON")
+    parser.add_argument("--simulate-delay-ms", type=float, default=2.0, metavar="MS",
+                        help="delay before each statement of the simulated-network worker figure (0: skip it)")
+    parser.add_argument("--only", action="append", metavar="FIGURE",
+                        help="steps, dbos, throughput, simulated, many, resume (repeatable; default all)")
     opts = parser.parse_args()
 
     if not os.path.exists(DURABLE):
@@ -420,11 +469,19 @@ def main() -> None:
         bench.open_floor()
         bench.make_template()
         bench.figure(bench.check_clones)
-        bench.figure(bench.step_overhead)
-        if dbos_python:
+        wanted = set(opts.only or ["steps", "dbos", "throughput", "simulated", "many", "resume"])
+        if "steps" in wanted:
+            bench.figure(bench.step_overhead)
+        if dbos_python and "dbos" in wanted:
             bench.figure(lambda: bench.vs_dbos(dbos_python))
-        bench.figure(bench.throughput)
-        bench.figure(bench.resume_latency)
+        if "throughput" in wanted:
+            bench.figure(bench.throughput)
+        if opts.simulate_delay_ms and "simulated" in wanted:
+            bench.figure(lambda: bench.simulated_network(opts.simulate_delay_ms / 1000))
+        if "many" in wanted:
+            bench.figure(bench.many_runs)
+        if "resume" in wanted:
+            bench.figure(bench.resume_latency)
         bench.admin.close()
         bench.floor_conn.close()
     finally:

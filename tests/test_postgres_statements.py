@@ -53,3 +53,42 @@ def test_a_tick_takes_a_due_run_through_one_step_in_six_statements_and_four_comm
     for run in started:
         done = durable_cli.get_run(run.run_id, store=pg_url)
         assert (done.status, done.result) == ("completed", 1)
+
+
+HOOKED = """
+    from durable_cli import define_hook, workflow
+
+    approval = define_hook("approval")
+
+    @workflow
+    def wait_for(token):
+        for payload in approval.create(token=token):
+            return payload
+"""
+
+
+def test_resume_enqueue_posts_without_importing_the_engine(tmp_path: Path) -> None:
+    """`durable resume --enqueue` only posts: it starts with the store, not the engine (on
+    PostgreSQL, importing psycopg is most of its time; nothing else is on the way)."""
+    import json
+    import subprocess
+
+    from helpers import durable
+
+    write_module(tmp_path, "hooked", HOOKED)
+    code, out, err = durable("run", "hooked:wait_for", "tok-lean", "--json", cwd=tmp_path)
+    assert code == 0, err
+    run_id = json.loads(out)["run_id"]
+    script = ("import sys\nfrom durable_cli.cli import main\n"
+              "try:\n    main(['resume', 'tok-lean', '-', '--enqueue', '--json'])\nexcept SystemExit:\n    pass\n"
+              "print(sorted(m for m in sys.modules if m.startswith('durable_cli._engine.')), file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, input='{"ok": 1}', capture_output=True,
+                          text=True, check=True)
+    assert json.loads(done.stdout)["delivery"] == "queued"
+    engine = eval(done.stderr.strip().splitlines()[-1])
+    assert engine == ["durable_cli._engine.delivery", "durable_cli._engine.history",
+                      "durable_cli._engine.posting", "durable_cli._engine.run"], engine
+    code, out, err = durable("tick", cwd=tmp_path)  # the queued payload is delivered by a tick
+    assert code == 0, err
+    code, out, err = durable("inspect", run_id, "--json", cwd=tmp_path)
+    assert (json.loads(out)["status"], json.loads(out)["result"]) == ("completed", {"ok": 1}), out

@@ -228,3 +228,43 @@ def test_one_tick_with_forked_workers_completes_and_counts_each_due_run_once(pro
     executions = Counter(_effects(project))
     assert len(executions) == 40 * 2 and max(executions.values()) == 1
     assert _statuses(url, project) == Counter({"completed": len(run_ids)})
+
+
+ONE_STEP = """
+    import os
+    from durable_cli import get_step_metadata, sleep, step, workflow
+
+    @step
+    def mark():
+        with open(os.path.join(os.environ["EFFECTS_DIR"], str(os.getpid())), "a") as out:
+            out.write(f"{get_step_metadata().step_id} {get_step_metadata().attempt}\\n")
+        return 1
+
+    @workflow
+    def nap_then_mark():
+        sleep("1s")
+        return mark()
+"""
+
+
+def test_two_ticks_of_four_workers_each_over_the_same_due_runs_execute_every_run_once(
+        tmp_path: Path, pg_url: str) -> None:
+    """bench/pg.py's 10,000 runs behind one `tick --workers 4`, smaller and raced: two such ticks
+    at once (8 worker processes over one due list): each run completes once, its step starts once."""
+    write_module(tmp_path, "flows", ONE_STEP)
+    (tmp_path / "effects").mkdir()
+    run_ids = _start_runs(tmp_path, pg_url, 300, "flows:nap_then_mark")
+    time.sleep(1.1)
+    env = durable_env({"EFFECTS_DIR": str(tmp_path / "effects")})
+    ticks = [subprocess.Popen([DURABLE, "--store", pg_url, "tick", "--workers", "4", "--json"], cwd=tmp_path,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    summaries = []
+    for tick in ticks:
+        out, err = tick.communicate(timeout=300)
+        assert tick.returncode == 0, err
+        summaries.append(json.loads(out))
+    assert [s["errors"] for s in summaries] == [[], []]
+    assert sum(s["completed"] for s in summaries) == len(run_ids), summaries  # each counted once
+    executions = Counter(_effects(tmp_path))
+    assert len(executions) == len(run_ids) and max(executions.values()) == 1, "a step ran twice"
+    assert _statuses(pg_url, tmp_path) == Counter({"completed": len(run_ids)})

@@ -7,13 +7,15 @@ delivered is set aside (`rejected/`) with its reason; it never stops the run or 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidPayload
 from .._payloads import DEFAULT_LIMIT, check_value
 from .._timeparse import parse_instant
 from .history import History
-from .execution import Execution
+
+if TYPE_CHECKING:
+    from .execution import Execution
 
 
 def hook_ended(history: History, token: str) -> bool:

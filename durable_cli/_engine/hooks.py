@@ -15,16 +15,9 @@ from typing import Any, Callable
 from ..errors import TokenInUse
 from .._timeparse import iso, parse_duration, parse_instant
 from .execution import Execution
+from .posting import check_token
 from .scheduler import park, turn
 from .waits import TIMED_OUT, HookWait, block
-
-
-def check_token(token: object) -> str:
-    """`token` if it is usable: 1-512 characters, no control characters, valid Unicode."""
-    if not isinstance(token, str) or not 0 < len(token) <= 512 or any(
-            ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF for c in token):  # a surrogate: not UTF-8
-        raise ValueError(f"invalid hook token {token!r}: use 1-512 printable characters")
-    return token
 
 
 class HookEvents:

@@ -4,18 +4,26 @@ token, then continuing that run here when it is free (`resume_hook`, `durable re
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import RunBusy, RunNotFound, UnknownToken
 from .._payloads import check_text, check_value
 from .._store.base import Store
 from .._timeparse import iso
 from .delivery import hook_ended
-from .execution import Clock
 from .history import History
-from .hooks import check_token
-from .lifecycle import drive
 from .run import Options, Run
+
+if TYPE_CHECKING:
+    from .execution import Clock
+
+
+def check_token(token: object) -> str:
+    """`token` if it is usable: 1-512 characters, no control characters, valid Unicode."""
+    if not isinstance(token, str) or not 0 < len(token) <= 512 or any(
+            ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF for c in token):  # a surrogate: not UTF-8
+        raise ValueError(f"invalid hook token {token!r}: use 1-512 printable characters")
+    return token
 
 
 @dataclass
@@ -82,6 +90,8 @@ def deliver_payload(store: Store, token: str, payload: Any, key: str | None, enq
         run_id = moved[0]
     if enqueue:
         return Delivery(token, run_id, "queued")
+    from .lifecycle import drive  # here: `--enqueue` posts without importing the engine
+
     try:
         run = drive(store, run_id, clock, options)
     except RunBusy:

@@ -84,13 +84,14 @@ def parse_tags(items: tuple[str, ...]) -> dict[str, str]:
 @click.pass_obj
 def resume(settings: Settings, token: str, payload_file: str, enqueue: bool, key: str | None, as_json: bool) -> None:
     """Deliver the JSON payload in FILE (or stdin) to the run waiting on TOKEN."""
-    from .._client import resume_in
+    from .._engine.posting import deliver_payload  # not the client: `--enqueue` imports no more engine
     from .._payloads import read_payload
+    from .._timeparse import utcnow
 
     options = settings.options
     payload = read_payload(payload_file, options.payload_limit)
     with workflow_output(as_json), settings.opened() as store:
-        delivery = resume_in(store, token, payload, key, enqueue, options)
+        delivery = deliver_payload(store, token, payload, key, enqueue, utcnow, options)
     document: dict[str, Any] = {"token": token, "run_id": delivery.run_id, "delivery": delivery.status}
     if delivery.run is not None:
         document.update(_run_document(delivery.run))
