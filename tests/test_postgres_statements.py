@@ -55,18 +55,6 @@ def test_a_tick_takes_a_due_run_through_one_step_in_six_statements_and_four_comm
         assert (done.status, done.result) == ("completed", 1)
 
 
-HOOKED = """
-    from durable_cli import define_hook, workflow
-
-    approval = define_hook("approval")
-
-    @workflow
-    def wait_for(token):
-        for payload in approval.create(token=token):
-            return payload
-"""
-
-
 def test_resume_enqueue_posts_without_importing_the_engine(tmp_path: Path) -> None:
     """`durable resume --enqueue` only posts: it starts with the store, not the engine (on
     PostgreSQL, importing psycopg is most of its time; nothing else is on the way)."""
@@ -74,6 +62,7 @@ def test_resume_enqueue_posts_without_importing_the_engine(tmp_path: Path) -> No
     import subprocess
 
     from helpers import durable
+    from test_postgres_workers import HOOKED
 
     write_module(tmp_path, "hooked", HOOKED)
     code, out, err = durable("run", "hooked:wait_for", "tok-lean", "--json", cwd=tmp_path)

@@ -335,6 +335,29 @@ def test_set_due_replaces_the_old_entry_and_none_removes_it(store_factory: Store
     assert list(store.due(at(100))) == []
 
 
+def test_a_tick_claims_a_run_due_by_then_and_may_decline_one_driven_meanwhile(store_factory: StoreFactory) -> None:
+    """`open_run(due_by=...)`: a run due by then is claimed as without it; one whose entry is gone
+    or later (another worker drove it since the tick listed it) may be declined, as if busy (the
+    PostgreSQL store does, sparing a round trip and the claim of a finished run)."""
+    store = store_factory()
+    create(store, "due").close()
+    create(store, "done").close()
+    create(store, "later").close()
+    store.set_due("due", at(0))
+    store.set_due("later", at(60))
+    session = store.open_run("due", due_by=at(0))
+    assert session is not None and session.events[0]["type"] == "run_started"
+    session.close()
+    for run_id in ("done", "later"):
+        session = store.open_run(run_id, due_by=at(0))
+        if store.location.startswith("postgresql"):
+            assert session is None, run_id
+        if session is not None:
+            session.close()
+    with pytest.raises(RunNotFound):
+        store.open_run("nobody", due_by=at(0))
+
+
 @pytest.mark.parametrize("first, second", [(10, 20), (20, 10)])
 def test_a_run_has_one_due_entry_the_last_set_whoever_set_the_first(
     store_factory: StoreFactory, first: int, second: int

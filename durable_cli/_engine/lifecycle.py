@@ -280,7 +280,8 @@ def drive(
     """Claim `run_id` and execute it; again while messages arrived as it suspended. RunBusy if held."""
     first = True
     while True:
-        session = store.open_run(run_id, wait=wait)
+        # a tick's claim of a due run: a store may decline one that another worker drove meanwhile
+        session = store.open_run(run_id, wait=wait, due_by=clock() if first and due_at is not None else None)
         if session is None:
             if first:
                 raise RunBusy(f"run {run_id} is being executed by another process")

@@ -174,8 +174,13 @@ class Store(ABC):
         """Claim a new run id exclusively; None when the id is taken by a run that has events."""
 
     @abstractmethod
-    def open_run(self, run_id: str, wait: bool = False) -> RunSession | None:
-        """Claim an existing run (None when another process holds it and `wait` is false)."""
+    def open_run(self, run_id: str, wait: bool = False,
+                 due_by: datetime | None = None) -> RunSession | None:
+        """Claim an existing run (None when another process holds it and `wait` is false).
+
+        `due_by` is given by a tick driving the run's due entry: a store may then also return None
+        when the run has no entry due by then (another worker drove it since the tick listed it:
+        nothing is due), sparing that worker the claim of a finished run."""
 
     @abstractmethod
     def read_events(self, run_id: str) -> list[Event]:

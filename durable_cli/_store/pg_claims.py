@@ -23,6 +23,7 @@ from .pg_schema import Conflict, Conn, Db, StoreUrl, connect
 # and given back by another worker meanwhile (whose rows the snapshot misses) makes this one fail
 # (busy) instead of reading a stale journal. A lapsed holder's last append committed meanwhile is
 # missed, and then this holder's first append breaks its primary key: it writes nothing.
+# With `due_by` (a tick's claim), a run that has no entry due by then is not claimed.
 CLAIM = """
 WITH seen AS (SELECT claim FROM durable_runs WHERE run_id = %(run_id)s),
      taken AS (
@@ -31,6 +32,8 @@ WITH seen AS (SELECT claim FROM durable_runs WHERE run_id = %(run_id)s),
            FROM seen, (SELECT set_config('synchronous_commit', 'off', true)) AS async
           WHERE r.run_id = %(run_id)s AND (r.owner IS NULL OR r.lease_until < now())
             AND r.claim = seen.claim
+            AND (%(due_by)s::timestamptz IS NULL OR EXISTS (
+                 SELECT 1 FROM durable_due WHERE run_id = %(run_id)s AND due_at <= %(due_by)s))
          RETURNING r.claim)
 SELECT (SELECT claim FROM taken), EXISTS (SELECT 1 FROM seen),
        (SELECT string_agg(body || chr(10), '' ORDER BY seq) FROM durable_events

@@ -148,8 +148,10 @@ class PostgresStore(PostgresQueues, Store):
             return None
         return session
 
-    def open_run(self, run_id: str, wait: bool = False) -> RunSession | None:
-        params = {"run_id": check_run_id(run_id), "owner": self.worker_id, "lease": self.lease}
+    def open_run(self, run_id: str, wait: bool = False,
+                 due_by: datetime | None = None) -> RunSession | None:
+        params = {"run_id": check_run_id(run_id), "owner": self.worker_id, "lease": self.lease,
+                  "due_by": _utc(due_by) if due_by is not None else None}
         delay = 0.01
         faults.point("run.claim")
         while True:
