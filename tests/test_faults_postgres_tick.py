@@ -1,0 +1,50 @@
+"""A tick on PostgreSQL killed (SIGKILL, a real process) at each store operation of a due run's
+drive: the claim that reads the journal, the step's start, its result, the final statement that
+also drops the due entry and releases the run. The next tick completes the run, and its step ran
+once, or twice only when the kill came after the step and before its result was stored.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from helpers import DURABLE, durable_env, durable_in_process, write_module
+from test_crash_recovery import FLOWS, later
+
+
+def _tick(project: Path, url: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([DURABLE, "--store", url, "tick", "--now", later(2)], cwd=project,
+                          env=durable_env(env), capture_output=True, text=True, timeout=120)
+
+
+def _run(project: Path, url: str) -> str:
+    code, out, err = durable_in_process("--store", url, "run", "flows:napper", "7", "--json", cwd=project)
+    assert code == 0, err
+    return str(json.loads(out)["run_id"])
+
+
+def test_a_tick_killed_at_each_store_operation_of_a_due_run_leaves_it_completed(tmp_path: Path, pg_url: str) -> None:
+    write_module(tmp_path, "flows", FLOWS)
+    url = pg_url + "&lease=1"
+    log = tmp_path / "operations.log"
+    _run(tmp_path, url)
+    assert _tick(tmp_path, url, {"DURABLE_CRASH_LOG": str(log)}).returncode == 0
+    operations = [line.split()[1] for line in log.read_text().splitlines()]
+    assert operations == ["run.claim", "journal.append", "journal.append", "journal.append"], operations
+    for crash_at in range(1, len(operations) + 1):
+        (tmp_path / "effects.txt").unlink(missing_ok=True)
+        run_id = _run(tmp_path, url)
+        crashed = _tick(tmp_path, url, {"DURABLE_CRASH_AT": str(crash_at)})
+        assert crashed.returncode == -9, (crash_at, operations[crash_at - 1], crashed.stderr)
+        time.sleep(1.2)  # the killed tick's lease lapses
+        assert _tick(tmp_path, url, {}).returncode == 0
+        code, out, err = durable_in_process("--store", url, "inspect", run_id, "--json", cwd=tmp_path)
+        shown = json.loads(out)
+        assert (shown["status"], shown["result"]) == ("completed", 7), (crash_at, operations[crash_at - 1], shown)
+        effects = (tmp_path / "effects.txt").read_text().split() if (tmp_path / "effects.txt").exists() else []
+        step_done = operations.index("journal.append") + 1  # the step's start is the first append
+        allowed = 2 if crash_at == step_done + 1 else 1  # killed before its result was stored
+        assert 1 <= len(effects) <= allowed, (crash_at, operations[crash_at - 1], effects)
