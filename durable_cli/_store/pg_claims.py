@@ -58,23 +58,17 @@ RETURNING claim
 """
 
 # FOR SHARE makes a concurrent claim wait for this insert, or this insert see the new claim.
-_APPEND = """
+# The lines travel as one text, a line each (a journal line holds no newline), numbered from
+# `first`: a text[] parameter would cost the client a regex escape of every '"' of every line.
+_LINES = "unnest(string_to_array(%(lines)s, chr(10))) WITH ORDINALITY AS line(body, n)"
+_APPEND = f"""
 WITH held AS (
     SELECT 1 FROM durable_runs
      WHERE run_id = %(run_id)s AND claim = %(claim)s AND owner = %(owner)s FOR SHARE
 )
 INSERT INTO durable_events (run_id, seq, body)
-SELECT %(run_id)s, line.seq, line.body
-  FROM held, unnest(%(seqs)s::bigint[], %(bodies)s::text[]) AS line(seq, body)
-"""
-
-# One line, as scalars: a text[] parameter costs the client a regex escape of every '"' of the line.
-_APPEND_ONE = """
-WITH held AS (
-    SELECT 1 FROM durable_runs
-     WHERE run_id = %(run_id)s AND claim = %(claim)s AND owner = %(owner)s FOR SHARE
-)
-INSERT INTO durable_events (run_id, seq, body) SELECT %(run_id)s, %(seq)s, %(body)s FROM held
+SELECT %(run_id)s, %(first)s + line.n - 1, line.body
+  FROM held, {_LINES}
 """
 
 # The same insert, committed without waiting for the WAL flush (synchronous_commit off for this
@@ -83,10 +77,6 @@ INSERT INTO durable_events (run_id, seq, body) SELECT %(run_id)s, %(seq)s, %(bod
 _WRITE = _APPEND.replace(
     "FROM held,", "FROM held, (SELECT set_config('synchronous_commit', 'off', true)) AS async,"
 )
-_WRITE_ONE = _APPEND_ONE.replace(
-    "FROM held\n", "FROM held, (SELECT set_config('synchronous_commit', 'off', true)) AS async\n"
-)
-assert _WRITE_ONE != _APPEND_ONE
 
 # A synchronous commit that flushes the WAL up to here (and the rows written before it), fenced.
 _SYNC = """
@@ -127,15 +117,15 @@ UPDATE durable_runs SET owner = NULL, lease_until = NULL
 # The release's row lock is the fence (a concurrent claim waits for it); the inbox gate is given
 # back only once that lock is held, so a `post_live` let through waits on the row for this commit
 # and then reads the final event.
-_FINISH = """
+_FINISH = f"""
 WITH released AS (
     UPDATE durable_runs SET owner = NULL, lease_until = NULL
      WHERE run_id = %(run_id)s AND claim = %(claim)s AND owner = %(owner)s
     RETURNING run_id),
      added AS (
     INSERT INTO durable_events (run_id, seq, body)
-    SELECT released.run_id, line.seq, line.body
-      FROM released, unnest(%(seqs)s::bigint[], %(bodies)s::text[]) AS line(seq, body)
+    SELECT released.run_id, %(first)s + line.n - 1, line.body
+      FROM released, {_LINES}
     RETURNING 1),
      due AS (DELETE FROM durable_due WHERE run_id IN (SELECT run_id FROM released)),
      cancel AS (DELETE FROM durable_cancel WHERE run_id IN (SELECT run_id FROM released))
@@ -260,14 +250,14 @@ class PostgresRunSession(RunSession):
         """Insert the staged rows with an asynchronous commit: another worker and a restarted
         client see them at once; the next `flush` (a synchronous commit) makes them durable."""
         if self._pending:
-            self._insert(_WRITE, _WRITE_ONE)
+            self._insert(_WRITE)
             self._unsynced = True
 
     def flush(self) -> None:
         if self._pending and self._finishing:
             self._finish()
         elif self._pending:
-            self._insert(_APPEND, _APPEND_ONE)
+            self._insert(_APPEND)
         elif self._unsynced:
             faults.point("journal.fsync")
             if self._db.write(_SYNC, self._fence()) != 1:
@@ -288,24 +278,21 @@ class PostgresRunSession(RunSession):
         if not self._open:
             raise StoreError(f"run {self.run_id} was released: nothing can be flushed")
         self.inbox = self.cancel = None
-        seqs = list(range(self._seq + 1, self._seq + len(self._pending) + 1))
-        params = {**self._fence(), "seqs": seqs, "bodies": self._pending}
+        params = {**self._fence(), "first": self._seq + 1, "count": len(self._pending),
+                  "lines": "\n".join(self._pending)}
         self._pending = []
         return params
 
-    def _insert(self, statement: str, one: str) -> None:
+    def _insert(self, statement: str) -> None:
         params = self._lines()
-        if len(params["seqs"]) == 1:
-            statement = one
-            params.update(seq=params["seqs"][0], body=params["bodies"][0])
         faults.point("journal.append")
         try:
             inserted = self._db.write(statement, params)
         except Conflict:
             inserted = 0
-        if inserted != len(params["seqs"]):
+        if inserted != params["count"]:
             raise self._lost()
-        self._seq = params["seqs"][-1]
+        self._seq += params["count"]
 
     def _finish(self) -> None:
         """The final flush of a plain run: its events, due entry, cancel request and release (and
@@ -316,9 +303,9 @@ class PostgresRunSession(RunSession):
             rows = self._db.rows(_FINISH, params)
         except Conflict:
             rows = []
-        if not rows or rows[0][0] != len(params["seqs"]):
+        if not rows or rows[0][0] != params["count"]:
             raise self._lost()
-        self._seq = params["seqs"][-1]
+        self._seq += params["count"]
         self.gate = False
         self.due_dropped = True
         self._open = False
