@@ -382,6 +382,11 @@ class PgBench(Bench):
                 "delivered_by_resume_process": sum(s["delivery"] == "delivered" for s in got),
                 "samples": len(got),
             }
+        for name, code in (("python_import_click_s", "import click"), ("python_import_psycopg_s", "import psycopg"),
+                           ("python_import_cli_and_pg_store_s",
+                            "import durable_cli.cli, durable_cli._store.postgres")):
+            self.facts[name] = round(median(run_child([sys.executable, "-c", code], self.base, self.env)[0]
+                                            for _ in range(count)), 4)
         enqueue = median(s["step"] for s in samples["enqueue"])
         self.custom_row("`durable resume --enqueue` to the next step starting, 1 looping worker", enqueue,
                         None, "-", None, "<= 100 ms", enqueue <= 0.1)
