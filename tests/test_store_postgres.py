@@ -221,3 +221,36 @@ def test_exported_lines_are_the_bytes_the_file_store_writes(pg_url: str, tmp_pat
     assert b"".join(store.export_lines("r1")) == (tmp_path / "runs" / "r1.jsonl").read_bytes()
     assert store.read_events("r1")[0] == {**started("r1"), "seq": 1}
     store.close()
+
+
+def test_a_payload_let_through_by_a_final_flush_waits_for_its_commit_and_finds_the_run_ended(
+        pg_url: str) -> None:
+    """The final flush of a plain run gives the inbox gate back inside its statement, before its
+    commit (pg_claims._FINISH). A deferred trigger here holds that commit back for a second: the
+    `post_live` let through meanwhile must wait on the run's row and then see the final event."""
+    import threading
+
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS"
+                      " $$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$")
+        store = PostgresStore(pg_url)
+        other = PostgresStore(pg_url)
+        session = create(store, "r1")
+        admin.execute("CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON durable_events"
+                      " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()")
+        results: list[str | None] = []
+        with store.closing("r1"):
+            poster = threading.Thread(target=lambda: results.append(other.post_live("r1", {"v": 1})))
+            poster.start()
+            poster.join(0.3)
+            assert poster.is_alive(), "post_live went through while the run was closing"
+            session.stage({"type": "run_completed", "result": None})
+            session.flush()  # one statement: the final event, the release, the gate given back
+        poster.join(10)
+        session.close()
+        admin.execute("DROP TRIGGER slow ON durable_events")
+    assert results == [None], "a payload was acknowledged for a run whose final event was committing"
+    assert store.messages("r1") == []
+    assert store.read_events("r1")[-1]["type"] == "run_completed"
+    store.close()
+    other.close()
