@@ -248,7 +248,7 @@ class PgBench(Bench):
                 clone_pg_runs(conn, *self.template, runs, "due-")
                 conn.execute("SELECT pg_notify('durable_wake', '')")
             began = time.perf_counter()
-            cpu_before = cpu_times()
+            cpu_before, server_before = cpu_times(), self.server_cpu()
             while True:  # a run's due row goes while it is held; a released run with none is done
                 (left,), = conn.execute("SELECT (SELECT count(*) FROM durable_due)"
                                         " + (SELECT count(*) FROM durable_runs WHERE owner IS NOT NULL)")
@@ -256,6 +256,7 @@ class PgBench(Bench):
                     break
                 time.sleep(0.01)
             elapsed = time.perf_counter() - began
+            server_cpu = self.server_cpu() - server_before
             busy, total = (after - before for after, before in zip(cpu_times(), cpu_before))
             (done,), = conn.execute("SELECT count(*) FROM durable_events WHERE body LIKE %s",
                                     ('{"type":"run_completed"%',))
@@ -272,8 +273,11 @@ class PgBench(Bench):
         counted = self.facts.setdefault("worker_summaries_completed_busy", {}).setdefault(workers, [])
         counted.append([(s["completed"], s["busy"]) for s in summaries])
         cpu = self.facts.setdefault("drain_cpu", {}).setdefault(workers, [])
+        workers_cpu = sum(s["cpu_s"] or 0 for s in summaries)
         cpu.append({"machine_busy": f"{busy / total:.0%} of {os.cpu_count()} cores",
-                    "workers_cpu_per_run_s": round(sum(s["cpu_s"] or 0 for s in summaries) / runs, 6)})
+                    "workers_cpu_per_run_s": round(workers_cpu / runs, 6),
+                    "server_cpu_per_run_s": round(server_cpu / runs, 6),
+                    "ours_share_of_the_cores": f"{(workers_cpu + server_cpu) / (elapsed * (os.cpu_count() or 1)):.0%}"})
         self.server.drop_database(url)
         return elapsed
 
@@ -292,6 +296,30 @@ class PgBench(Bench):
             self.custom_row(f"throughput, {workers} looping workers vs 1 ({RUNS:,} due runs)", ours, one,
                             "1 looping worker", one / ours, f">= {target:g}x", one / ours >= target,
                             per="per run")
+
+    def server_cpu(self) -> float:
+        """CPU seconds the PostgreSQL server's processes used so far (the postmaster, its live
+        children, and the children it reaped), from /proc; 0 for a server not started here."""
+        try:
+            with open(os.path.join(self.server.directory, "data", "postmaster.pid")) as handle:
+                postmaster = int(handle.readline())
+        except (OSError, ValueError):
+            return 0.0
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(pid) == postmaster:
+                total += sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+            elif int(fields[1]) == postmaster:
+                total += int(fields[11]) + int(fields[12])
+        return total / ticks
 
     def simulated_network(self, delay: float) -> None:
         """The worker figure again with `delay` before each statement the workers send (a network
