@@ -222,11 +222,17 @@ def _due_pass(store: Store, clock: Clock, summary: TickSummary, lazy_options: Ca
         lazy_options()  # once, before forking: the workers inherit it
         children = [_fork_worker(due[k::share], reopen, clock, lazy_options, stop, summary.problems, summary.log)
                     for k in range(1, share)]
+    cursor: tuple[datetime, str] | None = None
     for index, (due_at, run_id) in enumerate(show(due) if show is not None else due):
         if index % share:
             continue  # a forked worker's share (it still moves the progress bar along)
         if stop is not None and stop():
             break
+        if store.claims_due:  # the next run nobody holds instead of this one (Store.claim_due)
+            cursor = store.claim_due(clock(), cursor)
+            if cursor is None:
+                break
+            due_at, run_id = cursor
         _drive(store, run_id, clock, summary, lazy_options, due_at)
     for child in children:
         summary.add(_join_worker(*child))
@@ -269,9 +275,15 @@ def _fork_worker(due: list[tuple[datetime, str]], reopen: Callable[[], Store], c
     try:
         store = reopen()
         try:
+            cursor: tuple[datetime, str] | None = None
             for due_at, run_id in due:
                 if stop is not None and stop():
                     break
+                if store.claims_due:  # as many runs as its share, whichever nobody holds
+                    cursor = store.claim_due(clock(), cursor)
+                    if cursor is None:
+                        break
+                    due_at, run_id = cursor
                 _drive(store, run_id, clock, summary, options, due_at)
         finally:
             store.close()

@@ -254,3 +254,36 @@ def test_a_payload_let_through_by_a_final_flush_waits_for_its_commit_and_finds_t
     assert store.read_events("r1")[-1]["type"] == "run_completed"
     store.close()
     other.close()
+
+
+def test_claim_due_hands_each_worker_the_next_due_run_nobody_holds(pg_url: str) -> None:
+    """`claim_due` (what a tick on PostgreSQL takes runs with): earliest due first, after the
+    cursor, never a run another holds or one not due; `open_run` then takes the claim as is."""
+    base = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    one, two = PostgresStore(pg_url), PostgresStore(pg_url)
+    for n in range(4):
+        create(one, f"r{n}").close()
+        one.set_due(f"r{n}", base + timedelta(seconds=n))
+    one.set_due("r3", base + timedelta(hours=1))  # not due yet
+    held = two.open_run("r0")  # another worker holds the earliest
+    assert held is not None
+    first = one.claim_due(base + timedelta(minutes=1), None)
+    assert first == (base + timedelta(seconds=1), "r1")
+    second = two.claim_due(base + timedelta(minutes=1), None)  # r1 is claimed by `one` now
+    assert second == (base + timedelta(seconds=2), "r2")
+    assert one.claim_due(base + timedelta(minutes=1), first) is None  # r2 taken, r3 not due
+    session = one.open_run("r1", due_by=base + timedelta(minutes=1))
+    assert session is not None and session.events[0]["type"] == "run_started"
+    session.close()
+    other = two.open_run("r2")
+    assert other is not None
+    other.close()
+    held.close()
+    again = one.claim_due(base + timedelta(minutes=1), first)  # released, still due: taken again
+    assert again == (base + timedelta(seconds=2), "r2")
+    one.open_run("r2").close()  # type: ignore[union-attr]
+    assert one.claim_due(base + timedelta(minutes=1), again) is None  # r0 is before the cursor
+    assert one.claim_due(base + timedelta(minutes=1), None) == (base, "r0")
+    one.close()  # gives back the claim no open_run took
+    assert two.claim_due(base + timedelta(minutes=1), None) == (base, "r0")
+    two.close()

@@ -238,6 +238,16 @@ class Store(ABC):
     def due(self, now: datetime) -> Iterator[tuple[datetime, str]]:
         """(due time, run id) of entries due at `now`, earliest first; touches nothing later."""
 
+    claims_due = False
+    """Whether `claim_due` hands out due runs (else a tick walks the list `due` gives)."""
+
+    def claim_due(self, now: datetime, after: tuple[datetime, str] | None) -> tuple[datetime, str] | None:
+        """Claim the first run, in (due time, run id) order after `after`, whose entry is due at
+        `now` and that nobody holds; its (due time, id), its claim handed to the next `open_run`
+        of it in this store. None when none is left. Workers that take runs this way never visit
+        a run another holds or has driven (only stores with `claims_due`)."""
+        return None
+
     # queues (flow control): per queue, the runs it started that have not left it, and those waiting
     @abstractmethod
     def queue_enter(self, limits: QueueLimits, run_id: str, key: str | None, priority: int,

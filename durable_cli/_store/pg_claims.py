@@ -45,6 +45,35 @@ SELECT (SELECT claim FROM taken), EXISTS (SELECT 1 FROM seen),
        EXISTS (SELECT 1 FROM durable_cancel WHERE run_id = %(run_id)s)
 """
 
+# The first run due at `now` after the cursor that nobody holds, claimed and read as by CLAIM
+# (SKIP LOCKED: a run another worker is claiming is passed over). `seen` is the row in the
+# statement's snapshot: a claim taken and given back since makes `taken` empty while `picked` is
+# not, and the caller asks again. The claim number is NULL then, and no row means none is due.
+CLAIM_DUE = """
+WITH picked AS (
+         SELECT r.run_id, d.due_at FROM durable_due d JOIN durable_runs r USING (run_id)
+          WHERE d.due_at <= %(now)s AND (r.owner IS NULL OR r.lease_until < now())
+            AND (d.due_at, d.run_id) > (%(after_at)s, %(after_id)s)
+          ORDER BY d.due_at, d.run_id LIMIT 1
+            FOR UPDATE OF r SKIP LOCKED),
+     seen AS (SELECT claim FROM durable_runs WHERE run_id IN (SELECT run_id FROM picked)),
+     taken AS (
+         UPDATE durable_runs AS r SET claim = nextval('durable_claims'), owner = %(owner)s,
+                lease_until = now() + make_interval(secs => %(lease)s)
+           FROM picked, seen, (SELECT set_config('synchronous_commit', 'off', true)) AS async
+          WHERE r.run_id = picked.run_id AND r.claim = seen.claim
+         RETURNING r.run_id, r.claim)
+SELECT picked.run_id, picked.due_at, (SELECT claim FROM taken),
+       (SELECT string_agg(body || chr(10), '' ORDER BY seq) FROM durable_events
+         WHERE run_id = picked.run_id AND EXISTS (SELECT 1 FROM taken)),
+       ARRAY(SELECT id FROM durable_inbox WHERE run_id = picked.run_id AND EXISTS (SELECT 1 FROM taken)
+             ORDER BY id),
+       ARRAY(SELECT message FROM durable_inbox WHERE run_id = picked.run_id
+                AND EXISTS (SELECT 1 FROM taken) ORDER BY id),
+       EXISTS (SELECT 1 FROM durable_cancel WHERE run_id = picked.run_id)
+  FROM picked
+"""
+
 # Create the run, or take an existing one that no one holds and that has no events yet.
 CREATE = """
 INSERT INTO durable_runs AS r (run_id, claim, owner, lease_until)

@@ -30,7 +30,7 @@ from .._status import ended
 from .base import (Event, RunQuery, RunSession, Store, check_run_id, check_stream_name,
                    empty_journal)
 from .pg_queues import PostgresQueues
-from .pg_claims import CLAIM, CREATE, Heartbeat, PostgresRunSession, append_stream, release
+from .pg_claims import CLAIM, CLAIM_DUE, CREATE, Heartbeat, PostgresRunSession, append_stream, release
 from .pg_schema import Conflict, Db, connect, parse_url
 from .._timeparse import iso
 
@@ -80,6 +80,9 @@ SELECT id, pg_notify('durable_wake', %s) FROM posted
 _LAST = "SELECT body FROM durable_events WHERE run_id = %s ORDER BY seq DESC LIMIT 1"
 
 
+_EPOCH = datetime(1, 1, 1, tzinfo=timezone.utc)  # before every due time: a cursor at the start
+
+
 def _utc(at: datetime) -> datetime:
     return at.astimezone(timezone.utc)
 
@@ -107,11 +110,14 @@ class PostgresStore(PostgresQueues, Store):
         self._url = parsed
         self._listener: Any = None
         self._held: dict[str, PostgresRunSession] = {}  # the sessions this store handed out
+        self._parked: dict[str, tuple[Any, ...]] = {}  # claims `claim_due` took, for `open_run`
         # advisory locks do not exclude each other within one session: threads sharing this
         # store's connection are kept apart here
         self._gate = threading.RLock()
 
     def close(self) -> None:
+        for run_id, (claim, *_) in list(self._parked.items()):
+            release(self._db, self.worker_id, run_id, claim)
         self._heartbeat.stop()
         self._db.close()
         if self._listener is not None:
@@ -152,6 +158,9 @@ class PostgresStore(PostgresQueues, Store):
                  due_by: datetime | None = None) -> RunSession | None:
         params = {"run_id": check_run_id(run_id), "owner": self.worker_id, "lease": self.lease,
                   "due_by": _utc(due_by) if due_by is not None else None}
+        parked = self._parked.pop(run_id, None)
+        if parked is not None:  # claimed by `claim_due` just before
+            return self._opened(run_id, *parked)
         delay = 0.01
         faults.point("run.claim")
         while True:
@@ -284,6 +293,25 @@ class PostgresStore(PostgresQueues, Store):
     def due(self, now: datetime) -> Iterator[tuple[datetime, str]]:
         for at, run_id in self._db.rows(DUE, (_utc(now),)):
             yield _utc(at), run_id
+
+    claims_due = True
+
+    def claim_due(self, now: datetime, after: tuple[datetime, str] | None) -> tuple[datetime, str] | None:
+        """One statement (`pg_claims.CLAIM_DUE`) claims the next due run nobody holds and reads it;
+        `open_run` of that run then takes the claim without a round trip."""
+        after_at, after_id = after if after is not None else (_EPOCH, "")
+        params = {"now": _utc(now), "after_at": _utc(after_at), "after_id": after_id,
+                  "owner": self.worker_id, "lease": self.lease}
+        for _ in range(100):  # a claim taken and given back meanwhile: ask again
+            faults.point("run.claim")
+            rows = self._db.rows(CLAIM_DUE, params)
+            if not rows:
+                return None
+            run_id, due_at, claim, *read = rows[0]
+            if claim is not None:
+                self._parked[run_id] = (int(claim), read[0] or "", *read[1:])
+                return _utc(due_at), run_id
+        return None
 
     # hook tokens
     def claim_token(self, token: str, run_id: str) -> str | None:
