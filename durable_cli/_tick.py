@@ -223,6 +223,7 @@ def _due_pass(store: Store, clock: Clock, summary: TickSummary, lazy_options: Ca
         children = [_fork_worker(due[k::share], reopen, clock, lazy_options, stop, summary.problems, summary.log)
                     for k in range(1, share)]
     cursor: tuple[datetime, str] | None = None
+    driven: set[str] = set()
     for index, (due_at, run_id) in enumerate(show(due) if show is not None else due):
         if index % share:
             continue  # a forked worker's share (it still moves the progress bar along)
@@ -231,8 +232,12 @@ def _due_pass(store: Store, clock: Clock, summary: TickSummary, lazy_options: Ca
         if store.claims_due:  # the next run nobody holds instead of this one (Store.claim_due)
             cursor = store.claim_due(clock(), cursor)
             if cursor is None:
+                if share == 1:  # listed runs left due that it did not drive: held elsewhere
+                    listed = {listed_id for _, listed_id in due} - driven
+                    summary.busy += len(listed & {left_id for _, left_id in store.due(clock())})
                 break
             due_at, run_id = cursor
+            driven.add(run_id)
         _drive(store, run_id, clock, summary, lazy_options, due_at)
     for child in children:
         summary.add(_join_worker(*child))

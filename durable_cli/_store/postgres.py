@@ -117,6 +117,7 @@ class PostgresStore(PostgresQueues, Store):
 
     def close(self) -> None:
         for run_id, (claim, *_) in list(self._parked.items()):
+            self._heartbeat.remove(run_id)
             release(self._db, self.worker_id, run_id, claim)
         self._heartbeat.stop()
         self._db.close()
@@ -182,6 +183,7 @@ class PostgresStore(PostgresQueues, Store):
             if not events:
                 raise empty_journal(run_id, f"{self.location} run {run_id}")
         except BaseException:
+            self._heartbeat.remove(run_id)  # a claim `claim_due` parked was renewed
             release(self._db, self.worker_id, run_id, claim)
             raise
         session = self._session(run_id, claim, events)
@@ -310,6 +312,7 @@ class PostgresStore(PostgresQueues, Store):
             run_id, due_at, claim, *read = rows[0]
             if claim is not None:
                 self._parked[run_id] = (int(claim), read[0] or "", *read[1:])
+                self._heartbeat.add(run_id, int(claim))  # renewed until open_run takes it
                 return _utc(due_at), run_id
         return None
 
