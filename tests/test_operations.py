@@ -171,7 +171,7 @@ def test_a_caller_reads_what_a_running_workflow_published(project: Project) -> N
     assert [e["type"] for e in project.events("pay-7")].count("event_set") == 3
 
 
-def test_get_event_waits_for_the_first_value(project: Project) -> None:
+def test_get_event_waits_for_the_first_value(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     from durable_cli import get_event, wake
 
     project.write(FLOWS + '''
@@ -184,7 +184,10 @@ def late():
     found: list[Any] = []
     waiting = threading.Thread(target=lambda: found.append(get_event("late-1", "ready", timeout=20, **where(project))))
     waiting.start()
-    sys.modules.pop("flows", None)  # another test's flows module may be cached in this process
+    # This process may hold another test's flows module, or have its directory first on sys.path:
+    # the in-process resume below must import this project's.
+    monkeypatch.delitem(sys.modules, "flows", raising=False)
+    monkeypatch.syspath_prepend(str(project.dir))
     wake("late-1", drive=True, **where(project))  # the run publishes while the caller waits
     waiting.join()
     assert found == [True]
