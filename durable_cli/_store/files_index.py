@@ -3,9 +3,10 @@
 `index/<created>_<run id>` holds a run's workflow, tags and whether it continued as new; names
 sort as the runs' creation times (`YYYYmmddTHHMMSSffffff`), so a listing sorts one directory's
 names instead of opening every journal. `index/tags/<hash of k=v>/<created>_<run id>` are empty
-markers, one per tag a run had, so a tag filter lists one small directory. Entries are replaced
-by rename without fsync: they survive the death of a process; after a power loss one may be
-missing until its run is next recovered. Readers check each run they list against its journal.
+markers, one per tag a run had, so a tag filter lists one small directory. A new entry is
+written in place (one create, one write), a changed one replaced by rename, neither fsync'd:
+they survive the death of a process; after a power loss one may be missing until its run is
+next recovered. Readers check each run they list against its journal.
 """
 
 from __future__ import annotations
@@ -38,6 +39,16 @@ class FileRunIndex:
                 os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | NOFOLLOW, 0o600))
         data = json.dumps({"workflow": entry["workflow"], "tags": entry["tags"],
                            "hidden": bool(entry.get("hidden"))}).encode()
+        try:  # a new run's entry: written in place (a reader skips it while it is empty)
+            fd = os.open(os.path.join(directory, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+            return
         tmp = os.path.join(directory, f".tmp-{unique_name()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as handle:
