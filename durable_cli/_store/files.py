@@ -19,7 +19,7 @@ import os
 import stat
 from datetime import datetime
 from contextlib import AbstractContextManager
-from typing import Any, BinaryIO, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
 
 from .. import _faults as faults, _journal as journal
 from ..errors import DurableError, JournalDamaged, RunNotFound, StoreError
@@ -27,13 +27,15 @@ from .base import Event, RunQuery, RunSession, Store, check_run_id, empty_journa
 from .files_due import FileDueIndex
 from .files_inbox import FileInbox
 from .files_index import FileRunIndex
-from .._queues import QueueLimits
 from .files_queues import FileQueues
 from .files_streams import FileStreams
 from .._digest import sha256_hex as sha
 from .._journal import fsync
 from .fsutil import (NOFOLLOW, fsync_dir, make_dirs, refuse_unsafe_dir, refuse_unsafe_file, unique_name,
                      write_atomic)
+
+if TYPE_CHECKING:
+    from .._queues import QueueLimits
 
 _PROC_FD = os.path.isdir("/proc/self/fd")
 _SUBDIRS = ("runs", "locks", "due", "due_runs", "tokens", "inbox", "cancel", "streams", "rejected", "schedules",

@@ -19,7 +19,6 @@ import fcntl
 import json
 import os
 import stat
-import struct
 import sys
 import time
 from contextlib import contextmanager
@@ -179,6 +178,8 @@ _FLOCK = "@hhqqi4x"
 def _ofd_gate(journal: str, mode: int, held: list[int]) -> None:
     """Open the journal into `held` and record-lock its first byte (shared for LOCK_SH, else
     exclusive), waiting for it; nothing when there is no journal (no run to race with)."""
+    import struct
+
     assert _OFD_SETLKW is not None
     shared = mode == fcntl.LOCK_SH
     try:
