@@ -307,13 +307,14 @@ class Bench:
             samples["empty"].append(self.tick(empty)[0])
         self.facts["idle_tick_s"] = median(samples["idle"])
         self.facts["idle_empty_tick_s"] = median(samples["empty"])
-        self.idle_rss = peak_rss([DURABLE, "--dir", root, "tick"], self.base, self.env)
-        self.idle_label = f"{count // 1000:,}k" if count < 1_000_000 else f"{count // 1_000_000}M"
+        idle_rss = peak_rss([DURABLE, "--dir", root, "tick"], self.base, self.env)
+        label = f"{count // 1000:,}k" if count < 1_000_000 else f"{count // 1_000_000}M"
         began = time.perf_counter()
         shutil.rmtree(root)
         self.facts["idle_fixture_removal_s"] = time.perf_counter() - began
-        self.row(f"idle scale (tick over {self.idle_label} sleeping runs)", median(samples["idle"]),
+        self.row(f"idle scale (tick over {label} sleeping runs)", median(samples["idle"]),
                  median(samples["empty"]), "empty tick", 1.3, kind="ratio")
+        self.row(f"memory: tick over {label} sleeping runs", idle_rss, None, "-", 60, kind="mib")
 
     def due_runs(self, root: str, count: int) -> str:
         """A store holding `count` runs of napper(0, "1s"), all due by the time this returns."""
@@ -340,7 +341,6 @@ class Bench:
         store = self.due_runs(os.path.join(root, "memory"), 1000)
         rss = peak_rss([DURABLE, "--dir", store, "tick"], self.base, self.env)
         self.row("memory: tick of 1,000 due runs", rss, None, "-", 60, kind="mib")
-        self.row(f"memory: tick over {self.idle_label} sleeping runs", self.idle_rss, None, "-", 60, kind="mib")
         store = self.due_runs(os.path.join(root, "strace"), 1000)
         counts = strace_counts([DURABLE, "--dir", store, "tick"], self.base, self.env)
         if counts:

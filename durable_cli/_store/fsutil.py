@@ -9,6 +9,7 @@ from typing import Any
 from .. import _faults as faults
 from .._journal import fsync
 from ..errors import StoreError
+from .._payloads import parse_message
 
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
@@ -136,6 +137,4 @@ def read_message(path: str) -> dict[str, Any] | str:
         data = os.read(fd, info.st_size + 1)
     finally:
         os.close(fd)
-    from .._payloads import parse_message  # on first delivery, off `durable tick`'s start
-
     return parse_message(data)
