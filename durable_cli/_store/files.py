@@ -1,7 +1,8 @@
 """The embedded store: a directory of JSONL journals, with file-name indexes beside them.
 
-Layout of `<dir>`: `runs/<id>.jsonl` (the truth; an exclusive `flock` on it holds the run: one
-executor per run, see `_RunLock`), `due/<YYYYMMDDHH>/<time>_<id>` (hour buckets, so a tick lists only what is due; `due_runs/<id>`
+Layout of `<dir>`: `runs/<id>.jsonl` (the truth; an exclusive `flock` on it holds the run, one
+executor per run: `_RunLock`; `locks/` holds only what older versions left there),
+`due/<YYYYMMDDHH>/<time>_<id>` (hour buckets, so a tick lists only what is due; `due_runs/<id>`
 holds the time of the run's one entry, so the next `set_due` finds it), `tokens/<sha256>`
 (hook token owners; tokens never become paths), `inbox/<id>/<n>.json`, `cancel/<id>`,
 `streams/<id>/<base64 name>.jsonl`, `problems/<id>` (why a tick could not drive the run) and
@@ -43,7 +44,7 @@ _SUBDIRS = ("runs", "locks", "due", "due_runs", "tokens", "inbox", "cancel", "st
 
 
 class FileRunSession(RunSession):
-    """A run claimed through its lock file, with a journal writer open on it."""
+    """A run held through its journal's flock (`_RunLock`), with a journal writer open on it."""
 
     def __init__(self, store: FileStore, lock: _RunLock, path: str, run_id: str,
                  created: bool = False) -> None:
@@ -173,18 +174,19 @@ class FileStore(Store):
         refuse_unsafe_file(path, info, self.shared_group)
 
     def _hold(self, run_id: str, path: str, wait: bool) -> _RunLock | None:
-        """Hold the run: an exclusive flock on its journal (`fd`, or the journal opened here), and on
-        `locks/<id>.lock` too where an older version left one (its processes lock that file), so both
-        layouts, and processes of both versions on runs of the old one, exclude each other. None when
-        another process holds it; FileNotFoundError when the journal went (pruned) meanwhile."""
+        """Hold the run: an exclusive flock on its journal, and on `locks/<id>.lock` too where an older
+        version left one (its processes lock that file), so both layouts, and processes of both
+        versions on runs of the old one, exclude each other. None when another process holds it;
+        FileNotFoundError when the journal went (pruned) while we waited for it."""
         fd = os.open(path, os.O_RDONLY | NOFOLLOW)
         lock = _RunLock(fd)
         try:
             if not lock.take(fd, wait):
                 lock.release()
                 return None
-            if os.fstat(fd).st_nlink == 0:  # unlinked (pruned) while we waited for it
-                raise FileNotFoundError(path)
+            held, named = os.fstat(fd), os.lstat(path)  # (a new run's listing entry links it too)
+            if (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino):
+                raise FileNotFoundError(path)  # pruned (and made again) while we waited for it
             try:
                 legacy = os.open(self.run_path("locks", run_id, ".lock"), os.O_RDWR | NOFOLLOW)
             except FileNotFoundError:

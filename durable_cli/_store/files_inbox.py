@@ -171,7 +171,8 @@ class FileInbox:
 
 
 # Open-file-description record locks (Linux): `struct flock` as the kernel reads it on 64-bit Linux.
-_OFD_SETLKW: int | None = getattr(fcntl, "F_OFD_SETLKW", None) if sys.platform == "linux" and sys.maxsize > 2**32 else None
+_OFD_SETLKW: int | None = (getattr(fcntl, "F_OFD_SETLKW", None)
+                           if sys.platform == "linux" and sys.maxsize > 2**32 else None)
 _FLOCK = "@hhqqi4x"
 
 

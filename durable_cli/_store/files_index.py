@@ -7,7 +7,8 @@ markers, one per tag a run had, so a tag filter lists one small directory. A new
 a hard link to its journal, made before the journal's first line (no file to create: readers
 take the workflow and tags from `run_started`); once the run's entry changes (tags set, continued
 as new, recovered) it is a JSON file, replaced by rename. Entries are not fsync'd: they survive
-the death of a process; after a power loss one may be missing until its run is next recovered. Readers check each run they list against its journal.
+the death of a process; after a power loss one may be missing until its run is next recovered.
+Readers check each run they list against its journal.
 """
 
 from __future__ import annotations
@@ -41,10 +42,10 @@ class FileRunIndex:
                 os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | NOFOLLOW, 0o600))
         data = json.dumps({"workflow": entry["workflow"], "tags": entry["tags"],
                            "hidden": bool(entry.get("hidden"))}).encode()
-        journal = self.store.journal_location(run_id)
+        journal_path = self.store.journal_location(run_id)
         try:
-            if os.lstat(journal).st_size == 0:  # being created: its entry is its run_started line
-                os.link(journal, os.path.join(directory, name))
+            if os.lstat(journal_path).st_size == 0:  # being created: its entry is its run_started line
+                os.link(journal_path, os.path.join(directory, name))
                 return
         except (FileExistsError, FileNotFoundError):
             pass  # an entry to replace; or no journal (nothing to link)
