@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING, Any, Callable
 from durable_cli.errors import ConfigError
 from durable_cli._queues import QueueLimits, parse_queues
 from durable_cli._timeparse import parse_duration
+from durable_cli._location import FILENAME as FILENAME, locate as locate, open_configured as open_configured
+from durable_cli._location import store_location as store_location
 
 if TYPE_CHECKING:
     from ._engine.run import Options
     from ._store.base import Store
 
-FILENAME = "durable.yaml"
 CATCH_UP = ("latest", "all", "none")
 _TOP_KEYS = (
     "dir", "store", "import_paths", "defaults", "schedules",
@@ -75,14 +76,6 @@ class Config:
 
 
 _found: dict[tuple[str, str | None], Config | None] = {}
-
-
-def locate() -> tuple[str, str] | None:
-    """The file to read when no path is given, and a note saying who chose it."""
-    named = os.environ.get("DURABLE_CONFIG")
-    if named:
-        return named, " (named by DURABLE_CONFIG)"
-    return (FILENAME, "") if os.path.isfile(FILENAME) else None
 
 
 def load_config(path: str | None = None) -> Config:
@@ -139,35 +132,6 @@ def options_from(config: Config | None) -> Options:
         telemetry=telemetry_for(config.otel),
         queues=dict(config.queues),
     )
-
-
-def store_location(dir: str | None, store: str | None, config: Callable[[], Config | None]) -> str:
-    """The store to use: `--store`/`--dir` (never both), then $DURABLE_STORE, then $DURABLE_DIR,
-    then durable.yaml (`store:` beats `dir:`), else the file store at ./journals. `config` is
-    asked only when flags and environment leave the choice open (a broken durable.yaml does not
-    stop `durable ls --dir X`)."""
-    from .errors import StoreError
-
-    if dir is not None and store is not None:
-        raise StoreError("give either a journal dir or a store URL, not both")
-    if store is not None:
-        return store
-    if dir is not None:
-        return str(dir)
-    for chosen in (os.environ.get("DURABLE_STORE"), os.environ.get("DURABLE_DIR")):
-        if chosen:
-            return chosen
-    found = config()
-    return (found.store or found.dir or "journals") if found is not None else "journals"
-
-
-def open_configured(dir: str | None, store: str | None, config: Callable[[], Config | None]) -> Store:
-    """The store chosen by `store_location`, opened (a file store may be shared with the group
-    when $DURABLE_ALLOW_SHARED says so)."""
-    from ._store import open_store
-    from ._store.fsutil import SHARED_ENV, shared_group_allowed
-
-    return open_store(store=store_location(dir, store, config), shared=shared_group_allowed(os.environ.get(SHARED_ENV)))
 
 
 def _load(shown: str, chosen_by: str = "") -> Config:

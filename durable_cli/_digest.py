@@ -3,9 +3,16 @@
 
 from __future__ import annotations
 
-import hashlib
+from typing import Any, Callable
+
+_sha256: Callable[[bytes], Any] | None = None  # hashlib.sha256, imported on first use (off `durable tick`'s start)
 
 
 def sha256_hex(text: str) -> str:
     """The hex SHA-256 of `text` in UTF-8 (a lone surrogate hashed as its own bytes, never an error)."""
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    global _sha256
+    if _sha256 is None:
+        import hashlib
+
+        _sha256 = hashlib.sha256
+    return str(_sha256(text.encode("utf-8", "surrogatepass")).hexdigest())

@@ -10,9 +10,7 @@ these variables every hook returns at once.
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 
 _limit = int(os.environ.get("DURABLE_CRASH_AT", "0") or 0)
 _log = os.environ.get("DURABLE_CRASH_LOG")
@@ -30,6 +28,8 @@ def point(name: str) -> None:
         with open(_log, "a") as handle:
             handle.write(f"{_count} {name}\n")
     if _count == _limit:
+        import signal
+
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -38,6 +38,8 @@ def _ino(info: os.stat_result) -> str:
 
 
 def _record(entry: dict[str, object]) -> None:
+    import json
+
     fd = os.open(_fsync_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)  # type: ignore[arg-type]
     try:
         os.write(fd, (json.dumps(entry) + "\n").encode())

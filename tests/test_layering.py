@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("_journal",),
     ("_store",),
     ("_engine", "_loader"),  # a run's lifecycle: replay, steps, waits, children; importing workflows
-    ("_config", "_cron", "_transfer"),  # durable.yaml, loaded at the edge and passed down
+    ("_config", "_location", "_cron", "_transfer"),  # durable.yaml, loaded at the edge and passed down
     ("_schedules", "_retention"),
     ("_tick",),
     ("_inspection", "_maintenance", "_listing"),

@@ -10,36 +10,44 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Iterator
 
 from .._status import ended
-from .._queues import QueueLimits
 from .._status import FINAL_EVENTS
 from ..errors import DurableError, JournalEmpty, RunNotFound
 
 if TYPE_CHECKING:
+    from .._queues import QueueLimits
     from .stats import Tally
 
 Event = dict[str, Any]
 
 
-@dataclass
 class RunQuery:
     """Which runs a listing wants: newest first by (created_at, run_id), each filter optional.
 
     `before` is the (created_at, run_id) of the last row of the previous page (the cursor);
     `hidden` includes runs that continued as new (only the newest of a chain shows otherwise).
+    A plain class, not a dataclass: dataclasses stays off `durable tick`'s start.
     """
 
-    workflow: str | None = None
-    tags: dict[str, str] = field(default_factory=dict)
-    since: str | None = None
-    until: str | None = None
-    before: tuple[str, str] | None = None
-    limit: int = 50
-    hidden: bool = False
+    def __init__(self, workflow: str | None = None, tags: dict[str, str] | None = None,
+                 since: str | None = None, until: str | None = None,
+                 before: tuple[str, str] | None = None, limit: int = 50, hidden: bool = False) -> None:
+        self.workflow = workflow
+        self.tags: dict[str, str] = {} if tags is None else tags
+        self.since = since
+        self.until = until
+        self.before = before
+        self.limit = limit
+        self.hidden = hidden
+
+    def __repr__(self) -> str:
+        return f"RunQuery({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunQuery) and vars(self) == vars(other)
 
     def admits(self, run_id: str, entry: dict[str, Any]) -> bool:
         """Whether an index entry (see `index_entry`) passes every filter."""

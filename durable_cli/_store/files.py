@@ -1,6 +1,7 @@
 """The embedded store: a directory of JSONL journals, with file-name indexes beside them.
 
-Layout of `<dir>`: `runs/<id>.jsonl` (the truth), `locks/<id>.lock` (one executor per run),
+Layout of `<dir>`: `runs/<id>.jsonl` (the truth; an exclusive `flock` on it holds the run, one
+executor per run: `_RunLock`; `locks/` holds only what older versions left there),
 `due/<YYYYMMDDHH>/<time>_<id>` (hour buckets, so a tick lists only what is due; `due_runs/<id>`
 holds the time of the run's one entry, so the next `set_due` finds it), `tokens/<sha256>`
 (hook token owners; tokens never become paths), `inbox/<id>/<n>.json`, `cancel/<id>`,
@@ -13,12 +14,13 @@ files_queues.py). Every path named after a run is made by `run_path`, once the i
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import stat
 from datetime import datetime
 from contextlib import AbstractContextManager
-from typing import Any, BinaryIO, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
 
 from .. import _faults as faults, _journal as journal
 from ..errors import DurableError, JournalDamaged, RunNotFound, StoreError
@@ -26,7 +28,6 @@ from .base import Event, RunQuery, RunSession, Store, check_run_id, empty_journa
 from .files_due import FileDueIndex
 from .files_inbox import FileInbox
 from .files_index import FileRunIndex
-from .._queues import QueueLimits
 from .files_queues import FileQueues
 from .files_streams import FileStreams
 from .._digest import sha256_hex as sha
@@ -34,21 +35,30 @@ from .._journal import fsync
 from .fsutil import (NOFOLLOW, fsync_dir, make_dirs, refuse_unsafe_dir, refuse_unsafe_file, unique_name,
                      write_atomic)
 
+if TYPE_CHECKING:
+    from .._queues import QueueLimits
+
+_PROC_FD = os.path.isdir("/proc/self/fd")
 _SUBDIRS = ("runs", "locks", "due", "due_runs", "tokens", "inbox", "cancel", "streams", "rejected", "schedules",
             "problems", "index", "queues")
 
 
 class FileRunSession(RunSession):
-    """A run claimed through its lock file, with a journal writer open on it."""
+    """A run held through its journal's flock (`_RunLock`), with a journal writer open on it."""
 
-    def __init__(self, store: FileStore, lock: Any, path: str, run_id: str,
+    def __init__(self, store: FileStore, lock: _RunLock, path: str, run_id: str,
                  created: bool = False) -> None:
         self.run_id = run_id
         self._store = store
         self._lock = lock
         self._unsynced_entry = created
         try:
-            self.events, good, length = journal.read_file(path, run_id)
+            if created:
+                self.events, good, length = [], 0, 0
+            else:
+                data = lock.read()
+                self.events, good = journal.parse(data, path, run_id)
+                length = len(data)
             self._writer = journal.JournalWriter(path, len(self.events), good, length)
         except BaseException:
             lock.release()
@@ -163,56 +173,99 @@ class FileStore(Store):
             return
         refuse_unsafe_file(path, info, self.shared_group)
 
-    def _lock(self, run_id: str, wait: bool) -> Any:
-        from filelock import FileLock, Timeout
-
-        self._dir("locks")
-        lock = FileLock(self.run_path("locks", run_id, ".lock"), mode=0o600)
+    def _hold(self, run_id: str, path: str, wait: bool) -> _RunLock | None:
+        """Hold the run: an exclusive flock on its journal, and on `locks/<id>.lock` too where an older
+        version left one (its processes lock that file), so both layouts, and processes of both
+        versions on runs of the old one, exclude each other. None when another process holds it;
+        FileNotFoundError when the journal went (pruned) while we waited for it."""
+        fd = os.open(path, os.O_RDONLY | NOFOLLOW)
+        lock = _RunLock(fd)
         try:
-            lock.acquire(timeout=-1 if wait else 0)
-        except Timeout:
-            return None
+            if not lock.take(fd, wait):
+                lock.release()
+                return None
+            held, named = os.fstat(fd), os.lstat(path)  # (a new run's listing entry links it too)
+            if (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino):
+                raise FileNotFoundError(path)  # pruned (and made again) while we waited for it
+            try:
+                legacy = os.open(self.run_path("locks", run_id, ".lock"), os.O_RDWR | NOFOLLOW)
+            except FileNotFoundError:
+                return lock
+            if not lock.take(legacy, wait):
+                lock.release()
+                return None
+        except BaseException:
+            lock.release()
+            raise
         return lock
 
     # runs and journals
     def create_run(self, run_id: str) -> RunSession | None:
+        """Claim a new run: its journal appears already held (`_new_journal`); None when the id is
+        taken. An empty journal is a creation that died before its first line: taken over by
+        whoever holds it next."""
         path = self._journal_path(run_id)
         self._dir("runs")
-        lock = self._lock(run_id, wait=False)
+        lock = self._new_journal(path)
+        if lock is None:
+            self._check_journal(path)
+            lock = self._hold(run_id, path, wait=False)
+            if lock is not None and lock.size() > 0:  # a run already, or its creator's first line
+                lock.release()
+                lock = None
         if lock is None:
             return None
+        return FileRunSession(self, lock, path, run_id, created=True)
+
+    @staticmethod
+    def _new_journal(path: str) -> _RunLock | None:
+        """Create the journal `path` held: an unnamed file, flocked, then linked in as `path` (so no
+        process can find it unheld before its creator lets it go); None when `path` exists. Where
+        O_TMPFILE is missing, a temp name plays the unnamed file."""
+        directory, name = os.path.split(path)
+        temp = None
         try:
+            if not _PROC_FD:
+                raise OSError("no /proc/self/fd to link an unnamed file from")
+            fd = os.open(directory, os.O_RDWR | os.O_TMPFILE, 0o600)
+        except (AttributeError, OSError):  # not Linux, or a file system without O_TMPFILE
+            temp = os.path.join(directory, f".tmp-{unique_name()}")
+            fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600)
+        lock = _RunLock(fd)
+        try:
+            lock.take(fd, wait=False)  # nobody else can see it yet
             faults.point("run.create")
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600)
-            os.close(fd)
+            if temp is not None:
+                os.link(temp, path)
+            else:
+                parent = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=parent)  # linkat(AT_SYMLINK_FOLLOW)
+                finally:
+                    os.close(parent)
         except FileExistsError:
-            if os.path.getsize(path) > 0:
-                lock.release()
-                return None
-            try:
-                self._check_journal(path)
-            except BaseException:
-                lock.release()
-                raise
+            lock.release()
+            return None
         except BaseException:
             lock.release()
             raise
-        return FileRunSession(self, lock, path, run_id, created=True)
+        finally:
+            if temp is not None:
+                os.unlink(temp)
+        return lock
 
     def open_run(self, run_id: str, wait: bool = False,
                  due_by: datetime | None = None) -> RunSession | None:
         # due_by is not used: due_runs/ is a hint, and a claim here costs no round trip
         path = self._journal_path(run_id)
-        if not os.path.exists(path):
-            raise RunNotFound(f"no run {run_id!r} in {self.location}")
         self._check_journal(path)
-        lock = self._lock(run_id, wait)
+        try:
+            lock = self._hold(run_id, path, wait)
+        except FileNotFoundError:
+            raise RunNotFound(f"no run {run_id!r} in {self.location}") from None  # (pruned meanwhile)
         if lock is None:
             return None
-        try:
-            session = FileRunSession(self, lock, path, run_id)
-        except FileNotFoundError:
-            raise RunNotFound(f"no run {run_id!r} in {self.location}") from None  # pruned meanwhile
+        session = FileRunSession(self, lock, path, run_id)
         if not session.events:
             session.close()
             raise empty_journal(run_id, path)
@@ -468,6 +521,42 @@ class FileStore(Store):
 
     def save_schedule_state(self, name: str, state: dict[str, Any]) -> None:
         write_atomic(self._dir("schedules"), sha(name) + ".json", json.dumps(state).encode())
+
+
+class _RunLock:
+    """The descriptors that hold one run (its journal's, and an older version's lock file's, if
+    any), each under an exclusive flock; closing them lets the run go. flock belongs to the open
+    file, so closing other descriptors of the journal (readers, the writer) keeps the run held."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._fds = [fd]
+
+    def take(self, fd: int, wait: bool) -> bool:
+        """Flock `fd` exclusively (waiting if `wait`); it is closed with the others on release."""
+        if fd != self.fd:
+            self._fds.append(fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def read(self) -> bytes:
+        """The whole journal, read through the held descriptor."""
+        chunks: list[bytes] = []
+        while True:
+            chunk = os.read(self.fd, 1 << 20)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+    def release(self) -> None:
+        while self._fds:
+            os.close(self._fds.pop())
 
 
 def _tail(handle: BinaryIO, size: int, block: int = 65536) -> bytes:

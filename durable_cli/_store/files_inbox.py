@@ -4,10 +4,13 @@
 `cancel/<run id>` asks the run's executor to stop. Entries that are not what they should be are
 set aside in `rejected/` with a `.reason` file, never followed or delivered.
 
-`locks/<run id>.inbox` is the run's inbox gate: `post_live` holds it shared while it checks that
-the run has not ended and writes its message; `closing` holds it exclusively while the run's
-holder delivers what waits and journals the run's end. So a message is either posted before the
-last delivery (and journaled) or finds the run ended (and is never written).
+The run's inbox gate: `post_live` holds it shared while it checks that the run has not ended and
+writes its message; `closing` holds it exclusively while the run's holder delivers what waits and
+journals the run's end. So a message is either posted before the last delivery (and journaled)
+or finds the run ended (and is never written). On Linux the gate is an open-file-description
+(OFD) record lock on the first byte of the run's journal: no file is made for it, and it is
+independent of the `flock` that holds the run. Elsewhere, and where an older version left one,
+it is a `flock` on `locks/<run id>.inbox`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import fcntl
 import json
 import os
 import stat
+import sys
 import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator
@@ -39,14 +43,26 @@ class FileInbox:
     @contextmanager
     def _gate(self, run_id: str, mode: int) -> Iterator[None]:
         """Hold the run's inbox gate (`fcntl.LOCK_SH` or `LOCK_EX`); a dead holder's lock is gone."""
-        self.store._dir("locks")
-        path = self.store.run_path("locks", run_id, ".inbox")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o600)
+        legacy = self.store.run_path("locks", run_id, ".inbox")
+        held: list[int] = []
         try:
-            fcntl.flock(fd, mode)
+            if _OFD_SETLKW is not None:
+                _ofd_gate(self.store.journal_location(run_id), mode, held)
+                try:  # and an older version's gate file, if one is there
+                    fd = os.open(legacy, os.O_RDWR | NOFOLLOW)
+                except FileNotFoundError:
+                    pass
+                else:
+                    held.append(fd)
+                    fcntl.flock(fd, mode)
+            else:
+                self.store._dir("locks")
+                held.append(os.open(legacy, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o600))
+                fcntl.flock(held[-1], mode)
             yield
         finally:
-            os.close(fd)
+            for fd in held:
+                os.close(fd)
 
     def post_live(self, run_id: str, message: dict[str, Any]) -> str | None:
         with self._gate(run_id, fcntl.LOCK_SH):
@@ -152,3 +168,25 @@ class FileInbox:
                 return False
             time.sleep(min(0.05, left))
         return True
+
+
+# Open-file-description record locks (Linux): `struct flock` as the kernel reads it on 64-bit Linux.
+_OFD_SETLKW: int | None = (getattr(fcntl, "F_OFD_SETLKW", None)
+                           if sys.platform == "linux" and sys.maxsize > 2**32 else None)
+_FLOCK = "@hhqqi4x"
+
+
+def _ofd_gate(journal: str, mode: int, held: list[int]) -> None:
+    """Open the journal into `held` and record-lock its first byte (shared for LOCK_SH, else
+    exclusive), waiting for it; nothing when there is no journal (no run to race with)."""
+    import struct
+
+    assert _OFD_SETLKW is not None
+    shared = mode == fcntl.LOCK_SH
+    try:
+        fd = os.open(journal, (os.O_RDONLY if shared else os.O_RDWR) | NOFOLLOW)
+    except FileNotFoundError:
+        return
+    held.append(fd)
+    kind = fcntl.F_RDLCK if shared else fcntl.F_WRLCK
+    fcntl.fcntl(fd, _OFD_SETLKW, struct.pack(_FLOCK, kind, os.SEEK_SET, 0, 1, 0))

@@ -3,9 +3,12 @@
 `index/<created>_<run id>` holds a run's workflow, tags and whether it continued as new; names
 sort as the runs' creation times (`YYYYmmddTHHMMSSffffff`), so a listing sorts one directory's
 names instead of opening every journal. `index/tags/<hash of k=v>/<created>_<run id>` are empty
-markers, one per tag a run had, so a tag filter lists one small directory. Entries are replaced
-by rename without fsync: they survive the death of a process; after a power loss one may be
-missing until its run is next recovered. Readers check each run they list against its journal.
+markers, one per tag a run had, so a tag filter lists one small directory. A new run's entry is
+a hard link to its journal, made before the journal's first line (no file to create: readers
+take the workflow and tags from `run_started`); once the run's entry changes (tags set, continued
+as new, recovered) it is a JSON file, replaced by rename. Entries are not fsync'd: they survive
+the death of a process; after a power loss one may be missing until its run is next recovered.
+Readers check each run they list against its journal.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
+from .. import _journal as journal
 from .._digest import sha256_hex as sha
 from ..errors import DurableError
 from .base import RunQuery, check_run_id, index_entry
@@ -38,6 +42,13 @@ class FileRunIndex:
                 os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | NOFOLLOW, 0o600))
         data = json.dumps({"workflow": entry["workflow"], "tags": entry["tags"],
                            "hidden": bool(entry.get("hidden"))}).encode()
+        journal_path = self.store.journal_location(run_id)
+        try:
+            if os.lstat(journal_path).st_size == 0:  # being created: its entry is its run_started line
+                os.link(journal_path, os.path.join(directory, name))
+                return
+        except (FileExistsError, FileNotFoundError):
+            pass  # an entry to replace; or no journal (nothing to link)
         tmp = os.path.join(directory, f".tmp-{unique_name()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as handle:
@@ -67,8 +78,7 @@ class FileRunIndex:
             if not query.admits(run_id, {**entry, "workflow": query.workflow, "tags": query.tags}):
                 continue  # out of the time window or before the cursor: no need to open it
             try:
-                with open(os.path.join(directory, name), "rb") as handle:
-                    entry.update(json.loads(handle.read()))
+                entry.update(_read_entry(os.path.join(directory, name)))
             except (OSError, ValueError):
                 continue
             if query.admits(run_id, entry):
@@ -87,6 +97,22 @@ class FileRunIndex:
             _unlink(os.path.join(self.store.root, "index", name))
         except (DurableError, OSError):
             pass  # no entry (a run older than the index): nothing to drop
+
+
+def _read_entry(path: str) -> dict[str, Any]:
+    """An entry's workflow, tags and hidden flag: its JSON, or, for an entry that is a link to its
+    run's journal, what the run's `run_started` line says (ValueError while that is not written)."""
+    with open(path, "rb") as handle:
+        head = handle.readline()
+        if not head.startswith(b'{"type":"run_started"'):
+            found = json.loads(head + handle.read())
+            if not isinstance(found, dict):
+                raise ValueError("not an index entry")
+            return found
+    if not head.endswith(b"\n"):
+        raise ValueError("run_started is not written yet")
+    entry = index_entry([journal.decode(head[:-1])])
+    return {"workflow": entry["workflow"], "tags": entry["tags"], "hidden": False}
 
 
 def _index_name(created_at: str, run_id: str) -> str:

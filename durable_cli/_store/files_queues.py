@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from .. import _faults as faults
 from .._digest import sha256_hex as sha
-from .._queues import QueueLimits
 from .fsutil import NOFOLLOW, fsync_dir
 
 if TYPE_CHECKING:
+    from .._queues import QueueLimits
     from .files import FileStore
 
 _STAMP = "%Y%m%dT%H%M%S%f"

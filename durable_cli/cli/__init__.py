@@ -145,9 +145,14 @@ class Settings:
     def config(self) -> Any:
         """The Config of `--config`, else $DURABLE_CONFIG, else ./durable.yaml; None without one."""
         if self._config is None:
-            from .._config import config_at
+            from .._location import locate
 
-            self._config = (config_at(self.config_path),)
+            if self.config_path is None and locate() is None:
+                self._config = (None,)  # no durable.yaml: its parser is not even imported
+            else:
+                from .._config import config_at
+
+                self._config = (config_at(self.config_path),)
         return self._config[0]
 
     @property
@@ -165,7 +170,7 @@ class Settings:
 
     def open(self) -> Any:
         """The store of `--store`/`--dir`, else the environment, else durable.yaml."""
-        from .._config import open_configured
+        from .._location import open_configured
 
         return open_configured(self.dir, self.store, lambda: self.config)
 
@@ -202,11 +207,23 @@ def workflow_output(as_json: bool) -> Any:
     return contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
 
 
+def _version(ctx: click.Context, given: bool) -> None:
+    """`--version`, as click.version_option prints it (which would look up a translation of its
+    help text through gettext on every start)."""
+    if not given or ctx.resilient_parsing:
+        return
+    from importlib.metadata import version
+
+    click.echo(f"{ctx.find_root().info_name}, version {version('durable-cli')}", color=ctx.color)
+    ctx.exit()
+
+
 @click.group(cls=DurableGroup)
 @click.option("--dir", "dir_", metavar="PATH", help="Journal dir (else $DURABLE_DIR, else ./journals).")
 @click.option("--store", "store_url", metavar="URL", help="Store URL, e.g. postgresql://... (else $DURABLE_STORE).")
 @click.option("--config", "config_path", metavar="PATH", help="durable.yaml to use (else $DURABLE_CONFIG, else ./durable.yaml).")
-@click.version_option(package_name="durable-cli")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=lambda ctx, _, given: _version(ctx, given),
+              help="Show the version and exit.")
 @click.pass_context
 def main(ctx: click.Context, dir_: str | None, store_url: str | None, config_path: str | None) -> None:
     """Durable workflows for Python that run as ordinary processes."""

@@ -44,11 +44,11 @@ def tick(settings: Settings, now_text: str | None, loop: bool, interval: str, wo
             _emit(as_json, summary, lambda: None)
         sys.exit(1 if summary["errors"] else 0)
     _emit(as_json, summary, lambda: click.echo(_tick_line(summary)))
-    from ._render import safe
-
-    for error in summary["errors"]:
-        click.echo(f"error: run {error['run_id'] or '-'}: {safe(error['error'])}", err=True)
     if summary["errors"]:
+        from ._render import safe  # only here: a pass without errors prints nothing from outside
+
+        for error in summary["errors"]:
+            click.echo(f"error: run {error['run_id'] or '-'}: {safe(error['error'])}", err=True)
         sys.exit(1)
 
 
