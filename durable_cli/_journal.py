@@ -85,15 +85,26 @@ def _checksum_ok(line: bytes) -> bool:
 
 
 def _parse_fast(lines: list[bytes]) -> list[dict[str, Any]] | None:
-    """Every line's event, parsed in one go; None when any line is off (the slow path says which)."""
-    if not all(_checksum_ok(line) for line in lines):
-        return None
+    """Every line's event, parsed in one go; None when any line is off (the slow path says which).
+
+    The checks are `_checksum_ok`'s, inlined: a call per line is a third of the cost of reading a
+    journal. A line too short for its checksum cannot get through (its JSON would not parse), and
+    one event per line is checked, so lines that only parse joined never pass.
+    """
+    crc32 = zlib.crc32
+    for line in lines:
+        if line[-18:-10] != b',"crc":"' or line[-2:] != b'"}' or b"%08x" % crc32(line[:-18]) != line[-10:-2]:
+            return None
     try:
         events = json.loads(b"[" + b",".join(lines) + b"]")
     except ValueError:
         return None
-    for number, event in enumerate(events, 1):
-        if not isinstance(event, dict) or event.get("seq") != number:
+    if len(events) != len(lines):
+        return None
+    number = 0
+    for event in events:
+        number += 1
+        if type(event) is not dict or event.get("seq") != number:
             return None
         del event["crc"]
     return events  # type: ignore[no-any-return]
@@ -102,7 +113,9 @@ def _parse_fast(lines: list[bytes]) -> list[dict[str, Any]] | None:
 def parse(data: bytes, where: str, run_id: str | None = None) -> tuple[list[dict[str, Any]], int]:
     """Events in `data` and the length of its good prefix (shorter than `data` after a torn tail)."""
     end = data.rfind(b"\n") + 1
-    events = _parse_fast(data[:end].split(b"\n")[:-1]) if end else []
+    lines = data.split(b"\n")
+    del lines[-1]  # the tail after the last newline: empty, or a torn append
+    events = _parse_fast(lines) if lines else []
     start = end if events is not None else 0
     if events is None:
         events = []
