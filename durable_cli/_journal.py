@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import zlib
 from typing import Any
 
@@ -149,6 +150,55 @@ def parse(data: bytes, where: str, run_id: str | None = None) -> tuple[list[dict
             )
         check_version(first, where)
     return events, end
+
+
+SKIMMED = frozenset({"step_started", "step_completed", "sleep_started", "sleep_completed"})
+"""The four most frequent kinds of event (a step's start and result, a sleep's start and end)."""
+# Their head as our encoder writes it: type, seq, at and pos, in this order.
+_HEAD = re.compile(rb'\{"type":"(' + "|".join(sorted(SKIMMED)).encode() + rb')","seq":([0-9]+),'
+                   rb'"at":"[^"\\]*","pos":([0-9]+)[,}]')
+
+
+def skim(data: bytes, where: str, run_id: str | None = None, stubs: bool = True
+         ) -> tuple[list[dict[str, Any]], list[bytes]]:
+    """`parse` for readers that show a few events of a long journal (`durable inspect`): every line's
+    CRC and seq checked, but a line of the four `SKIMMED` kinds (in `_HEAD`'s layout) becomes a stub (its
+    type, seq and pos), decoded in full only when shown (`decode` of `lines[seq - 1]`).
+
+    Returns (events, lines); raises what `parse` raises for the same data. A stub's line is not
+    parsed as JSON here: only one that is damaged under a good CRC (no append writes that) would
+    fail later, when it is decoded. Without `stubs`, `events` holds the first event alone (a check
+    that the journal is whole and the run's, for readers of its lines).
+    """
+    lines = data.split(b"\n")
+    tail = lines.pop()
+    events: list[dict[str, Any]] = []
+    crc32, match = zlib.crc32, _HEAD.match
+    for number, line in enumerate(lines, 1):
+        if line[-18:-10] != b',"crc":"' or line[-2:] != b'"}' or b"%08x" % crc32(line[:-18]) != line[-10:-2]:
+            break
+        head = match(line)
+        if head is not None and int(head[2]) == number:
+            if stubs:
+                events.append({"type": head[1].decode(), "seq": number, "pos": int(head[3])})
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            break
+        if type(event) is not dict or event.get("seq") != number:
+            break
+        del event["crc"]
+        if stubs or number == 1:
+            events.append(event)
+    else:
+        first = events[0] if events else {}
+        if (events and not (tail and _is_line(tail[:-1])) and first.get("type") == "run_started"
+                and (run_id is None or first.get("run_id") == run_id)):
+            check_version(first, where)
+            return events, lines
+    events, _ = parse(data, where, run_id)  # raises as a full read does (or: nothing to skim)
+    return (events if stubs else events[:1]), lines[:len(events)]
 
 
 def read_file(path: str, run_id: str | None = None) -> tuple[list[dict[str, Any]], int, int]:
