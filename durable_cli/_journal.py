@@ -201,6 +201,17 @@ def skim(data: bytes, where: str, run_id: str | None = None, stubs: bool = True
     return (events if stubs else events[:1]), lines[:len(events)]
 
 
+def decode_lines(lines: list[bytes]) -> list[dict[str, Any]]:
+    """The events of lines whose CRCs were checked (`skim`), each without its newline, parsed in
+    one go; ValueError when one is not a JSON object (`decode` of each says which)."""
+    events = json.loads(b"[" + b",".join(lines) + b"]")
+    if len(events) != len(lines) or not all(type(event) is dict for event in events):
+        raise ValueError("not one object per line")
+    for event in events:
+        del event["crc"]
+    return events  # type: ignore[no-any-return]
+
+
 def read_file(path: str, run_id: str | None = None) -> tuple[list[dict[str, Any]], int, int]:
     """(events, good length, file length) of the journal at `path`, without changing it."""
     with open(path, "rb") as handle:

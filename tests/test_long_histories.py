@@ -129,6 +129,20 @@ def test_inspect_streams_its_text_and_json_stays_the_whole_document(tmp_path: Pa
     assert code == 0 and json.loads(out) == json.loads(json.dumps(describe_run(store, "r1")))
 
 
+def test_a_step_line_with_a_good_crc_but_no_json_is_damage_when_shown_as_when_read_whole(tmp_path: Path) -> None:
+    """A skimmed line is parsed only when shown: one whose JSON is broken under a good CRC (no
+    append writes that) is refused then, naming the line, as reading the journal whole refuses it."""
+    data = _lines(*_steps(3))
+    lines = data.split(b"\n")
+    head = lines[2][:-18].replace(b'"result":{', b'"result":[', 1)  # step_completed of pos 1
+    lines[2] = head + b',"crc":"' + b"%08x" % __import__("zlib").crc32(head) + b'"}'
+    store = _store(tmp_path, b"\n".join(lines))
+    with pytest.raises(JournalDamaged, match="line 3 is unreadable"):
+        describe_run(store, "r1")
+    with pytest.raises(JournalDamaged, match="line 3 is unreadable"):
+        _streamed(store, "r1")
+
+
 def _mutations(seed: int) -> list[bytes]:
     """Journals damaged and torn in many ways: flipped bits, cuts, inserted bytes, shuffled lines."""
     rnd = random.Random(seed)
