@@ -77,24 +77,20 @@ def _is_line(data: bytes) -> bool:
 def _checksum_ok(line: bytes) -> bool:
     """Whether `line` (without its newline) ends in `,"crc":"xxxxxxxx"}` matching its bytes: the
     one CRC check, of the fast path and of `decode`."""
-    return (
-        len(line) > _CRC_SUFFIX_LEN
-        and line[-_CRC_SUFFIX_LEN:-10] == b',"crc":"'
-        and line[-2:] == b'"}'
-        and _crc(line[:-_CRC_SUFFIX_LEN]) == line[-10:-2]
-    )
+    return len(line) > _CRC_SUFFIX_LEN and line[-_CRC_SUFFIX_LEN:] == b',"crc":"%08x"}' % zlib.crc32(line[:-_CRC_SUFFIX_LEN])
 
 
 def _parse_fast(lines: list[bytes]) -> list[dict[str, Any]] | None:
     """Every line's event, parsed in one go; None when any line is off (the slow path says which).
 
-    The checks are `_checksum_ok`'s, inlined: a call per line is a third of the cost of reading a
-    journal. A line too short for its checksum cannot get through (its JSON would not parse), and
-    one event per line is checked, so lines that only parse joined never pass.
+    The check is `_checksum_ok`'s, inlined (a call per line is a fifth of the cost of reading a
+    journal): the line's last 18 bytes are the suffix its CRC makes. A line too short for its
+    checksum cannot get through (its JSON would not parse), and one event per line is checked, so
+    lines that only parse joined never pass.
     """
     crc32 = zlib.crc32
     for line in lines:
-        if line[-18:-10] != b',"crc":"' or line[-2:] != b'"}' or b"%08x" % crc32(line[:-18]) != line[-10:-2]:
+        if line[-18:] != b',"crc":"%08x"}' % crc32(line[:-18]):
             return None
     try:
         events = json.loads(b"[" + b",".join(lines) + b"]")
@@ -175,7 +171,7 @@ def skim(data: bytes, where: str, run_id: str | None = None, stubs: bool = True
     events: list[dict[str, Any]] = []
     crc32, match = zlib.crc32, _HEAD.match
     for number, line in enumerate(lines, 1):
-        if line[-18:-10] != b',"crc":"' or line[-2:] != b'"}' or b"%08x" % crc32(line[:-18]) != line[-10:-2]:
+        if line[-18:] != b',"crc":"%08x"}' % crc32(line[:-18]):
             break
         head = match(line)
         if head is not None and int(head[2]) == number:
