@@ -82,6 +82,12 @@ def describe_run(store: Store, run_id: str, follow: bool = True) -> dict[str, An
 _BATCH = 256  # lines decoded at once when a stub is shown
 
 
+def _where(store: Store, run_id: str) -> str:
+    """How a store's reads name a run's journal in errors: its file, or the store and the run."""
+    location = store.journal_location(run_id)
+    return location if location != store.location else f"{store.location} run {run_id}"
+
+
 class RunView:
     """What `durable inspect` prints, read so that its first screen does not wait for the rest:
     `document` is `describe_run`'s without its timeline and events, and `timeline()` and
@@ -96,7 +102,7 @@ class RunView:
         read: dict[str, tuple[list[dict[str, Any]], list[bytes]]] = {}
 
         def skimmed(run: str) -> History:
-            events, lines = journal.skim(b"".join(store.export_lines(run)), store.journal_location(run), run)
+            events, lines = journal.skim(b"".join(store.export_lines(run)), _where(store, run), run)
             read[run] = events, lines
             return History(events)
 
@@ -104,7 +110,7 @@ class RunView:
         run_id, self.history = newest(store, run_id, skimmed) if follow else (run_id, skimmed(run_id))
         self._events, self._lines = read[run_id]
         self._whole: dict[int, dict[str, Any]] = {}  # stubs decoded so far, by line index
-        self.where = store.journal_location(run_id)
+        self.where = _where(store, run_id)
         events = [*self._events[:-1], self._full(self._events[-1])]  # the header shows the last one's time
         self.document = _document(store, run_id, requested, self.history, events, [], [])
 

@@ -107,6 +107,17 @@ def test_streamed_inspect_text_is_the_documents_text_for_every_golden_run(tmp_pa
     assert compared >= 40
 
 
+def test_streamed_inspect_text_is_the_documents_text_on_every_store(store_factory) -> None:
+    from durable_cli._portable import import_runs, read_export
+    from durable_cli._timeparse import utcnow
+
+    store = store_factory()
+    import_runs(store, [read_export(_lines(*_retried()), "r1"), read_export(_lines(*_steps(300, run_id="r2")), "r2")],
+                rename=False, now=utcnow())
+    for run_id in ("r1", "r2"):
+        assert _streamed(store, run_id) == render_run(describe_run(store, run_id))
+
+
 def test_the_first_screen_of_a_long_run_decodes_only_the_events_it_shows(tmp_path: Path, monkeypatch) -> None:
     store = _store(tmp_path, _lines(*_steps(2000)))
     decoded = []
