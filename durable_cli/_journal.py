@@ -77,7 +77,8 @@ def _is_line(data: bytes) -> bool:
 def _checksum_ok(line: bytes) -> bool:
     """Whether `line` (without its newline) ends in `,"crc":"xxxxxxxx"}` matching its bytes: the
     one CRC check, of the fast path and of `decode`."""
-    return len(line) > _CRC_SUFFIX_LEN and line[-_CRC_SUFFIX_LEN:] == b',"crc":"%08x"}' % zlib.crc32(line[:-_CRC_SUFFIX_LEN])
+    head = line[:-_CRC_SUFFIX_LEN]
+    return len(line) > _CRC_SUFFIX_LEN and line[-_CRC_SUFFIX_LEN:] == b',"crc":"%08x"}' % zlib.crc32(head)
 
 
 def _parse_fast(lines: list[bytes]) -> list[dict[str, Any]] | None:
