@@ -27,6 +27,7 @@ if BENCH not in sys.path:
 import durable_cli  # noqa: E402
 from durable_cli._client import tick as tick_api  # noqa: E402  (durable_cli.tick is shadowed by the module tick.py once imported)
 import flow  # noqa: E402
+import history  # noqa: E402
 import parallel  # noqa: E402
 import workloads  # noqa: E402
 from fixtures import clone_runs, count_syncs, no_fsync, peak_rss, run_child, strace_counts  # noqa: E402
@@ -203,30 +204,8 @@ class Bench:
         self.row("empty workflow (start)", median(times), self.floor, "floor", 4.0, per="per run")
 
     def replay(self) -> None:
-        root = self.fresh("replay")
-        templates = {}
-        with no_fsync():  # building the 10,000-step history only; resumes below fsync as usual
-            for n in (10000, 1):
-                path = os.path.join(root, f"template-{n}")
-                run = durable_cli.start(workloads.napper, n, "1s", dir=path)
-                assert run.status == "sleeping" and run.wake_at, run
-                templates[n] = (path, run.wake_at)
-        wake = max(datetime.fromisoformat(w.replace("Z", "+00:00")) for _, w in templates.values())
-        time.sleep(max(0.0, (wake - datetime.now(timezone.utc)).total_seconds() + 0.05))
-        samples: dict[int, list[float]] = {10000: [], 1: []}
-        for r in range(self.n(7, 2)):
-            for n, (path, _) in templates.items():
-                copy = os.path.join(root, f"copy-{n}-{r}")
-                shutil.copytree(path, copy)
-                began = time.perf_counter()
-                summary = tick_api(dir=copy)
-                samples[n].append(time.perf_counter() - began)
-                assert summary.completed == 1, summary
-            self.probe(5)
-        big, small = median(samples[10000]), median(samples[1])
-        self.facts["resume_10000_s"], self.facts["resume_1_s"] = big, small
-        self.row("replay (per journaled step)", (big - small) / 9999, None, "-", 10.0, kind="us",
-                 per="per step")
+        """Replay per step against sum(range(1000)), a 100,000-event history, inspect of it (history.py)."""
+        history.replay(self)
 
     def continued(self) -> None:
         """Issue 20: a polling loop that continues as new every 100 iterations resumes as fast at

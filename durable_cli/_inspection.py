@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable, Iterator
 
-from .errors import DurableError, RunNotFound
+from .errors import DurableError, JournalDamaged, RunNotFound
 from ._store import Store
 
 from ._engine.history import status_of
@@ -75,6 +75,96 @@ def describe_run(store: Store, run_id: str, follow: bool = True) -> dict[str, An
         run_id, _ = newest(store, run_id)
     events = store.read_events(run_id)
     history = History(events)
+    entries = list(_entries(history, history.ops.__getitem__))
+    return _document(store, run_id, requested, history, events, entries, events)
+
+
+_BATCH = 256  # lines decoded at once when a stub is shown
+
+
+def _where(store: Store, run_id: str) -> str:
+    """How a store's reads name a run's journal in errors: its file, or the store and the run."""
+    location = store.journal_location(run_id)
+    return location if location != store.location else f"{store.location} run {run_id}"
+
+
+class RunView:
+    """What `durable inspect` prints, read so that its first screen does not wait for the rest:
+    `document` is `describe_run`'s without its timeline and events, and `timeline()` and
+    `events()` decode each event of a step's or a sleep's (the bulk of a long journal) only as they
+    come to it (`_journal.skim`)."""
+
+    def __init__(self, store: Store, run_id: str, follow: bool = True) -> None:
+        from . import _journal as journal
+        from ._engine.chains import newest
+        from ._engine.history import History
+
+        read: dict[str, tuple[list[dict[str, Any]], list[bytes]]] = {}
+
+        def skimmed(run: str) -> History:
+            events, lines = journal.skim(b"".join(store.export_lines(run)), _where(store, run), run)
+            read[run] = events, lines
+            return History(events)
+
+        requested = run_id
+        run_id, self.history = newest(store, run_id, skimmed) if follow else (run_id, skimmed(run_id))
+        self._events, self._lines = read[run_id]
+        self._whole: dict[int, dict[str, Any]] = {}  # stubs decoded so far, by line index
+        self.where = _where(store, run_id)
+        events = [*self._events[:-1], self._full(self._events[-1])]  # the header shows the last one's time
+        self.document = _document(store, run_id, requested, self.history, events, [], [])
+
+    def _full(self, event: dict[str, Any]) -> dict[str, Any]:
+        """`event` whole: a stub is decoded from its line, with the stubs of the next lines (one
+        parse for many lines is twice as fast as one a line)."""
+        from . import _journal as journal
+
+        if event["type"] not in journal.SKIMMED:
+            return event
+        index = event["seq"] - 1
+        whole = self._whole.get(index)
+        if whole is None:
+            batch = [i for i in range(index, min(index + _BATCH, len(self._events)))
+                     if self._events[i]["type"] in journal.SKIMMED and i not in self._whole]
+            try:
+                self._whole.update(zip(batch, journal.decode_lines([self._lines[i] for i in batch])))
+            except ValueError:  # one a line: the first that does not decode is named
+                self._whole.update((i, self._decode(i)) for i in batch)
+            whole = self._whole[index]
+        return whole
+
+    def _decode(self, index: int) -> dict[str, Any]:
+        from . import _journal as journal
+
+        try:
+            return journal.decode(self._lines[index])
+        except ValueError as exc:
+            raise JournalDamaged(f"journal damaged: {self.where}: line {index + 1} is unreadable ({exc})") from None
+
+    def _op(self, pos: int) -> Any:
+        from ._engine.history import Op
+
+        skimmed = self.history.ops[pos]
+        events = [self._full(event) for event in skimmed.events]
+        op = Op(pos, skimmed.kind, str(events[0].get("name", "")))  # a stub has no name: as `History.add`
+        op.retry_base = skimmed.retry_base
+        op.events = events
+        for event, full in zip(skimmed.events, op.events):
+            if event is skimmed.completion:
+                op.completion = full
+        return op
+
+    def timeline(self) -> Iterator[dict[str, Any]]:
+        return _entries(self.history, self._op)
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        return (self._full(event) for event in self._events)
+
+
+def _document(store: Store, run_id: str, requested: str, history: Any, events: list[dict[str, Any]],
+              entries: list[dict[str, Any]], shown: list[dict[str, Any]]) -> dict[str, Any]:
+    """`describe_run`'s document from a run's history, with `entries` as its timeline and `shown`
+    as its events (`events` holds every event, skimmed or not: the header reads only whole ones)."""
     first, last = events[0], events[-1]
     outcome = history.outcome or history.blocked or {}
     return {
@@ -86,7 +176,7 @@ def describe_run(store: Store, run_id: str, follow: bool = True) -> dict[str, An
         "wake_at": (history.suspended or {}).get("wake_at") if not history.finished else None,
         "parent": first.get("parent"), "children": [
             op.events[0]["child_run_id"] for op in history.ops.values() if op.kind == "child"
-        ], "timeline": timeline(events), "events": events, "journal": store.journal_location(run_id),
+        ], "timeline": entries, "events": shown, "journal": store.journal_location(run_id),
         "problem": store.problems().get(run_id),
         "tags": dict(history.tags),
         "published": {key: event["value"] for key, event in history.published.items()},
@@ -132,39 +222,42 @@ def timeline(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     from ._engine.history import History
 
     history = History(events)
-    entries: list[dict[str, Any]] = []
+    return list(_entries(history, history.ops.__getitem__))
+
+
+def _entries(history: Any, op_at: Callable[[int], Any]) -> Iterator[dict[str, Any]]:
+    """The timeline's entries, one at a time; `op_at(pos)` gives the operation with whole events."""
     for pos in sorted(history.ops):
-        op = history.ops[pos]
+        op = op_at(pos)
         first = op.events[0]
         done = op.completion is not None
         if op.kind == "step":
-            entries.append(_step_entry(op))
+            yield _step_entry(op)
         elif op.kind == "sleep":
-            entries.append({"kind": "sleep", "pos": pos, "until": first.get("until"),
-                            "status": "completed" if done else "sleeping"})
+            yield {"kind": "sleep", "pos": pos, "until": first.get("until"),
+                   "status": "completed" if done else "sleeping"}
         elif op.kind == "hook":
             payloads = history.payloads.get(first["token"], [])
             sizes = [len(json.dumps(p["payload"])) for p in payloads]
-            entries.append({"kind": "hook", "pos": pos, "name": op.name, "token": first["token"],
-                            "deadline": first.get("until"), "payloads": len(payloads), "sizes": sizes})
+            yield {"kind": "hook", "pos": pos, "name": op.name, "token": first["token"],
+                   "deadline": first.get("until"), "payloads": len(payloads), "sizes": sizes}
         elif op.kind == "wait":
             outcome = op.completion or {}
-            entries.append({"kind": "wait", "pos": pos, "name": op.name, "token": first.get("token"),
-                            "status": "timed out" if outcome.get("timed_out") else
-                            "cancelled" if outcome.get("cancelled") else
-                            (f"payload {outcome['n']}" if done else "waiting"),
-                            "deadline": (op.first("hook_wait") or {}).get("until")})
+            yield {"kind": "wait", "pos": pos, "name": op.name, "token": first.get("token"),
+                   "status": "timed out" if outcome.get("timed_out") else
+                   "cancelled" if outcome.get("cancelled") else
+                   (f"payload {outcome['n']}" if done else "waiting"),
+                   "deadline": (op.first("hook_wait") or {}).get("until")}
         elif op.kind in ("child", "join"):
-            entries.append({"kind": op.kind, "pos": pos, "name": op.name,
-                            "child_run_id": first.get("child_run_id"),
-                            "status": (op.completion or {}).get("status", "started" if op.kind == "child" else "waiting")})
+            yield {"kind": op.kind, "pos": pos, "name": op.name,
+                   "child_run_id": first.get("child_run_id"),
+                   "status": (op.completion or {}).get("status", "started" if op.kind == "child" else "waiting")}
         else:
-            entries.append({"kind": op.kind, "pos": pos, "name": op.name, "value": first.get("value")})
+            yield {"kind": op.kind, "pos": pos, "name": op.name, "value": first.get("value")}
     if history.suspended is not None and not history.finished:
         for wait in history.suspended.get("waits", []):
             if wait["pos"] not in history.ops:
                 kind = {"hook": "wait", "child": "join"}.get(wait["kind"], wait["kind"])
-                entries.append({"kind": kind, "pos": wait["pos"], "name": "", "status": "waiting",
-                                "token": wait.get("token"), "child_run_id": wait.get("child_run_id"),
-                                "deadline": wait.get("until")})
-    return entries
+                yield {"kind": kind, "pos": wait["pos"], "name": "", "status": "waiting",
+                       "token": wait.get("token"), "child_run_id": wait.get("child_run_id"),
+                       "deadline": wait.get("until")}

@@ -16,7 +16,7 @@ finishes whatever of 2-4 is missing. The drive that ended the old run goes on wi
 from __future__ import annotations
 
 import hashlib
-from typing import Any, NoReturn
+from typing import Any, Callable, NoReturn
 
 from ..errors import EngineError, RunNotFound, Suspend
 from .._store.base import Store
@@ -135,16 +135,19 @@ def _now(ex: Execution) -> str:
     return iso(ex.clock())
 
 
-def newest(store: Store, run_id: str) -> tuple[str, History]:
-    """The newest run of the chain `run_id` belongs to (following `continued_as`), with its history."""
-    history = History(store.read_events(run_id))
+def newest(store: Store, run_id: str, history_of: Callable[[str], History] | None = None) -> tuple[str, History]:
+    """The newest run of the chain `run_id` belongs to (following `continued_as`), with its history
+    (each run's as `history_of` reads it: by default folded from all its events)."""
+    if history_of is None:
+        history_of = lambda run: History(store.read_events(run))  # noqa: E731
+    history = history_of(run_id)
     seen = {run_id}
     while history.status == "continued":
         following = str((history.outcome or {}).get("continued_as"))
         if following in seen:
             break
         try:
-            history = History(store.read_events(following))
+            history = history_of(following)
         except RunNotFound:
             break  # the new run's creation was cut short: the old run is the newest there is
         run_id = following

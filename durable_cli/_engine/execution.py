@@ -191,7 +191,7 @@ class Execution:
         self.position += 1
         pos = self.position
         op = self.history.ops.get(pos)
-        if op is not None and (op.kind, op.name) != (kind, name):
+        if op is not None and (op.kind != kind or op.name != name):
             self.abort(divergence(pos, describe(op.kind, op.name), describe(kind, name)))
         return pos, op
 

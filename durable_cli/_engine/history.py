@@ -7,7 +7,6 @@ Events without one are lifecycle facts (`run_*`) or inputs delivered from outsid
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from .._status import FINISHED, TERMINAL
@@ -18,16 +17,18 @@ COMPLETIONS = frozenset({"step_completed", "sleep_completed", "hook_next", "chil
 INPUTS = frozenset({"hook_payload", "child_finished", "run_woken"})
 
 
-@dataclass
 class Op:
     """Everything the journal holds about one durable call."""
 
-    pos: int
-    kind: str
-    name: str
-    events: list[Event] = field(default_factory=list)
-    completion: Event | None = None
-    retry_base: int = 0
+    __slots__ = ("pos", "kind", "name", "events", "completion", "retry_base")
+
+    def __init__(self, pos: int, kind: str, name: str) -> None:
+        self.pos = pos
+        self.kind = kind
+        self.name = name
+        self.events: list[Event] = []
+        self.completion: Event | None = None
+        self.retry_base = 0
 
     def first(self, event_type: str) -> Event | None:
         return next((e for e in self.events if e["type"] == event_type), None)
@@ -117,15 +118,21 @@ class History:
             if op is None:
                 op = self.ops[pos] = Op(pos, _KIND.get(kind, kind), str(event.get("name", "")))
             op.events.append(event)
-            if kind == "event_set":
+            # is_final and is_progress, inlined: this branch runs for nearly every event replayed
+            if kind in COMPLETIONS:
+                op.completion = event
+                self.completion_order.append(pos)
+                self.crashes = 0
+            elif kind == "step_failed":
+                if event.get("final"):
+                    op.completion = event
+                    self.completion_order.append(pos)
+                if is_progress(event):
+                    self.crashes = 0
+            elif kind == "event_set":
                 self.published[event["key"]] = event
             elif kind == "tags_set":
                 self.tags.update(event["tags"])
-            if is_final(event):
-                op.completion = event
-                self.completion_order.append(pos)
-            if is_progress(event):
-                self.crashes = 0
             self.status = "running"
             self.suspended = None
         elif kind in INPUTS:

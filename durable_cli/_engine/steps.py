@@ -51,7 +51,9 @@ def args_hash(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
 def _begin(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, Op | None, str]:
     pos, op = ex.begin("step", sdef.name)
     digest = args_hash(args, kwargs)
-    started = op.first("step_started") if op is not None else None
+    started = None
+    if op is not None:  # a step's first event is its first start (`first` scans, for odd journals)
+        started = op.events[0] if op.events[0]["type"] == "step_started" else op.first("step_started")
     recorded = started.get("args_hash") if started is not None else None
     if recorded and recorded != digest and getattr(ex.definition, "check_args", True):
         from .execution import divergence

@@ -282,10 +282,17 @@ class FileStore(Store):
         return events
 
     def export_lines(self, run_id: str) -> list[bytes]:
-        self.read_events(run_id)  # the journal must be whole and this run's
-        with open(self._journal_path(run_id), "rb") as handle:
-            data = handle.read()
-        return [line + b"\n" for line in data[: data.rfind(b"\n")].split(b"\n")]
+        path = self._journal_path(run_id)
+        self._check_journal(path)
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except FileNotFoundError:
+            raise RunNotFound(f"no run {run_id!r} in {self.location}") from None
+        events, lines = journal.skim(data, path, run_id, stubs=False)  # whole and this run's, as read_events checks
+        if not events:
+            raise RunNotFound(f"no run {run_id!r} in {self.location}")
+        return [line + b"\n" for line in lines]
 
     def journal_stats(self, since: datetime | None) -> dict[str, Any]:
         """`Store.journal_stats` from the raw lines of each journal (no JSON parsed but names)."""

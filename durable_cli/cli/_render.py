@@ -10,7 +10,7 @@ import json
 import re
 from collections import Counter
 from datetime import datetime
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from .._status import LISTED_STATUSES
 
@@ -95,6 +95,12 @@ def _timeline_line(entry: dict[str, Any], color: bool) -> str:
 
 def render_run(doc: dict[str, Any], color: bool = False) -> str:
     """`inspect` as text: a header, the timeline of durable calls, and the current wait."""
+    return "\n".join(run_lines(doc, doc["timeline"], doc["events"], color))
+
+
+def run_lines(doc: dict[str, Any], timeline: Iterable[dict[str, Any]], events: Iterable[dict[str, Any]],
+              color: bool = False) -> Iterator[str]:
+    """`render_run`'s lines one at a time, with the timeline and events given apart (read lazily)."""
     status = doc["status"]
     lines = [
         f"run       {_style(doc['run_id'], status, color, bold=True)}",
@@ -124,13 +130,17 @@ def render_run(doc: dict[str, Any], color: bool = False) -> str:
     lines.append(f"journal   {safe(doc['journal'])}")
     lines.append("")
     lines.append("timeline")
-    lines.extend(_timeline_line(entry, color) for entry in doc["timeline"])
-    if not doc["timeline"]:
-        lines.append("  (no durable calls yet)")
-    lines.append("")
-    lines.append("events")
-    lines.extend(event_line(event, color) for event in doc["events"])
-    return "\n".join(lines)
+    yield from lines
+    empty = True
+    for entry in timeline:
+        empty = False
+        yield _timeline_line(entry, color)
+    if empty:
+        yield "  (no durable calls yet)"
+    yield ""
+    yield "events"
+    for event in events:
+        yield event_line(event, color)
 
 
 def _links(doc: dict[str, Any]) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -25,13 +26,20 @@ def inspect(settings: Settings, run_id: str, no_follow: bool, as_json: bool) -> 
 
     A run that continued as new shows as the newest run of its chain, unless --no-follow.
     """
-    from .._inspection import describe_run
-    from ._render import render_run
+    from .._inspection import RunView, describe_run
+    from ._render import run_lines
     from .._store.base import check_run_id
 
     with settings.opened() as store:
-        document = describe_run(store, check_run_id(run_id), follow=not no_follow)
-    _emit(as_json, document, lambda: click.echo(render_run(document, color=_color())))
+        if as_json:
+            _emit(True, describe_run(store, check_run_id(run_id), follow=not no_follow), lambda: None)
+            return
+        # Text comes out as it is rendered (a screen at a time), each event decoded as it is shown:
+        # the first screen of a long journal does not wait for the rest.
+        view = RunView(store, check_run_id(run_id), follow=not no_follow)
+        lines = run_lines(view.document, view.timeline(), view.events(), color=_color())
+        while chunk := list(itertools.islice(lines, 64)):
+            click.echo("\n".join(chunk))
 
 
 @main.command(name="ls")
