@@ -524,6 +524,7 @@ def test_schedules_are_controlled_from_python_too(project: Project, monkeypatch:
     (project.root / "durable.yaml").write_text(SCHEDULE)
     monkeypatch.chdir(project.root)  # the Python API reads ./durable.yaml, as the CLI does
     monkeypatch.syspath_prepend(str(project.root))
+    monkeypatch.delitem(sys.modules, "flows", raising=False)  # another test's, cached in this process
     try:
         pause_schedule("hourly", **where(project))
         assert ok(project, "schedules")[0]["paused"] is True
