@@ -6,7 +6,7 @@
 - fan-out: a parent starting 1,000 children that each run one step, until all are done (the
   in-process `start()`, then one `durable tick --workers 4`), per child: target <= 4x the floor.
 
-    .venv/bin/python bench/parallel.py [--quick]     # these figures alone, with run.py's floor
+    .venv/bin/python bench/parallel.py [--quick] [--only parallel|fanout]   # alone, with run.py's floor
 
 The workflows live here, so ticks in other processes import them as `parallel:...`.
 """
@@ -142,6 +142,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats, 200 children")
+    parser.add_argument("--only", choices=("parallel", "fanout"), help="measure only this figure")
     opts = parser.parse_args()
     load_before = os.getloadavg()[0]
     base = tempfile.mkdtemp(prefix="durable-bench-parallel-")
@@ -149,8 +150,10 @@ def main() -> None:
     bench = Bench(base, opts.quick)
     try:
         bench.open_floor()
-        bench.figure(lambda: parallel_steps(bench))
-        bench.figure(lambda: fan_out_children(bench))
+        if opts.only != "fanout":
+            bench.figure(lambda: parallel_steps(bench))
+        if opts.only != "parallel":
+            bench.figure(lambda: fan_out_children(bench))
     finally:
         shutil.rmtree(base, ignore_errors=True)
     facts = bench.facts

@@ -4,11 +4,27 @@ A child's run id is derived from its parent's id and the call's position, and cr
 exclusively, so a replay (even after a crash between creating the child and journaling it)
 never starts a second child. A finished child leaves its outcome in the parent's inbox and wakes
 the parent; nothing polls children.
+
+Fan-out costs no sync per child on the parent's side:
+- `start_child` flushes the parent's journal before creating the child only when it holds
+  something unsynced besides `child_started`/`child_finished`: those are no input the workflow
+  took (the child's id follows from the parent's id and position, its outcome is durable in the
+  child's journal), so a replay from the durable prefix reaches the same positions and finds the
+  same children (created exclusively), and nothing the code decided on is lost.
+- A child that finishes while its parent drives it (in start_child's thread) hands its outcome
+  to the parent's execution (`hand_over`), which journals `child_finished` at once instead of
+  through an inbox file (a file fsync, a rename and a directory fsync per child). The child stays
+  due until the parent's journal holds that line durably (`release_handed`, after the parent's
+  flush): a crash before leaves it due, the tick finds it finished and posts the outcome to the
+  inbox as before, and the parent journals it once (delivery skips a child it holds).
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
+import time
+from contextvars import ContextVar
 from typing import Any
 
 from .._digest import sha256_hex
@@ -19,6 +35,32 @@ from .execution import Clock, Execution
 from .scheduler import park, turn
 from .waits import Wait, block
 
+
+# events start_child may leave unsynced when it creates the next child (module docstring)
+BATCHED = frozenset({"child_started", "child_finished"})
+
+# in start_child's thread: (the parent's run id, where its children's outcomes are handed)
+_handoff: ContextVar[tuple[str, list[dict[str, Any]]] | None] = ContextVar("durable_handoff", default=None)
+
+
+def hand_over(parent_id: str, child_id: str, message: dict[str, Any]) -> bool:
+    """Hand a finished child's outcome (`message`, as it would be posted) to its parent when the
+    parent drives it in this thread; False when it must go through the parent's inbox."""
+    handoff = _handoff.get()
+    if handoff is None or handoff[0] != parent_id:
+        return False
+    handoff[1].append({**message, "finished_run_id": child_id})
+    return True
+
+
+def release_handed(ex: Execution) -> None:
+    """Drop the due entries of the children whose outcomes `ex` holds durably now (called after a
+    flush of `ex`; a crash before it leaves them due, and the tick posts their outcome again)."""
+    if not ex.handed or ex.session.has_pending:
+        return
+    handed, ex.handed = ex.handed, []
+    for run_id in handed:
+        ex.store.set_due(run_id, None)
 
 
 def child_run_id(parent: str, pos: int) -> str:
@@ -115,12 +157,15 @@ def start_child(ex: Execution, definition: Any, args: tuple[Any, ...], kwargs: d
         flow = flow_request(ex.options.queues, queue)
     except DurableError as exc:
         ex.abort(exc)
-    ex.flush()
+    if ex.unsynced - BATCHED:
+        ex.flush()
     failure: list[BaseException] = []
+    handed: list[dict[str, Any]] = []
     create_run = ex.create_run
     assert create_run is not None, "an execution that runs workflow code is given create_run"
 
     def create() -> None:
+        _handoff.set((ex.run_id, handed))
         try:
             create_run(ex.store, definition, args, kwargs, run_id, ex.clock, ex.options,
                        {"parent": {"run_id": ex.run_id, "pos": pos}}, flow=flow)
@@ -145,4 +190,10 @@ def start_child(ex: Execution, definition: Any, args: tuple[Any, ...], kwargs: d
 
     ex.record("child_started", pos=pos, name=definition.name, child_run_id=run_id,
               workflow=reference(definition)["workflow"])
+    for message in handed:
+        if message["child_run_id"] not in ex.history.children:
+            ex.record("child_finished", child_run_id=message["child_run_id"], status=message["status"],
+                      result=message.get("result"), error=message.get("error"),
+                      sent_at=message["sent_at"], message_id=f"{time.time_ns():020d}-{secrets.token_hex(6)}")
+        ex.handed.append(message["finished_run_id"])
     return ChildHandle(ex, run_id, definition.name)

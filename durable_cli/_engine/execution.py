@@ -100,6 +100,12 @@ class Execution:
         """The run this one continued as, and when it was made due."""
         self.trace: Trace = getattr(options, "telemetry", NOOP).trace(self)
         """This execution's spans and metrics (`_telemetry`; a no-op unless observability is on)."""
+        self.unsynced: set[str] = set()
+        """Types of the events recorded since the last flush (children.start_child skips the flush
+        when they are only its own `child_started`/`child_finished`)."""
+        self.handed: list[str] = []
+        """Children whose outcome was handed to this run in-process (not through its inbox): each
+        stays due until this run's journal holds its `child_finished` durably (lifecycle._finish)."""
 
     @property
     def metadata(self) -> WorkflowMetadata:
@@ -153,17 +159,20 @@ class Execution:
         """Stage one event (durable at the next flush) and fold it into the history."""
         event = self.session.stage({"type": event_type, "seq": 0, "at": iso(self.clock()), **fields})
         self.history.add(event)
+        self.unsynced.add(event_type)
         self.trace.recorded(event)
         return event
 
     def flush(self, terminal: bool = False) -> None:
         """Make staged events durable; the first flush of a live run marks it for recovery first."""
         if not self.session.has_pending:
+            self.unsynced.clear()
             return
         if not terminal and not self.marked:
             self.store.set_due(self.run_id, self.clock())
             self.marked = True
         self._store(self.session.flush)
+        self.unsynced.clear()
 
     def write(self) -> None:
         """Store staged events before control returns to the workflow (a step's outcome): they

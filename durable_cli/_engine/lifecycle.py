@@ -27,6 +27,7 @@ from .._status import FINISHED, TERMINAL
 from .._store.base import RunSession, Store, check_run_id
 from .._timeparse import iso, parse_instant
 from .context import current_execution
+from .children import hand_over, release_handed
 from .definitions import WorkflowDef
 from .delivery import deliver
 from .execution import Clock, Execution
@@ -155,9 +156,10 @@ def _execute(ex: Execution, due_at: datetime | None, start: dict[str, Any] | Non
         return  # it waits for `durable retry` (after a fix); its due entry stays as it is
     elif history.finished:
         if due_at is not None:
-            notify_parent(ex)  # a crash may have come between its outcome and the parent's message
+            handed = notify_parent(ex)  # a crash may have come between its outcome and the parent's message
             leave_queue(ex)  # and between its outcome and giving its queue slot back
-            store.set_due(ex.run_id, None)  # a stale entry: drop it so no tick sees it again
+            if not handed:
+                store.set_due(ex.run_id, None)  # a stale entry: drop it so no tick sees it again
         return
     elif history.status == "running" and start is None:
         crashes = history.crashes + 1
@@ -233,6 +235,7 @@ def _finish(ex: Execution, result: Any, completed: bool) -> None:
             deliver(ex)
             ex.record("run_continued", continued_as=carry_over(ex))
             ex.flush(terminal=True)
+        release_handed(ex)
         ex.index()
     elif completed or ex.fatal is not None or ex.cancel_requested():
         # no payload may be acknowledged between this last delivery and the final event
@@ -242,6 +245,7 @@ def _finish(ex: Execution, result: Any, completed: bool) -> None:
             # A child stays due until its parent has its outcome: a crash between the two leaves
             # the child due, and the tick that finds it finished sends the outcome again.
             ex.flush(terminal=not history.start.get("parent"))
+        release_handed(ex)
         if history.status == "blocked":
             return  # not finished: it keeps its due entry and waits for `durable retry`
     else:
@@ -252,14 +256,16 @@ def _finish(ex: Execution, result: Any, completed: bool) -> None:
             if ex.session.has_pending or not last or (last["status"], last.get("wake_at")) != (status, wake_text):
                 ex.record("run_suspended", status=status, wake_at=wake_text, waits=[w.describe() for w in waits])
         ex.flush()
+        release_handed(ex)
     if history.finished:
         if ex.cancelled:
             store.clear_cancel(ex.run_id)
         if history.status in ("cancelled", "timed_out"):
             cancel_children(ex)
-        notify_parent(ex)
+        handed = notify_parent(ex)
         leave_queue(ex)
-        store.set_due(ex.run_id, None)
+        if not handed:  # handed to its parent in-process: the parent drops the entry once it holds the outcome
+            store.set_due(ex.run_id, None)
     else:
         wake_at = history.suspended.get("wake_at") if history.suspended else None
         store.set_due(ex.run_id, due_time(history, parse_instant(wake_at) if wake_at else None))
@@ -336,25 +342,31 @@ def retry_run(store: Store, run_id: str, clock: Clock, options: Options,
     return Run.from_history(run_id, ex.history)
 
 
-def notify_parent(ex: Execution) -> None:
-    """Leave a finished child's outcome in its parent's inbox, and wake the parent if it is free."""
+def notify_parent(ex: Execution) -> bool:
+    """Leave a finished child's outcome in its parent's inbox, and wake the parent if it is free;
+    or, for a child its parent drives in this thread (`children.handoff`), hand the outcome to the
+    parent's execution directly: True then (the child stays due until the parent holds it)."""
     parent = ex.history.start.get("parent")
     if not parent or ex.history.status in ("migrated", "continued"):
-        return  # a run that continued as new: the newest of its chain tells the parent
+        return False  # a run that continued as new: the newest of its chain tells the parent
     from .chains import chain_of
 
     outcome_event = ex.history.outcome or {}
-    ex.store.post(parent["run_id"], {
+    message = {
         "kind": "child", "child_run_id": chain_of(ex.history.start, ex.run_id)[0], "status": ex.history.status,
         "result": outcome_event.get("result"), "error": outcome_event.get("error"),
         "sent_at": iso(ex.clock()),
-    })
+    }
+    if hand_over(parent["run_id"], ex.run_id, message):
+        return True
+    ex.store.post(parent["run_id"], message)
     if not ex.options.wake_parent:
-        return
+        return False
     try:
         drive(ex.store, parent["run_id"], ex.clock, ex.options)
     except RunBusy:
         pass
+    return False
 
 
 def children_of(ex: Execution) -> list[str]:
