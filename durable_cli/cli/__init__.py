@@ -54,7 +54,7 @@ def _fail_from(exc: BaseException) -> NoReturn:
 _COMMANDS = {
     "run": "_runs", "resume": "_runs", "cancel": "_runs", "retry": "_runs",
     "inspect": "_views", "ls": "_views", "tail": "_views",
-    "tick": "_operate", "schedules": "_operate", "queues": "_operate", "prune": "_operate", "export": "_operate",
+    "tick": "_tickloop", "schedules": "_operate", "queues": "_operate", "prune": "_operate", "export": "_operate",
     "migrate": "_operate", "serve": "_serving", "stats": "_stats",
     "events": "_repair", "fork": "_repair", "wake": "_repair",
     "check": "_upgrade", "import": "_upgrade",
@@ -96,11 +96,58 @@ def hoist_global_options(args: list[str]) -> list[str]:
     return before + hoisted + [command] + rest
 
 
-class DurableGroup(click.Group):
+def _show_help(ctx: click.Context, _: click.Parameter, given: bool) -> None:
+    """`--help`, as click's help option shows it."""
+    if given and not ctx.resilient_parsing:
+        click.echo(ctx.get_help(), color=ctx.color)
+        ctx.exit()
+
+
+class _HelpOption(click.Option):
+    """click's `--help` option, except that its help text is translated (gettext, which imports
+    `locale`) when a help page shows it, not on every start as click's is."""
+
+    @property
+    def help(self) -> str | None:
+        from gettext import gettext
+
+        return gettext("Show this message and exit.")
+
+    @help.setter
+    def help(self, value: str | None) -> None:
+        """Set (to None) by click's constructor: the text is the getter's."""
+
+
+class Command(click.Command):
+    """A command whose `--help` option is a `_HelpOption` (every command of `durable` is one)."""
+
+    _durable_help: click.Option | None = None
+
+    def get_help_option(self, ctx: click.Context) -> click.Option | None:
+        names = self.get_help_option_names(ctx)
+        if not names or not self.add_help_option:
+            return None
+        if self._durable_help is None:  # made once, as click does, so callbacks keep their order
+            storage = getattr(click.core, "_HELP_OPTION_STORAGE_NAME", "help")
+            self._durable_help = _HelpOption([*names, storage], is_flag=True, expose_value=False,
+                                             is_eager=True, callback=_show_help)
+        return self._durable_help
+
+
+class Group(Command, click.Group):
+    """A group of `Command`s (and of such groups)."""
+
+    command_class = Command
+    group_class: type[click.Group | type] | None = type  # its subgroups are Groups too
+
+
+class DurableGroup(Group):
     """Loads each command's module only when it runs (a fast start for cron), and turns library
     errors into one-line messages with the documented exit codes. Global options are accepted
     after the command too. A closed stdout (`durable ls | head`) ends any command quietly (exit 1,
     click's handling of EPIPE)."""
+
+    group_class = Group  # its subgroups (`schedules`, ...) are plain groups
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta[_JSON_GIVEN] = "--json" in args

@@ -1,4 +1,6 @@
-"""Running ticks for the CLI: one pass (cron), or `--loop` passes until SIGTERM/SIGINT (systemd)."""
+"""`durable tick`: one pass (cron), or `--loop` passes until SIGTERM/SIGINT (systemd).
+
+A module of its own, so that a tick (every minute from cron) loads no other command."""
 
 from __future__ import annotations
 
@@ -7,10 +9,60 @@ import time
 from datetime import datetime
 from typing import Any, Iterable, Iterator
 
+import click
+
 from .._tick import must_exit
 from .._timeparse import parse_duration, parse_instant
+from . import Settings, _emit, json_option, log_format_option, main, workflow_output
 
 PROGRESS_THRESHOLD = 20
+
+
+@main.command()
+@click.option("--now", "now_text", metavar="ISO8601", help="Treat this instant as the current time.")
+@click.option("--loop", is_flag=True, help="Repeat passes until SIGTERM/SIGINT.")
+@click.option("--interval", default="10s", show_default=True, help="Pause between passes with --loop.")
+@click.option("--workers", default=4, show_default=True, type=click.IntRange(1, 64),
+              help="Processes that share the due runs of a pass (fsyncs overlap); 1 disables.")
+@log_format_option
+@json_option
+@click.pass_obj
+def tick(settings: Settings, now_text: str | None, loop: bool, interval: str, workers: int,
+         log_format: str, as_json: bool) -> None:
+    """Deliver inbox payloads, fire schedules, resume due runs and recover crashed ones.
+
+    Exits 1 when a run could not be driven (each such run is named, on stderr and under `errors`
+    with --json), so cron mails the failure; the other due runs are driven all the same.
+    """
+    log = None
+    if log_format == "json":
+        from ._logformat import json_logging
+
+        log = json_logging()
+    with workflow_output(as_json):
+        summary = run_ticks(settings, now_text, loop, interval, quiet=as_json or log is not None,
+                            workers=workers, log=log)
+    if log is not None:  # nothing but JSON lines: the errors were logged as they came
+        log("error" if summary["errors"] else "info", "tick", _tick_line(summary))
+        if as_json:
+            _emit(as_json, summary, lambda: None)
+        sys.exit(1 if summary["errors"] else 0)
+    _emit(as_json, summary, lambda: click.echo(_tick_line(summary)))
+    if summary["errors"]:
+        from ._render import safe  # only here: a pass without errors prints nothing from outside
+
+        for error in summary["errors"]:
+            click.echo(f"error: run {error['run_id'] or '-'}: {safe(error['error'])}", err=True)
+        sys.exit(1)
+
+
+def _tick_line(summary: dict[str, Any]) -> str:
+    """What the tick did; "nothing due" only when nothing was due and no run errored."""
+    parts = [f"{summary[k]} {k}" for k in ("delivered", "fired", "admitted", "resumed", "completed", "failed", "suspended", "busy", "pruned") if summary.get(k)]
+    errors = summary.get("errors", [])
+    if errors:
+        parts.append(f"{len(errors)} errored ({', '.join(e['run_id'] or '-' for e in errors)})")
+    return "tick: " + (", ".join(parts) if parts else "nothing due")
 
 
 def _progress(items: list[tuple[datetime, str]]) -> Iterable[tuple[datetime, str]]:
@@ -19,8 +71,6 @@ def _progress(items: list[tuple[datetime, str]]) -> Iterable[tuple[datetime, str
         return items
 
     def walk() -> Iterator[tuple[datetime, str]]:
-        import click
-
         with click.progressbar(items, label="resuming runs", file=sys.stderr) as bar:
             yield from bar
 
