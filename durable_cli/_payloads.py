@@ -47,7 +47,7 @@ def _depth(value: Any) -> int:
 
 
 # `\ud800`-`\udfff` escapes: the only way valid UTF-8 JSON text can spell a surrogate
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE = rb"\\u[dD][89a-fA-F]"  # compiled at first use (re caches it)
 
 
 def parse_payload(data: bytes, limit: int = DEFAULT_LIMIT, max_depth: int = MAX_DEPTH) -> Any:
@@ -69,7 +69,7 @@ def parse_payload(data: bytes, limit: int = DEFAULT_LIMIT, max_depth: int = MAX_
         raise InvalidPayload(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     if _depth(value) > max_depth:
         raise NestedTooDeep(f"invalid JSON: nested deeper than {max_depth} levels")
-    if _SURROGATE_ESCAPE.search(data):
+    if re.search(_SURROGATE_ESCAPE, data):
         stored(value)
     return value
 

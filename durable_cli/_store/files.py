@@ -15,11 +15,11 @@ files_queues.py). Every path named after a run is made by `run_path`, once the i
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import stat
 from datetime import datetime
 from contextlib import AbstractContextManager
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
 
 from .. import _faults as faults, _journal as journal
@@ -27,9 +27,6 @@ from ..errors import DurableError, JournalDamaged, RunNotFound, StoreError
 from .base import Event, RunQuery, RunSession, Store, check_run_id, empty_journal
 from .files_due import FileDueIndex
 from .files_inbox import FileInbox
-from .files_index import FileRunIndex
-from .files_queues import FileQueues
-from .files_streams import FileStreams
 from .._digest import sha256_hex as sha
 from .._journal import fsync
 from .fsutil import (NOFOLLOW, fsync_dir, make_dirs, refuse_unsafe_dir, refuse_unsafe_file, unique_name,
@@ -37,6 +34,9 @@ from .fsutil import (NOFOLLOW, fsync_dir, make_dirs, refuse_unsafe_dir, refuse_u
 
 if TYPE_CHECKING:
     from .._queues import QueueLimits
+    from .files_index import FileRunIndex
+    from .files_queues import FileQueues
+    from .files_streams import FileStreams
 
 _PROC_FD = os.path.isdir("/proc/self/fd")
 _SUBDIRS = ("runs", "locks", "due", "due_runs", "tokens", "inbox", "cancel", "streams", "rejected", "schedules",
@@ -102,11 +102,27 @@ class FileStore(Store):
         self._made: set[str] = set()
         self.inbox = FileInbox(self)
         self.due_index = FileDueIndex(self)
-        self.streams = FileStreams(self)
-        self.run_index = FileRunIndex(self)
-        self.queues = FileQueues(self)
         if os.path.lexists(self.root):
             self._check_root()
+
+    # components made at first use, so that a tick with nothing to do does not import them
+    @cached_property
+    def streams(self) -> FileStreams:
+        from .files_streams import FileStreams
+
+        return FileStreams(self)
+
+    @cached_property
+    def run_index(self) -> FileRunIndex:
+        from .files_index import FileRunIndex
+
+        return FileRunIndex(self)
+
+    @cached_property
+    def queues(self) -> FileQueues:
+        from .files_queues import FileQueues
+
+        return FileQueues(self)
 
     def _check_root(self) -> None:
         """Refuse a root (or a subdirectory) that is not a directory of ours or that others can write
@@ -396,6 +412,8 @@ class FileStore(Store):
         return os.path.join(self.root, "tokens", sha(token))
 
     def claim_token(self, token: str, run_id: str) -> str | None:
+        import json  # json, here and below, where used: an idle tick does not load it
+
         path = self._token_path(token)
         data = json.dumps({"token": token, "run_id": check_run_id(run_id)}).encode()
         directory = self._dir("tokens")
@@ -421,6 +439,8 @@ class FileStore(Store):
         raise StoreError(f"cannot claim hook token {token!r}: it keeps changing hands")
 
     def token_owner(self, token: str) -> str | None:
+        import json
+
         try:
             with open(self._token_path(token), "rb") as handle:
                 record = json.loads(handle.read() or b"{}")
@@ -519,6 +539,8 @@ class FileStore(Store):
 
     # schedule bookkeeping
     def schedule_state(self, name: str) -> dict[str, Any] | None:
+        import json
+
         try:
             with open(os.path.join(self.root, "schedules", sha(name) + ".json"), "rb") as handle:
                 state = json.loads(handle.read())
@@ -527,6 +549,8 @@ class FileStore(Store):
         return state if isinstance(state, dict) else None
 
     def save_schedule_state(self, name: str, state: dict[str, Any]) -> None:
+        import json
+
         write_atomic(self._dir("schedules"), sha(name) + ".json", json.dumps(state).encode())
 
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .files import FileStore
 
 _STAMP = "%Y%m%dT%H%M%S%f"
-_STAMP_TEXT = re.compile(r"[0-9]{8}T[0-9]{12}")
+_STAMP_TEXT = r"[0-9]{8}T[0-9]{12}"  # compiled at first use (re caches it), not at every start
 
 
 class FileDueIndex:
@@ -41,7 +41,7 @@ class FileDueIndex:
             stamp = os.read(fd, 64).decode("ascii", "replace")
         finally:
             os.close(fd)
-        return stamp if _STAMP_TEXT.fullmatch(stamp) else None
+        return stamp if re.fullmatch(_STAMP_TEXT, stamp) else None
 
     def set_due(self, run_id: str, at: datetime | None) -> None:
         """Make the run's one entry `due/<bucket>/<stamp>_<id>`, then name it in `due_runs/<id>`, then

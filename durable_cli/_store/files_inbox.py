@@ -16,7 +16,6 @@ it is a `flock` on `locks/<run id>.inbox`.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import stat
 import sys
@@ -75,6 +74,8 @@ class FileInbox:
 
     def post(self, run_id: str, message: dict[str, Any]) -> str:
         """Write the message durably into the run's inbox; its id orders it."""
+        import json  # here: an idle tick does not load it
+
         message_id = f"{time.time_ns():020d}-{unique_name()[:12]}"
         data = json.dumps(message).encode()
         for attempt in range(3):

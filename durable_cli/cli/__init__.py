@@ -7,7 +7,6 @@ bad input. Errors are one sentence on stderr. With `--json`, stdout holds one JS
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from typing import Any, Callable, Iterator, NoReturn
 
@@ -25,6 +24,8 @@ class Failure(click.ClickException):
 
     def show(self, file: Any = None) -> None:
         if self.as_json:
+            import json
+
             try:
                 click.echo(json.dumps({"error": self.format_message(), "exit_code": self.exit_code}))
             except BrokenPipeError:
@@ -300,6 +301,8 @@ def _report_run(run: Any, as_json: bool, document: dict[str, Any] | None = None,
     from ._render import safe
 
     def default_text() -> None:
+        import json
+
         line = f"{run.run_id} {run.status}"
         if run.wake_at:
             line += f" (until {run.wake_at})"

@@ -1,0 +1,37 @@
+"""What `durable tick` loads when it has nothing to do: cron starts it every minute, so its start
+is a figure of its own (bench/README.md, "CLI start"). Each module below was once on that path and
+was cut from it; this keeps them cut. The command runs in a fresh Python (not a `spawn` fork,
+which has durable_cli preloaded: tests/helpers.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from helpers import durable_env
+
+CUT = (
+    "locale",  # click's --help looks up its translation (gettext) on every parse; ours when shown
+    "json",  # the journal, the file store and the CLI import it where they read or write JSON
+    "durable_cli.cli._operate",  # the other operator commands: tick is a module of its own
+    "durable_cli._store.files_queues", "durable_cli._store.files_streams",  # made at first use
+    "durable_cli._store.files_index",
+    "durable_cli._payloads",  # an inbox message's parser: no message, no parser
+    "durable_cli._engine", "durable_cli._config", "durable_cli._queues", "durable_cli.cli._render",
+    "yaml", "hashlib", "dataclasses", "signal", "struct",
+)
+
+
+def test_an_empty_tick_does_not_import_what_was_cut_from_its_start(tmp_path):
+    journals = tmp_path / "journals"
+    code = ("import sys\n"
+            "from durable_cli.cli import main\n"
+            f"main(['--dir', {str(journals)!r}, 'tick'], standalone_mode=False)\n"
+            f"print(sorted(name for name in {CUT!r} if name in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=durable_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    said, loaded = done.stdout.splitlines()
+    assert said == "tick: nothing due"
+    assert json.loads(loaded.replace("'", '"')) == []
