@@ -17,10 +17,11 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
+import threading
 from datetime import datetime
 from contextlib import AbstractContextManager
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator, TypeVar
 
 from .. import _faults as faults, _journal as journal
 from ..errors import DurableError, JournalDamaged, RunNotFound, StoreError
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from .files_streams import FileStreams
 
 _PROC_FD = os.path.isdir("/proc/self/fd")
+_MAKING = threading.Lock()  # FileStore._component
+_Component = TypeVar("_Component")
 _SUBDIRS = ("runs", "locks", "due", "due_runs", "tokens", "inbox", "cancel", "streams", "rejected", "schedules",
             "problems", "index", "queues")
 
@@ -110,19 +113,28 @@ class FileStore(Store):
     def streams(self) -> FileStreams:
         from .files_streams import FileStreams
 
-        return FileStreams(self)
+        return self._component("streams", FileStreams)
 
     @cached_property
     def run_index(self) -> FileRunIndex:
         from .files_index import FileRunIndex
 
-        return FileRunIndex(self)
+        return self._component("run_index", FileRunIndex)
 
     @cached_property
     def queues(self) -> FileQueues:
         from .files_queues import FileQueues
 
-        return FileQueues(self)
+        return self._component("queues", FileQueues)
+
+    def _component(self, name: str, make: Callable[[FileStore], _Component]) -> _Component:
+        """One component per store even when threads ask for it at once (`cached_property` has no
+        lock from Python 3.12 on, and FileQueues keeps the flocks it holds)."""
+        with _MAKING:
+            made: _Component | None = self.__dict__.get(name)
+            if made is None:
+                made = self.__dict__[name] = make(self)
+            return made
 
     def _check_root(self) -> None:
         """Refuse a root (or a subdirectory) that is not a directory of ours or that others can write
