@@ -91,7 +91,8 @@ def run_tick(bench: Any, root: str, extra: list[str]) -> tuple[float, str]:
 
 
 def _clone_queued(root: str, run_id: str, count: int) -> None:
-    """`count` copies of queued run `run_id`: journal, lock file and waiting entry each."""
+    """`count` copies of queued run `run_id`: journal and waiting entry each (a run is held by a
+    lock on its journal: there is no lock file to copy)."""
     with open(os.path.join(root, "runs", run_id + ".jsonl"), "rb") as handle:
         first, rest = handle.read().split(b"\n", 1)
     event = journal.decode(first)
@@ -105,5 +106,4 @@ def _clone_queued(root: str, run_id: str, count: int) -> None:
         fd = os.open(os.path.join(root, "runs", new_id + ".jsonl"), flags, 0o600)
         os.write(fd, journal.encode(event) + rest)
         os.close(fd)
-        os.close(os.open(os.path.join(root, "locks", new_id + ".lock"), flags, 0o600))
         os.close(os.open(os.path.join(waiting, prefix + new_id), flags, 0o600))

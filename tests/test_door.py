@@ -159,7 +159,8 @@ def test_a_message_only_the_journal_refuses_is_rejected_not_raised(
     start(store, waits_for_approval, "a", run_id="a")
     start(store, naps, 7, run_id="napper")
     module = ("durable_cli._store.memory" if isinstance(store, MemoryStore) else
-              "durable_cli._store.fsutil" if hasattr(store, "root") else "durable_cli._store.postgres")
+              # the file store looks parse_message up in _payloads when it reads a message
+              "durable_cli._payloads" if hasattr(store, "root") else "durable_cli._store.postgres")
     monkeypatch.setattr(f"{module}.parse_message", lambda data: json.loads(data))
     _plant(store, "a", token="approval-a", payload={"x": 1}, key=LONE)
 
