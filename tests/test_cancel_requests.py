@@ -121,9 +121,9 @@ def test_a_cancel_asked_while_the_run_suspends_keeps_it_due_now(
     the next tick cancels it, not one a week later."""
     from durable_cli.testing import DurableTestEnv
 
-    monkeypatch.setattr("durable_cli._engine.execution.CANCEL_CHECK_SECONDS", 3600)
     env = (DurableTestEnv() if store == "memory" else DurableTestEnv(dir=str(tmp_path / "j"))
            if store == "files" else DurableTestEnv(store=request.getfixturevalue("pg_url")))
+    monkeypatch.setattr(env.store, "cancel_poll_seconds", 3600)
     _ENVS.append(env)
     try:
         run = env.start(cancelled_while_running)
@@ -131,6 +131,40 @@ def test_a_cancel_asked_while_the_run_suspends_keeps_it_due_now(
         assert [run_id for _, run_id in env.store.due(env.now)] == [run.run_id]
         env.advance("1 minute")
         assert env.get_run(run.run_id).status == "cancelled"
+    finally:
+        _ENVS.remove(env)
+        env.store.close()
+
+
+_AFTER_CANCEL: list[str] = []
+
+
+@step
+def runs_after_the_cancel() -> None:
+    _AFTER_CANCEL.append("ran")
+
+
+@workflow
+def cancelled_then_another_step() -> str:
+    ask_to_cancel_myself()
+    runs_after_the_cancel()
+    return "done"
+
+
+@pytest.mark.parametrize("store", ["memory", "files"])
+def test_no_step_starts_once_a_cancel_is_recorded(store: str, tmp_path: Path) -> None:
+    """On the file and memory stores the executor looks for a cancel before every step (a stat or
+    a dict read), so a step that follows an acknowledged cancel by microseconds never starts
+    (PostgreSQL looks at most every 20 ms: docs/concepts.md)."""
+    from durable_cli.testing import DurableTestEnv
+
+    env = DurableTestEnv() if store == "memory" else DurableTestEnv(dir=str(tmp_path / "j"))
+    _ENVS.append(env)
+    _AFTER_CANCEL.clear()
+    try:
+        run = env.start(cancelled_then_another_step)
+        assert run.status == "cancelled"
+        assert _AFTER_CANCEL == []
     finally:
         _ENVS.remove(env)
         env.store.close()

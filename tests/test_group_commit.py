@@ -264,18 +264,14 @@ async def cancelled_between_rounds(n: int) -> list[Any]:
     return list(await asyncio.gather(*(pair(i) for i in range(n)), return_exceptions=True))
 
 
-def test_a_run_unwinding_while_results_wait_to_be_handed_back_leaves_no_task_waiting(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_unwinding_while_results_wait_to_be_handed_back_leaves_no_task_waiting(tmp_path: Path) -> None:
     """A cancel seen by the first task handed its result back: the others, still waiting on the
     committer (under `return_exceptions=True`, so nothing else ends them), are unwound too."""
     import signal
 
-    from durable_cli._engine import execution
-
     def hung(*_: Any) -> None:
         raise AssertionError("the drive hung: a task waits on the committer forever")
 
-    monkeypatch.setattr(execution, "CANCEL_CHECK_SECONDS", -1.0)  # ask the store before every step
     JOURNAL["root"] = str(tmp_path)
     previous = signal.signal(signal.SIGALRM, hung)
     signal.alarm(30)

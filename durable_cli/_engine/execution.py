@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from .waits import Wait
 
 Clock = Callable[[], datetime]
-CANCEL_CHECK_SECONDS = 0.02
 
 
 def describe(kind: str, name: str) -> str:
@@ -89,7 +88,7 @@ class Execution:
         self.cancelled = False
         self.timed_out = False
         """Set once the run's deadline has passed: it ends as `timed_out` (docs/queues.md)."""
-        self._cancel_checked = -CANCEL_CHECK_SECONDS
+        self._cancel_checked = -float("inf")
         self.suspension: tuple[str, datetime | None, list[Wait]] | None = None
         """(status, earliest wake time, waits) when the run suspends."""
         self.marked = False
@@ -122,15 +121,15 @@ class Execution:
             "hidden": self.history.status == "continued"})
 
     def cancel_requested(self) -> bool:
-        """Whether someone asked to cancel the run, asked of the store at most every 20 ms.
-
-        `durable cancel` acknowledges only once it holds the run, so a step that starts within
-        that window still starts before the cancellation is acknowledged; the bound spares
-        PostgreSQL a round trip per step.
+        """Whether someone asked to cancel the run: asked of the store before every step, or at
+        most every `store.cancel_poll_seconds` where a look costs a round trip (PostgreSQL: 20 ms,
+        so a step may still start within 20 ms of an acknowledged `durable cancel` there; on the
+        file and memory stores a look is a stat or a dict read, and no step starts once the
+        request is recorded).
         A passed deadline counts as a request (to end the run as `timed_out`).
         """
         now = time.monotonic()
-        if not self.cancelled and now - self._cancel_checked >= CANCEL_CHECK_SECONDS:
+        if not self.cancelled and now - self._cancel_checked >= self.store.cancel_poll_seconds:
             self._cancel_checked = now
             self.cancelled = self.store.cancel_requested(self.run_id)
         deadline = self.history.deadline

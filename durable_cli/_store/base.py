@@ -246,6 +246,10 @@ class Store(ABC):
     def due(self, now: datetime) -> Iterator[tuple[datetime, str]]:
         """(due time, run id) of entries due at `now`, earliest first; touches nothing later."""
 
+    cancel_poll_seconds = 0.0
+    """How long the executor of a run may go on trusting its last look at the run's cancel request
+    (0: it looks before every step; a store where a look is a network round trip sets a bound)."""
+
     claims_due = False
     """Whether `claim_due` hands out due runs (else a tick walks the list `due` gives)."""
 

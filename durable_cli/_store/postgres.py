@@ -297,6 +297,7 @@ class PostgresStore(PostgresQueues, Store):
             yield _utc(at), run_id
 
     claims_due = True
+    cancel_poll_seconds = 0.02  # a SELECT per step spared: a cancel may miss a step that starts within 20 ms
 
     def claim_due(self, now: datetime, after: tuple[datetime, str] | None) -> tuple[datetime, str] | None:
         """One statement (`pg_claims.CLAIM_DUE`) claims the next due run nobody holds and reads it;
