@@ -36,7 +36,9 @@ the `step_started` lines of steps that start together (`gather`, a race, tasks) 
 and one fdatasync, and no body runs before its line is durable; results ready together share one
 write (their fdatasync rides the next fact's, as a sequential step's does). Written results are
 handed back one at a time, in journal order, each once every task has parked again: the order
-the replay gate hands them back in, so a replay resolves as the first run did. Lines staged while
+the replay gate hands them back in, so a replay resolves as the first run did (the loop's own
+callback wrapper hands back the next once the last callback queued since has run: no loop turn of
+the committer's per result). Lines staged while
 results are being handed back wait for the next write, so a round of tasks that each go on to
 their next step shares that step's fdatasync too. Tasks waiting on the committer count as steps
 in flight (`busy`): nothing resolves or suspends meanwhile.
@@ -85,7 +87,9 @@ class Scheduler:
         self._staged: list[tuple[asyncio.Future[None], bool]] = []
         """Tasks whose staged lines wait for the committer's write (True: and its fdatasync)."""
         self._handing: list[asyncio.Future[None]] = []
-        """Tasks whose results are written, to be handed back one at a time in journal order."""
+        """Tasks whose results are written, to be handed back one at a time in journal order
+        (reversed: the next one is last)."""
+        self._hand_mark = 0  # the value of _queued right after the last hand-back
         self._commit_mark = -1  # as `_mark`, for the committer
         self._ran = 0  # callbacks queued on the loop that have started
         self._deferred = 0
@@ -100,6 +104,8 @@ class Scheduler:
     def _counted(self, callback: Callable[..., Any], *args: Any) -> None:
         self._ran += 1
         callback(*args)
+        if self._handing and self._ran >= self._hand_mark:
+            self._hand_back()  # every callback queued up to the last hand-back has run
 
     # what the workflow's calls use
     async def turn(self, pos: int) -> None:
@@ -131,9 +137,10 @@ class Scheduler:
             yield
         finally:
             self.live_steps -= 1
-            if not self.live_steps and self._drained is not None and not self._drained.done():
-                self._drained.set_result(None)
-            self._arm()
+            if not self.live_steps:  # while a step is in flight the pump would not act
+                if self._drained is not None and not self._drained.done():
+                    self._drained.set_result(None)
+                self._arm()
 
     async def commit(self, durable: bool) -> None:
         """Wait until the lines this task staged are written (`durable`: and fdatasync'd), with
@@ -152,7 +159,8 @@ class Scheduler:
             return
         future = self.loop.create_future()
         self._staged.append((future, durable))
-        self._arm_commit()
+        if not self._handing:  # else the last hand-back arms the committer
+            self._arm_commit()
         with self.busy():
             await future
 
@@ -162,7 +170,7 @@ class Scheduler:
             self._commit_mark = self._queued
 
     def _commit(self) -> None:
-        """Write what was staged, or hand back the next result, once every ready task has run."""
+        """Write what was staged once every ready task has run."""
         queued_behind = self._queued - self._commit_mark
         self._commit_mark = -1
         if self.ex.closing:  # the workflow unwinds: its waiting tasks too, nothing more is written
@@ -170,6 +178,8 @@ class Scheduler:
                 future.cancel()
             self._handing, self._staged = [], []
             return
+        if self._handing:
+            return  # the last hand-back arms the committer again
         if queued_behind and self._deferred < MAX_DEFERRALS:
             self._deferred += 1
             self._arm_commit()
@@ -178,7 +188,7 @@ class Scheduler:
         self._guarded(self._write_and_hand_back)
 
     def _write_and_hand_back(self) -> None:
-        if not self._handing and self._staged:
+        if self._staged:
             staged, self._staged = self._staged, []
             if any(durable for _, durable in staged):
                 self.ex.flush()
@@ -189,12 +199,36 @@ class Scheduler:
                     self._handing.append(future)
                 elif not future.done():
                     future.set_result(None)  # a step's body may run: its start is durable
-        while self._handing:
-            future = self._handing.pop(0)
-            if not future.done():
+            self._handing.reverse()
+        self._hand_next()  # the first at once, as the write waited for every task
+
+    def _hand_back(self) -> None:
+        """Hand back the next written result, once every callback queued since the last one has
+        run and none was queued behind it: every task has parked again, as the replay gate waits.
+
+        Called by `_counted` after a callback, not from a callback of its own: no loop turn per
+        result. Lines staged meanwhile are written once every result is handed back."""
+        if self.ex.closing:
+            for future in self._handing:
+                future.cancel()
+            self._handing = []
+            return
+        if self._queued > self._ran and self._deferred < MAX_DEFERRALS:
+            self._deferred += 1  # callbacks queued behind: wait until they have run too
+            self._hand_mark = self._queued
+            return
+        self._deferred = 0
+        self._hand_next()
+
+    def _hand_next(self) -> None:
+        handing = self._handing
+        while handing:
+            future = handing.pop()
+            if not future.done():  # its task may have been cancelled meanwhile
                 future.set_result(None)
                 break
-        if self._handing or self._staged:
+        self._hand_mark = self._queued
+        if not handing and self._staged:
             self._arm_commit()
 
     def lose(self, tasks: Iterable[asyncio.Future[Any]]) -> None:
