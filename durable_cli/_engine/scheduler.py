@@ -49,8 +49,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Coroutine, Iterable, Iterator, NoReturn
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Iterable, NoReturn
 
 from ..errors import DurableError, EngineError, NonDeterminismError, StorageFailure, Suspend
 from .delivery import deliver
@@ -130,17 +129,20 @@ class Scheduler:
         finally:
             self.pending.pop(wait.pos, None)
 
-    @contextmanager
-    def busy(self) -> Iterator[None]:
+    def busy(self) -> Scheduler:
+        """`with scheduler.busy():` counts a step in flight (the scheduler is its own context
+        manager: no generator per step)."""
+        return self
+
+    def __enter__(self) -> None:
         self.live_steps += 1
-        try:
-            yield
-        finally:
-            self.live_steps -= 1
-            if not self.live_steps:  # while a step is in flight the pump would not act
-                if self._drained is not None and not self._drained.done():
-                    self._drained.set_result(None)
-                self._arm()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.live_steps -= 1
+        if not self.live_steps:  # while a step is in flight the pump would not act
+            if self._drained is not None and not self._drained.done():
+                self._drained.set_result(None)
+            self._arm()
 
     async def commit(self, durable: bool) -> None:
         """Wait until the lines this task staged are written (`durable`: and fdatasync'd), with
@@ -161,7 +163,7 @@ class Scheduler:
         self._staged.append((future, durable))
         if not self._handing:  # else the last hand-back arms the committer
             self._arm_commit()
-        with self.busy():
+        with self:
             await future
 
     def _arm_commit(self) -> None:
@@ -374,16 +376,16 @@ async def park(wait: Wait) -> Any:
     return await current().park(wait)
 
 
-@contextmanager
-def busy() -> Iterator[None]:
-    """Count a step in flight as runnable work: nothing resolves or suspends until it ends."""
-    with current().busy():
-        yield
+def busy() -> Scheduler:
+    """`with busy():` counts a step in flight as runnable work: nothing resolves or suspends until
+    it ends."""
+    return current()
 
 
-async def commit(durable: bool) -> None:
-    """Wait until what this task staged is written (`durable`: and fdatasync'd): group commit."""
-    await current().commit(durable)
+def commit(durable: bool) -> Coroutine[Any, Any, None]:
+    """Wait until what this task staged is written (`durable`: and fdatasync'd): group commit.
+    (The scheduler's own coroutine, not one more around it.)"""
+    return current().commit(durable)
 
 
 def lose(tasks: Iterable[asyncio.Future[Any]]) -> None:
