@@ -285,3 +285,41 @@ def test_a_run_unwinding_while_results_wait_to_be_handed_back_leaves_no_task_wai
     events = run_events(tmp_path, "x")
     assert [e["pos"] for e in events if e["type"] == "step_completed"] == [1, 2, 3, 4, 5]
     assert not any(e["type"] == "step_started" and e["pos"] > 5 for e in events)
+
+
+@workflow
+async def yielding_beside(n: int) -> int:
+    """A task that keeps yielding (never parked) beside a gather of `n` steps."""
+    done: list[int] = []
+
+    async def spin() -> None:
+        while not done:
+            await asyncio.sleep(0)
+
+    async def steps() -> int:
+        total = sum(await asyncio.gather(*(tiny(i) for i in range(n))))
+        done.append(total)
+        return total
+
+    total, _ = await asyncio.gather(steps(), spin())
+    return total
+
+
+def test_a_task_that_keeps_yielding_does_not_hold_back_the_results(tmp_path: Path) -> None:
+    """Results are handed back from the loop's callback wrapper once every task has parked again;
+    a task that never parks delays each at most MAX_DEFERRALS passes, never for good."""
+    import signal
+
+    def hung(*_: Any) -> None:
+        raise AssertionError("the drive hung: results wait behind a task that keeps yielding")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(30)
+    try:
+        run = start(yielding_beside, 20, dir=tmp_path, run_id="y")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert (run.status, run.result) == ("completed", sum(range(20)))
+    events = run_events(tmp_path, "y")
+    assert [e["pos"] for e in events if e["type"] == "step_completed"] == list(range(1, 21))
