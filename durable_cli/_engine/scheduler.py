@@ -175,10 +175,8 @@ class Scheduler:
         """Write what was staged once every ready task has run."""
         queued_behind = self._queued - self._commit_mark
         self._commit_mark = -1
-        if self.ex.closing:  # the workflow unwinds: its waiting tasks too, nothing more is written
-            for future in [*self._handing, *(future for future, _ in self._staged)]:
-                future.cancel()
-            self._handing, self._staged = [], []
+        if self.ex.closing:
+            self._cancel_waiting()
             return
         if self._handing:
             return  # the last hand-back arms the committer again
@@ -211,9 +209,7 @@ class Scheduler:
         Called by `_counted` after a callback, not from a callback of its own: no loop turn per
         result. Lines staged meanwhile are written once every result is handed back."""
         if self.ex.closing:
-            for future in self._handing:
-                future.cancel()
-            self._handing = []
+            self._cancel_waiting()
             return
         if self._queued > self._ran and self._deferred < MAX_DEFERRALS:
             self._deferred += 1  # callbacks queued behind: wait until they have run too
@@ -221,6 +217,12 @@ class Scheduler:
             return
         self._deferred = 0
         self._hand_next()
+
+    def _cancel_waiting(self) -> None:
+        """The workflow unwinds: its tasks waiting on the committer too, nothing more is written."""
+        for future in [*self._handing, *(future for future, _ in self._staged)]:
+            future.cancel()
+        self._handing, self._staged = [], []
 
     def _hand_next(self) -> None:
         handing = self._handing
