@@ -14,7 +14,7 @@ _UNITS = {
     "w": 604800.0, "week": 604800.0, "weeks": 604800.0,
 }
 MAX_DURATION = 100 * 365 * 86400.0  # below threading.TIMEOUT_MAX, and far from datetime's year 9999
-_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]+)\s*,?")
+_PART = r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]+)\s*,?"  # compiled at first use (re caches it): a tick parses no duration
 
 
 def parse_duration(value: object) -> float:
@@ -42,9 +42,9 @@ def _parse_text(text: str) -> float:
         return float(stripped)
     except ValueError:
         pass
-    total, pos = 0.0, 0
+    total, pos, part = 0.0, 0, re.compile(_PART)
     while pos < len(stripped):
-        match = _PART.match(stripped, pos)
+        match = part.match(stripped, pos)
         if not match or match.group(2) not in _UNITS:
             raise ValueError(f"not a duration: {text!r} (try '90s', '1h30m' or '7 days')")
         total += float(match.group(1)) * _UNITS[match.group(2)]

@@ -16,12 +16,13 @@ from .._timeparse import parse_duration, parse_instant
 from . import Settings, _emit, json_option, log_format_option, main, workflow_output
 
 PROGRESS_THRESHOLD = 20
+INTERVAL, INTERVAL_S = "10s", 10.0  # the default, not parsed: an idle tick compiles no duration pattern
 
 
 @main.command()
 @click.option("--now", "now_text", metavar="ISO8601", help="Treat this instant as the current time.")
 @click.option("--loop", is_flag=True, help="Repeat passes until SIGTERM/SIGINT.")
-@click.option("--interval", default="10s", show_default=True, help="Pause between passes with --loop.")
+@click.option("--interval", default=INTERVAL, show_default=True, help="Pause between passes with --loop.")
 @click.option("--workers", default=4, show_default=True, type=click.IntRange(1, 64),
               help="Processes that share the due runs of a pass (fsyncs overlap); 1 disables.")
 @log_format_option
@@ -112,7 +113,7 @@ def run_ticks(settings: Any, now_text: str | None, loop: bool, interval: str, qu
     from .._tick import TickSummary, clock_from, tick_once
 
     now = parse_instant(now_text) if now_text else None
-    pause = parse_duration(interval)
+    pause = INTERVAL_S if interval == INTERVAL else parse_duration(interval)
     stop = _stop_on_signals() if loop else None
     total = TickSummary()
     store = settings.open()
