@@ -16,7 +16,7 @@ import zlib
 from typing import Any
 
 from . import _faults as faults
-from .errors import JournalDamaged, JournalTooNew
+from ._errors_core import JournalDamaged, JournalTooNew
 
 # json is imported by the functions that use it: a `durable tick` with nothing to do reads no
 # journal, and json is a sixth of what `durable` adds to the start of `import click`.

@@ -29,7 +29,7 @@ def store_location(dir: str | None, store: str | None, config: Callable[[], Conf
     then durable.yaml (`store:` beats `dir:`), else the file store at ./journals. `config` is
     asked only when flags and environment leave the choice open (a broken durable.yaml does not
     stop `durable ls --dir X`)."""
-    from .errors import StoreError
+    from ._errors_core import StoreError
 
     if dir is not None and store is not None:
         raise StoreError("give either a journal dir or a store URL, not both")

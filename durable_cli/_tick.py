@@ -12,7 +12,7 @@ import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from .errors import DurableError, RunBusy, RunNotFound
+from ._errors_core import DurableError, RunBusy, RunNotFound
 from ._store import Store
 from ._timeparse import utcnow
 

@@ -1,12 +1,17 @@
-"""The exception types users catch or raise, and the engine's control-flow signals."""
+"""The exception types users catch or raise, and the engine's control-flow signals: every one is
+defined here or re-exported from `_errors_core` (the few an idle tick needs) and named `durable_cli.errors.X`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-
-class DurableError(Exception):
-    """Base class of every error durable-cli raises on purpose."""
+from ._errors_core import DurableError as DurableError
+from ._errors_core import JournalDamaged as JournalDamaged
+from ._errors_core import JournalTooNew as JournalTooNew
+from ._errors_core import RunNotFound as RunNotFound
+from ._errors_core import RunBusy as RunBusy
+from ._errors_core import StoreError as StoreError
+from ._errors_core import JournalEmpty as JournalEmpty
 
 
 class FatalError(Exception):
@@ -67,20 +72,6 @@ class ChildFailed(DurableError):
         return ChildFailed, (self.run_id, self.error_type, self.error_message, self.error_args)
 
 
-class JournalDamaged(DurableError):
-    """A journal line other than a torn last line cannot be read; the file is left untouched."""
-
-
-class JournalTooNew(JournalDamaged):
-    """A journal written by a newer durable-cli (a format version `v` above the one this version
-    reads): refused, never replayed. A JournalDamaged, so every command sets it aside as it does a
-    damaged journal: that run is reported, the others go on."""
-
-
-class RunNotFound(DurableError):
-    """No run with that id exists in the store."""
-
-
 class UnknownToken(DurableError):
     """No live run holds that hook token."""
 
@@ -118,20 +109,12 @@ class WorkflowImportError(InvalidReference):
         self.reason = reason
 
 
-class RunBusy(DurableError):
-    """Another process is executing the run right now."""
-
-
 class RunExists(DurableError):
     """A run with that id exists already (when the caller asked to create it only)."""
 
 
 class RunConflict(DurableError):
     """A run id is already taken by a run of another workflow or with other arguments."""
-
-
-class StoreError(DurableError):
-    """The store cannot be used as configured (bad URL, missing driver, newer schema...)."""
 
 
 class UnknownQueue(DurableError):
@@ -168,8 +151,3 @@ class EngineError(DurableError):
     Never journaled as the run's failure: the run keeps its journal and stays recoverable (the
     next tick, or the next command, drives it again); the message names the run.
     """
-
-
-class JournalEmpty(JournalDamaged):
-    """A run's journal holds no event: its creator died before `run_started` was durable, or the
-    journal was cut to nothing. Reported for that run; `durable run --id` creates it again."""

@@ -20,6 +20,7 @@ CUT = (
     "durable_cli._payloads",  # an inbox message's parser: no message, no parser
     "durable_cli._engine", "durable_cli._config", "durable_cli._queues", "durable_cli.cli._render",
     "yaml", "hashlib", "dataclasses", "signal", "struct",
+    "durable_cli.errors",  # ~20 exception classes: what the store, journal and tick raise is in _errors_core
 )
 
 
@@ -35,3 +36,24 @@ def test_an_empty_tick_does_not_import_what_was_cut_from_its_start(tmp_path):
     said, loaded = done.stdout.splitlines()
     assert said == "tick: nothing due"
     assert json.loads(loaded.replace("'", '"')) == []
+
+
+def test_the_default_interval_is_what_parsing_it_would_give():
+    """A tick does not parse the default --interval (its pattern would compile on every start)."""
+    from durable_cli._timeparse import parse_duration
+    from durable_cli.cli._tickloop import INTERVAL, INTERVAL_S
+
+    assert parse_duration(INTERVAL) == INTERVAL_S
+
+
+def test_errors_names_every_class_as_its_own():
+    """Journals record `durable_cli.errors.X`: the classes _errors_core defines keep that name."""
+    import pickle
+
+    from durable_cli import _errors_core, errors
+
+    for name, cls in vars(_errors_core).items():
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            assert getattr(errors, name) is cls
+            assert f"{cls.__module__}.{cls.__qualname__}" == f"durable_cli.errors.{name}"
+            assert type(pickle.loads(pickle.dumps(cls("x")))) is cls

@@ -9,7 +9,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
-from ..errors import StoreError
+from .._errors_core import StoreError
 from .base import RunSession, Store
 
 __all__ = ["RunSession", "Store", "open_store", "opened", "is_postgres_url"]

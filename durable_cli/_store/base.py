@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from .._status import ended
 from .._status import FINAL_EVENTS
-from ..errors import DurableError, JournalEmpty, RunNotFound
+from .._errors_core import DurableError, JournalEmpty, RunNotFound
 
 if TYPE_CHECKING:
     from .._queues import QueueLimits

@@ -24,7 +24,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator, TypeVar
 
 from .. import _faults as faults, _journal as journal
-from ..errors import DurableError, JournalDamaged, RunNotFound, StoreError
+from .._errors_core import DurableError, JournalDamaged, RunNotFound, StoreError
 from .base import Event, RunQuery, RunSession, Store, check_run_id, empty_journal
 from .files_due import FileDueIndex
 from .files_inbox import FileInbox

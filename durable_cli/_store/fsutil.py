@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import _faults as faults
 from .._journal import fsync
-from ..errors import StoreError
+from .._errors_core import StoreError
 
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
