@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import zlib
 from typing import Any
 
 from . import _faults as faults
@@ -41,6 +40,8 @@ def encode(event: dict[str, Any]) -> bytes:
 
 def _crc(head: bytes) -> bytes:
     """The CRC of a line's bytes before `,"crc"`, as the line holds it (8 hex digits)."""
+    import zlib  # here and below, not at the top: an idle tick reads and writes no journal
+
     return b"%08x" % zlib.crc32(head)
 
 
@@ -83,6 +84,8 @@ def _is_line(data: bytes) -> bool:
 def _checksum_ok(line: bytes) -> bool:
     """Whether `line` (without its newline) ends in `,"crc":"xxxxxxxx"}` matching its bytes: the
     one CRC check, of the fast path and of `decode`."""
+    import zlib
+
     head = line[:-_CRC_SUFFIX_LEN]
     return len(line) > _CRC_SUFFIX_LEN and line[-_CRC_SUFFIX_LEN:] == b',"crc":"%08x"}' % zlib.crc32(head)
 
@@ -96,6 +99,7 @@ def _parse_fast(lines: list[bytes]) -> list[dict[str, Any]] | None:
     lines that only parse joined never pass.
     """
     import json
+    import zlib
 
     crc32 = zlib.crc32
     for line in lines:
@@ -177,6 +181,7 @@ def skim(data: bytes, where: str, run_id: str | None = None, stubs: bool = True
     that the journal is whole and the run's, for readers of its lines).
     """
     import json
+    import zlib
 
     lines = data.split(b"\n")
     tail = lines.pop()

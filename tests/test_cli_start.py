@@ -20,6 +20,8 @@ CUT = (
     "durable_cli._payloads",  # an inbox message's parser: no message, no parser
     "durable_cli._engine", "durable_cli._config", "durable_cli._queues", "durable_cli.cli._render",
     "yaml", "hashlib", "dataclasses", "signal", "struct",
+    "zlib",  # the journal's CRC: an idle tick reads and writes no journal
+    "durable_cli._digest",  # names tokens and schedules: an idle tick names neither
     "durable_cli.errors",  # ~20 exception classes: what the store, journal and tick raise is in _errors_core
 )
 

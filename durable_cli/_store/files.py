@@ -28,7 +28,6 @@ from .._errors_core import DurableError, JournalDamaged, RunNotFound, StoreError
 from .base import Event, RunQuery, RunSession, Store, check_run_id, empty_journal
 from .files_due import FileDueIndex
 from .files_inbox import FileInbox
-from .._digest import sha256_hex as sha
 from .._journal import fsync
 from .fsutil import (NOFOLLOW, fsync_dir, make_dirs, refuse_unsafe_dir, refuse_unsafe_file, unique_name,
                      write_atomic)
@@ -45,6 +44,14 @@ _Component = TypeVar("_Component")
 _SUBDIRS = ("runs", "locks", "due", "due_runs", "tokens", "inbox", "cancel", "streams", "rejected", "schedules",
             "problems", "index", "queues")
 
+
+
+def sha(text: str) -> str:
+    """`_digest.sha256_hex`, imported at first use: only tokens and schedules are named by it, and
+    an idle tick names neither (one module file fewer at its start)."""
+    from .._digest import sha256_hex
+
+    return sha256_hex(text)
 
 class FileRunSession(RunSession):
     """A run held through its journal's flock (`_RunLock`), with a journal writer open on it."""
