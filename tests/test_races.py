@@ -1,5 +1,5 @@
-"""Operator commands racing ticks over the same runs, as real processes: `wake` and `fork`
-against ticks that find the runs due. Each race ends with every run correct and no step run
+"""Operator commands racing ticks over the same runs, as real processes: `wake`, `fork` and two
+`import`s of one archive against ticks that find the runs due. Each race ends with every run correct and no step run
 twice (`check_store` holds each journal against the effects file)."""
 
 from __future__ import annotations
@@ -56,3 +56,21 @@ def test_fork_racing_ticks_leaves_the_run_and_its_fork_correct(tmp_path: Path) -
             assert (shown["status"], shown["result"]) == ("completed", i + 1), shown
     executed = Counter((run_id, pos, attempt) for run_id, pos, attempt, _ in project.executions())
     assert executed and max(executed.values()) == 1, executed  # no step twice, in a run or its fork
+
+
+def test_two_imports_of_the_same_runs_racing_ticks_load_each_run_once(tmp_path: Path) -> None:
+    source = fault_project(tmp_path / "source")
+    ids = _sleeping(source, 6)
+    archive = tmp_path / "runs.tar.gz"
+    assert source.cli("export", "--all", "--archive", str(archive)).code == 0
+    target = fault_project(tmp_path / "target")
+    imports = [lambda: target.cli("import", str(archive), real=True) for _ in range(2)]
+    results: list[Result] = in_parallel([*imports, *_ticks(target, 2)], workers=4)
+    for result in results:
+        assert "Traceback" not in result.err, result
+    # an import refuses the ids the other loaded first (exit 2); between them every run is loaded
+    assert {results[0].code, results[1].code} <= {0, 2}, results[:2]
+    target.tick(hours=3)
+    check_store(target, expect_done={run_id: i + 1 for i, run_id in enumerate(ids)}).assert_clean()
+    executed = Counter((run_id, pos) for run_id, pos, _, _ in target.executions())
+    assert sorted(executed) == [(run_id, 2) for run_id in ids] and set(executed.values()) == {1}
