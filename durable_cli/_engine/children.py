@@ -30,6 +30,7 @@ from typing import Any
 from .._digest import sha256_hex
 from ..errors import ChildFailed, DurableError, EngineError, RunBusy, StoreError
 from .._timeparse import parse_instant
+from .delivery import child_finished
 from .outcomes import rebuild
 from .execution import Clock, Execution
 from .scheduler import park, turn
@@ -192,8 +193,6 @@ def start_child(ex: Execution, definition: Any, args: tuple[Any, ...], kwargs: d
               workflow=reference(definition)["workflow"])
     for message in handed:
         if message["child_run_id"] not in ex.history.children:
-            ex.record("child_finished", child_run_id=message["child_run_id"], status=message["status"],
-                      result=message.get("result"), error=message.get("error"),
-                      sent_at=message["sent_at"], message_id=f"{time.time_ns():020d}-{secrets.token_hex(6)}")
+            ex.record("child_finished", **child_finished(message, f"{time.time_ns():020d}-{secrets.token_hex(6)}"))
         ex.handed.append(message["finished_run_id"])
     return ChildHandle(ex, run_id, definition.name)

@@ -18,6 +18,14 @@ if TYPE_CHECKING:
     from .execution import Execution
 
 
+def child_finished(message: dict[str, Any], message_id: str) -> dict[str, Any]:
+    """The fields of the `child_finished` line that journals a child's outcome message (from the
+    parent's inbox, or handed over in-process by a child its parent drives)."""
+    return {"child_run_id": message["child_run_id"], "status": message.get("status"),
+            "result": message.get("result"), "error": message.get("error"),
+            "sent_at": message["sent_at"], "message_id": message_id}
+
+
 def hook_ended(history: History, token: str) -> bool:
     """Whether the hook holding `token` has passed its deadline (it takes no more payloads)."""
     return any(
@@ -93,9 +101,7 @@ def deliver(ex: Execution) -> bool:
                       "sent_at": message["sent_at"], "message_id": message_id}
             event_type = "run_woken"
         else:
-            fields = {"child_run_id": message["child_run_id"], "status": message.get("status"),
-                      "result": message.get("result"), "error": message.get("error"),
-                      "sent_at": message["sent_at"], "message_id": message_id}
+            fields = child_finished(message, message_id)
             event_type = "child_finished"
         try:
             ex.record(event_type, **fields)
