@@ -156,10 +156,9 @@ def _execute(ex: Execution, due_at: datetime | None, start: dict[str, Any] | Non
         return  # it waits for `durable retry` (after a fix); its due entry stays as it is
     elif history.finished:
         if due_at is not None:
-            handed = notify_parent(ex)  # a crash may have come between its outcome and the parent's message
-            leave_queue(ex)  # and between its outcome and giving its queue slot back
-            if not handed:
-                store.set_due(ex.run_id, None)  # a stale entry: drop it so no tick sees it again
+            # a crash may have come between its outcome and the parent's message or giving its
+            # queue slot back; then its stale due entry goes, so no tick sees it again
+            _let_go(ex)
         return
     elif history.status == "running" and start is None:
         crashes = history.crashes + 1
@@ -262,10 +261,7 @@ def _finish(ex: Execution, result: Any, completed: bool) -> None:
             store.clear_cancel(ex.run_id)
         if history.status in ("cancelled", "timed_out"):
             cancel_children(ex)
-        handed = notify_parent(ex)
-        leave_queue(ex)
-        if not handed:  # handed to its parent in-process: the parent drops the entry once it holds the outcome
-            store.set_due(ex.run_id, None)
+        _let_go(ex)
     else:
         wake_at = history.suspended.get("wake_at") if history.suspended else None
         store.set_due(ex.run_id, due_time(history, parse_instant(wake_at) if wake_at else None))
@@ -340,6 +336,16 @@ def retry_run(store: Store, run_id: str, clock: Clock, options: Options,
     finally:
         release(session)
     return Run.from_history(run_id, ex.history)
+
+
+def _let_go(ex: Execution) -> None:
+    """What follows a run's end: its outcome to its parent, its queue slot back, its due entry
+    dropped (unless the outcome was handed to the parent in-process: the parent drops the entry
+    once its journal holds the outcome durably)."""
+    handed = notify_parent(ex)
+    leave_queue(ex)
+    if not handed:
+        ex.store.set_due(ex.run_id, None)
 
 
 def notify_parent(ex: Execution) -> bool:
