@@ -15,6 +15,18 @@ from ..errors import StoreError
 from .base import Event, RunSession, check_stream_name
 from .pg_schema import Conflict, Conn, Db, StoreUrl, connect
 
+def _read_under_claim(run: str) -> str:
+    """What a claim reads of run `run` (an SQL expression) once `taken` holds it: the journal (one
+    text, a line each), the inbox's ids and messages, and the cancel flag."""
+    return f"""(SELECT string_agg(body || chr(10), '' ORDER BY seq) FROM durable_events
+         WHERE run_id = {run} AND EXISTS (SELECT 1 FROM taken)),
+       ARRAY(SELECT id FROM durable_inbox WHERE run_id = {run} AND EXISTS (SELECT 1 FROM taken)
+             ORDER BY id),
+       ARRAY(SELECT message FROM durable_inbox WHERE run_id = {run}
+                AND EXISTS (SELECT 1 FROM taken) ORDER BY id),
+       EXISTS (SELECT 1 FROM durable_cancel WHERE run_id = {run})"""
+
+
 # Take the run if nobody holds it or its holder's lease has lapsed, and read under the claim, in
 # one round trip: the journal (one text, a line each), the inbox and the cancel flag. The claim
 # commits asynchronously: the run's next synchronous commit (its first flush) makes it durable, and
@@ -24,7 +36,7 @@ from .pg_schema import Conflict, Conn, Db, StoreUrl, connect
 # (busy) instead of reading a stale journal. A lapsed holder's last append committed meanwhile is
 # missed, and then this holder's first append breaks its primary key: it writes nothing.
 # With `due_by` (a tick's claim), a run that has no entry due by then is not claimed.
-CLAIM = """
+CLAIM = f"""
 WITH seen AS (SELECT claim FROM durable_runs WHERE run_id = %(run_id)s),
      taken AS (
          UPDATE durable_runs AS r SET claim = nextval('durable_claims'), owner = %(owner)s,
@@ -36,20 +48,14 @@ WITH seen AS (SELECT claim FROM durable_runs WHERE run_id = %(run_id)s),
                  SELECT 1 FROM durable_due WHERE run_id = %(run_id)s AND due_at <= %(due_by)s))
          RETURNING r.claim)
 SELECT (SELECT claim FROM taken), EXISTS (SELECT 1 FROM seen),
-       (SELECT string_agg(body || chr(10), '' ORDER BY seq) FROM durable_events
-         WHERE run_id = %(run_id)s AND EXISTS (SELECT 1 FROM taken)),
-       ARRAY(SELECT id FROM durable_inbox WHERE run_id = %(run_id)s AND EXISTS (SELECT 1 FROM taken)
-             ORDER BY id),
-       ARRAY(SELECT message FROM durable_inbox WHERE run_id = %(run_id)s
-                AND EXISTS (SELECT 1 FROM taken) ORDER BY id),
-       EXISTS (SELECT 1 FROM durable_cancel WHERE run_id = %(run_id)s)
+       {_read_under_claim("%(run_id)s")}
 """
 
 # The first run due at `now` after the cursor that nobody holds, claimed and read as by CLAIM
 # (SKIP LOCKED: a run another worker is claiming is passed over). `seen` is the row in the
 # statement's snapshot: a claim taken and given back since makes `taken` empty while `picked` is
 # not, and the caller asks again. The claim number is NULL then, and no row means none is due.
-CLAIM_DUE = """
+CLAIM_DUE = f"""
 WITH picked AS (
          SELECT r.run_id, d.due_at FROM durable_due d JOIN durable_runs r USING (run_id)
           WHERE d.due_at <= %(now)s AND (r.owner IS NULL OR r.lease_until < now())
@@ -64,13 +70,7 @@ WITH picked AS (
           WHERE r.run_id = picked.run_id AND r.claim = seen.claim
          RETURNING r.run_id, r.claim)
 SELECT picked.run_id, picked.due_at, (SELECT claim FROM taken),
-       (SELECT string_agg(body || chr(10), '' ORDER BY seq) FROM durable_events
-         WHERE run_id = picked.run_id AND EXISTS (SELECT 1 FROM taken)),
-       ARRAY(SELECT id FROM durable_inbox WHERE run_id = picked.run_id AND EXISTS (SELECT 1 FROM taken)
-             ORDER BY id),
-       ARRAY(SELECT message FROM durable_inbox WHERE run_id = picked.run_id
-                AND EXISTS (SELECT 1 FROM taken) ORDER BY id),
-       EXISTS (SELECT 1 FROM durable_cancel WHERE run_id = picked.run_id)
+       {_read_under_claim("picked.run_id")}
   FROM picked
 """
 
