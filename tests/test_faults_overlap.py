@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from project import FLOWS, Project, check_store, fault_project, later, mixed_result, tally
+from project import FLOWS, Check, Project, check_store, fault_project, later, mixed_result, tally
 
 
 def _start_in_process(project: Project, count: int) -> list[str]:
@@ -32,9 +32,9 @@ def _start_in_process(project: Project, count: int) -> list[str]:
     return ids
 
 
-def test_eight_ticks_at_once_on_200_due_runs_run_each_step_once(tmp_path: Path) -> None:
-    project = fault_project(tmp_path)
-    ids = _start_in_process(project, 200)
+def eight_ticks_at_once(project: Project, ids: list[str]) -> Check:
+    """Eight real ticks started together over the due `napper` runs `ids`: every run completes
+    with its result and each step executed exactly once."""
     now = later(2)
     ticks = [project.popen("tick", "--now", now) for _ in range(8)]
     for tick in ticks:
@@ -42,7 +42,14 @@ def test_eight_ticks_at_once_on_200_due_runs_run_each_step_once(tmp_path: Path) 
         assert tick.returncode == 0, err
     check = check_store(project, {run_id: n + 1 for n, run_id in enumerate(ids)})
     check.assert_clean()
-    assert len(project.executions()) == 200
+    assert len(project.executions()) == len(ids)
+    return check
+
+
+def test_eight_ticks_at_once_on_200_due_runs_run_each_step_once(tmp_path: Path) -> None:
+    project = fault_project(tmp_path)
+    ids = _start_in_process(project, 200)
+    check = eight_ticks_at_once(project, ids)
     tally("overlap_8_ticks_200_runs", faults=8, runs=check.runs, duplicates=check.duplicates, losses=check.losses)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -264,22 +265,32 @@ async def cancelled_between_rounds(n: int) -> list[Any]:
     return list(await asyncio.gather(*(pair(i) for i in range(n)), return_exceptions=True))
 
 
-def test_a_run_unwinding_while_results_wait_to_be_handed_back_leaves_no_task_waiting(tmp_path: Path) -> None:
-    """A cancel seen by the first task handed its result back: the others, still waiting on the
-    committer (under `return_exceptions=True`, so nothing else ends them), are unwound too."""
+@contextmanager
+def hangs_fail(message: str, seconds: int = 30) -> Iterator[None]:
+    """Fail with `message` (AssertionError raised in the main thread by SIGALRM) when the block
+    runs longer than `seconds`: a drive that hangs fails its test instead of the suite."""
     import signal
 
     def hung(*_: Any) -> None:
-        raise AssertionError("the drive hung: a task waits on the committer forever")
+        raise AssertionError(message)
 
-    JOURNAL["root"] = str(tmp_path)
     previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(30)
+    signal.alarm(seconds)
     try:
-        run = start(cancelled_between_rounds, 5, dir=tmp_path, run_id="x")
+        yield
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_run_unwinding_while_results_wait_to_be_handed_back_leaves_no_task_waiting(tmp_path: Path) -> None:
+    """A cancel seen by the first task handed its result back: the others, still waiting on the
+    committer (under `return_exceptions=True`, so nothing else ends them), are unwound too."""
+    JOURNAL["root"] = str(tmp_path)
+    try:
+        with hangs_fail("the drive hung: a task waits on the committer forever"):
+            run = start(cancelled_between_rounds, 5, dir=tmp_path, run_id="x")
+    finally:
         JOURNAL.clear()
     assert run.status == "cancelled", run
     events = run_events(tmp_path, "x")
@@ -308,18 +319,8 @@ async def yielding_beside(n: int) -> int:
 def test_a_task_that_keeps_yielding_does_not_hold_back_the_results(tmp_path: Path) -> None:
     """Results are handed back from the loop's callback wrapper once every task has parked again;
     a task that never parks delays each at most MAX_DEFERRALS passes, never for good."""
-    import signal
-
-    def hung(*_: Any) -> None:
-        raise AssertionError("the drive hung: results wait behind a task that keeps yielding")
-
-    previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(30)
-    try:
+    with hangs_fail("the drive hung: results wait behind a task that keeps yielding"):
         run = start(yielding_beside, 20, dir=tmp_path, run_id="y")
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
     assert (run.status, run.result) == ("completed", sum(range(20)))
     events = run_events(tmp_path, "y")
     assert [e["pos"] for e in events if e["type"] == "step_completed"] == list(range(1, 21))

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from durable_cli._store.files import FileStore
-from project import check_store, fault_project, later
-from test_faults_overlap import _start_in_process
+from project import fault_project, later
+from test_faults_overlap import _start_in_process, eight_ticks_at_once
 
 # What a previous version's FileStore._lock did: filelock on locks/<id>.lock, held until stdin ends.
 _OLD_HOLDER = """
@@ -121,14 +121,7 @@ def test_eight_ticks_at_once_on_runs_of_both_layouts_run_each_step_once(tmp_path
     ids = _start_in_process(project, 120)
     for run_id in ids[::2]:
         _old_layout(project.dir, run_id)
-    now = later(2)
-    ticks = [project.popen("tick", "--now", now) for _ in range(8)]
-    for tick in ticks:
-        _, err = tick.communicate(timeout=60)
-        assert tick.returncode == 0, err
-    check = check_store(project, {run_id: n + 1 for n, run_id in enumerate(ids)})
-    check.assert_clean()
-    assert len(project.executions()) == 120
+    eight_ticks_at_once(project, ids)
 
 
 def test_a_previous_versions_inbox_gate_file_still_holds_posts_back(tmp_path: Path) -> None:
