@@ -161,3 +161,18 @@ def test_durable_stats_command(tmp_path: Path) -> None:
     assert code == 0 and [e["runs_total"] for e in json.loads(out)["workflows"]] == [1, 1], err
     code, out, err = durable_in_process("stats", "--since", "soon", dir=store_dir)
     assert code == 2 and "invalid --since 'soon'" in err
+
+
+def test_durable_stats_finds_the_store_as_every_command_does(tmp_path: Path) -> None:
+    """No --dir: $DURABLE_DIR, then durable.yaml's `dir:` (stats read ./journals whatever they said)."""
+    from durable_cli._store.files import FileStore
+
+    store = FileStore(str(tmp_path / "elsewhere"))
+    create_run(store, adds, (1,), {}, None, now, Options())
+    store.close()
+    code, out, err = durable_in_process("stats", "--json", cwd=tmp_path,
+                                        env={"DURABLE_DIR": str(tmp_path / "elsewhere")})
+    assert code == 0 and [e["workflow"] for e in json.loads(out)["workflows"]] == ["adds"], err
+    (tmp_path / "durable.yaml").write_text("dir: elsewhere\n")
+    code, out, err = durable_in_process("stats", "--json", cwd=tmp_path)
+    assert code == 0 and [e["workflow"] for e in json.loads(out)["workflows"]] == ["adds"], err

@@ -6,7 +6,6 @@ from typing import Any
 
 import click
 
-from .._store import opened
 
 from . import Failure, Settings, _emit, json_option, main
 
@@ -59,6 +58,6 @@ def stats(settings: Settings, since: str | None, workflow: str | None, as_json: 
         if window <= 0:
             raise Failure(f"invalid --since {since!r}: give a duration above 0")
         start = utcnow() - timedelta(seconds=window)
-    with opened(settings.dir, settings.store) as store:
+    with settings.opened() as store:  # flags, then the environment, then durable.yaml
         document = report(store.journal_stats(start), start, workflow)
     _emit(as_json, document, lambda: click.echo("\n".join(_lines(document))))
