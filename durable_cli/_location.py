@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from ._store import Store
 
 FILENAME = "durable.yaml"
+LEASE_ENV = "DURABLE_PG_LEASE"
+"""A PostgreSQL claim's lease in seconds, for store URLs that give no `lease=` (docs/postgres.md)."""
 
 
 def locate() -> tuple[str, str] | None:
@@ -46,8 +48,9 @@ def store_location(dir: str | None, store: str | None, config: Callable[[], Conf
 
 def open_configured(dir: str | None, store: str | None, config: Callable[[], Config | None]) -> Store:
     """The store chosen by `store_location`, opened (a file store may be shared with the group
-    when $DURABLE_ALLOW_SHARED says so)."""
+    when $DURABLE_ALLOW_SHARED says so; a PostgreSQL one leases claims for $DURABLE_PG_LEASE)."""
     from ._store import open_store
     from ._store.fsutil import SHARED_ENV, shared_group_allowed
 
-    return open_store(store=store_location(dir, store, config), shared=shared_group_allowed(os.environ.get(SHARED_ENV)))
+    return open_store(store=store_location(dir, store, config), shared=shared_group_allowed(os.environ.get(SHARED_ENV)),
+                      lease=os.environ.get(LEASE_ENV))

@@ -68,11 +68,14 @@ class DurableTestEnv:
         `config` is the durable.yaml to read; by default the one the CLI would use here
         ($DURABLE_CONFIG, else ./durable.yaml, else none).
         """
+        import os
+
         from ._config import load_config, options_from
+        from ._location import LEASE_ENV
         from ._store import open_store
 
         self.dir = None if store else dir
-        self.store = open_store(self.dir, store or (None if dir else "memory:"))
+        self.store = open_store(self.dir, store or (None if dir else "memory:"), lease=os.environ.get(LEASE_ENV))
         self.clock = VirtualClock(start or datetime(2030, 1, 1, tzinfo=timezone.utc))
         self.config: Config = load_config(config)
         self.options = options_from(self.config)

@@ -103,16 +103,24 @@ def test_the_password_shows_neither_in_the_location_nor_in_errors(pg_url: str) -
 
 
 def test_the_lease_comes_from_the_url_then_the_environment_then_30_seconds(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, pg_url: str,
 ) -> None:
+    from durable_cli._location import open_configured
+
     url = "postgresql://app@db.example/prod"
     assert parse_url(url).lease == 30
-    monkeypatch.setenv("DURABLE_PG_LEASE", "2.5")
-    assert parse_url(url).lease == 2.5
-    lease_in_url = parse_url(url + "?lease=4&sslmode=require")
+    assert parse_url(url, "2.5").lease == 2.5  # as the entry point read it from $DURABLE_PG_LEASE
+    lease_in_url = parse_url(url + "?lease=4&sslmode=require", "2.5")
     assert (lease_in_url.lease, lease_in_url.conninfo) == (4, url + "?sslmode=require")
     with pytest.raises(StoreError, match="invalid lease 'soon'"):
         parse_url(url + "?lease=soon")
+    monkeypatch.setenv("DURABLE_PG_LEASE", "2.5")
+    assert parse_url(url).lease == 30  # the store layer reads no environment: the entry point does
+    store = open_configured(None, pg_url, lambda: None)
+    try:
+        assert store.lease == 2.5  # type: ignore[attr-defined]
+    finally:
+        store.close()
 
 
 def test_a_held_run_keeps_no_transaction_open(pg_url: str) -> None:

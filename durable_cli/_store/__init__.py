@@ -19,16 +19,18 @@ def is_postgres_url(value: str) -> bool:
     return value.startswith(("postgresql://", "postgres://"))
 
 
-def open_store(dir: str | None = None, store: str | None = None, shared: bool = False) -> Store:
+def open_store(dir: str | None = None, store: str | None = None, shared: bool = False,
+               lease: str | None = None) -> Store:
     """Open the store at URL `store`, or the journal dir `dir` (./journals when neither is given);
-    `shared`: a file store may be shared with the directory's group."""
+    `shared`: a file store may be shared with the directory's group; `lease`: a PostgreSQL claim's
+    lease in seconds when the URL gives none ($DURABLE_PG_LEASE, read by the entry point)."""
     if dir is not None and store is not None:
         raise StoreError("give either a journal dir or a store URL, not both")
     location = store if store is not None else str(dir) if dir is not None else "journals"
     if is_postgres_url(location):
         from .postgres import PostgresStore
 
-        return PostgresStore(location)
+        return PostgresStore(location, lease=lease)
     if location.startswith("memory:"):
         from .memory import MemoryStore
 

@@ -4,7 +4,6 @@ shared connection, and the schema, brought up to date by numbered migrations und
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from contextlib import contextmanager
@@ -40,15 +39,16 @@ class StoreUrl:
         return text
 
 
-def parse_url(url: str) -> StoreUrl:
-    """Split `url`: `lease` (seconds, else env DURABLE_PG_LEASE, else 30) is ours, not libpq's."""
+def parse_url(url: str, lease: str | None = None) -> StoreUrl:
+    """Split `url`: its `lease` (seconds; else `lease`, which the entry point takes from
+    $DURABLE_PG_LEASE; else 30) is ours, not libpq's."""
     base, _, query = url.partition("?")
     scheme, _, rest = base.partition("://")
     netloc, slash, path = rest.partition("/")
     userinfo, _, host = netloc.rpartition("@")
     user, _, password = userinfo.partition(":")
     secrets = [password] if password else []
-    kept, shown, lease_text = [], [], os.environ.get("DURABLE_PG_LEASE")
+    kept, shown, lease_text = [], [], lease
     for item in query.split("&") if query else []:
         key, _, value = item.partition("=")
         if unquote(key) == "lease":

@@ -95,8 +95,8 @@ def _message_key(message_id: str) -> int | None:
 class PostgresStore(PostgresQueues, Store):
     """Runs kept in one PostgreSQL database; any number of workers may share it."""
 
-    def __init__(self, url: str, worker_id: str | None = None) -> None:
-        parsed = parse_url(url)
+    def __init__(self, url: str, worker_id: str | None = None, lease: str | None = None) -> None:
+        parsed = parse_url(url, lease)
         self.location = parsed.location
         self.lease = parsed.lease
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

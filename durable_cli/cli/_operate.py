@@ -201,10 +201,14 @@ def export(settings: Settings, run_id: str | None, with_streams: bool, all_runs:
 def migrate(source: str, target: str, as_json: bool) -> None:
     """Move every run, sleeping and waiting ones included, from one store to another."""
     from .._transfer import migrate as move
+    import os
+
+    from .._location import LEASE_ENV
     from .._store import open_store
     from .._timeparse import utcnow
 
-    origin, destination = open_store(store=source), open_store(store=target)
+    lease = os.environ.get(LEASE_ENV)
+    origin, destination = open_store(store=source, lease=lease), open_store(store=target, lease=lease)
     try:
         quiet = as_json
         moved = move(origin, destination, utcnow,
