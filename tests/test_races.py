@@ -1,13 +1,15 @@
-"""Operator commands racing ticks over the same runs, as real processes: `wake`, `fork` and two
-`import`s of one archive against ticks that find the runs due. Each race ends with every run correct and no step run
-twice (`check_store` holds each journal against the effects file)."""
+"""Operator commands racing ticks over the same runs, as real processes: `wake`, `fork`, two
+`import`s of one archive, `cancel`, `retry` and `prune` against ticks that find the runs due. Each
+race ends with every run correct and no step run twice (`check_store` holds each journal against
+the effects file)."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
 
-from project import Result, check_store, fault_project, in_parallel, later
+from project import FLOWS, Result, check_store, fault_project, in_parallel, later
 
 
 def _sleeping(project, count: int) -> list[str]:
@@ -74,3 +76,89 @@ def test_two_imports_of_the_same_runs_racing_ticks_load_each_run_once(tmp_path: 
     check_store(target, expect_done={run_id: i + 1 for i, run_id in enumerate(ids)}).assert_clean()
     executed = Counter((run_id, pos) for run_id, pos, _, _ in target.executions())
     assert sorted(executed) == [(run_id, 2) for run_id in ids] and set(executed.values()) == {1}
+
+
+def test_cancel_racing_ticks_ends_every_run_once_and_runs_no_step_twice(tmp_path: Path) -> None:
+    project = fault_project(tmp_path)
+    ids = _sleeping(project, 6)
+    cancels = [lambda run_id=run_id: project.cli("cancel", run_id, real=True) for run_id in ids]
+    # all eight at once, the cancels first: some land before a tick reaches their run, some after
+    results: list[Result] = in_parallel([*cancels, *_ticks(project, 2)], workers=8)
+    for result in results:
+        assert result.code in (0, 1) and "Traceback" not in result.err, result
+    project.tick(hours=3)
+    outcomes = {run_id: project.inspect(run_id) for run_id in ids}
+    for i, run_id in enumerate(ids):
+        shown = outcomes[run_id]
+        # a cancel recorded while the run's one step ran lets that step finish (never interrupted)
+        assert shown["status"] in ("cancelled", "completed"), shown
+        if shown["status"] == "completed":
+            assert shown["result"] == i + 1, shown
+    assert any(shown["status"] == "cancelled" for shown in outcomes.values()), "no cancel won: nothing raced"
+    check_store(project).assert_clean()
+    executed = Counter((run_id, pos) for run_id, pos, _, _ in project.executions())
+    assert set(executed.values()) <= {1}, executed
+    assert {run_id for run_id, _ in executed} >= {r for r, shown in outcomes.items() if shown["status"] == "completed"}
+
+
+FRAGILE = FLOWS + '''
+
+@step(max_retries=0)
+def needs_marker(x):
+    effect("needs_marker")
+    if not os.path.exists(os.path.join(HERE, "fixed")):
+        raise RuntimeError("not fixed yet")
+    return x + 1
+
+
+@workflow
+def fragile(n):
+    x = add_one(n)
+    return needs_marker(x)
+'''
+
+
+def test_retry_racing_ticks_completes_each_failed_run_once(tmp_path: Path) -> None:
+    project = fault_project(tmp_path, flows=FRAGILE)
+    ids = [f"frag-{i}" for i in range(6)]
+    for i, run_id in enumerate(ids):
+        assert project.run("fragile", str(i), run_id=run_id)["status"] == "failed"
+    (project.root / "fixed").write_text("")
+    retries = [lambda run_id=run_id: project.cli("retry", run_id, real=True) for run_id in ids]
+    results: list[Result] = in_parallel([*_ticks(project, 2), *retries], workers=4)
+    for result in results:
+        assert result.code in (0, 1, 2) and "Traceback" not in result.err, result
+    assert any(result.code == 0 for result in results[2:]), "no retry succeeded: nothing raced"
+    for run_id in ids:  # a retry that found the run held by a tick (2) is repeated, as a user would
+        if project.inspect(run_id)["status"] == "failed":
+            assert project.cli("retry", run_id).code == 0
+    for i, run_id in enumerate(ids):
+        shown = project.inspect(run_id)
+        assert (shown["status"], shown["result"]) == ("completed", i + 2), shown
+    succeeded = Counter(run_id for run_id, pos, attempt, name in project.executions()
+                        if name == "needs_marker" and attempt > 1)
+    assert succeeded == {run_id: 1 for run_id in ids}, succeeded  # the fixed attempt ran once per run
+    first = Counter(run_id for run_id, _, _, name in project.executions() if name == "add_one")
+    assert set(first.values()) == {1}, first  # the journaled step before the failure never again
+
+
+def test_prune_racing_ticks_removes_only_old_finished_runs(tmp_path: Path) -> None:
+    project = fault_project(tmp_path)
+    done = [f"done-{i}" for i in range(6)]
+    for i, run_id in enumerate(done):
+        assert project.run("steps_only", str(i), run_id=run_id)["status"] == "completed"
+    ids = _sleeping(project, 6)
+    time.sleep(1.2)  # the finished runs are now older than the prune's 1 s
+    prunes = [lambda: project.cli("prune", "--older-than", "1s", real=True) for _ in range(3)]
+    results: list[Result] = in_parallel([*_ticks(project, 2), *prunes], workers=4)
+    for result in results:
+        assert result.code == 0 and "Traceback" not in result.err, result
+    listed = {row["run_id"] for row in project.runs()}
+    assert not listed & set(done), listed  # every old finished run is gone, once
+    assert listed == set(ids), listed  # no sleeping run was pruned while ticks finished it
+    project.tick(hours=3)
+    for i, run_id in enumerate(ids):
+        shown = project.inspect(run_id)
+        assert (shown["status"], shown["result"]) == ("completed", i + 1), shown
+    executed = Counter((run_id, pos) for run_id, pos, _, _ in project.executions() if run_id in ids)
+    assert sorted(executed) == [(run_id, 2) for run_id in ids] and set(executed.values()) == {1}, executed
