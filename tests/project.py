@@ -341,9 +341,10 @@ def with_straggler():
 CONFIG = "defaults: {retry_delay: 10ms}\n"
 
 
-def fault_project(root: Path, flows: str = FLOWS, in_process: bool = False) -> Project:
-    """A project of the fault suite: `flows` (FLOWS by default) as module `flows`, CONFIG."""
-    return Project(root, "flows", flows, in_process=in_process, config=CONFIG)
+def fault_project(root: Path, flows: str = FLOWS, in_process: bool = False, store: str | None = None) -> Project:
+    """A project of the fault suite: `flows` (FLOWS by default) as module `flows`, CONFIG; on
+    `store` (a PostgreSQL URL) instead of a journal dir when given."""
+    return Project(root, "flows", flows, store=store, in_process=in_process, config=CONFIG)
 
 
 def mixed_result(n: int, v: int) -> list[int]:
