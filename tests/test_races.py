@@ -172,3 +172,40 @@ def test_prune_racing_ticks_removes_only_old_finished_runs(racing) -> None:
         assert (shown["status"], shown["result"]) == ("completed", i + 1), shown
     executed = Counter((run_id, pos) for run_id, pos, _, _ in project.executions() if run_id in ids)
     assert sorted(executed) == [(run_id, 2) for run_id in ids] and set(executed.values()) == {1}, executed
+
+
+SCHEDULED = FLOWS + '''
+
+from durable_cli import get_workflow_metadata
+
+
+@workflow
+def scheduled():
+    return get_workflow_metadata().scheduled_at.isoformat()
+'''
+
+HOURLY = "schedules:\n  - name: hourly\n    cron: \"0 * * * *\"\n    workflow: flows:scheduled\n    catch_up: all\n"
+
+
+def test_a_pause_racing_firing_ticks_holds_and_no_instant_fires_twice(racing) -> None:
+    project = racing(SCHEDULED)
+    with open(project.root / "durable.yaml", "a") as config:
+        config.write(HOURLY)
+    assert project.cli("tick", "--now", later(hours=-12)).code == 0  # first seen 12 hours ago
+    # ticks at successive hours fire the missed instants while the pause lands among them
+    ticks = [lambda hours=hours: project.cli("tick", "--now", later(hours=hours), real=True)
+             for hours in (-9, -6, -3, 0)]
+    pause = [lambda: project.cli("schedules", "pause", "hourly", real=True)]
+    results: list[Result] = in_parallel([*ticks[:2], *pause, *ticks[2:]], workers=5)
+    for result in results:
+        assert result.code == 0 and "Traceback" not in result.err, result
+    fired = {row["run_id"] for row in project.runs()}
+    for hours in (1, 2, 5):  # every tick after the pause acknowledged fires nothing
+        code, doc, err = project.json("tick", "--now", later(hours=hours))
+        assert code == 0 and doc["fired"] == 0, (doc, err)
+    code, shown, _ = project.json("schedules")
+    assert shown[0]["paused"] is True, shown
+    rows = project.runs()
+    assert {row["run_id"] for row in rows} == fired
+    instants = Counter(project.inspect(row["run_id"])["result"] for row in rows)
+    assert set(instants.values()) <= {1}, instants  # no instant started twice
