@@ -139,7 +139,7 @@ def test_retry_racing_ticks_completes_each_failed_run_once(racing) -> None:
     for result in results:
         assert result.code in (0, 1, 2) and "Traceback" not in result.err, result
     assert any(result.code == 0 for result in results[2:]), "no retry succeeded: nothing raced"
-    for run_id in ids:  # a retry that found the run held by a tick (2) is repeated, as a user would
+    for run_id in ids:  # a retry that found the run held by a tick is repeated, as a user would
         if project.inspect(run_id)["status"] == "failed":
             assert project.cli("retry", run_id).code == 0
     for i, run_id in enumerate(ids):
@@ -209,3 +209,36 @@ def test_a_pause_racing_firing_ticks_holds_and_no_instant_fires_twice(racing) ->
     assert {row["run_id"] for row in rows} == fired
     instants = Counter(project.inspect(row["run_id"])["result"] for row in rows)
     assert set(instants.values()) <= {1}, instants  # no instant started twice
+
+
+def test_fork_racing_retry_of_the_same_failed_runs_leaves_both_correct(racing) -> None:
+    project = racing(FRAGILE)
+    ids = [f"frag-{i}" for i in range(4)]
+    for i, run_id in enumerate(ids):
+        assert project.run("fragile", str(i), run_id=run_id)["status"] == "failed"
+    (project.root / "fixed").write_text("")
+    jobs = []
+    for run_id in ids:
+        jobs.append(lambda run_id=run_id: project.cli("retry", run_id, real=True))
+        jobs.append(lambda run_id=run_id: project.cli("fork", run_id, "--id", f"fork-{run_id}", real=True))
+    results: list[Result] = in_parallel(jobs, workers=4)
+    for result in results:
+        assert result.code in (0, 1, 2) and "Traceback" not in result.err, result
+    for i, run_id in enumerate(ids):
+        if project.inspect(run_id)["status"] == "failed":  # the retry found the fork reading it: again
+            assert project.cli("retry", run_id).code == 0
+        shown = project.inspect(run_id)
+        assert (shown["status"], shown["result"]) == ("completed", i + 2), shown
+        fork = results[2 * i + 1]
+        if fork.code != 0:  # refused while the retry held the run (exit 1, one sentence): fork again after
+            assert fork.code == 1 and "being executed by another process" in fork.err, fork
+            assert len(fork.err.strip().splitlines()) == 1, fork
+            assert project.cli("fork", run_id, "--id", f"fork-{run_id}").code == 0
+        project.tick()
+        forked = project.inspect(f"fork-{run_id}")
+        assert (forked["status"], forked["result"]) == ("completed", i + 2), forked
+    executed = Counter((run_id, pos, attempt) for run_id, pos, attempt, _ in project.executions())
+    assert max(executed.values()) == 1, executed  # no step twice, in a run or its fork
+    fixed = Counter(run_id for run_id, _, attempt, name in project.executions() if name == "needs_marker" and
+                    (attempt > 1 or run_id.startswith("fork-")))
+    assert all(fixed[run_id] == 1 for run_id in ids), fixed  # the original's fixed attempt ran once
