@@ -1,6 +1,7 @@
 """Issue 21 over HTTP against a real `durable serve`: a run's stream followed live (SSE, NDJSON,
 resumed with Last-Event-ID), and a manual webhook answered by the workflow that `serve --tick`
-drives in the same process. The runs are started in this process."""
+drives in the same process, also when the same delivery reaches a second serve at once. The runs
+are started in this process."""
 
 from __future__ import annotations
 
@@ -123,3 +124,33 @@ def test_a_followed_stream_ends_cleanly_when_the_server_stops(tmp_path: Path) ->
         assert "event: end" not in rest  # the run goes on: the stream only paused
     finally:
         assert server.stop() == 0, server.log.read_text()
+
+
+def test_a_manual_webhook_asked_through_two_serve_processes_at_once_is_delivered_once_and_both_get_its_answer(
+        tmp_path: Path) -> None:
+    """Two `durable serve` on one store: the same delivery (one Idempotency-Key) reaches both at once.
+    The one without a tick loop holds its request open until the workflow, driven by the other's tick,
+    answers; the payload is journaled once and both callers get the workflow's answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    write_module(tmp_path, "flows", FLOWS)
+    driving = ServeProcess(tmp_path, "--tick", "--tick-interval", "0.1s")
+    waiting = ServeProcess(tmp_path)
+    try:
+        run_id = run(tmp_path, "flows:rsvp", DURABLE_PUBLIC_URL=driving.url)
+        inspected = durable_json_in_process("inspect", run_id, dir=tmp_path / "journals", cwd=tmp_path)[1]
+        path = next(e for e in inspected["events"] if e["type"] == "hook_created")["webhook"]["url"].split("/hooks/")[1]
+        ask = lambda server: httpx.get(f"{server.url}/hooks/{path}?reply=yes",  # noqa: E731
+                                       headers={"idempotency-key": "guest-9"}, timeout=20)
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(ask, [waiting, driving]))
+        for answer in answers:
+            assert answer.status_code == 200 and answer.json() == {"reply": "yes"}, answer.text
+            assert answer.headers["x-from"] == "workflow"
+        events = durable_json_in_process("inspect", run_id, dir=tmp_path / "journals", cwd=tmp_path)[1]["events"]
+        assert inspected["status"] == "waiting"
+        assert sum(1 for e in events if e["type"] == "hook_payload") == 1, events  # delivered once
+        assert events[-1]["type"] == "run_completed"
+    finally:
+        assert waiting.stop() == 0, waiting.log.read_text()
+        assert driving.stop() == 0, driving.log.read_text()
