@@ -11,11 +11,13 @@ these variables every hook returns at once.
 from __future__ import annotations
 
 import os
+import threading
 
 _limit = int(os.environ.get("DURABLE_CRASH_AT", "0") or 0)
 _log = os.environ.get("DURABLE_CRASH_LOG")
 _fsync_log = os.environ.get("DURABLE_FSYNC_LOG")
 _count = 0
+_counting = threading.Lock()  # a parent's children are made by several threads at once
 
 
 def point(name: str) -> None:
@@ -23,11 +25,13 @@ def point(name: str) -> None:
     if not _limit and not _log:
         return
     global _count
-    _count += 1
-    if _log:
-        with open(_log, "a") as handle:
-            handle.write(f"{_count} {name}\n")
-    if _count == _limit:
+    with _counting:
+        _count += 1
+        count = _count
+        if _log:
+            with open(_log, "a") as handle:
+                handle.write(f"{count} {name}\n")
+    if count == _limit:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)

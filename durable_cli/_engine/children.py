@@ -22,10 +22,10 @@ Fan-out costs no sync per child on the parent's side:
 from __future__ import annotations
 
 import secrets
-import threading
 import time
-from contextvars import ContextVar
-from typing import Any
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import Context, ContextVar
+from typing import Any, Callable
 
 from .._digest import sha256_hex
 from ..errors import ChildFailed, DurableError, EngineError, RunBusy, StoreError
@@ -40,7 +40,10 @@ from .waits import Wait, block
 # events start_child may leave unsynced when it creates the next child (module docstring)
 BATCHED = frozenset({"child_started", "child_finished"})
 
-# in start_child's thread: (the parent's run id, where its children's outcomes are handed)
+# children one execution creates and drives at once (`Starting`)
+WIDTH = 4
+
+# in a child's thread: (the parent's run id, where this child's outcomes are handed)
 _handoff: ContextVar[tuple[str, list[dict[str, Any]]] | None] = ContextVar("durable_handoff", default=None)
 
 
@@ -131,6 +134,7 @@ class ChildHandle:
         pos, completion = self._begin()
         if completion is not None:
             return outcome(completion)
+        settle(self._ex)  # the children started so far are journaled, with what they handed over
         return block(self._ex, ChildWait(pos, self))
 
     async def _result_async(self) -> Any:
@@ -138,6 +142,7 @@ class ChildHandle:
         if completion is not None:
             await turn(pos)
             return outcome(completion)
+        settle(self._ex)  # blocks this loop while children it started are driven: none of its tasks waits on them
         return await park(ChildWait(pos, self))
 
     def __repr__(self) -> str:
@@ -146,8 +151,8 @@ class ChildHandle:
 
 def start_child(ex: Execution, definition: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
                 queue: str | None = None) -> ChildHandle:
-    """Start (once) a child run at the next position and drive it to its first suspension here
-    (or leave it queued, on a full `queue`)."""
+    """Start (once) a child run at the next position: created and driven to its first suspension
+    by this process's pool (or left queued, on a full `queue`), while the workflow goes on."""
     from .._queues import flow_request
 
     pos, op = ex.begin("child", definition.name)
@@ -159,40 +164,120 @@ def start_child(ex: Execution, definition: Any, args: tuple[Any, ...], kwargs: d
     except DurableError as exc:
         ex.abort(exc)
     if ex.unsynced - BATCHED:
-        ex.flush()
-    failure: list[BaseException] = []
-    handed: list[dict[str, Any]] = []
+        ex.flush()  # what the child's arguments may come from is durable before the child exists
     create_run = ex.create_run
     assert create_run is not None, "an execution that runs workflow code is given create_run"
+    pool = ex.children
+    if pool is None:
+        pool = ex.children = Starting(ex.run_id)
+    started = Started(pos, run_id, definition)
 
     def create() -> None:
-        _handoff.set((ex.run_id, handed))
+        _handoff.set((ex.run_id, started.handed))
         try:
             create_run(ex.store, definition, args, kwargs, run_id, ex.clock, ex.options,
                        {"parent": {"run_id": ex.run_id, "pos": pos}}, flow=flow)
         except RunBusy:
             pass
         except BaseException as exc:
-            failure.append(exc)
+            started.failure = exc
 
-    # A thread of its own: the child runs with a fresh context (not the parent's execution or
-    # scheduler) and no running event loop, so a sync child of an async parent runs its steps as
-    # `durable run` would (a step may call `asyncio.run`), and an async child gets its own loop.
-    worker = threading.Thread(target=create, name=f"durable-child-{run_id}")
-    worker.start()
-    worker.join()
-    if failure:
-        if isinstance(failure[0], EngineError):
-            ex.halt(EngineError(f"run {ex.run_id}: starting its child: {failure[0]}"))
-        if isinstance(failure[0], (OSError, StoreError)):
-            ex.storage_lost(failure[0])  # a full disk is no failure of the parent's workflow
-        ex.abort(failure[0])
-    from .._loader import reference
-
-    ex.record("child_started", pos=pos, name=definition.name, child_run_id=run_id,
-              workflow=reference(definition)["workflow"])
-    for message in handed:
-        if message["child_run_id"] not in ex.history.children:
-            ex.record("child_finished", **child_finished(message, f"{time.time_ns():020d}-{secrets.token_hex(6)}"))
-        ex.handed.append(message["finished_run_id"])
+    pool.submit(started, create)
     return ChildHandle(ex, run_id, definition.name)
+
+
+class Started:
+    """A child `start_child` handed to the pool: journaled by its parent once created (`settle`)."""
+
+    __slots__ = ("pos", "run_id", "definition", "handed", "failure", "done")
+
+    def __init__(self, pos: int, run_id: str, definition: Any) -> None:
+        self.pos = pos
+        self.run_id = run_id
+        self.definition = definition
+        self.handed: list[dict[str, Any]] = []
+        """Outcomes handed over while it ran: its own, or its successor's (continue-as-new)."""
+        self.failure: BaseException | None = None
+        self.done: Future[None] | None = None
+
+
+class Starting:
+    """The children one execution started and has not journaled yet, and the threads that create
+    and drive them, at most `WIDTH` at a time (made at the first `start_child`).
+
+    Each child runs in a fresh context (not the parent's execution or scheduler; `_handoff` set to
+    the parent) with no running event loop, so a sync child of an async parent runs its steps as
+    `durable run` would (a step may call `asyncio.run`), and an async child gets its own loop.
+    What the threads share: the store object (file store: directory-made cache, lock-free; memory
+    store: its lock; PostgreSQL: one connection under its lock), `ex.clock`/`ex.options` (read),
+    and the `Started` records, each written by one thread and read by the parent once its future
+    is done. The parent's Execution is touched by the parent's thread alone (`settle`).
+    """
+
+    def __init__(self, parent: str) -> None:
+        self.parent = parent
+        self.pending: list[Started] = []
+        self._pool: ThreadPoolExecutor | None = None
+
+    def submit(self, started: Started, create: Callable[[], None]) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(WIDTH, thread_name_prefix=f"durable-children-{self.parent}")
+        started.done = self._pool.submit(Context().run, create)
+        self.pending.append(started)
+
+    def settle(self, ex: Execution) -> None:
+        """Wait for every child started and not yet journaled, then journal them in the order they
+        were started: `child_started`, then the outcome each handed over (`child_finished`).
+        A child that could not be created stops the parent as it would have at the call."""
+        pending, self.pending = self.pending, []
+        for started in pending:
+            assert started.done is not None
+            started.done.result()
+        failure = next((s.failure for s in pending if s.failure is not None), None)
+        from .._loader import reference
+
+        for started in pending:
+            if started.failure is not None:
+                continue
+            ex.record("child_started", pos=started.pos, name=started.definition.name,
+                      child_run_id=started.run_id, workflow=reference(started.definition)["workflow"])
+            for message in started.handed:
+                if message["child_run_id"] not in ex.history.children:
+                    ex.record("child_finished", **child_finished(
+                        message, f"{time.time_ns():020d}-{secrets.token_hex(6)}"))
+                ex.handed.append(message["finished_run_id"])
+        if failure is not None:
+            if isinstance(failure, EngineError):
+                ex.halt(EngineError(f"run {ex.run_id}: starting its child: {failure}"))
+            if isinstance(failure, (OSError, StoreError)):
+                ex.storage_lost(failure)  # a full disk is no failure of the parent's workflow
+            ex.abort(failure)
+
+    def close(self) -> None:
+        """Let the threads go (every child settled first)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+def settle(ex: Execution) -> None:
+    """Journal the children `ex` started that are not yet journaled, once each is created and
+    driven to its first suspension (before any line of `ex` is stored, and before it waits on a
+    child or ends)."""
+    if ex.children is not None and ex.children.pending:
+        ex.children.settle(ex)
+
+
+def finish_children(ex: Execution) -> None:
+    """At the end of the workflow's execution: settle its children, then let the threads go."""
+    pool = ex.children
+    if pool is None:
+        return
+    try:
+        pool.settle(ex)
+    finally:
+        if pool.pending:  # settle was interrupted: whatever it left runs to its end, unjournaled
+            for started in pool.pending:
+                if started.done is not None:
+                    started.done.exception()
+        pool.close()

@@ -102,6 +102,9 @@ class Execution:
         self.unsynced: set[str] = set()
         """Types of the events recorded since the last flush (children.start_child skips the flush
         when they are only its own `child_started`/`child_finished`)."""
+        self.children: Any = None
+        """The children started and not yet journaled (`children.Starting`): settled before any
+        line of this run is stored."""
         self.handed: list[str] = []
         """Children whose outcome was handed to this run in-process (not through its inbox): each
         stays due until this run's journal holds its `child_finished` durably (lifecycle._finish)."""
@@ -179,6 +182,8 @@ class Execution:
         self._store(self.session.write)
 
     def _store(self, action: Callable[[], None]) -> None:
+        if self.children is not None and self.children.pending:
+            self.children.settle(self)  # no line of this run is stored while a child it started is being made
         try:
             action()
         except (OSError, StoreError) as exc:

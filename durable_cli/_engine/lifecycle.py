@@ -27,7 +27,7 @@ from .._status import FINISHED, TERMINAL
 from .._store.base import RunSession, Store, check_run_id
 from .._timeparse import iso, parse_instant
 from .context import current_execution
-from .children import hand_over, release_handed
+from .children import finish_children, hand_over, release_handed
 from .definitions import WorkflowDef
 from .delivery import deliver
 from .execution import Clock, Execution
@@ -116,10 +116,13 @@ def _run_workflow(ex: Execution, args: list[Any], kwargs: dict[str, Any]) -> Any
     definition = ex.definition
     token = current_execution.set(ex)
     try:
-        if not definition.is_async:
-            result = definition.fn(*args, **kwargs)
-        else:
-            result = run_async(ex, definition.fn, args, kwargs)
+        try:
+            if not definition.is_async:
+                result = definition.fn(*args, **kwargs)
+            else:
+                result = run_async(ex, definition.fn, args, kwargs)
+        finally:
+            finish_children(ex)  # children still being started are journaled before the run's end
         ex.check_finished()
         return result
     finally:
