@@ -153,7 +153,8 @@ def start_child(fn: WorkflowDef, /, *args: Any, queue: str | None = None,  # typ
                 **kwargs: Any) -> ChildHandle:
     """Start a child run of workflow `fn` (once, even across replays) and return its handle.
 
-    The child runs at once in this process until it first suspends; `handle.result()` (awaitable
+    The child is created and run at once in this process until it first suspends, on a pool of
+    threads (up to 4 children at once) while the workflow goes on; `handle.result()` (awaitable
     in async workflows) waits for its outcome and raises ChildFailed when it fails. With
     `queue=`, the child starts on that queue of durable.yaml (queued while it is full).
     """

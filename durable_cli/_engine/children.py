@@ -5,13 +5,26 @@ exclusively, so a replay (even after a crash between creating the child and jour
 never starts a second child. A finished child leaves its outcome in the parent's inbox and wakes
 the parent; nothing polls children.
 
+Children started together run together. `start_child` hands the child to the parent
+execution's pool (`Starting`: up to `WIDTH` threads, made at the first child) and returns; each
+thread creates a child (its journal and directory entry durable at its first flush, before any
+of its step bodies) and drives it to its first suspension. The parent journals `child_started`
+for them (in the order they were started, each followed by the outcome it handed over) in
+`settle`, in its own thread, once every child it started is made: before any line of its own is
+stored (`Execution._store`), before it waits on a child, and when its workflow stops
+(`finish_children`, which also lets the threads go). So the journal never names a child that
+does not exist, a crash before `child_started` is durable leaves a child that the replay finds
+(created exclusively), and a fan-out's children share the disk's syncs instead of paying them
+one after another. A child that could not be created stops the parent at the next settle as it
+would have at the call (an engine error, a storage failure, or the parent's failure).
+
 Fan-out costs no sync per child on the parent's side:
 - `start_child` flushes the parent's journal before creating the child only when it holds
   something unsynced besides `child_started`/`child_finished`: those are no input the workflow
   took (the child's id follows from the parent's id and position, its outcome is durable in the
   child's journal), so a replay from the durable prefix reaches the same positions and finds the
   same children (created exclusively), and nothing the code decided on is lost.
-- A child that finishes while its parent drives it (in start_child's thread) hands its outcome
+- A child that finishes while its parent's process drives it (in the pool) hands its outcome
   to the parent's execution (`hand_over`), which journals `child_finished` at once instead of
   through an inbox file (a file fsync, a rename and a directory fsync per child). The child stays
   due until the parent's journal holds that line durably (`release_handed`, after the parent's
