@@ -4,16 +4,25 @@ The parent's journal is not fdatasync'd once per child (only its own `child_star
 `child_finished` lines wait unsynced when the next child is created), and a child that finishes
 under its parent's drive hands its outcome to the parent directly: no inbox file, the outcome
 journaled once, and the child's due entry dropped once the parent holds it durably. Counted at
-the journal's sync seam and in the store's directories, in this process: no timing.
+the journal's sync seam and in the store's directories, in this process: no timing. Children
+started together run together (a barrier only that many children can pass at once), the parent
+journals them in the order it started them, and the test kit's virtual clock keeps them in series.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from durable_cli import start, start_child, step, tick, workflow
+from durable_cli._engine.children import WIDTH
 from helpers import run_events
 from test_group_commit import synced  # noqa: F401  (the fixture)
 
@@ -95,3 +104,82 @@ def test_a_child_outcome_handed_over_is_journaled_once_even_when_sent_again(tmp_
     assert [e["type"] for e in events].count("child_finished") == 2
     due = tmp_path / "due"
     assert not [name for _, _, names in os.walk(due) for name in names], list(os.walk(due))
+
+
+TOGETHER = threading.Barrier(WIDTH, timeout=20)
+
+
+@step
+def meet(i: int) -> int:
+    """Returns only once WIDTH children are in this step at the same time."""
+    TOGETHER.wait()
+    return i
+
+
+@workflow
+def meeting(i: int) -> int:
+    return meet(i)
+
+
+@workflow
+def fan_together(n: int) -> list[int]:
+    handles = [start_child(meeting, i) for i in range(n)]
+    return [handle.result() for handle in handles]
+
+
+@workflow
+async def gather_together(n: int) -> list[int]:
+    handles = [start_child(meeting, i) for i in range(n)]
+    return list(await asyncio.gather(*(handle.result() for handle in handles)))
+
+
+@pytest.mark.parametrize("parent", [fan_together, gather_together], ids=["sync", "async"])
+def test_children_started_together_run_together_and_are_journaled_in_the_order_started(
+        tmp_path: Path, parent: Any) -> None:
+    TOGETHER.reset()
+    before = set(threading.enumerate())
+    run = start(parent, 2 * WIDTH, dir=str(tmp_path), run_id="meet")
+    # one after another, the first child's step would wait for the others forever (the barrier
+    # breaks after 20 s and the step fails)
+    assert (run.status, run.result) == ("completed", list(range(2 * WIDTH))), run
+    events = run_events(str(tmp_path), "meet")
+    children = [(e["type"], e["child_run_id"]) for e in events if e["type"] in ("child_started", "child_finished")]
+    # each child_started in the order the children were started, followed by the outcome it handed over
+    assert children == [(kind, f"meet-c{i}") for i in range(1, 2 * WIDTH + 1)
+                        for kind in ("child_started", "child_finished")], children
+    assert [e["pos"] for e in events if e["type"] == "child_started"] == list(range(1, 2 * WIDTH + 1))
+    # the pool's threads are gone once the parent's execution ended
+    assert not [t for t in set(threading.enumerate()) - before if t.name.startswith("durable-children")]
+
+
+INSIDE: list[int] = [0, 0]  # children in `alone` now, the most at once
+
+
+@step
+def alone(i: int) -> int:
+    INSIDE[0] += 1
+    INSIDE[1] = max(INSIDE)
+    time.sleep(0.01)  # room for another child to come in, were they run together
+    INSIDE[0] -= 1
+    return i
+
+
+@workflow
+def kid_alone(i: int) -> int:
+    return alone(i)
+
+
+@workflow
+def fan_alone(n: int) -> int:
+    return sum(handle.result() for handle in [start_child(kid_alone, i) for i in range(n)])
+
+
+def test_the_test_kit_drives_children_one_after_another() -> None:
+    """Its clock moves only when told: children run together would move it in any order."""
+    from durable_cli.testing import DurableTestEnv
+
+    INSIDE[:] = [0, 0]
+    env = DurableTestEnv()
+    run = env.start(fan_alone, 5)
+    assert (run.status, run.result) == ("completed", sum(range(5)))
+    assert INSIDE == [0, 1]

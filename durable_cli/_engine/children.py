@@ -196,6 +196,10 @@ def start_child(ex: Execution, definition: Any, args: tuple[Any, ...], kwargs: d
             started.failure = exc
 
     pool.submit(started, create)
+    if getattr(ex.clock, "sleep", None) is not None:
+        # a clock that moves only when told (the test kit's): children one after another, each
+        # before the parent goes on, so the times it gives stay what they were on every run
+        pool.settle(ex)
     return ChildHandle(ex, run_id, definition.name)
 
 
