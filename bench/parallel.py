@@ -5,6 +5,7 @@
   of the whole gathered run, counted with `strace -f -c` over a process that runs it: <= 10.
 - fan-out: a parent starting 1,000 children that each run one step, until all are done (the
   in-process `start()`, then one `durable tick --workers 4`), per child: target <= 4x the floor.
+  The temp dirs are made under $TMPDIR (tempfile's rule): `TMPDIR=/work/x` measures outside /tmp.
 
     .venv/bin/python bench/parallel.py [--quick] [--only parallel|fanout]   # alone, with run.py's floor
 
@@ -108,27 +109,50 @@ def _strace_syncs(bench: Any, call: str, root: str, name: str) -> dict[str, int]
 
 
 def fan_out_children(bench: Any) -> None:
-    """A parent starting `n` children of one step each (in-process `start()`, each child driven
-    to its end in the parent's process), then one `durable tick --workers 4`, per child."""
+    """A parent starting `n` children of one step each (in-process `start()`: the parent's process
+    creates and drives the children, up to 4 at once on threads, each to its end), then one
+    `durable tick --workers 4`, per child. Beside it, in the same directory: the CPU time of the
+    `start()` per child (user + system) and a bare file create (this machine's ext4 makes creates
+    in a churned block group cost 10-50x more, and each child creates its journal and due entries)."""
+    import resource
+
     root = bench.fresh("fanout")
     count = bench.n(1000, 200)
     durable_cli.start(fan_out, 3, dir=os.path.join(root, "warm"))
-    per = []
+    per, cpu, creates = [], [], []
     for r in range(bench.n(3, 1)):
         store = os.path.join(root, f"r{r}")
+        before = resource.getrusage(resource.RUSAGE_SELF)
         began = time.perf_counter()
         run = durable_cli.start(fan_out, count, dir=store)
+        after = resource.getrusage(resource.RUSAGE_SELF)
         bench.tick(store, "--workers", "4")
         per.append((time.perf_counter() - began) / count)
+        cpu.append((after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) / count)
         done = durable_cli.get_run(run.run_id, dir=store)
         assert (done.status, done.result) == ("completed", sum(range(count))), done
+        creates.append(_bare_create(os.path.join(root, f"creates{r}")))
         bench.probe(5)
     bench.facts["fan_out_per_child_s"] = median(per)
+    bench.facts["fan_out_cpu_per_child_s"] = median(cpu)
+    bench.facts["fan_out_bare_create_s"] = median(creates)
+    bench.facts["fan_out_dir"] = root
     syncs = _strace_syncs(bench, "durable_cli.start(parallel.fan_out, 100, dir=%r)", root, "count")
     if syncs:
         bench.facts["fan_out_syncs_per_child_strace"] = {k: v / 100 for k, v in syncs.items()}
     bench.row(f"fan-out: {count:,} children of one step (start, then tick --workers 4)", median(per),
               bench.floor, "floor", 4.0, per="per child")
+
+
+def _bare_create(directory: str, n: int = 50) -> float:
+    """The median time of `os.open(O_CREAT | O_EXCL)` of a new empty file in a new `directory`."""
+    os.mkdir(directory)
+    times = []
+    for i in range(n):
+        began = time.perf_counter()
+        os.close(os.open(os.path.join(directory, str(i)), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        times.append(time.perf_counter() - began)
+    return median(times)
 
 
 def main() -> None:
