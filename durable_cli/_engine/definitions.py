@@ -25,6 +25,9 @@ else:
     R = TypeVar("R")
 
 
+_UNREAD = object()  # WorkflowDef._signature before it is read
+
+
 class WorkflowDef(Generic[P, R]):
     """A durable workflow: the function, its name, and whether replay checks step arguments."""
 
@@ -36,6 +39,7 @@ class WorkflowDef(Generic[P, R]):
         self.check_args = check_args
         self.timeout = timeout  # seconds from the run's first execution to its deadline
         self.is_async = inspect.iscoroutinefunction(fn)
+        self._signature: Any = _UNREAD
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """A plain call of the function (not durable); use `start()` to run it durably."""
@@ -43,9 +47,13 @@ class WorkflowDef(Generic[P, R]):
 
     def check_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Raise InvalidArguments when the function cannot be called with these arguments."""
-        try:
-            signature = inspect.signature(self.fn)
-        except ValueError:
+        signature = self._signature
+        if signature is _UNREAD:
+            try:
+                signature = self._signature = inspect.signature(self.fn)  # once: a fan-out checks each child
+            except ValueError:
+                signature = self._signature = None
+        if signature is None:
             return  # no signature to check against (a builtin): the call itself will tell
         try:
             signature.bind(*args, **kwargs)
