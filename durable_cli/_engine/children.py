@@ -293,8 +293,4 @@ def finish_children(ex: Execution) -> None:
     try:
         pool.settle(ex)
     finally:
-        if pool.pending:  # settle was interrupted: whatever it left runs to its end, unjournaled
-            for started in pool.pending:
-                if started.done is not None:
-                    started.done.exception()
-        pool.close()
+        pool.close()  # waits for every thread, even when settle was interrupted
