@@ -183,3 +183,28 @@ def test_the_test_kit_drives_children_one_after_another() -> None:
     run = env.start(fan_alone, 5)
     assert (run.status, run.result) == ("completed", sum(range(5)))
     assert INSIDE == [0, 1]
+
+
+@step
+async def tiny(i: int) -> int:
+    return i
+
+
+@workflow
+async def step_beside_children(n: int) -> int:
+    handles = [start_child(kid, i) for i in range(n)]
+    first, *rest = await asyncio.gather(tiny(100), *(handle.result() for handle in handles))
+    return int(first) + sum(rest)
+
+
+def test_a_step_started_beside_children_may_precede_their_lines_and_the_run_replays(tmp_path: Path) -> None:
+    from durable_cli.testing import check_replay
+
+    run = start(step_beside_children, 3, dir=str(tmp_path), run_id="beside")
+    assert (run.status, run.result) == ("completed", 100 + 1 + 2 + 3)
+    events = run_events(str(tmp_path), "beside")
+    order = [(e["type"], e.get("pos")) for e in events if e["type"] in ("step_started", "child_started")]
+    # the step's start is written (and synced) with the children's lines, once the children exist
+    assert order == [("step_started", 4), ("child_started", 1), ("child_started", 2), ("child_started", 3)], order
+    outcome = check_replay(str(tmp_path / "runs" / "beside.jsonl"), step_beside_children)
+    assert (outcome.status, outcome.reached, outcome.result) == ("ok", "completed", 106), outcome
