@@ -87,41 +87,54 @@ def _checksum_ok(line: bytes) -> bool:
     return len(line) > _CRC_SUFFIX_LEN and _checked([line]) == 1
 
 
-def _checked(lines: list[bytes]) -> int:
+def _checked(lines: list[bytes], cut: bool = False) -> int:
     """How many of `lines` (each without its newline), from the first, end in the suffix their CRC
     makes (`,"crc":"xxxxxxxx"}`, the last 18 bytes): the CRC check of every reader, a loop here
-    rather than a call per line (that call was a fifth of the cost of reading a journal)."""
+    rather than a call per line (that call was a fifth of the cost of reading a journal). With
+    `cut`, each line checked is replaced in `lines` by its head (its bytes before `,"crc"`)."""
     import zlib
 
     crc32 = zlib.crc32
     for number, line in enumerate(lines):
-        if line[-18:] != b',"crc":"%08x"}' % crc32(line[:-18]):
+        head = line[:-18]
+        if not line.endswith(b',"crc":"%08x"}' % crc32(head)):
             return number
+        if cut:
+            lines[number] = head
     return len(lines)
 
 
 def _parse_fast(lines: list[bytes]) -> list[dict[str, Any]] | None:
-    """Every line's event, parsed in one go; None when any line is off (the slow path says which).
+    """The events of `lines` (each without its newline; cut to their heads here), parsed in one
+    go; None when any line is off (the slow path says which).
 
-    A line too short for its checksum cannot get through `_checked` (its JSON would not parse),
-    and one event per line is checked, so lines that only parse joined never pass.
+    The heads are parsed as one array, each event closed where its checksum began: `[{...},{...}]`
+    holds the events without their `crc`, which is neither decoded nor deleted (a sixth of the cost
+    of parsing a step's two lines), and the array is the one copy of the journal made (a line's
+    head takes its place). A line too short for its checksum cannot get
+    through `_checked`, and one event per line is checked, each with its seq: lines that parse
+    only joined (which no append writes) are not taken unless their seqs also come out in order.
     """
     import json
+    from itertools import repeat
+    from operator import itemgetter, ne
 
-    if _checked(lines) != len(lines):
+    count = len(lines)
+    if _checked(lines, cut=True) != count:
         return None
+    lines[0] = b"[" + lines[0]
+    lines[-1] += b"}]"
+    array = b"},".join(lines)
+    del lines[:]
     try:
-        events = json.loads(b"[" + b",".join(lines) + b"]")
-    except ValueError:
-        return None
-    if len(events) != len(lines):
-        return None
-    number = 0
-    for event in events:
-        number += 1
-        if type(event) is not dict or event.get("seq") != number:
+        events = json.loads(array)
+        if len(events) != count or any(map(ne, map(itemgetter("seq"), events), range(1, count + 1))):
             return None
-        del event["crc"]
+    except (ValueError, TypeError, KeyError):  # not JSON; an event not an object, or without seq
+        return None
+    if any(map(dict.__contains__, events, repeat("crc"))):  # a head with a `crc` of its own
+        for event in events:
+            event.pop("crc", None)  # as `decode` deletes the one a whole line's parse keeps
     return events  # type: ignore[no-any-return]
 
 
