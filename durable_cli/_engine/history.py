@@ -15,6 +15,7 @@ Event = dict[str, Any]
 
 COMPLETIONS = frozenset({"step_completed", "sleep_completed", "hook_next", "child_result"})
 INPUTS = frozenset({"hook_payload", "child_finished", "run_woken"})
+_STEP_EVENTS = frozenset({"step_started", "step_completed"})
 
 
 class Op:
@@ -22,11 +23,11 @@ class Op:
 
     __slots__ = ("pos", "kind", "name", "events", "completion", "retry_base")
 
-    def __init__(self, pos: int, kind: str, name: str) -> None:
+    def __init__(self, pos: int, kind: str, name: str, first: Event | None = None) -> None:
         self.pos = pos
         self.kind = kind
         self.name = name
-        self.events: list[Event] = []
+        self.events: list[Event] = [] if first is None else [first]
         self.completion: Event | None = None
         self.retry_base = 0
 
@@ -105,8 +106,45 @@ class History:
         self.last_debounce: str | None = None  # when the last start joined the debounced run
         self.admitted = True  # started, not waiting in a queue or a debounce window
         self.deadline: str | None = None  # the earliest `deadline` journaled (ISO text)
+        self._fold(events)
+
+    def _fold(self, events: list[Event]) -> None:
+        """`add` of each event, with a step's start and result (nearly every event a long run
+        replays) folded here in a few lookups: they only index the event by its position and
+        leave the run running, unsuspended (after a result: with no crashes in a row), which
+        is applied once before the next other event and at the end."""
+        ops, order = self.ops, self.completion_order
+        at, stepped, progressed = self.last_at, False, False
         for event in events:
+            kind = event["type"]
+            if kind in _STEP_EVENTS and "pos" in event:
+                pos = event["pos"]
+                op = ops.get(pos)
+                if op is None:
+                    op = ops[pos] = Op(pos, "step", str(event.get("name", "")), event)
+                else:
+                    op.events.append(event)
+                if kind == "step_completed":
+                    op.completion = event
+                    order.append(pos)
+                    progressed = True
+                at = event.get("at", at)
+                stepped = True
+                continue
+            if stepped:
+                self._stepped(at, progressed)
+                stepped = progressed = False
             self.add(event)
+            at = self.last_at
+        if stepped:
+            self._stepped(at, progressed)
+
+    def _stepped(self, at: str, progressed: bool) -> None:
+        self.last_at = at
+        self.status = "running"
+        self.suspended = None
+        if progressed:
+            self.crashes = 0
 
     def add(self, event: Event) -> None:
         """Fold one more event in (events arrive in seq order)."""
