@@ -21,7 +21,8 @@ import contextvars
 import json
 import threading
 from datetime import timedelta
-from typing import Any, NoReturn
+from json.encoder import encode_basestring_ascii
+from typing import Any, Callable, NoReturn
 
 from .._digest import sha256_hex
 from ..errors import FatalError, RetryableError, StepCrashed, StepTimeout, Suspend
@@ -42,10 +43,38 @@ DEFAULT_RETRY_DELAY = 1.0
 _CANONICAL = json.JSONEncoder(sort_keys=True, default=repr, separators=(",", ":"))
 
 
+def _finite(value: float) -> str:
+    return float.__repr__(value) if value - value == 0 else _CANONICAL.encode(value)
+
+
+# How `_CANONICAL` writes a value of each of these exact types (ASCII: it escapes the rest), and
+# `[[value],{}]`, the text of a call with one positional argument, for the two most common.
+_PLAIN: dict[type, Callable[[Any], str]] = {
+    int: int.__repr__, str: encode_basestring_ascii, float: _finite,
+    bool: lambda value: "true" if value else "false", type(None): lambda value: "null",
+}
+_ALONE: dict[type, Callable[[Any], str]] = {
+    int: "[[%d],{}]".__mod__, str: lambda value: "[[" + encode_basestring_ascii(value) + "],{}]",
+}
+
+
 def args_hash(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    """A short hash of a step's arguments: compared on replay, never revealing the values."""
-    text = _CANONICAL.encode([list(args), kwargs])
-    return sha256_hex(text)[:16]
+    """A short hash of a step's arguments: compared on replay, never revealing the values.
+
+    The text hashed is `_CANONICAL`'s of `[args, kwargs]`; for positional arguments of plain types
+    it is written here, the same text at a third of the cost (a replayed step hashes its
+    arguments to compare them with the journal's)."""
+    if not kwargs:
+        try:
+            if len(args) == 1:
+                text = _ALONE[type(args[0])](args[0])
+            else:
+                text = "[[" + ",".join([_PLAIN[type(value)](value) for value in args]) + "],{}]"
+        except KeyError:
+            pass
+        else:
+            return sha256_hex(text)[:16]
+    return sha256_hex(_CANONICAL.encode([list(args), kwargs]))[:16]
 
 
 def _begin(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, Op | None, str]:
