@@ -230,7 +230,7 @@ def _due_pass(store: Store, clock: Clock, summary: TickSummary, lazy_options: Ca
         if stop is not None and stop():
             break
         if store.claims_due:  # the next run nobody holds instead of this one (Store.claim_due)
-            cursor = store.claim_due(clock(), cursor)
+            cursor = store.claim_due(clock(), cursor, more=index + share < len(due))
             if cursor is None:
                 if share == 1:  # listed runs left due that it did not drive: held elsewhere
                     listed = {listed_id for _, listed_id in due} - driven
@@ -281,11 +281,11 @@ def _fork_worker(due: list[tuple[datetime, str]], reopen: Callable[[], Store], c
         store = reopen()
         try:
             cursor: tuple[datetime, str] | None = None
-            for due_at, run_id in due:
+            for index, (due_at, run_id) in enumerate(due):
                 if stop is not None and stop():
                     break
                 if store.claims_due:  # as many runs as its share, whichever nobody holds
-                    cursor = store.claim_due(clock(), cursor)
+                    cursor = store.claim_due(clock(), cursor, more=index + 1 < len(due))
                     if cursor is None:
                         break
                     due_at, run_id = cursor

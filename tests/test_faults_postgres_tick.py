@@ -48,3 +48,32 @@ def test_a_tick_killed_at_each_store_operation_of_a_due_run_leaves_it_completed(
         step_done = operations.index("journal.append") + 1  # the step's start is the first append
         allowed = 2 if crash_at == step_done + 1 else 1  # killed before its result was stored
         assert 1 <= len(effects) <= allowed, (crash_at, operations[crash_at - 1], effects)
+
+
+def test_a_tick_killed_at_each_store_operation_of_two_due_runs_leaves_both_completed(
+        tmp_path: Path, pg_url: str) -> None:
+    """The first run's final statement also claims the second (pg_claims._FINISH_AND_CLAIM): a kill
+    before it leaves both unclaimed, a kill after it leaves the second claimed by a dead worker,
+    whose lease lapses. Either way each step ran once (twice only when killed before its result)."""
+    write_module(tmp_path, "flows", FLOWS)
+    url = pg_url + "&lease=1"
+    log = tmp_path / "operations.log"
+    _run(tmp_path, url)
+    _run(tmp_path, url)
+    assert _tick(tmp_path, url, {"DURABLE_CRASH_LOG": str(log)}).returncode == 0
+    operations = [line.split()[1] for line in log.read_text().splitlines()]
+    assert operations == ["run.claim"] + ["journal.append"] * 6, operations  # no claim of its own: the 2nd
+    for crash_at in range(1, len(operations) + 1):
+        (tmp_path / "effects.txt").unlink(missing_ok=True)
+        run_ids = [_run(tmp_path, url), _run(tmp_path, url)]
+        crashed = _tick(tmp_path, url, {"DURABLE_CRASH_AT": str(crash_at)})
+        assert crashed.returncode == -9, (crash_at, crashed.stderr)
+        time.sleep(1.2)  # the killed tick's leases lapse
+        assert _tick(tmp_path, url, {}).returncode == 0
+        for run_id in run_ids:
+            code, out, err = durable_in_process("--store", url, "inspect", run_id, "--json", cwd=tmp_path)
+            shown = json.loads(out)
+            assert (shown["status"], shown["result"]) == ("completed", 7), (crash_at, shown)
+        effects = (tmp_path / "effects.txt").read_text().split()
+        allowed = 3 if crash_at in (3, 6) else 2  # killed after a step, before its result was stored
+        assert 2 <= len(effects) <= allowed, (crash_at, effects)

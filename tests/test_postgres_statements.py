@@ -1,8 +1,9 @@
 """What a PostgreSQL store sends for one run of a tick, counted in-process (a count, not a timing).
 
-A due run that takes one step and completes costs a claim that reads the journal, inbox and cancel
-flag with it; the step's start (synchronous) and result (asynchronous); the inbox gate with the
-last delivery; and one statement that journals the end, drops the due entry and releases the run.
+A due run that takes one step and completes costs the step's start (synchronous) and result
+(asynchronous); the inbox gate with the last delivery; and one statement that journals the end,
+drops the due entry, releases the run and claims the next due run, reading its journal, inbox and
+cancel flag. Only a pass's first run is claimed by a statement of its own.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ NAPPER = """
 """
 
 
-def test_a_tick_takes_a_due_run_through_one_step_in_six_statements_and_four_commits(
+def test_a_tick_takes_a_due_run_through_one_step_in_five_statements_and_three_commits(
         tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     write_module(tmp_path, "napping", NAPPER)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -46,10 +47,10 @@ def test_a_tick_takes_a_due_run_through_one_step_in_six_statements_and_four_comm
     with Statements() as sent:
         summary = tick(store=pg_url, now=datetime.now(timezone.utc) + timedelta(seconds=2))
     assert (summary.completed, summary.errors) == (runs, [])
-    per_tick = 3  # the problems, the runs with messages, the due entries
-    assert (sent.total - per_tick) / runs == 6, sent.counts
-    assert sent.commits / runs == 4, sent.counts  # the claim, the step's start and result, the end
-    assert sent.sync_commits / runs == 2, sent.counts  # the step's start, the end
+    per_tick = 4  # the problems, the runs with messages, the due entries, the first run's claim
+    assert (sent.total - per_tick) / runs == 5, sent.counts
+    assert (sent.commits - 1) / runs == 3, sent.counts  # the step's start and result, the end
+    assert sent.sync_commits / runs == 2, sent.counts  # the step's start, the end (and next claim)
     for run in started:
         done = durable_cli.get_run(run.run_id, store=pg_url)
         assert (done.status, done.result) == ("completed", 1)
@@ -81,3 +82,52 @@ def test_resume_enqueue_posts_without_importing_the_engine(tmp_path: Path) -> No
     assert code == 0, err
     code, out, err = durable("inspect", run_id, "--json", cwd=tmp_path)
     assert (json.loads(out)["status"], json.loads(out)["result"]) == ("completed", {"ok": 1}), out
+
+
+def test_a_claim_taken_ahead_by_a_finishing_run_is_given_back_unless_the_tick_asks_for_it(
+        tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run handed out by `claim_due` claims the next due run in its final statement; the next
+    `claim_due` after it gets that run without a statement, another cursor gives it back, and so
+    does closing the store."""
+    from durable_cli._store.postgres import PostgresStore
+
+    write_module(tmp_path, "napping", NAPPER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "napping", raising=False)
+    import napping
+
+    ids = sorted(durable_cli.start(napping.napper, store=pg_url).run_id for _ in range(3))
+    now = datetime.now(timezone.utc) + timedelta(seconds=2)
+
+    def owners(store: PostgresStore) -> list[str | None]:
+        rows = store._db.rows("SELECT run_id, owner FROM durable_runs ORDER BY run_id")
+        return [None if owner is None else "us" if owner == store.worker_id else "other"
+                for _, owner in rows]
+
+    def finish(store: PostgresStore, cursor: tuple[datetime, str]) -> None:
+        session = store.open_run(cursor[1])
+        assert session is not None
+        session.stage({"type": "run_completed", "result": 1})
+        session.flush()
+
+    store = PostgresStore(pg_url)
+    try:
+        first = store.claim_due(now, None, more=True)
+        assert first is not None and first[1] in ids
+        finish(store, first)
+        held = owners(store)
+        assert held.count("us") == 1 and held[ids.index(first[1])] is None, held
+        with Statements() as sent:
+            second = store.claim_due(now, first, more=True)
+        assert second is not None and sent.total == 0, sent.counts  # the claim taken ahead
+        finish(store, second)
+        assert owners(store).count("us") == 1
+        with Statements() as sent:  # another cursor: the claim ahead is given back, then asked for
+            again = store.claim_due(now, None, more=True)
+        assert again is not None and sent.total == 2, sent.counts
+    finally:
+        store.close()
+    store = PostgresStore(pg_url)
+    assert owners(store) == [None, None, None]
+    store.close()

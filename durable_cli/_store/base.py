@@ -253,11 +253,13 @@ class Store(ABC):
     claims_due = False
     """Whether `claim_due` hands out due runs (else a tick walks the list `due` gives)."""
 
-    def claim_due(self, now: datetime, after: tuple[datetime, str] | None) -> tuple[datetime, str] | None:
+    def claim_due(self, now: datetime, after: tuple[datetime, str] | None,
+                  more: bool = False) -> tuple[datetime, str] | None:
         """Claim the first run, in (due time, run id) order after `after`, whose entry is due at
         `now` and that nobody holds; its (due time, id), its claim handed to the next `open_run`
         of it in this store. None when none is left. Workers that take runs this way never visit
-        a run another holds or has driven (only stores with `claims_due`)."""
+        a run another holds or has driven (only stores with `claims_due`). `more`: the caller
+        will ask for the run after this one, which the store may then claim ahead."""
         return None
 
     # queues (flow control): per queue, the runs it started that have not left it, and those waiting

@@ -6,7 +6,7 @@ run's row still carries the session's claim, so a holder that stalled past its l
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import psycopg
 
@@ -55,22 +55,27 @@ SELECT (SELECT claim FROM taken), EXISTS (SELECT 1 FROM seen),
 # (SKIP LOCKED: a run another worker is claiming is passed over). `seen` is the row in the
 # statement's snapshot: a claim taken and given back since makes `taken` empty while `picked` is
 # not, and the caller asks again. The claim number is NULL then, and no row means none is due.
-CLAIM_DUE = f"""
-WITH picked AS (
+# `{commit}` is where the claim's own statement commits asynchronously; `{gated}` a condition on
+# the statement's other CTEs (`_FINISH_AND_CLAIM`).
+_CLAIM_NEXT = """
+     picked AS (
          SELECT r.run_id, d.due_at FROM durable_due d JOIN durable_runs r USING (run_id)
           WHERE d.due_at <= %(now)s AND (r.owner IS NULL OR r.lease_until < now())
-            AND (d.due_at, d.run_id) > (%(after_at)s, %(after_id)s)
+            AND (d.due_at, d.run_id) > (%(after_at)s, %(after_id)s){gated}
           ORDER BY d.due_at, d.run_id LIMIT 1
             FOR UPDATE OF r SKIP LOCKED),
      seen AS (SELECT claim FROM durable_runs WHERE run_id IN (SELECT run_id FROM picked)),
      taken AS (
          UPDATE durable_runs AS r SET claim = nextval('durable_claims'), owner = %(owner)s,
                 lease_until = now() + make_interval(secs => %(lease)s)
-           FROM picked, seen, (SELECT set_config('synchronous_commit', 'off', true)) AS async
+           FROM picked, seen{commit}
           WHERE r.run_id = picked.run_id AND r.claim = seen.claim
-         RETURNING r.run_id, r.claim)
-SELECT picked.run_id, picked.due_at, (SELECT claim FROM taken),
-       {_read_under_claim("picked.run_id")}
+         RETURNING r.run_id, r.claim)"""
+_CLAIMED = f"""picked.run_id, picked.due_at, (SELECT claim FROM taken),
+       {_read_under_claim("picked.run_id")}"""
+CLAIM_DUE = f"""
+WITH {_CLAIM_NEXT.format(gated="", commit=", (SELECT set_config('synchronous_commit', 'off', true)) AS async")}
+SELECT {_CLAIMED}
   FROM picked
 """
 
@@ -163,6 +168,15 @@ SELECT (SELECT count(*) FROM added),
   FROM released
 """
 
+# `_FINISH`, and in the same statement (one commit) the claim of the next due run after this one, as
+# `CLAIM_DUE` takes it with the tick's cursor at this run: a tick's next `claim_due` then costs no
+# statement. It claims only once the release has matched, and commits synchronously, as the finish.
+_FINISH_AND_CLAIM = f"""{_FINISH.split("SELECT (SELECT count(*) FROM added)")[0].rstrip()},{_CLAIM_NEXT.format(gated=chr(10) + "            AND EXISTS (SELECT 1 FROM released)", commit="")}
+SELECT (SELECT count(*) FROM added),
+       CASE WHEN %(gate)s THEN pg_advisory_unlock(%(lock)s, hashtext(released.run_id)) END, next.*
+  FROM released LEFT JOIN (SELECT {_CLAIMED} FROM picked) AS next ON true
+"""
+
 # Final events after which the engine has nothing more to do for a plain run (see `_FINISH`).
 _CLOSING_EVENTS = ("run_completed", "run_failed")
 _NOTIFIES = ("parent", "queue", "debounce")
@@ -242,6 +256,8 @@ class PostgresRunSession(RunSession):
     first `messages` and `cancel_requested` of the run with, until the session first writes.
     `gate` is whether this process holds the run's inbox gate (`PostgresStore.closing`);
     `due_dropped` whether the final flush also dropped the run's due entry and released it.
+    `claim_next`, when a tick's `claim_due` handed the run out: the parameters of the next due
+    run's claim (`_FINISH_AND_CLAIM`) and what takes the claimed row; None otherwise.
     """
 
     def __init__(self, db: Db, heartbeat: Heartbeat, owner: str, run_id: str, claim: int,
@@ -252,6 +268,7 @@ class PostgresRunSession(RunSession):
         self.cancel: bool | None = None
         self.gate = False
         self.due_dropped = False
+        self.claim_next: tuple[dict[str, Any], Callable[[tuple[Any, ...]], None]] | None = None
         self._gate_lock = gate_lock
         self._db = db
         self._heartbeat = heartbeat
@@ -325,15 +342,22 @@ class PostgresRunSession(RunSession):
 
     def _finish(self) -> None:
         """The final flush of a plain run: its events, due entry, cancel request and release (and
-        the inbox gate, when held) in one statement (`_FINISH`)."""
+        the inbox gate, when held) in one statement (`_FINISH`), with the claim of the tick's next
+        due run when `claim_next` asks for it (`_FINISH_AND_CLAIM`)."""
         params = {**self._lines(), "gate": self.gate, "lock": self._gate_lock}
+        statement, park = _FINISH, None
+        if self.claim_next is not None:
+            statement, (claim_params, park) = _FINISH_AND_CLAIM, self.claim_next
+            params.update(claim_params)
         faults.point("journal.append")
         try:
-            rows = self._db.rows(_FINISH, params)
+            rows = self._db.rows(statement, params)
         except Conflict:
             rows = []
         if not rows or rows[0][0] != params["count"]:
             raise self._lost()
+        if park is not None and rows[0][4] is not None:  # the next run is claimed: hand it over
+            park(rows[0][2:])
         self._seq += params["count"]
         self.gate = False
         self.due_dropped = True

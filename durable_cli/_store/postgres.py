@@ -111,6 +111,11 @@ class PostgresStore(PostgresQueues, Store):
         self._listener: Any = None
         self._held: dict[str, PostgresRunSession] = {}  # the sessions this store handed out
         self._parked: dict[str, tuple[Any, ...]] = {}  # claims `claim_due` took, for `open_run`
+        # the run `claim_due` handed out last, with its cursor and `now`: its final flush may claim
+        # the next due run (pg_claims._FINISH_AND_CLAIM); that claim, parked, and the cursor it follows
+        self._handed: tuple[str, dict[str, Any]] | None = None
+        self._parked_due: dict[str, datetime] = {}
+        self._ahead: tuple[tuple[datetime, str], str] | None = None
         # advisory locks do not exclude each other within one session: threads sharing this
         # store's connection are kept apart here
         self._gate = threading.RLock()
@@ -160,8 +165,13 @@ class PostgresStore(PostgresQueues, Store):
         params = {"run_id": check_run_id(run_id), "owner": self.worker_id, "lease": self.lease,
                   "due_by": _utc(due_by) if due_by is not None else None}
         parked = self._parked.pop(run_id, None)
+        self._parked_due.pop(run_id, None)
         if parked is not None:  # claimed by `claim_due` just before
-            return self._opened(run_id, *parked)
+            session = self._opened(run_id, *parked)
+            if self._handed is not None and self._handed[0] == run_id:
+                cursor = self._handed[1]
+                session.claim_next = (cursor, lambda row: self._park_ahead(row, cursor))
+            return session
         delay = 0.01
         faults.point("run.claim")
         while True:
@@ -299,9 +309,20 @@ class PostgresStore(PostgresQueues, Store):
     claims_due = True
     cancel_poll_seconds = 0.02  # a SELECT per step spared: a cancel may miss a step that starts within 20 ms
 
-    def claim_due(self, now: datetime, after: tuple[datetime, str] | None) -> tuple[datetime, str] | None:
+    def claim_due(self, now: datetime, after: tuple[datetime, str] | None,
+                  more: bool = False) -> tuple[datetime, str] | None:
         """One statement (`pg_claims.CLAIM_DUE`) claims the next due run nobody holds and reads it;
-        `open_run` of that run then takes the claim without a round trip."""
+        `open_run` of that run then takes the claim without a round trip. When the run before it
+        (`after`) finished with a claim of the next one (`_FINISH_AND_CLAIM`), no statement. With
+        `more`, the run handed out may claim the one after it so (a claim ahead that the caller
+        does not ask for is given back: other workers have passed that run by then)."""
+        self._handed = None
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            cursor, run_id = ahead
+            if cursor == after and run_id in self._parked:
+                return self._hand_out(now, self._parked_due.pop(run_id), run_id, more)
+            self._unpark(run_id)  # not asked for (the caller's cursor moved otherwise): give it back
         after_at, after_id = after if after is not None else (_EPOCH, "")
         params = {"now": _utc(now), "after_at": _utc(after_at), "after_id": after_id,
                   "owner": self.worker_id, "lease": self.lease}
@@ -310,12 +331,39 @@ class PostgresStore(PostgresQueues, Store):
             rows = self._db.rows(CLAIM_DUE, params)
             if not rows:
                 return None
-            run_id, due_at, claim, *read = rows[0]
-            if claim is not None:
-                self._parked[run_id] = (int(claim), read[0] or "", *read[1:])
-                self._heartbeat.add(run_id, int(claim))  # renewed until open_run takes it
-                return _utc(due_at), run_id
+            if rows[0][2] is not None:
+                due_at, run_id = self._park(rows[0])
+                self._parked_due.pop(run_id)
+                return self._hand_out(now, due_at, run_id, more)
         return None
+
+    def _park(self, row: tuple[Any, ...]) -> tuple[datetime, str]:
+        """Hold a run a claim statement took and read (row: run id, due time, claim, what it
+        read), renewed until `open_run` takes it."""
+        run_id, due_at, claim, *read = row
+        self._parked[run_id] = (int(claim), read[0] or "", *read[1:])
+        self._parked_due[run_id] = _utc(due_at)
+        self._heartbeat.add(run_id, int(claim))
+        return _utc(due_at), run_id
+
+    def _park_ahead(self, row: tuple[Any, ...], cursor: dict[str, Any]) -> None:
+        """The claim a finishing run took of the next due run: the tick's next `claim_due` after
+        that run gets it."""
+        _, run_id = self._park(row)
+        self._ahead = ((cursor["after_at"], cursor["after_id"]), run_id)
+
+    def _unpark(self, run_id: str) -> None:
+        parked = self._parked.pop(run_id, None)
+        self._parked_due.pop(run_id, None)
+        if parked is not None:
+            self._heartbeat.remove(run_id)
+            release(self._db, self.worker_id, run_id, parked[0])
+
+    def _hand_out(self, now: datetime, due_at: datetime, run_id: str, more: bool) -> tuple[datetime, str]:
+        if more:
+            self._handed = (run_id, {"now": _utc(now), "after_at": due_at, "after_id": run_id,
+                                     "lease": self.lease})
+        return due_at, run_id
 
     # hook tokens
     def claim_token(self, token: str, run_id: str) -> str | None:
