@@ -312,7 +312,7 @@ class Statements:
     def __enter__(self) -> Statements:
         from durable_cli._store import pg_schema
 
-        rows, write = self._saved = pg_schema.Db.rows, pg_schema.Db.write
+        rows, write, prepared = self._saved = pg_schema.Db.rows, pg_schema.Db.write, pg_schema.Db.prepared
         added = self.add
 
         def counted(method):  # type: ignore[no-untyped-def]
@@ -321,10 +321,15 @@ class Statements:
                 return method(db, sql, params)
             return call
 
+        def counted_prepared(db, name, sql, params):  # type: ignore[no-untyped-def]
+            added(sql)
+            return prepared(db, name, sql, params)
+
         pg_schema.Db.rows, pg_schema.Db.write = counted(rows), counted(write)
+        pg_schema.Db.prepared = counted_prepared
         return self
 
     def __exit__(self, *exc: object) -> None:
         from durable_cli._store import pg_schema
 
-        pg_schema.Db.rows, pg_schema.Db.write = self._saved
+        pg_schema.Db.rows, pg_schema.Db.write, pg_schema.Db.prepared = self._saved

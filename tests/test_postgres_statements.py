@@ -131,3 +131,54 @@ def test_a_claim_taken_ahead_by_a_finishing_run_is_given_back_unless_the_tick_as
     store = PostgresStore(pg_url)
     assert owners(store) == [None, None, None]
     store.close()
+
+
+CANCELLED_IN_A_STEP = """
+    import os
+    import durable_cli
+    from durable_cli import get_step_metadata, step, workflow
+
+    OTHER = None  # a store on another connection, opened by the test (a cancel in well under 20 ms)
+
+    @step
+    def ask_to_cancel():
+        OTHER.request_cancel(get_step_metadata().run_id)
+        return 1
+
+    @step
+    def must_not_start(path):
+        open(path, "w").close()
+        return 2
+
+    @workflow
+    def cancelled_between_steps(path):
+        ask_to_cancel()
+        return must_not_start(path)
+"""
+
+
+def test_a_cancel_recorded_before_a_steps_result_is_written_stops_the_next_step(
+        tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The write of a step's result reads the run's cancel flag (pg_claims._APPEND): a cancel
+    acknowledged meanwhile stops the next step, however soon it comes (no 20 ms poll window), and
+    the look costs no statement of its own."""
+    write_module(tmp_path, "cancelling", CANCELLED_IN_A_STEP)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "cancelling", raising=False)
+    import cancelling
+
+    from durable_cli._store.postgres import PostgresStore
+
+    monkeypatch.setattr(PostgresStore, "CANCEL_TRUST", 60.0, raising=False)  # no look of its own, however slow
+    marker = tmp_path / "started.txt"
+    cancelling.OTHER = PostgresStore(pg_url)
+    try:
+        with Statements() as sent:
+            run = durable_cli.start(cancelling.cancelled_between_steps, str(marker), store=pg_url)
+    finally:
+        cancelling.OTHER.close()
+    assert run.status == "cancelled", run
+    assert not marker.exists()
+    looks = sum(n for text, n in sent.counts.items() if text.startswith("SELECT 1 FROM durable_cancel"))
+    assert looks <= 1, sent.counts  # the new run's first look; the steps' ride their writes

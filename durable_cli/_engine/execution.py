@@ -125,10 +125,10 @@ class Execution:
 
     def cancel_requested(self) -> bool:
         """Whether someone asked to cancel the run: asked of the store before every step, or at
-        most every `store.cancel_poll_seconds` where a look costs a round trip (PostgreSQL: 20 ms,
-        so a step may still start within 20 ms of an acknowledged `durable cancel` there; on the
-        file and memory stores a look is a stat or a dict read, and no step starts once the
-        request is recorded).
+        most every `store.cancel_poll_seconds` where a store sets one (the PostgreSQL store answers
+        from the flag its last write read, trusted 20 ms, so a step may still start within 20 ms
+        of an acknowledged `durable cancel` there; on the file and memory stores a look is a stat
+        or a dict read, and no step starts once the request is recorded).
         A passed deadline counts as a request (to end the run as `timed_out`).
         """
         now = time.monotonic()

@@ -6,6 +6,7 @@ run's row still carries the session's claim, so a holder that stalled past its l
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Callable
 
 import psycopg
@@ -94,7 +95,10 @@ RETURNING claim
 # FOR SHARE makes a concurrent claim wait for this insert, or this insert see the new claim.
 # The lines travel as one text, a line each (a journal line holds no newline), numbered from
 # `first`: a text[] parameter would cost the client a regex escape of every '"' of every line.
+# Each inserted row comes back with the run's cancel flag (read once, as of the insert): the
+# engine's look before its next step is answered from it without a round trip.
 _LINES = "unnest(string_to_array(%(lines)s, chr(10))) WITH ORDINALITY AS line(body, n)"
+_CANCEL_FLAG = "(SELECT EXISTS (SELECT 1 FROM durable_cancel WHERE run_id = %(run_id)s))"
 _APPEND = f"""
 WITH held AS (
     SELECT 1 FROM durable_runs
@@ -103,6 +107,7 @@ WITH held AS (
 INSERT INTO durable_events (run_id, seq, body)
 SELECT %(run_id)s, %(first)s + line.n - 1, line.body
   FROM held, {_LINES}
+RETURNING {_CANCEL_FLAG}
 """
 
 # The same insert, committed without waiting for the WAL flush (synchronous_commit off for this
@@ -112,10 +117,24 @@ _WRITE = _APPEND.replace(
     "FROM held,", "FROM held, (SELECT set_config('synchronous_commit', 'off', true)) AS async,"
 )
 
-# A synchronous commit that flushes the WAL up to here (and the rows written before it), fenced.
-_SYNC = """
+# `_APPEND` and `_WRITE` as libpq prepares them (`Db.prepared`): parameters $1.. in this order.
+_APPEND_PARAMS = ("run_id", "claim", "owner", "first", "lines")
+
+
+def _numbered(sql: str) -> str:
+    for number, name in enumerate(_APPEND_PARAMS, 1):
+        sql = sql.replace(f"%({name})s", f"${number}")
+    return sql
+
+
+_PREPARED = {_APPEND: ("durable_append", _numbered(_APPEND)), _WRITE: ("durable_write", _numbered(_WRITE))}
+
+# A synchronous commit that flushes the WAL up to here (and the rows written before it), fenced;
+# the run's cancel flag comes back with it, as with `_APPEND`.
+_SYNC = f"""
 UPDATE durable_runs SET lease_until = lease_until
  WHERE run_id = %(run_id)s AND claim = %(claim)s AND owner = %(owner)s
+RETURNING {_CANCEL_FLAG}
 """
 
 # Indexes are taken from the stream's current maximum: a concurrent append that takes the same
@@ -252,8 +271,9 @@ class Heartbeat:
 class PostgresRunSession(RunSession):
     """A run held through claim number `claim`; `flush` inserts only while that claim stands.
 
-    `inbox` and `cancel` hold what the claim read beside the journal, for the store to answer the
-    first `messages` and `cancel_requested` of the run with, until the session first writes.
+    `inbox` holds what the claim read beside the journal, for the store to answer the first
+    `messages` of the run with, until the session first writes; `cancel` the run's cancel flag as
+    the claim, the last write (`_APPEND`) or the store's last look read it, at `cancel_read_at`.
     `gate` is whether this process holds the run's inbox gate (`PostgresStore.closing`);
     `due_dropped` whether the final flush also dropped the run's due entry and released it.
     `claim_next`, when a tick's `claim_due` handed the run out: the parameters of the next due
@@ -266,9 +286,10 @@ class PostgresRunSession(RunSession):
         self.events = events
         self.inbox: list[tuple[str, str]] | None = None
         self.cancel: bool | None = None
+        self.cancel_read_at = 0.0  # when the statement that read `cancel` was sent (time.monotonic())
         self.gate = False
         self.due_dropped = False
-        self.claim_next: tuple[dict[str, Any], Callable[[tuple[Any, ...]], None]] | None = None
+        self.claim_next: tuple[dict[str, Any], Callable[[tuple[Any, ...], float], None]] | None = None
         self._gate_lock = gate_lock
         self._db = db
         self._heartbeat = heartbeat
@@ -306,9 +327,15 @@ class PostgresRunSession(RunSession):
             self._insert(_APPEND)
         elif self._unsynced:
             faults.point("journal.fsync")
-            if self._db.write(_SYNC, self._fence()) != 1:
+            began = time.monotonic()
+            rows = self._db.rows(_SYNC, self._fence())
+            if len(rows) != 1:
                 raise self._lost()
+            self._read_cancel(bool(rows[0][0]), began)
         self._unsynced = False
+
+    def _read_cancel(self, cancel: bool, at: float) -> None:
+        self.cancel, self.cancel_read_at = cancel, at
 
     def _fence(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "claim": self._claim, "owner": self._owner}
@@ -332,13 +359,16 @@ class PostgresRunSession(RunSession):
     def _insert(self, statement: str) -> None:
         params = self._lines()
         faults.point("journal.append")
+        began = time.monotonic()
+        name, sql = _PREPARED[statement]
         try:
-            inserted = self._db.write(statement, params)
+            rows = self._db.prepared(name, sql, [str(params[key]) for key in _APPEND_PARAMS])
         except Conflict:
-            inserted = 0
-        if inserted != params["count"]:
+            rows = []
+        if len(rows) != params["count"]:
             raise self._lost()
         self._seq += params["count"]
+        self._read_cancel(rows[0][0] == "t", began)
 
     def _finish(self) -> None:
         """The final flush of a plain run: its events, due entry, cancel request and release (and
@@ -350,6 +380,7 @@ class PostgresRunSession(RunSession):
             statement, (claim_params, park) = _FINISH_AND_CLAIM, self.claim_next
             params.update(claim_params)
         faults.point("journal.append")
+        began = time.monotonic()
         try:
             rows = self._db.rows(statement, params)
         except Conflict:
@@ -357,7 +388,7 @@ class PostgresRunSession(RunSession):
         if not rows or rows[0][0] != params["count"]:
             raise self._lost()
         if park is not None and rows[0][4] is not None:  # the next run is claimed: hand it over
-            park(rows[0][2:])
+            park(rows[0][2:], began)
         self._seq += params["count"]
         self.gate = False
         self.due_dropped = True

@@ -104,6 +104,7 @@ class Db:
         self.url = url
         self.conn = connect(url)
         self._lock = threading.Lock()
+        self._prepared: set[bytes] = set()
 
     def rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
         """The rows `sql` returns (none for a statement that returns nothing)."""
@@ -115,6 +116,28 @@ class Db:
         """Run one statement (its own transaction) and return how many rows it changed."""
         with self._guard():
             return self.conn.execute(sql, params).rowcount
+
+    def prepared(self, name: str, sql: str, params: Sequence[str]) -> list[tuple[str | None, ...]]:
+        """The rows (text) of `sql`, whose parameters are $1, $2, ... (text), run as a statement
+        prepared once per connection under `name`, through libpq directly: a statement on the
+        path of every step skips psycopg's cursor and adapters (about 25 us of CPU each)."""
+        with self._guard():
+            pgconn = self.conn.pgconn
+            key = name.encode()
+            if key not in self._prepared:
+                self._check(pgconn.prepare(key, sql.encode()))
+                self._prepared.add(key)
+            result = self._check(pgconn.exec_prepared(key, [param.encode() for param in params]))
+            return [tuple(None if value is None else value.decode() for value in
+                          (result.get_value(row, column) for column in range(result.nfields)))
+                    for row in range(result.ntuples)]
+
+    @staticmethod
+    def _check(result: Any) -> Any:
+        """`result`, or its error raised as psycopg raises it (for `_guard` to translate)."""
+        if result.status in (psycopg.pq.ExecStatus.FATAL_ERROR, psycopg.pq.ExecStatus.BAD_RESPONSE):
+            raise psycopg.errors.error_from_result(result)
+        return result
 
     @contextmanager
     def transaction(self) -> Iterator[Conn]:

@@ -170,14 +170,16 @@ class PostgresStore(PostgresQueues, Store):
             session = self._opened(run_id, *parked)
             if self._handed is not None and self._handed[0] == run_id:
                 cursor = self._handed[1]
-                session.claim_next = (cursor, lambda row: self._park_ahead(row, cursor))
+                session.claim_next = (cursor, lambda row, at: self._park_ahead(row, at, cursor))
             return session
         delay = 0.01
         faults.point("run.claim")
         while True:
+            began = time.monotonic()
             (claim, exists, journal_text, inbox_ids, inbox, cancel), = self._db.rows(CLAIM, params)
             if claim is not None:
-                return self._opened(run_id, int(claim), journal_text or "", inbox_ids, inbox, cancel)
+                return self._opened(run_id, int(claim), journal_text or "", inbox_ids, inbox, cancel,
+                                    began)
             if not exists:
                 raise RunNotFound(f"no run {run_id!r} in {self.location}")
             if not wait:
@@ -186,7 +188,7 @@ class PostgresStore(PostgresQueues, Store):
             delay = min(delay * 2, 0.5)
 
     def _opened(self, run_id: str, claim: int, text: str, inbox_ids: list[int], inbox: list[str],
-                cancel: bool) -> PostgresRunSession:
+                cancel: bool, read_at: float) -> PostgresRunSession:
         """The session of a claim `CLAIM` took, with what it read beside the journal."""
         try:
             events, _ = journal.parse(text.encode(), f"{self.location} run {run_id}", run_id)
@@ -198,7 +200,7 @@ class PostgresStore(PostgresQueues, Store):
             raise
         session = self._session(run_id, claim, events)
         session.inbox = [(str(key), message) for key, message in zip(inbox_ids, inbox)]
-        session.cancel = bool(cancel)
+        session.cancel, session.cancel_read_at = bool(cancel), read_at
         return session
 
     def _lines(self, run_id: str) -> list[bytes]:
@@ -307,7 +309,12 @@ class PostgresStore(PostgresQueues, Store):
             yield _utc(at), run_id
 
     claims_due = True
-    cancel_poll_seconds = 0.02  # a SELECT per step spared: a cancel may miss a step that starts within 20 ms
+    # The engine looks before every step; a look is answered from the flag the claim, the run's
+    # last write (pg_claims._APPEND) or the last look read, if that was sent within CANCEL_TRUST
+    # seconds: a step may start within that long of an acknowledged cancel, and a run's steps
+    # cost no SELECT of their own.
+    cancel_poll_seconds = 0.0
+    CANCEL_TRUST = 0.02
 
     def claim_due(self, now: datetime, after: tuple[datetime, str] | None,
                   more: bool = False) -> tuple[datetime, str] | None:
@@ -328,28 +335,29 @@ class PostgresStore(PostgresQueues, Store):
                   "owner": self.worker_id, "lease": self.lease}
         for _ in range(100):  # a claim taken and given back meanwhile: ask again
             faults.point("run.claim")
+            began = time.monotonic()
             rows = self._db.rows(CLAIM_DUE, params)
             if not rows:
                 return None
             if rows[0][2] is not None:
-                due_at, run_id = self._park(rows[0])
+                due_at, run_id = self._park(rows[0], began)
                 self._parked_due.pop(run_id)
                 return self._hand_out(now, due_at, run_id, more)
         return None
 
-    def _park(self, row: tuple[Any, ...]) -> tuple[datetime, str]:
+    def _park(self, row: tuple[Any, ...], read_at: float) -> tuple[datetime, str]:
         """Hold a run a claim statement took and read (row: run id, due time, claim, what it
-        read), renewed until `open_run` takes it."""
-        run_id, due_at, claim, *read = row
-        self._parked[run_id] = (int(claim), read[0] or "", *read[1:])
+        read; sent at `read_at`), renewed until `open_run` takes it."""
+        run_id, due_at, claim, text, inbox_ids, inbox, cancel = row
+        self._parked[run_id] = (int(claim), text or "", inbox_ids, inbox, cancel, read_at)
         self._parked_due[run_id] = _utc(due_at)
         self._heartbeat.add(run_id, int(claim))
         return _utc(due_at), run_id
 
-    def _park_ahead(self, row: tuple[Any, ...], cursor: dict[str, Any]) -> None:
+    def _park_ahead(self, row: tuple[Any, ...], read_at: float, cursor: dict[str, Any]) -> None:
         """The claim a finishing run took of the next due run: the tick's next `claim_due` after
         that run gets it."""
-        _, run_id = self._park(row)
+        _, run_id = self._park(row, read_at)
         self._ahead = ((cursor["after_at"], cursor["after_id"]), run_id)
 
     def _unpark(self, run_id: str) -> None:
@@ -465,10 +473,13 @@ class PostgresStore(PostgresQueues, Store):
 
     def cancel_requested(self, run_id: str) -> bool:
         held = self._holding(run_id)
-        if held is not None and held.cancel is not None:  # read with the claim, nothing written since
-            cancel, held.cancel = held.cancel, None
-            return cancel
-        return bool(self._db.rows("SELECT 1 FROM durable_cancel WHERE run_id = %s", (check_run_id(run_id),)))
+        now = time.monotonic()
+        if held is not None and held.cancel is not None and now - held.cancel_read_at <= self.CANCEL_TRUST:
+            return held.cancel  # read with the claim, the last write or the last look
+        cancel = bool(self._db.rows("SELECT 1 FROM durable_cancel WHERE run_id = %s", (check_run_id(run_id),)))
+        if held is not None and not held.released:
+            held.cancel, held.cancel_read_at = cancel, now
+        return cancel
 
     def clear_cancel(self, run_id: str) -> None:
         faults.point("cancel.clear")
