@@ -125,6 +125,7 @@ class PgBench(Bench):
         super().__init__(base, quick)
         self.server = server
         self.admin = pg_schema.connect(pg_schema.parse_url(server.url))
+        self.profile: dict[str, list[dict[str, float]]] = {}
 
     def database(self, name: str) -> str:
         """A new empty database with the store's schema already in it."""
@@ -209,16 +210,21 @@ class PgBench(Bench):
                  "DBOS per step", 0.3, kind="ratio", per="per step")
 
     def make_template(self) -> None:
-        """A run of napper(0, "1s") whose rows the worker figure copies (due by the time it runs)."""
+        """A run of napper(0, "1s") whose rows the worker figure copies (due by the time it runs),
+        and one of counted_napper, whose step appends a line to `self.executions` each time it runs."""
         url = self.server.create_database("template")
-        run = durable_cli.start(workloads.napper, 0, "1s", store=url)
-        assert run.status == "sleeping", run
-        conn = pg_schema.connect(pg_schema.parse_url(url))
-        lines = [body for body, in conn.execute(
-            "SELECT body FROM durable_events WHERE run_id = %s ORDER BY seq", (run.run_id,))]
-        (due_at,), = conn.execute("SELECT due_at FROM durable_due WHERE run_id = %s", (run.run_id,))
-        conn.close()
-        self.template = (lines, due_at)
+        self.executions = os.path.join(self.base, "executions.txt")
+        templates = []
+        for run in (durable_cli.start(workloads.napper, 0, "1s", store=url),
+                    durable_cli.start(workloads.counted_napper, self.executions, "1s", store=url)):
+            assert run.status == "sleeping", run
+            conn = pg_schema.connect(pg_schema.parse_url(url))
+            lines = [body for body, in conn.execute(
+                "SELECT body FROM durable_events WHERE run_id = %s ORDER BY seq", (run.run_id,))]
+            (due_at,), = conn.execute("SELECT due_at FROM durable_due WHERE run_id = %s", (run.run_id,))
+            conn.close()
+            templates.append((lines, due_at))
+        self.template, self.counted_template = templates
 
     def check_clones(self) -> None:
         """Clones are real runs: one tick resumes and completes each (and counts its statements)."""
@@ -234,7 +240,7 @@ class PgBench(Bench):
             round(sent.total / 200, 2), round(sent.commits / 200, 2), round(sent.sync_commits / 200, 2))
 
     def wait_due(self) -> None:
-        left = (self.template[1] - datetime.now(timezone.utc)).total_seconds()
+        left = (max(self.template[1], self.counted_template[1]) - datetime.now(timezone.utc)).total_seconds()
         time.sleep(max(0.0, left + 0.05))
 
     def drain(self, workers: int, delay: float = 0.0, runs: int = RUNS) -> float:
@@ -249,6 +255,7 @@ class PgBench(Bench):
                 conn.execute("SELECT pg_notify('durable_wake', '')")
             began = time.perf_counter()
             cpu_before, server_before = cpu_times(), self.server_cpu()
+            workers_before = processes_cpu([proc.pid for proc in pool.procs])
             while True:  # a run's due row goes while it is held; a released run with none is done
                 (left,), = conn.execute("SELECT (SELECT count(*) FROM durable_due)"
                                         " + (SELECT count(*) FROM durable_runs WHERE owner IS NOT NULL)")
@@ -256,6 +263,7 @@ class PgBench(Bench):
                     break
                 time.sleep(0.01)
             elapsed = time.perf_counter() - began
+            workers_cpu = processes_cpu([proc.pid for proc in pool.procs]) - workers_before
             server_cpu = self.server_cpu() - server_before
             busy, total = (after - before for after, before in zip(cpu_times(), cpu_before))
             (done,), = conn.execute("SELECT count(*) FROM durable_events WHERE body LIKE %s",
@@ -265,21 +273,39 @@ class PgBench(Bench):
             summaries = pool.stop()
         errors = [e for s in summaries for e in s.get("errors", ["no summary: " + s.get("output", "")])]
         assert done == runs and not errors, (done, summaries)
-        if delay:
-            self.server.drop_database(url)
-            return elapsed
-        # the workers' own counts: a run another worker finished after this one listed it is
-        # claimed again and counted "completed" again (nothing is executed twice: `done` above)
-        counted = self.facts.setdefault("worker_summaries_completed_busy", {}).setdefault(workers, [])
-        counted.append([(s["completed"], s["busy"]) for s in summaries])
-        cpu = self.facts.setdefault("drain_cpu", {}).setdefault(workers, [])
-        workers_cpu = sum(s["cpu_s"] or 0 for s in summaries)
-        cpu.append({"machine_busy": f"{busy / total:.0%} of {os.cpu_count()} cores",
-                    "workers_cpu_per_run_s": round(workers_cpu / runs, 6),
-                    "server_cpu_per_run_s": round(server_cpu / runs, 6),
-                    "ours_share_of_the_cores": f"{(workers_cpu + server_cpu) / (elapsed * (os.cpu_count() or 1)):.0%}"})
+        label = f"{workers} worker{'s' if workers > 1 else ''}" + (f", {delay * 1000:g} ms" if delay else "")
+        self.profile.setdefault(label, []).append({
+            "wall": elapsed / runs, "workers": workers_cpu / runs, "server": server_cpu / runs,
+            "machine": busy / total})
+        if not delay:
+            # the workers' own counts: a run another worker finished after this one listed it is
+            # claimed again and counted "completed" again (nothing is executed twice: `done` above)
+            counted = self.facts.setdefault("worker_summaries_completed_busy", {}).setdefault(workers, [])
+            counted.append([(s["completed"], s["busy"]) for s in summaries])
         self.server.drop_database(url)
         return elapsed
+
+    def profile_table(self) -> str:
+        """Per drain (medians over its repeats), per run: wall time, CPU of the looping workers
+        (/proc/<pid>/stat, inside the drain's window) and of the PostgreSQL server's processes,
+        and how much of the machine's cores that CPU fills: (workers + server) / (wall x cores).
+        Near 100%, the cores are the limit; `machine` is every process's share (others' too)."""
+        cores = os.cpu_count() or 1
+        lines = [f"CPU profile of the drains (per run; {cores} cores; 'cores allow': the most this CPU per "
+                 "run lets N workers gain over 1 on idle cores, 1 worker's wall / (CPU per run / cores)):",
+                 "| drain | wall | workers CPU | server CPU | (workers + server) / (wall x cores) | machine busy "
+                 "| vs 1 worker | cores allow |",
+                 "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        walls = {label: median(g["wall"] for g in got) for label, got in self.profile.items()}
+        for label, got in self.profile.items():
+            wall, workers, server = (median(g[key] for g in got) for key in ("wall", "workers", "server"))
+            share = median((g["workers"] + g["server"]) / (g["wall"] * cores) for g in got)
+            one = walls.get("1 worker" + label.partition(" worker")[2].lstrip("s"))
+            gain = f"{one / wall:.2f}x" if one else "-"
+            allow = f"{one * cores / (workers + server):.2f}x" if one and workers + server else "-"
+            lines.append(f"| {label} | {fmt_time(wall)} | {fmt_time(workers)} | {fmt_time(server)} | "
+                         f"{share:.0%} | {median(g['machine'] for g in got):.0%} | {gain} | {allow} |")
+        return "\n".join(lines)
 
     def throughput(self) -> None:
         self.wait_due()
@@ -342,10 +368,14 @@ class PgBench(Bench):
 
     def one_pass(self, workers: int, runs: int) -> float:
         """Seconds one `durable tick --workers N` takes over `runs` due runs; each run checked to
-        have completed once and started its step once (none twice)."""
+        have completed once and started its step once, and the steps' executions counted (each
+        appends a line to one file): as many as runs, so none ran twice (a completed run's step
+        ran at least once)."""
         url = self.database(f"pass{workers}")
         with pg_schema.connect(pg_schema.parse_url(url)) as conn:
-            clone_pg_runs(conn, *self.template, runs, "pass-")
+            clone_pg_runs(conn, *self.counted_template, runs, "pass-")
+        with open(self.executions, "w"):
+            pass
         self.wait_due()
         began = time.perf_counter()
         out = run_child([DURABLE, "--store", url, "tick", "--workers", str(workers), "--json"], self.base,
@@ -361,6 +391,10 @@ class PgBench(Bench):
                 " FROM durable_events")
         assert (completed, started, most) == (runs, runs, 1), (completed, started, most, summary)
         assert summary["completed"] == runs and not summary["errors"], summary
+        with open(self.executions) as handle:
+            executions = sum(1 for _ in handle)
+        assert executions == runs, (executions, runs)
+        self.facts.setdefault("one_pass_step_executions", {})[workers] = f"{executions:,} for {runs:,} runs"
         self.server.drop_database(url)
         return elapsed
 
@@ -460,6 +494,19 @@ class PgBench(Bench):
         return {"step": step, "exit": exited, "delivery": json.loads(text)["delivery"]}
 
 
+def processes_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) the live processes `pids` have used so far, from /proc."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_times() -> tuple[int, int]:
     """(busy, total) jiffies of all CPUs since boot, from /proc/stat (idle and iowait are not busy)."""
     with open("/proc/stat") as handle:
@@ -528,6 +575,8 @@ def main() -> None:
     facts["machine"] = machine()
     facts["date"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     facts["wall_s"] = round(time.perf_counter() - began, 1)
+    facts["cpu_profile_per_run"] = {label: {key: round(median(g[key] for g in got), 6) for key in got[0]}
+                                    for label, got in bench.profile.items()}
     print_report(
         facts, bench.rows,
         f"PostgreSQL {facts['server']['server_version']} (fsync={facts['server']['fsync']}, "
@@ -537,6 +586,8 @@ def main() -> None:
         f"{len(bench.samples['insert'])}, taken around every figure); 'x floor' is in committed INSERTs.",
         floors, opts.json_out,
     )
+    if bench.profile:
+        print("\n" + bench.profile_table())
 
 
 if __name__ == "__main__":

@@ -45,6 +45,22 @@ def touch(path: str) -> str:
     return path
 
 
+@step
+def count_execution(path: str) -> None:
+    """A step each execution of which appends a line to `path` (O_APPEND: forked workers' lines
+    never mix), so that counting the lines counts the executions."""
+    with open(path, "a") as out:
+        out.write("x\n")
+
+
+@workflow
+def counted_napper(path: str, nap: str) -> None:
+    """A sleep of `nap`, then one step that counts its executions in `path` (one tick pass across
+    workers: every run's step once, none twice)."""
+    sleep(nap)
+    count_execution(path)
+
+
 @workflow
 def awaiting(token: str, path: str) -> str:
     """Waits on hook `token`; the payload's arrival runs `touch(path)`, then done."""
