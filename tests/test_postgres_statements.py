@@ -182,3 +182,32 @@ def test_a_cancel_recorded_before_a_steps_result_is_written_stops_the_next_step(
     assert not marker.exists()
     looks = sum(n for text, n in sent.counts.items() if text.startswith("SELECT 1 FROM durable_cancel"))
     assert looks <= 1, sent.counts  # the new run's first look; the steps' ride their writes
+
+
+def test_a_held_runs_look_at_its_cancel_request_after_replacing_its_due_entry_reads_afresh(
+        tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine replaces a suspending run's due entry, then looks whether a cancel came
+    meanwhile (`durable cancel` makes a run due): that look must not be answered from the flag
+    the run's last write read."""
+    from durable_cli._store.postgres import PostgresStore
+
+    write_module(tmp_path, "napping", NAPPER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "napping", raising=False)
+    import napping
+
+    monkeypatch.setattr(PostgresStore, "CANCEL_TRUST", 60.0)
+    run_id = durable_cli.start(napping.napper, store=pg_url).run_id
+    holder, other = PostgresStore(pg_url), PostgresStore(pg_url)
+    try:
+        session = holder.open_run(run_id)
+        assert session is not None and not holder.cancel_requested(run_id)  # the claim's read
+        other.request_cancel(run_id)
+        assert not holder.cancel_requested(run_id)  # trusted: the window CANCEL_TRUST allows
+        holder.set_due(run_id, datetime.now(timezone.utc) + timedelta(hours=1))
+        assert holder.cancel_requested(run_id)
+        session.close()
+    finally:
+        holder.close()
+        other.close()

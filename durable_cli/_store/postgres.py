@@ -288,7 +288,12 @@ class PostgresStore(PostgresQueues, Store):
 
     # the due index
     def set_due(self, run_id: str, at: datetime | None) -> None:
-        """One row per run (its primary key): an upsert, or a delete for None."""
+        """One row per run (its primary key): an upsert, or a delete for None. A held run's look
+        at its cancel request after this reads afresh (the engine checks whether a request came
+        while it replaced the due entry `durable cancel` may have set)."""
+        held = self._holding(run_id)
+        if held is not None:
+            held.cancel = None
         if at is not None:
             faults.point("due.add")
             self._db.write(
@@ -297,7 +302,6 @@ class PostgresStore(PostgresQueues, Store):
                 (check_run_id(run_id), _utc(at)),
             )
         else:
-            held = self._holding(run_id)
             if held is not None and held.due_dropped:  # the run's final flush dropped it
                 held.due_dropped = False
                 return
