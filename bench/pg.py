@@ -291,18 +291,23 @@ class PgBench(Bench):
         and how much of the machine's cores that CPU fills: (workers + server) / (wall x cores).
         Near 100%, the cores are the limit; `machine` is every process's share (others' too)."""
         cores = os.cpu_count() or 1
-        lines = [f"CPU profile of the drains (per run; {cores} cores; 'cores allow': the most this CPU per "
-                 "run lets N workers gain over 1 on idle cores, 1 worker's wall / (CPU per run / cores)):",
+        lines = [f"CPU profile of the drains (per run; {cores} cores). 'cores allow': the most N workers can gain "
+                 "over 1 on idle cores with the CPU per run measured: one worker and its backend take turns, so "
+                 "its run takes at least their CPU (or its wall, with a simulated delay), while N workers' runs "
+                 f"share {cores} cores: cores x that / (workers + server CPU with N), and at most N.",
                  "| drain | wall | workers CPU | server CPU | (workers + server) / (wall x cores) | machine busy "
                  "| vs 1 worker | cores allow |",
                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-        walls = {label: median(g["wall"] for g in got) for label, got in self.profile.items()}
+        medians = {label: {key: median(g[key] for g in got) for key in ("wall", "workers", "server")}
+                   for label, got in self.profile.items()}
         for label, got in self.profile.items():
-            wall, workers, server = (median(g[key] for g in got) for key in ("wall", "workers", "server"))
+            wall, workers, server = medians[label]["wall"], medians[label]["workers"], medians[label]["server"]
             share = median((g["workers"] + g["server"]) / (g["wall"] * cores) for g in got)
-            one = walls.get("1 worker" + label.partition(" worker")[2].lstrip("s"))
-            gain = f"{one / wall:.2f}x" if one else "-"
-            allow = f"{one * cores / (workers + server):.2f}x" if one and workers + server else "-"
+            count, _, rest = label.partition(" worker")
+            one = medians.get("1 worker" + rest.lstrip("s"))
+            gain = f"{one['wall'] / wall:.2f}x" if one else "-"
+            turn = (one["wall"] if "ms" in rest else one["workers"] + one["server"]) if one else 0.0
+            allow = f"{min(int(count), cores * turn / (workers + server)):.2f}x" if turn and workers + server else "-"
             lines.append(f"| {label} | {fmt_time(wall)} | {fmt_time(workers)} | {fmt_time(server)} | "
                          f"{share:.0%} | {median(g['machine'] for g in got):.0%} | {gain} | {allow} |")
         return "\n".join(lines)
