@@ -40,7 +40,11 @@ def test_a_tick_takes_a_due_run_through_one_step_in_five_statements_and_three_co
     monkeypatch.chdir(tmp_path)
     monkeypatch.delitem(sys.modules, "napping", raising=False)
     import napping
+    from durable_cli._store.postgres import PostgresStore
 
+    # a count, not a timing: a cancel flag read more than 20 ms before a look (a slow machine) is
+    # read again by a SELECT of its own, which this test does not count
+    monkeypatch.setattr(PostgresStore, "CANCEL_TRUST", 60.0)
     runs = 20
     started = [durable_cli.start(napping.napper, store=pg_url) for _ in range(runs)]
     assert {run.status for run in started} == {"sleeping"}
