@@ -212,6 +212,16 @@ class Settings:
             self._options = options_from(self.config)
         return self._options
 
+    @property
+    def payload_limit(self) -> int:
+        """The largest payload accepted, in bytes: `options.payload_limit`, without making the
+        Options (telemetry, queue limits) when there is no durable.yaml to change the default."""
+        if self.config is None:
+            from .._payloads import DEFAULT_LIMIT
+
+            return DEFAULT_LIMIT
+        return int(self.options.payload_limit)
+
     def reread(self) -> None:
         """Read durable.yaml again at next use (`tick --loop`: changed queue limits apply)."""
         self._config = self._options = None
@@ -223,9 +233,15 @@ class Settings:
         return open_configured(self.dir, self.store, lambda: self.config)
 
     @contextlib.contextmanager
-    def opened(self) -> Iterator[Any]:
-        """`open()`, closed when the block ends."""
-        store = self.open()
+    def opened(self, posting: bool = False) -> Iterator[Any]:
+        """`open()`, closed when the block ends; `posting`: a store only posted to (`durable
+        resume --enqueue`), which on PostgreSQL need not import psycopg (`open_for_posting`)."""
+        if posting:
+            from .._location import open_for_posting
+
+            store = open_for_posting(self.dir, self.store, lambda: self.config)
+        else:
+            store = self.open()
         try:
             yield store
         finally:
