@@ -244,3 +244,21 @@ def test_parameters_are_converted_as_psycopg_converts_them() -> None:
         libpq.convert("SELECT %(name)s", ())
     with pytest.raises(ValueError):
         libpq.convert("SELECT %s", ("a\0b",))
+
+
+def test_an_error_inside_a_transaction_is_raised_with_its_sqlstate_and_rolls_it_back(pg_url: str) -> None:
+    from durable_cli._store.pg_url import parse_url
+
+    conn = libpq.Connection(parse_url(pg_url).conninfo)
+    try:
+        with pytest.raises(libpq.PqError) as raised:
+            with conn.transaction() as tx:
+                tx.execute("INSERT INTO durable_problems (run_id, reason) VALUES (%s, %s)", ("r1", "x"))
+                tx.execute("SELECT 1 / %s", (0,))
+        assert raised.value.sqlstate == "22012" and str(raised.value) == "division by zero"
+        assert conn.rows("SELECT count(*) FROM durable_problems") == [("0",)]  # usable, nothing kept
+        with conn.transaction() as tx:
+            tx.execute("INSERT INTO durable_problems (run_id, reason) VALUES (%s, %s)", ("r3", "é"))
+        assert conn.rows("SELECT run_id, reason, NULL FROM durable_problems") == [("r3", "é", None)]
+    finally:
+        conn.close()
