@@ -262,3 +262,16 @@ def test_an_error_inside_a_transaction_is_raised_with_its_sqlstate_and_rolls_it_
         assert conn.rows("SELECT run_id, reason, NULL FROM durable_problems") == [("r3", "é", None)]
     finally:
         conn.close()
+
+
+def test_the_libpq_loaded_is_the_one_beside_the_psycopg_binary_that_import_would_find(tmp_path: Path,
+                                                                                       monkeypatch) -> None:
+    """A `psycopg_binary.libs` folder without the package beside it (say, planted in the current
+    directory) is not looked at."""
+    planted = tmp_path / "psycopg_binary.libs"
+    planted.mkdir()
+    (planted / "libpq-planted.so.5").write_bytes(b"not a library")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = list(libpq._candidates())
+    assert str(planted / "libpq-planted.so.5") not in found
+    assert found[-1] == "libpq.so.5" and len(found) >= 1

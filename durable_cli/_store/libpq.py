@@ -60,14 +60,17 @@ class PqError(Exception):
 
 def _candidates() -> Iterator[str]:
     """psycopg-binary's own libpq (auditwheel puts it in `psycopg_binary.libs` beside the
-    package), then the system's."""
+    package), from the first `sys.path` entry that holds the package, as importing it would find
+    it; then the system's."""
     for entry in sys.path:
-        folder = os.path.join(entry or ".", "psycopg_binary.libs")
-        try:
-            names = sorted(os.listdir(folder))
-        except OSError:
-            continue
-        yield from (os.path.join(folder, name) for name in names if name.startswith("libpq"))
+        if os.path.isdir(os.path.join(entry or ".", "psycopg_binary")):
+            folder = os.path.join(entry or ".", "psycopg_binary.libs")
+            try:
+                names = sorted(os.listdir(folder))
+            except OSError:
+                names = []
+            yield from (os.path.join(folder, name) for name in names if name.startswith("libpq"))
+            break
     yield "libpq.5.dylib" if sys.platform == "darwin" else "libpq.so.5"
 
 
