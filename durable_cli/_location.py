@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Callable
 if TYPE_CHECKING:
     from ._config import Config
     from ._store import Store
+    from ._store.pg_inbox import PostingStore
 
 FILENAME = "durable.yaml"
 LEASE_ENV = "DURABLE_PG_LEASE"
@@ -49,8 +50,28 @@ def store_location(dir: str | None, store: str | None, config: Callable[[], Conf
 def open_configured(dir: str | None, store: str | None, config: Callable[[], Config | None]) -> Store:
     """The store chosen by `store_location`, opened (a file store may be shared with the group
     when $DURABLE_ALLOW_SHARED says so; a PostgreSQL one leases claims for $DURABLE_PG_LEASE)."""
+    return _open(store_location(dir, store, config))
+
+
+def open_for_posting(dir: str | None, store: str | None, config: Callable[[], Config | None]) -> Store | PostingStore:
+    """The store `open_configured` opens, to post a payload and nothing else (`durable resume
+    --enqueue`): on PostgreSQL, a libpq connection when libpq loads and the schema is current
+    (`_store.pg_inbox.open_posting`), so that psycopg is not even imported; else the full store."""
+    from ._store import is_postgres_url
+
+    location = store_location(dir, store, config)
+    if is_postgres_url(location):
+        from ._store.pg_inbox import open_posting
+
+        posting = open_posting(location, os.environ.get(LEASE_ENV))
+        if posting is not None:
+            return posting
+    return _open(location)
+
+
+def _open(location: str) -> Store:
     from ._store import open_store
     from ._store.fsutil import SHARED_ENV, shared_group_allowed
 
-    return open_store(store=store_location(dir, store, config), shared=shared_group_allowed(os.environ.get(SHARED_ENV)),
+    return open_store(store=location, shared=shared_group_allowed(os.environ.get(SHARED_ENV)),
                       lease=os.environ.get(LEASE_ENV))

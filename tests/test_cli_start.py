@@ -59,3 +59,16 @@ def test_errors_names_every_class_as_its_own():
             assert getattr(errors, name) is cls
             assert f"{cls.__module__}.{cls.__qualname__}" == f"durable_cli.errors.{name}"
             assert type(pickle.loads(pickle.dumps(cls("x")))) is cls
+
+
+def test_the_collector_is_off_only_while_the_cli_loads():
+    """`durable_cli.cli` turns the garbage collector off while click loads, and back to what it
+    was: on stays on, off stays off (an embedding program's choice)."""
+    code = ("import gc, sys\n"
+            "gc.disable() if sys.argv[1] == 'off' else None\n"
+            "import durable_cli.cli\n"
+            "print(gc.isenabled())\n")
+    for given, expected in (("on", "True"), ("off", "False")):
+        done = subprocess.run([sys.executable, "-c", code, given], env=durable_env(), capture_output=True,
+                              text=True, timeout=60)
+        assert done.stdout.strip() == expected, done.stderr

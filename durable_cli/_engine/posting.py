@@ -8,14 +8,26 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import RunBusy, RunNotFound, UnknownToken
 from .._payloads import check_text, check_value
-from .._store.base import Store
 from .._timeparse import iso
 from .delivery import hook_ended
 from .history import History
-from .run import Options, Run
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # not imported: `durable resume --enqueue` posts without them (dataclasses, queues)
+    from typing import Protocol
+
+    from .._store.base import Event, Store
     from .execution import Clock
+    from .run import Options, Run
+
+    class Inbox(Protocol):
+        """What posting a payload asks of a store: any `Store`, or the libpq one that `durable
+        resume --enqueue` uses on PostgreSQL (`_store.pg_inbox.PostingStore`), which has no more."""
+
+        def token_owner(self, token: str) -> str | None: ...
+
+        def read_events(self, run_id: str) -> list[Event]: ...
+
+        def post_live(self, run_id: str, message: dict[str, Any]) -> str | None: ...
 
 
 def check_token(token: object) -> str:
@@ -36,7 +48,7 @@ class Delivery:
     run: Run | None = None
 
 
-def _token_run(store: Store, token: str) -> tuple[str, History] | None:
+def _token_run(store: Inbox, token: str) -> tuple[str, History] | None:
     """The run recorded as holding `token` (finished or not) and its history, if it holds it."""
     try:
         check_token(token)
@@ -52,7 +64,7 @@ def _token_run(store: Store, token: str) -> tuple[str, History] | None:
     return (owner, history) if token in history.tokens() else None
 
 
-def holder_of(store: Store, token: str) -> tuple[str, History]:
+def holder_of(store: Inbox, token: str) -> tuple[str, History]:
     """The live run holding `token` and its history, or UnknownToken."""
     return _live(_token_run(store, token), token)
 
@@ -67,11 +79,30 @@ def _live(found: tuple[str, History] | None, token: str) -> tuple[str, History]:
 
 def deliver_payload(store: Store, token: str, payload: Any, key: str | None, enqueue: bool,
                     clock: Clock, options: Options) -> Delivery:
-    """Put a payload for `token` in the inbox durably, then continue its run here if it is free.
+    """Put a payload for `token` in the inbox durably (`post_payload`), then, unless `enqueue`,
+    continue its run here if it is free."""
+    posted = post_payload(store, token, payload, key, clock, options.payload_limit)
+    if enqueue or posted.status == "duplicate":
+        return posted
+    from .lifecycle import drive  # here: `--enqueue` posts without importing the engine
+
+    try:
+        run = drive(store, posted.run_id, clock, options)
+    except RunBusy:
+        return posted
+    if run.status == "blocked" and not run.executed:
+        return Delivery(token, posted.run_id, "queued", run)  # it waits in the inbox until `durable retry`
+    return Delivery(token, posted.run_id, "delivered", run)
+
+
+def post_payload(store: Inbox, token: str, payload: Any, key: str | None, clock: Clock,
+                 limit: int) -> Delivery:
+    """Put a payload for `token` in the inbox durably (refused over `limit` bytes): `queued` for
+    the run's next drive.
 
     A repeat of a key already delivered is acknowledged as a duplicate, even once the run finished.
     """
-    check_value(payload, options.payload_limit)
+    check_value(payload, limit)
     if key is not None:
         check_text(key, "key")
     found = _token_run(store, token)
@@ -88,20 +119,10 @@ def deliver_payload(store: Store, token: str, payload: Any, key: str | None, enq
             # with the same key may have been
             return _after_end(store, token, run_id, key)
         run_id = moved[0]
-    if enqueue:
-        return Delivery(token, run_id, "queued")
-    from .lifecycle import drive  # here: `--enqueue` posts without importing the engine
-
-    try:
-        run = drive(store, run_id, clock, options)
-    except RunBusy:
-        return Delivery(token, run_id, "queued")
-    if run.status == "blocked" and not run.executed:
-        return Delivery(token, run_id, "queued", run)  # it waits in the inbox until `durable retry`
-    return Delivery(token, run_id, "delivered", run)
+    return Delivery(token, run_id, "queued")
 
 
-def _after_end(store: Store, token: str, run_id: str, key: str | None) -> Delivery:
+def _after_end(store: Inbox, token: str, run_id: str, key: str | None) -> Delivery:
     found = _token_run(store, token)
     if key is not None and found is not None and key in found[1].keys(token):
         return Delivery(token, found[0], "duplicate")

@@ -7,79 +7,18 @@ from __future__ import annotations
 import re
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Iterator, Sequence
-from urllib.parse import unquote
 
 import psycopg
 
 from ..errors import StoreError
+from .pg_url import DEFAULT_LEASE as DEFAULT_LEASE, MIGRATION_NAME, SCHEMA_VERSION, StoreUrl as StoreUrl
+from .pg_url import parse_url as parse_url
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
-DEFAULT_LEASE = 30.0
 MIGRATION_LOCK = 0x64757261626C65  # "durable": every migrating process waits on this key
-_MIGRATION_NAME = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
-
-
-@dataclass(frozen=True)
-class StoreUrl:
-    """A postgresql:// URL split into what libpq gets, what users may see, and our options."""
-
-    conninfo: str
-    location: str
-    lease: float
-    secrets: tuple[str, ...]
-
-    def scrub(self, text: str) -> str:
-        """`text` with every form of the password replaced by ***."""
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
-
-
-def parse_url(url: str, lease: str | None = None) -> StoreUrl:
-    """Split `url`: its `lease` (seconds; else `lease`, which the entry point takes from
-    $DURABLE_PG_LEASE; else 30) is ours, not libpq's."""
-    base, _, query = url.partition("?")
-    scheme, _, rest = base.partition("://")
-    netloc, slash, path = rest.partition("/")
-    userinfo, _, host = netloc.rpartition("@")
-    user, _, password = userinfo.partition(":")
-    secrets = [password] if password else []
-    kept, shown, lease_text = [], [], lease
-    for item in query.split("&") if query else []:
-        key, _, value = item.partition("=")
-        if unquote(key) == "lease":
-            lease_text = unquote(value)
-            shown.append(item)
-            continue
-        kept.append(item)
-        if unquote(key) == "password" and value:
-            secrets.append(value)
-            item = f"{key}=***"
-        shown.append(item)
-    secrets += [unquote(secret) for secret in secrets]
-    shown_netloc = f"{user}:***@{host}" if password else netloc
-    location = f"{scheme}://{shown_netloc}{slash}{path}" + ("?" + "&".join(shown) if shown else "")
-    conninfo = base + ("?" + "&".join(kept) if kept else "")
-    return StoreUrl(conninfo, location, _lease(lease_text), tuple(s for s in secrets if s))
-
-
-def _lease(text: str | None) -> float:
-    if text is None or text == "":
-        return DEFAULT_LEASE
-    try:
-        lease = float(text)
-    except ValueError:
-        lease = -1.0
-    if not 0.1 <= lease <= 86400:
-        raise StoreError(
-            f"invalid lease {text!r} (the URL's lease= or DURABLE_PG_LEASE): "
-            "give seconds from 0.1 to 86400"
-        )
-    return lease
 
 
 def connect(url: StoreUrl) -> Conn:
@@ -173,16 +112,14 @@ def migrations() -> list[tuple[int, str]]:
     """(version, SQL) of every migration shipped with the package, in order."""
     found = []
     for entry in resources.files("durable_cli._store").joinpath("migrations").iterdir():
-        match = _MIGRATION_NAME.fullmatch(entry.name)
+        match = MIGRATION_NAME.fullmatch(entry.name)
         if match:
             found.append((int(match.group(1)), entry.read_text(encoding="utf-8")))
     return sorted(found)
 
 
 def _recorded_version(conn: Conn) -> int:
-    row = conn.execute(
-        "SELECT coalesce(max(version), 0) FROM durable_schema_version"
-    ).fetchone()
+    row = conn.execute(SCHEMA_VERSION).fetchone()
     return int(row[0]) if row else 0
 
 

@@ -26,15 +26,13 @@ except ImportError:
 from .. import _faults as faults, _journal as journal
 from .._digest import sha256_hex as sha
 from .._payloads import parse_message
-from .._status import ended
 from .base import (Event, RunQuery, RunSession, Store, check_run_id, check_stream_name,
                    empty_journal)
 from .pg_queues import PostgresQueues
 from .pg_claims import CLAIM, CLAIM_DUE, CREATE, Heartbeat, PostgresRunSession, append_stream, release
+from .pg_inbox import INBOX_GATE, POST, journal_events, journal_lines, post_live, read_events, token_owner
 from .pg_schema import Conflict, Db, connect, parse_url
 from .._timeparse import iso
-
-_EVENTS = "SELECT body FROM durable_events WHERE run_id = %s ORDER BY seq"
 
 # Served by the durable_due_at index alone: a tick reads the entries that are due and no others.
 DUE = "SELECT due_at, run_id FROM durable_due WHERE due_at <= %s ORDER BY due_at, run_id"
@@ -66,18 +64,6 @@ WITH moved AS (DELETE FROM durable_inbox WHERE run_id = %(run_id)s AND id = %(id
 INSERT INTO durable_rejected (run_id, message_id, message, reason)
 VALUES (%(run_id)s, %(message_id)s, (SELECT message FROM moved), %(reason)s)
 """
-
-
-# The run's inbox gate: an advisory lock keyed (INBOX_GATE, hashtext(run id)). `post_live` takes it
-# shared for its transaction; `closing` holds it exclusively, on the session, until the final event.
-INBOX_GATE = 0x64757269
-
-_POST = """
-WITH posted AS (INSERT INTO durable_inbox (run_id, message) VALUES (%s, %s) RETURNING id)
-SELECT id, pg_notify('durable_wake', %s) FROM posted
-"""
-
-_LAST = "SELECT body FROM durable_events WHERE run_id = %s ORDER BY seq DESC LIMIT 1"
 
 
 _EPOCH = datetime(1, 1, 1, tzinfo=timezone.utc)  # before every due time: a cursor at the start
@@ -204,13 +190,10 @@ class PostgresStore(PostgresQueues, Store):
         return session
 
     def _lines(self, run_id: str) -> list[bytes]:
-        rows = self._db.rows(_EVENTS, (check_run_id(run_id),))
-        return [body.encode() + b"\n" for body, in rows]
+        return journal_lines(self._db, run_id)
 
     def _events(self, run_id: str) -> list[Event]:
-        data = b"".join(self._lines(run_id))
-        events, _ = journal.parse(data, f"{self.location} run {run_id}", run_id)
-        return events
+        return journal_events(self._db, self.location, run_id)
 
     def export_lines(self, run_id: str) -> list[bytes]:
         """The run's journal as JSONL lines, byte for byte what the file store would hold."""
@@ -220,10 +203,7 @@ class PostgresStore(PostgresQueues, Store):
         return lines
 
     def read_events(self, run_id: str) -> list[Event]:
-        events = self._events(run_id)
-        if not events:
-            raise RunNotFound(f"no run {run_id!r} in {self.location}")
-        return events
+        return read_events(self._db, self.location, run_id)
 
     def run_ids(self) -> list[str]:
         return [run_id for run_id, in self._db.rows("SELECT run_id FROM durable_runs")]
@@ -389,11 +369,7 @@ class PostgresStore(PostgresQueues, Store):
         return None if owner == run_id else owner
 
     def token_owner(self, token: str) -> str | None:
-        rows = self._db.rows(
-            "SELECT run_id FROM durable_tokens WHERE token_hash = %s AND token = %s",
-            (sha(token), token),
-        )
-        return rows[0][0] if rows else None
+        return token_owner(self._db, token)
 
     def release_token(self, token: str, run_id: str) -> None:
         faults.point("token.release")
@@ -405,23 +381,12 @@ class PostgresStore(PostgresQueues, Store):
     # the inbox
     def post(self, run_id: str, message: dict[str, Any]) -> str:
         faults.point("inbox.write")
-        rows = self._db.rows(_POST, (check_run_id(run_id), json.dumps(message), run_id))
+        rows = self._db.rows(POST, (check_run_id(run_id), json.dumps(message), run_id))
         return str(rows[0][0])
 
     def post_live(self, run_id: str, message: dict[str, Any]) -> str | None:
-        data = json.dumps(message)
-        with self._gate, self._db.transaction() as conn:
-            conn.execute("SELECT pg_advisory_xact_lock_shared(%s, hashtext(%s))", (INBOX_GATE, check_run_id(run_id)))
-            # a holder's final flush gives the gate back before it commits, holding the run's row
-            # (pg_claims._FINISH): wait for that commit, so that the read below sees its final event
-            conn.execute("SELECT 1 FROM durable_runs WHERE run_id = %s FOR SHARE", (run_id,))
-            last = conn.execute(_LAST, (run_id,)).fetchone()  # read after the lock: a fresh snapshot
-            if last is None or ended(_event(self.location, run_id, last[0])):
-                return None
-            faults.point("inbox.write")
-            row = conn.execute(_POST, (run_id, data, run_id)).fetchone()
-            assert row is not None
-            return str(row[0])
+        with self._gate:
+            return post_live(self._db, self.location, run_id, message)
 
     @contextmanager
     def closing(self, run_id: str) -> Iterator[None]:
@@ -548,14 +513,6 @@ class PostgresStore(PostgresQueues, Store):
             " ON CONFLICT (name) DO UPDATE SET state = EXCLUDED.state",
             (name, json.dumps(state)),
         )
-
-
-def _event(location: str, run_id: str, body: str) -> Event:
-    """The event in the journal line `body`; JournalDamaged when it does not decode."""
-    try:
-        return journal.decode(body.encode())
-    except ValueError as exc:
-        raise JournalDamaged(f"journal damaged: {location} run {run_id}: {exc}") from None
 
 
 def _decode_message(text: str) -> dict[str, Any] | str:

@@ -7,10 +7,17 @@ bad input. Errors are one sentence on stderr. With `--json`, stdout holds one JS
 from __future__ import annotations
 
 import contextlib
+import gc
 import sys
 from typing import Any, Callable, Iterator, NoReturn
 
-import click
+# Importing click makes thousands of objects that live as long as the process, and the collector
+# would scan them again and again while they are made (1% of an idle tick's instructions). It is
+# off while this module loads, and back on (if it was on) at its end, before any command runs.
+_COLLECTING = gc.isenabled()
+gc.disable()
+
+import click  # noqa: E402
 
 
 class Failure(click.ClickException):
@@ -212,6 +219,16 @@ class Settings:
             self._options = options_from(self.config)
         return self._options
 
+    @property
+    def payload_limit(self) -> int:
+        """The largest payload accepted, in bytes: `options.payload_limit`, without making the
+        Options (telemetry, queue limits) when there is no durable.yaml to change the default."""
+        if self.config is None:
+            from .._payloads import DEFAULT_LIMIT
+
+            return DEFAULT_LIMIT
+        return int(self.options.payload_limit)
+
     def reread(self) -> None:
         """Read durable.yaml again at next use (`tick --loop`: changed queue limits apply)."""
         self._config = self._options = None
@@ -223,9 +240,15 @@ class Settings:
         return open_configured(self.dir, self.store, lambda: self.config)
 
     @contextlib.contextmanager
-    def opened(self) -> Iterator[Any]:
-        """`open()`, closed when the block ends."""
-        store = self.open()
+    def opened(self, posting: bool = False) -> Iterator[Any]:
+        """`open()`, closed when the block ends; `posting`: a store only posted to (`durable
+        resume --enqueue`), which on PostgreSQL need not import psycopg (`open_for_posting`)."""
+        if posting:
+            from .._location import open_for_posting
+
+            store = open_for_posting(self.dir, self.store, lambda: self.config)
+        else:
+            store = self.open()
         try:
             yield store
         finally:
@@ -321,3 +344,6 @@ def _report_run(run: Any, as_json: bool, document: dict[str, Any] | None = None,
                         f"`durable retry {run.run_id}`"), err=True)
         sys.exit(1)
 
+
+if _COLLECTING:
+    gc.enable()

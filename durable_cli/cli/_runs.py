@@ -84,14 +84,17 @@ def parse_tags(items: tuple[str, ...]) -> dict[str, str]:
 @click.pass_obj
 def resume(settings: Settings, token: str, payload_file: str, enqueue: bool, key: str | None, as_json: bool) -> None:
     """Deliver the JSON payload in FILE (or stdin) to the run waiting on TOKEN."""
-    from .._engine.posting import deliver_payload  # not the client: `--enqueue` imports no more engine
+    from .._engine.posting import deliver_payload, post_payload  # not the client: `--enqueue` imports no more engine
     from .._payloads import read_payload
     from .._timeparse import utcnow
 
-    options = settings.options
-    payload = read_payload(payload_file, options.payload_limit)
-    with workflow_output(as_json), settings.opened() as store:
-        delivery = deliver_payload(store, token, payload, key, enqueue, utcnow, options)
+    payload = read_payload(payload_file, settings.payload_limit)
+    if enqueue:  # only posts: on PostgreSQL through libpq, without psycopg (`_store.pg_inbox`)
+        with settings.opened(posting=True) as inbox:
+            delivery = post_payload(inbox, token, payload, key, utcnow, settings.payload_limit)
+    else:
+        with workflow_output(as_json), settings.opened() as store:
+            delivery = deliver_payload(store, token, payload, key, False, utcnow, settings.options)
     document: dict[str, Any] = {"token": token, "run_id": delivery.run_id, "delivery": delivery.status}
     if delivery.run is not None:
         document.update(_run_document(delivery.run))
