@@ -267,12 +267,15 @@ class JournalWriter:
     the fdatasync of the next step's start.
     """
 
-    def __init__(self, path: str, last_seq: int, good_length: int, file_length: int) -> None:
+    def __init__(self, path: str, last_seq: int, good_length: int, file_length: int,
+                 fd: int | None = None) -> None:
+        """`fd`: the journal, already open for appending (O_APPEND), which the caller closes."""
         self.path = path
         self.last_seq = last_seq
         self._pending: list[bytes] = []
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-        self._fd = os.open(path, flags, 0o600)
+        self._own = fd is None
+        self._fd = os.open(path, flags, 0o600) if fd is None else fd
         if file_length > good_length:
             faults.point("journal.truncate")
             os.ftruncate(self._fd, good_length)
@@ -343,4 +346,5 @@ class JournalWriter:
             raise OSError(exc.errno, exc.strerror or str(exc), self.path) from None
 
     def close(self) -> None:
-        os.close(self._fd)
+        if self._own:
+            os.close(self._fd)

@@ -29,7 +29,7 @@ from .base import Event, RunQuery, RunSession, Store, check_run_id, empty_journa
 from .files_due import FileDueIndex
 from .files_inbox import FileInbox
 from .._journal import fsync
-from .fsutil import (NOFOLLOW, fsync_dir, make_dirs, refuse_unsafe_dir, refuse_unsafe_file, unique_name,
+from .fsutil import (NOFOLLOW, DirSync, fsync_dir, make_dirs, refuse_unsafe_dir, refuse_unsafe_file, unique_name,
                      write_atomic)
 
 if TYPE_CHECKING:
@@ -41,8 +41,6 @@ if TYPE_CHECKING:
 _PROC_FD = os.path.isdir("/proc/self/fd")
 _MAKING = threading.Lock()  # FileStore._component
 _Component = TypeVar("_Component")
-_SUBDIRS = ("runs", "locks", "due", "due_runs", "tokens", "inbox", "cancel", "streams", "rejected", "schedules",
-            "problems", "index", "queues")
 
 
 
@@ -69,7 +67,7 @@ class FileRunSession(RunSession):
                 data = lock.read()
                 self.events, good = journal.parse(data, path, run_id)
                 length = len(data)
-            self._writer = journal.JournalWriter(path, len(self.events), good, length)
+            self._writer = journal.JournalWriter(path, len(self.events), good, length, lock.appending())
         except BaseException:
             lock.release()
             raise
@@ -78,12 +76,18 @@ class FileRunSession(RunSession):
         return self._writer.stage(event)
 
     def flush(self) -> None:
-        """Append durably; a new journal's directory entry is made durable right after its first
-        lines (one journal commit on ext4 instead of two, and still before anything is acted on)."""
-        self._writer.flush()
-        if self._unsynced_entry:
-            fsync_dir(os.path.dirname(self._writer.path))
-            self._unsynced_entry = False
+        """Append durably; a new journal's directory entry is made durable with its first lines:
+        the directory's fsync runs on the syncing thread while this one fdatasyncs the lines
+        (`DirSync`), and both have returned before this does, so before anything is acted on."""
+        if not self._unsynced_entry:
+            self._writer.flush()
+            return
+        entry = DirSync(os.path.dirname(self._writer.path), self._lock.parent)
+        try:
+            self._writer.flush()
+        finally:
+            entry.wait()
+        self._unsynced_entry = False
 
     def write(self) -> None:
         self._writer.write()
@@ -110,10 +114,18 @@ class FileStore(Store):
         self.location = self.root
         self.shared_group = shared_group
         self._made: set[str] = set()
+        self._folders: dict[str, str] = {}  # top-level folders checked by this store: name -> path
         self.inbox = FileInbox(self)
         self.due_index = FileDueIndex(self)
-        if os.path.lexists(self.root):
-            self._check_root()
+        try:
+            info = os.stat(self.root)
+        except FileNotFoundError:
+            if os.path.lexists(self.root):  # a dangling link
+                self._check_root()
+            return  # made at the first write
+        except OSError:
+            info = None
+        self._check_root(info)
 
     # components made at first use, so that a tick with nothing to do does not import them
     @cached_property
@@ -143,23 +155,46 @@ class FileStore(Store):
                 made = self.__dict__[name] = make(self)
             return made
 
-    def _check_root(self) -> None:
-        """Refuse a root (or a subdirectory) that is not a directory of ours or that others can write
-        to: a handful of stats once per process, whatever the number of runs."""
-        try:
-            info = os.stat(self.root)
-        except OSError as exc:
-            raise StoreError(f"cannot use journal dir {self.root}: {exc.strerror}") from None
+    def _check_root(self, info: os.stat_result | None = None) -> None:
+        """Refuse a root, or a `runs/` in it, that is not a directory of ours or that others can
+        write to (`info`: the root's stat, when taken). The other folders are checked alike when
+        this store first uses each (`has_folder`): two stats per open, not one per folder."""
+        if info is None:
+            try:
+                info = os.stat(self.root)
+            except OSError as exc:
+                raise StoreError(f"cannot use journal dir {self.root}: {exc.strerror}") from None
         if not stat.S_ISDIR(info.st_mode):
             raise StoreError(f"journal dir {self.root} is not a directory")
         refuse_unsafe_dir(self.root, info, self.shared_group)
-        for name in _SUBDIRS:
-            path = os.path.join(self.root, name)
-            try:
-                refuse_unsafe_dir(path, os.lstat(path), self.shared_group)
-            except FileNotFoundError:
-                pass
+        self.has_folder("runs")  # what every command reads: refused at once, as before any use
         self._made.add(self.root)
+
+    def has_folder(self, name: str) -> bool:
+        """Whether the top-level folder `name` (`runs`, `inbox`, `due`, ...) exists; one that does is
+        checked (a directory of ours that nobody else can write to) the first time this store
+        asks, and one that does not is looked for again at the next ask (another process may make
+        it meanwhile). A caller with nothing to do where it is missing asks first: one stat instead
+        of a failing call, and none once it exists."""
+        if name in self._folders:
+            return True
+        path = os.path.join(self.root, name)
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return False
+        refuse_unsafe_dir(path, info, self.shared_group)
+        self._folders[name] = path
+        self._made.add(path)
+        return True
+
+    def folder(self, name: str) -> str:
+        """`<root>/<name>`, a top-level folder, checked before this store first uses it (`has_folder`)."""
+        path = self._folders.get(name)
+        if path is None:
+            self.has_folder(name)
+            path = os.path.join(self.root, name)
+        return path
 
     def _ensure_root(self) -> None:
         """Create the journal dir on the first write (reading commands never create it)."""
@@ -176,9 +211,9 @@ class FileStore(Store):
         """`<root>/<parts...>`, each level made 0700 (its creation fsync'd) or checked once."""
         self._ensure_root()
         path = self.root
-        for part in parts:
+        for depth, part in enumerate(parts):
             path = os.path.join(path, part)
-            if path in self._made:
+            if path in self._made or (depth == 0 and self.has_folder(part)):
                 continue
             try:
                 os.mkdir(path, 0o700)
@@ -186,12 +221,14 @@ class FileStore(Store):
             except FileExistsError:
                 refuse_unsafe_dir(path, os.lstat(path), self.shared_group)
             self._made.add(path)
+            if depth == 0:
+                self._folders[part] = path
         return path
 
     def run_path(self, folder: str, run_id: str, suffix: str = "") -> str:
         """`<root>/<folder>/<run id><suffix>`: every path named after a run is made here, once
         the run id passed `check_run_id` (so it is one safe file name)."""
-        return os.path.join(self.root, folder, check_run_id(run_id) + suffix)
+        return f"{self.folder(folder)}/{check_run_id(run_id)}{suffix}"
 
     def _journal_path(self, run_id: str) -> str:
         return self.run_path("runs", run_id, ".jsonl")
@@ -213,8 +250,8 @@ class FileStore(Store):
         version left one (its processes lock that file), so both layouts, and processes of both
         versions on runs of the old one, exclude each other. None when another process holds it;
         FileNotFoundError when the journal went (pruned) while we waited for it."""
-        fd = os.open(path, os.O_RDONLY | NOFOLLOW)
-        lock = _RunLock(fd)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | NOFOLLOW)  # its writer appends through it too
+        lock = _RunLock(fd, appends=True)
         try:
             if not lock.take(fd, wait):
                 lock.release()
@@ -222,6 +259,9 @@ class FileStore(Store):
             held, named = os.fstat(fd), os.lstat(path)  # (a new run's listing entry links it too)
             if (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino):
                 raise FileNotFoundError(path)  # pruned (and made again) while we waited for it
+            lock.length = held.st_size  # only the holder appends: it stays so while we hold it
+            if not self.has_folder("locks"):
+                return lock
             try:
                 legacy = os.open(self.run_path("locks", run_id, ".lock"), os.O_RDWR | NOFOLLOW)
             except FileNotFoundError:
@@ -257,7 +297,7 @@ class FileStore(Store):
         """Create the journal `path` held: an unnamed file, flocked, then linked in as `path` (so no
         process can find it unheld before its creator lets it go); None when `path` exists. Where
         O_TMPFILE is missing, a temp name plays the unnamed file."""
-        directory, name = os.path.split(path)
+        directory = os.path.dirname(path)
         temp = None
         try:
             if not _PROC_FD:
@@ -273,11 +313,9 @@ class FileStore(Store):
             if temp is not None:
                 os.link(temp, path)
             else:
-                parent = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-                try:
-                    os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=parent)  # linkat(AT_SYMLINK_FOLLOW)
-                finally:
-                    os.close(parent)
+                lock.parent = lock.keep(os.open(directory, os.O_RDONLY | os.O_DIRECTORY))  # for its fsync
+                os.link(f"/proc/self/fd/{fd}", os.path.basename(path),
+                        dst_dir_fd=lock.parent)  # linkat(AT_SYMLINK_FOLLOW)
         except FileExistsError:
             lock.release()
             return None
@@ -347,7 +385,7 @@ class FileStore(Store):
 
     def run_ids(self) -> list[str]:
         try:
-            names = os.listdir(os.path.join(self.root, "runs"))
+            names = os.listdir(self.folder("runs"))
         except FileNotFoundError:
             return []
         return [name[:-6] for name in names if name.endswith(".jsonl")]
@@ -428,7 +466,7 @@ class FileStore(Store):
 
     # hook tokens
     def _token_path(self, token: str) -> str:
-        return os.path.join(self.root, "tokens", sha(token))
+        return os.path.join(self.folder("tokens"), sha(token))
 
     def claim_token(self, token: str, run_id: str) -> str | None:
         import json  # json, here and below, where used: an idle tick does not load it
@@ -476,7 +514,7 @@ class FileStore(Store):
 
         check_run_id(run_id)
         try:
-            fd = os.open(os.path.join(self.root, "tokens"), os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW)
+            fd = os.open(self.folder("tokens"), os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW)
         except FileNotFoundError:
             return  # no token was ever claimed here
         try:
@@ -532,7 +570,9 @@ class FileStore(Store):
             pass
 
     def problems(self) -> dict[str, str]:
-        directory = os.path.join(self.root, "problems")
+        if not self.has_folder("problems"):
+            return {}
+        directory = self.folder("problems")
         try:
             names = os.listdir(directory)
         except FileNotFoundError:
@@ -561,7 +601,7 @@ class FileStore(Store):
         import json
 
         try:
-            with open(os.path.join(self.root, "schedules", sha(name) + ".json"), "rb") as handle:
+            with open(os.path.join(self.folder("schedules"), sha(name) + ".json"), "rb") as handle:
                 state = json.loads(handle.read())
         except (FileNotFoundError, ValueError):
             return None
@@ -578,9 +618,17 @@ class _RunLock:
     any), each under an exclusive flock; closing them lets the run go. flock belongs to the open
     file, so closing other descriptors of the journal (readers, the writer) keeps the run held."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, appends: bool = False) -> None:
         self.fd = fd
         self._fds = [fd]
+        self._appends = appends  # whether `fd` is open with O_APPEND
+        self.length: int | None = None  # the journal's length, once taken under the flock
+        self.parent: int | None = None  # a new journal's directory, open (`FileRunSession.flush`)
+
+    def keep(self, fd: int) -> int:
+        """`fd`, closed with the others on release."""
+        self._fds.append(fd)
+        return fd
 
     def take(self, fd: int, wait: bool) -> bool:
         """Flock `fd` exclusively (waiting if `wait`); it is closed with the others on release."""
@@ -595,14 +643,27 @@ class _RunLock:
     def size(self) -> int:
         return os.fstat(self.fd).st_size
 
+    def appending(self) -> int:
+        """The held descriptor, set to append (a new journal's is made without O_APPEND), for the
+        run's journal writer: no second descriptor of the journal."""
+        if not self._appends:
+            fcntl.fcntl(self.fd, fcntl.F_SETFL, os.O_APPEND)  # (its other status flags are all unset)
+            self._appends = True
+        return self.fd
+
     def read(self) -> bytes:
-        """The whole journal, read through the held descriptor."""
+        """The whole journal, read through the held descriptor (its `length` bytes, when known:
+        one read, with no second one to find the end)."""
         chunks: list[bytes] = []
-        while True:
-            chunk = os.read(self.fd, 1 << 20)
+        left = self.length
+        while left is None or left > 0:
+            chunk = os.read(self.fd, 1 << 20 if left is None else left)
             if not chunk:
-                return b"".join(chunks)
+                break
             chunks.append(chunk)
+            if left is not None:
+                left -= len(chunk)
+        return b"".join(chunks)
 
     def release(self) -> None:
         while self._fds:

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Iterator
 
 from .. import _faults as faults
+from .base import check_run_id
 from .fsutil import NOFOLLOW, fsync_dir
 
 if TYPE_CHECKING:
@@ -33,6 +34,9 @@ class FileDueIndex:
 
     def _due_now(self, run_id: str) -> str | None:
         """The stamp `due_runs/<run id>` names as the run's entry (None if none, or unreadable)."""
+        if not self.store.has_folder("due_runs"):
+            check_run_id(run_id)  # refused alike with or without due_runs/
+            return None
         try:
             fd = os.open(self.store.run_path("due_runs", run_id), os.O_RDONLY | NOFOLLOW)
         except OSError:
@@ -62,7 +66,7 @@ class FileDueIndex:
         for old in stale - {stamp}:
             faults.point("due.remove")
             try:
-                os.unlink(os.path.join(self.store.root, "due", _bucket(old), f"{old}_{run_id}"))
+                os.unlink(os.path.join(self.store.folder("due"), _bucket(old), f"{old}_{run_id}"))
             except FileNotFoundError:
                 pass
 
@@ -78,7 +82,7 @@ class FileDueIndex:
 
     def _add_due(self, run_id: str, stamp: str) -> None:
         """Create the entry `due/<bucket>/<stamp>_<run id>` durably."""
-        bucket, name = os.path.join(self.store.root, "due", _bucket(stamp)), f"{stamp}_{run_id}"
+        bucket, name = os.path.join(self.store.folder("due"), _bucket(stamp)), f"{stamp}_{run_id}"
         faults.point("due.add")
         for attempt in range(3):
             self.store._dir("due", os.path.basename(bucket))
@@ -93,7 +97,9 @@ class FileDueIndex:
         fsync_dir(bucket)
 
     def due(self, now: datetime) -> Iterator[tuple[datetime, str]]:
-        root = os.path.join(self.store.root, "due")
+        if not self.store.has_folder("due"):
+            return
+        root = self.store.folder("due")
         try:
             buckets = sorted(os.listdir(root))
         except FileNotFoundError:

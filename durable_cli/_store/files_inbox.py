@@ -37,26 +37,25 @@ class FileInbox:
 
     def __init__(self, store: FileStore) -> None:
         self.store = store
-        self.root = store.root
 
     @contextmanager
     def _gate(self, run_id: str, mode: int) -> Iterator[None]:
         """Hold the run's inbox gate (`fcntl.LOCK_SH` or `LOCK_EX`); a dead holder's lock is gone."""
-        legacy = self.store.run_path("locks", run_id, ".inbox")
         held: list[int] = []
         try:
             if _OFD_SETLKW is not None:
                 _ofd_gate(self.store.journal_location(run_id), mode, held)
                 try:  # and an older version's gate file, if one is there
-                    fd = os.open(legacy, os.O_RDWR | NOFOLLOW)
+                    if self.store.has_folder("locks"):
+                        fd = os.open(self.store.run_path("locks", run_id, ".inbox"), os.O_RDWR | NOFOLLOW)
+                        held.append(fd)
+                        fcntl.flock(fd, mode)
                 except FileNotFoundError:
                     pass
-                else:
-                    held.append(fd)
-                    fcntl.flock(fd, mode)
             else:
                 self.store._dir("locks")
-                held.append(os.open(legacy, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o600))
+                held.append(os.open(self.store.run_path("locks", run_id, ".inbox"),
+                                    os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o600))
                 fcntl.flock(held[-1], mode)
             yield
         finally:
@@ -91,6 +90,9 @@ class FileInbox:
         raise AssertionError("unreachable")
 
     def messages(self, run_id: str) -> list[tuple[str, dict[str, Any] | str]]:
+        if not self.store.has_folder("inbox"):
+            check_run_id(run_id)  # refused alike with or without an inbox
+            return []
         directory = self.store.run_path("inbox", run_id)
         try:
             names = sorted(os.listdir(directory))
@@ -123,13 +125,16 @@ class FileInbox:
             os.unlink(source)
 
     def inbox_run_ids(self) -> list[str]:
+        if not self.store.has_folder("inbox"):
+            return []
+        inbox = self.store.folder("inbox")
         try:
-            names = os.listdir(os.path.join(self.root, "inbox"))
+            names = os.listdir(inbox)
         except FileNotFoundError:
             return []
         found = []
         for name in names:
-            path = os.path.join(self.root, "inbox", name)
+            path = os.path.join(inbox, name)
             try:
                 if not is_run_id(name) or not stat.S_ISDIR(os.lstat(path).st_mode):
                     self._set_aside(path, "not the inbox of a run (inbox/<run id>/ holds a run's messages)")
@@ -152,6 +157,9 @@ class FileInbox:
         write_atomic(self.store._dir("cancel"), check_run_id(run_id), b"cancel\n")
 
     def cancel_requested(self, run_id: str) -> bool:
+        if not self.store.has_folder("cancel"):
+            check_run_id(run_id)
+            return False
         return os.path.exists(self.store.run_path("cancel", run_id))
 
     def clear_cancel(self, run_id: str) -> None:

@@ -40,8 +40,6 @@ class FileRunIndex:
             marker = os.path.join(self.store._dir("index", "tags", _tag_dir(key, value)), name)
             if not os.path.exists(marker):
                 os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | NOFOLLOW, 0o600))
-        data = json.dumps({"workflow": entry["workflow"], "tags": entry["tags"],
-                           "hidden": bool(entry.get("hidden"))}).encode()
         journal_path = self.store.journal_location(run_id)
         try:
             if os.lstat(journal_path).st_size == 0:  # being created: its entry is its run_started line
@@ -49,6 +47,8 @@ class FileRunIndex:
                 return
         except (FileExistsError, FileNotFoundError):
             pass  # an entry to replace; or no journal (nothing to link)
+        data = json.dumps({"workflow": entry["workflow"], "tags": entry["tags"],
+                           "hidden": bool(entry.get("hidden"))}).encode()
         tmp = os.path.join(directory, f".tmp-{unique_name()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as handle:
@@ -58,7 +58,7 @@ class FileRunIndex:
     def search_runs(self, query: RunQuery) -> list[tuple[str, str]]:
         """Names sorted newest first (one listdir: of `index/`, or with a tag filter of that tag's
         markers), then only the entries of candidates read (they hold the current tags)."""
-        directory = os.path.join(self.store.root, "index")
+        directory = self.store.folder("index")
         listed = directory
         if query.tags:
             key, value = next(iter(query.tags.items()))
@@ -93,8 +93,8 @@ class FileRunIndex:
             events = self.store.read_events(run_id)
             name = _index_name(str(events[0].get("at")), run_id)
             for key, value in index_entry(events)["tags"].items():
-                _unlink(os.path.join(self.store.root, "index", "tags", _tag_dir(key, value), name))
-            _unlink(os.path.join(self.store.root, "index", name))
+                _unlink(os.path.join(self.store.folder("index"), "tags", _tag_dir(key, value), name))
+            _unlink(os.path.join(self.store.folder("index"), name))
         except (DurableError, OSError):
             pass  # no entry (a run older than the index): nothing to drop
 

@@ -111,7 +111,7 @@ class FileQueues:
         self.store = store
 
     def _queue_base(self, queue: str) -> str:
-        return os.path.join(self.store.root, "queues", sha(queue)[:32])
+        return os.path.join(self.store.folder("queues"), sha(queue)[:32])
 
     @contextmanager
     def _queue_lock(self, queue: str) -> Iterator[None]:
