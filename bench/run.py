@@ -1,9 +1,12 @@
 """The figures of issue 9, side by side in one run, each as a ratio to a reference measured here.
 
-    .venv/bin/python bench/run.py [--quick] [--skip-dbos] [--json-out FILE]
+    .venv/bin/python bench/run.py [--quick] [--skip-dbos] [--json-out FILE] [--tmp-dir DIR]
 
 The floor is one append of a ~200-byte JSON line to a file in a journal dir followed by os.fsync
-(os.fdatasync is measured beside it). Every figure gets a fresh temp dir; times are medians.
+(os.fdatasync is measured beside it). Every figure gets a fresh temp dir under --tmp-dir (default:
+the system temp dir); times are medians. Big fixtures are removed after the last figure, not
+between figures: on ext4 without a journal, each file created soon after many were deleted scans
+the freed inodes, so a removal just before a figure that creates files would inflate it.
 """
 
 from __future__ import annotations
@@ -65,6 +68,8 @@ class Bench:
         self.durable = DURABLE
         self.rows: list[dict[str, Any]] = []
         self.facts: dict[str, Any] = {}
+        self.leftovers: list[tuple[str, str]] = []  # (fact, fixture dir): removed after the last figure
+        self.creates = 0
 
     def fresh(self, name: str) -> str:
         return tempfile.mkdtemp(prefix=name + "-", dir=self.base)
@@ -128,6 +133,25 @@ class Bench:
                 if name == "fsync":
                     self.local.append(elapsed)
 
+    def create_time(self, directory: str) -> float:
+        """One bare file creation in `directory` (os.open with O_CREAT|O_EXCL, then close), timed:
+        the reference for figures that create files, whose cost depends on the directory (ext4
+        without a journal scans recently freed inodes at each create). The file is left there
+        (removing it would free an inode)."""
+        self.creates += 1
+        path = os.path.join(directory, f".create-ref-{self.creates}")
+        began = time.perf_counter()
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        return time.perf_counter() - began
+
+    def remove_leftovers(self) -> None:
+        """Remove the big fixtures kept until after the last figure, timing each removal."""
+        for fact, root in self.leftovers:
+            began = time.perf_counter()
+            shutil.rmtree(root)
+            self.facts[fact] = time.perf_counter() - began
+        self.leftovers.clear()
+
     def figure(self, measure: Callable[[], None]) -> None:
         self.local = []
         self.probe()
@@ -190,18 +214,27 @@ class Bench:
                  "telemetry off", 1.5, per="per step")
 
     def empty_workflow(self) -> None:
+        """start() of a workflow that returns at once, with a bare file creation in the same runs
+        dir measured around it like the floor (printed beside it: what creating a file costs in
+        that directory at that time)."""
         root = self.fresh("empty")
         durable_cli.start(workloads.empty, dir=root)
+        runs = os.path.join(root, "runs")
+        creates = [self.create_time(runs) for _ in range(5)]
         times = []
         for _ in range(self.n(40, 10)):
             began = time.perf_counter()
             durable_cli.start(workloads.empty, dir=root)
             times.append(time.perf_counter() - began)
             self.probe(2)
+            creates.append(self.create_time(runs))
+        creates += [self.create_time(runs) for _ in range(5)]
         with count_syncs() as counts:
             durable_cli.start(workloads.empty, dir=root)
         self.facts["syncs_per_empty_workflow"] = counts
         self.row("empty workflow (start)", median(times), self.floor, "floor", 4.0, per="per run")
+        self.facts["empty_workflow_create_ref_s"] = median(creates)
+        self.facts["empty_workflow_x_create_ref"] = round(median(times) / median(creates), 2)
 
     def replay(self) -> None:
         """Replay per step against sum(range(1000)), a 100,000-event history, inspect of it (history.py)."""
@@ -288,9 +321,7 @@ class Bench:
         self.facts["idle_empty_tick_s"] = median(samples["empty"])
         idle_rss = peak_rss([DURABLE, "--dir", root, "tick"], self.base, self.env)
         label = f"{count // 1000:,}k" if count < 1_000_000 else f"{count // 1_000_000}M"
-        began = time.perf_counter()
-        shutil.rmtree(root)
-        self.facts["idle_fixture_removal_s"] = time.perf_counter() - began
+        self.leftovers.append(("idle_fixture_removal_s", root))  # after the last figure (see the docstring)
         self.row(f"idle scale (tick over {label} sleeping runs)", median(samples["idle"]),
                  median(samples["empty"]), "empty tick", 1.3, kind="ratio")
         self.row(f"memory: tick over {label} sleeping runs", idle_rss, None, "-", 60, kind="mib")
@@ -386,7 +417,9 @@ def main() -> None:
     parser.add_argument("--skip-dbos", action="store_true", help="leave out the DBOS comparison")
     parser.add_argument("--dbos-python", default=os.path.join(DBOS_VENV, "bin", "python"),
                         help="python of a venv with dbos installed (created there when missing)")
-    parser.add_argument("--base-dir", default=None, help="where the temp dirs go (default: the system temp dir)")
+    parser.add_argument("--tmp-dir", "--base-dir", dest="tmp_dir", default=None, metavar="DIR",
+                        help="where the temp dirs go (default: the system temp dir); file creation "
+                             "costs depend on the directory, so the report names it")
     parser.add_argument("--keep", action="store_true", help="keep the temp dirs")
     parser.add_argument("--json-out", metavar="FILE", help="also write every figure and fact as JSON")
     parser.add_argument("--only", metavar="FIGURE", help="measure only this figure (a Bench method name)")
@@ -397,7 +430,8 @@ def main() -> None:
     if opts.json_out:
         opts.json_out = os.path.abspath(opts.json_out)
     load_before = os.getloadavg()[0]
-    base = tempfile.mkdtemp(prefix="durable-bench-", dir=opts.base_dir)
+    base = tempfile.mkdtemp(prefix="durable-bench-", dir=opts.tmp_dir)
+    print(f"temp dirs in {base}", file=sys.stderr, flush=True)
     os.chdir(base)  # no durable.yaml of the caller's applies
     bench = Bench(base, opts.quick)
     began = time.perf_counter()
@@ -405,6 +439,8 @@ def main() -> None:
         bench.open_floor()
         if opts.only:
             bench.figure(getattr(bench, opts.only))
+            bench.remove_leftovers()
+            bench.facts["tmp_dir"] = base
             print(json.dumps({"rows": bench.rows, "facts": bench.facts}, indent=2))
             return
         bench.check_clones()
@@ -423,6 +459,7 @@ def main() -> None:
         bench.figure(bench.check_speed)
         bench.figure(lambda: parallel.parallel_steps(bench))
         bench.figure(lambda: parallel.fan_out_children(bench))
+        bench.remove_leftovers()
     finally:
         if not opts.keep:
             shutil.rmtree(base, ignore_errors=True)
@@ -434,10 +471,11 @@ def main() -> None:
     facts["load_average_1min_before_after"] = (round(load_before, 2), round(os.getloadavg()[0], 2))
     facts["machine"] = machine()
     facts["filesystem"] = filesystem(base)
+    facts["tmp_dir"] = base
     facts["date"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     facts["wall_s"] = round(time.perf_counter() - began, 1)
     print_report(
-        facts, bench.rows, f"temp dirs on {facts['filesystem']}",
+        facts, bench.rows, f"temp dirs in {base}, on {facts['filesystem']}",
         f"floor: append of a {facts['floor_line_bytes']}-byte line + os.fsync = "
         f"{fmt_time(facts['floor_fsync_s'])} (median of {len(bench.samples['fsync'])}, taken around every "
         f"figure; os.fdatasync: {fmt_time(facts['floor_fdatasync_s'])}).",

@@ -17,6 +17,8 @@ from ._engine.lifecycle import cancel_run, create_run, get_run as _get_run, requ
 from ._engine.posting import Delivery, deliver_payload, holder_of
 from ._engine.published import check_tags
 from ._engine.run import Options, Run
+from ._loader import importing_for_resume
+from ._queues import flow_request
 from ._status import FINISHED, RunStatus
 from ._store.base import Store, check_run_id
 from ._timeparse import utcnow
@@ -94,22 +96,21 @@ def start(fn: WorkflowDef, /, *args: Any, dir: str | None = None,  # type: ignor
     queue of durable.yaml (status `queued` while it is full); `debounce="5m"` collapses starts
     with the same workflow and key; `deadline="2h"` ends it as `timed_out` if unfinished by then.
     """
-    from ._queues import flow_request
-
     if not isinstance(fn, WorkflowDef):
         raise TypeError(f"{fn!r} is not a workflow (decorate it with @workflow)")
     _refuse_start_during_resume()
     extra = {"tags": check_tags(tags)} if tags else None
     options = options_for()
     flow = flow_request(options.queues, queue, key, priority, deadline, debounce, debounce_max)
-    with _opened(dir, store) as target:
+    target = open_configured(dir, store, find_config)
+    try:
         return create_run(target, fn, args, kwargs, run_id, utcnow, options, extra, flow=flow)
+    finally:
+        target.close()
 
 
 def _refuse_start_during_resume() -> None:
     """A module that calls start() at import would start a new run each time a tick imports it."""
-    from ._loader import importing_for_resume
-
     module = importing_for_resume()
     if module is not None:
         raise InvalidReference(

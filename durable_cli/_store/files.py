@@ -112,9 +112,11 @@ class FileStore(Store):
         """`shared_group` accepts entries of one of our groups, writable by it (DURABLE_ALLOW_SHARED)."""
         self.root = os.path.abspath(root)
         self.location = self.root
+        self._prefix = os.path.join(self.root, "")  # `<root>/`
         self.shared_group = shared_group
         self._made: set[str] = set()
         self._folders: dict[str, str] = {}  # top-level folders checked by this store: name -> path
+        self._valid_id: str | None = None  # the last run id `run_path` checked
         self.inbox = FileInbox(self)
         self.due_index = FileDueIndex(self)
         try:
@@ -178,7 +180,7 @@ class FileStore(Store):
         of a failing call, and none once it exists."""
         if name in self._folders:
             return True
-        path = os.path.join(self.root, name)
+        path = self._prefix + name
         try:
             info = os.lstat(path)
         except FileNotFoundError:
@@ -193,7 +195,7 @@ class FileStore(Store):
         path = self._folders.get(name)
         if path is None:
             self.has_folder(name)
-            path = os.path.join(self.root, name)
+            path = self._prefix + name
         return path
 
     def _ensure_root(self) -> None:
@@ -228,7 +230,10 @@ class FileStore(Store):
     def run_path(self, folder: str, run_id: str, suffix: str = "") -> str:
         """`<root>/<folder>/<run id><suffix>`: every path named after a run is made here, once
         the run id passed `check_run_id` (so it is one safe file name)."""
-        return f"{self.folder(folder)}/{check_run_id(run_id)}{suffix}"
+        valid = self._valid_id  # (one drive asks for the same id's paths again and again)
+        if run_id is not valid:
+            valid = self._valid_id = check_run_id(run_id)
+        return f"{self.folder(folder)}/{valid}{suffix}"
 
     def _journal_path(self, run_id: str) -> str:
         return self.run_path("runs", run_id, ".jsonl")
