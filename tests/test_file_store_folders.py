@@ -1,0 +1,173 @@
+"""The file store's folders are checked when first used, and a new journal's name is made durable
+beside its first lines.
+
+A store object checks its root and `runs/` when it opens, and each other folder (`inbox/`,
+`cancel/`, `due/`, ...) the first time it uses it: a folder another process makes after the store
+opened is seen, and refused if it is not a directory of ours that nobody else can write to. The
+directory fsync of a new journal runs on a syncing thread while the journal's first lines are
+fdatasync'd, and both have returned before `flush` does (real forks check a child starts its own).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from durable_cli._store import fsutil
+from durable_cli._store.files import FileStore
+from durable_cli._store.files_due import _STAMP, _instant
+from durable_cli.errors import StoreError
+
+
+def _event(run_id: str) -> dict[str, object]:
+    return {"type": "run_started", "at": "2030-01-01T00:00:00.000000Z", "run_id": run_id, "v": 1}
+
+
+def _created(store: FileStore, run_id: str) -> None:
+    session = store.create_run(run_id)
+    assert session is not None
+    session.stage(_event(run_id))
+    session.flush()
+    session.close()
+
+
+def test_a_folder_made_by_another_process_after_the_store_opened_is_used(tmp_path: Path) -> None:
+    store = FileStore(str(tmp_path / "j"))
+    _created(store, "r1")
+    assert store.messages("r1") == [] and not store.cancel_requested("r1")  # no inbox/, no cancel/ yet
+    other = FileStore(str(tmp_path / "j"))  # another process's handle on the same dir
+    other.post("r1", {"v": 1})
+    other.request_cancel("r1")
+    assert [message for _, message in store.messages("r1")] == [{"v": 1}]
+    assert store.cancel_requested("r1") and store.inbox_run_ids() == ["r1"]
+
+
+@pytest.mark.parametrize("folder", ["inbox", "cancel", "locks", "due_runs", "problems"])
+def test_a_folder_others_can_write_made_after_the_store_opened_is_refused_at_its_first_use(
+        tmp_path: Path, folder: str) -> None:
+    store = FileStore(str(tmp_path / "j"))
+    _created(store, "r1")
+    assert store.messages("r1") == [] and not store.cancel_requested("r1")
+    assert store.problems() == {}
+    os.mkdir(tmp_path / "j" / folder)
+    os.chmod(tmp_path / "j" / folder, 0o777)  # world-writable: anyone could put files there
+    uses = {"inbox": lambda: store.messages("r1"), "cancel": lambda: store.cancel_requested("r1"),
+            "locks": lambda: store.open_run("r1"), "due_runs": lambda: store.set_due("r1", None),
+            "problems": store.problems}
+    with pytest.raises(StoreError, match="world-writable"):
+        uses[folder]()
+
+
+def test_a_folder_checked_once_is_not_stated_again_by_that_store(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    store = FileStore(str(tmp_path / "j"))
+    _created(store, "r1")
+    store.post("r1", {"v": 1})
+    seen: list[str] = []
+    real = os.lstat
+    monkeypatch.setattr(os, "lstat", lambda path, *a, **k: seen.append(str(path)) or real(path, *a, **k))
+    for _ in range(3):
+        store.messages("r1")
+    assert not any(path.endswith("/inbox") for path in seen), seen
+
+
+def test_opening_a_store_refuses_a_foreign_runs_folder_at_once(tmp_path: Path) -> None:
+    _created(FileStore(str(tmp_path / "j")), "r1")
+    os.chmod(tmp_path / "j" / "runs", 0o777)
+    with pytest.raises(StoreError, match="world-writable"):
+        FileStore(str(tmp_path / "j"))
+
+
+def test_a_new_journals_directory_is_fsynced_before_its_first_flush_returns(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The directory fsync runs on another thread, and flush waits for it."""
+    store = FileStore(str(tmp_path / "j"))
+    store._dir("runs")
+    runs = os.stat(tmp_path / "j" / "runs")
+    synced: list[tuple[str, str]] = []
+    real_fsync, real_fdatasync = os.fsync, os.fdatasync
+
+    def fsync(fd: int) -> None:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            threading.Event().wait(0.05)  # slower than the fdatasync: flush must still wait for it
+            real_fsync(fd)
+            synced.append(("dir" if (info.st_ino == runs.st_ino) else "other dir", threading.current_thread().name))
+        else:
+            real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (real_fdatasync(fd), synced.append(("file", "")))[0])
+    session = store.create_run("r1")
+    assert session is not None
+    session.stage(_event("r1"))
+    session.flush()
+    assert sorted(kind for kind, _ in synced) == ["dir", "file"]
+    assert [name for kind, name in synced if kind == "dir"] != [threading.current_thread().name]
+    synced.clear()
+    session.stage({"type": "run_completed", "at": "2030-01-01T00:00:01.000000Z"})
+    session.flush()
+    assert synced == [("file", "")]  # the name is durable already: no second directory fsync
+    session.close()
+
+
+def test_a_failed_directory_fsync_fails_the_flush(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = FileStore(str(tmp_path / "j"))
+    store._dir("runs")
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    session = store.create_run("r1")
+    assert session is not None
+    session.stage(_event("r1"))
+    with pytest.raises(OSError, match="Input/output error"):
+        session.flush()
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    session.flush()  # the name is made durable at the next flush
+    session.close()
+
+
+def test_a_forked_child_syncs_on_a_thread_of_its_own(tmp_path: Path) -> None:
+    """The syncing thread of the parent does not exist in a forked child (a tick's worker): the
+    child starts its own instead of waiting forever for a thread that is not there."""
+    store = FileStore(str(tmp_path / "j"))
+    _created(store, "before")  # the parent's syncing thread is running now
+    assert fsutil._SYNCER
+    pid = os.fork()
+    if pid == 0:
+        try:
+            import signal
+
+            signal.alarm(20)  # a hang fails the test instead of stopping the suite
+            _created(FileStore(str(tmp_path / "j")), "in-child")
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert FileStore(str(tmp_path / "j")).read_events("in-child")[0]["run_id"] == "in-child"
+
+
+@pytest.mark.parametrize("stamp", ["20261202T163704833285", "20300101T000000000000", "20991231T235959999999",
+                                   "20261202T16370483", "20261302T163704833285", "2026120xT163704833285",
+                                   "20261202T1637048332851", "２0261202T163704833285"])
+def test_a_due_stamp_reads_back_as_strptime_reads_it(stamp: str) -> None:
+    try:
+        expected: object = datetime.strptime(stamp, _STAMP).replace(tzinfo=timezone.utc)
+    except ValueError:
+        expected = ValueError
+    try:
+        got: object = _instant(stamp)
+    except ValueError:
+        got = ValueError
+    assert got == expected
