@@ -71,6 +71,7 @@ class FileRunSession(RunSession):
         except BaseException:
             lock.release()
             raise
+        store.holding[run_id] = lock.fd  # (O_RDWR: its inbox gate is locked through it)
 
     def stage(self, event: Event) -> Event:
         return self._writer.stage(event)
@@ -101,6 +102,8 @@ class FileRunSession(RunSession):
         return self._store.stream_append(self.run_id, name, chunks)
 
     def close(self) -> None:
+        if self._store.holding.get(self.run_id) == self._lock.fd:
+            del self._store.holding[self.run_id]
         self._writer.close()
         self._lock.release()
 
@@ -117,6 +120,7 @@ class FileStore(Store):
         self._made: set[str] = set()
         self._folders: dict[str, str] = {}  # top-level folders checked by this store: name -> path
         self._valid_id: str | None = None  # the last run id `run_path` checked
+        self.holding: dict[str, int] = {}  # run id -> the journal descriptor a session of ours holds it by
         self.inbox = FileInbox(self)
         self.due_index = FileDueIndex(self)
         try:

@@ -40,11 +40,17 @@ class FileInbox:
 
     @contextmanager
     def _gate(self, run_id: str, mode: int) -> Iterator[None]:
-        """Hold the run's inbox gate (`fcntl.LOCK_SH` or `LOCK_EX`); a dead holder's lock is gone."""
+        """Hold the run's inbox gate (`fcntl.LOCK_SH` or `LOCK_EX`); a dead holder's lock is gone.
+        The run's holder (`LOCK_EX`) locks through the descriptor it holds the run by, if this
+        store object holds it, and unlocks it after; others open the journal for it."""
         held: list[int] = []
+        holding = self.store.holding.get(run_id) if mode == fcntl.LOCK_EX else None
         try:
             if _OFD_SETLKW is not None:
-                _ofd_gate(self.store.journal_location(run_id), mode, held)
+                if holding is not None:
+                    _ofd_lock(holding, fcntl.F_WRLCK)
+                else:
+                    _ofd_gate(self.store.journal_location(run_id), mode, held)
                 try:  # and an older version's gate file, if one is there
                     if self.store.has_folder("locks"):
                         fd = os.open(self.store.run_path("locks", run_id, ".inbox"), os.O_RDWR | NOFOLLOW)
@@ -59,6 +65,8 @@ class FileInbox:
                 fcntl.flock(held[-1], mode)
             yield
         finally:
+            if holding is not None and _OFD_SETLKW is not None:
+                _ofd_lock(holding, fcntl.F_UNLCK)
             for fd in held:
                 os.close(fd)
 
@@ -188,14 +196,18 @@ _FLOCK = "@hhqqi4x"
 def _ofd_gate(journal: str, mode: int, held: list[int]) -> None:
     """Open the journal into `held` and record-lock its first byte (shared for LOCK_SH, else
     exclusive), waiting for it; nothing when there is no journal (no run to race with)."""
-    import struct
-
-    assert _OFD_SETLKW is not None
     shared = mode == fcntl.LOCK_SH
     try:
         fd = os.open(journal, (os.O_RDONLY if shared else os.O_RDWR) | NOFOLLOW)
     except FileNotFoundError:
         return
     held.append(fd)
-    kind = fcntl.F_RDLCK if shared else fcntl.F_WRLCK
+    _ofd_lock(fd, fcntl.F_RDLCK if shared else fcntl.F_WRLCK)
+
+
+def _ofd_lock(fd: int, kind: int) -> None:
+    """Record-lock the first byte of `fd`'s file (F_RDLCK, F_WRLCK: waiting for it; F_UNLCK)."""
+    import struct
+
+    assert _OFD_SETLKW is not None
     fcntl.fcntl(fd, _OFD_SETLKW, struct.pack(_FLOCK, kind, os.SEEK_SET, 0, 1, 0))
