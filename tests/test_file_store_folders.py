@@ -1,7 +1,7 @@
 """The file store's folders are checked when first used, and a new journal's name is made durable
 beside its first lines.
 
-A store object checks its root and `runs/` when it opens, and each other folder (`inbox/`,
+A store object checks its root, `runs/` and `inbox/` when it opens, and each other folder (`inbox/`,
 `cancel/`, `due/`, ...) the first time it uses it: a folder another process makes after the store
 opened is seen, and refused if it is not a directory of ours that nobody else can write to. The
 directory fsync of a new journal runs on a syncing thread while the journal's first lines are
@@ -76,9 +76,13 @@ def test_a_folder_checked_once_is_not_stated_again_by_that_store(tmp_path: Path,
     assert not any(path.endswith("/inbox") for path in seen), seen
 
 
-def test_opening_a_store_refuses_a_foreign_runs_folder_at_once(tmp_path: Path) -> None:
-    _created(FileStore(str(tmp_path / "j")), "r1")
-    os.chmod(tmp_path / "j" / "runs", 0o777)
+@pytest.mark.parametrize("folder", ["runs", "inbox"])
+def test_opening_a_store_refuses_a_foreign_runs_or_inbox_folder_at_once(tmp_path: Path, folder: str) -> None:
+    """What runs are made of, and what comes from outside: every command that drives runs reads both."""
+    store = FileStore(str(tmp_path / "j"))
+    _created(store, "r1")
+    store.post("r1", {"v": 1})
+    os.chmod(tmp_path / "j" / folder, 0o777)
     with pytest.raises(StoreError, match="world-writable"):
         FileStore(str(tmp_path / "j"))
 

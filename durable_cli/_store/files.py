@@ -67,7 +67,10 @@ class FileRunSession(RunSession):
                 data = lock.read()
                 self.events, good = journal.parse(data, path, run_id)
                 length = len(data)
-            self._writer = journal.JournalWriter(path, len(self.events), good, length, lock.appending())
+            # a held journal's descriptor is its writer's too; a new journal's writer opens it by
+            # name (its unnamed file's descriptor would show in /proc as `#<inode> (deleted)`)
+            self._writer = journal.JournalWriter(path, len(self.events), good, length,
+                                                 None if created else lock.fd)
         except BaseException:
             lock.release()
             raise
@@ -162,9 +165,11 @@ class FileStore(Store):
             return made
 
     def _check_root(self, info: os.stat_result | None = None) -> None:
-        """Refuse a root, or a `runs/` in it, that is not a directory of ours or that others can
-        write to (`info`: the root's stat, when taken). The other folders are checked alike when
-        this store first uses each (`has_folder`): two stats per open, not one per folder."""
+        """Refuse a root, or a `runs/` or `inbox/` in it, that is not a directory of ours or that
+        others can write to (`info`: the root's stat, when taken): what runs are made of (the code
+        a resume imports) and what comes from outside (payloads), which every command that drives
+        runs reads. The other folders are checked alike when this store first uses each
+        (`has_folder`): three stats per open, not one per folder."""
         if info is None:
             try:
                 info = os.stat(self.root)
@@ -173,7 +178,8 @@ class FileStore(Store):
         if not stat.S_ISDIR(info.st_mode):
             raise StoreError(f"journal dir {self.root} is not a directory")
         refuse_unsafe_dir(self.root, info, self.shared_group)
-        self.has_folder("runs")  # what every command reads: refused at once, as before any use
+        self.has_folder("runs")
+        self.has_folder("inbox")
         self._made.add(self.root)
 
     def has_folder(self, name: str) -> bool:
@@ -260,7 +266,7 @@ class FileStore(Store):
         versions on runs of the old one, exclude each other. None when another process holds it;
         FileNotFoundError when the journal went (pruned) while we waited for it."""
         fd = os.open(path, os.O_RDWR | os.O_APPEND | NOFOLLOW)  # its writer appends through it too
-        lock = _RunLock(fd, appends=True)
+        lock = _RunLock(fd)
         try:
             if not lock.take(fd, wait):
                 lock.release()
@@ -627,10 +633,9 @@ class _RunLock:
     any), each under an exclusive flock; closing them lets the run go. flock belongs to the open
     file, so closing other descriptors of the journal (readers, the writer) keeps the run held."""
 
-    def __init__(self, fd: int, appends: bool = False) -> None:
+    def __init__(self, fd: int) -> None:
         self.fd = fd
         self._fds = [fd]
-        self._appends = appends  # whether `fd` is open with O_APPEND
         self.length: int | None = None  # the journal's length, once taken under the flock
         self.parent: int | None = None  # a new journal's directory, open (`FileRunSession.flush`)
 
@@ -652,13 +657,6 @@ class _RunLock:
     def size(self) -> int:
         return os.fstat(self.fd).st_size
 
-    def appending(self) -> int:
-        """The held descriptor, set to append (a new journal's is made without O_APPEND), for the
-        run's journal writer: no second descriptor of the journal."""
-        if not self._appends:
-            fcntl.fcntl(self.fd, fcntl.F_SETFL, os.O_APPEND)  # (its other status flags are all unset)
-            self._appends = True
-        return self.fd
 
     def read(self) -> bytes:
         """The whole journal, read through the held descriptor (its `length` bytes, when known:
