@@ -242,6 +242,21 @@ def test_staged_events_take_consecutive_seqs_and_are_durable_only_after_flush(
     session.close()
 
 
+def test_an_event_staged_with_its_encoded_fields_is_the_event_staged_plainly(
+    store_factory: StoreFactory,
+) -> None:
+    store = store_factory()
+    session = store.create_run("r1")
+    assert session is not None
+    session.stage(started("r1"))
+    plain = {"type": "step_completed", "seq": 0, "at": "2030-01-01T00:00:00.000000Z", "pos": 1, "result": "é\n"}
+    encoded = dict(plain)
+    assert session.stage_encoded(encoded, ',"at":"2030-01-01T00:00:00.000000Z","pos":1,"result":"é\\n"')["seq"] == 2
+    session.flush()
+    assert store.read_events("r1")[1] == {**plain, "seq": 2}
+    session.close()
+
+
 def test_a_reopened_run_holds_its_journal_and_continues_the_numbering(
     store_factory: StoreFactory,
 ) -> None:
@@ -486,12 +501,14 @@ def test_post_live_waits_for_a_closing_run_and_then_finds_it_ended(store_factory
 
 def test_a_cancel_request_is_seen_until_cleared(store_factory: StoreFactory) -> None:
     store = store_factory()
-    assert not store.cancel_requested("r1")
+    probe, other = store.cancel_probe("r1"), store.cancel_probe("r2")  # made before the request
+    assert not store.cancel_requested("r1") and not probe()
     store.request_cancel("r1")
     store.request_cancel("r1")
     assert store.cancel_requested("r1") and not store.cancel_requested("r2")
+    assert probe() and not other()
     store.clear_cancel("r1")
-    assert not store.cancel_requested("r1")
+    assert not store.cancel_requested("r1") and not probe()
 
 
 # output streams
@@ -576,7 +593,7 @@ def test_every_method_taking_a_run_id_refuses_an_unsafe_one_and_writes_nothing(
         lambda: store.note_problem(bad, "why"), lambda: store.stream_append(bad, "log", [{"v": 1}]),
         lambda: store.stream_names(bad), lambda: store.release_token("t", bad),
         lambda: store.ack(bad, "1"), lambda: store.reject(bad, "1", "why"),
-        lambda: store.cancel_requested(bad), lambda: store.clear_cancel(bad),
+        lambda: store.cancel_requested(bad), lambda: store.cancel_probe(bad), lambda: store.clear_cancel(bad),
         lambda: store.clear_problem(bad), lambda: store.delete_run(bad),
         lambda: store.export_lines(bad), lambda: store.run_summary(bad),
         lambda: store.stream_read(bad, "log"), lambda: store.closing(bad).__enter__(),

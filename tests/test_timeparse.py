@@ -65,3 +65,20 @@ def test_iso_writes_utc_with_microseconds_and_z():
     value = datetime(2030, 1, 2, 4, 4, 5, 7, tzinfo=timezone(timedelta(hours=1)))
     assert iso(value) == "2030-01-02T03:04:05.000007Z"
     assert parse_instant(iso(value)) == value
+
+
+def test_iso_is_strftime_of_the_utc_instant_whatever_the_second_formatted_before():
+    """`iso` keeps the text of the second it formatted last: instants in it, across its edges,
+    in other zones and at the ends of the calendar still get their own text."""
+    from zoneinfo import ZoneInfo
+
+    def expected(value: datetime) -> str:
+        return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    base = datetime(2030, 12, 31, 23, 59, 58, 999_999, tzinfo=timezone.utc)
+    values = [base + timedelta(microseconds=step) for step in (0, 1, 2, 500_000, 1_000_000, 1_000_001, -1)]
+    values += [v.astimezone(ZoneInfo("Asia/Kolkata")) for v in values]
+    values += [datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc), datetime.max.replace(tzinfo=timezone.utc),
+               datetime.min.replace(tzinfo=timezone.utc), datetime(2030, 1, 1, tzinfo=timezone(timedelta(0)))]
+    for value in values + values[::-1]:
+        assert iso(value) == expected(value), value

@@ -94,6 +94,9 @@ class _Replay(Execution):
     def record(self, event_type: str, **fields: Any) -> Event:
         self._stop()
 
+    def record_encoded(self, event_type: str, fields: dict[str, Any], tail: str) -> Event:
+        self._stop()
+
     def cancel_requested(self) -> bool:
         return False
 

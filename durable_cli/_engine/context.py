@@ -38,9 +38,22 @@ class WorkflowMetadata:
 current_execution: contextvars.ContextVar[Execution | None] = contextvars.ContextVar(
     "durable_execution", default=None
 )
-current_step: contextvars.ContextVar[StepMetadata | None] = contextvars.ContextVar(
+StepCall = tuple[str, int, str, int]
+"""What `current_step` holds while a step attempt runs: (run id, position, step name, attempt);
+its `StepMetadata` is made only when asked for (`step_metadata`)."""
+
+current_step: contextvars.ContextVar[StepCall | None] = contextvars.ContextVar(
     "durable_step", default=None
 )
+
+
+def step_metadata() -> StepMetadata | None:
+    """Metadata of the step attempt being executed, or None outside a step."""
+    call = current_step.get()
+    if call is None:
+        return None
+    run_id, pos, name, attempt = call
+    return StepMetadata(f"{run_id}:{pos}", name, attempt, run_id)
 
 
 def require_execution(what: str) -> Execution:
@@ -53,7 +66,7 @@ def require_execution(what: str) -> Execution:
 
 def get_step_metadata() -> StepMetadata:
     """Metadata of the step attempt being executed (call it inside a step)."""
-    meta = current_step.get()
+    meta = step_metadata()
     if meta is None:
         raise DurableError("get_step_metadata() can only be called inside a step")
     return meta

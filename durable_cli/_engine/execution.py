@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn
 from ..errors import EngineError, NonDeterminismError, StorageFailure, StoreError, Suspend
 from .._store.base import RunSession, Store
 from .._timeparse import iso, parse_instant
-from .._telemetry import NOOP, Trace
+from .._telemetry import NO_TRACE, NOOP, Trace
 from .context import WorkflowMetadata
 from .history import Event, History, Op
 
@@ -72,6 +72,9 @@ class Execution:
         self.clock = clock
         self.definition = definition
         self.options = options
+        timeout = (getattr(options, "defaults", None) or {}).get("timeout")
+        self.default_timeout = None if timeout is None else float(timeout)
+        """durable.yaml's `defaults: timeout:` for steps, in seconds (None: no timeout)."""
         self.create_run = create_run
         """How this run starts a child: the lifecycle's `create_run`, handed in by whoever
         executes it, so the engine never imports the layers above it."""
@@ -99,6 +102,9 @@ class Execution:
         """The run this one continued as, and when it was made due."""
         self.trace: Trace = getattr(options, "telemetry", NOOP).trace(self)
         """This execution's spans and metrics (`_telemetry`; a no-op unless observability is on)."""
+        self.traced = self.trace is not NO_TRACE
+        """Whether `trace` does anything (else the step path skips its calls)."""
+        self._cancel_probe: Callable[[], bool] | None = None
         self.unsynced: set[str] = set()
         """Types of the events recorded since the last flush (children.start_child skips the flush
         when they are only its own `child_started`/`child_finished`)."""
@@ -131,14 +137,24 @@ class Execution:
         or a dict read, and no step starts once the request is recorded).
         A passed deadline counts as a request (to end the run as `timed_out`).
         """
-        now = time.monotonic()
-        if not self.cancelled and now - self._cancel_checked >= self.store.cancel_poll_seconds:
-            self._cancel_checked = now
-            self.cancelled = self.store.cancel_requested(self.run_id)
+        if not self.cancelled:
+            probe = self._cancel_probe or self._probe()
+            poll = self.store.cancel_poll_seconds
+            if not poll:
+                self.cancelled = probe()
+            else:
+                now = time.monotonic()
+                if now - self._cancel_checked >= poll:
+                    self._cancel_checked = now
+                    self.cancelled = probe()
         deadline = self.history.deadline
         if deadline is not None and not self.timed_out and not self.history.finished:
             self.timed_out = iso(self.clock()) >= deadline
         return self.cancelled or self.timed_out
+
+    def _probe(self) -> Callable[[], bool]:
+        self._cancel_probe = self.store.cancel_probe(self.run_id)
+        return self._cancel_probe
 
     def pause(self, seconds: float) -> None:
         """Wait in-process (a short retry back-off); a virtual clock just moves on."""
@@ -162,7 +178,21 @@ class Execution:
         event = self.session.stage({"type": event_type, "seq": 0, "at": iso(self.clock()), **fields})
         self.history.add(event)
         self.unsynced.add(event_type)
-        self.trace.recorded(event)
+        if self.traced:
+            self.trace.recorded(event)
+        return event
+
+    def record_encoded(self, event_type: str, fields: dict[str, Any], tail: str) -> Event:
+        """`record`, for an event whose `fields` the caller JSON-encoded, in their order, as a line
+        holds them (`tail`: `,"pos":3,...`; see `_journal.encoded_line`): a step's start and result,
+        the most frequent lines, skip `json.dumps`."""
+        at = iso(self.clock())
+        event = self.session.stage_encoded({"type": event_type, "seq": 0, "at": at, **fields},
+                                           ',"at":"%s"%s' % (at, tail))
+        self.history.add(event)
+        self.unsynced.add(event_type)
+        if self.traced:
+            self.trace.recorded(event)
         return event
 
     def flush(self, terminal: bool = False) -> None:

@@ -25,10 +25,11 @@ from json.encoder import encode_basestring_ascii
 from typing import Any, Callable, NoReturn
 
 from .._digest import sha256_hex
+from .._journal import encode_value
 from ..errors import FatalError, RetryableError, StepCrashed, StepTimeout, Suspend
 from .._store.base import RunSession
 from .._timeparse import iso, parse_duration, parse_instant
-from .context import StepMetadata, current_step
+from .context import current_step
 from .definitions import StepDef
 from .history import Event, Op
 from .outcomes import error_info, rebuild
@@ -112,11 +113,7 @@ def _limits(ex: Execution, sdef: StepDef) -> tuple[int, float]:
 
 
 def _timeout(ex: Execution, sdef: StepDef) -> float | None:
-    if sdef.timeout is not None:
-        return sdef.timeout
-    defaults = getattr(ex.options, "defaults", None) or {}
-    value = defaults.get("timeout")
-    return None if value is None else float(value)
+    return sdef.timeout if sdef.timeout is not None else ex.default_timeout
 
 
 # Sessions of runs whose timed-out sync step may still be running in a thread of this process.
@@ -240,21 +237,36 @@ def _plan(ex: Execution, sdef: StepDef, pos: int) -> tuple[int, RetryWait | None
     return started + 1, None, None
 
 
+_NAMES: dict[str, str] = {}
+"""Step names as JSON text, encoded once."""
+
+
+def _name_json(name: str) -> str:
+    text = _NAMES.get(name)
+    if text is None:
+        text = _NAMES[name] = encode_value(name)
+    return text
+
+
 def _stage_start(ex: Execution, sdef: StepDef, pos: int, attempt: int, digest: str) -> None:
     if ex.cancel_requested():
         ex.closing = True
         raise Suspend()
-    ex.record("step_started", pos=pos, name=sdef.name, attempt=attempt, args_hash=digest)
+    name = sdef.name  # `digest` is hex: a line holds it as it is
+    ex.record_encoded("step_started", {"pos": pos, "name": name, "attempt": attempt, "args_hash": digest},
+                      ',"pos":%d,"name":%s,"attempt":%d,"args_hash":"%s"' % (pos, _name_json(name), attempt, digest))
 
 
 def _step_context(ex: Execution, sdef: StepDef, pos: int, attempt: int) -> Any:
-    return current_step.set(StepMetadata(f"{ex.run_id}:{pos}", sdef.name, attempt, ex.run_id))
+    return current_step.set((ex.run_id, pos, sdef.name, attempt))
 
 
 def _stage_result(ex: Execution, sdef: StepDef, pos: int, result: Any) -> Event | None:
     """Stage a step's result (None), or, for a result that is not JSON, a final failure (its event)."""
     try:
-        ex.record("step_completed", pos=pos, name=sdef.name, result=result)
+        name = sdef.name
+        ex.record_encoded("step_completed", {"pos": pos, "name": name, "result": result},
+                          ',"pos":%d,"name":%s,"result":%s' % (pos, _name_json(name), encode_value(result)))
         return None
     except (TypeError, ValueError) as exc:
         error = TypeError(f"step {sdef.name!r} returned a value that is not JSON serializable: {exc}")
@@ -287,7 +299,10 @@ def call_sync(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs: dict[
         ex.flush()
         token = _step_context(ex, sdef, pos, attempt)
         try:
-            with ex.trace.step(pos):
+            if ex.traced:
+                with ex.trace.step(pos):
+                    result = _call_sync(sdef, args, kwargs, _timeout(ex, sdef))
+            else:
                 result = _call_sync(sdef, args, kwargs, _timeout(ex, sdef))
         except _Overran as overran:
             _overran(ex, sdef, pos, attempt, overran.thread)

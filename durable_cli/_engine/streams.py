@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import DurableError
 from .._payloads import check_value
 from .._timeparse import iso
-from .context import current_execution, current_step
+from .context import current_execution, step_metadata
 
 
 class StreamWriter:
@@ -21,7 +21,7 @@ class StreamWriter:
 
     def __init__(self, name: str) -> None:
         ex = current_execution.get()
-        meta = current_step.get()
+        meta = step_metadata()
         if ex is None or meta is None:
             raise DurableError("get_writable() can only be called inside a step")
         self._ex = ex

@@ -7,11 +7,12 @@ a run) and output streams. Only the journal is the truth; the rest can be rebuil
 
 from __future__ import annotations
 
+import functools
 import re
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .._status import ended
 from .._status import FINAL_EVENTS
@@ -144,6 +145,11 @@ class RunSession(ABC):
     @abstractmethod
     def stage(self, event: Event) -> Event:
         """Give `event` the next seq and buffer it; nothing is durable until `flush`."""
+
+    def stage_encoded(self, event: Event, tail: str) -> Event:
+        """`stage`, for an event whose fields after its type and seq the caller JSON-encoded as a
+        line holds them (`tail`: see `_journal.encoded_line`); a store that writes lines uses it."""
+        return self.stage(event)
 
     @abstractmethod
     def flush(self) -> None:
@@ -346,6 +352,11 @@ class Store(ABC):
     @abstractmethod
     def cancel_requested(self, run_id: str) -> bool:
         """Whether a cancel request is waiting for the run (checked before every step)."""
+
+    def cancel_probe(self, run_id: str) -> Callable[[], bool]:
+        """`cancel_requested` of one run as a call without arguments, for its executor to make
+        before every step (a store may make it cheaper than the general call)."""
+        return functools.partial(self.cancel_requested, check_run_id(run_id))
 
     @abstractmethod
     def clear_cancel(self, run_id: str) -> None:

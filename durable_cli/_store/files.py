@@ -79,6 +79,9 @@ class FileRunSession(RunSession):
     def stage(self, event: Event) -> Event:
         return self._writer.stage(event)
 
+    def stage_encoded(self, event: Event, tail: str) -> Event:
+        return self._writer.stage(event, tail)
+
     def flush(self) -> None:
         """Append durably; a new journal's directory entry is made durable with its first lines:
         the directory's fsync runs on the syncing thread while this one fdatasyncs the lines
@@ -567,6 +570,9 @@ class FileStore(Store):
 
     def cancel_requested(self, run_id: str) -> bool:
         return self.inbox.cancel_requested(run_id)
+
+    def cancel_probe(self, run_id: str) -> Callable[[], bool]:
+        return self.inbox.cancel_probe(run_id)
 
     def clear_cancel(self, run_id: str) -> None:
         self.inbox.clear_cancel(run_id)

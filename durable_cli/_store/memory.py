@@ -78,6 +78,11 @@ class MemoryRunSession(RunSession):
         self._pending.append(journal.encode(event))
         return event
 
+    def stage_encoded(self, event: Event, tail: str) -> Event:
+        seq = event["seq"] = self._seq + len(self._pending) + 1
+        self._pending.append(journal.encoded_line(event["type"], seq, tail))
+        return event
+
     def flush(self) -> None:
         if not self._open:
             raise StoreError(f"run {self.run_id} was released: nothing can be flushed")
