@@ -144,13 +144,15 @@ class Scheduler:
                 self._drained.set_result(None)
             self._arm()
 
-    async def commit(self, durable: bool) -> None:
-        """Wait until the lines this task staged are written (`durable`: and fdatasync'd), with
-        those of every task that staged lines meanwhile; a result's task resumes in journal order.
+    def commit(self, durable: bool) -> asyncio.Future[None] | None:
+        """Have the lines this task staged written (`durable`: and fdatasync'd), with those of
+        every task that staged lines meanwhile: the future to await, as a step in flight
+        (`with scheduler: await future`); a result's task resumes in journal order.
 
         Alone (nothing else staged or waiting to be handed back, no callback queued that has not
         started but the pump: no other task can stage anything before the committer would run),
-        it writes now, as a step awaited on its own always did (`StorageFailure` is raised here).
+        it writes now, as a step awaited on its own always did, and returns None (`StorageFailure`
+        is raised here). A plain call, not a coroutine: no coroutine object per line.
         """
         alone = self._queued - self._ran == (self._mark >= 0) and self._commit_mark < 0
         if alone and not self._staged and not self._handing:
@@ -158,13 +160,12 @@ class Scheduler:
                 self.ex.flush()
             else:
                 self.ex.write()
-            return
+            return None
         future = self.loop.create_future()
         self._staged.append((future, durable))
         if not self._handing:  # else the last hand-back arms the committer
             self._arm_commit()
-        with self:
-            await future
+        return future
 
     def _arm_commit(self) -> None:
         if self._commit_mark < 0:
@@ -382,12 +383,6 @@ def busy() -> Scheduler:
     """`with busy():` counts a step in flight as runnable work: nothing resolves or suspends until
     it ends."""
     return current()
-
-
-def commit(durable: bool) -> Coroutine[Any, Any, None]:
-    """Wait until what this task staged is written (`durable`: and fdatasync'd): group commit.
-    (The scheduler's own coroutine, not one more around it.)"""
-    return current().commit(durable)
 
 
 def lose(tasks: Iterable[asyncio.Future[Any]]) -> None:

@@ -34,7 +34,7 @@ from .definitions import StepDef
 from .history import Event, Op
 from .outcomes import error_info, rebuild
 from .execution import Execution
-from .scheduler import busy, commit, park, pending_waits, suspend, turn
+from .scheduler import current, park, pending_waits, suspend, turn
 from .waits import SHORT_RETRY_SECONDS, RetryWait, block
 
 DEFAULT_MAX_RETRIES = 3
@@ -315,11 +315,17 @@ def call_sync(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs: dict[
 
 
 async def call_async(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """The async twin of `call_sync`: recorded outcomes wait for their turn in the journal's order."""
+    """The async twin of `call_sync`: recorded outcomes wait for their turn in the journal's order.
+
+    Each line staged is committed with the lines staged beside it (`Scheduler.commit`): a step's
+    start before its body runs (one write, one fdatasync for every step started together), its
+    result before it is handed back (in journal order). Waiting on the committer counts as a step
+    in flight (`with scheduler:`)."""
     pos, op, digest = _begin(ex, sdef, args, kwargs)
     if op is not None and op.completion is not None:
         await turn(pos)
         return _outcome(op.completion)
+    scheduler = current()
     while True:
         attempt, wait, completion = _plan(ex, sdef, pos)
         if completion is not None:
@@ -330,20 +336,38 @@ async def call_async(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs
                 await park(wait)
             elif pause > 0:
                 ex.flush()
-                with busy():
+                with scheduler:
                     await ex.pause_async(pause)
         _stage_start(ex, sdef, pos, attempt, digest)
-        await commit(durable=True)  # with every step started beside it: one write, one fdatasync
+        written = scheduler.commit(durable=True)
+        if written is not None:
+            with scheduler:
+                await written
         token = _step_context(ex, sdef, pos, attempt)
+        seconds = _timeout(ex, sdef)
+        error: Exception | None = None
         try:
-            with busy(), ex.trace.step(pos):
-                result = await _await_step(sdef, args, kwargs, _timeout(ex, sdef), attempt)
+            with scheduler:
+                if ex.traced:
+                    with ex.trace.step(pos):
+                        result = await _await_step(sdef, args, kwargs, seconds, attempt)
+                elif seconds is None:
+                    result = await sdef.fn(*args, **kwargs)
+                else:
+                    result = await _await_step(sdef, args, kwargs, seconds, attempt)
         except Exception as exc:
-            _stage_failure(ex, sdef, pos, attempt, exc)
-            await commit(durable=False)
-            continue
+            error = exc
         finally:
             current_step.reset(token)
-        failure = _stage_result(ex, sdef, pos, result)
-        await commit(durable=False)  # written with the results ready beside it, handed back in order
+        if error is None:
+            failure = _stage_result(ex, sdef, pos, result)
+        else:
+            _stage_failure(ex, sdef, pos, attempt, error)
+        written = scheduler.commit(durable=False)  # with the outcomes ready beside it, handed back in order
+        if written is not None:
+            with scheduler:
+                await written
+        if error is not None:
+            error = None  # no cycle through its traceback while the next attempt runs
+            continue
         return result if failure is None else _outcome(failure)
