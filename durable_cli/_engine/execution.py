@@ -196,9 +196,9 @@ class Execution:
         return event
 
     def flush(self, terminal: bool = False) -> None:
-        """Make staged events durable; the first flush of a live run marks it for recovery first."""
-        if not self.session.has_pending:
-            self.unsynced.clear()
+        """Make staged events durable; the first flush of a live run marks it for recovery first.
+        (Events recorded since the last flush are pending: the session is asked only otherwise.)"""
+        if not self.unsynced and not self.session.has_pending:
             return
         if not terminal and not self.marked:
             self.store.set_due(self.run_id, self.clock())

@@ -257,10 +257,6 @@ def _stage_start(ex: Execution, sdef: StepDef, pos: int, attempt: int, digest: s
                       ',"pos":%d,"name":%s,"attempt":%d,"args_hash":"%s"' % (pos, _name_json(name), attempt, digest))
 
 
-def _step_context(ex: Execution, sdef: StepDef, pos: int, attempt: int) -> Any:
-    return current_step.set((ex.run_id, pos, sdef.name, attempt))
-
-
 def _stage_result(ex: Execution, sdef: StepDef, pos: int, result: Any) -> Event | None:
     """Stage a step's result (None), or, for a result that is not JSON, a final failure (its event)."""
     try:
@@ -289,15 +285,15 @@ def call_sync(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs: dict[
     pos, op, digest = _begin(ex, sdef, args, kwargs)
     if op is not None and op.completion is not None:
         return _outcome(op.completion)
+    attempt, wait, completion = (1, None, None) if op is None else _plan(ex, sdef, pos)
     while True:
-        attempt, wait, completion = _plan(ex, sdef, pos)
         if completion is not None:
             return _outcome(completion)
         if wait is not None:
             block(ex, wait)
         _stage_start(ex, sdef, pos, attempt, digest)
         ex.flush()
-        token = _step_context(ex, sdef, pos, attempt)
+        token = current_step.set((ex.run_id, pos, sdef.name, attempt))
         try:
             if ex.traced:
                 with ex.trace.step(pos):
@@ -308,6 +304,7 @@ def call_sync(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs: dict[
             _overran(ex, sdef, pos, attempt, overran.thread)
         except Exception as exc:
             _fail(ex, sdef, pos, attempt, exc)
+            attempt, wait, completion = _plan(ex, sdef, pos)
             continue
         finally:
             current_step.reset(token)
@@ -343,7 +340,7 @@ async def call_async(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs
         if written is not None:
             with scheduler:
                 await written
-        token = _step_context(ex, sdef, pos, attempt)
+        token = current_step.set((ex.run_id, pos, sdef.name, attempt))
         seconds = _timeout(ex, sdef)
         error: Exception | None = None
         try:
