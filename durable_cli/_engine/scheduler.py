@@ -92,11 +92,11 @@ class Scheduler:
         self._commit_mark = -1  # as `_mark`, for the committer
         self._ran = 0  # callbacks queued on the loop that have started
         self._deferred = 0
-        queue = loop.call_soon
+        queue, counted = loop.call_soon, self._counted  # bound once: this runs for every callback
 
         def call_soon(callback: Callable[..., Any], *args: Any, context: Any = None) -> asyncio.Handle:
             self._queued += 1
-            return queue(self._counted, callback, *args, context=context)
+            return queue(counted, callback, *args, context=context)
 
         loop.call_soon = call_soon  # type: ignore[method-assign,assignment]
 
