@@ -128,12 +128,18 @@ def fragile(n):
 '''
 
 
-def test_retry_racing_ticks_completes_each_failed_run_once(racing) -> None:
-    project = racing(FRAGILE)
-    ids = [f"frag-{i}" for i in range(6)]
+def _failed_then_fixed(project, count: int) -> list[str]:
+    """`count` runs of `fragile(i)`, each failed at `needs_marker`; then the fix is deployed."""
+    ids = [f"frag-{i}" for i in range(count)]
     for i, run_id in enumerate(ids):
         assert project.run("fragile", str(i), run_id=run_id)["status"] == "failed"
     (project.root / "fixed").write_text("")
+    return ids
+
+
+def test_retry_racing_ticks_completes_each_failed_run_once(racing) -> None:
+    project = racing(FRAGILE)
+    ids = _failed_then_fixed(project, 6)
     retries = [lambda run_id=run_id: project.cli("retry", run_id, real=True) for run_id in ids]
     results: list[Result] = in_parallel([*_ticks(project, 2), *retries], workers=4)
     for result in results:
@@ -213,10 +219,7 @@ def test_a_pause_racing_firing_ticks_holds_and_no_instant_fires_twice(racing) ->
 
 def test_fork_racing_retry_of_the_same_failed_runs_leaves_both_correct(racing) -> None:
     project = racing(FRAGILE)
-    ids = [f"frag-{i}" for i in range(4)]
-    for i, run_id in enumerate(ids):
-        assert project.run("fragile", str(i), run_id=run_id)["status"] == "failed"
-    (project.root / "fixed").write_text("")
+    ids = _failed_then_fixed(project, 4)
     jobs = []
     for run_id in ids:
         jobs.append(lambda run_id=run_id: project.cli("retry", run_id, real=True))
