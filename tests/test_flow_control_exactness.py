@@ -134,6 +134,57 @@ def test_concurrency_5_holds_across_8_overlapping_ticks_on_the_file_store(tmp_pa
     assert sorted(map(int, _effects(tmp_path))) == list(range(RUNS))  # each step ran once
 
 
+def test_a_drive_that_looked_before_a_tick_counted_its_run_as_started_starts_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tick admitting a file-store run makes it due, then counts it as started (two steps): a
+    drive that lists it due in between finds it not yet counted, and enters the queue once the
+    admitting tick lets the queue's lock go. The queue then counts it as started: it must start
+    now, not wait again (nothing would admit it again, and nothing would make it due)."""
+    import threading
+
+    from durable_cli import _faults
+    from durable_cli._engine.lifecycle import drive
+    from durable_cli._engine.run import Options
+    from durable_cli._timeparse import utcnow
+
+    module = _project(tmp_path, 1)
+    limits = QueueLimits("work", concurrency=1)
+    store = open_store(str(tmp_path / "journals"))
+    first, second = _enqueue(store, module, 2, limits)
+    paused, go = threading.Event(), threading.Event()
+    admitting = threading.Thread(target=lambda: store.queue_admit(limits, utcnow()))
+
+    def point(name: str) -> None:  # the admitting tick stops between the run's due entry and its count
+        if name == "queue.start" and threading.current_thread() is admitting and not paused.is_set():
+            paused.set()
+            assert go.wait(30)
+
+    monkeypatch.setattr(_faults, "point", point)
+    admitting.start()
+    assert paused.wait(30)
+    assert [run_id for _, run_id in store.due(utcnow())] == [first]
+    driver = open_store(str(tmp_path / "journals"))  # another tick's store
+    looked = driver.queue_admitted
+
+    def admitted_then_counted(queue: str, run_id: str) -> bool:
+        answer = looked(queue, run_id)  # (before the count)
+        go.set()
+        admitting.join(30)  # the admitting tick counts the run and lets the queue go
+        return answer
+
+    monkeypatch.setattr(driver, "queue_admitted", admitted_then_counted)
+    options = Options(queues={"work": limits})
+    assert drive(driver, first, utcnow, options, due_at=utcnow()).status == "completed"
+    assert not admitting.is_alive()
+    assert [e["type"] for e in store.read_events(first)].count("run_dequeued") == 1
+    assert store.queue_started("work") == []  # its slot given back: the second run can be admitted
+    assert store.queue_admit(limits, utcnow()) == [second]
+    assert drive(store, second, utcnow, options, due_at=utcnow()).status == "completed"
+    assert _most_at_once(_spans(store, [first, second])) == 1
+    assert sorted(map(int, _effects(tmp_path))) == [0, 1]
+    assert store.queue_stats(limits, utcnow())["queued"] == 0
+
+
 def test_concurrency_5_holds_across_4_looping_workers_on_postgresql(tmp_path: Path, pg_url: str) -> None:
     module = _project(tmp_path, 5)
     store = open_store(store=pg_url)

@@ -8,7 +8,9 @@ from `started/` alone: its waiting runs are never listed, however many there are
 
 Admitting a run makes it due first, then counts it as started, then drops its waiting entry: a
 crash in between leaves a run that a tick drives (due) or admits again (still waiting, its started
-entry seen), never one that is lost or started twice.
+entry seen), never one that is lost or started twice. A drive that finds the run due before it
+is counted enters the queue once the admission let the lock go: `enter` finds it counted and
+starts it (it must not wait again: counted and not due, nothing would ever start it).
 """
 
 from __future__ import annotations
@@ -151,6 +153,11 @@ class FileQueues:
         key_hash = _key_hash(key)
         with self._queue_lock(limits.name):
             slots = _Slots(base, limits, now)
+            if run_id in slots.started:
+                # admitted meanwhile: a tick makes a run due before it counts it (`admit`), so a
+                # drive can find it due, and not yet counted, just before; it starts now (waiting
+                # again, it would stay counted and never be due: nothing would start it)
+                return True
             waiting = os.path.join(base, "waiting")
             if slots.room() and slots.key_room(key_hash) and not _any(waiting):
                 self._start(base, slots, run_id, key_hash, now)
