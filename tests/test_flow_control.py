@@ -239,6 +239,23 @@ def test_a_slot_left_by_a_run_that_finished_without_giving_it_back_is_reclaimed(
     assert env.get_run(queued.run_id).status == "completed"
 
 
+def test_a_run_counted_as_started_but_left_queued_and_not_due_is_started_by_a_tick(env: DurableTestEnv) -> None:
+    """What a file store of an older version could leave when a drive found a run due just before
+    its admission counted it: the run counted as started, queued, not due (and not waiting)."""
+    limits = env.config.queues["llm"]
+    assert env.store.queue_enter(limits, "holder", None, 0, env.now)
+    stranded = env.start(instant, "stranded", queue="llm")
+    assert stranded.status == "queued"
+    env.store.queue_leave("llm", "holder", None, True)
+    assert env.store.queue_admit(limits, env.now) == [stranded.run_id]
+    env.store.set_due(stranded.run_id, None)
+    assert env.store.queue_started("llm") == [stranded.run_id] and not list(env.store.due(env.now))
+    env.tick()  # the queue is full (the stranded run holds its one slot): the tick makes it due
+    assert env.get_run(stranded.run_id).status == "completed"
+    assert env.store.queue_started("llm") == []
+    assert CALLS.count("stranded") == 1
+
+
 def test_a_queued_child_starts_when_its_queue_has_room_and_its_parent_gets_the_result(env: DurableTestEnv) -> None:
     for i in range(2):
         env.start(nap, f"r{i}", queue="small")

@@ -20,22 +20,29 @@ def admit(store: Store, queues: dict[str, QueueLimits], now: datetime) -> int:
         admitted = store.queue_admit(limits, now)
         if not admitted and limits.concurrency is not None:
             started = store.queue_started(limits.name)
-            if len(started) >= limits.concurrency and _free_leaked(store, limits.name, started):
+            if len(started) >= limits.concurrency and _free_leaked(store, limits.name, started, now):
                 admitted = store.queue_admit(limits, now)
         count += len(admitted)
     return count
 
 
-def _free_leaked(store: Store, queue: str, started: list[str]) -> bool:
+def _free_leaked(store: Store, queue: str, started: list[str], now: datetime) -> bool:
     """Give back the slots of started runs that have finished or are gone; whether any was (their
-    keys are not read: the store finds each slot by run id)."""
+    keys are not read: the store finds each slot by run id). A started run that never started and
+    is not due is made due: a file store of an older version could leave one so (its drive found
+    it due just before its admission counted it, then put it back to wait), and nothing else
+    would ever start it."""
     from ..errors import DurableError, JournalEmpty, RunNotFound
     from .._status import TERMINAL
 
     freed = False
+    stranded: list[str] = []
     for run_id in started:
         try:
-            gone = store.run_summary(run_id)[1]["type"] in TERMINAL
+            last = store.run_summary(run_id)[1]["type"]
+            gone = last in TERMINAL
+            if last == "run_queued":
+                stranded.append(run_id)
         except RunNotFound:
             gone = True
         except JournalEmpty:
@@ -45,6 +52,11 @@ def _free_leaked(store: Store, queue: str, started: list[str]) -> bool:
         if gone:
             store.queue_leave(queue, run_id, None, True)
             freed = True
+    if stranded:
+        due = {run_id for _, run_id in store.due(now)}
+        for run_id in stranded:
+            if run_id not in due:
+                store.set_due(run_id, now)
     return freed
 
 
