@@ -6,6 +6,7 @@ the same argument hashes (the ones old journals hold), the same divergence when 
 
 from __future__ import annotations
 
+import enum
 import glob
 import hashlib
 import json
@@ -169,7 +170,17 @@ def _same_history(events: list[dict[str, Any]]) -> None:
 
 PLAIN = [(), (0,), (-5,), (10**40,), ("x",), ("é\ud800\n\"\\",), ("",), (1.5,), (-0.0,), (1e300,), (math.inf,),
          (-math.inf,), (math.nan,), (True,), (False,), (None,), (1, "a", 2.5, False, None)]
-OTHER = [([1],), ({"b": 1, "a": 2},), (1, [2]), (b"x",), (object,), (1 << 70, {"k": (1, 2)})]
+class _Level(enum.IntEnum):
+    HIGH = 3
+
+
+class _Text(str):
+    pass
+
+
+# subclasses of the plain types take the encoder's path, whatever their own repr says
+OTHER = [([1],), ({"b": 1, "a": 2},), (1, [2]), (b"x",), (object,), (1 << 70, {"k": (1, 2)}),
+         (_Level.HIGH,), (_Text("t"),), (1, _Level.HIGH)]
 
 
 def test_plain_arguments_hash_to_what_the_canonical_encoder_makes() -> None:
