@@ -245,3 +245,46 @@ def test_fork_racing_retry_of_the_same_failed_runs_leaves_both_correct(racing) -
     fixed = Counter(run_id for run_id, _, attempt, name in project.executions() if name == "needs_marker" and
                     (attempt > 1 or run_id.startswith("fork-")))
     assert all(fixed[run_id] == 1 for run_id in ids), fixed  # the original's fixed attempt ran once
+
+
+FANNING = FLOWS + '''
+
+from durable_cli import start_child
+
+
+@workflow
+def slow_kid(i):
+    return slow(i)
+
+
+@workflow
+def fanning(n):
+    handles = [start_child(slow_kid, i) for i in range(n)]
+    return add_one(sum(handle.result() for handle in handles))
+'''
+
+
+def test_cancel_racing_a_fan_out_while_its_children_run_together(racing) -> None:
+    """`durable cancel` of a parent while its process creates and drives 8 children on its pool
+    (each child one 0.3 s step), then a step of its own: the parent ends cancelled without that
+    step, every child ends once (completed, or cancelled with its parent), no child is created
+    twice and no step runs twice."""
+    project = racing(FANNING)
+    parent = project.popen("run", project.ref("fanning"), "8", "--id", "fanner")
+    deadline = time.monotonic() + 30
+    while not project.executions() and time.monotonic() < deadline:  # the first child step has begun
+        time.sleep(0.02)
+    assert project.executions(), "no child step began"
+    assert project.cli("cancel", "fanner", real=True).code == 0
+    parent.wait(60)
+    for _ in range(3):
+        project.tick(hours=1)
+    assert project.inspect("fanner")["status"] == "cancelled"
+    children = sorted(row["run_id"] for row in project.runs() if row["run_id"] != "fanner")
+    assert children and len(children) == len(set(children)) <= 8, children
+    assert children == [f"fanner-c{pos}" for pos in range(1, len(children) + 1)], children
+    for run_id in children:
+        assert project.inspect(run_id)["status"] in ("completed", "cancelled"), run_id
+    executed = Counter((run_id, pos) for run_id, pos, _, _ in project.executions())
+    assert set(executed.values()) == {1}, executed
+    assert {run_id for run_id, _ in executed} <= set(children)  # the parent's own step never ran
