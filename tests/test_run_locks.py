@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -154,3 +155,32 @@ def test_a_new_journal_is_never_found_unheld_and_makes_no_lock_or_gate_file(tmp_
         assert other.stdin is not None
         other.stdin.write("\n")
     session.close()
+
+
+def test_a_claim_that_waited_for_an_older_versions_holder_reads_what_it_appended_meanwhile(tmp_path: Path) -> None:
+    """An older version holds a run by `locks/<id>.lock` alone and appends to the journal under it:
+    a claim that waited for that lock reads the journal as it is once it holds both, not as it was
+    when it took the journal's flock (else its writer would append from a stale seq)."""
+    from durable_cli import _journal
+
+    project = fault_project(tmp_path)
+    (run_id,) = _start_in_process(project, 1)
+    _old_layout(project.dir, run_id)
+    store = FileStore(str(project.dir))
+    before = store.read_events(run_id)
+    holder = Holder(_OLD_HOLDER, str(project.dir / "locks" / f"{run_id}.lock"))
+    sessions: list[Any] = []
+    claimer = threading.Thread(target=lambda: sessions.append(FileStore(str(project.dir)).open_run(run_id, wait=True)))
+    claimer.start()
+    time.sleep(0.3)
+    assert sessions == []  # it holds the journal's flock and waits for the old lock
+    appended = {"type": "run_woken", "seq": before[-1]["seq"] + 1, "at": before[-1]["at"]}
+    with open(project.journal(run_id), "ab") as journal_file:  # what the old holder writes meanwhile
+        journal_file.write(_journal.encode(appended))
+    holder.release()
+    claimer.join(timeout=30)
+    assert sessions and sessions[0] is not None
+    try:
+        assert [event["seq"] for event in sessions[0].events] == [event["seq"] for event in before] + [appended["seq"]]
+    finally:
+        sessions[0].close()

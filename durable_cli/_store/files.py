@@ -277,20 +277,26 @@ class FileStore(Store):
             held, named = os.fstat(fd), os.lstat(path)  # (a new run's listing entry links it too)
             if (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino):
                 raise FileNotFoundError(path)  # pruned (and made again) while we waited for it
-            lock.length = held.st_size  # only the holder appends: it stays so while we hold it
-            if not self.has_folder("locks"):
-                return lock
-            try:
-                legacy = os.open(self.run_path("locks", run_id, ".lock"), os.O_RDWR | NOFOLLOW)
-            except FileNotFoundError:
-                return lock
-            if not lock.take(legacy, wait):
+            legacy = self._hold_legacy(lock, run_id, wait) if self.has_folder("locks") else None
+            if legacy is False:
                 lock.release()
                 return None
+            # only holders append, so it stays so while we hold it; read again after the legacy
+            # lock, under which an older version's process may have appended while we waited
+            lock.length = (held if legacy is None else os.fstat(fd)).st_size
         except BaseException:
             lock.release()
             raise
         return lock
+
+    def _hold_legacy(self, lock: _RunLock, run_id: str, wait: bool) -> bool | None:
+        """Take `locks/<id>.lock` too where an older version left one: False when another process
+        holds it, None when there is none."""
+        try:
+            legacy = os.open(self.run_path("locks", run_id, ".lock"), os.O_RDWR | NOFOLLOW)
+        except FileNotFoundError:
+            return None
+        return lock.take(legacy, wait)
 
     # runs and journals
     def create_run(self, run_id: str) -> RunSession | None:
@@ -303,7 +309,7 @@ class FileStore(Store):
         if lock is None:
             self._check_journal(path)
             lock = self._hold(run_id, path, wait=False)
-            if lock is not None and lock.size() > 0:  # a run already, or its creator's first line
+            if lock is not None and lock.length:  # a run already, or its creator's first line
                 lock.release()
                 lock = None
         if lock is None:
@@ -659,10 +665,6 @@ class _RunLock:
         except BlockingIOError:
             return False
         return True
-
-    def size(self) -> int:
-        return os.fstat(self.fd).st_size
-
 
     def read(self) -> bytes:
         """The whole journal, read through the held descriptor (its `length` bytes, when known:
