@@ -100,8 +100,7 @@ class PostgresStore(PostgresQueues, Store):
         # the run `claim_due` handed out last, with its cursor and `now`: its final flush may claim
         # the next due run (pg_claims._FINISH_AND_CLAIM); that claim, parked, and the cursor it follows
         self._handed: tuple[str, dict[str, Any]] | None = None
-        self._parked_due: dict[str, datetime] = {}
-        self._ahead: tuple[tuple[datetime, str], str] | None = None
+        self._ahead: tuple[tuple[datetime, str], str, datetime] | None = None
         # advisory locks do not exclude each other within one session: threads sharing this
         # store's connection are kept apart here
         self._gate = threading.RLock()
@@ -151,7 +150,6 @@ class PostgresStore(PostgresQueues, Store):
         params = {"run_id": check_run_id(run_id), "owner": self.worker_id, "lease": self.lease,
                   "due_by": _utc(due_by) if due_by is not None else None}
         parked = self._parked.pop(run_id, None)
-        self._parked_due.pop(run_id, None)
         if parked is not None:  # claimed by `claim_due` just before
             session = self._opened(run_id, *parked)
             if self._handed is not None and self._handed[0] == run_id:
@@ -297,7 +295,6 @@ class PostgresStore(PostgresQueues, Store):
     # last write (pg_claims._APPEND) or the last look read, if that was sent within CANCEL_TRUST
     # seconds: a step may start within that long of an acknowledged cancel, and a run's steps
     # cost no SELECT of their own.
-    cancel_poll_seconds = 0.0
     CANCEL_TRUST = 0.02
 
     def claim_due(self, now: datetime, after: tuple[datetime, str] | None,
@@ -310,9 +307,9 @@ class PostgresStore(PostgresQueues, Store):
         self._handed = None
         ahead, self._ahead = self._ahead, None
         if ahead is not None:
-            cursor, run_id = ahead
+            cursor, run_id, due_at = ahead
             if cursor == after and run_id in self._parked:
-                return self._hand_out(now, self._parked_due.pop(run_id), run_id, more)
+                return self._hand_out(now, due_at, run_id, more)
             self._unpark(run_id)  # not asked for (the caller's cursor moved otherwise): give it back
         after_at, after_id = after if after is not None else (_EPOCH, "")
         params = {"now": _utc(now), "after_at": _utc(after_at), "after_id": after_id,
@@ -325,7 +322,6 @@ class PostgresStore(PostgresQueues, Store):
                 return None
             if rows[0][2] is not None:
                 due_at, run_id = self._park(rows[0], began)
-                self._parked_due.pop(run_id)
                 return self._hand_out(now, due_at, run_id, more)
         return None
 
@@ -334,19 +330,17 @@ class PostgresStore(PostgresQueues, Store):
         read; sent at `read_at`), renewed until `open_run` takes it."""
         run_id, due_at, claim, text, inbox_ids, inbox, cancel = row
         self._parked[run_id] = (int(claim), text or "", inbox_ids, inbox, cancel, read_at)
-        self._parked_due[run_id] = _utc(due_at)
         self._heartbeat.add(run_id, int(claim))
         return _utc(due_at), run_id
 
     def _park_ahead(self, row: tuple[Any, ...], read_at: float, cursor: dict[str, Any]) -> None:
         """The claim a finishing run took of the next due run: the tick's next `claim_due` after
         that run gets it."""
-        _, run_id = self._park(row, read_at)
-        self._ahead = ((cursor["after_at"], cursor["after_id"]), run_id)
+        due_at, run_id = self._park(row, read_at)
+        self._ahead = ((cursor["after_at"], cursor["after_id"]), run_id, due_at)
 
     def _unpark(self, run_id: str) -> None:
         parked = self._parked.pop(run_id, None)
-        self._parked_due.pop(run_id, None)
         if parked is not None:
             self._heartbeat.remove(run_id)
             release(self._db, self.worker_id, run_id, parked[0])
