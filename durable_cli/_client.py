@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["start", "get_run", "resume_hook", "cancel", "retry", "tick", "read_stream", "Delivery",
            "Run", "RunStatus", "Options", "FINISHED", "options_for", "payload_limit", "request_cancel",
-           "create_run", "deliver_payload", "holder_of", "cancel_in", "retry_in", "resume_in", "start_async", "get_run_async", "resume_hook_async",
+           "create_run", "deliver_payload", "holder_of", "cancel_in", "retry_in", "start_async", "get_run_async", "resume_hook_async",
            "cancel_async", "retry_async", "get_event", "get_event_in", "list_events", "list_runs", "wake",
            "wake_in", "fork", "fork_in", "pause_schedule", "resume_schedule", "trigger_schedule",
            "backfill_schedule", "published_in", "get_run_in"]
@@ -140,12 +140,6 @@ def resume_hook(token: str, payload: Any, dir: str | None = None, store: str | N
     options = options_for()
     with _opened(dir, store) as target:
         return deliver_payload(target, token, payload, key, enqueue, utcnow, options)
-
-
-def resume_in(target: Store, token: str, payload: Any, key: str | None, enqueue: bool,
-              options: Options) -> Delivery:
-    """`resume_hook` on an open store with the caller's options (the CLI's entry point)."""
-    return deliver_payload(target, token, payload, key, enqueue, utcnow, options)
 
 
 def cancel(run_id: str, dir: str | None = None, store: str | None = None, wait: bool = True,

@@ -50,11 +50,6 @@ _KIND = {
 }
 
 
-def is_final(event: Event) -> bool:
-    """Whether an event ends its operation (a result, or a failure that will not be retried)."""
-    return event["type"] in COMPLETIONS or (event["type"] == "step_failed" and bool(event.get("final")))
-
-
 def status_of(last: dict[str, Any]) -> str:
     """A run's status from its last journal event alone."""
     kind = last["type"]
@@ -156,7 +151,7 @@ class History:
             if op is None:
                 op = self.ops[pos] = Op(pos, _KIND.get(kind, kind), str(event.get("name", "")))
             op.events.append(event)
-            # is_final and is_progress, inlined: this branch runs for nearly every event replayed
+            # whether it ends its operation, and is_progress, inlined: this branch runs for nearly every event replayed
             if kind in COMPLETIONS:
                 op.completion = event
                 self.completion_order.append(pos)

@@ -9,7 +9,7 @@ sleep, a hook payload, a child's outcome, a retry back-off). Everything else is 
 - callbacks queued on the loop (a task woken by a future, a future's done-callbacks). The
   scheduler counts them itself: it wraps its own loop's public `call_soon`, and notes the count
   when it queues its `pump`; callbacks queued after that are behind the pump, still to run;
-- steps in flight (`busy`), which may wait on real I/O for as long as they take.
+- steps in flight (`with scheduler:`), which may wait on real I/O for as long as they take.
 
 The pump runs only when no callback was queued behind it and no step is in flight: then every
 task is parked, or blocked on another task that is, and nothing will move unless the engine acts.
@@ -41,7 +41,7 @@ callback wrapper hands back the next once the last callback queued since has run
 the committer's per result). Lines staged while
 results are being handed back wait for the next write, so a round of tasks that each go on to
 their next step shares that step's fdatasync too. Tasks waiting on the committer count as steps
-in flight (`busy`): nothing resolves or suspends meanwhile.
+in flight (`with scheduler:`): nothing resolves or suspends meanwhile.
 """
 
 from __future__ import annotations
@@ -129,12 +129,9 @@ class Scheduler:
         finally:
             self.pending.pop(wait.pos, None)
 
-    def busy(self) -> Scheduler:
-        """`with scheduler.busy():` counts a step in flight (the scheduler is its own context
-        manager: no generator per step)."""
-        return self
-
     def __enter__(self) -> None:
+        """`with scheduler:` counts a step in flight (the scheduler is its own context manager:
+        no generator per step)."""
         self.live_steps += 1
 
     def __exit__(self, *exc_info: object) -> None:
@@ -377,12 +374,6 @@ async def turn(pos: int) -> None:
 async def park(wait: Wait) -> Any:
     """Wait for `wait` to resolve; the scheduler resolves it when every task is parked."""
     return await current().park(wait)
-
-
-def busy() -> Scheduler:
-    """`with busy():` counts a step in flight as runnable work: nothing resolves or suspends until
-    it ends."""
-    return current()
 
 
 def lose(tasks: Iterable[asyncio.Future[Any]]) -> None:
