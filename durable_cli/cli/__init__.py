@@ -221,13 +221,12 @@ class Settings:
 
     @property
     def payload_limit(self) -> int:
-        """The largest payload accepted, in bytes: `options.payload_limit`, without making the
-        Options (telemetry, queue limits) when there is no durable.yaml to change the default."""
-        if self.config is None:
-            from .._payloads import DEFAULT_LIMIT
+        """The largest payload accepted, in bytes: `options.payload_limit`, read off durable.yaml
+        without making the Options (telemetry, queue limits) as `options_from` would."""
+        from .._payloads import DEFAULT_LIMIT
 
-            return DEFAULT_LIMIT
-        return int(self.options.payload_limit)
+        config = self.config
+        return (config.payload_limit if config is not None else None) or DEFAULT_LIMIT
 
     def reread(self) -> None:
         """Read durable.yaml again at next use (`tick --loop`: changed queue limits apply)."""
