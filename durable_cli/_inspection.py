@@ -71,10 +71,14 @@ def describe_run(store: Store, run_id: str, follow: bool = True) -> dict[str, An
     from ._engine.history import History
 
     requested = run_id
-    if follow:
-        run_id, _ = newest(store, run_id)
-    events = store.read_events(run_id)
-    history = History(events)
+    read: dict[str, list[dict[str, Any]]] = {}
+
+    def folded(run: str) -> History:
+        read[run] = store.read_events(run)
+        return History(read[run])
+
+    run_id, history = newest(store, run_id, folded) if follow else (run_id, folded(run_id))
+    events = read[run_id]  # read and folded once, following the chain or not
     entries = list(_entries(history, history.ops.__getitem__))
     return _document(store, run_id, requested, history, events, entries, events)
 
