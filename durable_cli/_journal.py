@@ -137,9 +137,7 @@ def _checked(lines: list[bytes], cut: bool = False) -> int:
     makes (`,"crc":"xxxxxxxx"}`, the last 18 bytes): the CRC check of every reader, a loop here
     rather than a call per line (that call was a fifth of the cost of reading a journal). With
     `cut`, each line checked is replaced in `lines` by its head (its bytes before `,"crc"`)."""
-    import zlib
-
-    crc32 = zlib.crc32
+    crc32 = _crc32 or _load_crc32()
     for number, line in enumerate(lines):
         head = line[:-18]
         if not line.endswith(b',"crc":"%08x"}' % crc32(head)):
