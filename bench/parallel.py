@@ -131,7 +131,9 @@ def fan_out_children(bench: Any) -> None:
         cpu.append((after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) / count)
         done = durable_cli.get_run(run.run_id, dir=store)
         assert (done.status, done.result) == ("completed", sum(range(count))), done
-        creates.append(_bare_create(os.path.join(root, f"creates{r}")))
+        directory = os.path.join(root, f"creates{r}")
+        os.mkdir(directory)
+        creates.append(median(bench.create_time(directory) for _ in range(50)))
         bench.probe(5)
     bench.facts["fan_out_per_child_s"] = median(per)
     bench.facts["fan_out_cpu_per_child_s"] = median(cpu)
@@ -142,17 +144,6 @@ def fan_out_children(bench: Any) -> None:
         bench.facts["fan_out_syncs_per_child_strace"] = {k: v / 100 for k, v in syncs.items()}
     bench.row(f"fan-out: {count:,} children of one step (start, then tick --workers 4)", median(per),
               bench.floor, "floor", 4.0, per="per child")
-
-
-def _bare_create(directory: str, n: int = 50) -> float:
-    """The median time of `os.open(O_CREAT | O_EXCL)` of a new empty file in a new `directory`."""
-    os.mkdir(directory)
-    times = []
-    for i in range(n):
-        began = time.perf_counter()
-        os.close(os.open(os.path.join(directory, str(i)), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        times.append(time.perf_counter() - began)
-    return median(times)
 
 
 def main() -> None:
