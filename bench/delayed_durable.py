@@ -17,23 +17,17 @@ from durable_cli._store import pg_schema
 
 
 def delayed(method: Any, seconds: float) -> Any:
-    def call(self: Any, sql: str, params: Any = ()) -> Any:
+    """`method`, called after sleeping `seconds` (whatever its arguments)."""
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
         time.sleep(seconds)
-        return method(self, sql, params)
+        return method(self, *args, **kwargs)
     return call
 
 
 if __name__ == "__main__":
     delay = float(sys.argv.pop(1))
-    pg_schema.Db.rows = delayed(pg_schema.Db.rows, delay)  # type: ignore[method-assign]
-    pg_schema.Db.write = delayed(pg_schema.Db.write, delay)  # type: ignore[method-assign]
-    prepared = pg_schema.Db.prepared
-
-    def prepared_delayed(self: Any, name: str, sql: str, params: Any) -> Any:
-        time.sleep(delay)
-        return prepared(self, name, sql, params)
-
-    pg_schema.Db.prepared = prepared_delayed  # type: ignore[method-assign]
+    for name in ("rows", "write", "prepared"):
+        setattr(pg_schema.Db, name, delayed(getattr(pg_schema.Db, name), delay))
     from durable_cli.cli import main
 
     sys.argv[0] = "durable"
