@@ -147,7 +147,7 @@ class ChildHandle:
         pos, completion = self._begin()
         if completion is not None:
             return outcome(completion)
-        settle(self._ex)  # the children started so far are journaled, with what they handed over
+        self._ex.settle_children()  # the children started so far are journaled, with what they handed over
         return block(self._ex, ChildWait(pos, self))
 
     async def _result_async(self) -> Any:
@@ -155,7 +155,7 @@ class ChildHandle:
         if completion is not None:
             await turn(pos)
             return outcome(completion)
-        settle(self._ex)  # blocks this loop while children it started are driven: none of its tasks waits on them
+        self._ex.settle_children()  # blocks this loop while children it started are driven: none of its tasks waits on them
         return await park(ChildWait(pos, self))
 
     def __repr__(self) -> str:
@@ -275,14 +275,6 @@ class Starting:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-
-
-def settle(ex: Execution) -> None:
-    """Journal the children `ex` started that are not yet journaled, once each is created and
-    driven to its first suspension (before any line of `ex` is stored, and before it waits on a
-    child or ends)."""
-    if ex.children is not None and ex.children.pending:
-        ex.children.settle(ex)
 
 
 def finish_children(ex: Execution) -> None:

@@ -195,6 +195,13 @@ class Execution:
             self.trace.recorded(event)
         return event
 
+    def settle_children(self) -> None:
+        """Journal the children this run started that are not yet journaled, once each is created
+        and driven to its first suspension (`children.Starting.settle`): before any line of this
+        run is stored, and before it waits on a child or ends."""
+        if self.children is not None and self.children.pending:
+            self.children.settle(self)
+
     def flush(self, terminal: bool = False) -> None:
         """Make staged events durable; the first flush of a live run marks it for recovery first.
         (Events recorded since the last flush are pending: the session is asked only otherwise.)"""
@@ -212,8 +219,7 @@ class Execution:
         self._store(self.session.write)
 
     def _store(self, action: Callable[[], None]) -> None:
-        if self.children is not None and self.children.pending:
-            self.children.settle(self)  # no line of this run is stored while a child it started is being made
+        self.settle_children()  # no line of this run is stored while a child it started is being made
         try:
             action()
         except (OSError, StoreError) as exc:
