@@ -248,6 +248,13 @@ class FileStore(Store):
             valid = self._valid_id = check_run_id(run_id)
         return f"{self.folder(folder)}/{valid}{suffix}"
 
+    def existing_run_path(self, folder: str, run_id: str, suffix: str = "") -> str | None:
+        """`run_path` where `folder` exists; None where it does not (the run id refused alike)."""
+        if not self.has_folder(folder):
+            check_run_id(run_id)
+            return None
+        return self.run_path(folder, run_id, suffix)
+
     def _journal_path(self, run_id: str) -> str:
         return self.run_path("runs", run_id, ".jsonl")
 

@@ -15,7 +15,6 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Iterator
 
 from .. import _faults as faults
-from .base import check_run_id
 from .fsutil import NOFOLLOW, fsync_dir
 
 if TYPE_CHECKING:
@@ -34,11 +33,11 @@ class FileDueIndex:
 
     def _due_now(self, run_id: str) -> str | None:
         """The stamp `due_runs/<run id>` names as the run's entry (None if none, or unreadable)."""
-        if not self.store.has_folder("due_runs"):
-            check_run_id(run_id)  # refused alike with or without due_runs/
+        path = self.store.existing_run_path("due_runs", run_id)
+        if path is None:
             return None
         try:
-            fd = os.open(self.store.run_path("due_runs", run_id), os.O_RDONLY | NOFOLLOW)
+            fd = os.open(path, os.O_RDONLY | NOFOLLOW)
         except OSError:
             return None
         try:

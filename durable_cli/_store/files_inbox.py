@@ -99,10 +99,9 @@ class FileInbox:
         raise AssertionError("unreachable")
 
     def messages(self, run_id: str) -> list[tuple[str, dict[str, Any] | str]]:
-        if not self.store.has_folder("inbox"):
-            check_run_id(run_id)  # refused alike with or without an inbox
+        directory = self.store.existing_run_path("inbox", run_id)
+        if directory is None:
             return []
-        directory = self.store.run_path("inbox", run_id)
         try:
             names = sorted(os.listdir(directory))
         except FileNotFoundError:
@@ -166,10 +165,8 @@ class FileInbox:
         write_atomic(self.store._dir("cancel"), check_run_id(run_id), b"cancel\n")
 
     def cancel_requested(self, run_id: str) -> bool:
-        if not self.store.has_folder("cancel"):
-            check_run_id(run_id)
-            return False
-        return os.path.exists(self.store.run_path("cancel", run_id))
+        path = self.store.existing_run_path("cancel", run_id)
+        return path is not None and os.path.exists(path)
 
     def cancel_probe(self, run_id: str) -> Callable[[], bool]:
         """`cancel_requested(run_id)` as one system call (`access`) on a path made once, with no
