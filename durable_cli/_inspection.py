@@ -153,9 +153,8 @@ class RunView:
         op = Op(pos, skimmed.kind, str(events[0].get("name", "")))  # a stub has no name: as `History.add`
         op.retry_base = skimmed.retry_base
         op.events = events
-        for event, full in zip(skimmed.events, op.events):
-            if event is skimmed.completion:
-                op.completion = full
+        # the completion is one of the op's events, and `_full` hands out one object per line
+        op.completion = None if skimmed.completion is None else self._full(skimmed.completion)
         return op
 
     def timeline(self) -> Iterator[dict[str, Any]]:
