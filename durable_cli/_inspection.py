@@ -99,14 +99,13 @@ class RunView:
     come to it (`_journal.skim`)."""
 
     def __init__(self, store: Store, run_id: str, follow: bool = True) -> None:
-        from . import _journal as journal
         from ._engine.chains import newest
         from ._engine.history import History
 
         read: dict[str, tuple[list[dict[str, Any]], list[bytes]]] = {}
 
         def skimmed(run: str) -> History:
-            events, lines = journal.skim(b"".join(store.export_lines(run)), _where(store, run), run)
+            events, lines = store.skim_journal(run, _where(store, run))
             read[run] = events, lines
             return History(events)
 

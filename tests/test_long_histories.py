@@ -206,6 +206,35 @@ def test_skim_accepts_and_refuses_what_parse_does(seed: int) -> None:
                 assert journal.decode(lines[event["seq"] - 1]) == event
 
 
+@pytest.mark.parametrize("seed", [3])
+def test_the_file_stores_skim_of_a_journal_is_the_skim_of_its_exported_lines(tmp_path: Path, seed: int) -> None:
+    """`FileStore.skim_journal` reads and checks the file once; what it gives or raises is what the
+    contract's skim of `export_lines` gives or raises (a torn tail's events may come whole)."""
+    from durable_cli._store.base import Store
+
+    for number, data in enumerate(_mutations(seed)[:400]):
+        store = _store(tmp_path / str(number), data)
+        where = store.journal_location("r1")
+        once = _outcome(lambda _data, _where, run_id: store.skim_journal(run_id, where), data, "r1")
+        twice = _outcome(lambda _data, _where, run_id: Store.skim_journal(store, run_id, where), data, "r1")
+        if isinstance(twice, tuple) and isinstance(twice[0], str):
+            assert once == twice, data
+            continue
+        (events, lines), (stubs, exported) = once, twice
+        assert lines == exported and len(events) == len(stubs), data
+        for event, stub in zip(events, stubs):
+            assert event == stub or stub == {k: event[k] for k in ("type", "seq", "pos")}, data
+
+
+def test_inspect_checks_a_long_journal_once(tmp_path: Path, monkeypatch) -> None:
+    store = _store(tmp_path, _lines(*_steps(300)))
+    skims = []
+    real = journal.skim
+    monkeypatch.setattr(journal, "skim", lambda *args, **kwargs: skims.append(args) or real(*args, **kwargs))
+    RunView(store, "r1")
+    assert len(skims) == 1
+
+
 def test_lines_that_parse_only_when_joined_are_damage() -> None:
     """Three lines with good CRCs that are one object only once joined by commas: the one-go parse
     of the whole journal must not take them for one event."""

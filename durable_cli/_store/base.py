@@ -204,6 +204,13 @@ class Store(ABC):
     def export_lines(self, run_id: str) -> list[bytes]:
         """The run's journal as stored: JSONL lines (CRC included), each ending in a newline."""
 
+    def skim_journal(self, run_id: str, where: str) -> tuple[list[Event], list[bytes]]:
+        """`_journal.skim` of the run's journal, errors naming `where`: for readers that show a few
+        events of a long one (`durable inspect`). The file store checks its lines once, not twice."""
+        from .. import _journal as journal
+
+        return journal.skim(b"".join(self.export_lines(run_id)), where, run_id)
+
     @abstractmethod
     def run_ids(self) -> list[str]:
         """Every run id in the store, in no particular order."""

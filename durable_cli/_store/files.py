@@ -386,6 +386,14 @@ class FileStore(Store):
         return events
 
     def export_lines(self, run_id: str) -> list[bytes]:
+        _, lines = self._skim(run_id, stubs=False)  # whole and this run's, as read_events checks
+        return [line + b"\n" for line in lines]
+
+    def skim_journal(self, run_id: str, where: str) -> tuple[list[Event], list[bytes]]:
+        return self._skim(run_id, stubs=True)
+
+    def _skim(self, run_id: str, stubs: bool) -> tuple[list[Event], list[bytes]]:
+        """`_journal.skim` of the run's journal file, read once; RunNotFound if it holds no event."""
         path = self._journal_path(run_id)
         self._check_journal(path)
         try:
@@ -393,10 +401,10 @@ class FileStore(Store):
                 data = handle.read()
         except FileNotFoundError:
             raise RunNotFound(f"no run {run_id!r} in {self.location}") from None
-        events, lines = journal.skim(data, path, run_id, stubs=False)  # whole and this run's, as read_events checks
+        events, lines = journal.skim(data, path, run_id, stubs=stubs)
         if not events:
             raise RunNotFound(f"no run {run_id!r} in {self.location}")
-        return [line + b"\n" for line in lines]
+        return events, lines
 
     def journal_stats(self, since: datetime | None) -> dict[str, Any]:
         """`Store.journal_stats` from the raw lines of each journal (no JSON parsed but names)."""
