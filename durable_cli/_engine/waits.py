@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from .._timeparse import iso, parse_instant
+from .delivery import deliver
 from .execution import Execution
 from .scheduler import park, suspend, turn
 
@@ -39,8 +40,11 @@ class Wait:
         return self.due_at if self.due_at is not None and self.due_at <= now else None
 
     def woken(self, ex: Execution) -> bool:
-        """Whether `durable wake` ended this wait early (a `run_woken` naming it is journaled)."""
-        return self.due_at is not None and (self.pos, iso(self.due_at)) in ex.history.wakes
+        """Whether `durable wake` ended this wait early (a `run_woken` naming it is journaled).
+        (A journal without `run_woken` formats no time: `iso` keeps one second's text, and the
+        wake time beside the clock's would format both again at every call.)"""
+        wakes = ex.history.wakes
+        return bool(wakes) and self.due_at is not None and (self.pos, iso(self.due_at)) in wakes
 
     def complete(self, ex: Execution) -> Any:
         """Journal how the wait resolved and return what the workflow gets."""
@@ -126,8 +130,6 @@ class HookWait(Wait):
 
 def block(ex: Execution, wait: Wait) -> Any:
     """Resolve `wait` in a sync workflow: now if it can, after a short retry pause, or suspend."""
-    from .delivery import deliver
-
     while True:
         now = ex.clock()
         if wait.ready_at(ex, now) is not None:
