@@ -102,14 +102,26 @@ def sleep(duration: str | float | timedelta | datetime) -> Awaitable[None]:
 
     A plain call in a sync workflow (it returns once slept); `await sleep(...)` in an async one.
     """
-    from ._engine import waits
-
     ex = require_execution("sleep()")
     until = _wake_time(duration, ex.clock())
     if ex.definition.is_async:
-        return waits.sleep_async(ex, until)
-    waits.sleep_sync(ex, until)
+        return _waits().sleep_async(ex, until)
+    _waits().sleep_sync(ex, until)
     return _Slept()
+
+
+def _waits() -> Any:
+    """The waiting machinery, imported at the first sleep (not with `durable_cli`), then kept: a
+    relative import in a function costs a microsecond at every call."""
+    global _WAITS
+    if _WAITS is None:
+        from ._engine import waits
+
+        _WAITS = waits
+    return _WAITS
+
+
+_WAITS: Any = None
 
 
 class Hook:

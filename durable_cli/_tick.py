@@ -91,10 +91,13 @@ def _report(store: Store, summary: TickSummary, run_id: str, exc: BaseException)
 
 def _drive(store: Store, run_id: str, clock: Clock, summary: TickSummary, options: Callable[[], Options],
            due_at: datetime | None = None) -> None:
-    from ._engine.lifecycle import drive
+    global _lifecycle
+    if _lifecycle is None:  # imported at the first run driven (an idle tick imports no engine), then kept
+        from ._engine import lifecycle
 
+        _lifecycle = lifecycle
     try:
-        run = drive(store, run_id, clock, options(), due_at=due_at)
+        run = _lifecycle.drive(store, run_id, clock, options(), due_at=due_at)
     except RunBusy:
         summary.busy += 1
         return
@@ -120,6 +123,10 @@ def _drive(store: Store, run_id: str, clock: Clock, summary: TickSummary, option
         summary.blocked += 1  # replay diverged: it waits for `durable retry` (see `durable ls`)
     else:
         summary.suspended += 1
+
+
+_lifecycle: Any = None
+"""The engine's lifecycle module, once `_drive` imported it."""
 
 
 def _log_outcome(log: Log, run: Any) -> None:
