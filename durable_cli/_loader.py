@@ -137,23 +137,31 @@ def load_workflow(start: dict[str, Any], import_paths: Sequence[str] = (),
     ref = start.get("workflow", "")
     if module_name == "__main__" or not module_name or not qualname:
         raise InvalidReference(f"run {start.get('run_id')} names no importable workflow ({ref!r})")
-    cwd = os.getcwd()
-    if module_name not in sys.modules and cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
-    with _resuming(module_name):
-        try:
-            module = _import(module_name, ref)
-        except _ModuleMissing as missing:
-            root = _trusted_root(start.get("import_root"), allow_shared)
-            if root is None:
-                raise WorkflowImportError(missing.module, missing.reason, str(missing)) from None
-            sys.path.append(root)
-            importlib.invalidate_caches()
-            module = _import(module_name, ref)
+    module = sys.modules.get(module_name)  # imported already (a tick resuming many runs of it)
+    if module is None:
+        module = _import_for_resume(module_name, ref, start.get("import_root"), allow_shared)
     target = _attribute(module, qualname, ref)
     if not isinstance(target, WorkflowDef):
         raise InvalidReference(f"{ref!r} is not a workflow (decorate it with @workflow)")
     return target
+
+
+def _import_for_resume(module_name: str, ref: str, import_root: Any, allow_shared: str | None) -> Any:
+    """Import the run's module by name, the directory durable runs in first; from the run's recorded
+    `import_root` only where it is found nowhere else and that directory is trusted."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    with _resuming(module_name):
+        try:
+            return _import(module_name, ref)
+        except _ModuleMissing as missing:
+            root = _trusted_root(import_root, allow_shared)
+            if root is None:
+                raise WorkflowImportError(missing.module, missing.reason, str(missing)) from None
+            sys.path.append(root)
+            importlib.invalidate_caches()
+            return _import(module_name, ref)
 
 
 def _trusted_root(root: Any, allow_shared: str | None) -> str | None:
