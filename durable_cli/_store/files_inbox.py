@@ -21,8 +21,8 @@ import os
 import stat
 import sys
 import time
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Callable
 
 from .. import _faults as faults
 from .base import check_run_id, is_run_id, post_unless_ended
@@ -39,46 +39,12 @@ class FileInbox:
     def __init__(self, store: FileStore) -> None:
         self.store = store
 
-    @contextmanager
-    def _gate(self, run_id: str, mode: int) -> Iterator[None]:
-        """Hold the run's inbox gate (`fcntl.LOCK_SH` or `LOCK_EX`); a dead holder's lock is gone.
-        The run's holder (`LOCK_EX`) locks through the descriptor it holds the run by, if this
-        store object holds it, and unlocks it after; others open the journal for it."""
-        held: list[int] = []
-        holding = self.store.holding.get(run_id) if mode == fcntl.LOCK_EX else None
-        try:
-            if _OFD_SETLKW is not None:
-                if holding is not None:
-                    _ofd_lock(holding, fcntl.F_WRLCK)
-                else:
-                    _ofd_gate(self.store.journal_location(run_id), mode, held)
-                try:  # and an older version's gate file, if one is there
-                    if self.store.has_folder("locks"):
-                        fd = os.open(self.store.run_path("locks", run_id, ".inbox"), os.O_RDWR | NOFOLLOW)
-                        held.append(fd)
-                        fcntl.flock(fd, mode)
-                except FileNotFoundError:
-                    pass
-            else:
-                self.store._dir("locks")
-                held.append(os.open(self.store.run_path("locks", run_id, ".inbox"),
-                                    os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o600))
-                fcntl.flock(held[-1], mode)
-            yield
-        finally:
-            if holding is not None and _OFD_SETLKW is not None:
-                _ofd_lock(holding, fcntl.F_UNLCK)
-            for fd in held:
-                os.close(fd)
-
     def post_live(self, run_id: str, message: dict[str, Any]) -> str | None:
-        with self._gate(run_id, fcntl.LOCK_SH):
+        with _Gate(self.store, run_id, fcntl.LOCK_SH):
             return post_unless_ended(self.store, run_id, message)
 
-    @contextmanager
-    def closing(self, run_id: str) -> Iterator[None]:
-        with self._gate(run_id, fcntl.LOCK_EX):
-            yield
+    def closing(self, run_id: str) -> AbstractContextManager[None]:
+        return _Gate(self.store, run_id, fcntl.LOCK_EX)
 
     def post(self, run_id: str, message: dict[str, Any]) -> str:
         """Write the message durably into the run's inbox; its id orders it."""
@@ -190,6 +156,52 @@ class FileInbox:
         return True
 
 
+class _Gate:
+    """Holding the run's inbox gate (`fcntl.LOCK_SH` or `LOCK_EX`) for a `with` block; a dead
+    holder's lock is gone. The run's holder (`LOCK_EX`) locks through the descriptor it holds the
+    run by, if this store object holds it, and unlocks it after; others open the journal for it.
+    (A class, not a generator: its holder takes it once per run, at the run's end.)"""
+
+    def __init__(self, store: FileStore, run_id: str, mode: int) -> None:
+        self.store, self.run_id, self.mode = store, run_id, mode
+        self.held: list[int] = []
+        self.holding: int | None = None
+
+    def __enter__(self) -> None:
+        store, run_id, mode, held = self.store, self.run_id, self.mode, self.held
+        try:
+            if _OFD_SETLKW is not None:
+                holding = store.holding.get(run_id) if mode == fcntl.LOCK_EX else None
+                if holding is not None:
+                    _ofd_lock(holding, fcntl.F_WRLCK)
+                    self.holding = holding
+                else:
+                    _ofd_gate(store.journal_location(run_id), mode, held)
+                try:  # and an older version's gate file, if one is there
+                    if store.has_folder("locks"):
+                        fd = os.open(store.run_path("locks", run_id, ".inbox"), os.O_RDWR | NOFOLLOW)
+                        held.append(fd)
+                        fcntl.flock(fd, mode)
+                except FileNotFoundError:
+                    pass
+            else:
+                store._dir("locks")
+                held.append(os.open(store.run_path("locks", run_id, ".inbox"),
+                                    os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o600))
+                fcntl.flock(held[-1], mode)
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.holding is not None:
+                _ofd_lock(self.holding, fcntl.F_UNLCK)
+        finally:
+            while self.held:
+                os.close(self.held.pop())
+
+
 # Open-file-description record locks (Linux): `struct flock` as the kernel reads it on 64-bit Linux.
 _OFD_SETLKW: int | None = (getattr(fcntl, "F_OFD_SETLKW", None)
                            if sys.platform == "linux" and sys.maxsize > 2**32 else None)
@@ -210,7 +222,14 @@ def _ofd_gate(journal: str, mode: int, held: list[int]) -> None:
 
 def _ofd_lock(fd: int, kind: int) -> None:
     """Record-lock the first byte of `fd`'s file (F_RDLCK, F_WRLCK: waiting for it; F_UNLCK)."""
-    import struct
-
     assert _OFD_SETLKW is not None
-    fcntl.fcntl(fd, _OFD_SETLKW, struct.pack(_FLOCK, kind, os.SEEK_SET, 0, 1, 0))
+    request = _REQUESTS.get(kind)
+    if request is None:
+        import struct
+
+        request = _REQUESTS[kind] = struct.pack(_FLOCK, kind, os.SEEK_SET, 0, 1, 0)
+    fcntl.fcntl(fd, _OFD_SETLKW, request)
+
+
+_REQUESTS: dict[int, bytes] = {}
+"""`struct flock` of each lock kind, packed once."""
