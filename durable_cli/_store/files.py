@@ -194,6 +194,8 @@ class FileStore(Store):
         if name in self._folders:
             return True
         path = self._prefix + name
+        if not os.access(path, os.F_OK, follow_symlinks=False):  # (no exception made where it is missing)
+            return False
         try:
             info = os.lstat(path)
         except FileNotFoundError:
