@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime, timedelta, timezone
 
@@ -36,7 +37,10 @@ def parse_duration(value: object) -> float:
     return seconds
 
 
+@functools.lru_cache(maxsize=256)
 def _parse_text(text: str) -> float:
+    """Seconds in duration text, kept per text: a workflow's `sleep("1h")` is parsed again at
+    every resume, and a tick resumes many runs of one workflow (float() of it raises first)."""
     stripped = text.strip().lower()
     try:
         return float(stripped)
