@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import (DurableError, EngineError, InvalidFlowOption, NonDeterminismError, RunBusy, RunConflict,
                       RunExists, RunNotFound, StorageFailure, Suspend)
-from .._journal import FORMAT_VERSION
+from .._journal import FORMAT_VERSION, encode_value
 from .._queues import Flow
 from .._loader import load_workflow, reference
 from .._payloads import stored
@@ -207,8 +207,8 @@ def _execute(ex: Execution, due_at: datetime | None, start: dict[str, Any] | Non
 def _end(ex: Execution, result: Any, completed: bool) -> None:
     """Journal how the run ended: completed, failed or cancelled."""
     if completed and ex.fatal is None and not ex.cancelled:
-        try:
-            ex.record("run_completed", result=result)
+        try:  # encoded here as `json.dumps` would (a run's last line: no encoder set up for it)
+            ex.record_encoded("run_completed", {"result": result}, ',"result":' + encode_value(result))
             return
         except (TypeError, ValueError) as exc:
             ex.fatal = TypeError(f"the workflow returned a value that is not JSON serializable: {exc}")

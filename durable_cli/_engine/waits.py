@@ -68,10 +68,11 @@ class SleepWait(Wait):
         return now if self.woken(ex) else super().ready_at(ex, now)
 
     def complete(self, ex: Execution) -> Any:
-        if self.due_at is not None and self.due_at > ex.clock() and self.woken(ex):
+        if self.due_at is not None and self.woken(ex) and self.due_at > ex.clock():
             ex.record("sleep_completed", pos=self.pos, name="sleep", woken=True)
-        else:
-            ex.record("sleep_completed", pos=self.pos, name="sleep")
+        else:  # the line a resumed sleep ends with, encoded here as `json.dumps` would
+            ex.record_encoded("sleep_completed", {"pos": self.pos, "name": "sleep"},
+                              ',"pos":%d,"name":"sleep"' % self.pos)
         return None
 
 
