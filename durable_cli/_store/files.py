@@ -123,6 +123,7 @@ class FileStore(Store):
         self.location = self.root
         self._prefix = os.path.join(self.root, "")  # `<root>/`
         self.shared_group = shared_group
+        self.uid = os.geteuid()  # whose entries this store trusts (asked once, not at every check)
         self._made: set[str] = set()
         self._folders: dict[str, str] = {}  # top-level folders checked by this store: name -> path
         self._valid_id: str | None = None  # the last run id `run_path` checked
@@ -180,27 +181,29 @@ class FileStore(Store):
                 raise StoreError(f"cannot use journal dir {self.root}: {exc.strerror}") from None
         if not stat.S_ISDIR(info.st_mode):
             raise StoreError(f"journal dir {self.root} is not a directory")
-        refuse_unsafe_dir(self.root, info, self.shared_group)
-        self.has_folder("runs")
+        refuse_unsafe_dir(self.root, info, self.shared_group, self.uid)
+        self.has_folder("runs", likely=True)
         self.has_folder("inbox")
         self._made.add(self.root)
 
-    def has_folder(self, name: str) -> bool:
+    def has_folder(self, name: str, likely: bool = False) -> bool:
         """Whether the top-level folder `name` (`runs`, `inbox`, `due`, ...) exists; one that does is
         checked (a directory of ours that nobody else can write to) the first time this store
         asks, and one that does not is looked for again at the next ask (another process may make
         it meanwhile). A caller with nothing to do where it is missing asks first: one stat instead
-        of a failing call, and none once it exists."""
+        of a failing call, and none once it exists. A missing folder is looked for with faccessat,
+        which makes no exception object (a tick asks for 4-5 missing ones a run); one `likely` to
+        exist is stat'ed at once."""
         if name in self._folders:
             return True
         path = self._prefix + name
-        if not os.access(path, os.F_OK, follow_symlinks=False):  # (no exception made where it is missing)
+        if not likely and not os.access(path, os.F_OK, follow_symlinks=False):
             return False
         try:
             info = os.lstat(path)
         except FileNotFoundError:
             return False
-        refuse_unsafe_dir(path, info, self.shared_group)
+        refuse_unsafe_dir(path, info, self.shared_group, self.uid)
         self._folders[name] = path
         self._made.add(path)
         return True
@@ -230,13 +233,13 @@ class FileStore(Store):
         path = self.root
         for depth, part in enumerate(parts):
             path = os.path.join(path, part)
-            if path in self._made or (depth == 0 and self.has_folder(part)):
+            if path in self._made or (depth == 0 and self.has_folder(part, likely=True)):
                 continue
             try:
                 os.mkdir(path, 0o700)
                 fsync_dir(os.path.dirname(path))
             except FileExistsError:
-                refuse_unsafe_dir(path, os.lstat(path), self.shared_group)
+                refuse_unsafe_dir(path, os.lstat(path), self.shared_group, self.uid)
             self._made.add(path)
             if depth == 0:
                 self._folders[part] = path
@@ -270,7 +273,7 @@ class FileStore(Store):
             info = os.lstat(path)
         except FileNotFoundError:
             return
-        refuse_unsafe_file(path, info, self.shared_group)
+        refuse_unsafe_file(path, info, self.shared_group, self.uid)
 
     def _hold(self, run_id: str, path: str, wait: bool) -> _RunLock | None:
         """Hold the run: an exclusive flock on its journal, and on `locks/<id>.lock` too where an older

@@ -120,10 +120,12 @@ def shared_group_allowed(value: str | None) -> bool:
     return True
 
 
-def unsafe_reason(info: os.stat_result, shared_group: bool = False) -> str | None:
-    """Why an entry with this stat cannot be trusted, or None: it must belong to this user and be
-    writable by nobody else. `shared_group` also accepts an entry of one of our groups, writable by it."""
-    uid = os.geteuid()
+def unsafe_reason(info: os.stat_result, shared_group: bool = False, uid: int | None = None) -> str | None:
+    """Why an entry with this stat cannot be trusted, or None: it must belong to this user (`uid`:
+    the effective uid, when the caller has it) and be writable by nobody else. `shared_group` also
+    accepts an entry of one of our groups, writable by it."""
+    if uid is None:
+        uid = os.geteuid()
     ours = info.st_uid == uid or (shared_group and info.st_gid in _groups())
     if not ours:
         return f"it is owned by uid {info.st_uid}, not by this user (uid {uid})"
@@ -138,21 +140,21 @@ def _groups() -> set[int]:
     return {os.getegid(), *os.getgroups()}
 
 
-def refuse_unsafe_dir(path: str, info: os.stat_result, shared_group: bool = False) -> None:
+def refuse_unsafe_dir(path: str, info: os.stat_result, shared_group: bool = False, uid: int | None = None) -> None:
     """A StoreError unless `path` is a real directory of ours that other users cannot write to
     (another user could otherwise swap a journal in, and with it the code a tick imports)."""
     if not stat.S_ISDIR(info.st_mode):
         raise StoreError(f"{path} is not a directory")
-    reason = unsafe_reason(info, shared_group)
+    reason = unsafe_reason(info, shared_group, uid)
     if reason is not None:
         raise StoreError(f"refusing journal dir {path}: {reason}")
 
 
-def refuse_unsafe_file(path: str, info: os.stat_result, shared_group: bool = False) -> None:
+def refuse_unsafe_file(path: str, info: os.stat_result, shared_group: bool = False, uid: int | None = None) -> None:
     """A StoreError unless `path` is a regular file of ours that other users cannot write to."""
     if not stat.S_ISREG(info.st_mode):
         raise StoreError(f"refusing journal {path}: it is not a regular file")
-    reason = unsafe_reason(info, shared_group)
+    reason = unsafe_reason(info, shared_group, uid)
     if reason is not None:
         raise StoreError(f"refusing journal {path}: {reason}")
 
