@@ -9,6 +9,10 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Callable
 
+from ._errors_core import StoreError
+from ._store import is_postgres_url, open_store
+from ._store.fsutil import SHARED_ENV, shared_group_allowed
+
 if TYPE_CHECKING:
     from ._config import Config
     from ._store import Store
@@ -32,8 +36,6 @@ def store_location(dir: str | None, store: str | None, config: Callable[[], Conf
     then durable.yaml (`store:` beats `dir:`), else the file store at ./journals. `config` is
     asked only when flags and environment leave the choice open (a broken durable.yaml does not
     stop `durable ls --dir X`)."""
-    from ._errors_core import StoreError
-
     if dir is not None and store is not None:
         raise StoreError("give either a journal dir or a store URL, not both")
     if store is not None:
@@ -57,8 +59,6 @@ def open_for_posting(dir: str | None, store: str | None, config: Callable[[], Co
     """The store `open_configured` opens, to post a payload and nothing else (`durable resume
     --enqueue`): on PostgreSQL, a libpq connection when libpq loads and the schema is current
     (`_store.pg_inbox.open_posting`), so that psycopg is not even imported; else the full store."""
-    from ._store import is_postgres_url
-
     location = store_location(dir, store, config)
     if is_postgres_url(location):
         from ._store.pg_inbox import open_posting
@@ -70,8 +70,5 @@ def open_for_posting(dir: str | None, store: str | None, config: Callable[[], Co
 
 
 def _open(location: str) -> Store:
-    from ._store import open_store
-    from ._store.fsutil import SHARED_ENV, shared_group_allowed
-
     return open_store(store=location, shared=shared_group_allowed(os.environ.get(SHARED_ENV)),
                       lease=os.environ.get(LEASE_ENV))
