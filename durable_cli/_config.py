@@ -10,6 +10,7 @@ durable.yaml stays fast): they are imported when a file is read.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -110,13 +111,22 @@ def forget() -> None:
     _found.clear()
 
 
-def options_from(config: Config | None) -> Options:
-    """The engine's Options from a loaded durable.yaml (and $DURABLE_PUBLIC_URL, which beats it)."""
+@functools.cache
+def _option_parts() -> tuple[Any, int, str, Any]:
+    """What `options_from` builds Options with, imported at its first call (a command that needs
+    no Options never imports the engine) and kept: an import in a function costs a microsecond
+    at every call, and every start() makes its Options."""
     from ._engine.run import Options
     from ._payloads import DEFAULT_LIMIT
     from ._store.fsutil import SHARED_ENV
     from ._telemetry import telemetry_for
 
+    return Options, DEFAULT_LIMIT, SHARED_ENV, telemetry_for
+
+
+def options_from(config: Config | None) -> Options:
+    """The engine's Options from a loaded durable.yaml (and $DURABLE_PUBLIC_URL, which beats it)."""
+    Options, DEFAULT_LIMIT, SHARED_ENV, telemetry_for = _option_parts()
     url = (os.environ.get("DURABLE_PUBLIC_URL") or (config.public_url if config else None)
            or Options.public_url)
     shared = os.environ.get(SHARED_ENV)

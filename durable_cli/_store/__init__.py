@@ -7,7 +7,7 @@ points (`_config.store_location`); this layer reads neither the environment nor 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 from .._errors_core import StoreError
 from .base import RunSession, Store
@@ -37,9 +37,15 @@ def open_store(dir: str | None = None, store: str | None = None, shared: bool = 
         return MemoryStore(location)
     if "://" in location:
         raise StoreError(f"unsupported store URL {location.split('://')[0]}:// (use postgresql:// or memory:)")
-    from .files import FileStore
+    global _FileStore
+    if _FileStore is None:  # imported at the first file store opened (a start() each), then kept
+        from .files import FileStore
 
-    return FileStore(location, shared)
+        _FileStore = FileStore
+    return _FileStore(location, shared)
+
+
+_FileStore: Any = None
 
 
 @contextmanager

@@ -15,6 +15,8 @@ files_queues.py). Every path named after a run is made by `run_path`, once the i
 from __future__ import annotations
 
 import fcntl
+import functools
+import importlib
 import os
 import stat
 import threading
@@ -50,6 +52,14 @@ def sha(text: str) -> str:
     from .._digest import sha256_hex
 
     return sha256_hex(text)
+
+@functools.cache
+def _component_type(module: str, name: str) -> Any:
+    """The class of a store component, imported when a store first uses one and kept for the
+    stores opened after it (every start() opens one, and an import in a function costs a
+    microsecond at every call)."""
+    return getattr(importlib.import_module(f"{__package__}.{module}"), name)
+
 
 class FileRunSession(RunSession):
     """A run held through its journal's flock (`_RunLock`), with a journal writer open on it."""
@@ -143,21 +153,15 @@ class FileStore(Store):
     # components made at first use, so that a tick with nothing to do does not import them
     @cached_property
     def streams(self) -> FileStreams:
-        from .files_streams import FileStreams
-
-        return self._component("streams", FileStreams)
+        return self._component("streams", _component_type("files_streams", "FileStreams"))
 
     @cached_property
     def run_index(self) -> FileRunIndex:
-        from .files_index import FileRunIndex
-
-        return self._component("run_index", FileRunIndex)
+        return self._component("run_index", _component_type("files_index", "FileRunIndex"))
 
     @cached_property
     def queues(self) -> FileQueues:
-        from .files_queues import FileQueues
-
-        return self._component("queues", FileQueues)
+        return self._component("queues", _component_type("files_queues", "FileQueues"))
 
     def _component(self, name: str, make: Callable[[FileStore], _Component]) -> _Component:
         """One component per store even when threads ask for it at once (`cached_property` has no
