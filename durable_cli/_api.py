@@ -7,6 +7,7 @@ step calls and `start(wf, ...)`; the other calls return the concrete types expor
 
 from __future__ import annotations
 
+import importlib
 import uuid
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generator, NoReturn, ParamSpec, TypeVar, overload
@@ -105,23 +106,22 @@ def sleep(duration: str | float | timedelta | datetime) -> Awaitable[None]:
     ex = require_execution("sleep()")
     until = _wake_time(duration, ex.clock())
     if ex.definition.is_async:
-        return _waits().sleep_async(ex, until)
-    _waits().sleep_sync(ex, until)
+        return _engine("waits").sleep_async(ex, until)
+    _engine("waits").sleep_sync(ex, until)
     return _Slept()
 
 
-def _waits() -> Any:
-    """The waiting machinery, imported at the first sleep (not with `durable_cli`), then kept: a
-    relative import in a function costs a microsecond at every call."""
-    global _WAITS
-    if _WAITS is None:
-        from ._engine import waits
+def _engine(name: str) -> Any:
+    """The engine's module `name` (`waits`, `children`), imported at its first use (not with
+    `durable_cli`) and kept: an import in a function costs a microsecond at every call, and a
+    tick resumes many sleeps, a fan-out starts many children."""
+    module = _ENGINE.get(name)
+    if module is None:
+        module = _ENGINE[name] = importlib.import_module(f"{__package__}._engine.{name}")
+    return module
 
-        _WAITS = waits
-    return _WAITS
 
-
-_WAITS: Any = None
+_ENGINE: dict[str, Any] = {}
 
 
 class Hook:
@@ -170,12 +170,11 @@ def start_child(fn: WorkflowDef, /, *args: Any, queue: str | None = None,  # typ
     in async workflows) waits for its outcome and raises ChildFailed when it fails. With
     `queue=`, the child starts on that queue of durable.yaml (queued while it is full).
     """
-    from ._engine.children import start_child as start
-
     if not isinstance(fn, WorkflowDef):
         raise TypeError(f"{fn!r} is not a workflow (decorate it with @workflow)")
     fn.check_call(args, kwargs)
-    return start(require_execution("start_child()"), fn, args, kwargs, queue)
+    return _engine("children").start_child(  # type: ignore[no-any-return]
+        require_execution("start_child()"), fn, args, kwargs, queue)
 
 
 def get_writable(name: str = "default") -> StreamWriter:

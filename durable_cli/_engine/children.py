@@ -41,6 +41,7 @@ from contextvars import Context, ContextVar
 from typing import Any, Callable
 
 from .._digest import sha256_hex
+from .._queues import flow_request
 from ..errors import ChildFailed, DurableError, EngineError, RunBusy, StoreError
 from .._timeparse import parse_instant
 from .delivery import child_finished
@@ -166,8 +167,6 @@ def start_child(ex: Execution, definition: Any, args: tuple[Any, ...], kwargs: d
                 queue: str | None = None) -> ChildHandle:
     """Start (once) a child run at the next position: created and driven to its first suspension
     by this process's pool (or left queued, on a full `queue`), while the workflow goes on."""
-    from .._queues import flow_request
-
     pos, op = ex.begin("child", definition.name)
     if op is not None:
         return ChildHandle(ex, op.events[0]["child_run_id"], definition.name)

@@ -231,11 +231,9 @@ def blocked_fields(error: NonDeterminismError) -> dict[str, Any]:
 def _finish(ex: Execution, result: Any, completed: bool) -> None:
     history, store = ex.history, ex.store
     if ex.continuation is not None and ex.fatal is None and not ex.cancel_requested():
-        from .chains import carry_over
-
         with store.closing(ex.run_id):
             deliver(ex)
-            ex.record("run_continued", continued_as=carry_over(ex))
+            ex.record("run_continued", continued_as=_chains().carry_over(ex))
             ex.flush(terminal=True)
         release_handed(ex)
         ex.index()
@@ -313,9 +311,7 @@ def drive(
 def get_run(store: Store, run_id: str) -> Run:
     """The run as its journal says now, without claiming it; for a run that continued as new, the
     newest run of its chain."""
-    from .chains import newest
-
-    return Run.from_history(*newest(store, run_id))
+    return Run.from_history(*_chains().newest(store, run_id))
 
 
 def retry_run(store: Store, run_id: str, clock: Clock, options: Options,
@@ -358,11 +354,9 @@ def notify_parent(ex: Execution) -> bool:
     parent = ex.history.start.get("parent")
     if not parent or ex.history.status in ("migrated", "continued"):
         return False  # a run that continued as new: the newest of its chain tells the parent
-    from .chains import chain_of
-
     outcome_event = ex.history.outcome or {}
     message = {
-        "kind": "child", "child_run_id": chain_of(ex.history.start, ex.run_id)[0], "status": ex.history.status,
+        "kind": "child", "child_run_id": _chains().chain_of(ex.history.start, ex.run_id)[0], "status": ex.history.status,
         "result": outcome_event.get("result"), "error": outcome_event.get("error"),
         "sent_at": iso(ex.clock()),
     }
@@ -430,3 +424,17 @@ def cancel_run(store: Store, run_id: str, clock: Clock, options: Options,
             break
         time.sleep(0.05)
     return run
+
+
+def _chains() -> Any:
+    """Continue-as-new (`chains`, which loads hashlib), imported at first use and kept: an import
+    in a function costs a microsecond at every call, and every child's end names its chain."""
+    global _CHAINS
+    if _CHAINS is None:
+        from . import chains
+
+        _CHAINS = chains
+    return _CHAINS
+
+
+_CHAINS: Any = None
