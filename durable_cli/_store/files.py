@@ -99,7 +99,7 @@ class FileRunSession(RunSession):
         if not self._unsynced_entry:
             self._writer.flush()
             return
-        entry = DirSync(os.path.dirname(self._writer.path), self._lock.parent)
+        entry = DirSync(self._store.folder("runs"), self._lock.parent)
         try:
             self._writer.flush()
         finally:
@@ -236,12 +236,12 @@ class FileStore(Store):
         self._ensure_root()
         path = self.root
         for depth, part in enumerate(parts):
-            path = os.path.join(path, part)
+            parent, path = path, f"{path}/{part}" if depth else self._prefix + part  # (no os.path.join: names)
             if path in self._made or (depth == 0 and self.has_folder(part, likely=True)):
                 continue
             try:
                 os.mkdir(path, 0o700)
-                fsync_dir(os.path.dirname(path))
+                fsync_dir(parent)
             except FileExistsError:
                 refuse_unsafe_dir(path, os.lstat(path), self.shared_group, self.uid)
             self._made.add(path)
@@ -320,8 +320,7 @@ class FileStore(Store):
         taken. An empty journal is a creation that died before its first line: taken over by
         whoever holds it next."""
         path = self._journal_path(run_id)
-        self._dir("runs")
-        lock = self._new_journal(path)
+        lock = self._new_journal(self._dir("runs"), path)
         if lock is None:
             self._check_journal(path)
             lock = self._hold(run_id, path, wait=False)
@@ -333,11 +332,10 @@ class FileStore(Store):
         return FileRunSession(self, lock, path, run_id, created=True)
 
     @staticmethod
-    def _new_journal(path: str) -> _RunLock | None:
-        """Create the journal `path` held: an unnamed file, flocked, then linked in as `path` (so no
-        process can find it unheld before its creator lets it go); None when `path` exists. Where
-        O_TMPFILE is missing, a temp name plays the unnamed file."""
-        directory = os.path.dirname(path)
+    def _new_journal(directory: str, path: str) -> _RunLock | None:
+        """Create the journal `path` in `directory` held: an unnamed file, flocked, then linked in
+        as `path` (so no process can find it unheld before its creator lets it go); None when
+        `path` exists. Where O_TMPFILE is missing, a temp name plays the unnamed file."""
         temp = None
         try:
             if not _PROC_FD:
@@ -354,7 +352,7 @@ class FileStore(Store):
                 os.link(temp, path)
             else:
                 lock.parent = lock.keep(os.open(directory, os.O_RDONLY | os.O_DIRECTORY))  # for its fsync
-                os.link(f"/proc/self/fd/{fd}", os.path.basename(path),
+                os.link(f"/proc/self/fd/{fd}", path[len(directory) + 1:],
                         dst_dir_fd=lock.parent)  # linkat(AT_SYMLINK_FOLLOW)
         except FileExistsError:
             lock.release()

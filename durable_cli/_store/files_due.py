@@ -65,7 +65,7 @@ class FileDueIndex:
         for old in stale - {stamp}:
             faults.point("due.remove")
             try:
-                os.unlink(os.path.join(self.store.folder("due"), _bucket(old), f"{old}_{run_id}"))
+                os.unlink(f"{self.store.folder('due')}/{_bucket(old)}/{old}_{run_id}")
             except FileNotFoundError:
                 pass
 
@@ -81,12 +81,11 @@ class FileDueIndex:
 
     def _add_due(self, run_id: str, stamp: str) -> None:
         """Create the entry `due/<bucket>/<stamp>_<run id>` durably."""
-        bucket, name = os.path.join(self.store.folder("due"), _bucket(stamp)), f"{stamp}_{run_id}"
         faults.point("due.add")
         for attempt in range(3):
-            self.store._dir("due", os.path.basename(bucket))
+            bucket = self.store._dir("due", _bucket(stamp))
             try:
-                os.close(os.open(os.path.join(bucket, name), os.O_WRONLY | os.O_CREAT | NOFOLLOW, 0o600))
+                os.close(os.open(f"{bucket}/{stamp}_{run_id}", os.O_WRONLY | os.O_CREAT | NOFOLLOW, 0o600))
                 break
             except FileNotFoundError:
                 # a tick removed the (empty) bucket between our mkdir and our create
