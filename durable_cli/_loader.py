@@ -96,6 +96,9 @@ def reference(definition: WorkflowDef) -> dict[str, Any]:
     A workflow of the script run as `python script.py` (`__main__`) is refused: a resume could only
     import the script again by file name, running its top-level code (and any `start()` in it) again.
     """
+    known = definition.reference
+    if known is not None:
+        return known
     fn = definition.fn
     module = sys.modules.get(fn.__module__)
     file = os.path.abspath(getattr(module, "__file__", "") or "") if module else ""
@@ -110,7 +113,8 @@ def reference(definition: WorkflowDef) -> dict[str, Any]:
         root = os.path.dirname(root)
     for _ in range(name.count(".")):
         root = os.path.dirname(root)
-    return {"workflow": f"{name}:{fn.__qualname__}", "import_root": root}
+    definition.reference = {"workflow": f"{name}:{fn.__qualname__}", "import_root": root}
+    return definition.reference
 
 
 def importing_for_resume() -> str | None:

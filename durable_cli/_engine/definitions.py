@@ -26,6 +26,18 @@ else:
 
 
 _UNREAD = object()  # WorkflowDef._signature before it is read
+_PLAIN = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+def _positional_only_count(signature: inspect.Signature | None) -> int:
+    """How many parameters the signature has when every one is positional and has no default
+    (a call with that many positional arguments and no keywords binds); -1 otherwise."""
+    if signature is None:
+        return -1
+    parameters = signature.parameters.values()
+    if all(p.kind in _PLAIN and p.default is inspect.Parameter.empty for p in parameters):
+        return len(parameters)
+    return -1
 
 
 class WorkflowDef(Generic[P, R]):
@@ -40,6 +52,10 @@ class WorkflowDef(Generic[P, R]):
         self.timeout = timeout  # seconds from the run's first execution to its deadline
         self.is_async = inspect.iscoroutinefunction(fn)
         self._signature: Any = _UNREAD
+        self._positional = -1  # its parameter count, where all are plain and without defaults
+        self.reference: dict[str, str] | None = None
+        """How journals name it (`_loader.reference`), once asked: every start and every child
+        started names its workflow, and the module's file does not move while it is loaded."""
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """A plain call of the function (not durable); use `start()` to run it durably."""
@@ -53,8 +69,11 @@ class WorkflowDef(Generic[P, R]):
                 signature = self._signature = inspect.signature(self.fn)  # once: a fan-out checks each child
             except ValueError:
                 signature = self._signature = None
+            self._positional = _positional_only_count(signature)
         if signature is None:
             return  # no signature to check against (a builtin): the call itself will tell
+        if not kwargs and len(args) == self._positional:
+            return  # as many positional arguments as it has parameters, none with a default: bind would agree
         try:
             signature.bind(*args, **kwargs)
         except TypeError as exc:
