@@ -52,7 +52,7 @@ def encode_value(value: Any) -> str:
         return _quoted(value)  # type: ignore[no-any-return]
     if value is None:
         return "null"
-    return _dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)  # type: ignore[no-any-return]
+    return _dumps(value)  # type: ignore[no-any-return]
 
 
 def encoded_line(event_type: str, seq: int, tail: str) -> bytes:
@@ -78,7 +78,10 @@ def _load_json() -> None:
     import json
     from json.encoder import encode_basestring  # the string encoder of json.dumps(ensure_ascii=False)
 
-    _dumps, _quoted = json.dumps, encode_basestring
+    # what json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False) does, with
+    # the encoder made once instead of at every line (its encode is reentrant: each call makes its own)
+    _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+    _quoted = encode_basestring
 
 
 def _load_crc32() -> Any:

@@ -74,10 +74,15 @@ def parse_payload(data: bytes, limit: int = DEFAULT_LIMIT, max_depth: int = MAX_
     return value
 
 
+_compact = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+"""json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")), the encoder made
+once (every start checks its arguments through `stored`)."""
+
+
 def stored(value: Any, what: str = "payload") -> bytes:
     """`value` as a journal line holds it (compact JSON, UTF-8), or InvalidPayload about `what`."""
     try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = _compact(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidPayload(f"{what} is not JSON serializable: {exc}") from None
     try:
