@@ -81,9 +81,9 @@ def wanted(flag: bool | None, environ: Mapping[str, str]) -> bool:
     """Whether observability is on: durable.yaml's `otel` decides, else the OTEL_* environment."""
     if flag is not None:
         return flag
-    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return False
-    return any(environ.get(name, "").strip().lower() not in ("", "none") for name in _EXPORTER_VARIABLES)
+    if not any(environ.get(name, "").strip().lower() not in ("", "none") for name in _EXPORTER_VARIABLES):
+        return False  # (asked first: OTEL_SDK_DISABLED is read only where an exporter is named)
+    return environ.get("OTEL_SDK_DISABLED", "").strip().lower() != "true"
 
 
 def telemetry_for(flag: bool | None, environ: Mapping[str, str] | None = None) -> Telemetry:
