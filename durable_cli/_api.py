@@ -106,7 +106,8 @@ def sleep(duration: str | float | timedelta | datetime) -> Awaitable[None]:
     ex = require_execution("sleep()")
     until = _wake_time(duration, ex.clock())
     if ex.definition.is_async:
-        return _engine("waits").sleep_async(ex, until)
+        slept: Awaitable[None] = _engine("waits").sleep_async(ex, until)
+        return slept
     _engine("waits").sleep_sync(ex, until)
     return _Slept()
 

@@ -27,6 +27,7 @@ from durable_cli._location import store_location as store_location
 if TYPE_CHECKING:
     from ._engine.run import Options
     from ._store.base import Store
+    from ._telemetry import Telemetry
 
 CATCH_UP = ("latest", "all", "none")
 _TOP_KEYS = (
@@ -112,7 +113,7 @@ def forget() -> None:
 
 
 @functools.cache
-def _option_parts() -> tuple[Any, int, str, Any]:
+def _option_parts() -> tuple[type[Options], int, str, Callable[[bool | None], Telemetry]]:
     """What `options_from` builds Options with, imported at its first call (a command that needs
     no Options never imports the engine) and kept: an import in a function costs a microsecond
     at every call, and every start() makes its Options."""

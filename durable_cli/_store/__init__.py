@@ -7,10 +7,13 @@ points (`_config.store_location`); this layer reads neither the environment nor 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from .._errors_core import StoreError
 from .base import RunSession, Store
+
+if TYPE_CHECKING:
+    from .files import FileStore
 
 __all__ = ["RunSession", "Store", "open_store", "opened", "is_postgres_url"]
 
@@ -45,7 +48,7 @@ def open_store(dir: str | None = None, store: str | None = None, shared: bool = 
     return _FileStore(location, shared)
 
 
-_FileStore: Any = None
+_FileStore: type[FileStore] | None = None
 
 
 @contextmanager

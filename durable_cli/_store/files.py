@@ -153,15 +153,18 @@ class FileStore(Store):
     # components made at first use, so that a tick with nothing to do does not import them
     @cached_property
     def streams(self) -> FileStreams:
-        return self._component("streams", _component_type("files_streams", "FileStreams"))
+        kind: type[FileStreams] = _component_type("files_streams", "FileStreams")
+        return self._component("streams", kind)
 
     @cached_property
     def run_index(self) -> FileRunIndex:
-        return self._component("run_index", _component_type("files_index", "FileRunIndex"))
+        kind: type[FileRunIndex] = _component_type("files_index", "FileRunIndex")
+        return self._component("run_index", kind)
 
     @cached_property
     def queues(self) -> FileQueues:
-        return self._component("queues", _component_type("files_queues", "FileQueues"))
+        kind: type[FileQueues] = _component_type("files_queues", "FileQueues")
+        return self._component("queues", kind)
 
     def _component(self, name: str, make: Callable[[FileStore], _Component]) -> _Component:
         """One component per store even when threads ask for it at once (`cached_property` has no
