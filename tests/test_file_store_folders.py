@@ -175,3 +175,25 @@ def test_a_due_stamp_reads_back_as_strptime_reads_it(stamp: str) -> None:
     except ValueError:
         got = ValueError
     assert got == expected
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "directory", "world-writable"])
+def test_a_journal_that_is_not_a_file_of_ours_is_refused_when_its_run_is_opened(tmp_path: Path, kind: str) -> None:
+    """open_run checks the file it holds (no stat of the name before the open): a FIFO, a link (to
+    a good journal elsewhere), a directory or a journal others can write is refused in the words
+    the store uses for it everywhere, and nothing stays open or held."""
+    store = FileStore(str(tmp_path / "j"))
+    _created(store, "r1")
+    path = tmp_path / "j" / "runs" / "r1.jsonl"
+    if kind == "world-writable":
+        os.chmod(path, 0o666)
+    else:
+        elsewhere = tmp_path / "elsewhere.jsonl"
+        elsewhere.write_bytes(path.read_bytes())
+        path.unlink()
+        {"fifo": lambda: os.mkfifo(path), "symlink": lambda: path.symlink_to(elsewhere),
+         "directory": path.mkdir}[kind]()
+    before = sorted(os.listdir("/proc/self/fd"))
+    with pytest.raises(StoreError, match="world-writable" if kind == "world-writable" else "not a regular file"):
+        store.open_run("r1")
+    assert sorted(os.listdir("/proc/self/fd")) == before and store.holding == {}

@@ -286,14 +286,25 @@ class FileStore(Store):
         """Hold the run: an exclusive flock on its journal, and on `locks/<id>.lock` too where an older
         version left one (its processes lock that file), so both layouts, and processes of both
         versions on runs of the old one, exclude each other. None when another process holds it;
-        FileNotFoundError when the journal went (pruned) while we waited for it."""
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | NOFOLLOW)  # its writer appends through it too
+        FileNotFoundError when the journal went (pruned) while we waited for it.
+
+        The journal is refused as `_check_journal` would (not a regular file of ours, or writable by
+        others) from the stat of the descriptor held, the file whose lines are read: no stat of its
+        name before the open. O_NOFOLLOW refuses a link; what cannot be opened (a link, a
+        directory, a foreign file) is refused by `_check_journal`'s own words."""
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | NOFOLLOW)  # its writer appends through it too
+        except OSError as exc:
+            if not isinstance(exc, FileNotFoundError):
+                self._check_journal(path)  # its refusal, where it is one
+            raise
         lock = _RunLock(fd)
         try:
             if not lock.take(fd, wait):
                 lock.release()
                 return None
             held, named = os.fstat(fd), os.lstat(path)  # (a new run's listing entry links it too)
+            refuse_unsafe_file(path, held, self.shared_group, self.uid)
             if (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino):
                 raise FileNotFoundError(path)  # pruned (and made again) while we waited for it
             legacy = self._hold_legacy(lock, run_id, wait) if self.has_folder("locks") else None
@@ -325,7 +336,6 @@ class FileStore(Store):
         path = self._journal_path(run_id)
         lock = self._new_journal(self._dir("runs"), path)
         if lock is None:
-            self._check_journal(path)
             lock = self._hold(run_id, path, wait=False)
             if lock is not None and lock.length:  # a run already, or its creator's first line
                 lock.release()
@@ -372,7 +382,6 @@ class FileStore(Store):
                  due_by: datetime | None = None) -> RunSession | None:
         # due_by is not used: due_runs/ is a hint, and a claim here costs no round trip
         path = self._journal_path(run_id)
-        self._check_journal(path)
         try:
             lock = self._hold(run_id, path, wait)
         except FileNotFoundError:
