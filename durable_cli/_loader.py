@@ -96,7 +96,7 @@ def reference(definition: WorkflowDef) -> dict[str, Any]:
     A workflow of the script run as `python script.py` (`__main__`) is refused: a resume could only
     import the script again by file name, running its top-level code (and any `start()` in it) again.
     """
-    known = definition.reference
+    known = definition.journal_reference
     if known is not None:
         return known
     fn = definition.fn
@@ -113,8 +113,8 @@ def reference(definition: WorkflowDef) -> dict[str, Any]:
         root = os.path.dirname(root)
     for _ in range(name.count(".")):
         root = os.path.dirname(root)
-    definition.reference = {"workflow": f"{name}:{fn.__qualname__}", "import_root": root}
-    return definition.reference
+    definition.journal_reference = {"workflow": f"{name}:{fn.__qualname__}", "import_root": root}
+    return definition.journal_reference
 
 
 def importing_for_resume() -> str | None:

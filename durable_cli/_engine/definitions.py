@@ -53,7 +53,7 @@ class WorkflowDef(Generic[P, R]):
         self.is_async = inspect.iscoroutinefunction(fn)
         self._signature: Any = _UNREAD
         self._positional = -1  # its parameter count, where all are plain and without defaults
-        self.reference: dict[str, str] | None = None
+        self.journal_reference: dict[str, str] | None = None
         """How journals name it (`_loader.reference`), once asked: every start and every child
         started names its workflow, and the module's file does not move while it is loaded."""
 

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from .files_streams import FileStreams
 
 _PROC_FD = os.path.isdir("/proc/self/fd")
+_LOOKS = os.access in os.supports_follow_symlinks  # faccessat(AT_SYMLINK_NOFOLLOW): `has_folder`
 _MAKING = threading.Lock()  # FileStore._component
 _Component = TypeVar("_Component")
 
@@ -204,7 +205,7 @@ class FileStore(Store):
         if name in self._folders:
             return True
         path = self._prefix + name
-        if not likely and not os.access(path, os.F_OK, follow_symlinks=False):
+        if not likely and _LOOKS and not os.access(path, os.F_OK, follow_symlinks=False):
             return False
         try:
             info = os.lstat(path)
