@@ -13,14 +13,14 @@ from __future__ import annotations
 import os
 import stat
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from durable_cli._store import fsutil
 from durable_cli._store.files import FileStore
-from durable_cli._store.files_due import _STAMP, _instant
+from durable_cli._store.files_due import _STAMP, _instant, _stamp
 from durable_cli.errors import StoreError
 
 
@@ -175,6 +175,17 @@ def test_a_due_stamp_reads_back_as_strptime_reads_it(stamp: str) -> None:
     except ValueError:
         got = ValueError
     assert got == expected
+
+
+@pytest.mark.parametrize("at", [datetime(2026, 12, 2, 16, 37, 4, 833285, timezone.utc), datetime(2030, 1, 1, tzinfo=timezone.utc),
+                                datetime(9999, 12, 31, 23, 59, 59, 999999, timezone.utc), datetime(1000, 1, 1, tzinfo=timezone.utc),
+                                datetime(999, 12, 31, 23, 59, 59, 5, timezone.utc),
+                                datetime(2026, 3, 29, 2, 30, tzinfo=timezone(timedelta(hours=-7, minutes=-30)))])
+def test_a_due_stamp_is_the_text_strftime_gives(at: datetime) -> None:
+    """Due entries keep their names: `_stamp` writes what strftime wrote (and `_instant` reads it back)."""
+    assert _stamp(at) == at.astimezone(timezone.utc).strftime(_STAMP)
+    if at.year >= 1000:
+        assert _instant(_stamp(at)) == at
 
 
 @pytest.mark.parametrize("kind", ["fifo", "symlink", "directory", "world-writable"])

@@ -125,8 +125,14 @@ class FileDueIndex:
 
 
 def _stamp(at: datetime) -> str:
-    """The UTC instant `at` as a due entry's name begins: YYYYMMDDTHHMMSSffffff, sorted as time."""
-    return at.astimezone(timezone.utc).strftime(_STAMP)
+    """The UTC instant `at` as a due entry's name begins: YYYYMMDDTHHMMSSffffff, sorted as time.
+    strftime's text, written without it (about 2% of a child's instructions went to it) from year 1000 on;
+    before that strftime, whose %Y does not pad the year there."""
+    at = at.astimezone(timezone.utc)
+    if at.year < 1000:
+        return at.strftime(_STAMP)
+    return "%d%02d%02dT%02d%02d%02d%06d" % (at.year, at.month, at.day, at.hour, at.minute, at.second,
+                                            at.microsecond)
 
 
 def _instant(stamp: str) -> datetime:
