@@ -177,10 +177,11 @@ def test_a_due_stamp_reads_back_as_strptime_reads_it(stamp: str) -> None:
     assert got == expected
 
 
-@pytest.mark.parametrize("at", [datetime(2026, 12, 2, 16, 37, 4, 833285, timezone.utc), datetime(2030, 1, 1, tzinfo=timezone.utc),
-                                datetime(9999, 12, 31, 23, 59, 59, 999999, timezone.utc), datetime(1000, 1, 1, tzinfo=timezone.utc),
-                                datetime(999, 12, 31, 23, 59, 59, 5, timezone.utc),
-                                datetime(2026, 3, 29, 2, 30, tzinfo=timezone(timedelta(hours=-7, minutes=-30)))])
+@pytest.mark.parametrize("at", [
+    datetime(2026, 12, 2, 16, 37, 4, 833285, timezone.utc), datetime(2030, 1, 1, tzinfo=timezone.utc),
+    datetime(9999, 12, 31, 23, 59, 59, 999999, timezone.utc), datetime(1000, 1, 1, tzinfo=timezone.utc),
+    datetime(999, 12, 31, 23, 59, 59, 5, timezone.utc),
+    datetime(2026, 3, 29, 2, 30, tzinfo=timezone(timedelta(hours=-7, minutes=-30)))])
 def test_a_due_stamp_is_the_text_strftime_gives(at: datetime) -> None:
     """Due entries keep their names: `_stamp` writes what strftime wrote (and `_instant` reads it back)."""
     assert _stamp(at) == at.astimezone(timezone.utc).strftime(_STAMP)

@@ -356,7 +356,8 @@ def notify_parent(ex: Execution) -> bool:
         return False  # a run that continued as new: the newest of its chain tells the parent
     outcome_event = ex.history.outcome or {}
     message = {
-        "kind": "child", "child_run_id": _chains().chain_of(ex.history.start, ex.run_id)[0], "status": ex.history.status,
+        "kind": "child", "child_run_id": _chains().chain_of(ex.history.start, ex.run_id)[0],
+        "status": ex.history.status,
         "result": outcome_event.get("result"), "error": outcome_event.get("error"),
         "sent_at": iso(ex.clock()),
     }
