@@ -70,5 +70,7 @@ def open_for_posting(dir: str | None, store: str | None, config: Callable[[], Co
 
 
 def _open(location: str) -> Store:
-    return open_store(store=location, shared=shared_group_allowed(os.environ.get(SHARED_ENV)),
-                      lease=os.environ.get(LEASE_ENV))
+    # $DURABLE_PG_LEASE is read only for a PostgreSQL store, the one it is for (a missing variable
+    # costs two KeyErrors, and every start() opens a store)
+    lease = os.environ.get(LEASE_ENV) if is_postgres_url(location) else None
+    return open_store(store=location, shared=shared_group_allowed(os.environ.get(SHARED_ENV)), lease=lease)
