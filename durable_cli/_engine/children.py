@@ -41,6 +41,7 @@ from contextvars import Context, ContextVar
 from typing import Any, Callable
 
 from .._digest import sha256_hex
+from .._journal import encode_value
 from .._queues import flow_request
 from ..errors import ChildFailed, DurableError, EngineError, RunBusy, StoreError
 from .._timeparse import parse_instant
@@ -255,8 +256,12 @@ class Starting:
         for started in pending:
             if started.failure is not None:
                 continue
-            ex.record("child_started", pos=started.pos, name=started.definition.name,
-                      child_run_id=started.run_id, workflow=reference(started.definition)["workflow"])
+            name, workflow = started.definition.name, reference(started.definition)["workflow"]
+            ex.record_encoded(  # encoded here as `json.dumps` would (a line per child: no encoder set up)
+                "child_started", {"pos": started.pos, "name": name, "child_run_id": started.run_id,
+                                  "workflow": workflow},
+                ',"pos":%d,"name":%s,"child_run_id":%s,"workflow":%s' % (
+                    started.pos, encode_value(name), encode_value(started.run_id), encode_value(workflow)))
             for message in started.handed:
                 if message["child_run_id"] not in ex.history.children:
                     ex.record("child_finished", **child_finished(
