@@ -127,7 +127,7 @@ def _numbered(sql: str) -> str:
     return sql
 
 
-_PREPARED = {_APPEND: ("durable_append", _numbered(_APPEND)), _WRITE: ("durable_write", _numbered(_WRITE))}
+_PREPARED = {_APPEND: (b"durable_append", _numbered(_APPEND)), _WRITE: (b"durable_write", _numbered(_WRITE))}
 
 # A synchronous commit that flushes the WAL up to here (and the rows written before it), fenced;
 # the run's cancel flag comes back with it, as with `_APPEND`.
@@ -296,7 +296,8 @@ class PostgresRunSession(RunSession):
         self._owner = owner
         self._claim = claim
         self._seq = len(events)
-        self._pending: list[str] = []
+        self._fenced = [run_id.encode(), b"%d" % claim, owner.encode()]  # `_APPEND_PARAMS`' first three
+        self._pending: list[bytes] = []  # staged lines, without their newline
         self._finishing = False
         self._notifies = bool(events) and any(events[0].get(key) for key in _NOTIFIES)
         self._unsynced = False
@@ -307,11 +308,19 @@ class PostgresRunSession(RunSession):
         seq = self._seq + len(self._pending) + 1
         line = journal.encode({**event, "seq": seq})  # first, so an unencodable event takes no seq
         event["seq"] = seq
-        self._pending.append(line[:-1].decode())
+        self._staged(event, line)
         if event.get("type") == "run_started":
             self._notifies = any(event.get(key) for key in _NOTIFIES)
-        self._finishing = event.get("type") in _CLOSING_EVENTS and not self._notifies
         return event
+
+    def stage_encoded(self, event: Event, tail: str) -> Event:
+        seq = event["seq"] = self._seq + len(self._pending) + 1
+        self._staged(event, journal.encoded_line(event["type"], seq, tail))
+        return event
+
+    def _staged(self, event: Event, line: bytes) -> None:
+        self._pending.append(line[:-1])
+        self._finishing = event.get("type") in _CLOSING_EVENTS and not self._notifies
 
     def write(self) -> None:
         """Insert the staged rows with an asynchronous commit: another worker and a restarted
@@ -346,35 +355,35 @@ class PostgresRunSession(RunSession):
             "the run over (or it was deleted); nothing was written"
         )
 
-    def _lines(self) -> dict[str, Any]:
-        """The staged lines as the insert's parameters (the staging is emptied)."""
+    def _take(self) -> tuple[int, int, bytes]:
+        """The staged lines, taken (the staging is emptied): the first one's seq, how many, and
+        their text, a line each."""
         if not self._open:
             raise StoreError(f"run {self.run_id} was released: nothing can be flushed")
         self.inbox = self.cancel = None
-        params = {**self._fence(), "first": self._seq + 1, "count": len(self._pending),
-                  "lines": "\n".join(self._pending)}
-        self._pending = []
-        return params
+        lines, self._pending = self._pending, []
+        return self._seq + 1, len(lines), b"\n".join(lines)
 
     def _insert(self, statement: str) -> None:
-        params = self._lines()
+        first, count, lines = self._take()
         faults.point("journal.append")
         began = time.monotonic()
-        name, sql = _PREPARED[statement]
         try:
-            rows = self._db.prepared(name, sql, [str(params[key]) for key in _APPEND_PARAMS])
+            found, cancel = self._db.prepared(*_PREPARED[statement], [*self._fenced, b"%d" % first, lines])
         except Conflict:
-            rows = []
-        if len(rows) != params["count"]:
+            found = 0
+        if found != count:
             raise self._lost()
-        self._seq += params["count"]
-        self._read_cancel(rows[0][0] == "t", began)
+        self._seq += count
+        self._read_cancel(cancel == b"t", began)
 
     def _finish(self) -> None:
         """The final flush of a plain run: its events, due entry, cancel request and release (and
         the inbox gate, when held) in one statement (`_FINISH`), with the claim of the tick's next
         due run when `claim_next` asks for it (`_FINISH_AND_CLAIM`)."""
-        params = {**self._lines(), "gate": self.gate, "lock": self._gate_lock}
+        first, count, lines = self._take()
+        params = {**self._fence(), "first": first, "count": count, "lines": lines.decode(),
+                  "gate": self.gate, "lock": self._gate_lock}
         statement, park = _FINISH, None
         if self.claim_next is not None:
             statement, (claim_params, park) = _FINISH_AND_CLAIM, self.claim_next
