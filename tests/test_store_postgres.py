@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -173,6 +174,31 @@ def test_a_stalled_holder_loses_the_run_when_its_lease_lapses_and_its_flush_writ
         taker.flush()
         taker.close()
     assert [event.get("by") for event in store.read_events("r1")] == [None, "taker"]
+    store.close()
+
+
+@pytest.mark.parametrize("command", ["append", "write"])
+@pytest.mark.parametrize("lines", [1, 2])
+def test_every_journal_statement_of_a_stalled_holder_writes_nothing(
+        pg_url: str, command: str, lines: int) -> None:
+    """A flush (synchronous) and a write (a step's result, asynchronous), of one line (a statement
+    of its own) and of several: each is fenced by the claim, with seq 2 free for it."""
+    url = pg_url + "&lease=1"
+    store = PostgresStore(url)
+    create(store, "r1").close()
+    with StoreProcess(url) as stalled:
+        assert stalled.ask("open r1") == "held"
+        os.kill(stalled.pid, signal.SIGSTOP)
+        try:
+            taker = store.open_run("r1", wait=True)
+            assert taker is not None
+        finally:
+            os.kill(stalled.pid, signal.SIGCONT)
+        events = json.dumps([{"type": "step", "by": "stalled"}] * lines)
+        reply = stalled.ask(f"{command} r1 {events}")
+        assert reply.startswith("error StoreError: lost the claim on run r1"), reply
+        taker.close()
+    assert [event.get("by") for event in store.read_events("r1")] == [None]
     store.close()
 
 
