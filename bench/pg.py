@@ -126,6 +126,7 @@ class PgBench(Bench):
         self.server = server
         self.admin = pg_schema.connect(pg_schema.parse_url(server.url))
         self.profile: dict[str, list[dict[str, float]]] = {}
+        self.last_run_id = ""  # the run `per_step_pg` made last
 
     def database(self, name: str) -> str:
         """A new empty database with the store's schema already in it."""
@@ -177,17 +178,32 @@ class PgBench(Bench):
         run = durable_cli.start(workloads.steps, n, store=url)
         elapsed = time.perf_counter() - began
         assert run.status == "completed", run
+        self.last_run_id = run.run_id
         return elapsed / n
+
+    def step_intervals(self, url: str, run_id: str) -> list[float]:
+        """Seconds between one step's start and the next's, as the run's journal stamps them (`at`
+        of each `step_started`): a step's typical cost, where the per-step figure is a mean that
+        a few stalled WAL flushes of a shared disk move (the floor is a median)."""
+        with pg_schema.connect(pg_schema.parse_url(url)) as conn:
+            bodies = [body for body, in conn.execute(
+                "SELECT body FROM durable_events WHERE run_id = %s ORDER BY seq", (run_id,))]
+        starts = [datetime.fromisoformat(event["at"].replace("Z", "+00:00"))
+                  for event in map(json.loads, bodies) if event["type"] == "step_started"]
+        return [(later - earlier).total_seconds() for earlier, later in zip(starts, starts[1:])]
 
     def step_overhead(self) -> None:
         url = self.database("steps")
         self.per_step_pg(url, 3)  # imports, connection, prepared statements
-        per = []
+        per, intervals = [], []
         for _ in range(self.n(5, 2)):
             per.append(self.per_step_pg(url, 500))
+            intervals += self.step_intervals(url, self.last_run_id)
             self.probe(5)
         self.row("per step on PostgreSQL (start, 500 steps)", median(per), self.floor, "floor", 2.0,
                  per="per step")
+        self.facts["per_step_median_interval_s"] = round(median(intervals), 7)
+        self.facts["per_step_median_interval_x_floor"] = round(median(intervals) / self.floor, 2)
         with count_statements() as sent:
             self.per_step_pg(url, 500)
         self.facts["statements_per_step"] = {k: round(v / 500, 3) for k, v in sent.counts.most_common()}

@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from helpers import DURABLE, durable_env, durable_in_process, write_module
+from helpers import DURABLE, durable, durable_env, durable_in_process, write_module
 from test_crash_recovery import FLOWS, later
 
 
@@ -77,3 +77,60 @@ def test_a_tick_killed_at_each_store_operation_of_two_due_runs_leaves_both_compl
         effects = (tmp_path / "effects.txt").read_text().split()
         allowed = 3 if crash_at in (3, 6) else 2  # killed after a step, before its result was stored
         assert 2 <= len(effects) <= allowed, (crash_at, effects)
+
+
+STEPS = """
+import os
+from durable_cli import workflow, step
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@step
+def effect(name):
+    with open(os.path.join(HERE, "effects.txt"), "a") as handle:
+        handle.write(name + "\\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    return name
+
+
+@workflow
+def three():
+    return [effect("a"), effect("b"), effect("c")]
+"""
+
+
+def test_a_run_of_three_steps_killed_at_each_store_operation_runs_each_step_once(
+        tmp_path: Path, pg_url: str) -> None:
+    """`durable run` on PostgreSQL killed at each store operation of a run of three steps: the
+    first flush (run_started and the first start: several lines), each step's start and result
+    (one line each: a statement of their own), the final statement. The client's `run --id` again
+    and a tick complete it; a step ran twice only when the kill came between its start and its
+    stored result."""
+    write_module(tmp_path, "steps3", STEPS)
+    url = pg_url + "&lease=1"
+    log = tmp_path / "operations.log"
+    code, out, err = durable("--store", url, "run", "steps3:three", "--id", "clean", "--json",
+                             cwd=tmp_path, env={"DURABLE_CRASH_LOG": str(log)})
+    assert code == 0, err
+    operations = [line.split()[1] for line in log.read_text().splitlines()]
+    appends = [n for n, name in enumerate(operations, 1) if name == "journal.append"]
+    assert len(appends) == 7, operations  # 3 starts, 3 results, the end
+    results = {appends[1]: "a", appends[3]: "b", appends[5]: "c"}  # the result stored at that op
+    for crash_at in range(1, len(operations) + 1):
+        (tmp_path / "effects.txt").unlink(missing_ok=True)
+        run_id = f"crash-{crash_at}"
+        code, _, err = durable("--store", url, "run", "steps3:three", "--id", run_id, cwd=tmp_path,
+                               env={"DURABLE_CRASH_AT": str(crash_at)})
+        assert code == -9, (crash_at, operations[crash_at - 1], err)
+        time.sleep(1.2)  # the killed run's lease lapses
+        code, _, err = durable_in_process("--store", url, "run", "steps3:three", "--id", run_id, cwd=tmp_path)
+        assert code == 0, (crash_at, err)  # runs it, or finds it started
+        assert _tick(tmp_path, url, {}).returncode == 0
+        code, out, err = durable_in_process("--store", url, "inspect", run_id, "--json", cwd=tmp_path)
+        shown = json.loads(out)
+        assert (shown["status"], shown["result"]) == ("completed", ["a", "b", "c"]), (crash_at, shown)
+        effects = (tmp_path / "effects.txt").read_text().split()
+        twice = [results[crash_at]] if crash_at in results else []  # killed before that result stored
+        assert sorted(effects) == sorted(["a", "b", "c"] + twice), (crash_at, operations[crash_at - 1], effects)

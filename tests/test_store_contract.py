@@ -37,9 +37,11 @@ def serve(store, lines, say):
                 session = store.create_run(run_id) if command == "create" else store.open_run(run_id)
                 sessions[run_id] = session
                 reply = "none" if session is None else "held"
-            elif command == "append":
-                sessions[run_id].stage(json.loads(event))
-                sessions[run_id].flush()
+            elif command in ("append", "write"):
+                events = json.loads(event)
+                for one in events if isinstance(events, list) else [events]:
+                    sessions[run_id].stage(one)
+                sessions[run_id].flush() if command == "append" else sessions[run_id].write()
                 reply = "ok"
             elif command == "stream":
                 reply = f"index {sessions[run_id].stream_append('log', [json.loads(event)])[0]}"
@@ -66,7 +68,8 @@ class StoreProcess:
     """Another process with its own handle on the store at `location`, driven line by line (a
     thread of this process for the memory store, which lives in one process).
 
-    Commands: `create ID`, `open ID` (replies held/none), `append ID JSON` (stage and flush),
+    Commands: `create ID`, `open ID` (replies held/none), `append ID JSON` (stage and flush; a
+    JSON list stages each of its events), `write ID JSON` (the same, stored by `write`),
     `stream ID JSON` (append a chunk to the held run's stream "log"), `close ID`; a failure replies `error Type: message`. Sessions stay held until closed.
     """
 

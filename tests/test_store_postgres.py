@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -147,9 +148,13 @@ def test_a_live_holder_keeps_its_run_past_the_lease_through_its_heartbeat(pg_url
     store.close()
 
 
+@pytest.mark.parametrize("command", ["append", "write"])
+@pytest.mark.parametrize("lines", [1, 2])
 def test_a_stalled_holder_loses_the_run_when_its_lease_lapses_and_its_flush_writes_nothing(
-    pg_url: str,
+    pg_url: str, command: str, lines: int,
 ) -> None:
+    """Each journal statement is fenced: a flush (synchronous) and a write (a step's result,
+    asynchronous), of one line (a statement of its own) and of several."""
     url = pg_url + "&lease=1"
     store = PostgresStore(url)
     create(store, "r1").close()
@@ -164,8 +169,8 @@ def test_a_stalled_holder_loses_the_run_when_its_lease_lapses_and_its_flush_writ
         finally:
             os.kill(stalled.pid, signal.SIGCONT)
         # seq 2 is still free: only the fencing, not the primary key, can stop this write
-        reply = stalled.ask('append r1 {"type": "step", "by": "stalled"}')
-        assert reply.startswith("error StoreError: lost the claim on run r1")
+        reply = stalled.ask(f"{command} r1 {json.dumps([{'type': 'step', 'by': 'stalled'}] * lines)}")
+        assert reply.startswith("error StoreError: lost the claim on run r1"), reply
         assert stalled.ask("close r1") == "closed"
         time.sleep(0.5)  # the stalled process's heartbeat has run again
         assert store.open_run("r1") is None  # neither its close nor its heartbeat freed the run

@@ -20,6 +20,8 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 
 MIGRATION_LOCK = 0x64757261626C65  # "durable": every migrating process waits on this key
 
+_FAILED = (psycopg.pq.ExecStatus.FATAL_ERROR, psycopg.pq.ExecStatus.BAD_RESPONSE)
+
 
 def connect(url: StoreUrl) -> Conn:
     """An autocommit connection in UTC; a StoreError (password scrubbed) when it fails."""
@@ -43,7 +45,7 @@ class Db:
         self.url = url
         self.conn = connect(url)
         self._lock = threading.Lock()
-        self._prepared: set[bytes] = set()
+        self._prepared: set[bytes] = set()  # names of the statements `prepared` made here
 
     def rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
         """The rows `sql` returns (none for a statement that returns nothing)."""
@@ -56,25 +58,27 @@ class Db:
         with self._guard():
             return self.conn.execute(sql, params).rowcount
 
-    def prepared(self, name: str, sql: str, params: Sequence[str]) -> list[tuple[str | None, ...]]:
-        """The rows (text) of `sql`, whose parameters are $1, $2, ... (text), run as a statement
-        prepared once per connection under `name`, through libpq directly: a statement on the
-        path of every step skips psycopg's cursor and adapters (about 25 us of CPU each)."""
-        with self._guard():
-            pgconn = self.conn.pgconn
-            key = name.encode()
-            if key not in self._prepared:
-                self._check(pgconn.prepare(key, sql.encode()))
-                self._prepared.add(key)
-            result = self._check(pgconn.exec_prepared(key, [param.encode() for param in params]))
-            return [tuple(None if value is None else value.decode() for value in
-                          (result.get_value(row, column) for column in range(result.nfields)))
-                    for row in range(result.ntuples)]
+    def prepared(self, name: bytes, sql: str, params: Sequence[bytes]) -> tuple[int, bytes | None]:
+        """How many rows `sql` returned and the first one's first value (text; None if there is no
+        row), `sql` taking its parameters as $1, $2, ... (text) and run as a statement prepared once
+        per connection under `name`, through libpq directly: the two statements of every step skip
+        psycopg's cursor, adapters and result objects (about 25 us of CPU each)."""
+        with self._lock:
+            try:
+                pgconn = self.conn.pgconn
+                if name not in self._prepared:
+                    self._check(pgconn.prepare(name, sql.encode()))
+                    self._prepared.add(name)
+                result = self._check(pgconn.exec_prepared(name, params))
+            except psycopg.Error as exc:
+                raise self._translated(exc) from exc
+        found = result.ntuples
+        return found, result.get_value(0, 0) if found else None
 
     @staticmethod
     def _check(result: Any) -> Any:
-        """`result`, or its error raised as psycopg raises it (for `_guard` to translate)."""
-        if result.status in (psycopg.pq.ExecStatus.FATAL_ERROR, psycopg.pq.ExecStatus.BAD_RESPONSE):
+        """`result`, or its error raised as psycopg raises it."""
+        if result.status in _FAILED:
             raise psycopg.errors.error_from_result(result)
         return result
 
@@ -96,10 +100,14 @@ class Db:
         with self._lock:
             try:
                 yield
-            except psycopg.errors.UniqueViolation as exc:
-                raise Conflict(self._message(exc)) from exc
             except psycopg.Error as exc:
-                raise StoreError(self._message(exc)) from exc
+                raise self._translated(exc) from exc
+
+    def _translated(self, exc: psycopg.Error) -> StoreError:
+        """`exc` as the store raises it: Conflict for a broken unique key, else StoreError."""
+        if isinstance(exc, psycopg.errors.UniqueViolation):
+            return Conflict(self._message(exc))
+        return StoreError(self._message(exc))
 
     def _message(self, exc: psycopg.Error) -> str:
         return f"PostgreSQL store {self.url.location}: {self.url.scrub(str(exc).strip())}"
