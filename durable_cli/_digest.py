@@ -23,7 +23,15 @@ def _builtin() -> Callable[[bytes], Any]:
 
 def sha256_hex(text: str) -> str:
     """The hex SHA-256 of `text` in UTF-8 (a lone surrogate hashed as its own bytes, never an error)."""
+    return sha256_bytes(text.encode("utf-8", "surrogatepass"))
+
+
+def sha256_bytes(data: bytes) -> str:
+    """The hex SHA-256 of `data`."""
+    return (_sha256 or _load())(data).hexdigest()  # type: ignore[no-any-return]
+
+
+def _load() -> Callable[[bytes], Any]:
     global _sha256
-    if _sha256 is None:
-        _sha256 = _builtin()
-    return str(_sha256(text.encode("utf-8", "surrogatepass")).hexdigest())
+    _sha256 = _builtin()
+    return _sha256

@@ -103,9 +103,10 @@ class StepDef(Generic[P, R]):
         execution = current_execution.get()
         if execution is None or current_step.get() is not None:
             return self.fn(*args, **kwargs)
+        steps = _STEPS or _steps()  # every replayed step passes here: no call once it is imported
         if self.is_async:
-            return _steps().call_async(execution, self, args, kwargs)  # type: ignore[no-any-return]
-        return _steps().call_sync(execution, self, args, kwargs)  # type: ignore[no-any-return]
+            return steps.call_async(execution, self, args, kwargs)  # type: ignore[no-any-return]
+        return steps.call_sync(execution, self, args, kwargs)  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
         return f"<step {self.name}>"
