@@ -137,6 +137,26 @@ def test_a_held_run_keeps_no_transaction_open(pg_url: str) -> None:
     store.close()
 
 
+def test_step_writes_go_on_after_psycopg_dropped_the_connections_prepared_statements(pg_url: str) -> None:
+    """psycopg sends DEALLOCATE ALL after a rolled-back transaction once it has prepared statements
+    of its own (a query run five times): the store's own prepared step statements are made again."""
+    store = PostgresStore(pg_url)
+    session = create(store, "r1")
+    db = store._db
+    for _ in range(6):
+        db.rows("SELECT count(*) FROM durable_runs WHERE run_id = %s", ["r1"])
+    with pytest.raises(StoreError):
+        with db.transaction() as conn:
+            conn.execute("SELECT 1 / 0")
+    for seq in (2, 3):
+        session.stage({"type": "step_started", "seq": seq, "at": "2030-01-01T00:00:00Z", "pos": seq,
+                       "name": "s", "attempt": 1, "args_hash": "0"})
+        session.flush()
+    assert [event["seq"] for event in store.read_events("r1")] == [1, 2, 3]
+    session.close()
+    store.close()
+
+
 def test_a_live_holder_keeps_its_run_past_the_lease_through_its_heartbeat(pg_url: str) -> None:
     url = pg_url + "&lease=1"
     store = PostgresStore(url)

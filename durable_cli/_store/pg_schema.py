@@ -21,6 +21,8 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 MIGRATION_LOCK = 0x64757261626C65  # "durable": every migrating process waits on this key
 
 _FAILED = (psycopg.pq.ExecStatus.FATAL_ERROR, psycopg.pq.ExecStatus.BAD_RESPONSE)
+_SQLSTATE = psycopg.pq.DiagnosticField.SQLSTATE
+_GONE = b"26000"  # invalid_sql_statement_name: a prepared statement the server no longer holds
 
 
 def connect(url: StoreUrl) -> Conn:
@@ -62,14 +64,21 @@ class Db:
         """How many rows `sql` returned and the first one's first value (text; None if there is no
         row), `sql` taking its parameters as $1, $2, ... (text) and run as a statement prepared once
         per connection under `name`, through libpq directly: the two statements of every step skip
-        psycopg's cursor, adapters and result objects (about 25 us of CPU each)."""
+        psycopg's cursor, adapters and result objects (about 25 us of CPU each).
+
+        psycopg sends DEALLOCATE ALL on this connection after a transaction of its own rolls back
+        (once it has prepared statements of its own): a statement found gone is prepared again."""
         with self._lock:
             try:
                 pgconn = self.conn.pgconn
                 if name not in self._prepared:
                     self._check(pgconn.prepare(name, sql.encode()))
                     self._prepared.add(name)
-                result = self._check(pgconn.exec_prepared(name, params))
+                result = pgconn.exec_prepared(name, params)
+                if result.status in _FAILED and result.error_field(_SQLSTATE) == _GONE:
+                    self._check(pgconn.prepare(name, sql.encode()))  # it did not run: run it now
+                    result = pgconn.exec_prepared(name, params)
+                result = self._check(result)
             except psycopg.Error as exc:
                 raise self._translated(exc) from exc
         found = result.ntuples
