@@ -209,3 +209,18 @@ def test_a_journal_that_is_not_a_file_of_ours_is_refused_when_its_run_is_opened(
     with pytest.raises(StoreError, match="world-writable" if kind == "world-writable" else "not a regular file"):
         store.open_run("r1")
     assert sorted(os.listdir("/proc/self/fd")) == before and store.holding == {}
+
+
+@pytest.mark.parametrize("wait", [False, True])
+def test_a_journal_others_can_write_is_refused_even_while_another_process_holds_it(tmp_path: Path, wait: bool) -> None:
+    """The refusal comes before the lock is asked for: not "busy" (nor a wait) for a journal held elsewhere."""
+    import fcntl
+
+    store = FileStore(str(tmp_path / "j"))
+    _created(store, "r1")
+    path = tmp_path / "j" / "runs" / "r1.jsonl"
+    os.chmod(path, 0o666)
+    with open(path, "rb") as other:
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX)  # another open file description: another holder
+        with pytest.raises(StoreError, match="world-writable"):
+            store.open_run("r1", wait=wait)

@@ -290,7 +290,7 @@ class FileStore(Store):
         FileNotFoundError when the journal went (pruned) while we waited for it.
 
         The journal is refused as `_check_journal` would (not a regular file of ours, or writable by
-        others) from the stat of the descriptor held, the file whose lines are read: no stat of its
+        others) from the stat of the descriptor opened, the file whose lines are read: no stat of its
         name before the open. O_NOFOLLOW refuses a link; what cannot be opened (a link, a
         directory, a foreign file) is refused by `_check_journal`'s own words."""
         try:
@@ -301,11 +301,12 @@ class FileStore(Store):
             raise
         lock = _RunLock(fd)
         try:
+            # refused before its lock is asked for: one held by another process is refused all the same
+            refuse_unsafe_file(path, os.fstat(fd), self.shared_group, self.uid)
             if not lock.take(fd, wait):
                 lock.release()
                 return None
             held, named = os.fstat(fd), os.lstat(path)  # (a new run's listing entry links it too)
-            refuse_unsafe_file(path, held, self.shared_group, self.uid)
             if (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino):
                 raise FileNotFoundError(path)  # pruned (and made again) while we waited for it
             legacy = self._hold_legacy(lock, run_id, wait) if self.has_folder("locks") else None
