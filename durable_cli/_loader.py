@@ -142,7 +142,8 @@ def load_workflow(start: dict[str, Any], import_paths: Sequence[str] = (),
     if module_name == "__main__" or not module_name or not qualname:
         raise InvalidReference(f"run {start.get('run_id')} names no importable workflow ({ref!r})")
     module = sys.modules.get(module_name)  # imported already (a tick resuming many runs of it)
-    if module is None:
+    if module is None or getattr(getattr(module, "__spec__", None), "_initializing", False):
+        # (one another thread is still importing: the import below waits for it to finish)
         module = _import_for_resume(module_name, ref, start.get("import_root"), allow_shared)
     target = _attribute(module, qualname, ref)
     if not isinstance(target, WorkflowDef):

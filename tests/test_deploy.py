@@ -238,3 +238,28 @@ def test_an_import_failure_names_the_module_and_the_reason(tmp_path: Path, monke
     assert broken.value.module == "broken_deploy_flows"
     assert broken.value.reason == "raised while importing: RuntimeError: half deployed"
     sys.modules.pop("broken_deploy_flows", None)
+
+
+def test_a_run_whose_module_another_thread_is_still_importing_waits_for_that_import(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`load_workflow` takes a module already imported from sys.modules, but not one half imported
+    (an embedding app's tick thread while its main thread imports the workflows): it waits for it."""
+    import threading
+    import time
+
+    from durable_cli._loader import load_workflow
+
+    (tmp_path / "halfway_mod.py").write_text(
+        "import time\nfrom durable_cli import workflow\ntime.sleep(0.5)\n\n\n"
+        "@workflow\ndef wf() -> int:\n    return 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importer = threading.Thread(target=__import__, args=("halfway_mod",))
+    importer.start()
+    while "halfway_mod" not in sys.modules:
+        time.sleep(0.005)
+    try:
+        loaded = load_workflow({"workflow": "halfway_mod:wf", "import_root": str(tmp_path)})
+    finally:
+        importer.join()
+        sys.modules.pop("halfway_mod", None)
+    assert loaded.name == "wf"
