@@ -224,3 +224,35 @@ def test_a_journal_others_can_write_is_refused_even_while_another_process_holds_
         fcntl.flock(other.fileno(), fcntl.LOCK_EX)  # another open file description: another holder
         with pytest.raises(StoreError, match="world-writable"):
             store.open_run("r1", wait=wait)
+
+
+@pytest.mark.parametrize("gate", ["post_live", "closing"])
+def test_a_fifo_in_place_of_a_journal_is_refused_by_the_inbox_gate_not_waited_on(tmp_path: Path, gate: str) -> None:
+    """The inbox gate opens the journal without blocking: a FIFO put there is refused at once
+    (a blocking open would hang the poster until something opened the FIFO's other end)."""
+    store = FileStore(str(tmp_path / "j"))
+    _created(store, "r1")
+    path = tmp_path / "j" / "runs" / "r1.jsonl"
+    path.unlink()
+    os.mkfifo(path, 0o600)
+    raised: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            if gate == "post_live":
+                store.post_live("r1", {"kind": "hook", "token": "t", "payload": 1})
+            else:
+                with store.closing("r1"):
+                    pass
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            raised.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    caller.join(10)
+    if caller.is_alive():  # unblock the hung open before failing
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        caller.join()
+        pytest.fail("the inbox gate waited on the FIFO")
+    assert len(raised) == 1 and isinstance(raised[0], StoreError), raised
+    assert "not a regular file" in str(raised[0])

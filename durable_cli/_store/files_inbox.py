@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .. import _faults as faults
 from .base import check_run_id, is_run_id, post_unless_ended
-from .fsutil import NOFOLLOW, read_message, unique_name, write_atomic
+from .fsutil import NOFOLLOW, read_message, refuse_unsafe_file, unique_name, write_atomic
 
 if TYPE_CHECKING:
     from .files import FileStore
@@ -176,7 +176,7 @@ class _Gate:
                     _ofd_lock(holding, fcntl.F_WRLCK)
                     self.holding = holding
                 else:
-                    _ofd_gate(store.journal_location(run_id), mode, held)
+                    _ofd_gate(store, store.journal_location(run_id), mode, held)
                 try:  # and an older version's gate file, if one is there
                     if store.has_folder("locks"):
                         fd = os.open(store.run_path("locks", run_id, ".inbox"), os.O_RDWR | NOFOLLOW)
@@ -208,15 +208,19 @@ _OFD_SETLKW: int | None = (getattr(fcntl, "F_OFD_SETLKW", None)
 _FLOCK = "@hhqqi4x"
 
 
-def _ofd_gate(journal: str, mode: int, held: list[int]) -> None:
+def _ofd_gate(store: FileStore, journal: str, mode: int, held: list[int]) -> None:
     """Open the journal into `held` and record-lock its first byte (shared for LOCK_SH, else
-    exclusive), waiting for it; nothing when there is no journal (no run to race with)."""
+    exclusive), waiting for it; nothing when there is no journal (no run to race with).
+
+    Opened without blocking and refused unless a regular file of ours (`refuse_unsafe_file`): a
+    FIFO put in its place would block the open, and the poster with it, for ever."""
     shared = mode == fcntl.LOCK_SH
     try:
-        fd = os.open(journal, (os.O_RDONLY if shared else os.O_RDWR) | NOFOLLOW)
+        fd = os.open(journal, (os.O_RDONLY if shared else os.O_RDWR) | NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         return
     held.append(fd)
+    refuse_unsafe_file(journal, os.fstat(fd), store.shared_group, store.uid)
     _ofd_lock(fd, fcntl.F_RDLCK if shared else fcntl.F_WRLCK)
 
 
