@@ -26,8 +26,8 @@ def parse_duration(value: object) -> float:
         seconds = float(value)
     elif isinstance(value, timedelta):
         seconds = value.total_seconds()
-    elif isinstance(value, str):
-        seconds = _parse_text(value)
+    elif isinstance(value, str):  # kept per text only for a str itself: a subclass may have no hash
+        seconds = _parse_text(value) if type(value) is str else _parse_text.__wrapped__(value)
     else:
         raise ValueError(f"not a duration: {value!r}")
     if seconds < 0 or seconds != seconds:

@@ -10,8 +10,11 @@ fdatasync'd, and both have returned before `flush` does (real forks check a chil
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+import subprocess
+import sys
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -45,6 +48,29 @@ def test_a_folder_made_by_another_process_after_the_store_opened_is_used(tmp_pat
     other.request_cancel("r1")
     assert [message for _, message in store.messages("r1")] == [{"v": 1}]
     assert store.cancel_requested("r1") and store.inbox_run_ids() == ["r1"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start a process whose real user is another")
+def test_a_store_finds_its_folders_as_the_effective_user_whatever_the_real_user(tmp_path: Path) -> None:
+    """Folders are looked for, like everything in the store, as the effective user: a process whose
+    real user is another (started through a setuid wrapper) and cannot enter the journal dir
+    still finds the run that is due, that it has messages, and its cancel request."""
+    store = FileStore(str(tmp_path / "j"))
+    _created(store, "r1")
+    store.set_due("r1", datetime(2030, 1, 1, tzinfo=timezone.utc))
+    store.post("r1", {"v": 1})
+    store.request_cancel("r1")
+    probe = (
+        "import json, os, sys\n"
+        "from datetime import datetime, timezone\n"
+        "from durable_cli._store.files import FileStore\n"
+        "store = FileStore(sys.argv[1])\n"
+        "print(json.dumps({'real uid': os.getuid(), 'due': [run for _, run in store.due(datetime(2031, 1, 1, tzinfo=timezone.utc))],\n"
+        "                  'inbox': store.inbox_run_ids(), 'cancel': store.cancel_requested('r1')}))\n")
+    done = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "j")], capture_output=True, text=True,
+                          preexec_fn=lambda: os.setresuid(65534, 0, 0))  # real user nobody, effective root
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"real uid": 65534, "due": ["r1"], "inbox": ["r1"], "cancel": True}
 
 
 @pytest.mark.parametrize("folder", ["inbox", "cancel", "locks", "due_runs", "problems"])

@@ -34,6 +34,20 @@ def test_numbers_and_timedeltas_are_seconds(value, seconds):
     assert parse_duration(value) == seconds
 
 
+class _CaselessText(str):
+    """Text of a str subclass that defines __eq__, and so, as Python makes it, has no hash."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and self.lower() == other.lower()
+
+
+def test_a_duration_given_as_a_str_subclass_without_a_hash_is_parsed_as_its_text():
+    assert _CaselessText.__hash__ is None
+    assert parse_duration(_CaselessText("1H30m")) == 5400.0
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(_CaselessText("soon"))
+
+
 @pytest.mark.parametrize(
     "value",
     ["", "   ", "soon", "7 fortnights", "1h30", "h", "-5s", -1, timedelta(seconds=-1), True,

@@ -41,7 +41,9 @@ if TYPE_CHECKING:
     from .files_streams import FileStreams
 
 _PROC_FD = os.path.isdir("/proc/self/fd")
-_LOOKS = os.access in os.supports_follow_symlinks  # faccessat(AT_SYMLINK_NOFOLLOW): `has_folder`
+# faccessat(AT_SYMLINK_NOFOLLOW | AT_EACCESS): `has_folder` looks as the effective user, as lstat
+# does (access() alone asks as the real user, who may not even enter the journal dir)
+_LOOKS = os.access in os.supports_follow_symlinks and os.access in os.supports_effective_ids
 _MAKING = threading.Lock()  # FileStore._component
 _Component = TypeVar("_Component")
 
@@ -205,7 +207,7 @@ class FileStore(Store):
         if name in self._folders:
             return True
         path = self._prefix + name
-        if not likely and _LOOKS and not os.access(path, os.F_OK, follow_symlinks=False):
+        if not likely and _LOOKS and not os.access(path, os.F_OK, effective_ids=True, follow_symlinks=False):
             return False
         try:
             info = os.lstat(path)
