@@ -96,7 +96,7 @@ def journals_of(project: Project, where: list[str]) -> Project:
     import psycopg
 
     (view.dir / "runs").mkdir(parents=True, exist_ok=True)
-    with psycopg.connect(where[1].replace("&lease=0.5", ""), autocommit=True) as conn:
+    with psycopg.connect(where[1].split("&lease=")[0], autocommit=True) as conn:
         for run_id in EXPECTED:
             rows = conn.execute("SELECT body FROM durable_events WHERE run_id = %s ORDER BY seq",
                                 (run_id,)).fetchall()
@@ -107,7 +107,9 @@ def journals_of(project: Project, where: list[str]) -> Project:
 @pytest.fixture
 def databases(pg_server: Any) -> Iterator[tuple[Callable[[str | None], str], Callable[[str], None]]]:
     """(lend, give_back): lend(copy_of) an empty store database from the pool (a copy of the
-    store at `copy_of`, if given), its URL with lease 0.5 s; give_back(url) when done with it."""
+    store at `copy_of`, if given), its URL with lease 0.3 s (the second migrate waits for the
+    killed one's claim to lapse: nothing else runs on that database meanwhile); give_back(url)
+    when done with it."""
     lent: list[str] = []
 
     def lend(copy_of: str | None) -> str:
@@ -115,7 +117,7 @@ def databases(pg_server: Any) -> Iterator[tuple[Callable[[str | None], str], Cal
         lent.append(url)
         if copy_of is not None:
             pg_server.copy_store(copy_of, url)
-        return url + "&lease=0.5"
+        return url + "&lease=0.3"
 
     def give_back(url: str) -> None:
         url = url.split("&lease=")[0]

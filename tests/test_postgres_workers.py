@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from helpers import DURABLE, durable, durable_env, durable_in_process, spawn, write_module
+from project import later
 
 WORKFLOWS = """
     import os, time
@@ -79,13 +80,15 @@ def _statuses(url: str, project: Path) -> Counter[str]:
     return Counter(row["status"] for row in json.loads(out))
 
 
-def _wait_all_completed(url: str, project: Path, total: int, limit: float) -> Counter[str]:
+def _wait_all_completed(url: str, project: Path, total: int, limit: float, every: float = 0.5) -> Counter[str]:
+    """The runs' statuses once all `total` completed (or `limit` seconds passed), read every `every`
+    seconds (each read is an `ls` of every run: often, it takes the workers' CPU)."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         statuses = _statuses(url, project)
         if statuses["completed"] == total:
             return statuses
-        time.sleep(0.5)
+        time.sleep(every)
     return _statuses(url, project)
 
 
@@ -141,10 +144,11 @@ def test_three_workers_share_a_hundred_runs_and_survive_one_being_killed(project
 
 
 def test_a_worker_whose_lease_was_stolen_writes_nothing_more(project: Path, pg_url: str) -> None:
-    url = pg_url + "&lease=1"
+    url = pg_url + "&lease=0.5"
     [run_id] = _start_runs(project, url, 1, "flows:one_slow_step")
     time.sleep(1.1)
-    stale = _worker(project, url, {"STEP_SECONDS": "3"})
+    # its step lasts long enough (1.5 s) to be stopped in it, and ends soon after the rescue
+    stale = _worker(project, url, {"STEP_SECONDS": "1.5"})
     try:
         deadline = time.monotonic() + 10
         while not any(e["type"] == "step_started" for e in _events(url, project, run_id)):
@@ -153,7 +157,7 @@ def test_a_worker_whose_lease_was_stolen_writes_nothing_more(project: Path, pg_u
         stale.send_signal(signal.SIGSTOP)
         rescuer = _worker(project, url, {"STEP_SECONDS": "0"})  # it claims the run once the lease lapses
         try:
-            statuses = _wait_all_completed(url, project, 1, limit=20)
+            statuses = _wait_all_completed(url, project, 1, limit=20, every=0.1)
             assert statuses == Counter({"completed": 1})
             before = _events(url, project, run_id)
             stale.send_signal(signal.SIGCONT)
@@ -219,8 +223,7 @@ def test_resume_enqueue_wakes_a_looping_worker_through_listen_not_polling(tmp_pa
 def test_one_tick_with_forked_workers_completes_and_counts_each_due_run_once(project: Path, pg_url: str) -> None:
     url = pg_url
     run_ids = _start_runs(project, url, 40, "flows:ten_steps", "2")
-    time.sleep(1.1)
-    code, out, err = durable("--store", url, "tick", "--workers", "4", "--json", cwd=project,
+    code, out, err = durable("--store", url, "tick", "--now", later(2), "--workers", "4", "--json", cwd=project,
                              env={"EFFECTS_DIR": str(project / "effects")})
     assert code == 0, err
     summary = json.loads(out)
@@ -254,10 +257,10 @@ def test_two_ticks_of_four_workers_each_over_the_same_due_runs_execute_every_run
     write_module(tmp_path, "flows", ONE_STEP)
     (tmp_path / "effects").mkdir()
     run_ids = _start_runs(tmp_path, pg_url, 300, "flows:nap_then_mark")
-    time.sleep(1.1)
     env = durable_env({"EFFECTS_DIR": str(tmp_path / "effects")})
-    ticks = [subprocess.Popen([DURABLE, "--store", pg_url, "tick", "--workers", "4", "--json"], cwd=tmp_path,
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    now = later(2)  # every run's sleep is over
+    ticks = [spawn([DURABLE, "--store", pg_url, "tick", "--now", now, "--workers", "4", "--json"], cwd=tmp_path,
+                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
     summaries = []
     for tick in ticks:
         out, err = tick.communicate(timeout=300)

@@ -163,8 +163,9 @@ def test_prune_racing_ticks_removes_only_old_finished_runs(racing) -> None:
     done = [f"done-{i}" for i in range(6)]
     for i, run_id in enumerate(done):
         assert project.run("steps_only", str(i), run_id=run_id)["status"] == "completed"
+    finished = time.monotonic()
     ids = _sleeping(project, 6)
-    time.sleep(1.2)  # the finished runs are now older than the prune's 1 s
+    time.sleep(max(0.0, finished + 1.2 - time.monotonic()))  # the finished runs are now older than the prune's 1 s
     prunes = [lambda: project.cli("prune", "--older-than", "1s", real=True) for _ in range(3)]
     results: list[Result] = in_parallel([*_ticks(project, 2), *prunes], workers=4)
     for result in results:
