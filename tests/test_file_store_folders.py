@@ -54,7 +54,8 @@ def test_a_folder_made_by_another_process_after_the_store_opened_is_used(tmp_pat
 def test_a_store_finds_its_folders_as_the_effective_user_whatever_the_real_user(tmp_path: Path) -> None:
     """Folders are looked for, like everything in the store, as the effective user: a process whose
     real user is another (started through a setuid wrapper) and cannot enter the journal dir
-    still finds the run that is due, that it has messages, and its cancel request."""
+    still finds the run that is due, its messages (read as its own files, not refused as another
+    user's), and its cancel request."""
     store = FileStore(str(tmp_path / "j"))
     _created(store, "r1")
     store.set_due("r1", datetime(2030, 1, 1, tzinfo=timezone.utc))
@@ -66,11 +67,13 @@ def test_a_store_finds_its_folders_as_the_effective_user_whatever_the_real_user(
         "from durable_cli._store.files import FileStore\n"
         "store = FileStore(sys.argv[1])\n"
         "print(json.dumps({'real uid': os.getuid(), 'due': [run for _, run in store.due(datetime(2031, 1, 1, tzinfo=timezone.utc))],\n"
-        "                  'inbox': store.inbox_run_ids(), 'cancel': store.cancel_requested('r1')}))\n")
+        "                  'inbox': store.inbox_run_ids(), 'cancel': store.cancel_requested('r1'),\n"
+        "                  'messages': [m for _, m in store.messages('r1')]}))\n")
     done = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "j")], capture_output=True, text=True,
                           preexec_fn=lambda: os.setresuid(65534, 0, 0))  # real user nobody, effective root
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"real uid": 65534, "due": ["r1"], "inbox": ["r1"], "cancel": True}
+    assert json.loads(done.stdout) == {"real uid": 65534, "due": ["r1"], "inbox": ["r1"], "cancel": True,
+                                       "messages": [{"v": 1}]}
 
 
 @pytest.mark.parametrize("folder", ["inbox", "cancel", "locks", "due_runs", "problems"])

@@ -201,7 +201,7 @@ def read_message(path: str) -> dict[str, Any] | str:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             return "not a regular file"
-        if info.st_uid != os.getuid():
+        if info.st_uid != os.geteuid():
             return "not owned by this user"
         if info.st_nlink != 1:
             return "a hard link"
