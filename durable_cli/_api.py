@@ -7,6 +7,7 @@ step calls and `start(wf, ...)`; the other calls return the concrete types expor
 
 from __future__ import annotations
 
+import functools
 import importlib
 import uuid
 from datetime import datetime, timedelta
@@ -112,17 +113,12 @@ def sleep(duration: str | float | timedelta | datetime) -> Awaitable[None]:
     return _Slept()
 
 
+@functools.cache
 def _engine(name: str) -> Any:
     """The engine's module `name` (`waits`, `children`), imported at its first use (not with
     `durable_cli`) and kept: an import in a function costs a microsecond at every call, and a
     tick resumes many sleeps, a fan-out starts many children."""
-    module = _ENGINE.get(name)
-    if module is None:
-        module = _ENGINE[name] = importlib.import_module(f"{__package__}._engine.{name}")
-    return module
-
-
-_ENGINE: dict[str, Any] = {}
+    return importlib.import_module(f"{__package__}._engine.{name}")
 
 
 class Hook:

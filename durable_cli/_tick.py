@@ -7,6 +7,7 @@ same run twice. The engine is imported only when there is something to do.
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from datetime import datetime, timedelta
@@ -91,13 +92,8 @@ def _report(store: Store, summary: TickSummary, run_id: str, exc: BaseException)
 
 def _drive(store: Store, run_id: str, clock: Clock, summary: TickSummary, options: Callable[[], Options],
            due_at: datetime | None = None) -> None:
-    global _lifecycle
-    if _lifecycle is None:  # imported at the first run driven (an idle tick imports no engine), then kept
-        from ._engine import lifecycle
-
-        _lifecycle = lifecycle
     try:
-        run = _lifecycle.drive(store, run_id, clock, options(), due_at=due_at)
+        run = _lifecycle().drive(store, run_id, clock, options(), due_at=due_at)
     except RunBusy:
         summary.busy += 1
         return
@@ -125,8 +121,13 @@ def _drive(store: Store, run_id: str, clock: Clock, summary: TickSummary, option
         summary.suspended += 1
 
 
-_lifecycle: Any = None
-"""The engine's lifecycle module, once `_drive` imported it."""
+@functools.cache
+def _lifecycle() -> Any:
+    """The engine's lifecycle module, imported at the first run driven (an idle tick imports no
+    engine), then kept."""
+    from ._engine import lifecycle
+
+    return lifecycle
 
 
 def _log_outcome(log: Log, run: Any) -> None:

@@ -11,6 +11,7 @@ in here), so nothing in the engine imports the client.
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
 from dataclasses import replace
@@ -427,15 +428,10 @@ def cancel_run(store: Store, run_id: str, clock: Clock, options: Options,
     return run
 
 
+@functools.cache
 def _chains() -> Any:
     """Continue-as-new (`chains`, which loads hashlib), imported at first use and kept: an import
     in a function costs a microsecond at every call, and every child's end names its chain."""
-    global _CHAINS
-    if _CHAINS is None:
-        from . import chains
+    from . import chains
 
-        _CHAINS = chains
-    return _CHAINS
-
-
-_CHAINS: Any = None
+    return chains

@@ -6,6 +6,7 @@ points (`_config.store_location`); this layer reads neither the environment nor 
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterator
 
@@ -40,15 +41,15 @@ def open_store(dir: str | None = None, store: str | None = None, shared: bool = 
         return MemoryStore(location)
     if "://" in location:
         raise StoreError(f"unsupported store URL {location.split('://')[0]}:// (use postgresql:// or memory:)")
-    global _FileStore
-    if _FileStore is None:  # imported at the first file store opened (a start() each), then kept
-        from .files import FileStore
-
-        _FileStore = FileStore
-    return _FileStore(location, shared)
+    return _file_store_type()(location, shared)
 
 
-_FileStore: type[FileStore] | None = None
+@functools.cache
+def _file_store_type() -> type[FileStore]:
+    """FileStore, imported at the first file store opened (a start() opens one each), then kept."""
+    from .files import FileStore
+
+    return FileStore
 
 
 @contextmanager
