@@ -55,7 +55,7 @@ def test_a_store_finds_its_folders_as_the_effective_user_whatever_the_real_user(
     """Folders are looked for, like everything in the store, as the effective user: a process whose
     real user is another (started through a setuid wrapper) and cannot enter the journal dir
     still finds the run that is due, its messages (read as its own files, not refused as another
-    user's), and its cancel request."""
+    user's), and its cancel request, also through the look the engine takes before every step."""
     store = FileStore(str(tmp_path / "j"))
     _created(store, "r1")
     store.set_due("r1", datetime(2030, 1, 1, tzinfo=timezone.utc))
@@ -68,12 +68,58 @@ def test_a_store_finds_its_folders_as_the_effective_user_whatever_the_real_user(
         "store = FileStore(sys.argv[1])\n"
         "print(json.dumps({'real uid': os.getuid(), 'due': [run for _, run in store.due(datetime(2031, 1, 1, tzinfo=timezone.utc))],\n"
         "                  'inbox': store.inbox_run_ids(), 'cancel': store.cancel_requested('r1'),\n"
-        "                  'messages': [m for _, m in store.messages('r1')]}))\n")
+        "                  'messages': [m for _, m in store.messages('r1')], 'probe': store.cancel_probe('r1')()}))\n")
     done = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "j")], capture_output=True, text=True,
                           preexec_fn=lambda: os.setresuid(65534, 0, 0))  # real user nobody, effective root
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"real uid": 65534, "due": ["r1"], "inbox": ["r1"], "cancel": True,
-                                       "messages": [{"v": 1}]}
+                                       "messages": [{"v": 1}], "probe": True}
+
+
+# A seccomp filter answering faccessat2 (439 on x86_64) with EPERM, as older container runtimes'
+# default profiles did for system calls they did not know: glibc falls back to its own check only
+# on ENOSYS, so access() says every path is missing. Installed, then `argv` run in its place.
+_DENY_FACCESSAT2 = r"""
+import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+insn = lambda code, k, jt=0, jf=0: struct.pack("HBBI", code, jt, jf, k)
+program = (insn(0x20, 0)  # load the system call's number
+           + insn(0x15, 439, 0, 1)  # faccessat2?
+           + insn(0x06, 0x00050000 | 1)  # then fail it with EPERM
+           + insn(0x06, 0x7FFF0000))  # else allow
+code = ctypes.create_string_buffer(program)
+class Program(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+prog = Program(4, ctypes.cast(code, ctypes.c_void_p))
+if libc.prctl(38, 1, 0, 0, 0) or libc.prctl(22, 2, ctypes.byref(prog), 0, 0):  # NO_NEW_PRIVS, SECCOMP
+    sys.exit(f"seccomp: errno {ctypes.get_errno()}")
+assert not os.access("/", os.F_OK, effective_ids=True, follow_symlinks=False)  # the filter works
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the filter names x86_64's system call number")
+def test_a_store_finds_its_folders_where_a_sandbox_refuses_faccessat2(tmp_path: Path) -> None:
+    """Where a sandbox answers faccessat2 with EPERM (older Docker's seccomp profile), a store does
+    not take every folder for missing (a tick would then find nothing due, for ever): it looks
+    with lstat instead."""
+    store = FileStore(str(tmp_path / "j"))
+    _created(store, "r1")
+    store.set_due("r1", datetime(2030, 1, 1, tzinfo=timezone.utc))
+    store.post("r1", {"v": 1})
+    store.request_cancel("r1")
+    probe = (
+        "import json, sys\n"
+        "from datetime import datetime, timezone\n"
+        "from durable_cli._store.files import FileStore\n"
+        "store = FileStore(sys.argv[1])\n"
+        "print(json.dumps({'due': [run for _, run in store.due(datetime(2031, 1, 1, tzinfo=timezone.utc))],\n"
+        "                  'inbox': store.inbox_run_ids(), 'cancel': store.cancel_requested('r1'),\n"
+        "                  'probe': store.cancel_probe('r1')()}))\n")
+    done = subprocess.run([sys.executable, "-c", _DENY_FACCESSAT2, sys.executable, "-c", probe, str(tmp_path / "j")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"due": ["r1"], "inbox": ["r1"], "cancel": True, "probe": True}
 
 
 @pytest.mark.parametrize("folder", ["inbox", "cancel", "locks", "due_runs", "problems"])

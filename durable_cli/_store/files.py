@@ -31,7 +31,7 @@ from .base import Event, RunQuery, RunSession, Store, check_run_id, empty_journa
 from .files_due import FileDueIndex
 from .files_inbox import FileInbox
 from .._journal import fsync
-from .fsutil import (NOFOLLOW, DirSync, fsync_dir, make_dirs, refuse_unsafe_dir, refuse_unsafe_file, unique_name,
+from .fsutil import (NOFOLLOW, DirSync, access_answers, fsync_dir, make_dirs, refuse_unsafe_dir, refuse_unsafe_file, unique_name,
                      write_atomic)
 
 if TYPE_CHECKING:
@@ -41,9 +41,6 @@ if TYPE_CHECKING:
     from .files_streams import FileStreams
 
 _PROC_FD = os.path.isdir("/proc/self/fd")
-# faccessat(AT_SYMLINK_NOFOLLOW | AT_EACCESS): `has_folder` looks as the effective user, as lstat
-# does (access() alone asks as the real user, who may not even enter the journal dir)
-_LOOKS = os.access in os.supports_follow_symlinks and os.access in os.supports_effective_ids
 _MAKING = threading.Lock()  # FileStore._component
 _Component = TypeVar("_Component")
 
@@ -203,11 +200,12 @@ class FileStore(Store):
         it meanwhile). A caller with nothing to do where it is missing asks first: one stat instead
         of a failing call, and none once it exists. A missing folder is looked for with faccessat,
         which makes no exception object (a tick asks for 4-5 missing ones a run); one `likely` to
-        exist is stat'ed at once."""
+        exist is stat'ed at once. faccessat looks as the effective user, as lstat does (access()
+        alone asks as the real user, who may not even enter the journal dir)."""
         if name in self._folders:
             return True
         path = self._prefix + name
-        if not likely and _LOOKS and not os.access(path, os.F_OK, effective_ids=True, follow_symlinks=False):
+        if not likely and access_answers() and not os.access(path, os.F_OK, effective_ids=True, follow_symlinks=False):
             return False
         try:
             info = os.lstat(path)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .. import _faults as faults
 from .base import check_run_id, is_run_id, post_unless_ended
-from .fsutil import NOFOLLOW, read_message, refuse_unsafe_file, unique_name, write_atomic
+from .fsutil import NOFOLLOW, access_answers, read_message, refuse_unsafe_file, unique_name, write_atomic
 
 if TYPE_CHECKING:
     from .files import FileStore
@@ -135,9 +135,13 @@ class FileInbox:
         return path is not None and os.path.exists(path)
 
     def cancel_probe(self, run_id: str) -> Callable[[], bool]:
-        """`cancel_requested(run_id)` as one system call (`access`) on a path made once, with no
-        Python frame: a look before every step."""
-        return functools.partial(os.access, self.store.run_path("cancel", run_id), os.F_OK)
+        """`cancel_requested(run_id)` as one system call (faccessat, as the effective user like
+        every other look of the store) on a path made once, with no Python frame: a look before
+        every step. Where faccessat cannot be believed (`access_answers`), a stat."""
+        path = self.store.run_path("cancel", run_id)
+        if access_answers():
+            return functools.partial(os.access, path, os.F_OK, effective_ids=True)
+        return functools.partial(os.path.exists, path)
 
     def clear_cancel(self, run_id: str) -> None:
         try:

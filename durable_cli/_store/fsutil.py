@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from typing import Any
@@ -11,6 +12,18 @@ from .._journal import fsync
 from .._errors_core import StoreError
 
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+@functools.cache
+def access_answers() -> bool:
+    """Whether `os.access` can look as the effective user without following a symlink
+    (faccessat2 with AT_EACCESS | AT_SYMLINK_NOFOLLOW), and be believed when it says a path is
+    missing. Not where the platform lacks those flags, nor in a sandbox whose seccomp filter
+    answers faccessat2 with EPERM (older container runtimes' default profiles did, and glibc
+    falls back to its own check only on ENOSYS): there it says every path is missing. `/` always
+    exists, so one look per process tells."""
+    return (os.access in os.supports_follow_symlinks and os.access in os.supports_effective_ids
+            and os.access("/", os.F_OK, effective_ids=True, follow_symlinks=False))
 
 
 def unique_name() -> str:
