@@ -27,6 +27,7 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 if BENCH not in sys.path:
     sys.path.insert(0, BENCH)
 
+import bounds  # noqa: E402
 import durable_cli  # noqa: E402
 from durable_cli._client import tick as tick_api  # noqa: E402  (durable_cli.tick is shadowed by the module tick.py once imported)
 import flow  # noqa: E402
@@ -447,18 +448,21 @@ def main() -> None:
         bench.figure(bench.step_overhead)
         bench.figure(bench.otel_overhead)
         bench.figure(bench.empty_workflow)
+        bench.figure(lambda: bounds.empty_start(bench))
         if not opts.skip_dbos:
             bench.figure(lambda: bench.vs_dbos(ensure_dbos(opts.dbos_python)))
         bench.figure(bench.cli_start)
         bench.figure(bench.idle_scale)
         bench.figure(bench.replay)
         bench.figure(bench.tick_throughput)
+        bench.figure(lambda: bounds.tick_run(bench))
         bench.figure(bench.continued)
         bench.figure(lambda: flow.starts(bench))
         bench.figure(lambda: flow.full_queue_tick(bench))
         bench.figure(bench.check_speed)
         bench.figure(lambda: parallel.parallel_steps(bench))
         bench.figure(lambda: parallel.fan_out_children(bench))
+        bench.figure(lambda: bounds.fan_out_child(bench))
         bench.remove_leftovers()
     finally:
         if not opts.keep:
