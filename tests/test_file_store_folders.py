@@ -76,15 +76,15 @@ def test_a_store_finds_its_folders_as_the_effective_user_whatever_the_real_user(
                                        "messages": [{"v": 1}], "probe": True}
 
 
-# A seccomp filter answering faccessat2 (439 on x86_64) with EPERM, as older container runtimes'
-# default profiles did for system calls they did not know: glibc falls back to its own check only
-# on ENOSYS, so access() says every path is missing. Installed, then `argv` run in its place.
-_DENY_FACCESSAT2 = r"""
+# A seccomp filter answering one system call (its x86_64 number: argv[1]) with EPERM, as older
+# container runtimes' default profiles did for calls they did not know (faccessat2, clone3): glibc
+# falls back to older calls only on ENOSYS. Installed, then argv[2:] run in its place.
+_DENY = r"""
 import ctypes, os, struct, sys
 libc = ctypes.CDLL(None, use_errno=True)
 insn = lambda code, k, jt=0, jf=0: struct.pack("HBBI", code, jt, jf, k)
 program = (insn(0x20, 0)  # load the system call's number
-           + insn(0x15, 439, 0, 1)  # faccessat2?
+           + insn(0x15, int(sys.argv[1]), 0, 1)  # this one?
            + insn(0x06, 0x00050000 | 1)  # then fail it with EPERM
            + insn(0x06, 0x7FFF0000))  # else allow
 code = ctypes.create_string_buffer(program)
@@ -93,12 +93,21 @@ class Program(ctypes.Structure):
 prog = Program(4, ctypes.cast(code, ctypes.c_void_p))
 if libc.prctl(38, 1, 0, 0, 0) or libc.prctl(22, 2, ctypes.byref(prog), 0, 0):  # NO_NEW_PRIVS, SECCOMP
     sys.exit(f"seccomp: errno {ctypes.get_errno()}")
-assert not os.access("/", os.F_OK, effective_ids=True, follow_symlinks=False)  # the filter works
-os.execv(sys.argv[1], sys.argv[1:])
+os.execv(sys.argv[2], sys.argv[2:])
 """
+FACCESSAT2, CLONE3 = "439", "435"
+x86_64_only = pytest.mark.skipif(os.uname().machine != "x86_64", reason="the filter names x86_64's system calls")
 
 
-@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the filter names x86_64's system call number")
+def _denied(call: str, code: str, *args: str) -> object:
+    """What Python `code` (with `args`) prints as JSON, run where system call `call` fails with EPERM."""
+    done = subprocess.run([sys.executable, "-c", _DENY, call, sys.executable, "-c", code, *args],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@x86_64_only
 def test_a_store_finds_its_folders_where_a_sandbox_refuses_faccessat2(tmp_path: Path) -> None:
     """Where a sandbox answers faccessat2 with EPERM (older Docker's seccomp profile), a store does
     not take every folder for missing (a tick would then find nothing due, for ever): it looks
@@ -109,17 +118,39 @@ def test_a_store_finds_its_folders_where_a_sandbox_refuses_faccessat2(tmp_path: 
     store.post("r1", {"v": 1})
     store.request_cancel("r1")
     probe = (
-        "import json, sys\n"
+        "import json, os, sys\n"
         "from datetime import datetime, timezone\n"
         "from durable_cli._store.files import FileStore\n"
+        "assert not os.access('/', os.F_OK, effective_ids=True, follow_symlinks=False)  # the filter works\n"
         "store = FileStore(sys.argv[1])\n"
         "print(json.dumps({'due': [run for _, run in store.due(datetime(2031, 1, 1, tzinfo=timezone.utc))],\n"
         "                  'inbox': store.inbox_run_ids(), 'cancel': store.cancel_requested('r1'),\n"
         "                  'probe': store.cancel_probe('r1')()}))\n")
-    done = subprocess.run([sys.executable, "-c", _DENY_FACCESSAT2, sys.executable, "-c", probe, str(tmp_path / "j")],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"due": ["r1"], "inbox": ["r1"], "cancel": True, "probe": True}
+    assert _denied(FACCESSAT2, probe, str(tmp_path / "j")) == {"due": ["r1"], "inbox": ["r1"], "cancel": True,
+                                                              "probe": True}
+
+
+@x86_64_only
+def test_new_journals_are_made_durable_where_a_sandbox_lets_no_thread_start(tmp_path: Path) -> None:
+    """Where a sandbox answers clone3 with EPERM, no thread can start (glibc makes threads with it
+    and falls back only on ENOSYS): a new journal's directory fsync, which runs on a syncing
+    thread elsewhere, runs before the flush returns instead of failing the run."""
+    probe = (
+        "import json, sys, threading\n"
+        "from durable_cli._store.files import FileStore\n"
+        "try:\n"
+        "    threading.Thread(target=print).start()\n"
+        "    sys.exit('a thread started: the filter does not work')\n"
+        "except RuntimeError:\n"
+        "    pass\n"
+        "store = FileStore(sys.argv[1])\n"
+        "for run_id in ('r1', 'r2'):\n"
+        "    session = store.create_run(run_id)\n"
+        "    session.stage({'type': 'run_started', 'at': '2030-01-01T00:00:00.000000Z', 'run_id': run_id, 'v': 1})\n"
+        "    session.flush()\n"
+        "    session.close()\n"
+        "print(json.dumps(sorted(store.run_ids())))\n")
+    assert _denied(CLONE3, probe, str(tmp_path / "j")) == ["r1", "r2"]
 
 
 @pytest.mark.parametrize("folder", ["inbox", "cancel", "locks", "due_runs", "problems"])

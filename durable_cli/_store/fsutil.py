@@ -67,7 +67,10 @@ class DirSync:
         self._own = fd is None
         self._fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY) if fd is None else fd
         self._error: BaseException | None = None
-        self._done = _syncer().submit(self)
+        syncer = _syncer()
+        self._done = syncer.submit(self) if syncer is not None else None
+        if syncer is None:
+            self.run()
 
     def run(self) -> None:
         try:
@@ -80,8 +83,9 @@ class DirSync:
                 os.close(self._fd)
 
     def wait(self) -> None:
-        self._done.acquire()
-        self._done.release()  # a second wait returns at once
+        if self._done is not None:
+            self._done.acquire()
+            self._done.release()  # a second wait returns at once
         if self._error is not None:
             raise self._error
 
@@ -114,9 +118,16 @@ class _Syncer:
 _SYNCER: list[_Syncer] = []
 
 
-def _syncer() -> _Syncer:
+def _syncer() -> _Syncer | None:
+    """This process's syncing thread; None where no thread can start (a sandbox whose seccomp
+    filter answers clone3 with EPERM, as older container runtimes' did): `DirSync` then syncs
+    before it returns."""
     if not _SYNCER:
-        _SYNCER.append(_Syncer())
+        try:
+            syncer = _Syncer()
+        except RuntimeError:  # "can't start new thread"
+            return None
+        _SYNCER.append(syncer)
         os.register_at_fork(after_in_child=_SYNCER.clear)
     return _SYNCER[0]
 
