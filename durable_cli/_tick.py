@@ -233,23 +233,25 @@ def _due_pass(store: Store, clock: Clock, summary: TickSummary, lazy_options: Ca
                     for k in range(1, share)]
     cursor: tuple[datetime, str] | None = None
     driven: set[str] = set()
-    for index, (due_at, run_id) in enumerate(show(due) if show is not None else due):
-        if index % share:
-            continue  # a forked worker's share (it still moves the progress bar along)
-        if stop is not None and stop():
-            break
-        if store.claims_due:  # the next run nobody holds instead of this one (Store.claim_due)
-            cursor = store.claim_due(clock(), cursor, more=index + share < len(due))
-            if cursor is None:
-                if share == 1:  # listed runs left due that it did not drive: held elsewhere
-                    listed = {listed_id for _, listed_id in due} - driven
-                    summary.busy += len(listed & {left_id for _, left_id in store.due(clock())})
+    try:
+        for index, (due_at, run_id) in enumerate(show(due) if show is not None else due):
+            if index % share:
+                continue  # a forked worker's share (it still moves the progress bar along)
+            if stop is not None and stop():
                 break
-            due_at, run_id = cursor
-            driven.add(run_id)
-        _drive(store, run_id, clock, summary, lazy_options, due_at)
-    for child in children:
-        summary.add(_join_worker(*child))
+            if store.claims_due:  # the next run nobody holds instead of this one (Store.claim_due)
+                cursor = store.claim_due(clock(), cursor, more=index + share < len(due))
+                if cursor is None:
+                    if share == 1:  # listed runs left due that it did not drive: held elsewhere
+                        listed = {listed_id for _, listed_id in due} - driven
+                        summary.busy += len(listed & {left_id for _, left_id in store.due(clock())})
+                    break
+                due_at, run_id = cursor
+                driven.add(run_id)
+            _drive(store, run_id, clock, summary, lazy_options, due_at)
+    finally:  # even when this process's share failed (its store lost): no worker outlives the tick
+        for child in children:
+            summary.add(_join_worker(*child))
     return len(due)
 
 
@@ -304,12 +306,14 @@ def _fork_worker(due: list[tuple[datetime, str]], reopen: Callable[[], Store], c
     except Exception as exc:
         summary.errors.append({"run_id": "", "error": f"tick worker: {exc}"})
     finally:
-        from ._telemetry import flush
+        try:
+            from ._telemetry import flush
 
-        flush()  # os._exit skips the exporters' own flush at exit
-        with os.fdopen(write, "w") as out:
-            out.write(json.dumps(summary.to_json()))
-        os._exit(0)
+            flush()  # os._exit skips the exporters' own flush at exit
+            with os.fdopen(write, "w") as out:
+                out.write(json.dumps(summary.to_json()))
+        finally:  # even when the report fails (the tick is gone): never return into the tick's code
+            os._exit(0)
 
 
 def _join_worker(pid: int, read: int) -> TickSummary:

@@ -271,3 +271,90 @@ def test_two_ticks_of_four_workers_each_over_the_same_due_runs_execute_every_run
     executions = Counter(_effects(tmp_path))
     assert len(executions) == len(run_ids) and max(executions.values()) == 1, "a step ran twice"
     assert _statuses(pg_url, tmp_path) == Counter({"completed": len(run_ids)})
+
+
+CUT_OFF = """
+    import os, time
+    import psycopg
+    from durable_cli import get_step_metadata, sleep, step, workflow
+    from durable_cli._engine.context import current_execution
+
+    @step
+    def work():
+        if os.getpid() == os.getpgid(0) and not os.path.exists(os.environ["CUT"]):
+            # the tick's own process (its forked workers are not group leaders): the server ends
+            # its store connection, as a failover or a DBA would
+            open(os.environ["CUT"], "w").close()
+            backend = current_execution.get().store._db.conn.info.backend_pid
+            with psycopg.connect(os.environ["ADMIN_URL"], autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
+        else:
+            time.sleep(0.2)
+        with open(os.path.join(os.environ["EFFECTS_DIR"], str(os.getpid())), "a") as out:
+            out.write(f"{get_step_metadata().step_id} {get_step_metadata().attempt}\\n")
+        return 1
+
+    @workflow
+    def nap_then_work():
+        sleep("1s")
+        return work()
+"""
+
+
+def test_a_tick_whose_own_connection_is_cut_waits_for_its_workers_and_says_so_once(
+        tmp_path: Path, pg_url: str) -> None:
+    """`tick --workers 2` whose main process loses its store connection mid-pass fails in one
+    sentence, but only once its forked worker has finished its share: no worker outlives the tick
+    (one left behind found its pipe closed and went on in a copy of the main process's code). The
+    next tick completes every run, each step once (the step that saw the cut, whose result could not
+    be stored, twice)."""
+    write_module(tmp_path, "flows", CUT_OFF)
+    (tmp_path / "effects").mkdir()
+    url = pg_url + "&lease=0.5"
+    run_ids = _start_runs(tmp_path, url, 12, "flows:nap_then_work")
+    env = durable_env({"EFFECTS_DIR": str(tmp_path / "effects"), "CUT": str(tmp_path / "cut"), "ADMIN_URL": pg_url})
+    tick = spawn([DURABLE, "--store", url, "tick", "--now", later(2), "--workers", "2"], cwd=tmp_path, env=env,
+                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    assert tick.stderr is not None
+    tick.wait(timeout=60)
+    try:
+        os.killpg(tick.pid, 0)  # the tick's process group: its workers, if any is left
+        left = True
+    except ProcessLookupError:
+        left = False
+    err = tick.stderr.read().decode()
+    tick.stderr.close()
+    assert not left, "a forked worker outlived its tick"
+    assert (tmp_path / "cut").exists()
+    assert tick.returncode == 2 and err.startswith("Error: PostgreSQL store") and len(err.splitlines()) == 1, err
+    time.sleep(0.6)  # the lease of the run whose result was not stored lapses
+    code, out, err = durable("--store", url, "tick", "--now", later(2), "--workers", "1", cwd=tmp_path,
+                             env={"EFFECTS_DIR": str(tmp_path / "effects")})
+    assert code == 0, err
+    assert _statuses(url, tmp_path) == Counter({"completed": len(run_ids)})
+    executions = Counter(step_id for step_id, _ in _effects(tmp_path))
+    assert len(executions) == len(run_ids) and sorted(executions.values())[-2:] <= [1, 2], executions
+
+
+def test_a_forked_worker_whose_tick_is_gone_exits_instead_of_going_on_in_the_ticks_code(tmp_path: Path) -> None:
+    """A worker reports to its tick through a pipe: when the tick died meanwhile (SIGKILL), the
+    report fails (EPIPE), and the worker must still exit then, not return into the copy of the
+    tick's stack that the fork gave it (it would go on as a second tick)."""
+    script = (
+        "import os, sys, time\n"
+        "from datetime import datetime, timezone\n"
+        "import durable_cli._tick as tick\n"
+        "class Done:\n"
+        "    claims_due = False\n"
+        "    def close(self): pass\n"
+        "tick._drive = lambda *args, **kwargs: time.sleep(0.2)\n"
+        "now = lambda: datetime.now(timezone.utc)\n"
+        "pid, read = tick._fork_worker([(now(), 'r1')], Done, now, lambda: None, None, {})\n"
+        "os.close(read)  # as a tick that was killed: nobody reads the report\n"
+        "print('returned', flush=True)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "print('worker', os.waitstatus_to_exitcode(status), flush=True)\n"
+    )
+    done = subprocess.run([os.path.join(os.path.dirname(DURABLE), "python"), "-c", script], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.splitlines()) == (0, ["returned", "worker 0"]), done.stderr

@@ -320,3 +320,26 @@ def test_claim_due_hands_each_worker_the_next_due_run_nobody_holds(pg_url: str) 
     one.close()  # gives back the claim no open_run took
     assert two.claim_due(base + timedelta(minutes=1), None) == (base, "r0")
     two.close()
+
+
+def test_a_listener_the_server_cut_off_is_replaced_and_the_waiting_worker_goes_on(pg_url: str) -> None:
+    """`tick --loop` waits for work on a LISTEN connection of its own; the server may end it (a
+    failover, a DBA, idle_session_timeout) while the store's own connection is fine. The wait
+    must neither raise psycopg's error (a traceback that ended the loop) nor trust the dead
+    connection: it says there may be work (a notification may have been missed), and the next
+    wait listens again and is woken by a post."""
+    store, other = PostgresStore(pg_url), PostgresStore(pg_url)
+    assert store.wait_for_work(0.01) is False  # listening now
+    listener = store._listener.info.backend_pid
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (listener,))
+        deadline = time.monotonic() + 10
+        while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (listener,)).fetchone():
+            assert time.monotonic() < deadline, "the listener's backend did not end"
+            time.sleep(0.01)
+    assert store.wait_for_work(0.01) is True  # the caller polls at once
+    assert store.wait_for_work(0.01) is False  # listening again
+    other.post("r1", {"kind": "hook", "token": "t", "payload": 1})
+    assert store.wait_for_work(10) is True
+    store.close()
+    other.close()

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 from ..errors import JournalDamaged, RunNotFound, StoreError
 
 try:
-    import psycopg  # noqa: F401  (only to tell a missing driver apart)
+    import psycopg  # first here: a missing driver is told apart
 except ImportError:
     raise StoreError(
         "the PostgreSQL store needs the postgres extra: pip install 'durable-cli[postgres]'"
@@ -486,11 +486,24 @@ class PostgresStore(PostgresQueues, Store):
 
     # waking workers
     def wait_for_work(self, timeout: float) -> bool:
-        """LISTEN for the notification `post` sends; polling by the caller stays the safety net."""
+        """LISTEN for the notification `post` sends; polling by the caller stays the safety net.
+        A listening connection the server ended is dropped (True: a notification may have been
+        missed, the caller polls now) and the next wait listens on a new one; a server that is
+        gone says so then (StoreError), or through the store's own connection."""
         if self._listener is None:
-            self._listener = connect(self._url)
-            self._listener.execute("LISTEN durable_wake")
-        for _ in self._listener.notifies(timeout=timeout, stop_after=1):
+            listener = connect(self._url)
+            try:
+                listener.execute("LISTEN durable_wake")
+            except psycopg.Error as exc:
+                listener.close()
+                raise self._db._translated(exc) from exc
+            self._listener = listener
+        try:
+            for _ in self._listener.notifies(timeout=timeout, stop_after=1):
+                return True
+        except psycopg.Error:
+            self._listener.close()
+            self._listener = None
             return True
         return False
 
