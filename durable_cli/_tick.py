@@ -221,21 +221,29 @@ def _due_pass(store: Store, clock: Clock, summary: TickSummary, lazy_options: Ca
               show: Callable[[list[tuple[datetime, str]]], Iterable[tuple[datetime, str]]] | None,
               stop: Callable[[], bool] | None, workers: int, reopen: Callable[[], Store] | None) -> int:
     """Drive every run due now, shared with forked workers when there are enough of them; how many
-    were due."""
+    were due. Where a worker cannot be forked (a container's process limit), this process drives
+    the shares of the workers it could not start."""
     due = list(store.due(clock()))
     share = workers if workers > 1 and reopen is not None and len(due) >= 2 * workers else 1
-    children = []
+    children: list[tuple[int, int]] = []
     if share > 1:
         assert reopen is not None
         lazy_options()  # once, before forking: the workers inherit it
         from ._engine import lifecycle  # noqa: F401  (imported once here, not once per worker)
-        children = [_fork_worker(due[k::share], reopen, clock, lazy_options, stop, summary.problems, summary.log)
-                    for k in range(1, share)]
+        for k in range(1, share):
+            try:
+                children.append(_fork_worker(due[k::share], reopen, clock, lazy_options, stop, summary.problems,
+                                             summary.log))
+            except OSError as exc:
+                if summary.log is not None:
+                    summary.log("warning", "tick_workers", f"tick: {share - k} of {share - 1} workers not started "
+                                f"({exc.strerror or exc}); their runs are driven by the tick itself")
+                break
     cursor: tuple[datetime, str] | None = None
     driven: set[str] = set()
     try:
         for index, (due_at, run_id) in enumerate(show(due) if show is not None else due):
-            if index % share:
+            if 0 < index % share <= len(children):
                 continue  # a forked worker's share (it still moves the progress bar along)
             if stop is not None and stop():
                 break
@@ -280,7 +288,12 @@ def _fork_worker(due: list[tuple[datetime, str]], reopen: Callable[[], Store], c
     import os
 
     read, write = os.pipe()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(read)
+        os.close(write)
+        raise
     if pid:
         os.close(write)
         return pid, read

@@ -349,3 +349,31 @@ def run_process(argv: Sequence[str], env: Mapping[str, str], input: bytes | None
             process.communicate()
             raise
     return process.returncode, out.decode(), err.decode()
+
+
+# A seccomp filter answering one system call (its x86_64 number: argv[1]) with EPERM, as older
+# container runtimes' default profiles did for calls they did not know (faccessat2, clone3): glibc
+# falls back to older calls only on ENOSYS. Installed, then argv[2:] run in its place.
+_DENY = r"""
+import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+insn = lambda code, k, jt=0, jf=0: struct.pack("HBBI", code, jt, jf, k)
+program = (insn(0x20, 0)  # load the system call's number
+           + insn(0x15, int(sys.argv[1]), 0, 1)  # this one?
+           + insn(0x06, 0x00050000 | 1)  # then fail it with EPERM
+           + insn(0x06, 0x7FFF0000))  # else allow
+code = ctypes.create_string_buffer(program)
+class Program(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+prog = Program(4, ctypes.cast(code, ctypes.c_void_p))
+if libc.prctl(38, 1, 0, 0, 0) or libc.prctl(22, 2, ctypes.byref(prog), 0, 0):  # NO_NEW_PRIVS, SECCOMP
+    sys.exit(f"seccomp: errno {ctypes.get_errno()}")
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+_X86_64 = {"clone": "56", "clone3": "435", "faccessat2": "439"}
+
+
+def denying(call: str) -> list[str]:
+    """A command prefix that runs the rest of its command where system call `call` (x86_64 only:
+    check `os.uname().machine`) fails with EPERM: fork without `clone`, threads without `clone3`."""
+    return [sys.executable, "-c", _DENY, _X86_64[call]]

@@ -7,14 +7,15 @@ Commands that crash or race run as real processes; the ones that only recover or
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from helpers import (DURABLE, durable, durable_env, durable_in_process, durable_json_in_process, journal_path,
-                     read_events, spawn, write_module)
+from helpers import (DURABLE, denying, durable, durable_env, durable_in_process, durable_json_in_process,
+                     journal_path, read_events, run_process, spawn, write_module)
 
 FLOWS = """
 import os, signal
@@ -205,6 +206,25 @@ def test_four_ticks_at_once_on_twenty_due_runs_execute_each_step_once(project, w
         events = _events(where, run_id, project)
         assert events[-1]["type"] == "run_completed"
         assert sum(e["type"] == "step_started" for e in events) == 1
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the filter names x86_64's system calls")
+def test_a_tick_that_cannot_fork_its_workers_drives_every_due_run_itself(project, where):
+    """Where no process can be forked (a container at its process limit; here a seccomp filter
+    fails `clone`), `durable tick --workers 4` drives the shares of the workers it could not
+    start: every due run completes, each step once, and the tick says so in its log."""
+    run_ids = [json.loads(_on(where, "run", "flows:napper", str(n), "--json", cwd=project)[1])["run_id"]
+               for n in range(12)]
+    code, out, err = run_process([DURABLE, *where, "tick", "--workers", "4", "--now", later(2), "--json",
+                                  "--log-format", "json"], durable_env(), prefix=denying("clone"),
+                                 timeout=60, cwd=project)
+    assert code == 0, err
+    assert json.loads(out)["completed"] == 12
+    [warning] = [json.loads(line) for line in err.splitlines() if '"tick_workers"' in line]
+    assert "3 of 3 workers not started" in warning["message"]
+    assert sorted(_lines(project / "effects.txt"), key=int) == [str(n) for n in range(12)]
+    for run_id in run_ids:
+        assert _events(where, run_id, project)[-1]["type"] == "run_completed"
 
 
 def test_a_torn_journal_tail_is_cut_and_the_run_recovers_on_the_next_tick(project):

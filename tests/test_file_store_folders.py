@@ -25,6 +25,7 @@ from durable_cli._store import fsutil
 from durable_cli._store.files import FileStore
 from durable_cli._store.files_due import _STAMP, _instant, _stamp
 from durable_cli.errors import StoreError
+from helpers import denying
 
 
 def _event(run_id: str) -> dict[str, object]:
@@ -76,33 +77,12 @@ def test_a_store_finds_its_folders_as_the_effective_user_whatever_the_real_user(
                                        "messages": [{"v": 1}], "probe": True}
 
 
-# A seccomp filter answering one system call (its x86_64 number: argv[1]) with EPERM, as older
-# container runtimes' default profiles did for calls they did not know (faccessat2, clone3): glibc
-# falls back to older calls only on ENOSYS. Installed, then argv[2:] run in its place.
-_DENY = r"""
-import ctypes, os, struct, sys
-libc = ctypes.CDLL(None, use_errno=True)
-insn = lambda code, k, jt=0, jf=0: struct.pack("HBBI", code, jt, jf, k)
-program = (insn(0x20, 0)  # load the system call's number
-           + insn(0x15, int(sys.argv[1]), 0, 1)  # this one?
-           + insn(0x06, 0x00050000 | 1)  # then fail it with EPERM
-           + insn(0x06, 0x7FFF0000))  # else allow
-code = ctypes.create_string_buffer(program)
-class Program(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-prog = Program(4, ctypes.cast(code, ctypes.c_void_p))
-if libc.prctl(38, 1, 0, 0, 0) or libc.prctl(22, 2, ctypes.byref(prog), 0, 0):  # NO_NEW_PRIVS, SECCOMP
-    sys.exit(f"seccomp: errno {ctypes.get_errno()}")
-os.execv(sys.argv[2], sys.argv[2:])
-"""
-FACCESSAT2, CLONE3 = "439", "435"
 x86_64_only = pytest.mark.skipif(os.uname().machine != "x86_64", reason="the filter names x86_64's system calls")
 
 
 def _denied(call: str, code: str, *args: str) -> object:
     """What Python `code` (with `args`) prints as JSON, run where system call `call` fails with EPERM."""
-    done = subprocess.run([sys.executable, "-c", _DENY, call, sys.executable, "-c", code, *args],
-                          capture_output=True, text=True)
+    done = subprocess.run([*denying(call), sys.executable, "-c", code, *args], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -126,7 +106,7 @@ def test_a_store_finds_its_folders_where_a_sandbox_refuses_faccessat2(tmp_path: 
         "print(json.dumps({'due': [run for _, run in store.due(datetime(2031, 1, 1, tzinfo=timezone.utc))],\n"
         "                  'inbox': store.inbox_run_ids(), 'cancel': store.cancel_requested('r1'),\n"
         "                  'probe': store.cancel_probe('r1')()}))\n")
-    assert _denied(FACCESSAT2, probe, str(tmp_path / "j")) == {"due": ["r1"], "inbox": ["r1"], "cancel": True,
+    assert _denied("faccessat2", probe, str(tmp_path / "j")) == {"due": ["r1"], "inbox": ["r1"], "cancel": True,
                                                               "probe": True}
 
 
@@ -150,7 +130,7 @@ def test_new_journals_are_made_durable_where_a_sandbox_lets_no_thread_start(tmp_
         "    session.flush()\n"
         "    session.close()\n"
         "print(json.dumps(sorted(store.run_ids())))\n")
-    assert _denied(CLONE3, probe, str(tmp_path / "j")) == ["r1", "r2"]
+    assert _denied("clone3", probe, str(tmp_path / "j")) == ["r1", "r2"]
 
 
 @pytest.mark.parametrize("folder", ["inbox", "cancel", "locks", "due_runs", "problems"])
