@@ -353,20 +353,49 @@ def test_the_rest_of_the_cli_does_not_import_starlette_or_uvicorn() -> None:
     assert done.stdout.decode().strip() == "[]", done.stderr.decode()
 
 
+def _webhook_run_on(pg_url: str, cwd: Path, server: ServeProcess) -> tuple[str, str]:
+    """(run id, webhook URL) of a new `flows:on_webhook` run on the PostgreSQL store at `pg_url`."""
+    code, document, err = durable_json_in_process("--store", pg_url, "run", "flows:on_webhook", cwd=cwd,
+                                                  env={"DURABLE_PUBLIC_URL": server.url})
+    assert code == 0 and document["status"] == "waiting", err
+    _, shown, _ = durable_json_in_process("--store", pg_url, "inspect", document["run_id"], cwd=cwd)
+    return document["run_id"], next(e for e in shown["events"] if e["type"] == "hook_created")["webhook"]["url"]
+
+
 def test_a_webhook_round_trip_works_on_a_postgresql_store(tmp_path: Path, pg_url: str) -> None:
     write_module(tmp_path, "flows", FLOWS)
     server = ServeProcess(tmp_path, store=pg_url)
     try:
-        code, document, err = durable_json_in_process("--store", pg_url, "run", "flows:on_webhook", cwd=tmp_path,
-                                           env={"DURABLE_PUBLIC_URL": server.url})
-        assert code == 0 and document["status"] == "waiting", err
-        run_id = document["run_id"]
-        _, shown, _ = durable_json_in_process("--store", pg_url, "inspect", run_id, cwd=tmp_path)
-        url = next(e for e in shown["events"] if e["type"] == "hook_created")["webhook"]["url"]
+        run_id, url = _webhook_run_on(pg_url, tmp_path, server)
         assert httpx.post(url, json={"order": 8}).status_code == 202
         assert httpx.get(f"{server.url}/api/runs/{run_id}").json()["status"] == "waiting"
         assert durable_in_process("--store", pg_url, "tick", cwd=tmp_path)[0] == 0
         _, shown, _ = durable_json_in_process("--store", pg_url, "inspect", run_id, cwd=tmp_path)
         assert (shown["status"], shown["result"]["json"]) == ("completed", {"order": 8})
+    finally:
+        assert server.stop() == 0, server.log.read_text()
+
+
+def test_a_server_on_postgresql_goes_on_after_the_database_ended_its_sessions(tmp_path: Path, pg_url: str) -> None:
+    """A restart or failover of the database ends every session of `durable serve`: the request
+    that finds its connection gone may fail, but the API answers again over a new one, and the
+    tick loop (--tick) completes the run the webhook resumed, without restarting the server."""
+    import psycopg
+
+    write_module(tmp_path, "flows", FLOWS)
+    server = ServeProcess(tmp_path, "--tick", "--tick-interval", "0.2s", store=pg_url)
+    try:
+        run_id, url = _webhook_run_on(pg_url, tmp_path, server)
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            ended = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                                  " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                                  " AND backend_type = 'client backend'").fetchone()
+        assert ended is not None and ended[0] >= 2  # the API's connection and the tick loop's
+        answers = [httpx.post(url, json={"order": 9}).status_code for _ in range(2)]
+        assert answers[-1] == 202, answers
+        deadline = time.monotonic() + 20
+        while httpx.get(f"{server.url}/api/runs/{run_id}").json()["status"] != "completed":
+            assert time.monotonic() < deadline, server.log.read_text()
+            time.sleep(0.1)
     finally:
         assert server.stop() == 0, server.log.read_text()

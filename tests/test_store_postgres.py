@@ -330,16 +330,52 @@ def test_a_listener_the_server_cut_off_is_replaced_and_the_waiting_worker_goes_o
     wait listens again and is woken by a post."""
     store, other = PostgresStore(pg_url), PostgresStore(pg_url)
     assert store.wait_for_work(0.01) is False  # listening now
-    listener = store._listener.info.backend_pid
-    with psycopg.connect(pg_url, autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(%s)", (listener,))
-        deadline = time.monotonic() + 10
-        while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (listener,)).fetchone():
-            assert time.monotonic() < deadline, "the listener's backend did not end"
-            time.sleep(0.01)
+    end_backend(pg_url, store._listener.info.backend_pid)
     assert store.wait_for_work(0.01) is True  # the caller polls at once
     assert store.wait_for_work(0.01) is False  # listening again
     other.post("r1", {"kind": "hook", "token": "t", "payload": 1})
     assert store.wait_for_work(10) is True
     store.close()
     other.close()
+
+
+def end_backend(pg_url: str, pid: int) -> None:
+    """End the server's session `pid` (as a restart, a failover or a DBA does) and wait until it is gone."""
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        deadline = time.monotonic() + 10
+        while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+            assert time.monotonic() < deadline, f"backend {pid} did not end"
+            time.sleep(0.01)
+
+
+def test_a_store_whose_connection_the_server_ended_goes_on_over_a_new_one(pg_url: str) -> None:
+    """A long-lived process (`durable serve`, its tick loop) outlives a server restart: the
+    statement that finds its connection gone fails with a StoreError, and the next one opens a
+    new connection, its step lines written through statements prepared there again."""
+    store = PostgresStore(pg_url)
+    create(store, "r1", {"type": "step_started", "name": "a", "pos": 0}).close()
+    end_backend(pg_url, store._db.conn.info.backend_pid)
+    with pytest.raises(StoreError):
+        store.run_ids()
+    assert store.run_ids() == ["r1"]
+    create(store, "r2", {"type": "step_started", "name": "a", "pos": 0}).close()
+    assert [event["type"] for event in store.read_events("r2")] == ["run_started", "step_started"]
+    store.close()
+
+
+def test_a_lost_connection_is_not_replaced_while_the_inbox_gate_rides_on_it(pg_url: str) -> None:
+    """`closing` holds the run's inbox gate as a lock of the session: a connection lost inside it
+    took the gate along, so every statement there fails rather than going on, ungated, over a
+    new one (a payload posted meanwhile would be acknowledged and never read); after the block,
+    the store goes on over a new connection."""
+    store = PostgresStore(pg_url)
+    create(store, "r1").close()
+    with pytest.raises(StoreError):
+        with store.closing("r1"):
+            end_backend(pg_url, store._db.conn.info.backend_pid)
+            for _ in range(2):
+                with pytest.raises(StoreError):
+                    store.run_ids()
+    assert store.run_ids() == ["r1"]
+    store.close()

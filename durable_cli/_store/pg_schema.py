@@ -41,13 +41,42 @@ class Conflict(StoreError):
 
 
 class Db:
-    """One autocommit connection, shared by a store's threads; its errors become StoreErrors."""
+    """One autocommit connection, shared by a store's threads; its errors become StoreErrors.
+
+    A connection the server ended (a restart, a failover, a DBA) fails the statement that finds
+    it so; the next statement opens a new one, unless a `pinned` block relies on the session
+    (a session-level lock, gone with it): there every statement fails until the block ends. So a
+    long-lived process (`durable serve`) goes on after the server comes back."""
 
     def __init__(self, url: StoreUrl) -> None:
         self.url = url
         self.conn = connect(url)
         self._lock = threading.Lock()
         self._prepared: set[bytes] = set()  # names of the statements `prepared` made here
+        self._pins = 0  # `pinned` blocks running
+
+    def _live(self) -> Conn:
+        """The connection, a new one in place of one that is broken (called under the lock)."""
+        if self.conn.broken:
+            if self._pins:
+                raise StoreError(self._message_text("the connection was lost amid an operation"))
+            self.conn.close()
+            self.conn = connect(self.url)
+            self._prepared.clear()
+        return self.conn
+
+    @contextmanager
+    def pinned(self) -> Iterator[None]:
+        """A block whose statements rely on this session (a session-level advisory lock): the
+        connection is not replaced while it runs."""
+        with self._lock:
+            self._live()
+            self._pins += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._pins -= 1
 
     def rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
         """The rows `sql` returns (none for a statement that returns nothing)."""
@@ -70,7 +99,7 @@ class Db:
         (once it has prepared statements of its own): a statement found gone is prepared again."""
         with self._lock:
             try:
-                pgconn = self.conn.pgconn
+                pgconn = self._live().pgconn
                 if name not in self._prepared:
                     self._check(pgconn.prepare(name, sql.encode()))
                     self._prepared.add(name)
@@ -108,6 +137,7 @@ class Db:
         """One thread at a time on the connection; psycopg errors as StoreErrors, scrubbed."""
         with self._lock:
             try:
+                self._live()
                 yield
             except psycopg.Error as exc:
                 raise self._translated(exc) from exc
@@ -119,7 +149,10 @@ class Db:
         return StoreError(self._message(exc))
 
     def _message(self, exc: psycopg.Error) -> str:
-        return f"PostgreSQL store {self.url.location}: {self.url.scrub(str(exc).strip())}"
+        return self._message_text(str(exc).strip())
+
+    def _message_text(self, text: str) -> str:
+        return f"PostgreSQL store {self.url.location}: {self.url.scrub(text)}"
 
     def close(self) -> None:
         self.conn.close()

@@ -385,7 +385,7 @@ class PostgresStore(PostgresQueues, Store):
     @contextmanager
     def closing(self, run_id: str) -> Iterator[None]:
         key = (INBOX_GATE, check_run_id(run_id))
-        with self._gate:
+        with self._gate, self._db.pinned():  # the gate is the session's: lost with its connection
             self._db.rows("SELECT pg_advisory_lock(%s, hashtext(%s))", key)
             held = self._holding(run_id)
             if held is not None and held.released:
