@@ -379,3 +379,24 @@ def test_a_lost_connection_is_not_replaced_while_the_inbox_gate_rides_on_it(pg_u
                     store.run_ids()
     assert store.run_ids() == ["r1"]
     store.close()
+
+
+def test_a_store_closed_after_its_connection_was_lost_lets_the_claims_it_took_lapse(pg_url: str) -> None:
+    """`close` gives back the claims `claim_due` handed out and nothing opened; when it cannot (its
+    connection is gone), it still stops renewing them, so they lapse with their lease and another
+    worker takes those runs (they stayed held for as long as an app that ticks in-process lived)."""
+    base = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    now = base + timedelta(minutes=1)
+    one, two = PostgresStore(pg_url + "&lease=0.6"), PostgresStore(pg_url + "&lease=0.6")
+    for n in range(2):
+        create(one, f"r{n}").close()
+        one.set_due(f"r{n}", base)
+    first = one.claim_due(now, None)
+    assert first == (base, "r0") and one.claim_due(now, first) == (base, "r1")  # both held, unopened
+    end_backend(pg_url, one._db.conn.info.backend_pid)
+    with pytest.raises(StoreError):
+        one.close()
+    time.sleep(1.0)  # past the lease, had nothing renewed it
+    taken = two.claim_due(now, None)
+    assert taken == (base, "r0") and two.claim_due(now, taken) == (base, "r1")
+    two.close()

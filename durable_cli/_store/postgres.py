@@ -106,13 +106,19 @@ class PostgresStore(PostgresQueues, Store):
         self._gate = threading.RLock()
 
     def close(self) -> None:
-        for run_id, (claim, *_) in list(self._parked.items()):
-            self._heartbeat.remove(run_id)
-            release(self._db, self.worker_id, run_id, claim)
-        self._heartbeat.stop()
-        self._db.close()
-        if self._listener is not None:
-            self._listener.close()
+        """Give back the claims `claim_due` handed out and no `open_run` took, then stop the
+        heartbeat and close the connections, even when giving back failed (the connection lost):
+        a claim not given back then lapses with its lease instead of being renewed for as long
+        as this process lives."""
+        try:
+            for run_id, (claim, *_) in list(self._parked.items()):
+                self._heartbeat.remove(run_id)
+                release(self._db, self.worker_id, run_id, claim)
+        finally:
+            self._heartbeat.stop()
+            self._db.close()
+            if self._listener is not None:
+                self._listener.close()
 
     # runs and journals
     def _session(self, run_id: str, claim: int, events: list[Event]) -> PostgresRunSession:
