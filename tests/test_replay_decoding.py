@@ -134,6 +134,76 @@ def test_a_head_holding_its_own_crc_key_or_crc_text_parses_as_decoding_it_does()
     assert list(events[-1]) == list(_decoded(twice)[-1])
 
 
+def _spliced(first: bytes, n: int) -> list[bytes]:
+    """Journals whose lines (a first head `first` with seq `n`, then seqs n + 1, n + 2) have good
+    CRCs over heads that are not JSON one by one, but are when joined with the separator the
+    one-go parse puts between them, with every seq in order: a string opened in the first line
+    and closed in the third, or an array opened in the first and closed in the third, which then
+    holds two events more."""
+    def tags(seq: int) -> bytes:
+        return b'{"type":"tags_set","seq":%d,"tags":{}' % seq
+    return [
+        _line(first + b',"x":"abc') + b',"crc":"00000000"}\n'
+        + _line(b'"},' + tags(n + 1) + b'},' + tags(n + 2)),
+        _line(first + b',"x":[{"q":1') + _line(tags(n + 1)) + _line(b'{"seq":9}]},' + tags(n + 1) + b'},' + tags(n + 2)),
+    ]
+
+
+def test_lines_that_parse_only_when_joined_are_refused_as_decoding_each_line_refuses_them() -> None:
+    """Each line decoded alone is unreadable: the one-go parse must refuse them too, never hand
+    back events no line holds (found by reading `_parse_fast` against `decode`: the seqs coming
+    out in order did not make up for it)."""
+    start = b'{"type":"run_started","seq":1,"at":"' + AT.encode() + b'","run_id":"r1"'
+    for data in _spliced(start, 1):
+        assert _decoded(data) is None
+        for read in (journal.parse, journal.skim):
+            with pytest.raises(JournalDamaged, match=r"^journal damaged: j: line 1 is unreadable "):
+                read(data, "j")
+    for data in _spliced(b'{"type":"tags_set","seq":2,"tags":{}', 2):  # after a whole first line
+        data = _journal(_run(0)[0]) + data
+        assert _decoded(data) is None
+        for read in (journal.parse, journal.skim):
+            with pytest.raises(JournalDamaged, match=r"^journal damaged: j: line 2 is unreadable "):
+                read(data, "j")
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_heads_cut_anywhere_under_good_crcs_read_as_each_line_decoded_says(seed: int) -> None:
+    """The heads of a few lines joined, cut again at random places (or given a stray quote or
+    bracket), each cut given a good CRC: `parse` holds what decoding each line makes of them, or
+    refuses them; `skim` refuses them too, or stubs only lines whose type, seq and pos decoding
+    gives (a stub's line that does not decode is named when it is shown)."""
+    rnd = random.Random(seed)
+    journals = _journals()
+    for _ in range(1500):
+        heads = [line[:-18] for line in rnd.choice(journals).split(b"\n")[:rnd.randint(1, 8)]]
+        text = b"},".join(heads)
+        if rnd.random() < 0.5 and len(text) > len(heads):
+            cuts = sorted(rnd.sample(range(1, len(text)), len(heads) - 1))
+            heads = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])]
+            heads = [h[:-2] if h.endswith(b"},") else h for h in heads[:-1]] + heads[-1:]
+        else:
+            i = rnd.randrange(len(heads))
+            j = rnd.randrange(len(heads[i]) + 1)
+            heads[i] = heads[i][:j] + rnd.choice([b'"', b"[", b"{", b"}", b"]", b'"},{"seq":2', b"\\"]) + heads[i][j:]
+        data = b"".join(_line(head) for head in heads)
+        outcome, decoded = _outcome(data), _decoded(data)
+        if decoded is None:
+            assert isinstance(outcome, str) and outcome.startswith("journal damaged: j: line "), outcome
+        elif isinstance(outcome, tuple):
+            assert outcome == (decoded, len(data))
+        try:
+            skimmed, lines = journal.skim(data, "j")
+        except JournalDamaged:
+            continue
+        for event, line in zip(skimmed, lines):
+            try:
+                whole = journal.decode(line)
+            except ValueError:
+                continue
+            assert {key: whole.get(key) for key in event} == event
+
+
 def _mixed() -> list[dict[str, Any]]:
     """Steps among the events that change what they leave behind: crashes, suspensions, failures."""
     events = _run(2)
