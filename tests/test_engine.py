@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from durable_cli import (FatalError, RetryableError, define_hook, get_run, get_step_metadata,
-                         get_workflow_metadata, resume_hook, sleep, start, step, tick, workflow)
+                         get_workflow_metadata, resume_hook, set_event, sleep, start, step, tick, workflow)
 from helpers import read_events, run_events, write_module
 
 CALLS: list[str] = []
@@ -361,6 +361,54 @@ def test_a_workflow_result_that_is_not_json_fails_the_run(tmp_path):
     run = start(returns_a_set, dir=tmp_path)
     assert run.status == "failed"
     assert "not JSON serializable" in run.error["message"]
+
+
+def nested(depth: int) -> list[object]:
+    """A list `depth` lists deep: too deep for the JSON encoder at 100,000."""
+    value: list[object] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@step(max_retries=3, retry_delay="10ms")
+def returns_deep() -> object:
+    CALLS.append("deep")
+    return nested(100_000)
+
+
+@workflow
+def deep_step_result() -> None:
+    returns_deep()
+
+
+@workflow
+def deep_result() -> object:
+    return nested(100_000)
+
+
+@workflow
+def deep_event() -> str:
+    try:
+        set_event("progress", nested(100_000))
+    except TypeError as exc:
+        return str(exc)
+    return "published"
+
+
+def test_values_nested_too_deep_to_encode_are_refused_as_values_that_are_not_json(tmp_path):
+    """A value the JSON encoder cannot nest that deep is no JSON either: a step's result fails
+    the step for good (not retried), a workflow's result fails the run (which was left an empty,
+    damaged journal behind a traceback), a published event raises TypeError in the workflow."""
+    CALLS.clear()
+    run = start(deep_step_result, dir=tmp_path)
+    assert (run.status, CALLS) == ("failed", ["deep"])
+    assert "returns_deep" in run.error["message"] and "not JSON serializable" in run.error["message"]
+    run = start(deep_result, dir=tmp_path)
+    assert run.status == "failed" and "not JSON serializable" in run.error["message"]
+    assert get_run(run.run_id, dir=tmp_path).status == "failed"
+    run = start(deep_event, dir=tmp_path)
+    assert run.status == "completed" and "must be JSON" in run.result
 
 
 def test_workflow_arguments_that_are_not_json_are_refused_before_a_run_exists(tmp_path):

@@ -211,7 +211,7 @@ def _end(ex: Execution, result: Any, completed: bool) -> None:
         try:  # encoded here as `json.dumps` would (a run's last line: no encoder set up for it)
             ex.record_encoded("run_completed", {"result": result}, ',"result":' + encode_value(result))
             return
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:  # (nested too deep to encode)
             ex.fatal = TypeError(f"the workflow returned a value that is not JSON serializable: {exc}")
     if isinstance(ex.fatal, NonDeterminismError):
         ex.record("run_blocked", **blocked_fields(ex.fatal))

@@ -43,7 +43,7 @@ def check_tags(tags: object) -> dict[str, str]:
 def _json(value: Any, what: str) -> None:
     try:
         json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:  # (nested too deep to encode)
         raise TypeError(f"{what} must be JSON: {exc}") from None
 
 

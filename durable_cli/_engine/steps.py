@@ -267,7 +267,7 @@ def _stage_result(ex: Execution, sdef: StepDef, pos: int, result: Any) -> Event 
         ex.record_encoded("step_completed", {"pos": pos, "name": name, "result": result},
                           ',"pos":%d,"name":%s,"result":%s' % (pos, _name_json(name), encode_value(result)))
         return None
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:  # (nested too deep to encode)
         error = TypeError(f"step {sdef.name!r} returned a value that is not JSON serializable: {exc}")
         return ex.record("step_failed", pos=pos, name=sdef.name, attempt=0, error=error_info(error), final=True)
 
