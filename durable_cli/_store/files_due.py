@@ -109,14 +109,18 @@ class FileDueIndex:
             path = os.path.join(root, bucket)
             try:
                 names = sorted(os.listdir(path))
-            except FileNotFoundError:
-                continue  # another tick removed it
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # another tick removed it, or a stray file: no bucket
             for name in names:
                 stamp, _, run_id = name.partition("_")
+                try:
+                    at = _instant(stamp)
+                except ValueError:
+                    continue  # a stray file, not an entry: it must neither stop nor end the listing
                 if stamp > limit:
                     return
                 self._listed.setdefault(run_id, set()).add(stamp)
-                yield _instant(stamp), run_id
+                yield at, run_id
             if not names or bucket < limit[:11].replace("T", ""):
                 try:
                     os.rmdir(path)
