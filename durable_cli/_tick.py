@@ -99,7 +99,10 @@ def _drive(store: Store, run_id: str, clock: Clock, summary: TickSummary, option
         return
     except RunNotFound:
         if due_at is not None:
-            store.set_due(run_id, None)  # a stale entry of a pruned run
+            try:
+                store.set_due(run_id, None)  # a stale entry of a pruned run
+            except Exception as exc:  # (one that cannot be removed stops no other run)
+                _report(store, summary, run_id, exc)
         return
     except Exception as exc:
         _report(store, summary, run_id, exc)

@@ -142,6 +142,20 @@ def test_a_stray_file_in_the_due_index_neither_stops_nor_hides_the_due_runs(tmp_
     assert [project.result(run_id) for run_id in ("good", "bad", "ugly")] == [2, 2, 2]
 
 
+def test_a_due_entry_of_a_gone_run_that_cannot_be_dropped_stops_only_itself(tmp_path: Path) -> None:
+    """A tick drops the due entry of a run that is gone (pruned); where that failed (here the entry
+    is a directory) the tick ended there, and no other due run was driven."""
+    project = _three_due_runs(tmp_path)
+    first = min((project.dir / "due").glob("*/*"), key=lambda entry: (entry.parent.name, entry.name))
+    (first.parent / f"{first.name.partition('_')[0]}_gone").mkdir()  # listed first: "gone" < "good", the first run
+    for _ in range(2):
+        code, doc, err = project.json("tick", "--now", later(hours=2), real=True)
+        assert code == 1, err
+        assert [e["run_id"] for e in doc.get("errors", [])] == ["gone"], (doc, err)
+        assert "Is a directory" in doc["errors"][0]["error"]
+    assert [project.result(run_id) for run_id in ("good", "bad", "ugly")] == [2, 2, 2]
+
+
 @pytest.mark.skipif(shutil.which("chattr") is None, reason="chattr is not installed")
 def test_an_immutable_journal_stops_only_its_own_run(tmp_path: Path) -> None:
     project = _three_due_runs(tmp_path)
