@@ -292,6 +292,7 @@ def _fork_worker(due: list[tuple[datetime, str]], reopen: Callable[[], Store], c
     try:
         store = reopen()
         try:
+            store.adopt_due(due)  # the parent listed them: stale entries of runs driven here go too
             cursor: tuple[datetime, str] | None = None
             for index, (due_at, run_id) in enumerate(due):
                 if stop is not None and stop():

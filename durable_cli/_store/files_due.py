@@ -94,6 +94,12 @@ class FileDueIndex:
                     raise
         fsync_dir(bucket)
 
+    def adopt(self, entries: list[tuple[datetime, str]]) -> None:
+        """Entries another process's `due` listed, as if this one had (`Store.adopt_due`): a run's
+        entry with no name in `due_runs/` is dropped by the set_due of whoever drives it."""
+        for at, run_id in entries:
+            self._listed.setdefault(run_id, set()).add(_stamp(at))
+
     def due(self, now: datetime) -> Iterator[tuple[datetime, str]]:
         if not self.store.has_folder("due"):
             return
