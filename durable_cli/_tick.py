@@ -99,7 +99,10 @@ def _drive(store: Store, run_id: str, clock: Clock, summary: TickSummary, option
         return
     except RunNotFound:
         if due_at is not None:
-            store.set_due(run_id, None)  # a stale entry of a pruned run
+            try:
+                store.set_due(run_id, None)  # a stale entry of a pruned run
+            except Exception as exc:  # (one that cannot be removed stops no other run)
+                _report(store, summary, run_id, exc)
         return
     except Exception as exc:
         _report(store, summary, run_id, exc)
@@ -304,6 +307,7 @@ def _fork_worker(due: list[tuple[datetime, str]], reopen: Callable[[], Store], c
     try:
         store = reopen()
         try:
+            store.adopt_due(due)  # the parent listed them: stale entries of runs driven here go too
             cursor: tuple[datetime, str] | None = None
             for index, (due_at, run_id) in enumerate(due):
                 if stop is not None and stop():

@@ -4,6 +4,7 @@ to stop, acting on the request itself whenever the run is free."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -168,3 +169,41 @@ def test_no_step_starts_once_a_cancel_is_recorded(store: str, tmp_path: Path) ->
     finally:
         _ENVS.remove(env)
         env.store.close()
+
+
+CANCELS_ITSELF = '''
+import os, subprocess, sys
+from durable_cli import get_workflow_metadata, step, workflow
+
+
+@step
+def cancel_me(run_id):
+    durable = os.path.join(os.path.dirname(sys.executable), "durable")
+    done = subprocess.run([durable, "--dir", os.environ["JOURNALS"], "cancel", run_id], capture_output=True)
+    note(f"cancel exited {done.returncode}")
+
+
+@step
+def after():
+    note("after ran")
+
+
+@workflow
+def cancelled_by_its_step():
+    cancel_me(get_workflow_metadata().run_id)
+    after()
+    return "done"
+'''
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start a process whose real user is another")
+def test_no_step_starts_once_a_cancel_is_recorded_in_a_process_whose_real_user_is_another(tmp_path: Path) -> None:
+    """The look before every step is one access() call: it asked as the real user, who (through
+    a setuid wrapper) may not even enter the journal dir, so it never saw a cancel request and
+    every later step ran after `durable cancel` had returned; the store is looked at as the
+    effective user everywhere else."""
+    project = Project(tmp_path, code=CANCELS_ITSELF)
+    result = project.cli("run", "flows:cancelled_by_its_step", "--id", "c1", env={"JOURNALS": str(project.dir)},
+                         preexec_fn=lambda: os.setresuid(65534, 0, 0))  # real user nobody, effective root
+    assert project.log() == ["cancel exited 0"], (result, project.log())
+    assert project.status("c1") == "cancelled"

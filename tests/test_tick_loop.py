@@ -101,6 +101,28 @@ def test_tick_loop_on_sigterm_starts_no_further_run_after_the_one_in_hand(tmp_pa
     assert len(finished) == 1
 
 
+def test_tick_loop_on_sigterm_to_its_pid_alone_stops_its_workers_after_their_run_in_hand(tmp_path: Path) -> None:
+    """`kill PID` and `docker stop` signal the tick's own process, not its forked workers: each
+    worker used to go on through the rest of its share of the pass (here 8 runs more)."""
+    project = Project(tmp_path, code=FLOWS, in_process=True)
+    for index in range(16):  # enough for --workers 2 to fork (2 per process)
+        project.run("nap_then_slow", "0.3", run_id=f"slow-{index:02d}")
+    loop = _loop(project, "--workers", "2")
+    try:
+        _wait_for(lambda: "slow started" in project.log())
+        loop.send_signal(signal.SIGTERM)  # to the tick's pid only, not to its process group
+        out, err = loop.communicate(timeout=30)
+    finally:
+        if loop.poll() is None:
+            loop.kill()
+    assert loop.returncode == 0, err.decode()
+    started = project.log().count("slow started")
+    assert project.log().count("slow finished") == started
+    assert started <= 2, f"{started} runs were started: the worker went on after SIGTERM"
+    finished = [i for i in range(16) if _status(project, f"slow-{i:02d}") == "run_completed"]
+    assert len(finished) == started
+
+
 def test_tick_loop_runs_passes_until_sigint_and_exits_0(tmp_path: Path) -> None:
     project = Project(tmp_path, code=FLOWS, in_process=True)
     loop = _loop(project, "--json")

@@ -127,6 +127,35 @@ def test_journals_that_cannot_be_opened_or_are_empty_stop_only_their_own_run(tmp
     assert code == 0 and "error: run bad:" in text and "error: run ugly: journal empty" in text
 
 
+@pytest.mark.parametrize("stray", ["2000010100/x", "2000010100/.name.Xy12ab", ".DS_Store"])
+def test_a_stray_file_in_the_due_index_neither_stops_nor_hides_the_due_runs(tmp_path: Path, stray: str) -> None:
+    """The due index holds `<bucket>/<stamp>_<run id>` entries; a stray file there (a copy tool's
+    temp file, a note) names no run. One whose name sorts after the stamps ended the listing
+    ("nothing due", exit 0, every later bucket left undriven), one that is no stamp failed the
+    tick (exit 2), a file among the buckets too (exit 1): no due run was driven in either."""
+    project = _three_due_runs(tmp_path)
+    path = project.dir / "due" / stray
+    path.parent.mkdir(exist_ok=True)
+    path.touch()
+    code, doc, err = project.json("tick", "--now", later(hours=2), real=True)
+    assert (code, doc.get("errors"), doc.get("completed")) == (0, [], 3), (doc, err)
+    assert [project.result(run_id) for run_id in ("good", "bad", "ugly")] == [2, 2, 2]
+
+
+def test_a_due_entry_of_a_gone_run_that_cannot_be_dropped_stops_only_itself(tmp_path: Path) -> None:
+    """A tick drops the due entry of a run that is gone (pruned); where that failed (here the entry
+    is a directory) the tick ended there, and no other due run was driven."""
+    project = _three_due_runs(tmp_path)
+    first = min((project.dir / "due").glob("*/*"), key=lambda entry: (entry.parent.name, entry.name))
+    (first.parent / f"{first.name.partition('_')[0]}_gone").mkdir()  # listed first: "gone" < "good", the first run
+    for _ in range(2):
+        code, doc, err = project.json("tick", "--now", later(hours=2), real=True)
+        assert code == 1, err
+        assert [e["run_id"] for e in doc.get("errors", [])] == ["gone"], (doc, err)
+        assert "Is a directory" in doc["errors"][0]["error"]
+    assert [project.result(run_id) for run_id in ("good", "bad", "ugly")] == [2, 2, 2]
+
+
 @pytest.mark.skipif(shutil.which("chattr") is None, reason="chattr is not installed")
 def test_an_immutable_journal_stops_only_its_own_run(tmp_path: Path) -> None:
     project = _three_due_runs(tmp_path)

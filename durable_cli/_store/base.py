@@ -266,6 +266,11 @@ class Store(ABC):
     def due(self, now: datetime) -> Iterator[tuple[datetime, str]]:
         """(due time, run id) of entries due at `now`, earliest first; touches nothing later."""
 
+    def adopt_due(self, entries: list[tuple[datetime, str]]) -> None:
+        """Count `entries` as listed by this store's `due`: another store listed them (a forked tick
+        worker's parent's) and they are driven through this one, so what `set_due` replaces goes as
+        it would had this store listed them (a stale entry too). A no-op where `due` keeps nothing."""
+
     cancel_poll_seconds = 0.0
     """How long the executor of a run may go on trusting its last look at the run's cancel request
     (0: it looks before every step; a store where a look is a network round trip sets a bound)."""

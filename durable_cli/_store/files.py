@@ -504,6 +504,9 @@ class FileStore(Store):
     def due(self, now: datetime) -> Iterator[tuple[datetime, str]]:
         return self.due_index.due(now)
 
+    def adopt_due(self, entries: list[tuple[datetime, str]]) -> None:
+        self.due_index.adopt(entries)
+
     # queues: a component of their own (files_queues.py)
     def queue_enter(self, limits: QueueLimits, run_id: str, key: str | None, priority: int,
                     now: datetime) -> bool:

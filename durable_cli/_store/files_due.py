@@ -94,6 +94,12 @@ class FileDueIndex:
                     raise
         fsync_dir(bucket)
 
+    def adopt(self, entries: list[tuple[datetime, str]]) -> None:
+        """Entries another process's `due` listed, as if this one had (`Store.adopt_due`): a run's
+        entry with no name in `due_runs/` is dropped by the set_due of whoever drives it."""
+        for at, run_id in entries:
+            self._listed.setdefault(run_id, set()).add(_stamp(at))
+
     def due(self, now: datetime) -> Iterator[tuple[datetime, str]]:
         if not self.store.has_folder("due"):
             return
@@ -109,14 +115,18 @@ class FileDueIndex:
             path = os.path.join(root, bucket)
             try:
                 names = sorted(os.listdir(path))
-            except FileNotFoundError:
-                continue  # another tick removed it
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # another tick removed it, or a stray file: no bucket
             for name in names:
                 stamp, _, run_id = name.partition("_")
+                try:
+                    at = _instant(stamp)
+                except ValueError:
+                    continue  # a stray file, not an entry: it must neither stop nor end the listing
                 if stamp > limit:
                     return
                 self._listed.setdefault(run_id, set()).add(stamp)
-                yield _instant(stamp), run_id
+                yield at, run_id
             if not names or bucket < limit[:11].replace("T", ""):
                 try:
                     os.rmdir(path)

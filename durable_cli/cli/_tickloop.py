@@ -78,12 +78,29 @@ def _progress(items: list[tuple[datetime, str]]) -> Iterable[tuple[datetime, str
     return walk()
 
 
-def _stop_on_signals() -> Any:
-    """An event set by SIGTERM or SIGINT: the loop finishes the run in hand, then exits."""
-    import signal
-    import threading
+class _SharedStop:
+    """A stop flag in memory shared with the pass's forked workers (`tick --workers`): set by a
+    signal to any of the processes, it stops them all after their run in hand. A signal sent to
+    the tick's pid alone (`kill PID`, `docker stop`) otherwise left each worker driving the rest
+    of its share."""
 
-    stop = threading.Event()
+    def __init__(self) -> None:
+        import mmap
+
+        self._flag = mmap.mmap(-1, 1)  # anonymous and MAP_SHARED: a forked child sees the same byte
+
+    def set(self) -> None:
+        self._flag[0] = 1
+
+    def is_set(self) -> bool:
+        return self._flag[0] == 1
+
+
+def _stop_on_signals() -> Any:
+    """A flag set by SIGTERM or SIGINT: the loop finishes the run in hand, then exits."""
+    import signal
+
+    stop = _SharedStop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     return stop
