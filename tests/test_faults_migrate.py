@@ -9,8 +9,9 @@ no acknowledged payload was lost, and the source executes nothing more.
 Kept cheap (it was ~6 minutes per direction on a loaded machine) without proving less: every
 crash point of both directions is still visited. Only the killed migrates are real processes (a
 SIGKILL needs one; forked from the test's interpreter, tests/helpers.py `spawn`), run two at a
-time; what follows a kill (ticks, the resume, the second migrate) runs in process through click's
-CliRunner, one case after another (they change the working directory). Each case's database is
+time; what follows a kill (ticks, the resume, the second migrate) runs in process
+(`durable_in_process`, which puts the modules, path and directory back after), one case after
+another (they change the working directory). Each case's database is
 lent by the pool (tests/pgserver.py): emptied, or filled with a copy of the base store's rows, in
 milliseconds instead of a CREATE DATABASE and a DROP DATABASE that waits for a checkpoint, and
 given back after its check. Both directions took 2 min 23 s together on the shared 2-core machine
@@ -21,17 +22,14 @@ CPU (load 11), then 72 s and 7.7 s (load 13-15) with the pool and forked process
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
-from click.testing import CliRunner
 
-from durable_cli.cli import main
 from project import Project, Result, check_store, fault_project, in_parallel, later, mixed_result, tally
-from helpers import DURABLE, run_process
+from helpers import DURABLE, durable_in_process, run_process
 
 EXPECTED = {"nap": 2, "wait": mixed_result(1, 5), "queued": mixed_result(2, 7)}
 LATE = json.dumps({"v": 5})
@@ -41,15 +39,8 @@ def call(project: Project, where: list[str], *args: str, crash_at: int | None = 
          input: str | None = None, log: Path | None = None) -> Result:
     """`durable` on the store `where` (["--dir", D] or ["--store", URL]) in the project: a real
     process when it is to crash or log its operations, in process otherwise."""
-    if crash_at is None and log is None:
-        here = os.getcwd()
-        os.chdir(project.root)
-        try:
-            done = CliRunner().invoke(main, [*where, *args], input=input, env=project.extra_env,
-                                      catch_exceptions=False)
-        finally:
-            os.chdir(here)
-        return Result(done.exit_code, done.stdout, done.stderr)
+    if crash_at is None and log is None:  # (its modules, path and directory put back after)
+        return Result(*durable_in_process(*where, *args, cwd=project.root, env=project.extra_env, input=input))
     extra = {"DURABLE_CRASH_LOG": str(log)} if log else None
     return Result(*run_process([DURABLE, *where, *args], project.env(crash_at, extra=extra), cwd=project.root,
                                input=input.encode() if input else None, timeout=90))
