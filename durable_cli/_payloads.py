@@ -133,9 +133,10 @@ MESSAGE_LIMIT = 64 * 1024 * 1024
 
 
 def parse_message(data: bytes) -> dict[str, Any] | str:
-    """An inbox message (a JSON object, as strict as a payload), or the reason it is unusable."""
+    """An inbox message (a JSON object, as strict as a payload), or the reason it is unusable. It
+    holds a payload one level down, so it may nest one level deeper than a payload."""
     try:
-        message = parse_payload(data, MESSAGE_LIMIT)
+        message = parse_payload(data, MESSAGE_LIMIT, MAX_DEPTH + 1)
     except InvalidPayload as exc:
         return str(exc)
     return message if isinstance(message, dict) else "not a JSON object"

@@ -1,0 +1,78 @@
+"""Hostile and edge-case requests at `durable serve`'s door, against a real server process: what
+it acknowledges (2xx) reaches the run, and what it cannot deliver is a 4xx, never a 500."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+from helpers import write_module
+from test_serve_http import ServeProcess, inspect, start_run, tick, webhook_url
+
+FLOWS = """
+    from durable_cli import create_webhook, define_hook, workflow
+
+    approval = define_hook("approval")
+
+
+    @workflow
+    def on_webhook():
+        for request in create_webhook():
+            return request
+
+
+    @workflow
+    def signed_by(verify):
+        for request in create_webhook(secret_env="EDGE_SECRET", verify=verify):
+            return request["json"]
+
+
+    @workflow
+    def approve(doc):
+        for decision in approval.create(token="approval-" + doc):
+            return decision
+"""
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, ServeProcess]]:
+    cwd = tmp_path_factory.mktemp("edges")
+    write_module(cwd, "flows", FLOWS)
+    server = ServeProcess(cwd, env={"EDGE_SECRET": "s3cret"})
+    yield cwd, server
+    assert server.stop() == 0, server.log.read_text()
+
+
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"1" + b"]" * depth
+
+
+def test_a_payload_as_deep_as_the_door_allows_is_delivered_once_acknowledged(site: Any) -> None:
+    """The door takes a webhook body nested up to one level less than a payload may nest (the
+    request holds it one level down) and a resumed payload up to the payload's depth; the inbox
+    message wraps the payload one level further down, and was refused by the tick as 'nested
+    deeper than 512 levels' after the 202: the run waited for ever on a payload it was told it had."""
+    cwd, server = site
+    run_id = start_run(cwd, server, "flows:on_webhook")
+    answer = httpx.post(webhook_url(cwd, run_id), content=nested(511), headers={"content-type": "application/json"})
+    assert answer.status_code == 202, answer.text
+    approver = start_run(cwd, server, "flows:approve", "deep", "--id", "deep-approver")
+    answer = httpx.post(f"{server.url}/api/resume/approval-deep", content=nested(512),
+                        headers={"content-type": "application/json"})
+    assert answer.status_code == 202, answer.text
+    tick(cwd)
+
+    run = inspect(cwd, run_id)
+    assert run["status"] == "completed" and run["result"]["json"] == json_nested(511)
+    run = inspect(cwd, approver)
+    assert run["status"] == "completed" and run["result"] == json_nested(512)
+
+
+def json_nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
