@@ -76,3 +76,18 @@ def json_nested(depth: int) -> Any:
     for _ in range(depth):
         value = [value]
     return value
+
+
+@pytest.mark.parametrize("verify", ["slack", "stripe", "standard-webhooks"])
+def test_a_signature_timestamp_of_thousands_of_digits_is_401_not_500(site: Any, verify: str) -> None:
+    """A timestamp header of 5,000 digits passed the "all digits" check and then int() refused it
+    (Python's limit on digits in a string): a ValueError and a 500 with a traceback in the log."""
+    cwd, server = site
+    run_id = start_run(cwd, server, "flows:signed_by", verify)
+    huge = "9" * 5000
+    answer = httpx.post(webhook_url(cwd, run_id), content=b"{}", headers={
+        "x-slack-request-timestamp": huge, "x-slack-signature": "v0=00", "stripe-signature": f"t={huge},v1=00",
+        "webhook-id": "msg-1", "webhook-timestamp": huge, "webhook-signature": "v1,AAAA"})
+    assert answer.status_code == 401 and "timestamp" in answer.json()["error"].lower(), answer.text
+    assert "Traceback" not in server.log.read_text()
+    assert inspect(cwd, run_id)["status"] == "waiting"

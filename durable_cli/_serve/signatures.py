@@ -40,8 +40,8 @@ def _same(expected: str, presented: str) -> bool:
 
 def _timestamp(value: str | None, now: float, name: str) -> tuple[bytes, str | None]:
     """The timestamp as sent (bytes, for the signed content) and why it is refused, if it is."""
-    if not value or not value.isascii() or not value.strip().isdigit():
-        return b"", f"missing or malformed {name}"
+    if not value or not value.isascii() or not value.strip().isdigit() or len(value.strip()) > 20:
+        return b"", f"missing or malformed {name}"  # (int() refuses thousands of digits)
     if abs(now - int(value.strip())) > TOLERANCE:
         return b"", f"{name} is more than {TOLERANCE // 60} minutes away from now (a replay?)"
     return value.strip().encode(), None
