@@ -91,3 +91,16 @@ def test_a_signature_timestamp_of_thousands_of_digits_is_401_not_500(site: Any, 
     assert answer.status_code == 401 and "timestamp" in answer.json()["error"].lower(), answer.text
     assert "Traceback" not in server.log.read_text()
     assert inspect(cwd, run_id)["status"] == "waiting"
+
+
+@pytest.mark.parametrize("action", ["retry", "wake", "fork"])
+def test_an_action_body_nested_too_deep_to_parse_is_400_not_500(site: Any, action: str) -> None:
+    """The run actions parsed their JSON body with a bare json.loads: a body of 100,000 `[` (well
+    within the size limit) raised RecursionError, a 500 with a traceback in the log."""
+    cwd, server = site
+    run_id = start_run(cwd, server, "flows:on_webhook")
+    answer = httpx.post(f"{server.url}/api/runs/{run_id}/{action}", content=b"[" * 100_000,
+                        headers={"content-type": "application/json"})
+    assert answer.status_code == 400 and "JSON object" in answer.json()["error"], answer.text
+    assert "Traceback" not in server.log.read_text()
+    assert inspect(cwd, run_id)["status"] == "waiting"

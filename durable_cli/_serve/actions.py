@@ -7,7 +7,6 @@ takes a run forward (as the CLI command would), so its workflow module must impo
 
 from __future__ import annotations
 
-import json
 from typing import Any, Callable
 
 from starlette.concurrency import run_in_threadpool
@@ -15,7 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import _client
-from ..errors import DurableError, RunBusy, RunNotFound
+from ..errors import DurableError, InvalidPayload, RunBusy, RunNotFound
+from .._payloads import parse_payload
 from .._store.base import check_run_id
 from .bodies import answer, error
 
@@ -26,8 +26,8 @@ def _options(request: Request) -> dict[str, Any] | str:
     if not body.strip():
         return {}
     try:
-        document = json.loads(body)
-    except ValueError:
+        document = parse_payload(body, len(body))
+    except InvalidPayload:  # (strict, as any payload: a bare json.loads let RecursionError out)
         return "the body must be a JSON object"
     return document if isinstance(document, dict) else "the body must be a JSON object"
 
