@@ -104,3 +104,16 @@ def test_an_action_body_nested_too_deep_to_parse_is_400_not_500(site: Any, actio
     assert answer.status_code == 400 and "JSON object" in answer.json()["error"], answer.text
     assert "Traceback" not in server.log.read_text()
     assert inspect(cwd, run_id)["status"] == "waiting"
+
+
+@pytest.mark.parametrize("options", [{"from_step": "x"}, {"from_step": True}, {"from_step": 1.5}, {"new_id": 7}])
+def test_a_fork_whose_options_have_the_wrong_type_is_400_and_forks_nothing(site: Any, options: dict[str, Any]) -> None:
+    """`from_step` went to the fork unchecked: "x" was a 409 saying "'<=' not supported between
+    instances of 'int' and 'str'", and true or 1.5 forked the run (201); a `new_id` that is not a
+    string was a 409 about an invalid run id."""
+    cwd, server = site
+    run_id = start_run(cwd, server, "flows:on_webhook")
+    before = len(httpx.get(f"{server.url}/api/runs").json())
+    answer = httpx.post(f"{server.url}/api/runs/{run_id}/fork", json=options)
+    assert answer.status_code == 400 and next(iter(options)) in answer.json()["error"], answer.text
+    assert len(httpx.get(f"{server.url}/api/runs").json()) == before

@@ -76,6 +76,12 @@ async def fork(request: Request) -> Response:
     """A new run replaying this one's journal up to `from_step` (`durable fork`); body
     `{"from_step": N, "new_id": "..."}`, both optional."""
     dir, store = request.app.state.where
+    options = _options(request)
+    step, new_id = (options.get("from_step"), options.get("new_id")) if isinstance(options, dict) else (None, None)
+    if step is not None and (not isinstance(step, int) or isinstance(step, bool)):
+        return error(400, f"from_step must be a whole number (a durable call's position), not {step!r}")
+    if new_id is not None and not isinstance(new_id, str):
+        return error(400, f"new_id must be a string, not {new_id!r}")
 
     def call(fn: Callable[..., Any], run_id: str, options: dict[str, Any]) -> Any:
         return fn(run_id, from_step=options.get("from_step"), new_id=options.get("new_id"), dir=dir, store=store)
