@@ -3,6 +3,7 @@ it acknowledges (2xx) reaches the run, and what it cannot deliver is a 4xx, neve
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -117,3 +118,23 @@ def test_a_fork_whose_options_have_the_wrong_type_is_400_and_forks_nothing(site:
     answer = httpx.post(f"{server.url}/api/runs/{run_id}/fork", json=options)
     assert answer.status_code == 400 and next(iter(options)) in answer.json()["error"], answer.text
     assert len(httpx.get(f"{server.url}/api/runs").json()) == before
+
+
+def test_a_client_that_hangs_up_mid_body_leaves_no_traceback_and_no_delivery(site: Any) -> None:
+    """A sender that closed its connection after half of its Content-Length made read_body raise
+    Starlette's ClientDisconnect, which no endpoint caught: "Exception in ASGI application" and a
+    traceback in the server's log for every such client (webhooks, the API's writes, login)."""
+    cwd, server = site
+    run_id = start_run(cwd, server, "flows:on_webhook")
+    path = "/hooks/" + webhook_url(cwd, run_id).split("/hooks/", 1)[1]
+    host, port = server.url.removeprefix("http://").split(":")
+    targets = [path, f"/api/runs/{run_id}/retry", "/login"]
+    for target in targets:
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(f"POST {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                         f"Content-Length: 100\r\n\r\n{{\"half\": ".encode())
+    for _ in targets:  # the server has seen the hang-ups by the time it answers these
+        assert httpx.get(f"{server.url}/api/runs/{run_id}").status_code == 200
+    assert "Traceback" not in server.log.read_text()
+    run = inspect(cwd, run_id)
+    assert run["status"] == "waiting" and not any(e["type"] == "hook_payload" for e in run["events"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 NO_STORE = {"cache-control": "no-store"}
@@ -39,16 +39,20 @@ def answer(document: Any, status: int = 200) -> JSONResponse:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, or TooLarge as soon as it is known to exceed `limit` bytes (TooSlow, raised by
-    the receive of slowclients.SlowBodies, passes through)."""
+    """The raw body, or TooLarge as soon as it is known to exceed `limit` bytes, or BodyRefused when
+    the client hangs up before it is whole (TooSlow, raised by the receive of
+    slowclients.SlowBodies, passes through)."""
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
         raise TooLarge(f"the body is {length} bytes, over the payload limit of {limit} bytes")
     data = bytearray()
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > limit:
-            raise TooLarge(f"the body is over the payload limit of {limit} bytes")
+    try:
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > limit:
+                raise TooLarge(f"the body is over the payload limit of {limit} bytes")
+    except ClientDisconnect:  # the answer goes nowhere; nothing was read, so nothing is stored
+        raise BodyRefused("the client disconnected before sending the whole body") from None
     return bytes(data)
 
 
