@@ -32,7 +32,7 @@ def instant(value: datetime | str | None, now: datetime, what: str) -> str | Non
         return iso(value)
     try:
         return iso(parse_instant(value))
-    except ValueError:
+    except (ValueError, OverflowError):  # (OverflowError: beyond the years 1-9999 in UTC)
         pass
     try:
         return iso(now - timedelta(seconds=parse_duration(value)))

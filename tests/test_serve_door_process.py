@@ -138,3 +138,14 @@ def test_a_client_that_hangs_up_mid_body_leaves_no_traceback_and_no_delivery(sit
     assert "Traceback" not in server.log.read_text()
     run = inspect(cwd, run_id)
     assert run["status"] == "waiting" and not any(e["type"] == "hook_payload" for e in run["events"])
+
+
+@pytest.mark.parametrize("query", ["until=9999-12-31T23:59:59-01:00", "since=0001-01-01T00:00:00%2B01:00"])
+def test_a_listing_bound_beyond_the_years_a_datetime_holds_in_utc_is_400_not_500(site: Any, query: str) -> None:
+    """`since`/`until` are converted to UTC for the listing: an instant that parses but falls after
+    9999-12-31 or before 0001-01-01 in UTC raised OverflowError, a 500 with a traceback in the log."""
+    cwd, server = site
+    start_run(cwd, server, "flows:on_webhook")
+    answer = httpx.get(f"{server.url}/api/runs?{query}")
+    assert answer.status_code == 400 and query.split("=")[0] in answer.json()["error"], answer.text
+    assert "Traceback" not in server.log.read_text()
