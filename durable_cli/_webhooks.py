@@ -37,9 +37,16 @@ def check_options(respond_with: dict[str, Any] | None, secret_env: str | None, m
                   respond_timeout: object) -> dict[str, Any]:
     """The journaled form of `create_webhook`'s options, or TypeError/ValueError naming the bad one."""
     from ._timeparse import parse_duration
+    from .errors import InvalidPayload
 
     if respond_with is not None and not isinstance(respond_with, dict):
         raise TypeError("respond_with must be a dict with status, body and headers")
+    if respond_with is not None:  # checked as a manual answer is: serve sends it after storing the delivery
+        try:
+            check_response("respond_with", respond_with.get("status", 200), respond_with.get("body"),
+                           respond_with.get("headers"))
+        except (TypeError, ValueError, InvalidPayload) as exc:  # (InvalidPayload: a body that is not JSON)
+            raise type(exc)(f"respond_with: {exc}") from None
     if isinstance(methods, str) or isinstance(headers, str):
         raise TypeError("methods and headers take a list of names, not one string")
     allowed = sorted({str(m).upper() for m in methods}) if methods is not None else None

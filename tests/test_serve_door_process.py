@@ -3,6 +3,7 @@ it acknowledges (2xx) reaches the run, and what it cannot deliver is a 4xx, neve
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 from typing import Any, Iterator
@@ -10,7 +11,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from helpers import write_module
+from helpers import durable_json_in_process, write_module
 from test_serve_http import ServeProcess, inspect, start_run, tick, webhook_url
 
 FLOWS = """
@@ -28,6 +29,12 @@ FLOWS = """
     @workflow
     def signed_by(verify):
         for request in create_webhook(secret_env="EDGE_SECRET", verify=verify):
+            return request["json"]
+
+
+    @workflow
+    def answers_with(status, headers):
+        for request in create_webhook(respond_with={"status": status, "headers": headers}):
             return request["json"]
 
 
@@ -149,3 +156,17 @@ def test_a_listing_bound_beyond_the_years_a_datetime_holds_in_utc_is_400_not_500
     answer = httpx.get(f"{server.url}/api/runs?{query}")
     assert answer.status_code == 400 and query.split("=")[0] in answer.json()["error"], answer.text
     assert "Traceback" not in server.log.read_text()
+
+
+@pytest.mark.parametrize("status, headers", [("ok", {}), (99999, {}), (200, {"x-reply": "a\nb"}),
+                                             (200, {"content-length": "5"})])
+def test_a_respond_with_that_http_cannot_send_fails_create_webhook_not_each_delivery(
+        site: Any, status: Any, headers: dict[str, str]) -> None:
+    """respond_with was journaled unchecked: serve stored each delivery, then could not build or
+    send the answer (a 500, or a broken response), so the sender retried a payload the run had
+    already taken. It is now checked as a manual answer is, when the webhook is created."""
+    cwd, server = site
+    code, document, err = durable_json_in_process("run", "flows:answers_with", json.dumps(status), json.dumps(headers),
+                                                   dir=cwd / "journals", cwd=cwd, env={"DURABLE_PUBLIC_URL": server.url})
+    assert document["status"] == "failed" and "respond_with" in json.dumps(document), (document, err)
+    assert not any(e["type"] == "hook_created" for e in inspect(cwd, document["run_id"])["events"])
