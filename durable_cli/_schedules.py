@@ -128,12 +128,14 @@ def _start(store: Store, config: Config, schedule: Schedule, run_id: str, instan
            clock: Callable[[], datetime], options: Options) -> Run:
     from ._engine.lifecycle import create_run
     from ._loader import resolve
+    from ._queues import flow_request
 
     base = os.path.dirname(config.path) if config.path else None
     definition = resolve(schedule.workflow, base, options.import_paths)
+    flow = flow_request(config.queues, schedule.queue, schedule.key)  # as a tick's firing
     return create_run(store, definition, tuple(schedule.args), dict(schedule.kwargs), run_id, clock,
                       options, {"schedule": {"name": schedule.name, "instant": iso(instant)}},
-                      existing_ok=False)
+                      existing_ok=False, flow=flow)
 
 
 def trigger(store: Store, config: Config, name: str, clock: Callable[[], datetime], options: Options) -> Run:
