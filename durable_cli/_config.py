@@ -401,25 +401,39 @@ def _workflow(shown: str, where: str, value: Any) -> str:
     return str(value)
 
 
+MAX_VALUES = 100_000  # values in one schedule's args or kwargs, YAML aliases expanded
+
+
 def _json_problem(value: Any) -> str | None:
-    """Why `value` cannot be a JSON payload (YAML also reads dates, for one), or None if it can."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return f"{value!r} is not valid Unicode (a lone surrogate)"
-        return None
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"{value!r} is not a JSON number"
-    if value is None or isinstance(value, (int, float, bool)):
-        return None
-    if isinstance(value, list):
-        return next((p for p in map(_json_problem, value) if p), None)
-    if isinstance(value, dict):
-        for key, item in value.items():
-            problem = f"key {key!r} is not a string" if not isinstance(key, str) else (
-                _json_problem(key) or _json_problem(item))
-            if problem:
-                return problem
-        return None
-    return f"{value!r} is not a JSON value (quote it to pass a string)"
+    """Why `value` cannot be a JSON payload (YAML also reads dates, for one), or None if it can.
+
+    The walk counts every value, an alias's as often as it is used, so a value that refers to
+    itself (`&a [*a]`) or an alias bomb is refused here, not expanded later by every run."""
+    todo = [value]
+    seen = 0
+    while todo:
+        value = todo.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            return (f"more than {MAX_VALUES} values once YAML aliases are expanded"
+                    " (a value that contains itself, or aliases repeated many times)")
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return f"{value!r} is not valid Unicode (a lone surrogate)"
+        elif isinstance(value, float) and not math.isfinite(value):
+            return f"{value!r} is not a JSON number"
+        elif value is None or isinstance(value, (int, float, bool)):
+            pass
+        elif isinstance(value, list):
+            todo.extend(reversed(value))
+        elif isinstance(value, dict):
+            for key in value:
+                if not isinstance(key, str):
+                    return f"key {key!r} is not a string"
+            for key, item in reversed(list(value.items())):
+                todo.extend((item, key))
+        else:
+            return f"{value!r} is not a JSON value (quote it to pass a string)"
+    return None

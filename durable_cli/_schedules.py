@@ -60,6 +60,8 @@ def fire_schedules(store: Store, config: Config, clock: Callable[[], datetime], 
             if paused(store, schedule.name):
                 handled = min(handled, instant - timedelta(microseconds=1))
                 break  # paused while this tick fired: what is left waits for `resume`
+            if _handled_elsewhere(store, schedule, instant):
+                continue  # an overlapping tick fired it (its run may be pruned already: not again)
             try:
                 definition = resolve(schedule.workflow, base, options.import_paths)
                 flow = flow_request(config.queues, schedule.queue, schedule.key)
@@ -78,6 +80,13 @@ def fire_schedules(store: Store, config: Config, clock: Callable[[], datetime], 
             state["last_tick"] = iso(handled)
             store.save_schedule_state(schedule.name, state)
     return fired
+
+
+def _handled_elsewhere(store: Store, schedule: Schedule, instant: datetime) -> bool:
+    """Whether another tick has recorded `instant` as handled since this one read the state: it
+    saves that before its retention runs, which may prune the instant's run at once."""
+    latest = store.schedule_state(schedule.name) or {}
+    return bool(latest.get("last_tick")) and parse_instant(latest["last_tick"]) >= instant
 
 
 def describe_schedules(store: Store, config: Config, now: datetime) -> list[dict[str, Any]]:
@@ -128,12 +137,14 @@ def _start(store: Store, config: Config, schedule: Schedule, run_id: str, instan
            clock: Callable[[], datetime], options: Options) -> Run:
     from ._engine.lifecycle import create_run
     from ._loader import resolve
+    from ._queues import flow_request
 
     base = os.path.dirname(config.path) if config.path else None
     definition = resolve(schedule.workflow, base, options.import_paths)
+    flow = flow_request(config.queues, schedule.queue, schedule.key)  # as a tick's firing
     return create_run(store, definition, tuple(schedule.args), dict(schedule.kwargs), run_id, clock,
                       options, {"schedule": {"name": schedule.name, "instant": iso(instant)}},
-                      existing_ok=False)
+                      existing_ok=False, flow=flow)
 
 
 def trigger(store: Store, config: Config, name: str, clock: Callable[[], datetime], options: Options) -> Run:

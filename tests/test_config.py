@@ -331,6 +331,19 @@ def test_schedule_names_must_be_unique(tmp_path: Path) -> None:
     assert error == "durable.yaml: schedules[1]: name 'nightly' is already used by schedules[0]"
 
 
+def test_schedule_args_that_contain_themselves_through_a_yaml_alias_are_one_sentence(tmp_path: Path) -> None:
+    error = error_of(tmp_path, NIGHTLY + "    args: &loop [*loop]\n")
+    assert error.startswith("durable.yaml: schedule 'nightly': args: more than 100000 values once YAML")
+    assert "\n" not in error
+
+
+def test_a_yaml_alias_bomb_in_schedule_kwargs_is_refused_not_expanded(tmp_path: Path) -> None:
+    levels = ["      l0: &l0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"] + [
+        f"      l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]\n" for i in range(1, 6)]
+    error = error_of(tmp_path, NIGHTLY + "    kwargs:\n" + "".join(levels))  # a million values
+    assert error.startswith("durable.yaml: schedule 'nightly': kwargs: more than 100000 values")
+
+
 def test_unreadable_bytes_are_a_one_line_yaml_error(tmp_path: Path) -> None:
     (tmp_path / "durable.yaml").write_bytes(b"\xff\xfe\xfa bad")
     with pytest.raises(ConfigError, match=r"^durable\.yaml: not valid YAML: [^\n]+$"):

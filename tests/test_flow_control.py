@@ -239,6 +239,18 @@ def test_a_slot_left_by_a_run_that_finished_without_giving_it_back_is_reclaimed(
     assert env.get_run(queued.run_id).status == "completed"
 
 
+def test_a_per_key_slot_left_by_a_run_that_finished_without_giving_it_back_is_reclaimed(
+        env: DurableTestEnv) -> None:
+    """A crash between a keyed run's end and its queue_leave: the queue has room overall, only the
+    key is full (by the dead slot); the key's next run must still start."""
+    done = env.start(instant, "done")  # not on the queue: its id stands for a crash before queue_leave
+    assert env.store.queue_enter(env.config.queues["tenant"], done.run_id, "acme", 0, env.now)
+    queued = env.start(instant, "waits", queue="tenant", key="acme")
+    assert queued.status == "queued"
+    env.tick()
+    assert env.get_run(queued.run_id).status == "completed"
+
+
 def test_a_run_counted_as_started_but_left_queued_and_not_due_is_started_by_a_tick(env: DurableTestEnv) -> None:
     """What a file store of an older version could leave when a drive found a run due just before
     its admission counted it: the run counted as started, queued, not due (and not waiting)."""

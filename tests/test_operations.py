@@ -417,6 +417,18 @@ def test_backfill_and_ticks_fire_each_instant_once(project: Project) -> None:
     assert {row["run_id"] for row in ok(project, "ls")} == fired | started
 
 
+def test_backfilled_and_triggered_runs_of_a_schedule_on_a_queue_keep_to_its_rate(project: Project) -> None:
+    """A schedule's `queue:` holds for every run of it, not only for those a tick fires: a rate of
+    one an hour lets one of the backfilled hours start, and the rest (and a trigger) wait."""
+    (project.root / "durable.yaml").write_text(
+        "queues:\n  hourly-ish: {rate: 1/h}\n" + SCHEDULE + "    queue: hourly-ish\n")
+    filled = ok(project, "schedules", "backfill", "hourly", "--from", later(hours=-3), "--to", later())
+    assert len(filled["instants"]) == 3
+    triggered = ok(project, "schedules", "trigger", "hourly")
+    statuses = [ok(project, "inspect", row["run_id"])["status"] for row in filled["instants"]]
+    assert sorted(statuses + [triggered["status"]]) == ["completed", "queued", "queued", "queued"]
+
+
 def test_a_tick_that_overlaps_a_pause_cannot_undo_it(project: Project) -> None:
     from durable_cli._config import load_config
     from durable_cli._schedules import fire_schedules, set_paused

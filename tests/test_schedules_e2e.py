@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,26 @@ def by_kind(kind):
         for payload in approval.create(token="prune-" + kind):
             return payload
     return kind
+
+
+@step
+def hold_first():
+    """The first run ever to get here waits for the test's `release` file; the others go on."""
+    import os, time
+    try:
+        os.close(os.open(os.path.join(HERE, "held"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return "went on"
+    while not os.path.exists(os.path.join(HERE, "release")):
+        time.sleep(0.01)
+    return "held"
+
+
+@workflow
+def held_once():
+    from durable_cli import get_workflow_metadata
+    note(get_workflow_metadata().run_id)
+    return hold_first()
 '''
 
 
@@ -352,6 +373,31 @@ def test_overlapping_tick_summaries_count_each_firing_once(tmp_path: Path) -> No
     project, expected, summaries = _catch_up_race(tmp_path)
     assert project.fired() == expected
     assert sum(s["fired"] for s in summaries) == len(expected), [s["fired"] for s in summaries]
+
+
+def test_an_instant_pruned_by_an_overlapping_tick_is_not_fired_again_by_a_slower_tick(tmp_path: Path) -> None:
+    """Ticks B and A catch up the same minutes (catch_up: all) under `retention: completed: 0`. B
+    fires the oldest and is held in it; A fires the rest, records the schedule as handled, and its
+    retention prunes them at once. B, let go, must not fire those instants a second time."""
+    project = Scheduled(tmp_path, retention={"completed": 0})
+    project.configure([{"name": "each", "cron": "* * * * *", "catch_up": "all",
+                        "workflow": project.ref("held_once")}], retention={"completed": 0})
+    project.tick_at(iso(datetime.now(timezone.utc) - timedelta(minutes=4)))  # first seen 4 min ago
+    slow = spawn([DURABLE, "--dir", str(project.dir), "tick", "--json"], cwd=project.root, env=durable_env(),
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        while not (project.root / "held").exists() and slow.poll() is None:
+            time.sleep(0.01)  # until B holds the oldest instant's run (or ended: the assert says)
+        assert (project.root / "held").exists()
+        code, doc, err = project.json("tick")
+        assert code == 0, err
+        assert doc["fired"] >= 2 and doc["pruned"] >= 2, doc
+    finally:
+        (project.root / "release").touch()
+        out, err = slow.communicate(timeout=60)
+    assert slow.returncode == 0, err.decode()
+    fired = project.log()
+    assert len(fired) == len(set(fired)), f"instants fired twice: {sorted(fired)}"
 
 
 def test_a_schedule_whose_workflow_cannot_be_imported_is_reported_by_tick(tmp_path: Path) -> None:

@@ -13,14 +13,18 @@ from .._store.base import Store
 
 def admit(store: Store, queues: dict[str, QueueLimits], now: datetime) -> int:
     """Start what each queue has room for (the admitted runs are due now: the tick drives them);
-    how many were admitted. A queue full by concurrency first gives back the slots of runs that
-    finished (or vanished) without giving them back, as a crash between the two leaves them."""
+    how many were admitted. A queue full by concurrency, or one whose waiting runs a key may hold
+    back, first gives back the slots of runs that finished (or vanished) without giving them back,
+    as a crash between the two leaves them (a dead slot would block its key for good)."""
     count = 0
     for limits in queues.values():
         admitted = store.queue_admit(limits, now)
-        if not admitted and limits.concurrency is not None:
+        if not admitted and (limits.concurrency is not None or limits.per_key is not None):
             started = store.queue_started(limits.name)
-            if len(started) >= limits.concurrency and _free_leaked(store, limits.name, started, now):
+            full = limits.concurrency is not None and len(started) >= limits.concurrency
+            keyed = (limits.per_key is not None and len(started) >= limits.per_key
+                     and bool(store.queue_stats(limits, now)["queued"]))
+            if (full or keyed) and _free_leaked(store, limits.name, started, now):
                 admitted = store.queue_admit(limits, now)
         count += len(admitted)
     return count
