@@ -51,30 +51,38 @@ def test_a_folder_made_by_another_process_after_the_store_opened_is_used(tmp_pat
     assert store.cancel_requested("r1") and store.inbox_run_ids() == ["r1"]
 
 
+def _store_with_work(tmp_path: Path) -> str:
+    """A journal dir holding run r1: due, a message in its inbox, a cancel request."""
+    store = FileStore(str(tmp_path / "j"))
+    _created(store, "r1")
+    store.set_due("r1", datetime(2030, 1, 1, tzinfo=timezone.utc))
+    store.post("r1", {"v": 1})
+    store.request_cancel("r1")
+    return str(tmp_path / "j")
+
+
+# Python code printing, as JSON, what a store opened on argv[1] finds of `_store_with_work`'s run.
+_LOOK = (
+    "import json, os, sys\n"
+    "from datetime import datetime, timezone\n"
+    "from durable_cli._store.files import FileStore\n"
+    "store = FileStore(sys.argv[1])\n"
+    "print(json.dumps({'real uid': os.getuid(), 'due': [run for _, run in store.due(datetime(2031, 1, 1, tzinfo=timezone.utc))],\n"
+    "                  'inbox': store.inbox_run_ids(), 'cancel': store.cancel_requested('r1'),\n"
+    "                  'messages': [m for _, m in store.messages('r1')], 'probe': store.cancel_probe('r1')()}))\n")
+FOUND = {"due": ["r1"], "inbox": ["r1"], "cancel": True, "messages": [{"v": 1}], "probe": True}
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start a process whose real user is another")
 def test_a_store_finds_its_folders_as_the_effective_user_whatever_the_real_user(tmp_path: Path) -> None:
     """Folders are looked for, like everything in the store, as the effective user: a process whose
     real user is another (started through a setuid wrapper) and cannot enter the journal dir
     still finds the run that is due, its messages (read as its own files, not refused as another
     user's), and its cancel request, also through the look the engine takes before every step."""
-    store = FileStore(str(tmp_path / "j"))
-    _created(store, "r1")
-    store.set_due("r1", datetime(2030, 1, 1, tzinfo=timezone.utc))
-    store.post("r1", {"v": 1})
-    store.request_cancel("r1")
-    probe = (
-        "import json, os, sys\n"
-        "from datetime import datetime, timezone\n"
-        "from durable_cli._store.files import FileStore\n"
-        "store = FileStore(sys.argv[1])\n"
-        "print(json.dumps({'real uid': os.getuid(), 'due': [run for _, run in store.due(datetime(2031, 1, 1, tzinfo=timezone.utc))],\n"
-        "                  'inbox': store.inbox_run_ids(), 'cancel': store.cancel_requested('r1'),\n"
-        "                  'messages': [m for _, m in store.messages('r1')], 'probe': store.cancel_probe('r1')()}))\n")
-    done = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "j")], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", _LOOK, _store_with_work(tmp_path)], capture_output=True, text=True,
                           preexec_fn=lambda: os.setresuid(65534, 0, 0))  # real user nobody, effective root
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"real uid": 65534, "due": ["r1"], "inbox": ["r1"], "cancel": True,
-                                       "messages": [{"v": 1}], "probe": True}
+    assert json.loads(done.stdout) == {"real uid": 65534, **FOUND}
 
 
 x86_64_only = pytest.mark.skipif(os.uname().machine != "x86_64", reason="the filter names x86_64's system calls")
@@ -92,22 +100,9 @@ def test_a_store_finds_its_folders_where_a_sandbox_refuses_faccessat2(tmp_path: 
     """Where a sandbox answers faccessat2 with EPERM (older Docker's seccomp profile), a store does
     not take every folder for missing (a tick would then find nothing due, for ever): it looks
     with lstat instead."""
-    store = FileStore(str(tmp_path / "j"))
-    _created(store, "r1")
-    store.set_due("r1", datetime(2030, 1, 1, tzinfo=timezone.utc))
-    store.post("r1", {"v": 1})
-    store.request_cancel("r1")
-    probe = (
-        "import json, os, sys\n"
-        "from datetime import datetime, timezone\n"
-        "from durable_cli._store.files import FileStore\n"
-        "assert not os.access('/', os.F_OK, effective_ids=True, follow_symlinks=False)  # the filter works\n"
-        "store = FileStore(sys.argv[1])\n"
-        "print(json.dumps({'due': [run for _, run in store.due(datetime(2031, 1, 1, tzinfo=timezone.utc))],\n"
-        "                  'inbox': store.inbox_run_ids(), 'cancel': store.cancel_requested('r1'),\n"
-        "                  'probe': store.cancel_probe('r1')()}))\n")
-    assert _denied("faccessat2", probe, str(tmp_path / "j")) == {"due": ["r1"], "inbox": ["r1"], "cancel": True,
-                                                              "probe": True}
+    works = "import os\nassert not os.access('/', os.F_OK, effective_ids=True, follow_symlinks=False)  # the filter\n"
+    found = _denied("faccessat2", works + _LOOK, _store_with_work(tmp_path))
+    assert isinstance(found, dict) and {k: v for k, v in found.items() if k != "real uid"} == FOUND
 
 
 @x86_64_only

@@ -11,20 +11,10 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from helpers import durable_json_in_process, write_module
-from test_serve_http import ServeProcess, inspect, start_run, tick, webhook_url
+from helpers import durable_json_in_process
+from test_serve_http import FLOWS as HTTP_FLOWS, ServeProcess, inspect, served, start_run, tick, webhook_url
 
-FLOWS = """
-    from durable_cli import create_webhook, define_hook, workflow
-
-    approval = define_hook("approval")
-
-
-    @workflow
-    def on_webhook():
-        for request in create_webhook():
-            return request
-
+FLOWS = HTTP_FLOWS + """
 
     @workflow
     def signed_by(verify):
@@ -36,22 +26,12 @@ FLOWS = """
     def answers_with(status, headers):
         for request in create_webhook(respond_with={"status": status, "headers": headers}):
             return request["json"]
-
-
-    @workflow
-    def approve(doc):
-        for decision in approval.create(token="approval-" + doc):
-            return decision
 """
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, ServeProcess]]:
-    cwd = tmp_path_factory.mktemp("edges")
-    write_module(cwd, "flows", FLOWS)
-    server = ServeProcess(cwd, env={"EDGE_SECRET": "s3cret"})
-    yield cwd, server
-    assert server.stop() == 0, server.log.read_text()
+    yield from served(tmp_path_factory, FLOWS, {"EDGE_SECRET": "s3cret"})
 
 
 def nested(depth: int) -> bytes:

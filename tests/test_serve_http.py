@@ -117,14 +117,20 @@ def tick(cwd: Path) -> None:
     assert code == 0, err
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, ServeProcess]]:
-    """A project dir with workflows and a server over its journals (HOOK_SECRET set, NO_SECRET not)."""
+def served(tmp_path_factory: pytest.TempPathFactory, flows: str, env: dict[str, str]
+           ) -> Iterator[tuple[Path, ServeProcess]]:
+    """A project dir with `flows` as its workflows and a server over its journals, stopped after."""
     cwd = tmp_path_factory.mktemp("serve")
-    write_module(cwd, "flows", FLOWS)
-    server = ServeProcess(cwd, env={"HOOK_SECRET": "s3cret"})
+    write_module(cwd, "flows", flows)
+    server = ServeProcess(cwd, env=env)
     yield cwd, server
     assert server.stop() == 0, server.log.read_text()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, ServeProcess]]:
+    """FLOWS served (HOOK_SECRET set, NO_SECRET not)."""
+    yield from served(tmp_path_factory, FLOWS, {"HOOK_SECRET": "s3cret"})
 
 
 def test_a_webhook_delivery_is_queued_and_the_next_tick_completes_the_run_with_the_request(site: Any) -> None:

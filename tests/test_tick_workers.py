@@ -8,21 +8,7 @@ import shutil
 from pathlib import Path
 
 from project import Project, later
-
-CODE = '''
-from durable_cli import sleep, step, workflow
-
-
-@step
-def add_one(x):
-    return x + 1
-
-
-@workflow
-def nap(n):
-    sleep("1h")
-    return add_one(n)
-'''
+from test_tick_reporting import CODE
 
 
 def _entries(project: Project) -> list[str]:
