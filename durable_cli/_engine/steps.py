@@ -34,7 +34,7 @@ from .definitions import StepDef
 from .history import Event, Op
 from .outcomes import error_info, rebuild
 from .execution import Execution
-from .scheduler import current, park, pending_waits, suspend, turn
+from .scheduler import Scheduler, current, park, pending_waits, suspend, turn
 from .waits import SHORT_RETRY_SECONDS, RetryWait, block
 
 DEFAULT_MAX_RETRIES = 3
@@ -102,6 +102,8 @@ def _begin(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs: dict[str
 def _outcome(event: dict[str, Any]) -> Any:
     if event["type"] == "step_completed":
         return event.get("result")
+    if event.get("cancelled"):
+        raise asyncio.CancelledError()  # the workflow cancelled it (its task) the first time
     raise rebuild(event["error"])
 
 
@@ -326,48 +328,66 @@ async def call_async(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs
         await turn(pos)
         return _outcome(op.completion)
     scheduler = current()
-    while True:
-        attempt, wait, completion = _plan(ex, sdef, pos)
-        if completion is not None:
-            return _outcome(completion)
-        if wait is not None and wait.due_at is not None:
-            pause = (wait.due_at - ex.clock()).total_seconds()
-            if pause > SHORT_RETRY_SECONDS:
-                await park(wait)
-            elif pause > 0:
-                ex.flush()
+    try:
+        while True:
+            attempt, wait, completion = _plan(ex, sdef, pos)
+            if completion is not None:
+                return _outcome(completion)
+            if wait is not None and wait.due_at is not None:
+                pause = (wait.due_at - ex.clock()).total_seconds()
+                if pause > SHORT_RETRY_SECONDS:
+                    await park(wait)
+                elif pause > 0:
+                    ex.flush()
+                    with scheduler:
+                        await ex.pause_async(pause)
+            _stage_start(ex, sdef, pos, attempt, digest)
+            written = scheduler.commit(durable=True)
+            if written is not None:
                 with scheduler:
-                    await ex.pause_async(pause)
-        _stage_start(ex, sdef, pos, attempt, digest)
-        written = scheduler.commit(durable=True)
-        if written is not None:
-            with scheduler:
-                await written
-        token = current_step.set((ex.run_id, pos, sdef.name, attempt))
-        seconds = _timeout(ex, sdef)
-        error: Exception | None = None
-        try:
-            with scheduler:
-                if ex.traced:
-                    with ex.trace.step(pos):
+                    await written
+            token = current_step.set((ex.run_id, pos, sdef.name, attempt))
+            seconds = _timeout(ex, sdef)
+            error: Exception | None = None
+            try:
+                with scheduler:
+                    if ex.traced:
+                        with ex.trace.step(pos):
+                            result = await _await_step(sdef, args, kwargs, seconds, attempt)
+                    elif seconds is None:
+                        result = await sdef.fn(*args, **kwargs)
+                    else:
                         result = await _await_step(sdef, args, kwargs, seconds, attempt)
-                elif seconds is None:
-                    result = await sdef.fn(*args, **kwargs)
-                else:
-                    result = await _await_step(sdef, args, kwargs, seconds, attempt)
-        except Exception as exc:
-            error = exc
-        finally:
-            current_step.reset(token)
-        if error is None:
-            failure = _stage_result(ex, sdef, pos, result)
-        else:
-            _stage_failure(ex, sdef, pos, attempt, error)
-        written = scheduler.commit(durable=False)  # with the outcomes ready beside it, handed back in order
-        if written is not None:
-            with scheduler:
-                await written
-        if error is not None:
-            error = None  # no cycle through its traceback while the next attempt runs
-            continue
-        return result if failure is None else _outcome(failure)
+            except Exception as exc:
+                error = exc
+            finally:
+                current_step.reset(token)
+            if error is None:
+                failure = _stage_result(ex, sdef, pos, result)
+            else:
+                _stage_failure(ex, sdef, pos, attempt, error)
+            written = scheduler.commit(durable=False)  # with the outcomes ready beside it, handed back in order
+            if written is not None:
+                with scheduler:
+                    await written
+            if error is not None:
+                error = None  # no cycle through its traceback while the next attempt runs
+                continue
+            return result if failure is None else _outcome(failure)
+    except asyncio.CancelledError:
+        op = ex.history.ops.get(pos)
+        if not ex.closing and (op is None or op.completion is None):
+            await _cancelled(ex, sdef, pos, scheduler)
+        raise
+
+
+async def _cancelled(ex: Execution, sdef: StepDef, pos: int, scheduler: Scheduler) -> None:
+    """The workflow cancelled the step's task (not the engine unwinding): journal the cancel as
+    the step's final outcome, so a replay raises it at the same point and never runs the step again."""
+    op = ex.history.ops.get(pos)
+    ex.record("step_failed", pos=pos, name=sdef.name, attempt=op.count("step_started") if op else 0,
+              error=error_info(asyncio.CancelledError()), final=True, cancelled=True)
+    written = scheduler.commit(durable=False)
+    if written is not None:
+        with scheduler:
+            await written

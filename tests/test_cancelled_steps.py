@@ -1,0 +1,83 @@
+"""An async workflow that cancels one of its own steps (a task it started, then cancels): the
+attempt's outcome is the cancellation, journaled, so a replay sees the step cancelled at the same
+point and never runs it again. Found by review: the cancelled attempt was left without an outcome,
+so the next replay journaled it as a crash (`StepCrashed`, "the process died"), ran the step again
+and handed its new result to code that had seen it cancelled the first time."""
+
+from __future__ import annotations
+
+import asyncio
+
+from durable_cli import sleep, step, workflow
+from durable_cli.testing import DurableTestEnv
+
+RAN: list[str] = []
+
+
+@step
+async def slow_lookup() -> str:
+    RAN.append("slow")
+    if RAN.count("slow") == 1:
+        await asyncio.Event().wait()  # the first attempt waits until the workflow cancels it
+    return "slow"
+
+
+@step
+async def quick_lookup() -> str:
+    return "quick"
+
+
+@workflow
+async def cancels_its_slow_step() -> list[str]:
+    slow = asyncio.ensure_future(slow_lookup())
+    quick = await quick_lookup()
+    slow.cancel()
+    try:
+        outcome = await slow
+    except asyncio.CancelledError:
+        outcome = "cancelled"
+    await sleep("1h")  # the run suspends: the rest replays
+    return [quick, outcome]
+
+
+def test_a_step_the_workflow_cancels_stays_cancelled_on_replay_and_never_runs_again() -> None:
+    RAN.clear()
+    env = DurableTestEnv()
+    run = env.start(cancels_its_slow_step)
+    assert run.status == "sleeping"
+    env.advance("2h")
+    done = env.get_run(run.run_id)
+    assert (done.status, done.result) == ("completed", ["quick", "cancelled"]), done
+    assert RAN == ["slow"]
+    crashed = [e for e in env.events(run.run_id) if e["type"] == "step_failed"
+               and e["error"]["type"] == "durable_cli.errors.StepCrashed"]
+    assert not crashed, crashed
+
+
+@workflow
+async def cancels_then_fails() -> str:
+    slow = asyncio.ensure_future(slow_lookup())
+    await quick_lookup()
+    slow.cancel()
+    try:
+        await slow
+    except asyncio.CancelledError:
+        pass
+    if not FIXED:
+        raise ValueError("not fixed yet")
+    return "fixed"
+
+
+FIXED: list[bool] = []
+
+
+def test_a_cancelled_step_stays_cancelled_when_its_failed_run_is_retried() -> None:
+    RAN.clear()
+    FIXED.clear()
+    env = DurableTestEnv()
+    run = env.start(cancels_then_fails)
+    assert run.status == "failed"
+    FIXED.append(True)
+    retried = env.retry(run.run_id)
+    assert (retried.status, retried.result) == ("completed", "fixed"), retried
+    assert RAN == ["slow"]
