@@ -27,7 +27,7 @@ from .._payloads import stored
 from .._status import FINISHED, TERMINAL
 from .._store.base import RunSession, Store, check_run_id
 from .._timeparse import iso, parse_instant
-from .context import current_execution
+from .context import current_execution, current_step
 from .children import finish_children, hand_over, release_handed
 from .definitions import WorkflowDef
 from .delivery import deliver
@@ -116,6 +116,7 @@ def _run_workflow(ex: Execution, args: list[Any], kwargs: dict[str, Any]) -> Any
     """Call the workflow function under `ex`; a suspension or abort surfaces as `Suspend`."""
     definition = ex.definition
     token = current_execution.set(ex)
+    outside = current_step.set(None)  # started inside a step (start() in a step): not in one here
     try:
         try:
             if not definition.is_async:
@@ -127,6 +128,7 @@ def _run_workflow(ex: Execution, args: list[Any], kwargs: dict[str, Any]) -> Any
         ex.check_finished()
         return result
     finally:
+        current_step.reset(outside)
         current_execution.reset(token)
 
 
