@@ -81,3 +81,43 @@ def test_a_cancelled_step_stays_cancelled_when_its_failed_run_is_retried() -> No
     retried = env.retry(run.run_id)
     assert (retried.status, retried.result) == ("completed", "fixed"), retried
     assert RAN == ["slow"]
+
+
+SEEN: list[str] = []
+
+
+@step
+async def finishes_anyway() -> str:
+    RAN.append("stubborn")
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        return "finished anyway"  # it ignores the cancel: its task ends with this result
+    return "never"
+
+
+@workflow
+async def cancels_a_step_that_ignores_it() -> list[str]:
+    stubborn = asyncio.ensure_future(finishes_anyway())
+    quick = await quick_lookup()
+    stubborn.cancel()
+    try:
+        outcome = await stubborn
+    except asyncio.CancelledError:
+        outcome = "cancelled"
+    SEEN.append(outcome)
+    await sleep("1h")
+    return [quick, outcome]
+
+
+def test_a_step_that_ignores_its_cancel_hands_its_result_back_on_replay_too() -> None:
+    RAN.clear()
+    SEEN.clear()
+    env = DurableTestEnv()
+    run = env.start(cancels_a_step_that_ignores_it)
+    assert run.status == "sleeping"
+    env.advance("2h")
+    done = env.get_run(run.run_id)
+    assert SEEN == ["finished anyway", "finished anyway"]  # the first execution, then the replay
+    assert (done.status, done.result) == ("completed", ["quick", "finished anyway"]), done
+    assert RAN == ["stubborn"]

@@ -262,12 +262,19 @@ def _stage_start(ex: Execution, sdef: StepDef, pos: int, attempt: int, digest: s
                       ',"pos":%d,"name":%s,"attempt":%d,"args_hash":"%s"' % (pos, _name_json(name), attempt, digest))
 
 
-def _stage_result(ex: Execution, sdef: StepDef, pos: int, result: Any) -> Event | None:
-    """Stage a step's result (None), or, for a result that is not JSON, a final failure (its event)."""
+def _stage_result(ex: Execution, sdef: StepDef, pos: int, result: Any, cancel_ignored: bool = False) -> Event | None:
+    """Stage a step's result (None), or, for a result that is not JSON, a final failure (its event).
+
+    `cancel_ignored`: an async step's task was cancelled and its body returned all the same (its
+    task ends with the result): a replay hands the result back when the cancel comes again."""
     try:
         name = sdef.name
-        ex.record_encoded("step_completed", {"pos": pos, "name": name, "result": result},
-                          ',"pos":%d,"name":%s,"result":%s' % (pos, _name_json(name), encode_value(result)))
+        tail = ',"pos":%d,"name":%s,"result":%s' % (pos, _name_json(name), encode_value(result))
+        if cancel_ignored:
+            ex.record_encoded("step_completed", {"pos": pos, "name": name, "result": result, "cancel_ignored": True},
+                              tail + ',"cancel_ignored":true')
+        else:
+            ex.record_encoded("step_completed", {"pos": pos, "name": name, "result": result}, tail)
         return None
     except (TypeError, ValueError, RecursionError) as exc:  # (nested too deep to encode)
         error = TypeError(f"step {sdef.name!r} returned a value that is not JSON serializable: {exc}")
@@ -325,9 +332,16 @@ async def call_async(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs
     in flight (`with scheduler:`)."""
     pos, op, digest = _begin(ex, sdef, args, kwargs)
     if op is not None and op.completion is not None:
-        await turn(pos)
-        return _outcome(op.completion)
+        recorded = op.completion
+        try:
+            await turn(pos)
+        except asyncio.CancelledError:
+            if not recorded.get("cancel_ignored") or ex.closing:
+                raise
+            await turn(pos)  # its body ignored this cancel the first time: the result still comes
+        return _outcome(recorded)
     scheduler = current()
+    task = asyncio.current_task()
     try:
         while True:
             attempt, wait, completion = _plan(ex, sdef, pos)
@@ -349,6 +363,7 @@ async def call_async(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs
             token = current_step.set((ex.run_id, pos, sdef.name, attempt))
             seconds = _timeout(ex, sdef)
             error: Exception | None = None
+            cancels = task.cancelling() if task is not None else 0
             try:
                 with scheduler:
                     if ex.traced:
@@ -363,7 +378,7 @@ async def call_async(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs
             finally:
                 current_step.reset(token)
             if error is None:
-                failure = _stage_result(ex, sdef, pos, result)
+                failure = _stage_result(ex, sdef, pos, result, task is not None and task.cancelling() > cancels)
             else:
                 _stage_failure(ex, sdef, pos, attempt, error)
             written = scheduler.commit(durable=False)  # with the outcomes ready beside it, handed back in order
