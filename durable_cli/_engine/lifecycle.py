@@ -121,6 +121,8 @@ def _run_workflow(ex: Execution, args: list[Any], kwargs: dict[str, Any]) -> Any
         try:
             if not definition.is_async:
                 result = definition.fn(*args, **kwargs)
+                if ex.closing:  # it caught the engine's unwinding (`except BaseException`) and returned
+                    raise Suspend()
             else:
                 result = run_async(ex, definition.fn, args, kwargs)
         finally:
