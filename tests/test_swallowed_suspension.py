@@ -41,3 +41,25 @@ def test_a_workflow_that_swallows_its_suspension_still_sleeps_and_ends_as_its_co
         env.advance("2h")
         done = env.get_run(run.run_id)
         assert (done.status, done.result) == ("completed", "rested"), (fn, done)
+
+
+class Wrapped(Exception):
+    pass
+
+
+@workflow
+def wraps_everything() -> str:
+    try:
+        sleep("1h")
+    except BaseException as exc:  # noqa: BLE001 - the mistake under test
+        raise Wrapped("while sleeping") from exc
+    return after_the_nap()
+
+
+def test_a_workflow_that_turns_its_suspension_into_an_error_still_sleeps() -> None:
+    env = DurableTestEnv()
+    run = env.start(wraps_everything)
+    assert (run.status, run.error) == ("sleeping", None), run
+    env.advance("2h")
+    done = env.get_run(run.run_id)
+    assert (done.status, done.result) == ("completed", "rested"), done

@@ -120,7 +120,12 @@ def _run_workflow(ex: Execution, args: list[Any], kwargs: dict[str, Any]) -> Any
     try:
         try:
             if not definition.is_async:
-                result = definition.fn(*args, **kwargs)
+                try:
+                    result = definition.fn(*args, **kwargs)
+                except Exception:
+                    if ex.closing:  # the engine's unwinding, caught and turned into an error
+                        raise Suspend() from None
+                    raise
                 if ex.closing:  # it caught the engine's unwinding (`except BaseException`) and returned
                     raise Suspend()
             else:
