@@ -296,6 +296,8 @@ def call_sync(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs: dict[
     """A step call in a workflow: the recorded outcome, or attempts until one is final."""
     pos, op, digest = _begin(ex, sdef, args, kwargs)
     if op is not None and op.completion is not None:
+        if ex.definition.is_async:  # called without `await` in an async workflow: handed back here
+            current().gate.pop(pos, None)
         return _outcome(op.completion)
     attempt, wait, completion = (1, None, None) if op is None else _plan(ex, sdef, pos)
     while True:
