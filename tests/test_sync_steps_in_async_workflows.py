@@ -52,3 +52,20 @@ def test_a_sync_step_in_an_async_workflow_replays_without_blocking_the_run() -> 
         done = env.get_run(run.run_id)
         assert (done.status, done.result) == ("completed", expected), done
         assert len(RAN) == len(set(RAN)), RAN  # each step ran once
+
+
+@workflow
+def sync_workflow_calls_an_async_step(x: int) -> int:
+    times_ten(x)  # a coroutine nobody can await here
+    return add_one(x)
+
+
+def test_an_async_step_called_from_a_sync_workflow_fails_the_run_saying_so() -> None:
+    """The reverse mistake: the step's coroutine was dropped, the step never ran and the run
+    completed as if it had (or failed on a coroutine that is not JSON)."""
+    RAN.clear()
+    env = DurableTestEnv()
+    run = env.start(sync_workflow_calls_an_async_step, 1)
+    assert run.status == "failed", run
+    assert "async step 'times_ten'" in run.error["message"], run.error
+    assert RAN == []
