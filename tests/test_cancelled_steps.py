@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from durable_cli import sleep, step, workflow
+from durable_cli import FatalError, sleep, step, workflow
 from durable_cli.testing import DurableTestEnv
 
 RAN: list[str] = []
@@ -121,3 +121,58 @@ def test_a_step_that_ignores_its_cancel_hands_its_result_back_on_replay_too() ->
     assert SEEN == ["finished anyway", "finished anyway"]  # the first execution, then the replay
     assert (done.status, done.result) == ("completed", ["quick", "finished anyway"]), done
     assert RAN == ["stubborn"]
+
+
+@step
+async def never_ends() -> str:
+    await asyncio.Event().wait()
+    return "never"
+
+
+@workflow
+async def cancels_by_a_timer_of_its_own() -> str:
+    try:
+        await asyncio.wait_for(never_ends(), 0.05)  # a wall-clock timer: a replay cannot repeat it
+    except asyncio.TimeoutError:
+        pass
+    await sleep("1h")
+    return "slept"
+
+
+def test_a_step_cancelled_by_a_timer_of_the_workflow_blocks_the_run_saying_why() -> None:
+    env = DurableTestEnv()
+    run = env.start(cancels_by_a_timer_of_its_own)
+    assert run.status == "sleeping", run
+    env.advance("2h")
+    blocked = env.get_run(run.run_id)
+    assert blocked.status == "blocked", blocked
+    assert "asyncio.wait_for" in blocked.error["message"] and "timeout=" in blocked.error["message"], blocked
+
+
+@step
+async def refuses() -> str:
+    await asyncio.sleep(0)
+    raise FatalError("refused")
+
+
+@workflow
+async def task_group_with_a_failing_step() -> str:
+    try:
+        async with asyncio.TaskGroup() as group:  # a failure cancels the other tasks
+            group.create_task(slow_lookup())
+            group.create_task(refuses())
+    except* FatalError:
+        pass
+    await sleep("1h")
+    return "slept"
+
+
+def test_a_step_a_task_group_cancels_is_cancelled_again_on_replay_and_never_runs_again() -> None:
+    RAN.clear()
+    env = DurableTestEnv()
+    run = env.start(task_group_with_a_failing_step)
+    assert run.status == "sleeping", run
+    env.advance("2h")
+    done = env.get_run(run.run_id)
+    assert (done.status, done.result) == ("completed", "slept"), done
+    assert RAN == ["slow"]

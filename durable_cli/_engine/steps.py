@@ -341,6 +341,15 @@ async def call_async(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs
             if not recorded.get("cancel_ignored") or ex.closing:
                 raise
             await turn(pos)  # its body ignored this cancel the first time: the result still comes
+        if recorded.get("cancelled"):  # its turn came and the workflow did not cancel it this time
+            from .execution import divergence
+
+            ex.abort(divergence(
+                pos, f"step {sdef.name!r} cancelled by the workflow", f"step {sdef.name!r} not cancelled",
+                f"workflow is not deterministic: step {sdef.name!r} at position {pos} was cancelled by the "
+                "workflow the first time, and this replay did not cancel it (a cancel by a timer of the "
+                "workflow's own, such as asyncio.wait_for or asyncio.timeout, cannot be replayed: give the "
+                "step a timeout= instead)"))
         return _outcome(recorded)
     scheduler = current()
     task = asyncio.current_task()
