@@ -176,3 +176,21 @@ def test_a_step_a_task_group_cancels_is_cancelled_again_on_replay_and_never_runs
     done = env.get_run(run.run_id)
     assert (done.status, done.result) == ("completed", "slept"), done
     assert RAN == ["slow"]
+
+
+@workflow
+async def lets_the_cancel_escape() -> str:
+    slow = asyncio.ensure_future(slow_lookup())
+    await quick_lookup()
+    slow.cancel()
+    return await slow  # the CancelledError is not caught: it ends the workflow
+
+
+def test_a_workflow_ended_by_a_cancel_it_let_escape_fails_saying_so() -> None:
+    """Found by review: the run was left `running` for good (no outcome, nothing due), start()
+    returning it as running, no error anywhere."""
+    RAN.clear()
+    env = DurableTestEnv()
+    run = env.start(lets_the_cancel_escape)
+    assert run.status == "failed", run
+    assert "CancelledError" in run.error["message"], run.error
