@@ -139,6 +139,15 @@ def forget_held() -> list[str]:
     return runs
 
 
+def release_returned() -> None:
+    """Let go of the held runs whose timed-out step has returned since: for a process that goes on
+    where a real one would have exited (the test kit), so its next tick may retry the step, as the
+    next process would."""
+    for held in [held for held in _HELD if not held[0].is_alive()]:
+        _HELD.remove(held)
+        held[1].close()
+
+
 def holds(session: RunSession) -> bool:
     """Whether `session` must stay open (claimed) until this process exits."""
     return any(held is session for _, held in _HELD)
