@@ -425,6 +425,9 @@ def cancel_run(store: Store, run_id: str, clock: Clock, options: Options,
     deadline = None if timeout is None else time.monotonic() + timeout
     run = request_cancel(store, run_id, clock)
     run_id = run.run_id
+    here = current_execution.get()
+    if here is not None and here.run_id == run_id:
+        return run  # asked by the run's own code: it stops before its next step, once this returns
     quiet = replace(options, wake_parent=False)
     while run.status not in FINISHED:
         try:
