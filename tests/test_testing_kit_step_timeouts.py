@@ -48,3 +48,31 @@ def test_the_kit_retries_a_timed_out_sync_step_once_its_code_has_returned() -> N
     finally:
         RELEASE.set()
         forget_held()
+
+
+def test_cancelling_a_run_held_for_a_timed_out_step_returns_and_the_cancel_lands_later() -> None:
+    """Found by review: `cancel()` waits until the run has stopped, acting on it whenever it is
+    free, but this process holds the run until its timed-out step's code is gone (in an app,
+    until the app exits): the call looped for good, in the kit and in an app's request alike."""
+    ATTEMPTS.clear()
+    RELEASE.clear()
+    env = DurableTestEnv()
+    try:
+        run = env.start(retried_after_a_timeout)
+        assert run.status == "sleeping", run
+        outcome: dict[str, object] = {}
+        canceller = threading.Thread(target=lambda: outcome.update(run=env.cancel(run.run_id)), daemon=True)
+        canceller.start()
+        canceller.join(30)  # a guard against the hang, not a measure: it returns at once
+        assert not canceller.is_alive(), "cancel() hung on a run this process holds"
+        assert getattr(outcome["run"], "status") == "sleeping", outcome  # requested, not yet acted on
+        RELEASE.set()
+        for thread in threading.enumerate():
+            if thread.name == "durable-step-hangs_the_first_time":
+                thread.join(30)
+        env.advance("5s")
+        assert env.get_run(run.run_id).status == "cancelled"
+        assert ATTEMPTS == [1]
+    finally:
+        RELEASE.set()
+        forget_held()

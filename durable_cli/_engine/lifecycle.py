@@ -37,7 +37,7 @@ from .history import History
 from .outcomes import error_info
 from .run import Options, Run
 from .scheduler import run_async
-from .steps import holds
+from .steps import held_runs, holds
 
 
 def new_run_id(now: datetime) -> str:
@@ -428,6 +428,8 @@ def cancel_run(store: Store, run_id: str, clock: Clock, options: Options,
     here = current_execution.get()
     if here is not None and here.run_id == run_id:
         return run  # asked by the run's own code: it stops before its next step, once this returns
+    if run_id in held_runs():
+        return run  # this process holds it while a timed-out step's code may run: the next one acts
     quiet = replace(options, wake_parent=False)
     while run.status not in FINISHED:
         try:
