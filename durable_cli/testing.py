@@ -114,8 +114,10 @@ class DurableTestEnv:
 
     def tick(self) -> TickSummary:
         """One tick at the current virtual time (schedules of durable.yaml included)."""
+        from ._engine.steps import release_returned
         from ._tick import tick_once
 
+        release_returned()  # a timed-out step's code that has returned holds its run no more
         return tick_once(self.store, self.clock, lambda: self.options, config=self.config)
 
     def advance(self, duration: object) -> TickSummary:

@@ -10,7 +10,7 @@ import functools
 import inspect
 from typing import TYPE_CHECKING, Any, Callable, Generic
 
-from ..errors import InvalidArguments
+from ..errors import DurableError, InvalidArguments
 from .context import current_execution, current_step
 
 if TYPE_CHECKING:  # defaults (PEP 696, typeshed's typing_extensions): bare `WorkflowDef` = any workflow
@@ -105,6 +105,9 @@ class StepDef(Generic[P, R]):
             return self.fn(*args, **kwargs)
         steps = _STEPS or _steps()  # every replayed step passes here: no call once it is imported
         if self.is_async:
+            if not execution.definition.is_async:  # its coroutine could only be dropped: the step would never run
+                raise DurableError(f"async step {self.name!r} called from sync workflow {execution.definition.name!r}: "
+                                   "make the workflow `async def` and `await` the step, or make the step sync")
             return steps.call_async(execution, self, args, kwargs)  # type: ignore[no-any-return]
         return steps.call_sync(execution, self, args, kwargs)  # type: ignore[no-any-return]
 

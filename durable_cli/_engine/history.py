@@ -232,9 +232,11 @@ class History:
             self.deadline = deadline
 
     def _void_final_failures(self) -> None:
-        """After `run_retried`, steps that had failed for good get fresh attempts."""
+        """After `run_retried`, steps that had failed for good get fresh attempts (not those the
+        workflow cancelled: a cancel is what the workflow did, not a failure)."""
         for op in self.ops.values():
-            if op.completion is not None and op.completion["type"] == "step_failed":
+            if (op.completion is not None and op.completion["type"] == "step_failed"
+                    and not op.completion.get("cancelled")):
                 op.completion = None
                 op.retry_base = op.count("step_started")
                 self.completion_order.remove(op.pos)

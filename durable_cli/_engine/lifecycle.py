@@ -27,7 +27,7 @@ from .._payloads import stored
 from .._status import FINISHED, TERMINAL
 from .._store.base import RunSession, Store, check_run_id
 from .._timeparse import iso, parse_instant
-from .context import current_execution
+from .context import current_execution, current_step
 from .children import finish_children, hand_over, release_handed
 from .definitions import WorkflowDef
 from .delivery import deliver
@@ -37,7 +37,7 @@ from .history import History
 from .outcomes import error_info
 from .run import Options, Run
 from .scheduler import run_async
-from .steps import holds
+from .steps import held_runs, holds
 
 
 def new_run_id(now: datetime) -> str:
@@ -116,10 +116,18 @@ def _run_workflow(ex: Execution, args: list[Any], kwargs: dict[str, Any]) -> Any
     """Call the workflow function under `ex`; a suspension or abort surfaces as `Suspend`."""
     definition = ex.definition
     token = current_execution.set(ex)
+    outside = current_step.set(None)  # started inside a step (start() in a step): not in one here
     try:
         try:
             if not definition.is_async:
-                result = definition.fn(*args, **kwargs)
+                try:
+                    result = definition.fn(*args, **kwargs)
+                except Exception:
+                    if ex.closing:  # the engine's unwinding, caught and turned into an error
+                        raise Suspend() from None
+                    raise
+                if ex.closing:  # it caught the engine's unwinding (`except BaseException`) and returned
+                    raise Suspend()
             else:
                 result = run_async(ex, definition.fn, args, kwargs)
         finally:
@@ -127,6 +135,7 @@ def _run_workflow(ex: Execution, args: list[Any], kwargs: dict[str, Any]) -> Any
         ex.check_finished()
         return result
     finally:
+        current_step.reset(outside)
         current_execution.reset(token)
 
 
@@ -416,6 +425,11 @@ def cancel_run(store: Store, run_id: str, clock: Clock, options: Options,
     deadline = None if timeout is None else time.monotonic() + timeout
     run = request_cancel(store, run_id, clock)
     run_id = run.run_id
+    here = current_execution.get()
+    if here is not None and here.run_id == run_id:
+        return run  # asked by the run's own code: it stops before its next step, once this returns
+    if run_id in held_runs():
+        return run  # this process holds it while a timed-out step's code may run: the next one acts
     quiet = replace(options, wake_parent=False)
     while run.status not in FINISHED:
         try:

@@ -355,9 +355,12 @@ class Scheduler:
         if self.error is not None:
             error = self.error
             raise EngineError(f"run {ex.run_id}: internal error: {type(error).__name__}: {error}") from error
-        if suspended or task.cancelled():
+        if suspended:
             raise Suspend()
         ex.closing = False
+        if task.cancelled():  # the workflow's own code let a CancelledError end it: its failure
+            raise DurableError("the workflow ended by an asyncio.CancelledError it did not catch (a task or "
+                               "step it cancelled, awaited outside a try/except)")
         return task.result()
 
 

@@ -34,7 +34,7 @@ from .definitions import StepDef
 from .history import Event, Op
 from .outcomes import error_info, rebuild
 from .execution import Execution
-from .scheduler import current, park, pending_waits, suspend, turn
+from .scheduler import Scheduler, current, park, pending_waits, suspend, turn
 from .waits import SHORT_RETRY_SECONDS, RetryWait, block
 
 DEFAULT_MAX_RETRIES = 3
@@ -102,6 +102,8 @@ def _begin(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs: dict[str
 def _outcome(event: dict[str, Any]) -> Any:
     if event["type"] == "step_completed":
         return event.get("result")
+    if event.get("cancelled"):
+        raise asyncio.CancelledError()  # the workflow cancelled it (its task) the first time
     raise rebuild(event["error"])
 
 
@@ -135,6 +137,15 @@ def forget_held() -> list[str]:
     runs = held_runs()
     _HELD.clear()
     return runs
+
+
+def release_returned() -> None:
+    """Let go of the held runs whose timed-out step has returned since: for a process that goes on
+    where a real one would have exited (the test kit), so its next tick may retry the step, as the
+    next process would."""
+    for held in [held for held in _HELD if not held[0].is_alive()]:
+        _HELD.remove(held)
+        held[1].close()
 
 
 def holds(session: RunSession) -> bool:
@@ -260,12 +271,19 @@ def _stage_start(ex: Execution, sdef: StepDef, pos: int, attempt: int, digest: s
                       ',"pos":%d,"name":%s,"attempt":%d,"args_hash":"%s"' % (pos, _name_json(name), attempt, digest))
 
 
-def _stage_result(ex: Execution, sdef: StepDef, pos: int, result: Any) -> Event | None:
-    """Stage a step's result (None), or, for a result that is not JSON, a final failure (its event)."""
+def _stage_result(ex: Execution, sdef: StepDef, pos: int, result: Any, cancel_ignored: bool = False) -> Event | None:
+    """Stage a step's result (None), or, for a result that is not JSON, a final failure (its event).
+
+    `cancel_ignored`: an async step's task was cancelled and its body returned all the same (its
+    task ends with the result): a replay hands the result back when the cancel comes again."""
     try:
         name = sdef.name
-        ex.record_encoded("step_completed", {"pos": pos, "name": name, "result": result},
-                          ',"pos":%d,"name":%s,"result":%s' % (pos, _name_json(name), encode_value(result)))
+        tail = ',"pos":%d,"name":%s,"result":%s' % (pos, _name_json(name), encode_value(result))
+        if cancel_ignored:
+            ex.record_encoded("step_completed", {"pos": pos, "name": name, "result": result, "cancel_ignored": True},
+                              tail + ',"cancel_ignored":true')
+        else:
+            ex.record_encoded("step_completed", {"pos": pos, "name": name, "result": result}, tail)
         return None
     except (TypeError, ValueError, RecursionError) as exc:  # (nested too deep to encode)
         error = TypeError(f"step {sdef.name!r} returned a value that is not JSON serializable: {exc}")
@@ -287,6 +305,8 @@ def call_sync(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs: dict[
     """A step call in a workflow: the recorded outcome, or attempts until one is final."""
     pos, op, digest = _begin(ex, sdef, args, kwargs)
     if op is not None and op.completion is not None:
+        if ex.definition.is_async:  # called without `await` in an async workflow: handed back here
+            current().gate.pop(pos, None)
         return _outcome(op.completion)
     attempt, wait, completion = (1, None, None) if op is None else _plan(ex, sdef, pos)
     while True:
@@ -323,51 +343,86 @@ async def call_async(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs
     in flight (`with scheduler:`)."""
     pos, op, digest = _begin(ex, sdef, args, kwargs)
     if op is not None and op.completion is not None:
-        await turn(pos)
-        return _outcome(op.completion)
-    scheduler = current()
-    while True:
-        attempt, wait, completion = _plan(ex, sdef, pos)
-        if completion is not None:
-            return _outcome(completion)
-        if wait is not None and wait.due_at is not None:
-            pause = (wait.due_at - ex.clock()).total_seconds()
-            if pause > SHORT_RETRY_SECONDS:
-                await park(wait)
-            elif pause > 0:
-                ex.flush()
-                with scheduler:
-                    await ex.pause_async(pause)
-        _stage_start(ex, sdef, pos, attempt, digest)
-        written = scheduler.commit(durable=True)
-        if written is not None:
-            with scheduler:
-                await written
-        token = current_step.set((ex.run_id, pos, sdef.name, attempt))
-        seconds = _timeout(ex, sdef)
-        error: Exception | None = None
+        recorded = op.completion
         try:
-            with scheduler:
-                if ex.traced:
-                    with ex.trace.step(pos):
+            await turn(pos)
+        except asyncio.CancelledError:
+            if not recorded.get("cancel_ignored") or ex.closing:
+                raise
+            await turn(pos)  # its body ignored this cancel the first time: the result still comes
+        if recorded.get("cancelled"):  # its turn came and the workflow did not cancel it this time
+            from .execution import divergence
+
+            ex.abort(divergence(
+                pos, f"step {sdef.name!r} cancelled by the workflow", f"step {sdef.name!r} not cancelled",
+                f"workflow is not deterministic: step {sdef.name!r} at position {pos} was cancelled by the "
+                "workflow the first time, and this replay did not cancel it (a cancel by a timer of the "
+                "workflow's own, such as asyncio.wait_for or asyncio.timeout, cannot be replayed: give the "
+                "step a timeout= instead)"))
+        return _outcome(recorded)
+    scheduler = current()
+    task = asyncio.current_task()
+    try:
+        while True:
+            attempt, wait, completion = _plan(ex, sdef, pos)
+            if completion is not None:
+                return _outcome(completion)
+            if wait is not None and wait.due_at is not None:
+                pause = (wait.due_at - ex.clock()).total_seconds()
+                if pause > SHORT_RETRY_SECONDS:
+                    await park(wait)
+                elif pause > 0:
+                    ex.flush()
+                    with scheduler:
+                        await ex.pause_async(pause)
+            _stage_start(ex, sdef, pos, attempt, digest)
+            written = scheduler.commit(durable=True)
+            if written is not None:
+                with scheduler:
+                    await written
+            token = current_step.set((ex.run_id, pos, sdef.name, attempt))
+            seconds = _timeout(ex, sdef)
+            error: Exception | None = None
+            cancels = task.cancelling() if task is not None else 0
+            try:
+                with scheduler:
+                    if ex.traced:
+                        with ex.trace.step(pos):
+                            result = await _await_step(sdef, args, kwargs, seconds, attempt)
+                    elif seconds is None:
+                        result = await sdef.fn(*args, **kwargs)
+                    else:
                         result = await _await_step(sdef, args, kwargs, seconds, attempt)
-                elif seconds is None:
-                    result = await sdef.fn(*args, **kwargs)
-                else:
-                    result = await _await_step(sdef, args, kwargs, seconds, attempt)
-        except Exception as exc:
-            error = exc
-        finally:
-            current_step.reset(token)
-        if error is None:
-            failure = _stage_result(ex, sdef, pos, result)
-        else:
-            _stage_failure(ex, sdef, pos, attempt, error)
-        written = scheduler.commit(durable=False)  # with the outcomes ready beside it, handed back in order
-        if written is not None:
-            with scheduler:
-                await written
-        if error is not None:
-            error = None  # no cycle through its traceback while the next attempt runs
-            continue
-        return result if failure is None else _outcome(failure)
+            except Exception as exc:
+                error = exc
+            finally:
+                current_step.reset(token)
+            if error is None:
+                failure = _stage_result(ex, sdef, pos, result, task is not None and task.cancelling() > cancels)
+            else:
+                _stage_failure(ex, sdef, pos, attempt, error)
+            written = scheduler.commit(durable=False)  # with the outcomes ready beside it, handed back in order
+            if written is not None:
+                with scheduler:
+                    await written
+            if error is not None:
+                error = None  # no cycle through its traceback while the next attempt runs
+                continue
+            return result if failure is None else _outcome(failure)
+    except asyncio.CancelledError:
+        op = ex.history.ops.get(pos)
+        if not ex.closing and (op is None or op.completion is None):
+            await _cancelled(ex, sdef, pos, scheduler)
+        raise
+
+
+async def _cancelled(ex: Execution, sdef: StepDef, pos: int, scheduler: Scheduler) -> None:
+    """The workflow cancelled the step's task (not the engine unwinding): journal the cancel as
+    the step's final outcome, so a replay raises it at the same point and never runs the step again."""
+    op = ex.history.ops.get(pos)
+    ex.record("step_failed", pos=pos, name=sdef.name, attempt=op.count("step_started") if op else 0,
+              error=error_info(asyncio.CancelledError()), final=True, cancelled=True)
+    written = scheduler.commit(durable=False)
+    if written is not None:
+        with scheduler:
+            await written
