@@ -400,3 +400,15 @@ def test_a_store_closed_after_its_connection_was_lost_lets_the_claims_it_took_la
     taken = two.claim_due(now, None)
     assert taken == (base, "r0") and two.claim_due(now, taken) == (base, "r1")
     two.close()
+
+
+def test_a_password_holding_a_question_mark_shows_neither_in_the_location_nor_in_errors() -> None:
+    # libpq reads the user info up to an @ before the first /: here the password is "pa?ss"
+    url = "postgresql://app:pa?ss@127.0.0.1:1/prod"
+    parsed = parse_url(url)
+    assert (parsed.location, parsed.conninfo) == ("postgresql://app:***@127.0.0.1:1/prod", url)
+    with pytest.raises(StoreError) as refused:  # nothing listens on port 1
+        PostgresStore(url)
+    told = "".join(traceback.format_exception(refused.value))
+    assert "app:***@127.0.0.1" in told and "pa?ss" not in told
+

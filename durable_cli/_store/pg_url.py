@@ -47,10 +47,13 @@ def unquote(text: str) -> str:
 def parse_url(url: str, lease: str | None = None) -> StoreUrl:
     """Split `url`: its `lease` (seconds; else `lease`, which the entry point takes from
     $DURABLE_PG_LEASE; else 30) is ours, not libpq's."""
-    base, _, query = url.partition("?")
-    scheme, _, rest = base.partition("://")
-    netloc, slash, path = rest.partition("/")
-    userinfo, _, host = netloc.rpartition("@")
+    scheme, sep, rest = url.partition("://")
+    # the user info ends at an @ before the first /, as libpq reads it (a ? in a password included)
+    userinfo, at, _ = rest.partition("/")[0].rpartition("@")
+    netpath, _, query = rest[len(userinfo) + len(at):].partition("?")
+    host, slash, path = netpath.partition("/")
+    base = f"{scheme}{sep}{userinfo}{at}{netpath}"
+    netloc = f"{userinfo}{at}{host}"
     user, _, password = userinfo.partition(":")
     secrets = [password] if password else []
     kept, shown, lease_text = [], [], lease
