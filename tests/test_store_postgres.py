@@ -412,3 +412,11 @@ def test_a_password_holding_a_question_mark_shows_neither_in_the_location_nor_in
     told = "".join(traceback.format_exception(refused.value))
     assert "app:***@127.0.0.1" in told and "pa?ss" not in told
 
+
+def test_an_ssl_key_password_in_the_url_is_hidden_like_the_password() -> None:
+    url = "postgresql://app@127.0.0.1:1/prod?sslpassword=k3y-pw&sslmode=disable"
+    parsed = parse_url(url)
+    assert parsed.location == "postgresql://app@127.0.0.1:1/prod?sslpassword=***&sslmode=disable"
+    with pytest.raises(StoreError) as refused:
+        PostgresStore(url)
+    assert "k3y-pw" not in "".join(traceback.format_exception(refused.value))

@@ -64,7 +64,7 @@ def parse_url(url: str, lease: str | None = None) -> StoreUrl:
             shown.append(item)
             continue
         kept.append(item)
-        if unquote(key) == "password" and value:
+        if unquote(key) in ("password", "sslpassword") and value:
             secrets.append(value)
             item = f"{key}=***"
         shown.append(item)
