@@ -390,3 +390,35 @@ def test_an_error_inside_telemetry_never_fails_the_run(project: Path, monkeypatc
     run = durable_cli.start(flows.kid, 1)
     assert run.status == "completed" and run.result == 11  # not "returned a value that is not JSON"
     assert "telemetry error (ignored): TypeError: exporter bug" in capsys.readouterr().err
+
+
+# `durable tick` in a process whose metric reader fails to flush (as a reader whose exporter
+# raises in force_flush does): OpenTelemetry's MeterProvider.force_flush then raises.
+TICK_WITH_A_FAILING_FLUSH = '''
+import sys
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+class Failing(InMemoryMetricReader):
+    def force_flush(self, timeout_millis=10_000):
+        raise RuntimeError("collector down")
+
+metrics.set_meter_provider(MeterProvider(metric_readers=[Failing()]))
+from durable_cli.cli import main
+main(sys.argv[1:])
+'''
+
+
+def test_a_metrics_flush_that_raises_loses_no_tick_workers_report(project: Path) -> None:
+    import durable_cli
+    import flows
+
+    runs = [durable_cli.start(flows.nap, n) for n in range(4)]
+    assert {r.status for r in runs} == {"sleeping"}
+    now = later(2).strftime("%Y-%m-%dT%H:%M:%SZ")
+    done = subprocess.run([sys.executable, "-c", TICK_WITH_A_FAILING_FLUSH, "tick", "--now", now, "--workers", "2"],
+                          cwd=project, env=durable_env({"OTEL_TRACES_EXPORTER": "none"}), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "died" not in done.stderr + done.stdout
+    assert {durable_cli.get_run(r.run_id).status for r in runs} == {"completed"}
