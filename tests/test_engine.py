@@ -396,6 +396,25 @@ def deep_event() -> str:
     return "published"
 
 
+@workflow
+def lone_surrogate_event() -> str:
+    try:
+        set_event("progress", {"text": "caf\ud800"})
+    except TypeError as exc:
+        return str(exc)
+    return "published"
+
+
+def test_an_event_value_with_a_lone_surrogate_raises_type_error_in_the_workflow(tmp_path):
+    """No UTF-8 journal can hold a lone surrogate: set_event refuses it like any value that is not
+    JSON (a TypeError naming the event, which the workflow can catch), instead of failing the run
+    with a bare UnicodeEncodeError from deep in the journal's encoder."""
+    run = start(lone_surrogate_event, dir=tmp_path)
+    assert run.status == "completed", run.error
+    assert "the value of event 'progress' must be JSON" in run.result
+    assert get_run(run.run_id, dir=tmp_path).events == {}
+
+
 def test_values_nested_too_deep_to_encode_are_refused_as_values_that_are_not_json(tmp_path):
     """A value the JSON encoder cannot nest that deep is no JSON either: a step's result fails
     the step for good (not retried), a workflow's result fails the run (which was left an empty,
