@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from durable_cli import (FatalError, RetryableError, define_hook, get_run, get_step_metadata,
-                         get_workflow_metadata, resume_hook, set_event, sleep, start, step, tick, workflow)
+                         get_workflow_metadata, patched, resume_hook, set_event, sleep, start, step, tick, workflow)
 from helpers import read_events, run_events, write_module
 
 CALLS: list[str] = []
@@ -394,6 +394,38 @@ def deep_event() -> str:
     except TypeError as exc:
         return str(exc)
     return "published"
+
+
+@workflow
+def lone_surrogate_event() -> str:
+    try:
+        set_event("progress", {"text": "caf\ud800"})
+    except TypeError as exc:
+        return str(exc)
+    return "published"
+
+
+def test_an_event_value_with_a_lone_surrogate_raises_type_error_in_the_workflow(tmp_path):
+    """No UTF-8 journal can hold a lone surrogate: set_event refuses it like any value that is not
+    JSON (a TypeError naming the event, which the workflow can catch), instead of failing the run
+    with a bare UnicodeEncodeError from deep in the journal's encoder."""
+    run = start(lone_surrogate_event, dir=tmp_path)
+    assert run.status == "completed", run.error
+    assert "the value of event 'progress' must be JSON" in run.result
+    assert get_run(run.run_id, dir=tmp_path).events == {}
+
+
+@workflow
+def lone_surrogate_patch() -> str:
+    return "new" if patched("v2-caf\ud800") else "old"
+
+
+def test_a_patch_name_with_a_lone_surrogate_fails_the_run_with_an_error_naming_it(tmp_path):
+    """No UTF-8 journal can hold a lone surrogate: patched() refuses such a name with an error
+    that says so, instead of a bare UnicodeEncodeError from deep in the journal's encoder."""
+    run = start(lone_surrogate_patch, dir=tmp_path)
+    assert run.status == "failed"
+    assert run.error["type"] != "UnicodeEncodeError" and "patched()" in run.error["message"]
 
 
 def test_values_nested_too_deep_to_encode_are_refused_as_values_that_are_not_json(tmp_path):

@@ -42,8 +42,8 @@ def check_tags(tags: object) -> dict[str, str]:
 
 def _json(value: Any, what: str) -> None:
     try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError, RecursionError) as exc:  # (nested too deep to encode)
+        json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")  # as the journal holds it
+    except (TypeError, ValueError, RecursionError) as exc:  # (nested too deep; a lone surrogate)
         raise TypeError(f"{what} must be JSON: {exc}") from None
 
 
