@@ -60,8 +60,9 @@ def fire_schedules(store: Store, config: Config, clock: Callable[[], datetime], 
             if paused(store, schedule.name):
                 handled = min(handled, instant - timedelta(microseconds=1))
                 break  # paused while this tick fired: what is left waits for `resume`
-            if _handled_elsewhere(store, schedule, instant):
-                continue  # an overlapping tick fired it (its run may be pruned already: not again)
+            if _handled_elsewhere(store, schedule, instant):  # an overlapping tick fired it (its run
+                state["last_fired"] = iso(instant)  # may be pruned already: not again), as RunExists below
+                continue
             try:
                 definition = resolve(schedule.workflow, base, options.import_paths)
                 flow = flow_request(config.queues, schedule.queue, schedule.key)
