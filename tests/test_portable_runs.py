@@ -197,6 +197,24 @@ def test_what_is_imported_is_checked_at_the_door_and_refused_whole(
     assert not (tmp_path / "evil.jsonl").exists()
 
 
+@pytest.mark.parametrize("case", ["a FIFO", "an endless device"])
+def test_an_import_file_that_is_not_a_regular_file_is_exit_2_without_blocking(tmp_path: Path, case: str) -> None:
+    """`durable import` opened FILE as it came: a FIFO nobody writes to blocked it for ever, and
+    /dev/zero was read without end (tarfile took it for an archive). Only a regular file is read."""
+    import os
+
+    target = Project(tmp_path / "dst", "jobs", FLOWS, in_process=True)
+    path = tmp_path / "fifo"
+    if case == "a FIFO":
+        os.mkfifo(path)
+    else:
+        path = Path("/dev/zero")
+    code, out, err = target.cli("import", str(path), real=True, timeout=20)
+    assert code == 2, (code, out, err)
+    assert "not a regular file" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not target.dir.exists() or not [p for p in all_files(target.dir) if "runs/" in p]
+
+
 def test_an_import_killed_at_any_store_operation_is_finished_by_importing_again(tmp_path: Path) -> None:
     """Killed before its one journal flush, an import leaves the run empty (not taken: the next
     import claims it); after it, the run is whole and indexed. Either way, importing again leaves
