@@ -129,6 +129,8 @@ def read_archive(path: str) -> list[Exported]:
         for member in archive:
             name = member.name
             where = f"{path}: {name!r}"
+            if member.offset_data + member.size > MAX_ARCHIVE_BYTES:  # headers count: a bomb of entries
+                raise InvalidPayload(f"{where}: the archive is too large to import")
             if member.isdir() and name.rstrip("/") in ("runs", "."):
                 continue
             if not member.isfile() or not name.startswith("runs/") or not name.endswith(".jsonl"):
