@@ -15,6 +15,7 @@ import io
 import json
 import os
 import secrets
+import stat
 import tarfile
 import tempfile
 import zlib
@@ -109,6 +110,8 @@ def _streams(data: bytes, where: str) -> dict[str, list[dict[str, Any]]]:
 def read_path(path: str) -> list[Exported]:
     """The runs in a file: an archive (`.tar.gz`, `.tgz`) or one run's export."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO blocks the open, /dev/zero never ends
+            raise InvalidPayload(f"{path} is not a regular file")
         if tarfile.is_tarfile(path):
             return read_archive(path)
         with open(path, "rb") as handle:
@@ -126,6 +129,8 @@ def read_archive(path: str) -> list[Exported]:
         for member in archive:
             name = member.name
             where = f"{path}: {name!r}"
+            if member.offset_data + member.size > MAX_ARCHIVE_BYTES:  # headers count: a bomb of entries
+                raise InvalidPayload(f"{where}: the archive is too large to import")
             if member.isdir() and name.rstrip("/") in ("runs", "."):
                 continue
             if not member.isfile() or not name.startswith("runs/") or not name.endswith(".jsonl"):

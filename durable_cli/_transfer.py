@@ -21,6 +21,7 @@ so a migrate killed after the switch is finished by the next one.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from typing import Any, Callable
 
@@ -144,10 +145,20 @@ def _move(source: Store, target: Store, session: RunSession,
     return source.read_events(run_id)
 
 
+def _same_store(first: str, second: str) -> bool:
+    """Whether two store locations name one store (a journal dir reached through two paths too)."""
+    try:
+        return first == second or os.path.samefile(first, second)
+    except (OSError, ValueError):
+        return False  # a URL, or a dir not made yet
+
+
 def migrate(source: Store, target: Store, clock: Callable[[], datetime],
             report: Callable[[str, str], None] | None = None) -> list[str]:
     """Move every run not yet migrated from `source` to `target`, and finish the moves an
     interrupted migrate left; returns the ids of the runs switched over by this call."""
+    if _same_store(source.location, target.location):  # its claims would wait on themselves
+        raise DurableError(f"--from and --to are the same store ({source.location}): nothing to migrate")
     moved = []
     for run_id in sorted(source.run_ids()):
         try:

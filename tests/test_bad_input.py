@@ -90,6 +90,20 @@ def test_a_hostile_run_id_is_exit_2_and_writes_nothing(waiting: Project, run_id:
     assert set(os.listdir(waiting.root)) == outside
 
 
+@pytest.mark.parametrize("now", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00", "9999-12-31T23:00:00Z"])
+def test_a_tick_now_too_near_the_years_a_datetime_holds_is_exit_2_and_fails_no_run(waiting: Project, now: str) -> None:
+    """`tick --now` beyond year 9999 (or before year 1) in UTC raised OverflowError, a traceback;
+    within 100 years of the end, runs were driven and failed for good (a sleep's wake time
+    overflowed). Such an instant is refused at the door, and the store is left alone."""
+    before = snapshot(waiting.dir)
+    result = waiting.cli("tick", "--now", now)
+    assert result.code == 2, result
+    assert result.err.startswith("Error: ") and "--now" in result.err and "Traceback" not in result.err, result.err
+    assert len(result.err.strip().splitlines()) == 1, result.err
+    assert snapshot(waiting.dir) == before
+    assert waiting.status(RUN) == "waiting"
+
+
 def test_nul_in_a_token_or_run_id_is_refused_by_the_library(waiting: Project) -> None:
     from durable_cli import resume_hook
     from durable_cli.errors import DurableError

@@ -657,3 +657,16 @@ def test_a_json_command_that_fails_on_bad_input_still_prints_one_json_document(p
         assert code == 2, args
         assert json.loads(out)["exit_code"] == 2 and json.loads(out)["error"], args
         assert_one_line_error(err)
+
+
+def test_a_json_command_with_a_usage_error_still_prints_one_json_document(project):
+    """A usage error (an option value out of range, options that do not go together) printed
+    click's usage text only: a script piping `--json` into jq got an empty stdout."""
+    cases = (["fork", "some-run", "--from-step", "0"], ["ls", "--limit", "0"],
+             ["schedules", "backfill", "nightly", "--from", "garbage", "--to", "2020-01-01"],
+             ["tick", "--workers", "0"])
+    for args in cases:
+        code, out, err = run_in(project, *args, "--json")
+        assert code == 2, (args, out, err)
+        document = json.loads(out)
+        assert document["exit_code"] == 2 and document["error"], args

@@ -548,3 +548,15 @@ def test_schedules_are_controlled_from_python_too(project: Project, monkeypatch:
         assert len(rows) >= 3 and {row["outcome"] for row in rows} == {"started"}
     finally:
         sys.modules.pop("flows", None)  # this project's module must not leak into other tests
+
+
+def test_a_migrate_from_a_store_to_itself_is_exit_2_and_leaves_it_alone(tmp_path: Path) -> None:
+    """`durable migrate --from D --to D` (or `--to D/`) blocked for ever: holding a run's claim in
+    the source, it waited for the same run's claim in the target, the same file."""
+    project = Project(tmp_path, "flows", FLOWS, in_process=True)
+    project.cli("run", project.ref("publish"), "1", "--id", "m1")
+    before = project.cli("export", "m1").out
+    for target in (str(project.dir), str(project.dir) + "/"):
+        code, out, err = project.cli("migrate", "--from", str(project.dir), "--to", target, real=True, timeout=20)
+        assert code == 2 and "same store" in err and "Traceback" not in err, (code, out, err)
+    assert project.cli("export", "m1").out == before

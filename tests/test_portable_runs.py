@@ -197,6 +197,48 @@ def test_what_is_imported_is_checked_at_the_door_and_refused_whole(
     assert not (tmp_path / "evil.jsonl").exists()
 
 
+def test_an_archive_whose_entries_alone_pass_the_size_limit_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the members' data counted towards MAX_ARCHIVE_BYTES: a gzip bomb of `runs/` directory
+    entries (512 bytes of header each, which gzip shrinks a thousandfold) was walked to its end,
+    every entry kept in memory by tarfile. The headers now count too."""
+    monkeypatch.setattr(portable, "MAX_ARCHIVE_BYTES", 64 * 1024)
+    source = Project(tmp_path / "src", "jobs", FLOWS, in_process=True)
+    source.run("quick", "1", run_id="good")
+    good = source.cli("export", "good")[1].encode()
+    bomb = tmp_path / "bomb.tar.gz"
+    with tarfile.open(bomb, "w:gz") as archive:
+        for _ in range(1000):
+            entry = tarfile.TarInfo("runs")
+            entry.type = tarfile.DIRTYPE
+            archive.addfile(entry)
+        info = tarfile.TarInfo("runs/good.jsonl")
+        info.size = len(good)
+        archive.addfile(info, io.BytesIO(good))
+    target = Project(tmp_path / "dst", "jobs", FLOWS, in_process=True)
+    code, out, err = target.cli("import", str(bomb))
+    assert code == 2 and "too large" in err, (code, out, err)
+    assert not target.dir.exists() or not [p for p in all_files(target.dir) if "runs/" in p]
+
+
+@pytest.mark.parametrize("case", ["a FIFO", "an endless device"])
+def test_an_import_file_that_is_not_a_regular_file_is_exit_2_without_blocking(tmp_path: Path, case: str) -> None:
+    """`durable import` opened FILE as it came: a FIFO nobody writes to blocked it for ever, and
+    /dev/zero was read without end (tarfile took it for an archive). Only a regular file is read."""
+    import os
+
+    target = Project(tmp_path / "dst", "jobs", FLOWS, in_process=True)
+    path = tmp_path / "fifo"
+    if case == "a FIFO":
+        os.mkfifo(path)
+    else:
+        path = Path("/dev/zero")
+    code, out, err = target.cli("import", str(path), real=True, timeout=20)
+    assert code == 2, (code, out, err)
+    assert "not a regular file" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not target.dir.exists() or not [p for p in all_files(target.dir) if "runs/" in p]
+
+
 def test_an_import_killed_at_any_store_operation_is_finished_by_importing_again(tmp_path: Path) -> None:
     """Killed before its one journal flush, an import leaves the run empty (not taken: the next
     import claims it); after it, the run is whole and indexed. Either way, importing again leaves

@@ -94,3 +94,10 @@ def test_json_documents_escape_what_json_leaves_raw_and_still_parse_to_the_same_
     document = json.loads(cli("inspect", "hostile", "--json"))
     assert document["workflow"] == "echo\x1b[5mname"
     assert HOSTILE in document["error"]["message"]
+
+
+def test_stats_escapes_control_characters_in_workflow_names(project: Path) -> None:
+    """`durable stats` printed each workflow's name as it came: a name with an escape sequence
+    reached the operator's terminal raw, as `ls` and `inspect` no longer let it."""
+    cli("run", "--id", "hostile", "terminal_flows:echo_payload")
+    assert_escaped(cli("stats"))

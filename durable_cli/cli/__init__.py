@@ -183,6 +183,15 @@ class DurableGroup(Group):
         except Failure as failure:
             failure.as_json = ctx.meta.get(_JSON_GIVEN, False)
             raise
+        except click.UsageError as usage:  # shown by click as usage text: --json still gets its document
+            if ctx.meta.get(_JSON_GIVEN, False):
+                import json
+
+                try:
+                    click.echo(json.dumps({"error": usage.format_message(), "exit_code": usage.exit_code}))
+                except BrokenPipeError:
+                    pass
+            raise
 
 
 class Settings:

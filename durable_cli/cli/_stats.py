@@ -18,12 +18,14 @@ def _seconds(value: float | None) -> str:
 
 def _lines(document: dict[str, Any]) -> list[str]:
     """The text form: one block per workflow."""
+    from ._render import safe
+
     if not document["workflows"]:
         return ["no runs" + (f" since {document['since']}" if document["since"] else "")]
     lines = []
     for entry in document["workflows"]:
         statuses = ", ".join(f"{count} {status}" for status, count in entry["runs"].items())
-        lines.append(f"{entry['workflow'] or '-'} ({entry['ref'] or '-'})")
+        lines.append(safe(f"{entry['workflow'] or '-'} ({entry['ref'] or '-'})"))
         lines.append(f"  runs      {entry['runs_total']}" + (f" ({statuses})" if statuses else ""))
         lines.append(f"  steps     {entry['step_attempts']} attempts, {entry['step_failures']} failed "
                      f"({entry['step_failure_rate']:.1%})")

@@ -124,12 +124,32 @@ def _log_pass(log: Any, counts: dict[str, Any]) -> None:
             "tick pass: " + ", ".join(done + [f"{len(counts['errors'])} errored"] * bool(counts["errors"])))
 
 
+def _now_from(text: str) -> datetime:
+    """The instant of `tick --now`: ValueError unless a wake time up to 100 years (the longest
+    duration) before or after it still fits in a datetime in UTC (years 1 to 9999); beyond that,
+    every run the tick drove failed for good on an OverflowError, or the tick raised it."""
+    from datetime import timedelta, timezone
+
+    from .._timeparse import MAX_DURATION
+
+    now = parse_instant(text)
+    margin = timedelta(seconds=MAX_DURATION)
+    low, high = datetime.min.replace(tzinfo=timezone.utc) + margin, datetime.max.replace(tzinfo=timezone.utc) - margin
+    try:
+        fits = low <= now.astimezone(timezone.utc) <= high
+    except OverflowError:
+        fits = False
+    if not fits:
+        raise ValueError(f"invalid --now {text!r}: give an instant from {low.date()} to {high.date()} in UTC")
+    return now
+
+
 def run_ticks(settings: Any, now_text: str | None, loop: bool, interval: str, quiet: bool,
               workers: int = 1, log: Any = None) -> dict[str, Any]:
     """Tick once, or until a stop signal; returns the (summed) summary as JSON-ready data."""
     from .._tick import TickSummary, clock_from, tick_once
 
-    now = parse_instant(now_text) if now_text else None
+    now = _now_from(now_text) if now_text else None
     pause = INTERVAL_S if interval == INTERVAL else parse_duration(interval)
     stop = _stop_on_signals() if loop else None
     total = TickSummary()
