@@ -232,7 +232,7 @@ def _due_pass(store: Store, clock: Clock, summary: TickSummary, lazy_options: Ca
     if share > 1:
         assert reopen is not None
         lazy_options()  # once, before forking: the workers inherit it
-        from ._engine import lifecycle  # noqa: F401  (imported once here, not once per worker)
+        _lifecycle()  # imported once here, not once per worker
         for k in range(1, share):
             try:
                 children.append(_fork_worker(due[k::share], reopen, clock, lazy_options, stop, summary.problems,

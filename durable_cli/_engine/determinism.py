@@ -6,6 +6,7 @@ import hashlib
 import uuid
 from datetime import datetime
 
+from .._payloads import check_text
 from .._timeparse import iso, parse_instant
 from .execution import Execution
 
@@ -39,8 +40,6 @@ def uuid4(ex: Execution) -> uuid.UUID:
 def patched(ex: Execution, change_id: str) -> bool:
     """True for runs reaching this point on new code; False while replaying history from before it."""
     if isinstance(change_id, str):
-        from .._payloads import check_text
-
         check_text(change_id, "the change id of patched()")  # a lone surrogate: no journal holds it
     op = ex.history.ops.get(ex.position + 1)
     if op is not None and not (op.kind == "patch" and op.name == change_id):

@@ -68,9 +68,11 @@ class DirSync:
         self._fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY) if fd is None else fd
         self._error: BaseException | None = None
         syncer = _syncer()
-        self._done = syncer.submit(self) if syncer is not None else None
         if syncer is None:
+            self._done = None
             self.run()
+        else:
+            self._done = syncer.submit(self)
 
     def run(self) -> None:
         try:
