@@ -38,7 +38,7 @@ def _state(store: Store, schedule: Schedule, now: datetime) -> dict[str, Any]:
 def fire_schedules(store: Store, config: Config, clock: Callable[[], datetime], options: Options,
                    errors: list[dict[str, str]]) -> int:
     """Start the runs of every schedule instant due at `clock()`; returns how many were created."""
-    from ._engine.lifecycle import create_run
+    from ._engine.lifecycle import abandoned, create_run
     from ._loader import resolve
     from ._cron import due_instants, run_id_for
     from ._queues import flow_request
@@ -76,6 +76,12 @@ def fire_schedules(store: Store, config: Config, clock: Callable[[], datetime], 
                 errors.append({"run_id": run_id, "error": f"schedule {schedule.name!r}: {exc}"})
                 handled = min(handled, instant - timedelta(microseconds=1))
                 continue
+            except BaseException as exc:  # the app's own, out of its first drive: the run exists
+                reason = abandoned(exc)
+                if reason is None:
+                    raise
+                errors.append({"run_id": run_id, "error": f"schedule {schedule.name!r}: {reason}"})
+                fired += 1
             state["last_fired"] = iso(instant)
         if handled > last_tick:
             state["last_tick"] = iso(handled)

@@ -62,7 +62,11 @@ def problem(exc: BaseException) -> str:
         text = f"storage error{where}: {exc.strerror or exc}"
     else:
         text = f"internal error: {type(exc).__name__}: {exc}"
-    # one line, storable anywhere (PostgreSQL text takes no NUL or lone surrogate)
+    return one_line(text)
+
+
+def one_line(text: str) -> str:
+    """`text` on one line, storable anywhere (PostgreSQL text takes no NUL or lone surrogate)."""
     text = " ".join(text.split()).replace("\x00", "\\0")
     from ._journal import storable_text
 
@@ -77,10 +81,10 @@ def clock_from(now: datetime | None) -> Clock:
     return lambda: now + timedelta(seconds=time.monotonic() - origin)
 
 
-def _report(store: Store, summary: TickSummary, run_id: str, exc: BaseException) -> None:
-    """Name the run and why it could not be driven in the summary, and record it in the store for
-    `ls` and `inspect` (if even that fails, the summary still says it)."""
-    reason = problem(exc)
+def _report(store: Store, summary: TickSummary, run_id: str, exc: BaseException | str) -> None:
+    """Name the run and why it could not be driven (an error, or a sentence) in the summary, and
+    record it in the store for `ls` and `inspect` (if even that fails, the summary still says it)."""
+    reason = one_line(exc) if isinstance(exc, str) else problem(exc)
     summary.errors.append({"run_id": run_id, "error": reason})
     if summary.log is not None:
         summary.log("error", "run_error", f"run {run_id}: {reason}", run_id=run_id)
@@ -106,6 +110,12 @@ def _drive(store: Store, run_id: str, clock: Clock, summary: TickSummary, option
         return
     except Exception as exc:
         _report(store, summary, run_id, exc)
+        return
+    except BaseException as exc:  # the app's own (a stand-in for a crash): that run alone stops
+        reason = _lifecycle().abandoned(exc)
+        if reason is None:
+            raise
+        _report(store, summary, run_id, reason)
         return
     if run_id in summary.problems:
         store.clear_problem(run_id)
@@ -194,7 +204,11 @@ def tick_once(store: Store, clock: Clock, options: Callable[[], Options], config
     if config is not None and config.schedules:
         from ._schedules import fire_schedules
 
+        reported = len(summary.errors)
         summary.fired += fire_schedules(store, config, clock, lazy_options(), summary.errors)
+        for error in summary.errors[reported:]:  # logged as _report logs a run's
+            if log is not None:
+                log("error", "run_error", f"run {error['run_id']}: {error['error']}", run_id=error["run_id"])
     queues = config.queues if config is not None else {}
     due = 0
     while True:

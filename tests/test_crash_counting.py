@@ -2,7 +2,8 @@
 crashes is never failed by crashes spread over its life; one that dies every time still is.
 
 A crash is simulated in-process by a BaseException that no layer of the engine catches: the run is
-left `running` with a started attempt and no outcome, exactly as a SIGKILL leaves it.
+left `running` with a started attempt and no outcome, exactly as a SIGKILL leaves it. `start()`
+raises it to its caller; a tick reports that run as abandoned and goes on (tests/test_tick_abandoned_runs.py).
 """
 
 from __future__ import annotations
@@ -53,11 +54,11 @@ def drive_until_it_stops(tmp_path, wf) -> str:
         start(wf, dir=str(tmp_path))
     [run_id] = [p.stem for p in (tmp_path / "runs").iterdir()]
     for _ in range(10):
-        try:
-            tick(dir=str(tmp_path))
-        except ProcessDied:
-            continue
-        break
+        summary = tick(dir=str(tmp_path))
+        if not summary.errors:
+            break
+        [error] = summary.errors  # the crash, reported as this run's
+        assert error["run_id"] == run_id and "ProcessDied" in error["error"]
     return run_id
 
 

@@ -11,6 +11,7 @@ in here), so nothing in the engine imports the client.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import secrets
 import time
@@ -284,6 +285,21 @@ def release(session: RunSession) -> None:
     """Release the run, unless a timed-out step of it may still be running in this process."""
     if not holds(session):
         session.close()
+
+
+def abandoned(exc: BaseException) -> str | None:
+    """Why a drive that `exc` ended left its run as a crashed process leaves it, when `exc` is the
+    app's own BaseException (not an Exception, nor one that ends the process or a task); else None.
+
+    Nothing catches it on the way out (a test stands for a SIGKILL with one): the started attempt
+    has no outcome and the claim is released, so a later drive recovers the run and counts a crash.
+    A tick reports the run and goes on with the others; `start()` hands it to its caller.
+    """
+    if isinstance(exc, (Exception, SystemExit, KeyboardInterrupt, GeneratorExit, asyncio.CancelledError)):
+        return None
+    kind = type(exc)
+    return (f"the workflow raised {kind.__module__}.{kind.__qualname__}: {exc} (a BaseException, not an "
+            "Exception): the run is left as a crashed process leaves it, for a tick to recover")
 
 
 def drive(
