@@ -181,16 +181,18 @@ def _deliver_inbox(store: Store, clock: Clock, summary: TickSummary, options: Ca
 def tick_once(store: Store, clock: Clock, options: Callable[[], Options], config: Config | None = None,
               show: Callable[[list[tuple[datetime, str]]], Iterable[tuple[datetime, str]]] | None = None,
               stop: Callable[[], bool] | None = None, workers: int = 1,
-              reopen: Callable[[], Store] | None = None, log: Log | None = None) -> TickSummary:
+              reopen: Callable[[], Store] | None = None, log: Log | None = None,
+              summary: TickSummary | None = None) -> TickSummary:
     """One pass over due work in `store` at the time `clock` gives.
 
     `config` and `options` come from the entry point (loaded once there); `options` is called the
     first time a run is driven, so an idle tick imports no engine. `stop` is asked before each
     run: once it says so, the pass ends after the run in hand. With `workers` > 1, due runs are
-    shared with forked processes, each on its own `reopen()` store.
+    shared with forked processes, each on its own `reopen()` store. A caller that passes
+    `summary` still has what the pass did and the runs it reported when the pass fails midway.
     """
     began = time.perf_counter()
-    summary = TickSummary()
+    summary = TickSummary() if summary is None else summary
     summary.problems = store.problems()
     summary.log = log
     cache: list[Options] = []

@@ -230,3 +230,26 @@ def test_ls_lists_a_fifo_or_a_dangling_link_in_place_of_a_journal_without_openin
     for run_id in ("fifo", "dangling"):
         assert by_id[run_id]["status"] in ("unreadable", "damaged")
         assert "not a regular file" in str(by_id[run_id]["error"])
+
+
+def test_a_tick_that_fails_midway_prints_the_runs_it_reported_before_its_failure(tmp_path: Path) -> None:
+    """A schedule whose workflow is gone is reported as the tick fires it, before the due runs are
+    listed; when that listing fails (the due index is a file now), the tick ends with its failure,
+    and the runs it reported first come before that sentence (under `errors` with --json): they
+    were only recorded, and a script saw nothing but the failure."""
+    project = Project(tmp_path, code=CODE, in_process=True,
+                      config="schedules:\n  - {name: gone, workflow: 'nosuch:fn', cron: '0 0 * * *'}\n")
+    assert project.cli("tick", "--now", "2030-01-01T12:00:00Z").code == 0  # the schedule is seen from then on
+    due = project.dir / "due"
+    shutil.rmtree(due, ignore_errors=True)
+    due.write_text("")
+
+    code, out, err = project.cli("tick", "--now", "2030-01-02T06:00:00Z")
+    assert code == 2 and out == "", (out, err)
+    assert err.splitlines() == [
+        "error: run sched-gone-20300102T0000: schedule 'gone': no module named 'nosuch' (from 'nosuch:fn')",
+        f"Error: {due} is not a directory"]
+    code, doc, err = project.json("tick", "--now", "2030-01-03T06:00:00Z")
+    assert (code, doc["error"], doc["exit_code"]) == (2, f"{due} is not a directory", 2)
+    assert [e["run_id"] for e in doc["errors"]] == ["sched-gone-20300103T0000"]
+    assert "no module named 'nosuch'" in doc["errors"][0]["error"]

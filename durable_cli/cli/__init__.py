@@ -28,13 +28,15 @@ class Failure(click.ClickException):
 
     exit_code = 2
     as_json = False
+    extra: dict[str, Any] | None = None  # more fields of the JSON document (a failed tick's `errors`)
 
     def show(self, file: Any = None) -> None:
         if self.as_json:
             import json
 
             try:
-                click.echo(json.dumps({"error": self.format_message(), "exit_code": self.exit_code}))
+                click.echo(json.dumps({"error": self.format_message(), "exit_code": self.exit_code,
+                                       **(self.extra or {})}))
             except BrokenPipeError:
                 pass  # nobody reads stdout any more; stderr still gets the message
         super().show(file)

@@ -7,11 +7,11 @@ from __future__ import annotations
 import sys
 import time
 from datetime import datetime
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, NoReturn
 
 import click
 
-from .._tick import must_exit
+from .._tick import TickSummary, must_exit
 from .._timeparse import parse_duration, parse_instant
 from . import Settings, _emit, json_option, log_format_option, main, workflow_output
 
@@ -40,9 +40,13 @@ def tick(settings: Settings, now_text: str | None, loop: bool, interval: str, wo
         from ._logformat import json_logging
 
         log = json_logging()
-    with workflow_output(as_json):
-        summary = run_ticks(settings, now_text, loop, interval, quiet=as_json or log is not None,
-                            workers=workers, log=log)
+    total = TickSummary()
+    try:
+        with workflow_output(as_json):
+            summary = run_ticks(settings, now_text, loop, interval, quiet=as_json or log is not None,
+                                workers=workers, log=log, total=total)
+    except Exception as exc:
+        _failed(exc, total.errors, log is None)
     if log is not None:  # nothing but JSON lines: the errors were logged as they came
         log("error" if summary["errors"] else "info", "tick", _tick_line(summary))
         if as_json:
@@ -50,11 +54,31 @@ def tick(settings: Settings, now_text: str | None, loop: bool, interval: str, wo
         sys.exit(1 if summary["errors"] else 0)
     _emit(as_json, summary, lambda: click.echo(_tick_line(summary)))
     if summary["errors"]:
-        from ._render import safe  # only here: a pass without errors prints nothing from outside
-
-        for error in summary["errors"]:
-            click.echo(f"error: run {error['run_id'] or '-'}: {safe(error['error'])}", err=True)
+        _print_errors(summary["errors"])
         sys.exit(1)
+
+
+def _print_errors(errors: list[dict[str, str]]) -> None:
+    """Each run the tick could not drive, with its reason: one line each on stderr."""
+    from ._render import safe  # only here: a pass without errors prints nothing from outside
+
+    for error in errors:
+        click.echo(f"error: run {error['run_id'] or '-'}: {safe(error['error'])}", err=True)
+
+
+def _failed(exc: Exception, errors: list[dict[str, str]], show: bool) -> NoReturn:
+    """A pass that failed midway (its store lost): the runs it reported before the failure first
+    (on stderr when `show`, else they were logged as they came; under `errors` in the --json
+    document), then the failure's own sentence and exit code."""
+    from . import Failure, _fail_from
+
+    if show:
+        _print_errors(errors)
+    try:
+        _fail_from(exc)
+    except Failure as failure:
+        failure.extra = {"errors": errors}
+        raise
 
 
 def _tick_line(summary: dict[str, Any]) -> str:
@@ -145,22 +169,25 @@ def _now_from(text: str) -> datetime:
 
 
 def run_ticks(settings: Any, now_text: str | None, loop: bool, interval: str, quiet: bool,
-              workers: int = 1, log: Any = None) -> dict[str, Any]:
-    """Tick once, or until a stop signal; returns the (summed) summary as JSON-ready data."""
-    from .._tick import TickSummary, clock_from, tick_once
+              workers: int = 1, log: Any = None, total: TickSummary | None = None) -> dict[str, Any]:
+    """Tick once, or until a stop signal; returns the (summed) summary as JSON-ready data. `total`
+    (a TickSummary) sums the passes as they go: if one fails, it holds what they did until then."""
+    from .._tick import clock_from, tick_once
 
     now = _now_from(now_text) if now_text else None
     pause = INTERVAL_S if interval == INTERVAL else parse_duration(interval)
     stop = _stop_on_signals() if loop else None
-    total = TickSummary()
+    total = TickSummary() if total is None else total
     store = settings.open()
     try:
         while True:
-            summary = tick_once(store, clock_from(now), lambda: settings.options, config=settings.config,
-                                show=None if quiet else _progress,
-                                stop=None if stop is None else stop.is_set,
-                                workers=workers, reopen=settings.open, log=log)
-            total.add(summary)
+            summary = TickSummary()
+            try:
+                tick_once(store, clock_from(now), lambda: settings.options, config=settings.config,
+                          show=None if quiet else _progress, stop=None if stop is None else stop.is_set,
+                          workers=workers, reopen=settings.open, log=log, summary=summary)
+            finally:
+                total.add(summary)
             if log is not None and loop:
                 _log_pass(log, summary.to_json())
             if stop is None or must_exit() or _idle(store, pause, stop):
