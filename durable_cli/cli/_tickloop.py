@@ -17,6 +17,7 @@ from . import Settings, _emit, json_option, log_format_option, main, workflow_ou
 
 PROGRESS_THRESHOLD = 20
 INTERVAL, INTERVAL_S = "10s", 10.0  # the default, not parsed: an idle tick compiles no duration pattern
+BACKOFF_CAP_S = 60.0  # the longest pause after failed passes of --loop, unless the interval is longer
 
 
 @main.command()
@@ -131,13 +132,45 @@ def _stop_on_signals() -> Any:
 
 
 def _idle(store: Any, pause: float, stop: Any) -> bool:
-    """Wait for the next pass: `pause` seconds, less when a message arrives; True on a stop signal."""
+    """Wait for the next pass: `pause` seconds, less when a message arrives; True on a stop signal.
+    Without a store, or with one that fails to wait (its server gone), it sleeps: the next pass
+    says what is wrong."""
     deadline = time.monotonic() + pause
     while not stop.is_set():
         left = deadline - time.monotonic()
-        if left <= 0 or store.wait_for_work(min(left, 0.25)):
+        if left <= 0:
             return False
+        if store is not None:
+            try:
+                if store.wait_for_work(min(left, 0.25)):
+                    return False
+                continue
+            except Exception:
+                store = None
+        time.sleep(min(left, 0.25))
     return True
+
+
+def _backoff(pause: float, failed: int) -> float:
+    """The pause after `failed` passes failed in a row: the interval (at least a second), doubled
+    at each failure up to a minute (or the interval, if longer)."""
+    return min(max(pause, 1.0) * 2.0 ** min(failed - 1, 20), max(pause, BACKOFF_CAP_S))
+
+
+def _pass_failed(exc: Exception, wait: float, log: Any, summary: TickSummary) -> None:
+    """Report a pass of `--loop` that failed (one sentence on stderr, or a `tick_failed` record)
+    and count it among the loop's errors; the loop goes on after `wait` seconds."""
+    from .._tick import problem
+
+    reason = f"tick pass failed: {problem(exc)}"
+    summary.errors.append({"run_id": "", "error": reason})
+    sentence = f"{reason}; next pass in {wait:g}s"
+    if log is not None:
+        log("error", "tick_failed", sentence)
+    else:
+        from ._render import safe
+
+        click.echo(safe(sentence), err=True)
 
 
 def _log_pass(log: Any, counts: dict[str, Any]) -> None:
@@ -178,21 +211,43 @@ def run_ticks(settings: Any, now_text: str | None, loop: bool, interval: str, qu
     pause = INTERVAL_S if interval == INTERVAL else parse_duration(interval)
     stop = _stop_on_signals() if loop else None
     total = TickSummary() if total is None else total
-    store = settings.open()
+    if loop:
+        settings.config  # a mistake in durable.yaml ends the loop at its start, as one in the store's URL
+    store: Any = settings.open()
+    failed = 0  # passes of --loop failed in a row
     try:
         while True:
             summary = TickSummary()
             try:
+                store = settings.open() if store is None else store
                 tick_once(store, clock_from(now), lambda: settings.options, config=settings.config,
                           show=None if quiet else _progress, stop=None if stop is None else stop.is_set,
                           workers=workers, reopen=settings.open, log=log, summary=summary)
+                failed = 0
+            except Exception as exc:  # a loop outlives a failed pass (its store down for a while)
+                if stop is None:
+                    raise
+                failed += 1
+                _pass_failed(exc, _backoff(pause, failed), log, summary)
+                _close_quietly(store)
+                store = None  # the next pass opens it afresh
             finally:
                 total.add(summary)
-            if log is not None and loop:
+            if log is not None and loop and not failed:  # (a failed pass: its `tick_failed` record)
                 _log_pass(log, summary.to_json())
-            if stop is None or must_exit() or _idle(store, pause, stop):
+            if stop is None or must_exit() or _idle(store, _backoff(pause, failed) if failed else pause, stop):
                 break
             settings.reread()  # each pass reads durable.yaml as it is then
     finally:
-        store.close()
+        if store is not None:
+            store.close()
     return total.to_json()
+
+
+def _close_quietly(store: Any) -> None:
+    """Close a store a pass failed on, whatever that raises (its connection may be gone already)."""
+    if store is not None:
+        try:
+            store.close()
+        except Exception:
+            pass
