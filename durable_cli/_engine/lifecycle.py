@@ -27,7 +27,7 @@ from .._payloads import stored
 from .._status import FINISHED, TERMINAL
 from .._store.base import RunSession, Store, check_run_id
 from .._timeparse import iso, parse_instant
-from .context import current_execution, current_step
+from .context import current_execution, current_step, driving
 from .children import finish_children, hand_over, release_handed
 from .definitions import WorkflowDef
 from .delivery import deliver
@@ -116,6 +116,7 @@ def _run_workflow(ex: Execution, args: list[Any], kwargs: dict[str, Any]) -> Any
     """Call the workflow function under `ex`; a suspension or abort surfaces as `Suspend`."""
     definition = ex.definition
     token = current_execution.set(ex)
+    under = driving.set((*driving.get(), ex.run_id))
     outside = current_step.set(None)  # started inside a step (start() in a step): not in one here
     try:
         try:
@@ -136,6 +137,7 @@ def _run_workflow(ex: Execution, args: list[Any], kwargs: dict[str, Any]) -> Any
         return result
     finally:
         current_step.reset(outside)
+        driving.reset(under)
         current_execution.reset(token)
 
 
@@ -420,14 +422,17 @@ def cancel_run(store: Store, run_id: str, clock: Clock, options: Options,
     stopped (cancelled, or finished on its own) or `timeout` seconds passed; the run as it is then.
 
     The parent of a cancelled child gets the child's outcome in its inbox but is not driven here
-    (`wake_parent` off): the next tick delivers it.
+    (`wake_parent` off): the next tick delivers it. A run the calling code runs under (`driving`:
+    its own, or a parent waiting here for this child) cannot stop before that code returns: the
+    request is only recorded then, and the run as it is returned.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     run = request_cancel(store, run_id, clock)
     run_id = run.run_id
-    here = current_execution.get()
-    if here is not None and here.run_id == run_id:
-        return run  # asked by the run's own code: it stops before its next step, once this returns
+    if run_id in driving.get():
+        # asked by code the run waits on (its own, or a child's it drives here): it stops at its
+        # next step once this returns, and waiting here for that would wait for ever
+        return run
     if run_id in held_runs():
         return run  # this process holds it while a timed-out step's code may run: the next one acts
     quiet = replace(options, wake_parent=False)
