@@ -40,6 +40,12 @@ from .scheduler import run_async
 from .steps import held_runs, holds
 
 
+CREATION_WAIT = 30.0
+"""Seconds a start waits for another start of the same run id to journal the run: its first line
+is durable before the workflow's first step, sleep or wait, so only code the workflow runs before
+any of them (or a creator stopped by a signal) can keep it waiting that long."""
+
+
 def new_run_id(now: datetime) -> str:
     """A fresh run id: sortable by creation time, with 32 random bits."""
     return f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
@@ -78,7 +84,10 @@ def create_run(store: Store, definition: WorkflowDef, args: tuple[Any, ...], kwa
     if session is None:
         if not existing_ok:
             raise RunExists(f"run {run_id} exists already")
-        return _existing(store, run_id, fields)
+        found = _existing(store, run_id, fields)
+        if isinstance(found, Run):
+            return found
+        session = found
     try:
         where = flow.placement if flow is not None else None
         if (where is not None and where.queue is not None
@@ -98,11 +107,26 @@ def create_run(store: Store, definition: WorkflowDef, args: tuple[Any, ...], kwa
     return run
 
 
-def _existing(store: Store, run_id: str, fields: dict[str, Any]) -> Run:
-    try:
-        first = store.read_events(run_id)[0]
-    except RunNotFound:
-        raise RunBusy(f"run {run_id} is being created by another process") from None
+def _existing(store: Store, run_id: str, fields: dict[str, Any]) -> Run | RunSession:
+    """The run `run_id` that another start created, once its first line is readable (a start
+    racing its creator waits for it, as an idempotent start returns the run, not RunBusy); or,
+    when its creator died before writing that line, the session of the creation taken over here.
+    RunConflict if that run is of another workflow or has other arguments."""
+    pause, deadline = 0.001, time.monotonic() + CREATION_WAIT
+    while True:
+        try:
+            first = store.read_events(run_id)[0]
+            break
+        except RunNotFound:
+            pass  # being created: its creator has not made its run_started durable yet
+        if time.monotonic() >= deadline:
+            raise RunBusy(f"run {run_id} is being created by another process, which has not "
+                          f"journaled it after {CREATION_WAIT:.0f} s") from None
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+        session = store.create_run(run_id)  # its creator's claim let go with nothing written: ours
+        if session is not None:
+            return session
     for key in ("workflow", "args", "kwargs"):
         if first.get(key) != fields[key]:
             raise RunConflict(
