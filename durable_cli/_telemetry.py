@@ -137,7 +137,7 @@ def serving_metrics(flag: bool | None = None) -> tuple[Telemetry, Any]:
 def flush() -> None:
     """Export what the process's telemetry buffers, if it is on (before `os._exit`), waiting
     FLUSH_WAIT seconds at most."""
-    if _enabled is not None:
+    if _enabled is not None and _enabled.enabled:
         done = threading.Event()
         threading.Thread(target=_signalling(_enabled.flush, done), name="durable-telemetry-flush",
                          daemon=True).start()
