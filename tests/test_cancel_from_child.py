@@ -93,6 +93,23 @@ async def parent_async(nap, where):
 
 
 @workflow
+def started_in_a_step(outer_id):
+    return [stop(outer_id), after("started")]
+
+
+@step
+def launch(outer_id):
+    return durable_cli.start(started_in_a_step, outer_id).result
+
+
+@workflow
+def outer():
+    seen = launch(get_workflow_metadata().run_id)
+    after("outer")
+    return seen
+
+
+@workflow
 def grandparent():
     seen = start_child(middle, get_workflow_metadata().run_id).result()
     after("grandparent")
@@ -121,7 +138,7 @@ def started(fn: Any, *args: Any) -> Any:
     starter = threading.Thread(target=lambda: outcome.update(run=durable_cli.start(fn, *args)), daemon=True)
     starter.start()
     starter.join(30)
-    assert not starter.is_alive(), "start() hung: the child's cancel waits for the parent that waits for it"
+    assert not starter.is_alive(), "start() hung: a cancel waits for a run that waits for the code calling it"
     return outcome["run"]
 
 
@@ -174,3 +191,11 @@ def test_a_child_driven_by_a_tick_cancels_its_waiting_parent_and_stops_with_it(
     child = durable_cli.get_run(f"{run.run_id}-c1")
     assert child.status == "cancelled", child
     assert ran_after(project) == []
+
+
+def test_a_run_started_in_a_step_that_cancels_the_run_of_that_step_returns(project: Path) -> None:
+    import flows
+
+    run = started(flows.outer)
+    assert run.status == "cancelled", run
+    assert ran_after(project) == ["started"]
