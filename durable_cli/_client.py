@@ -149,7 +149,8 @@ def cancel(run_id: str, dir: str | None = None, store: str | None = None, wait: 
     The request is recorded first; the run's own process acts on it before its next step, or the
     next tick does. With `wait` (the default), this call also acts on it whenever the run is free
     and returns once the run has stopped, or after `timeout` seconds (check `.status`); without,
-    it returns at once with the run as it was.
+    it returns at once with the run as it was. Called from code the run waits on (its own steps,
+    a child its process drives), it returns at once too: the run stops at its next step.
     """
     with _opened(dir, store) as target:
         return cancel_in(target, run_id, options_for() if wait else None, wait, timeout)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 
-from ._telemetry import Execution, Telemetry, Trace
+from ._telemetry import Execution, Telemetry, Trace, at_exit
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics.export import MetricReader
@@ -285,18 +285,22 @@ def _exporters(group: str, variable: str) -> list[Any]:
 
 
 def _configure(reader: MetricReader | None, export: bool) -> None:
-    """Set up the SDK providers from the environment when the process has set none."""
+    """Set up the SDK providers from the environment when the process has set none; they are shut
+    down at exit within `_telemetry.FLUSH_WAIT` (not by the SDK's own exit hook, which waits for
+    an exporter for ever)."""
     from opentelemetry.sdk.resources import Resource
 
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "durable")})
+    owned: list[Any] = []
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider) and export:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-        tracer_provider = TracerProvider(resource=resource)
+        tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
         for exporter in _exporters("opentelemetry_traces_exporter", "OTEL_TRACES_EXPORTER"):
             tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
         trace.set_tracer_provider(tracer_provider)
+        owned.append(tracer_provider)
     from opentelemetry.sdk.metrics import MeterProvider
 
     if not isinstance(metrics.get_meter_provider(), MeterProvider):
@@ -306,4 +310,12 @@ def _configure(reader: MetricReader | None, export: bool) -> None:
         if export:
             readers += [PeriodicExportingMetricReader(exporter) for exporter in
                         _exporters("opentelemetry_metrics_exporter", "OTEL_METRICS_EXPORTER")]
-        metrics.set_meter_provider(MeterProvider(metric_readers=readers, resource=resource))
+        meter_provider = MeterProvider(metric_readers=readers, resource=resource, shutdown_on_exit=False)
+        metrics.set_meter_provider(meter_provider)
+        owned.append(meter_provider)
+    if owned:
+        def shutdown() -> None:
+            for provider in owned:
+                harmless()(provider.shutdown)()
+
+        at_exit(shutdown)

@@ -18,14 +18,21 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 INSTALL_HINT = "pip install 'durable-cli[otel]'"
 _EXPORTER_VARIABLES = (
     "OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
 )
+
+
+FLUSH_WAIT = 5.0
+"""Seconds a process waits for its telemetry to export (a worker's flush, the shutdown at exit):
+an exporter that never returns (a collector that never answers) must not keep a tick, or one of
+its workers, from ending."""
 
 
 class Execution(Protocol):
@@ -128,6 +135,47 @@ def serving_metrics(flag: bool | None = None) -> tuple[Telemetry, Any]:
 
 
 def flush() -> None:
-    """Export what the process's telemetry buffers, if it is on (before `os._exit`)."""
-    if _enabled is not None:
-        _enabled.flush()
+    """Export what the process's telemetry buffers, if it is on (before `os._exit`), waiting
+    FLUSH_WAIT seconds at most."""
+    if _enabled is not None and _enabled.enabled:
+        done = threading.Event()
+        threading.Thread(target=_signalling(_enabled.flush, done), name="durable-telemetry-flush",
+                         daemon=True).start()
+        _await(done, "flush")
+
+
+def at_exit(action: Callable[[], None]) -> None:
+    """Run `action` (the shutdown of the exporters set up here, which exports what they buffer) at
+    interpreter exit, waiting FLUSH_WAIT seconds at most: on a daemon thread started now, since
+    Python 3.12 starts no thread once the interpreter exits."""
+    import atexit
+
+    go, done = threading.Event(), threading.Event()
+
+    def when_told() -> None:
+        go.wait()
+        action()
+
+    threading.Thread(target=_signalling(when_told, done), name="durable-telemetry-exit", daemon=True).start()
+
+    def finish() -> None:
+        go.set()
+        _await(done, "shutdown")
+
+    atexit.register(finish)
+
+
+def _signalling(action: Callable[[], None], done: threading.Event) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            action()
+        finally:
+            done.set()
+    return run
+
+
+def _await(done: threading.Event, what: str) -> None:
+    """Wait for an export; one line on stderr when it did not end in time (the process goes on)."""
+    if not done.wait(FLUSH_WAIT):
+        print(f"durable: telemetry {what} did not end within {FLUSH_WAIT:g} s; going on without it",
+              file=sys.stderr, flush=True)

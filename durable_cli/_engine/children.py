@@ -45,6 +45,7 @@ from .._journal import encode_value
 from .._queues import flow_request
 from ..errors import ChildFailed, DurableError, EngineError, RunBusy, StoreError
 from .._timeparse import parse_instant
+from .context import driving
 from .delivery import child_finished
 from .outcomes import rebuild
 from .execution import Clock, Execution
@@ -184,9 +185,11 @@ def start_child(ex: Execution, definition: Any, args: tuple[Any, ...], kwargs: d
     if pool is None:
         pool = ex.children = Starting(ex.run_id)
     started = Started(pos, run_id, definition)
+    waiting = driving.get()  # this run and those waiting on it: a cancel of one from the child returns
 
     def create() -> None:
         _handoff.set((ex.run_id, started.handed))
+        driving.set(waiting)
         try:
             create_run(ex.store, definition, args, kwargs, run_id, ex.clock, ex.options,
                        {"parent": {"run_id": ex.run_id, "pos": pos}}, flow=flow)

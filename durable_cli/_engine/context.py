@@ -38,6 +38,11 @@ class WorkflowMetadata:
 current_execution: contextvars.ContextVar[Execution | None] = contextvars.ContextVar(
     "durable_execution", default=None
 )
+driving: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("durable_driving", default=())
+"""Run ids whose workflow code this flow of control runs under, outermost first: the current run,
+and those waiting in this process for it to return (a parent whose pool drives this child, a run
+whose step started this one). None of them can stop before this code returns."""
+
 StepCall = tuple[str, int, str, int]
 """What `current_step` holds while a step attempt runs: (run id, position, step name, attempt);
 its `StepMetadata` is made only when asked for (`step_metadata`)."""

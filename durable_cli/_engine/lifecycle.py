@@ -28,7 +28,7 @@ from .._payloads import stored
 from .._status import FINISHED, TERMINAL
 from .._store.base import RunSession, Store, check_run_id
 from .._timeparse import iso, parse_instant
-from .context import current_execution, current_step
+from .context import current_execution, current_step, driving
 from .children import finish_children, hand_over, release_handed
 from .definitions import WorkflowDef
 from .delivery import deliver
@@ -39,6 +39,12 @@ from .outcomes import error_info
 from .run import Options, Run
 from .scheduler import run_async
 from .steps import held_runs, holds
+
+
+CREATION_WAIT = 30.0
+"""Seconds a start waits for another start of the same run id to journal the run: its first line
+is durable before the workflow's first step, sleep or wait, so only code the workflow runs before
+any of them (or a creator stopped by a signal) can keep it waiting that long."""
 
 
 def new_run_id(now: datetime) -> str:
@@ -79,7 +85,10 @@ def create_run(store: Store, definition: WorkflowDef, args: tuple[Any, ...], kwa
     if session is None:
         if not existing_ok:
             raise RunExists(f"run {run_id} exists already")
-        return _existing(store, run_id, fields)
+        found = _existing(store, run_id, fields)
+        if isinstance(found, Run):
+            return found
+        session = found
     try:
         where = flow.placement if flow is not None else None
         if (where is not None and where.queue is not None
@@ -99,11 +108,26 @@ def create_run(store: Store, definition: WorkflowDef, args: tuple[Any, ...], kwa
     return run
 
 
-def _existing(store: Store, run_id: str, fields: dict[str, Any]) -> Run:
-    try:
-        first = store.read_events(run_id)[0]
-    except RunNotFound:
-        raise RunBusy(f"run {run_id} is being created by another process") from None
+def _existing(store: Store, run_id: str, fields: dict[str, Any]) -> Run | RunSession:
+    """The run `run_id` that another start created, once its first line is readable (a start
+    racing its creator waits for it, as an idempotent start returns the run, not RunBusy); or,
+    when its creator died before writing that line, the session of the creation taken over here.
+    RunConflict if that run is of another workflow or has other arguments."""
+    pause, deadline = 0.001, time.monotonic() + CREATION_WAIT
+    while True:
+        try:
+            first = store.read_events(run_id)[0]
+            break
+        except RunNotFound:
+            pass  # being created: its creator has not made its run_started durable yet
+        if time.monotonic() >= deadline:
+            raise RunBusy(f"run {run_id} is being created by another process, which has not "
+                          f"journaled it after {CREATION_WAIT:.0f} s") from None
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+        session = store.create_run(run_id)  # its creator's claim let go with nothing written: ours
+        if session is not None:
+            return session
     for key in ("workflow", "args", "kwargs"):
         if first.get(key) != fields[key]:
             raise RunConflict(
@@ -117,6 +141,7 @@ def _run_workflow(ex: Execution, args: list[Any], kwargs: dict[str, Any]) -> Any
     """Call the workflow function under `ex`; a suspension or abort surfaces as `Suspend`."""
     definition = ex.definition
     token = current_execution.set(ex)
+    under = driving.set((*driving.get(), ex.run_id))
     outside = current_step.set(None)  # started inside a step (start() in a step): not in one here
     try:
         try:
@@ -137,6 +162,7 @@ def _run_workflow(ex: Execution, args: list[Any], kwargs: dict[str, Any]) -> Any
         return result
     finally:
         current_step.reset(outside)
+        driving.reset(under)
         current_execution.reset(token)
 
 
@@ -436,14 +462,17 @@ def cancel_run(store: Store, run_id: str, clock: Clock, options: Options,
     stopped (cancelled, or finished on its own) or `timeout` seconds passed; the run as it is then.
 
     The parent of a cancelled child gets the child's outcome in its inbox but is not driven here
-    (`wake_parent` off): the next tick delivers it.
+    (`wake_parent` off): the next tick delivers it. A run the calling code runs under (`driving`:
+    its own, or a parent waiting here for this child) cannot stop before that code returns: the
+    request is only recorded then, and the run as it is returned.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     run = request_cancel(store, run_id, clock)
     run_id = run.run_id
-    here = current_execution.get()
-    if here is not None and here.run_id == run_id:
-        return run  # asked by the run's own code: it stops before its next step, once this returns
+    if run_id in driving.get():
+        # asked by code the run waits on (its own, or a child's it drives here): it stops at its
+        # next step once this returns, and waiting here for that would wait for ever
+        return run
     if run_id in held_runs():
         return run  # this process holds it while a timed-out step's code may run: the next one acts
     quiet = replace(options, wake_parent=False)
