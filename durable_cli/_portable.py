@@ -152,10 +152,17 @@ def read_archive(path: str) -> list[Exported]:
 
 
 def write_archive(store: Store, run_ids: Iterable[str], path: str) -> list[str]:
-    """Write the exports (streams included) of `run_ids` to a `.tar.gz` at `path`, atomically."""
+    """Write the exports (streams included) of `run_ids` to a `.tar.gz` at `path`, atomically; a
+    `path` that is a directory, or whose directory does not exist, is refused before any write."""
     directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise DurableError(f"cannot write the archive to {path}: it is a directory")
     written = []
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".durable-export-", suffix=".tar.gz")
+    try:
+        fd, temporary = tempfile.mkstemp(dir=directory, prefix=".durable-export-", suffix=".tar.gz")
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        missing = "is not a directory" if isinstance(exc, NotADirectoryError) else "does not exist"
+        raise DurableError(f"cannot write the archive to {path}: its directory {missing}") from None
     try:
         with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as archive:
             for run_id in run_ids:

@@ -264,3 +264,19 @@ def test_an_import_killed_at_any_store_operation_is_finished_by_importing_again(
         assert target.json("check")[0] == 0, crash_at
         target.tick(hours=2)  # its due entry was there: the sleep ends, the run waits on its hook
         assert target.inspect("j")["status"] == "waiting", crash_at
+
+
+@pytest.mark.parametrize("where", ["missing/runs.tar.gz", "a-file/runs.tar.gz", "."])
+def test_an_archive_path_whose_directory_is_missing_or_is_a_directory_is_exit_2_with_nothing_written(
+        tmp_path: Path, where: str) -> None:
+    """`export --archive missing/x.tar.gz` was a 'storage error' (exit 1), and `--archive .`
+    wrote its temporary file into the parent directory before failing: a path that cannot be an
+    archive is the caller's mistake, told in one sentence before anything is written."""
+    source = Project(tmp_path / "src", "jobs", FLOWS, in_process=True)
+    source.run("quick", "1", run_id="good")
+    (source.root / "a-file").write_text("not a directory")
+    before = sorted(all_files(tmp_path))
+    code, out, err = source.cli("export", "--all", "--archive", where)
+    assert code == 2, (code, out, err)
+    assert "cannot write the archive" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert sorted(all_files(tmp_path)) == before
