@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -210,6 +211,32 @@ def test_prune_deletes_a_finished_runs_rows_on_postgres(project: Path, pg_url: s
     assert code == 2
     _, rows, _ = durable_json_in_process("--store", pg_url, "ls", cwd=project)
     assert [row["run_id"] for row in rows] == [sleeping["run_id"]]
+
+
+def test_migrate_refuses_two_urls_that_reach_one_postgres_store(project: Path, pg_url: str,
+                                                                pg_databases: Callable[[], str]) -> None:
+    """URLs that differ in options, user, form or host spelling but reach one database were taken
+    for two stores: migrate held each run's claim in the source and waited on it in the target
+    (the same row) until the lease lapsed, then wrote `run_migrated` into the only copy. The
+    servers are asked what they are now; another database of the same server is still a target."""
+    import psycopg
+
+    database, _, query = pg_url.removeprefix("postgresql:///").partition("?")
+    params = dict(item.split("=", 1) for item in query.split("&"))
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE other_{database} LOGIN SUPERUSER")
+    _, doc, _ = durable_json_in_process("--store", pg_url, "run", "flows:week", "1", cwd=project)
+    before = durable_in_process("--store", pg_url, "export", doc["run_id"], cwd=project)[1]
+    same = [pg_url + "&application_name=elsewhere",
+            pg_url.replace("user=postgres", f"user=other_{database}"),
+            pg_url.replace(f"host={params['host']}", f"host={params['host']}/."),
+            f"host={params['host']} dbname={database} user=postgres"]
+    for target in same:
+        code, out, err = durable("migrate", "--from", pg_url, "--to", target, cwd=project, timeout=20)
+        assert code == 2 and "same store" in err and "Traceback" not in err, (target, code, out, err)
+    assert durable_in_process("--store", pg_url, "export", doc["run_id"], cwd=project)[1] == before
+    code, moved, err = durable_json_in_process("migrate", "--from", pg_url, "--to", pg_databases(), cwd=project)
+    assert code == 0 and moved["moved"] == [doc["run_id"]], err
 
 
 def test_the_environment_beats_durable_yaml(project: Path, pg_url: str) -> None:
