@@ -26,6 +26,7 @@ from typing import Any, Iterable
 from . import _journal as journal
 from ._engine.history import History
 from ._store import Store
+from ._tarread import open_archive
 from ._store.base import check_run_id, check_stream_name
 from .errors import DurableError, InvalidPayload, JournalEmpty, RunNotFound
 from ._timeparse import parse_instant
@@ -112,8 +113,9 @@ def read_path(path: str) -> list[Exported]:
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO blocks the open, /dev/zero never ends
             raise InvalidPayload(f"{path} is not a regular file")
-        if tarfile.is_tarfile(path):
-            return read_archive(path)
+        with open_archive(path) as archive:
+            if archive is not None:
+                return read_archive(archive, path)
         with open(path, "rb") as handle:
             data = handle.read(MAX_RUN_BYTES + 1)
     except (OSError, tarfile.TarError, EOFError, zlib.error) as exc:
@@ -121,41 +123,47 @@ def read_path(path: str) -> list[Exported]:
     return [read_export(data, path)]
 
 
-def read_archive(path: str) -> list[Exported]:
-    """Every run in an archive, each member checked before any is used."""
+def read_archive(archive: tarfile.TarFile, path: str) -> list[Exported]:
+    """Every run in the archive at `path`, each member checked before any is used."""
     runs: list[Exported] = []
     total = 0
-    with tarfile.open(path, "r:*") as archive:
-        for member in archive:
-            name = member.name
-            where = f"{path}: {name!r}"
-            if member.offset_data + member.size > MAX_ARCHIVE_BYTES:  # headers count: a bomb of entries
-                raise InvalidPayload(f"{where}: the archive is too large to import")
-            if member.isdir() and name.rstrip("/") in ("runs", "."):
-                continue
-            if not member.isfile() or not name.startswith("runs/") or not name.endswith(".jsonl"):
-                raise InvalidPayload(f"{where} is not a run's export (runs/<run_id>.jsonl, a plain file)")
-            try:
-                member_id = check_run_id(name[len("runs/"):-len(".jsonl")])
-            except DurableError:
-                raise InvalidPayload(f"{where} does not name a run (no paths, no '..')") from None
-            total += member.size
-            if member.size > MAX_RUN_BYTES or total > MAX_ARCHIVE_BYTES or len(runs) >= MAX_ARCHIVE_RUNS:
-                raise InvalidPayload(f"{where}: the archive is too large to import")
-            handle = archive.extractfile(member)
-            data = handle.read(MAX_RUN_BYTES + 1) if handle is not None else b""
-            run = read_export(data, where)
-            if run.run_id != member_id:
-                raise InvalidPayload(f"{where} holds run {run.run_id!r}, not {member_id!r}")
-            runs.append(run)
+    for member in archive:
+        name = member.name
+        where = f"{path}: {name!r}"
+        if member.offset_data + member.size > MAX_ARCHIVE_BYTES:  # headers count: a bomb of entries
+            raise InvalidPayload(f"{where}: the archive is too large to import")
+        if member.isdir() and name.rstrip("/") in ("runs", "."):
+            continue
+        if not member.isfile() or not name.startswith("runs/") or not name.endswith(".jsonl"):
+            raise InvalidPayload(f"{where} is not a run's export (runs/<run_id>.jsonl, a plain file)")
+        try:
+            member_id = check_run_id(name[len("runs/"):-len(".jsonl")])
+        except DurableError:
+            raise InvalidPayload(f"{where} does not name a run (no paths, no '..')") from None
+        total += member.size
+        if member.size > MAX_RUN_BYTES or total > MAX_ARCHIVE_BYTES or len(runs) >= MAX_ARCHIVE_RUNS:
+            raise InvalidPayload(f"{where}: the archive is too large to import")
+        handle = archive.extractfile(member)
+        data = handle.read(MAX_RUN_BYTES + 1) if handle is not None else b""
+        run = read_export(data, where)
+        if run.run_id != member_id:
+            raise InvalidPayload(f"{where} holds run {run.run_id!r}, not {member_id!r}")
+        runs.append(run)
     return runs
 
 
 def write_archive(store: Store, run_ids: Iterable[str], path: str) -> list[str]:
-    """Write the exports (streams included) of `run_ids` to a `.tar.gz` at `path`, atomically."""
+    """Write the exports (streams included) of `run_ids` to a `.tar.gz` at `path`, atomically; a
+    `path` that is a directory, or whose directory does not exist, is refused before any write."""
     directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise DurableError(f"cannot write the archive to {path}: it is a directory")
     written = []
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".durable-export-", suffix=".tar.gz")
+    try:
+        fd, temporary = tempfile.mkstemp(dir=directory, prefix=".durable-export-", suffix=".tar.gz")
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        missing = "is not a directory" if isinstance(exc, NotADirectoryError) else "does not exist"
+        raise DurableError(f"cannot write the archive to {path}: its directory {missing}") from None
     try:
         with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as archive:
             for run_id in run_ids:

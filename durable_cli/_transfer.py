@@ -145,19 +145,23 @@ def _move(source: Store, target: Store, session: RunSession,
     return source.read_events(run_id)
 
 
-def _same_store(first: str, second: str) -> bool:
-    """Whether two store locations name one store (a journal dir reached through two paths too)."""
+def _same_store(first: Store, second: Store) -> bool:
+    """Whether two stores are one: the same location, a journal dir reached through two paths, or
+    two URLs reaching one PostgreSQL database and table (as the server tells)."""
     try:
-        return first == second or os.path.samefile(first, second)
+        if first.location == second.location or os.path.samefile(first.location, second.location):
+            return True
     except (OSError, ValueError):
-        return False  # a URL, or a dir not made yet
+        pass  # a URL, or a dir not made yet
+    identity = first.identity()
+    return identity is not None and identity == second.identity()
 
 
 def migrate(source: Store, target: Store, clock: Callable[[], datetime],
             report: Callable[[str, str], None] | None = None) -> list[str]:
     """Move every run not yet migrated from `source` to `target`, and finish the moves an
     interrupted migrate left; returns the ids of the runs switched over by this call."""
-    if _same_store(source.location, target.location):  # its claims would wait on themselves
+    if _same_store(source, target):  # its claims would wait on themselves
         raise DurableError(f"--from and --to are the same store ({source.location}): nothing to migrate")
     moved = []
     for run_id in sorted(source.run_ids()):

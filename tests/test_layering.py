@@ -15,7 +15,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "durable_cli"
 
 # Lowest first: a module may import modules of its own layer or of a layer below, never above.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "_errors_core", "_timeparse", "_faults", "_payloads", "_webhooks", "_status", "_digest", "_queues"),  # leaves: no durable_cli imports but these
+    ("errors", "_errors_core", "_timeparse", "_faults", "_payloads", "_webhooks", "_status", "_digest", "_queues",
+     "_tarread"),  # leaves: no durable_cli imports but these
     ("_telemetry", "_otel"),  # observability hooks: the engine calls them; they import only leaves
     ("_journal",),
     ("_store",),

@@ -264,3 +264,79 @@ def test_an_import_killed_at_any_store_operation_is_finished_by_importing_again(
         assert target.json("check")[0] == 0, crash_at
         target.tick(hours=2)  # its due entry was there: the sleep ends, the run waits on its hook
         assert target.inspect("j")["status"] == "waiting", crash_at
+
+
+@pytest.mark.parametrize("where", ["missing/runs.tar.gz", "a-file/runs.tar.gz", "."])
+def test_an_archive_path_whose_directory_is_missing_or_is_a_directory_is_exit_2_with_nothing_written(
+        tmp_path: Path, where: str) -> None:
+    """`export --archive missing/x.tar.gz` was a 'storage error' (exit 1), and `--archive .`
+    wrote its temporary file into the parent directory before failing: a path that cannot be an
+    archive is the caller's mistake, told in one sentence before anything is written."""
+    source = Project(tmp_path / "src", "jobs", FLOWS, in_process=True)
+    source.run("quick", "1", run_id="good")
+    (source.root / "a-file").write_text("not a directory")
+    before = sorted(all_files(tmp_path))
+    code, out, err = source.cli("export", "--all", "--archive", where)
+    assert code == 2, (code, out, err)
+    assert "cannot write the archive" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert sorted(all_files(tmp_path)) == before
+
+
+_MEASURED_IMPORT = """
+import resource, sys
+from durable_cli.cli import main
+try:
+    main(sys.argv[1:])
+finally:
+    sys.stdout.write(f"maxrss_kib={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n")
+"""
+
+
+def test_an_archive_with_a_huge_pax_header_is_refused_before_tarfile_reads_it_into_memory(tmp_path: Path) -> None:
+    """tarfile reads a pax header whole, at the size it declares, before any member reaches the
+    import's checks: 256 MiB of header (gzip'd to 1 MiB) took 256 MiB of memory, and then was
+    read as a one-run export for not being a tar. Each header is checked first now."""
+    import gzip
+    import subprocess
+    import sys
+
+    size = 256 * 1024 * 1024
+    header = tarfile.TarInfo("././@PaxHeader")
+    header.type, header.size = tarfile.XHDTYPE, size
+    bomb = tmp_path / "bomb.tar.gz"
+    with gzip.open(bomb, "wb", compresslevel=1) as out:
+        out.write(header.tobuf(format=tarfile.USTAR_FORMAT))
+        for _ in range(size // (1 << 20)):
+            out.write(bytes(1 << 20))
+    assert bomb.stat().st_size < 4 * 1024 * 1024
+    done = subprocess.run([sys.executable, "-c", _MEASURED_IMPORT, "--dir", str(tmp_path / "dst"), "import", str(bomb)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done
+    assert "header declares 268435456 bytes" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert int(done.stdout.split("maxrss_kib=")[1]) < 128 * 1024  # the header was never read
+    assert not (tmp_path / "dst").exists()
+
+
+@pytest.mark.parametrize("kind", ["GNU sparse", "pax sparse"])
+def test_a_sparse_member_whose_map_tarfile_would_read_without_end_is_refused(tmp_path: Path, kind: str) -> None:
+    """tarfile reads a sparse member's map block after block, as many as the member says, before
+    the member reaches the import's checks; no export is sparse, so none is read."""
+    good = b'{"type":"run_started"}\n'
+    bad = tmp_path / "sparse.tar.gz"
+    info = tarfile.TarInfo("runs/good.jsonl")
+    info.size = len(good)
+    if kind == "GNU sparse":
+        block = bytearray(info.tobuf(format=tarfile.GNU_FORMAT))
+        block[156:157], block[148:156] = tarfile.GNUTYPE_SPARSE, b" " * 8
+        block[148:155] = b"%06o\0" % sum(block)
+        with tarfile.open(bad, "w:gz") as archive:
+            archive.fileobj.write(bytes(block) + good.ljust(512, b"\0"))  # type: ignore[union-attr]
+            archive.offset += 1024
+    else:
+        info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": "runs/good.jsonl"}
+        with tarfile.open(bad, "w:gz", format=tarfile.PAX_FORMAT) as archive:
+            archive.addfile(info, io.BytesIO(good))
+    target = Project(tmp_path / "dst", "jobs", FLOWS, in_process=True)
+    code, out, err = target.cli("import", str(bad))
+    assert code == 2 and "a sparse member is not a run's export" in err, (code, out, err)
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

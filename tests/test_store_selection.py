@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -103,6 +104,51 @@ def test_a_password_in_the_url_is_never_printed(project: Path) -> None:
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("conninfo", [
+    "host=127.0.0.1 port=1 dbname=nowhere password=hunter2 connect_timeout=2",
+    "host=127.0.0.1 port=1 password = 'hun ter\\'2' connect_timeout=2",
+    "host=127.0.0.1 passwrd=hunter2",  # a misspelt key: refused before anything shows its value
+    "host=127.0.0.1 hunter2 dbname=nowhere",  # a word without '=': perhaps a password
+    "host=127.0.0.1 password='hunter2",  # an unterminated quote
+])
+def test_a_conninfo_string_is_a_postgres_store_whose_password_is_never_printed(project: Path, conninfo: str) -> None:
+    """`--store "host=h password=p dbname=d"` (a libpq conninfo string, as psql takes it) was a
+    journal dir: a directory named with the password was made and its name echoed. It is a
+    PostgreSQL store now; the password never shows, and no directory is made, whatever the error."""
+    for command in (["ls", "--json"], ["run", "flows:week", "1"]):
+        code, out, err = durable_in_process("--store", conninfo, *command, cwd=project)
+        assert code == 2, (command, out, err)
+        assert "hunter2" not in out + err and "hun ter" not in out + err
+        assert "Traceback" not in err
+    assert sorted(p.name for p in project.iterdir() if p.name != "__pycache__") == ["flows.py"]
+
+
+def test_a_conninfo_string_as_libpq_gets_it_and_as_users_see_it() -> None:
+    """Values are unquoted as libpq reads them and quoted again for it; `lease` is ours; both
+    passwords are hidden, as written and as meant."""
+    from durable_cli._store.pg_url import parse_url
+
+    parsed = parse_url(r"host=/run/pg  dbname = app password='it\'s a \\ ok' lease=5 sslpassword=k3y")
+    assert parsed.conninfo == r"host=/run/pg dbname=app password='it\'s a \\ ok' sslpassword=k3y"
+    assert parsed.location == "host=/run/pg dbname=app password=*** lease=5 sslpassword=***"
+    assert parsed.lease == 5
+    told = r"bad password='it\'s a \\ ok' (it's a \ ok), key k3y"
+    assert parsed.scrub(told) == "bad password=*** (***), key ***"
+
+
+def test_a_conninfo_string_reaches_the_same_store_as_the_url(project: Path, pg_url: str) -> None:
+    database, _, query = pg_url.removeprefix("postgresql:///").partition("?")
+    params = dict(item.split("=", 1) for item in query.split("&"))
+    conninfo = f"host={params['host']} user={params['user']} password='pass word' dbname={database} lease=5"
+    code, doc, err = durable_json_in_process("--store", conninfo, "run", "flows:week", "1", cwd=project)
+    assert code == 0, err
+    _, rows, _ = durable_json_in_process("--store", pg_url, "ls", cwd=project)
+    assert [row["run_id"] for row in rows] == [doc["run_id"]]
+    code, out, err = durable_in_process("--store", conninfo.replace("dbname=", "dbname=missing_"), "ls", cwd=project)
+    assert code == 2 and "password=***" in err and "pass word" not in out + err, err
+    assert sorted(p.name for p in project.iterdir() if p.name != "__pycache__") == ["flows.py"]
+
+
 def test_an_unsupported_store_url_exits_2(project: Path) -> None:
     code, _, err = durable_in_process("--store", "redis://localhost/0", "ls", cwd=project)
     assert code == 2
@@ -165,6 +211,32 @@ def test_prune_deletes_a_finished_runs_rows_on_postgres(project: Path, pg_url: s
     assert code == 2
     _, rows, _ = durable_json_in_process("--store", pg_url, "ls", cwd=project)
     assert [row["run_id"] for row in rows] == [sleeping["run_id"]]
+
+
+def test_migrate_refuses_two_urls_that_reach_one_postgres_store(project: Path, pg_url: str,
+                                                                pg_databases: Callable[[], str]) -> None:
+    """URLs that differ in options, user, form or host spelling but reach one database were taken
+    for two stores: migrate held each run's claim in the source and waited on it in the target
+    (the same row) until the lease lapsed, then wrote `run_migrated` into the only copy. The
+    servers are asked what they are now; another database of the same server is still a target."""
+    import psycopg
+
+    database, _, query = pg_url.removeprefix("postgresql:///").partition("?")
+    params = dict(item.split("=", 1) for item in query.split("&"))
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE other_{database} LOGIN SUPERUSER")
+    _, doc, _ = durable_json_in_process("--store", pg_url, "run", "flows:week", "1", cwd=project)
+    before = durable_in_process("--store", pg_url, "export", doc["run_id"], cwd=project)[1]
+    same = [pg_url + "&application_name=elsewhere",
+            pg_url.replace("user=postgres", f"user=other_{database}"),
+            pg_url.replace(f"host={params['host']}", f"host={params['host']}/."),
+            f"host={params['host']} dbname={database} user=postgres"]
+    for target in same:
+        code, out, err = durable("migrate", "--from", pg_url, "--to", target, cwd=project, timeout=20)
+        assert code == 2 and "same store" in err and "Traceback" not in err, (target, code, out, err)
+    assert durable_in_process("--store", pg_url, "export", doc["run_id"], cwd=project)[1] == before
+    code, moved, err = durable_json_in_process("migrate", "--from", pg_url, "--to", pg_databases(), cwd=project)
+    assert code == 0 and moved["moved"] == [doc["run_id"]], err
 
 
 def test_the_environment_beats_durable_yaml(project: Path, pg_url: str) -> None:

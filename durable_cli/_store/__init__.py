@@ -1,4 +1,5 @@
-"""Opening a store: a PostgreSQL URL, `memory:` (the memory store), else a journal dir (the file store).
+"""Opening a store: a PostgreSQL URL or conninfo string, `memory:` (the memory store), else a journal dir
+(the file store).
 
 Which store to use (flags, then the environment, then durable.yaml) is decided at the entry
 points (`_config.store_location`); this layer reads neither the environment nor durable.yaml.
@@ -20,7 +21,13 @@ __all__ = ["RunSession", "Store", "open_store", "opened", "is_postgres_url"]
 
 
 def is_postgres_url(value: str) -> bool:
-    return value.startswith(("postgresql://", "postgres://"))
+    """Whether `value` names a PostgreSQL store: a postgresql:// URL, or a libpq conninfo string
+    (`host=db dbname=app`: it begins with `keyword=`; a journal dir of such a name is `./host=db`)."""
+    if value.startswith(("postgresql://", "postgres://")):
+        return True
+    key, equals, _ = value.partition("=")
+    key = key.strip()
+    return bool(equals) and key.isascii() and key.replace("_", "a").isalpha()
 
 
 def open_store(dir: str | None = None, store: str | None = None, shared: bool = False,

@@ -231,6 +231,11 @@ class Store(ABC):
         """Where the run's journal lives, for people (`inspect` shows it)."""
         return self.location
 
+    def identity(self) -> object:
+        """What this store's data is, as the place that keeps it says (None: its location says
+        all), so that two locations naming one store are seen as one (`migrate` refuses that)."""
+        return None
+
     @abstractmethod
     def delete_run(self, run_id: str) -> None:
         """Remove a finished run and everything kept for it (prune)."""

@@ -158,6 +158,21 @@ class Db:
         self.conn.close()
 
 
+_IDENTITY = """SELECT (SELECT system_identifier FROM pg_control_system()),
+       (SELECT oid FROM pg_database WHERE datname = current_database()), 'durable_events'::regclass::oid"""
+
+
+def store_identity(db: Db) -> tuple[Any, ...] | None:
+    """(server's system identifier, database oid, journal table oid): the same for every URL that
+    reaches one store, whatever its host name, user, options or search_path; None where the server
+    does not tell its identifier (pg_control_system revoked)."""
+    try:
+        row = db.rows(_IDENTITY)[0]
+    except StoreError:
+        return None
+    return row if row[0] is not None else None
+
+
 def migrations() -> list[tuple[int, str]]:
     """(version, SQL) of every migration shipped with the package, in order."""
     found = []

@@ -17,6 +17,17 @@ MIGRATION_NAME = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 SCHEMA_VERSION = "SELECT coalesce(max(version), 0) FROM durable_schema_version"
 """The schema version a database records (the table is missing before the first migration)."""
 
+CONNINFO_KEYWORDS = frozenset((
+    "host", "hostaddr", "port", "dbname", "user", "password", "passfile", "channel_binding",
+    "connect_timeout", "client_encoding", "options", "application_name", "fallback_application_name",
+    "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout",
+    "replication", "gssencmode", "sslmode", "requiressl", "sslcompression", "sslcert", "sslkey",
+    "sslcertmode", "sslpassword", "sslrootcert", "sslcrl", "sslcrldir", "sslsni", "sslnegotiation",
+    "requirepeer", "require_auth", "ssl_min_protocol_version", "ssl_max_protocol_version",
+    "krbsrvname", "gsslib", "gssdelegation", "service", "target_session_attrs", "load_balance_hosts"))
+"""libpq's connection parameters (PostgreSQL 17): a conninfo string naming another key is refused
+here, before its text can be shown anywhere."""
+
 _ESCAPED = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
 
 
@@ -45,8 +56,11 @@ def unquote(text: str) -> str:
 
 
 def parse_url(url: str, lease: str | None = None) -> StoreUrl:
-    """Split `url`: its `lease` (seconds; else `lease`, which the entry point takes from
-    $DURABLE_PG_LEASE; else 30) is ours, not libpq's."""
+    """Split `url` (a postgresql:// URL, or a libpq `key=value` conninfo string): its `lease`
+    (seconds; else `lease`, which the entry point takes from $DURABLE_PG_LEASE; else 30) is ours,
+    not libpq's."""
+    if "://" not in url:
+        return _parse_conninfo(url, lease)
     scheme, sep, rest = url.partition("://")
     # the user info ends at an @ before the first /, as libpq reads it (a ? in a password included)
     userinfo, at, _ = rest.partition("/")[0].rpartition("@")
@@ -73,6 +87,68 @@ def parse_url(url: str, lease: str | None = None) -> StoreUrl:
     location = f"{scheme}://{shown_netloc}{slash}{path}" + ("?" + "&".join(shown) if shown else "")
     conninfo = base + ("?" + "&".join(kept) if kept else "")
     return StoreUrl(conninfo, location, _lease(lease_text), tuple(s for s in secrets if s))
+
+
+def _parse_conninfo(text: str, lease: str | None) -> StoreUrl:
+    """A conninfo string split as `parse_url` splits a URL: libpq gets the pairs again, each value
+    quoted; users see them with password and sslpassword as ***."""
+    kept, shown, secrets = [], [], []
+    for key, value, written in _pairs(text):
+        if key == "lease":
+            lease = value
+            shown.append(f"lease={_quoted(value)}")
+            continue
+        if key not in CONNINFO_KEYWORDS:
+            raise StoreError(f"unknown connection option {key[:40]!r} in the store's conninfo string "
+                             "(see libpq's connection parameters)")
+        kept.append(f"{key}={_quoted(value)}")
+        secret = key in ("password", "sslpassword") and value
+        secrets += [written, value] if secret else []
+        shown.append(f"{key}=***" if secret else f"{key}={_quoted(value)}")
+    return StoreUrl(" ".join(kept), " ".join(shown), _lease(lease), tuple(s for s in secrets if s))
+
+
+def _pairs(text: str) -> list[tuple[str, str, str]]:
+    """The `key=value` pairs of a conninfo string, read as libpq reads them (a value in single
+    quotes may hold spaces; a backslash escapes the next character), each with its value as
+    written. Errors name the key, never a value."""
+    pairs: list[tuple[str, str, str]] = []
+    at, end = 0, len(text)
+    while True:
+        while at < end and text[at].isspace():
+            at += 1
+        if at == end:
+            return pairs
+        start = at
+        while at < end and text[at] != "=" and not text[at].isspace():
+            at += 1
+        key = text[start:at]
+        while at < end and text[at].isspace():
+            at += 1
+        if at == end or text[at] != "=":
+            raise StoreError("a word without '=' in the store's conninfo string (each item is key=value; "
+                             "quote a value with spaces in single quotes)")
+        at += 1
+        while at < end and text[at].isspace():
+            at += 1
+        quoted, value, start = at < end and text[at] == "'", [], at
+        at += quoted
+        while at < end and (text[at] != "'" if quoted else not text[at].isspace()):
+            if text[at] == "\\" and at + 1 < end:
+                at += 1
+            value.append(text[at])
+            at += 1
+        if quoted and at == end:
+            raise StoreError(f"unterminated quoted value of {key!r} in the store's conninfo string")
+        at += quoted
+        pairs.append((key, "".join(value), text[start:at]))
+
+
+def _quoted(value: str) -> str:
+    """`value` as a conninfo string writes it: bare when it needs no quotes."""
+    if value and not any(char.isspace() or char in "'\\" for char in value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _lease(text: str | None) -> float:

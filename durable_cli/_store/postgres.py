@@ -31,7 +31,7 @@ from .base import (Event, RunQuery, RunSession, Store, check_run_id, check_strea
 from .pg_queues import PostgresQueues
 from .pg_claims import CLAIM, CLAIM_DUE, CREATE, Heartbeat, PostgresRunSession, append_stream, release
 from .pg_inbox import INBOX_GATE, POST, journal_events, journal_lines, post_live, read_events, token_owner
-from .pg_schema import Conflict, Db, connect, parse_url
+from .pg_schema import Conflict, Db, connect, parse_url, store_identity
 from .._timeparse import iso
 
 # Served by the durable_due_at index alone: a tick reads the entries that are due and no others.
@@ -119,6 +119,11 @@ class PostgresStore(PostgresQueues, Store):
             self._db.close()
             if self._listener is not None:
                 self._listener.close()
+
+    def identity(self) -> object:
+        """The server (its system identifier), the database and the journal table this store
+        reaches: URLs that differ in host name, user or options may still name the same."""
+        return store_identity(self._db)
 
     # runs and journals
     def _session(self, run_id: str, claim: int, events: list[Event]) -> PostgresRunSession:
