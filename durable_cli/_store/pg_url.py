@@ -160,7 +160,7 @@ def _lease(text: str | None) -> float:
         lease = -1.0
     if not 0.1 <= lease <= 86400:
         raise StoreError(
-            f"invalid lease {text!r} (the URL's lease= or DURABLE_PG_LEASE): "
+            f"invalid lease {text!r} (the store's lease= or DURABLE_PG_LEASE): "
             "give seconds from 0.1 to 86400"
         )
     return lease
