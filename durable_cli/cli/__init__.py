@@ -301,7 +301,9 @@ def _version(ctx: click.Context, given: bool) -> None:
 
 @click.group(cls=DurableGroup)
 @click.option("--dir", "dir_", metavar="PATH", help="Journal dir (else $DURABLE_DIR, else ./journals).")
-@click.option("--store", "store_url", metavar="URL", help="Store: postgresql://..., a libpq conninfo string (host=... dbname=...) or a journal directory (else $DURABLE_STORE).")
+@click.option("--store", "store_url", metavar="URL",
+              help="Store: postgresql://..., a libpq conninfo string (host=... dbname=...) or a journal "
+                   "directory (else $DURABLE_STORE).")
 @click.option("--config", "config_path", metavar="PATH", help="durable.yaml to use (else $DURABLE_CONFIG, else ./durable.yaml).")
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=lambda ctx, _, given: _version(ctx, given),
               help="Show the version and exit.")
