@@ -78,9 +78,32 @@ def fire_schedules(store: Store, config: Config, clock: Callable[[], datetime], 
                 continue
             state["last_fired"] = iso(instant)
         if handled > last_tick:
-            state["last_tick"] = iso(handled)
-            store.save_schedule_state(schedule.name, state)
+            _record_handled(store, schedule.name, state, handled)
     return fired
+
+
+def _record_handled(store: Store, name: str, state: dict[str, Any], handled: datetime) -> None:
+    """Save `handled` as the schedule's last tick, unless an overlapping tick has meanwhile
+    recorded one as late: the record never moves back, since prune trusts it (`unrecorded_fire`)."""
+    latest = store.schedule_state(name) or {}
+    if latest.get("last_tick") and parse_instant(latest["last_tick"]) >= handled:
+        return
+    state["last_tick"] = iso(handled)
+    store.save_schedule_state(name, state)
+
+
+def unrecorded_fire(store: Store, start: dict[str, Any]) -> bool:
+    """Whether `start` (a run_started event) began a schedule instant's run, with the id a tick
+    gives it, that the schedule's saved state does not yet record as handled. Until it does (a
+    tick killed between firing and saving, or still firing older instants), that run is the only
+    sign the instant fired: prune must keep it, or the next tick would fire the instant again."""
+    fire = start.get("schedule")
+    if not isinstance(fire, dict) or str(start.get("run_id")).startswith(f"sched-{fire.get('name')}-trigger-"):
+        return False  # not a schedule's, or a trigger's (its own id: a tick never makes it)
+    state = store.schedule_state(str(fire.get("name")))
+    if state is None:
+        return False  # no tick has seen the schedule: the first one fires nothing before it
+    return not state.get("last_tick") or parse_instant(state["last_tick"]) < parse_instant(str(fire.get("instant")))
 
 
 def _handled_elsewhere(store: Store, schedule: Schedule, instant: datetime) -> bool:

@@ -676,6 +676,7 @@ class FileStore(Store):
     def save_schedule_state(self, name: str, state: dict[str, Any]) -> None:
         import json
 
+        faults.point("schedule.save")
         write_atomic(self._dir("schedules"), sha(name) + ".json", json.dumps(state).encode())
 
 
