@@ -236,6 +236,22 @@ def test_unknown_top_level_key_exits_2_naming_the_key_and_the_file(tmp_path: Pat
     assert "colour" in line and "durable.yaml" in line
 
 
+def test_a_key_given_twice_exits_2_naming_it_and_its_line_for_every_command_that_reads_the_file(
+        tmp_path: Path) -> None:
+    """PyYAML keeps the last of two equal keys: the first `cron:` would be dropped silently."""
+    project = Scheduled(tmp_path)
+    (tmp_path / "durable.yaml").write_text(
+        f'schedules:\n  - name: hourly\n    cron: "0 * * * *"\n    cron: "*/5 * * * *"\n'
+        f'    workflow: {project.ref("job")}\n')
+    expected = "Error: durable.yaml: not valid YAML (line 4): duplicate key 'cron' (first at line 3)"
+    for command in (["tick"], ["schedules"], ["schedules", "trigger", "hourly"], ["run", project.ref("job")],
+                    ["queues"]):
+        assert one_line_error(*project.cli(*command)) == expected, command
+    code, out, err = durable("ls", cwd=tmp_path)  # a real process, finding durable.yaml for its store
+    assert one_line_error(code, out, err) == expected
+    assert not project.dir.exists()
+
+
 def test_unknown_schedule_key_exits_2_naming_the_key_and_the_file(tmp_path: Path) -> None:
     project = Scheduled(tmp_path, [hourly(catchup="all")])
     line = one_line_error(*project.cli("schedules"))
