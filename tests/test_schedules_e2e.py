@@ -104,8 +104,9 @@ def iso(moment: datetime) -> str:
 class Scheduled(Project):
     """A Project with a durable.yaml in its root (so `durable` finds it in the cwd)."""
 
-    def __init__(self, root: Path, schedules: list[dict[str, Any]] | None = None, **top: Any) -> None:
-        super().__init__(root, code=FLOWS, in_process=True)
+    def __init__(self, root: Path, schedules: list[dict[str, Any]] | None = None, store: str | None = None,
+                 **top: Any) -> None:
+        super().__init__(root, code=FLOWS, in_process=True, store=store)
         if schedules is not None or top:
             self.configure(schedules or [], **top)
 
