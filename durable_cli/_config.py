@@ -145,6 +145,28 @@ def options_from(config: Config | None) -> Options:
     )
 
 
+@functools.cache
+def _strict_loader() -> Any:
+    """yaml's SafeLoader refusing a key given twice in one mapping (PyYAML keeps the last silently:
+    a second `schedules:` or `cron:` would drop the first); made at the first file read."""
+    import yaml  # type: ignore[import-untyped, unused-ignore]
+
+    class StrictLoader(yaml.SafeLoader):  # type: ignore[misc, unused-ignore]
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict[tuple[str, str], int] = {}
+            for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else ():
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *base` may be overridden by the keys beside it, as YAML means
+                key = (key_node.tag, key_node.value)  # the resolved type and the text: 'a' is "a"
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key_node.value!r}"
+                                                            f" (first at line {seen[key] + 1})", key_node.start_mark)
+                seen[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep)
+
+    return StrictLoader
+
+
 def _load(shown: str, chosen_by: str = "") -> Config:
     """Parse and check the file at `shown`; errors begin with `shown` as the user wrote it."""
     import yaml  # type: ignore[import-untyped, unused-ignore]
@@ -152,7 +174,7 @@ def _load(shown: str, chosen_by: str = "") -> Config:
     path = os.path.abspath(shown)
     try:
         with open(path, "rb") as handle:
-            data = yaml.safe_load(handle)
+            data = yaml.load(handle, Loader=_strict_loader())  # noqa: S506 (a SafeLoader)
     except FileNotFoundError:
         raise ConfigError(f"{shown}: no such file{chosen_by}") from None
     except OSError as exc:

@@ -10,12 +10,14 @@ from typing import Any, Callable
 
 from .errors import DurableError
 from ._engine.history import History, status_of
+from ._schedules import unrecorded_fire
 from ._store import Store
 from ._timeparse import parse_instant
 
 
 def prune_if(store: Store, run_id: str, prunable: Callable[[dict[str, Any]], bool]) -> bool:
-    """Delete the run if `prunable` says so of its last event, read again under its claim."""
+    """Delete the run if `prunable` says so of its last event, read again under its claim, unless
+    it is a schedule's firing that the schedule's state does not record yet (`unrecorded_fire`)."""
     try:
         if not prunable(store.run_summary(run_id)[1]):
             return False
@@ -25,7 +27,7 @@ def prune_if(store: Store, run_id: str, prunable: Callable[[dict[str, Any]], boo
     if session is None:
         return False  # held by another process: it is not finished for long
     try:
-        if not prunable(session.events[-1]):
+        if not prunable(session.events[-1]) or unrecorded_fire(store, session.events[0]):
             return False
         for token in History(session.events).tokens():
             store.release_token(token, run_id)

@@ -28,10 +28,12 @@ if TYPE_CHECKING:
 
 
 def _state(store: Store, schedule: Schedule, now: datetime) -> dict[str, Any]:
+    """The schedule's saved state; the first tick to see it saves one (an overlapping tick that
+    saved first keeps its record)."""
     state = store.schedule_state(schedule.name)
     if state is None:
-        state = {"first_seen": iso(now), "last_tick": iso(now), "last_fired": None}
-        store.save_schedule_state(schedule.name, state)
+        first = {"first_seen": iso(now), "last_tick": iso(now), "last_fired": None}
+        state = store.update_schedule_state(schedule.name, lambda saved: saved or first)
     return state
 
 
@@ -84,9 +86,44 @@ def fire_schedules(store: Store, config: Config, clock: Callable[[], datetime], 
                 fired += 1
             state["last_fired"] = iso(instant)
         if handled > last_tick:
-            state["last_tick"] = iso(handled)
-            store.save_schedule_state(schedule.name, state)
+            _record_handled(store, schedule.name, state, handled)
     return fired
+
+
+def _record_handled(store: Store, name: str, state: dict[str, Any], handled: datetime) -> None:
+    """Save `handled` as the schedule's last tick, merged with what overlapping ticks saved since
+    this one read the state (the later last tick and last fire of each): the record never moves
+    back, since prune trusts it (`unrecorded_fire`)."""
+    ours = {**state, "last_tick": iso(handled)}
+
+    def merge(saved: dict[str, Any] | None) -> dict[str, Any]:
+        if saved is None:
+            return ours
+        return {**saved, "last_tick": _later(saved.get("last_tick"), ours["last_tick"]),
+                "last_fired": _later(saved.get("last_fired"), ours.get("last_fired"))}
+
+    store.update_schedule_state(name, merge)
+
+
+def _later(saved: str | None, ours: str | None) -> str | None:
+    """The later of two saved instants (either may be missing); the saved one when they are equal."""
+    if not saved or not ours:
+        return saved or ours
+    return saved if parse_instant(saved) >= parse_instant(ours) else ours
+
+
+def unrecorded_fire(store: Store, start: dict[str, Any]) -> bool:
+    """Whether `start` (a run_started event) began a schedule instant's run, with the id a tick
+    gives it, that the schedule's saved state does not yet record as handled. Until it does (a
+    tick killed between firing and saving, or still firing older instants), that run is the only
+    sign the instant fired: prune must keep it, or the next tick would fire the instant again."""
+    fire = start.get("schedule")
+    if not isinstance(fire, dict) or str(start.get("run_id")).startswith(f"sched-{fire.get('name')}-trigger-"):
+        return False  # not a schedule's, or a trigger's (its own id: a tick never makes it)
+    state = store.schedule_state(str(fire.get("name")))
+    if state is None:
+        return False  # no tick has seen the schedule: the first one fires nothing before it
+    return not state.get("last_tick") or parse_instant(state["last_tick"]) < parse_instant(str(fire.get("instant")))
 
 
 def _handled_elsewhere(store: Store, schedule: Schedule, instant: datetime) -> bool:

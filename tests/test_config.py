@@ -261,12 +261,25 @@ def test_cron_aliases_are_accepted(tmp_path: Path) -> None:
         ("defaults: {retries: 3}\n",
          "durable.yaml: defaults: unknown key 'retries' (known: max_retries, retry_delay, timeout)"),
         ("schedules: {nightly: x}\n", "durable.yaml: schedules must be a list of schedules"),
+        ("schedules: []\ndir: a\nschedules: []\n",
+         "durable.yaml: not valid YAML (line 3): duplicate key 'schedules' (first at line 1)"),
+        ('schedules:\n  - name: a\n    cron: "0 3 * * *"\n    cron: "0 4 * * *"\n',
+         "durable.yaml: not valid YAML (line 4): duplicate key 'cron' (first at line 3)"),
+        ("queues:\n  q: {concurrency: 1, concurrency: 2}\n",
+         "durable.yaml: not valid YAML (line 2): duplicate key 'concurrency' (first at line 2)"),
     ],
 )
 def test_top_level_mistakes_are_one_sentence_naming_file_and_key(tmp_path: Path, text: str, message: str) -> None:
     error = error_of(tmp_path, text)
     assert error.startswith(message)
     assert "\n" not in error
+
+
+def test_keys_merged_from_an_anchor_may_be_overridden_beside_the_merge(tmp_path: Path) -> None:
+    write(tmp_path / "durable.yaml", "queues:\n  a: &base {concurrency: 1, rate: 1/h}\n"
+                                     "  b:\n    <<: *base\n    concurrency: 2\n")
+    queues = load_config().queues
+    assert (queues["a"].concurrency, queues["b"].concurrency, queues["b"].rate) == (1, 2, (1, 3600.0))
 
 
 def schedule_yaml(**fields: str) -> str:

@@ -185,6 +185,24 @@ def test_a_rate_of_30_per_minute_starts_exactly_30_in_any_minute(env: DurableTes
     assert [per_minute[m] for m in range(4)] == [30, 30, 30, 10]
 
 
+def test_a_tick_years_ahead_leaves_the_rate_window_of_the_present_as_it_was(env: DurableTestEnv) -> None:
+    """A tick at a `--now` years ahead (a what-if) admits a queued run there. Back at the present,
+    the rate window holds the starts of the minute before each tick's time only: the present's 30
+    still count (that tick did not slide them out), the one stamped years ahead does not (it held
+    `emails` for ten years before the fix)."""
+    runs = [env.start(instant, f"e{i}", queue="emails") for i in range(31)]
+    assert Counter(r.status for r in runs) == {"completed": 30, "queued": 1}
+    present = env.now
+    env.clock.now = present + timedelta(days=3650)
+    assert env.tick().admitted == 1
+    env.clock.now = present + timedelta(seconds=10)
+    assert env.start(instant, "same minute", queue="emails").status == "queued"
+    env.clock.now = present + timedelta(minutes=1, seconds=1)
+    assert env.tick().admitted == 1
+    later = [env.start(instant, f"later{i}", queue="emails") for i in range(30)]
+    assert Counter(r.status for r in later) == {"completed": 29, "queued": 1}
+
+
 def test_priority_order_lower_number_first_then_first_come(env: DurableTestEnv) -> None:
     blocker = env.start(nap, "blocker", queue="llm")
     order = [("p5-a", 5), ("p1-a", 1), ("none", None), ("p5-b", 5), ("p1-b", 1)]

@@ -70,6 +70,20 @@ def hold_first():
     return "held"
 
 
+@step
+def note_run(line):
+    note(line)
+
+
+@workflow
+def creation():
+    """Notes its run's id and start in a step (which runs once the run is durable): the same line
+    again if the step is retried, another for a new run of the same id."""
+    from durable_cli import get_workflow_metadata
+    meta = get_workflow_metadata()
+    note_run(f"{meta.run_id} {meta.started_at.isoformat()}")
+
+
 @workflow
 def held_once():
     from durable_cli import get_workflow_metadata
@@ -90,8 +104,9 @@ def iso(moment: datetime) -> str:
 class Scheduled(Project):
     """A Project with a durable.yaml in its root (so `durable` finds it in the cwd)."""
 
-    def __init__(self, root: Path, schedules: list[dict[str, Any]] | None = None, **top: Any) -> None:
-        super().__init__(root, code=FLOWS, in_process=True)
+    def __init__(self, root: Path, schedules: list[dict[str, Any]] | None = None, store: str | None = None,
+                 **top: Any) -> None:
+        super().__init__(root, code=FLOWS, in_process=True, store=store)
         if schedules is not None or top:
             self.configure(schedules or [], **top)
 
@@ -220,6 +235,22 @@ def test_unknown_top_level_key_exits_2_naming_the_key_and_the_file(tmp_path: Pat
     project = Scheduled(tmp_path, colour="blue")
     line = one_line_error(*project.cli("tick", "--now", utc("2026-05-01 10:00")))
     assert "colour" in line and "durable.yaml" in line
+
+
+def test_a_key_given_twice_exits_2_naming_it_and_its_line_for_every_command_that_reads_the_file(
+        tmp_path: Path) -> None:
+    """PyYAML keeps the last of two equal keys: the first `cron:` would be dropped silently."""
+    project = Scheduled(tmp_path)
+    (tmp_path / "durable.yaml").write_text(
+        f'schedules:\n  - name: hourly\n    cron: "0 * * * *"\n    cron: "*/5 * * * *"\n'
+        f'    workflow: {project.ref("job")}\n')
+    expected = "Error: durable.yaml: not valid YAML (line 4): duplicate key 'cron' (first at line 3)"
+    for command in (["tick"], ["schedules"], ["schedules", "trigger", "hourly"], ["run", project.ref("job")],
+                    ["queues"]):
+        assert one_line_error(*project.cli(*command)) == expected, command
+    code, out, err = durable("ls", cwd=tmp_path)  # a real process, finding durable.yaml for its store
+    assert one_line_error(code, out, err) == expected
+    assert not project.dir.exists()
 
 
 def test_unknown_schedule_key_exits_2_naming_the_key_and_the_file(tmp_path: Path) -> None:
@@ -398,6 +429,57 @@ def test_an_instant_pruned_by_an_overlapping_tick_is_not_fired_again_by_a_slower
     assert slow.returncode == 0, err.decode()
     fired = project.log()
     assert len(fired) == len(set(fired)), f"instants fired twice: {sorted(fired)}"
+
+
+def test_a_slower_tick_does_not_move_back_what_a_faster_tick_recorded_and_pruned(tmp_path: Path) -> None:
+    """Tick A (at 10:00:30) is held in the 09:59 instant's run. Tick B (at 10:01:30) fires 10:00
+    and 10:01, records the schedule as handled to 10:01:30, and its retention prunes both runs.
+    A, let go, must not save its older 10:00:30 over that record: a tick at 10:01:45 would then
+    find 10:01 unhandled, its run gone, and fire it again."""
+    project = Scheduled(tmp_path, retention={"completed": 0})
+    project.configure([{"name": "each", "cron": "* * * * *", "catch_up": "all",
+                        "workflow": project.ref("held_once")}], retention={"completed": 0})
+    project.tick_at("2026-05-01T09:58:30Z")
+    slow = spawn([DURABLE, "--dir", str(project.dir), "tick", "--now", "2026-05-01T10:00:30Z", "--json"],
+                 cwd=project.root, env=durable_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        while not (project.root / "held").exists() and slow.poll() is None:
+            time.sleep(0.01)  # until A holds the 09:59 instant's run (or ended: the assert says)
+        assert (project.root / "held").exists()
+        assert project.tick_at("2026-05-01T10:01:30Z")["pruned"] == 2
+    finally:
+        (project.root / "release").touch()
+        out, err = slow.communicate(timeout=60)
+    assert slow.returncode == 0, err.decode()
+    assert project.tick_at("2026-05-01T10:01:45Z")["fired"] == 0
+    fired = project.log()
+    assert sorted(fired) == [f"sched-each-20260501T{hhmm}" for hhmm in ("0959", "1000", "1001")], fired
+
+
+def test_an_instant_fires_once_when_its_tick_is_killed_at_any_operation_and_prune_runs_before_the_next(
+        tmp_path: Path) -> None:
+    """A tick fires the 10:00 instant (its run completes at once) and then saves the schedule's
+    state. Killed at each store operation, then `prune --older-than 0`, then two more ticks (with
+    a prune between): one run was ever created for the instant. Before the fix, a tick killed after the
+    run completed but before the save left the run as the only sign the instant fired, prune
+    deleted it and the next tick fired the instant again."""
+    base = Scheduled(tmp_path / "base")
+    base.configure([hourly(workflow=base.ref("creation"))])
+    base.tick_at(utc("2026-05-01 09:30"))
+    ops = tmp_path / "ops.txt"
+    base.copy(tmp_path / "count").cli("tick", "--now", utc("2026-05-01 10:00"), env={"DURABLE_CRASH_LOG": str(ops)})
+    points = ops.read_text().splitlines()
+    assert any(line.endswith(" schedule.save") for line in points), points
+    for n in range(1, len(points) + 1):
+        project = base.copy(tmp_path / f"crash{n}")
+        assert project.cli("tick", "--now", utc("2026-05-01 10:00"), crash_at=n).killed, points[n - 1]
+        for step in (("prune", "--older-than", "0s"), ("tick", "--now", utc("2026-05-01 10:02")),
+                     ("prune", "--older-than", "0s"), ("tick", "--now", utc("2026-05-01 10:04"))):
+            code, _, err = project.cli(*step)
+            assert code == 0, err
+        creations = sorted(set(project.log()))
+        assert len(creations) == 1, f"killed at {points[n - 1]}, the instant fired twice: {creations}"
+        assert creations[0].startswith("sched-hourly-20260501T1000 "), creations
 
 
 def test_a_schedule_whose_workflow_cannot_be_imported_is_reported_by_tick(tmp_path: Path) -> None:

@@ -617,6 +617,21 @@ def test_schedule_state_is_saved_and_replaced_whole(store_factory: StoreFactory)
     assert store.schedule_state("nightly") == {"last": "2030-01-02T00:00:00Z"}
 
 
+def test_a_schedule_state_update_saves_what_its_change_makes_of_the_saved_state(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    seen: list[dict[str, Any] | None] = []
+
+    def count(saved: dict[str, Any] | None) -> dict[str, Any]:
+        seen.append(saved)
+        return {"n": (saved or {"n": 0})["n"] + 1}
+
+    assert store.update_schedule_state("nightly", count) == {"n": 1}
+    assert store.update_schedule_state("nightly", count) == {"n": 2}
+    assert store.update_schedule_state("nightly", lambda saved: saved or {"n": 9}) == {"n": 2}
+    assert seen == [None, {"n": 1}] and store.schedule_state("nightly") == {"n": 2}
+    assert store.schedule_state("weekly") is None
+
+
 # listing and pruning
 def test_runs_are_listed_summarised_and_deleted(store_factory: StoreFactory) -> None:
     store = store_factory()

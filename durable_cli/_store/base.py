@@ -23,6 +23,19 @@ if TYPE_CHECKING:
     from .stats import Tally
 
 Event = dict[str, Any]
+StateChange = Callable[[dict[str, Any] | None], dict[str, Any]]
+"""What `update_schedule_state` makes of a saved state (None when there is none)."""
+
+
+def state_of(data: str | bytes | None) -> dict[str, Any] | None:
+    """The JSON object a schedule state was saved as; None when there is none (or another value)."""
+    import json
+
+    try:
+        state = json.loads(data) if data is not None else None
+    except ValueError:
+        return None
+    return state if isinstance(state, dict) else None
 
 
 class RunQuery:
@@ -429,6 +442,14 @@ class Store(ABC):
     @abstractmethod
     def save_schedule_state(self, name: str, state: dict[str, Any]) -> None:
         """Durably replace the named schedule's state (a JSON object)."""
+
+    @abstractmethod
+    def update_schedule_state(self, name: str, change: StateChange) -> dict[str, Any]:
+        """Durably save what `change` makes of the named state (None before any save) and return
+        it, with no other update of that name between the read and the write (overlapping ticks
+        merge their records). Nothing is written when it returns the state unchanged. `change` may
+        be called again with a newer state, so it must only compute; a process killed within
+        holds up no later update."""
 
     # figures for `durable stats`
     def journal_stats(self, since: datetime | None) -> dict[str, Tally]:

@@ -5,11 +5,12 @@ executor per run: `_RunLock`; `locks/` holds only what older versions left there
 `due/<YYYYMMDDHH>/<time>_<id>` (hour buckets, so a tick lists only what is due; `due_runs/<id>`
 holds the time of the run's one entry, so the next `set_due` finds it), `tokens/<sha256>`
 (hook token owners; tokens never become paths), `inbox/<id>/<n>.json`, `cancel/<id>`,
-`streams/<id>/<base64 name>.jsonl`, `problems/<id>` (why a tick could not drive the run) and
-`rejected/` (the inbox is a component of its own, `FileInbox` in files_inbox.py), `index/` (the
-listing index, `FileRunIndex` in files_index.py) and `queues/` (flow control, `FileQueues` in
-files_queues.py). Every path named after a run is made by `run_path`, once the id passed
-`check_run_id`. Directories are 0700 and files 0600.
+`streams/<id>/<base64 name>.jsonl`, `schedules/<sha of the name>.json` (a schedule's state, which
+ticks merge into under a flock of the `.lock` beside it), `problems/<id>` (why a tick could not
+drive the run) and `rejected/` (the inbox is a component of its own, `FileInbox` in
+files_inbox.py), `index/` (the listing index, `FileRunIndex` in files_index.py) and `queues/`
+(flow control, `FileQueues` in files_queues.py). Every path named after a run is made by
+`run_path`, once the id passed `check_run_id`. Directories are 0700 and files 0600.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator, TypeVar
 
 from .. import _faults as faults, _journal as journal
 from .._errors_core import DurableError, JournalDamaged, RunNotFound, StoreError
-from .base import Event, RunQuery, RunSession, Store, check_run_id, empty_journal
+from .base import Event, RunQuery, RunSession, StateChange, Store, check_run_id, empty_journal, state_of
 from .files_due import FileDueIndex
 from .files_inbox import FileInbox
 from .._journal import fsync
@@ -664,19 +665,34 @@ class FileStore(Store):
 
     # schedule bookkeeping
     def schedule_state(self, name: str) -> dict[str, Any] | None:
-        import json
-
         try:
             with open(os.path.join(self.folder("schedules"), sha(name) + ".json"), "rb") as handle:
-                state = json.loads(handle.read())
-        except (FileNotFoundError, ValueError):
+                return state_of(handle.read())
+        except FileNotFoundError:
             return None
-        return state if isinstance(state, dict) else None
 
     def save_schedule_state(self, name: str, state: dict[str, Any]) -> None:
         import json
 
+        faults.point("schedule.save")
         write_atomic(self._dir("schedules"), sha(name) + ".json", json.dumps(state).encode())
+
+    def update_schedule_state(self, name: str, change: StateChange) -> dict[str, Any]:
+        """Under an exclusive flock of `schedules/<sha>.lock`, which dies with its process."""
+        import json
+
+        folder, key = self._dir("schedules"), sha(name)
+        fd = os.open(os.path.join(folder, key + ".lock"), os.O_RDWR | os.O_CREAT | NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            saved = self.schedule_state(name)
+            state = change(saved)
+            if state != saved:
+                faults.point("schedule.save")
+                write_atomic(folder, key + ".json", json.dumps(state).encode())
+        finally:
+            os.close(fd)
+        return state
 
 
 class _RunLock:

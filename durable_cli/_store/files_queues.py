@@ -3,7 +3,8 @@
 Layout of `queues/<sha of the queue name>/`: `lock` (flock'd while a start enters or a tick admits),
 `started/<key hash>_<run id>` (the runs the queue counts as started), `waiting/<priority>_<arrival
 ns>_<key hash>_<run id>` (sorted listing = admission order), `rate/<start time>_<run id>` (starts
-inside the rate window; older ones are dropped as the window slides). A full queue is answered
+inside the rate window; older ones are dropped as the window slides, but for the newest `rate`
+of them, and later ones do not count: see `_window`). A full queue is answered
 from `started/` alone: its waiting runs are never listed, however many there are.
 
 Admitting a run makes it due first, then counts it as started, then drops its waiting entry: a
@@ -62,6 +63,14 @@ def _mark(source: str, directory: str, name: str) -> None:
         _touch(directory, name)
 
 
+def _window(period: float, now: datetime) -> tuple[str, str]:
+    """The stamps that bound the rate window at `now`: the starts after the first and at or before
+    the second are in it. A start stamped after `now` (by a tick at a later --now) is not, and the
+    newest that slid out are kept, so that such a tick leaves the present's window as it was."""
+    return ((now - timedelta(seconds=period)).astimezone(timezone.utc).strftime(_STAMP),
+            now.astimezone(timezone.utc).strftime(_STAMP))
+
+
 def _unlink(directory: str, name: str) -> None:
     try:
         os.unlink(os.path.join(directory, name))
@@ -81,12 +90,12 @@ class _Slots:
         self.window: list[str] = []
         if limits.rate is not None:
             rate_dir = os.path.join(base, "rate")
-            horizon = (now - timedelta(seconds=limits.rate[1])).astimezone(timezone.utc).strftime(_STAMP)
-            for name in sorted(_names(rate_dir)):
-                if name[:21] <= horizon:
-                    _unlink(rate_dir, name)  # slid out of the window
-                else:
-                    self.window.append(name)
+            horizon, end = _window(limits.rate[1], now)
+            names = sorted(_names(rate_dir))
+            slid = [name for name in names if name[:21] <= horizon]
+            for name in slid[:-limits.rate[0]]:  # the newest that slid out stay (docs/queues.md)
+                _unlink(rate_dir, name)
+            self.window = [name for name in names[len(slid):] if name[:21] <= end]
 
     def room(self) -> bool:
         """Whether one more run may start at all (concurrency and rate)."""
@@ -225,8 +234,8 @@ class FileQueues:
         oldest = min((int(name[11:31]) for name in waiting), default=None)
         free_at = None
         if limits.rate is not None:
-            horizon = (now - timedelta(seconds=limits.rate[1])).astimezone(timezone.utc).strftime(_STAMP)
-            window = sorted(n for n in _names(os.path.join(base, "rate")) if n[:21] > horizon)
+            horizon, end = _window(limits.rate[1], now)
+            window = sorted(n for n in _names(os.path.join(base, "rate")) if horizon < n[:21] <= end)
             if len(window) >= limits.rate[0]:
                 first = datetime.strptime(window[-limits.rate[0]][:21], _STAMP).replace(tzinfo=timezone.utc)
                 free_at = first + timedelta(seconds=limits.rate[1])

@@ -24,7 +24,8 @@ from .. import _journal as journal
 from .._payloads import parse_message
 from ..errors import RunNotFound, StoreError
 from .memory_queues import MemoryQueue, MemoryQueues
-from .base import Event, RunSession, Store, check_run_id, check_stream_name, empty_journal, post_unless_ended
+from .base import (Event, RunSession, StateChange, Store, check_run_id, check_stream_name, empty_journal,
+                   post_unless_ended, state_of)
 
 SCHEME = "memory:"
 
@@ -328,11 +329,15 @@ class MemoryStore(MemoryQueues, Store):
     # schedule bookkeeping
     def schedule_state(self, name: str) -> dict[str, Any] | None:
         with self.state.lock:
-            data = self.state.schedules.get(name)
-        state = json.loads(data) if data is not None else None
-        return state if isinstance(state, dict) else None
+            return state_of(self.state.schedules.get(name))
 
     def save_schedule_state(self, name: str, state: dict[str, Any]) -> None:
         data = json.dumps(state)
         with self.state.lock:
             self.state.schedules[name] = data
+
+    def update_schedule_state(self, name: str, change: StateChange) -> dict[str, Any]:
+        with self.state.lock:
+            state = change(state_of(self.state.schedules.get(name)))
+            self.state.schedules[name] = json.dumps(state)
+        return state

@@ -22,12 +22,18 @@ class MemoryQueue:
     started: dict[str, str | None] = field(default_factory=dict)  # run id -> key
     # run id -> (priority, arrival number, key, wall time of arrival)
     waiting: dict[str, tuple[int, int, str | None, float]] = field(default_factory=dict)
-    window: list[datetime] = field(default_factory=list)  # starts inside the rate window, oldest first
+    starts: list[datetime] = field(default_factory=list)  # starts kept for the rate window
+    window: list[datetime] = field(default_factory=list)  # those inside it at the last `slide`, oldest first
 
     def slide(self, limits: QueueLimits, now: datetime) -> None:
+        """Drop the starts that slid out of the rate window at `now`, but for the newest `rate` of
+        them; those stamped after `now` (by a tick at a later --now) are kept but not in it."""
         if limits.rate is not None:
             horizon = now - timedelta(seconds=limits.rate[1])
-            self.window = [at for at in self.window if at > horizon]
+            starts = sorted(self.starts)
+            slid = [at for at in starts if at <= horizon]
+            self.starts = slid[-limits.rate[0]:] + starts[len(slid):]
+            self.window = [at for at in starts[len(slid):] if at <= now]
 
     def room(self, limits: QueueLimits) -> bool:
         if limits.concurrency is not None and len(self.started) >= limits.concurrency:
@@ -43,6 +49,7 @@ class MemoryQueue:
         self.started[run_id] = key
         self.waiting.pop(run_id, None)
         if limits.rate is not None:
+            self.starts.append(now)
             self.window.append(now)
 
 

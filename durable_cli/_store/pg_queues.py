@@ -34,10 +34,12 @@ class _Slots:
         self.window = 0
         if limits.rate is not None:
             horizon = now - timedelta(seconds=limits.rate[1])
-            conn.execute("DELETE FROM durable_queue_rate WHERE queue = %s AND started_at <= %s",
-                         (limits.name, horizon))
-            row = conn.execute("SELECT count(*) FROM durable_queue_rate WHERE queue = %s",
-                               (limits.name,)).fetchone()
+            conn.execute(  # the newest that slid out stay (docs/queues.md)
+                "DELETE FROM durable_queue_rate WHERE queue = %s AND started_at < (SELECT started_at"
+                " FROM durable_queue_rate WHERE queue = %s AND started_at <= %s ORDER BY started_at DESC"
+                " OFFSET %s LIMIT 1)", (limits.name, limits.name, horizon, limits.rate[0] - 1))
+            row = conn.execute("SELECT count(*) FROM durable_queue_rate WHERE queue = %s AND started_at > %s"
+                               " AND started_at <= %s", (limits.name, horizon, now)).fetchone()
             self.window = int(row[0]) if row else 0
 
     def room(self) -> bool:
@@ -137,7 +139,8 @@ class PostgresQueues:
         if limits.rate is not None:
             stamps = [at for at, in self._db.rows(
                 "SELECT started_at FROM durable_queue_rate WHERE queue = %s AND started_at > %s"
-                " ORDER BY started_at", (limits.name, now - timedelta(seconds=limits.rate[1])))]
+                " AND started_at <= %s ORDER BY started_at",
+                (limits.name, now - timedelta(seconds=limits.rate[1]), now))]
             if len(stamps) >= limits.rate[0]:
                 free_at = stamps[-limits.rate[0]].astimezone(timezone.utc) + timedelta(seconds=limits.rate[1])
         oldest = waiting[0][1]

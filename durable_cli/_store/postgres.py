@@ -26,8 +26,8 @@ except ImportError:
 from .. import _faults as faults, _journal as journal
 from .._digest import sha256_hex as sha
 from .._payloads import parse_message
-from .base import (Event, RunQuery, RunSession, Store, check_run_id, check_stream_name,
-                   empty_journal)
+from .base import (Event, RunQuery, RunSession, StateChange, Store, check_run_id, check_stream_name,
+                   empty_journal, state_of)
 from .pg_queues import PostgresQueues
 from .pg_claims import CLAIM, CLAIM_DUE, CREATE, Heartbeat, PostgresRunSession, append_stream, release
 from .pg_inbox import INBOX_GATE, POST, journal_events, journal_lines, post_live, read_events, token_owner
@@ -520,9 +520,11 @@ class PostgresStore(PostgresQueues, Store):
 
     # schedule bookkeeping
     def schedule_state(self, name: str) -> dict[str, Any] | None:
+        return state_of(self._saved_state(name))
+
+    def _saved_state(self, name: str) -> str | None:
         rows = self._db.rows("SELECT state FROM durable_schedules WHERE name = %s", (name,))
-        state = json.loads(rows[0][0]) if rows else None
-        return state if isinstance(state, dict) else None
+        return str(rows[0][0]) if rows else None
 
     def save_schedule_state(self, name: str, state: dict[str, Any]) -> None:
         faults.point("schedule.save")
@@ -531,6 +533,25 @@ class PostgresStore(PostgresQueues, Store):
             " ON CONFLICT (name) DO UPDATE SET state = EXCLUDED.state",
             (name, json.dumps(state)),
         )
+
+    def update_schedule_state(self, name: str, change: StateChange) -> dict[str, Any]:
+        """A compare-and-set: the write names the text it read, and another update in between
+        makes it change nothing, so `change` sees the newer state. Two statements, no lock held."""
+        while True:
+            text = self._saved_state(name)
+            saved = state_of(text)
+            state = change(saved)
+            if state == saved:
+                return state
+            faults.point("schedule.save")
+            if text is None:
+                written = self._db.write("INSERT INTO durable_schedules (name, state) VALUES (%s, %s)"
+                                         " ON CONFLICT (name) DO NOTHING", (name, json.dumps(state)))
+            else:
+                written = self._db.write("UPDATE durable_schedules SET state = %s WHERE name = %s AND state = %s",
+                                         (json.dumps(state), name, text))
+            if written:
+                return state
 
 
 def _decode_message(text: str) -> dict[str, Any] | str:
