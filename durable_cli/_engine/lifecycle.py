@@ -169,8 +169,10 @@ def _execute(ex: Execution, due_at: datetime | None, start: dict[str, Any] | Non
         return  # it waits for `durable retry` (after a fix); its due entry stays as it is
     elif history.finished:
         if due_at is not None:
-            # a crash may have come between its outcome and the parent's message or giving its
-            # queue slot back; then its stale due entry goes, so no tick sees it again
+            # a crash may have come between its outcome and cancelling its children, the parent's
+            # message or giving its queue slot back: done again, then its stale due entry goes
+            if history.status in ("cancelled", "timed_out"):
+                cancel_children(ex)
             _let_go(ex)
         return
     elif history.status == "running" and start is None:
