@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from durable_cli import sleep, start_child, step, workflow
+from durable_cli import continue_as_new, sleep, start_child, step, workflow
 from durable_cli._timeparse import parse_instant
 from durable_cli.errors import DurableError
 from durable_cli.testing import DurableTestEnv
@@ -79,6 +79,20 @@ def slow_then_more(label: str) -> str:
 def parent_of_napper(label: str) -> str:
     child = start_child(nap, label)
     return str(child.result())
+
+
+@workflow
+def hourly(hour: int) -> None:
+    sleep("1h")
+    record(f"hour {hour}")
+    continue_as_new(hour + 1)
+
+
+@workflow(timeout="150m")
+def bounded_hourly(hour: int) -> None:
+    sleep("1h")
+    record(f"hour {hour}")
+    continue_as_new(hour + 1)
 
 
 @workflow
@@ -327,6 +341,16 @@ def test_a_timed_out_parent_cancels_its_children(env: DurableTestEnv) -> None:
     env.advance("30m")
     assert env.get_run(parent.run_id).status == "timed_out"
     assert env.get_run(child_id).status == "cancelled"
+
+
+@pytest.mark.parametrize("bound", ["deadline", "timeout"])
+def test_a_deadline_holds_for_the_runs_a_run_continues_as(env: DurableTestEnv, bound: str) -> None:
+    """As Temporal's execution timeout: `continue_as_new` does not start the clock again."""
+    first = env.start(hourly, 0, deadline="150m") if bound == "deadline" else env.start(bounded_hourly, 0)
+    env.advance("5h")
+    newest = env.get_run(first.run_id)  # the newest run of the chain
+    assert (newest.run_id, newest.status) == (f"{first.run_id}.g2", "timed_out")
+    assert CALLS == ["hour 0", "hour 1"]
 
 
 def test_a_deadline_counts_queue_time_and_a_workflow_timeout_counts_from_its_first_execution(
