@@ -353,6 +353,21 @@ def test_a_deadline_holds_for_the_runs_a_run_continues_as(env: DurableTestEnv, b
     assert CALLS == ["hour 0", "hour 1"]
 
 
+def test_a_fork_of_a_timed_out_run_gets_as_long_a_deadline_counted_from_the_fork(env: DurableTestEnv) -> None:
+    from durable_cli._engine.repair import fork_run
+
+    run = env.start(two_naps, "late", deadline="2h")
+    env.advance("2h")
+    assert env.get_run(run.run_id).status == "timed_out"
+    env.advance("1d")
+    forked, _ = fork_run(env.store, run.run_id, env.clock, "second-chance")  # from its sleep
+    assert env.events(forked)[0]["deadline"] == "2030-01-02T04:00:00.000000Z"  # 2h after the fork
+    env.tick()
+    assert env.get_run(forked).status == "sleeping"  # not timed out at once
+    env.advance("2h")
+    assert env.get_run(forked).status == "timed_out" and CALLS == ["late before"]
+
+
 def test_a_deadline_counts_queue_time_and_a_workflow_timeout_counts_from_its_first_execution(
         env: DurableTestEnv) -> None:
     for i in range(2):
