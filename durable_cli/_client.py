@@ -177,9 +177,14 @@ def tick(dir: str | None = None, store: str | None = None, now: datetime | None 
 
 def read_stream(run_id: str, name: str = "default", start: int = 0, dir: str | None = None,
                 store: str | None = None) -> list[dict[str, Any]]:
-    """Chunks of a run's output stream from index `start`: `index`, `data`, `step_id`, `attempt`."""
+    """Chunks of a run's output stream from index `start`: `index`, `data`, `step_id`, `attempt`.
+    RunNotFound for a run the store does not hold (never started, or pruned), not an empty list
+    that a reader waiting for chunks would poll for ever."""
     with _opened(dir, store) as target:
-        return target.stream_read(check_run_id(run_id), name, start)
+        chunks = target.stream_read(check_run_id(run_id), name, start)
+        if not chunks:
+            target.run_summary(run_id)  # RunNotFound, as `durable tail` and `durable serve` answer
+        return chunks
 
 
 def retry(run_id: str, dir: str | None = None, store: str | None = None,

@@ -30,6 +30,7 @@ from ._tarread import open_archive
 from ._store.base import check_run_id, check_stream_name
 from .errors import DurableError, InvalidPayload, JournalEmpty, RunNotFound
 from ._timeparse import parse_instant
+from ._transfer import append_missing
 
 MAX_RUN_BYTES = 256 * 1024 * 1024
 """The largest export of one run accepted (journal and streams)."""
@@ -244,9 +245,10 @@ def _renamed(run: Exported) -> tuple[str, list[bytes]]:
 
 
 def _import_one(target: Store, run: Exported, rename: bool, now: datetime) -> Imported:
-    """Claim the id, index the run (due entry, hook tokens), then write its whole journal in one
-    flush, and its streams: killed before the flush, the run is left empty (not taken: import it
-    again); after it, whole and indexed (only streams may be missing)."""
+    """Claim the id, write its streams, index the run (due entry, hook tokens), then write its
+    whole journal in one flush: killed before the flush, the run is left empty (not taken: import
+    it again, which writes only the chunks still missing); after it, whole and indexed, streams
+    included. No tick drives it before its streams are whole, so its new chunks come after them."""
     run_id, lines = _renamed(run) if rename else (run.run_id, run.lines)
     session = target.create_run(run_id)
     if session is None:
@@ -254,6 +256,7 @@ def _import_one(target: Store, run: Exported, rename: bool, now: datetime) -> Im
     history = History(run.events)
     imported = Imported(run_id, run.run_id, history.status)
     try:
+        append_missing(target, run_id, run.streams)
         if not history.finished:
             last = run.events[-1]
             wake = last.get("wake_at") if last["type"] == "run_suspended" else None
@@ -272,6 +275,4 @@ def _import_one(target: Store, run: Exported, rename: bool, now: datetime) -> Im
         session.close()
     if b"".join(target.export_lines(run_id)) != b"".join(lines):
         raise DurableError(f"run {run_id} was not stored byte for byte in {target.location}")
-    for name, chunks in run.streams.items():
-        target.stream_append(run_id, name, chunks)
     return imported

@@ -82,11 +82,16 @@ def _copy_journal(target: Store, run_id: str, events: list[dict[str, Any]]) -> N
 
 def _copy_streams(source: Store, target: Store, run_id: str) -> None:
     """Copy each output stream's chunks the target does not hold yet (by index)."""
-    for name in source.stream_names(run_id):
+    append_missing(target, run_id, {name: source.stream_read(run_id, name) for name in source.stream_names(run_id)})
+
+
+def append_missing(target: Store, run_id: str, streams: dict[str, list[dict[str, Any]]]) -> None:
+    """Append to each stream of the run the chunks the target does not hold yet (counted by
+    index): a copy killed halfway is finished by copying again, and writes no chunk twice."""
+    for name, chunks in streams.items():
         have = len(target.stream_read(run_id, name))
-        chunks = source.stream_read(run_id, name)[have:]
-        if chunks:
-            target.stream_append(run_id, name, chunks)
+        if chunks[have:]:
+            target.stream_append(run_id, name, chunks[have:])
 
 
 def _due_at(events: list[dict[str, Any]], now: datetime) -> datetime | None:

@@ -197,6 +197,20 @@ def test_a_blocked_run_keeps_its_due_entry_and_can_be_cancelled(project: Project
     assert project.log() == ["charge"]
 
 
+def test_a_blocked_run_still_ends_timed_out_at_its_deadline_without_running_its_code(project: Project) -> None:
+    """As Temporal's execution timeout ends a workflow stuck on a non-determinism error; it was
+    left blocked for ever, however long past its deadline."""
+    project.run("bill", "7", "--deadline", "3h", run_id="b1")
+    project.write(BROKEN)
+    assert project.tick(hours=2)["blocked"] == 1
+    project.tick(hours=2.5)
+    assert project.inspect("b1")["status"] == "blocked"  # before its deadline, ticks leave it alone
+    project.tick(hours=4)
+    assert project.inspect("b1")["status"] == "timed_out"
+    assert [e["type"] for e in project.events("b1")][-2:] == ["run_blocked", "run_timed_out"]
+    assert project.log() == ["charge"]
+
+
 def test_a_payload_for_a_run_already_blocked_waits_in_its_inbox_until_the_retry(tmp_path: Path) -> None:
     project = Project(tmp_path, "billing", HOOKED, in_process=True)
     project.run("approve", "3", run_id="a")

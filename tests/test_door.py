@@ -260,6 +260,22 @@ def test_tail_of_a_stream_name_that_cannot_be_a_file_name_is_exit_2(tmp_path: Pa
     assert not (tmp_path / "j" / "streams").exists()
 
 
+@pytest.mark.parametrize("interval", ["inf", "nan", "-1", "0", "1e-9"])
+def test_tail_with_a_poll_interval_out_of_range_is_exit_2_before_it_reads_anything(
+        tmp_path: Path, interval: str) -> None:
+    """`--interval inf` was a traceback from `time.sleep`, `-1` an error only after the first
+    poll, `0` a busy loop for as long as the run lives."""
+    from click.testing import CliRunner
+
+    from durable_cli.cli import main
+    from durable_cli._store.files import FileStore
+
+    start(FileStore(str(tmp_path / "j")), naps, 1, run_id="napper")
+    result = CliRunner().invoke(main, ["--dir", str(tmp_path / "j"), "tail", "napper", "--interval", interval])
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--interval'" in result.output and "Traceback" not in result.output
+
+
 def test_a_run_argument_nested_too_deep_to_parse_is_exit_2_and_starts_nothing(tmp_path: Path) -> None:
     """A run argument is JSON when it parses, else a string; JSON nested deeper than the parser
     goes is neither: one line, exit 2 (it was a RecursionError traceback), no journal."""

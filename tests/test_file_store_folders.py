@@ -337,3 +337,35 @@ def test_a_fifo_in_place_of_a_journal_is_refused_by_the_inbox_gate_not_waited_on
         pytest.fail("the inbox gate waited on the FIFO")
     assert len(raised) == 1 and isinstance(raised[0], StoreError), raised
     assert "not a regular file" in str(raised[0])
+
+
+def test_a_prune_that_cannot_remove_a_runs_streams_leaves_the_run_not_its_chunks_under_a_free_id(
+        tmp_path: Path) -> None:
+    """The journal went first: a prune failing (or killed) on the streams freed the id with the
+    old chunks still there, and a new run of that id read them as its own, its chunks numbered
+    after them."""
+    store = FileStore(str(tmp_path / "j"))
+    _created(store, "r1")
+    store.stream_append("r1", "out", [{"data": "old"}])
+    (tmp_path / "j" / "streams" / "r1" / "stuck").mkdir()  # os.unlink fails on it
+    with pytest.raises(OSError):
+        store.delete_run("r1")
+    assert store.read_events("r1")[0]["run_id"] == "r1"  # still there: the next prune finishes it
+    os.rmdir(tmp_path / "j" / "streams" / "r1" / "stuck")
+    store.delete_run("r1")
+    again = FileStore(str(tmp_path / "j"))
+    _created(again, "r1")
+    assert again.stream_append("r1", "out", [{"data": "new"}]) == [0]
+    assert [chunk["data"] for chunk in again.stream_read("r1", "out")] == ["new"]
+
+
+def test_a_stream_folder_a_prune_removed_is_made_again_by_a_store_that_had_made_it(tmp_path: Path) -> None:
+    """A long-lived store (`tick --loop`, `serve --tick`) remembered the folder it had made for
+    a run's streams: once a prune removed it, every chunk a new run of that id wrote failed."""
+    looping, pruning = FileStore(str(tmp_path / "j")), FileStore(str(tmp_path / "j"))
+    _created(looping, "r1")
+    looping.stream_append("r1", "out", [{"data": "old"}])
+    pruning.delete_run("r1")
+    _created(pruning, "r1")  # a new run under the same id
+    assert looping.stream_append("r1", "out", [{"data": "new"}]) == [0]
+    assert [chunk["data"] for chunk in looping.stream_read("r1", "out")] == ["new"]

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from durable_cli import sleep, start_child, step, workflow
+from durable_cli import continue_as_new, sleep, start_child, step, workflow
 from durable_cli._timeparse import parse_instant
 from durable_cli.errors import DurableError
 from durable_cli.testing import DurableTestEnv
@@ -79,6 +79,20 @@ def slow_then_more(label: str) -> str:
 def parent_of_napper(label: str) -> str:
     child = start_child(nap, label)
     return str(child.result())
+
+
+@workflow
+def hourly(hour: int) -> None:
+    sleep("1h")
+    record(f"hour {hour}")
+    continue_as_new(hour + 1)
+
+
+@workflow(timeout="150m")
+def bounded_hourly(hour: int) -> None:
+    sleep("1h")
+    record(f"hour {hour}")
+    continue_as_new(hour + 1)
 
 
 @workflow
@@ -345,6 +359,31 @@ def test_a_timed_out_parent_cancels_its_children(env: DurableTestEnv) -> None:
     env.advance("30m")
     assert env.get_run(parent.run_id).status == "timed_out"
     assert env.get_run(child_id).status == "cancelled"
+
+
+@pytest.mark.parametrize("bound", ["deadline", "timeout"])
+def test_a_deadline_holds_for_the_runs_a_run_continues_as(env: DurableTestEnv, bound: str) -> None:
+    """As Temporal's execution timeout: `continue_as_new` does not start the clock again."""
+    first = env.start(hourly, 0, deadline="150m") if bound == "deadline" else env.start(bounded_hourly, 0)
+    env.advance("5h")
+    newest = env.get_run(first.run_id)  # the newest run of the chain
+    assert (newest.run_id, newest.status) == (f"{first.run_id}.g2", "timed_out")
+    assert CALLS == ["hour 0", "hour 1"]
+
+
+def test_a_fork_of_a_timed_out_run_gets_as_long_a_deadline_counted_from_the_fork(env: DurableTestEnv) -> None:
+    from durable_cli._engine.repair import fork_run
+
+    run = env.start(two_naps, "late", deadline="2h")
+    env.advance("2h")
+    assert env.get_run(run.run_id).status == "timed_out"
+    env.advance("1d")
+    forked, _ = fork_run(env.store, run.run_id, env.clock, "second-chance")  # from its sleep
+    assert env.events(forked)[0]["deadline"] == "2030-01-02T04:00:00.000000Z"  # 2h after the fork
+    env.tick()
+    assert env.get_run(forked).status == "sleeping"  # not timed out at once
+    env.advance("2h")
+    assert env.get_run(forked).status == "timed_out" and CALLS == ["late before"]
 
 
 def test_a_deadline_counts_queue_time_and_a_workflow_timeout_counts_from_its_first_execution(

@@ -51,3 +51,19 @@ def test_concurrent_steps_write_unique_increasing_indexes_and_start_means_index(
     tail = read_stream("s", "progress", start=5, **where)
     assert [c["index"] for c in tail] == [5, 6, 7]
     assert [c["data"] for c in tail] == [c["data"] for c in chunks[5:]]
+
+
+def test_reading_a_stream_of_a_run_the_store_does_not_hold_is_run_not_found(project: Project) -> None:
+    """A typo in the run id, or a run pruned meanwhile, was an empty stream: a reader polling
+    for chunks waited for ever."""
+    from durable_cli import read_stream
+    from durable_cli.errors import RunNotFound
+
+    where: dict[str, Any] = {"store": project.store} if project.store else {"dir": str(project.dir)}
+    assert project.run("two_at_once", "1", run_id="s")["status"] == "completed"
+    assert read_stream("s", "nothing written", **where) == []  # the run exists: the stream is empty
+    with pytest.raises(RunNotFound):
+        read_stream("no-such-run", "progress", **where)
+    assert project.cli("prune", "--older-than", "0s")[0] == 0
+    with pytest.raises(RunNotFound):
+        read_stream("s", "progress", **where)

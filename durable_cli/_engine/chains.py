@@ -5,8 +5,9 @@ run's `closing` (no payload lands meanwhile):
 1. delivers what waits in the old run's inbox, so every acknowledged payload is in a journal;
 2. creates the next run of the chain exclusively (its id derived from the chain's first run and
    its generation, so a crash and a replay find it instead of making a second): same workflow,
-   `parent`, queue and tags, the published events, the hooks the old run holds (`hooks`) and the
-   payloads delivered to them but not yet taken (`hook_payload` copies), `continued_from`;
+   `parent`, queue, tags and deadline, the published events, the hooks the old run holds
+   (`hooks`) and the payloads delivered to them but not yet taken (`hook_payload` copies),
+   `continued_from`;
 3. hands the hook tokens over in the store (they keep working), and makes the new run due now;
 4. journals `run_continued` {`continued_as`} in the old run: it has ended.
 A crash anywhere leaves the old run recoverable; its replay reaches `continue_as_new` again and
@@ -92,6 +93,8 @@ def carry_over(ex: Execution) -> str:
         "hooks": _hooks(history), "continued_from": ex.run_id,
         "chain": {"root": root, "generation": generation + 1},
     })
+    if history.deadline:  # the chain's deadline (a start's or its workflow's timeout) holds on
+        fields["deadline"] = history.deadline
     payloads = _unconsumed(history)
     session = store.create_run(new_id)
     if session is None:

@@ -192,12 +192,14 @@ def _execute(ex: Execution, due_at: datetime | None, start: dict[str, Any] | Non
         ex.index()  # before the run is durable: listings check each entry against its journal
     if retry and history.status in ("failed", "cancelled", "blocked"):
         ex.record("run_retried")
-    elif history.status == "blocked" and not store.cancel_requested(ex.run_id):
-        return  # it waits for `durable retry` (after a fix); its due entry stays as it is
+    elif history.status == "blocked" and not ex.cancel_requested():
+        return  # it waits for `durable retry` (after a fix), a cancel or its deadline; its due entry stays
     elif history.finished:
         if due_at is not None:
-            # a crash may have come between its outcome and the parent's message or giving its
-            # queue slot back; then its stale due entry goes, so no tick sees it again
+            # a crash may have come between its outcome and cancelling its children, the parent's
+            # message or giving its queue slot back: done again, then its stale due entry goes
+            if history.status in ("cancelled", "timed_out"):
+                cancel_children(ex)
             _let_go(ex)
         return
     elif history.status == "running" and start is None:

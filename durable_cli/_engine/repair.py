@@ -9,6 +9,8 @@ Fork: a new run of the same workflow and arguments whose journal holds the origi
 durable calls 1 .. N-1 (and the payloads and child outcomes those calls took); from call N on it
 executes again, on the code deployed now. The original's history is not changed: a `run_forked`
 line, appended under its claim, records the link (`ended: true` and its status when it had ended).
+A deadline the original was started with is as long for the fork, counted from the fork: a fork
+of a run that timed out gets a new chance instead of timing out at once.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 from ..errors import DurableError, RunBusy, RunExists
 from .._status import ended
 from .._store.base import Store, check_run_id
-from .._timeparse import iso
+from .._timeparse import iso, parse_instant
 from .chains import due_now, newest
 from .execution import Clock
 from .history import Event, History, Op
@@ -102,6 +104,8 @@ def fork_run(store: Store, run_id: str, clock: Clock, new_id: str,
         for key in ("chain", "continued_from"):
             start.pop(key, None)
         now, due = iso(clock()), clock()
+        if "deadline" in start:  # as long a deadline as the original's, counted from the fork
+            start["deadline"] = iso(due + (parse_instant(start["deadline"]) - parse_instant(events[0]["at"])))
         session = store.create_run(new_id)
         if session is None:  # taken: by this very fork, made by an earlier call?
             if store.read_events(new_id)[0].get("forked_from") != start["forked_from"]:

@@ -475,6 +475,15 @@ class FileStore(Store):
         return first, last
 
     def delete_run(self, run_id: str) -> None:
+        """Streams and inbox go first, the journal after them: a prune that dies or fails between
+        the two leaves the run (pruned again later), never its chunks under a free id for the
+        next run of that id to inherit."""
+        for folder in ("streams", "inbox"):
+            path = self.run_path(folder, run_id)
+            if os.path.isdir(path):
+                for name in os.listdir(path):
+                    os.unlink(os.path.join(path, name))
+                os.rmdir(path)
         self.run_index.drop(run_id)
         for path in (self._journal_path(run_id), self.run_path("locks", run_id, ".lock"),
                      self.run_path("locks", run_id, ".inbox"), self.run_path("due_runs", run_id)):
@@ -482,12 +491,6 @@ class FileStore(Store):
                 os.unlink(path)
             except FileNotFoundError:
                 pass
-        for folder in ("streams", "inbox"):
-            path = self.run_path(folder, run_id)
-            if os.path.isdir(path):
-                for name in os.listdir(path):
-                    os.unlink(os.path.join(path, name))
-                os.rmdir(path)
         self.clear_cancel(run_id)
         self.clear_problem(run_id)
 

@@ -49,8 +49,16 @@ class FileStreams:
         import fcntl
 
         path = self._stream_path(run_id, name)
-        self.store._dir("streams", check_run_id(run_id))
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | NOFOLLOW, 0o600)
+        for attempt in range(3):
+            directory = self.store._dir("streams", check_run_id(run_id))
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | NOFOLLOW, 0o600)
+                break
+            except FileNotFoundError:
+                # a prune (here or in another process) removed the folder this store had made
+                self.store._made.discard(directory)
+                if attempt == 2:
+                    raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             size = os.fstat(fd).st_size

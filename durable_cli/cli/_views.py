@@ -91,10 +91,18 @@ def _color() -> bool:
     return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 
 
+def _poll_interval(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """Seconds between polls, checked before anything is read (NaN and inf fail too)."""
+    if not 0.01 <= value <= 3600:
+        raise click.BadParameter(f"{value} is not between 0.01 and 3600 seconds")
+    return value
+
+
 @main.command()
 @click.argument("run_id")
 @click.option("--stream", "stream", metavar="NAME", help="Follow the run's output stream NAME instead.")
-@click.option("--interval", default=0.2, show_default=True, help="Seconds between polls.")
+@click.option("--interval", default=0.2, show_default=True, callback=_poll_interval,
+              help="Seconds between polls (0.01-3600).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print JSON Lines: one JSON document per event (or chunk) as it arrives.")
 @click.pass_obj
