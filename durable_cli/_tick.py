@@ -27,14 +27,15 @@ Log = Callable[..., None]
 
 
 class TickSummary:
-    """What one tick did; `errors` lists runs it could not drive, with the reason."""
+    """What one tick did; `errors` lists runs it could not drive, with the reason. `failed` counts
+    every run that ended without completing; `cancelled` and `timed_out` count those among them."""
 
     FIELDS = ("delivered", "resumed", "fired", "busy", "completed", "failed", "suspended", "blocked",
-              "pruned", "admitted")
+              "pruned", "admitted", "cancelled", "timed_out")
 
     def __init__(self) -> None:
         self.delivered = self.resumed = self.fired = self.busy = self.pruned = self.admitted = 0
-        self.completed = self.failed = self.suspended = self.blocked = 0
+        self.completed = self.failed = self.suspended = self.blocked = self.cancelled = self.timed_out = 0
         self.errors: list[dict[str, str]] = []
         self.problems: dict[str, str] = {}  # recorded before this pass (cleared when driven)
         self.log: Log | None = None  # each run's outcome and error as a structured record
@@ -128,6 +129,8 @@ def _drive(store: Store, run_id: str, clock: Clock, summary: TickSummary, option
         summary.completed += 1
     elif run.status in ("failed", "cancelled", "timed_out"):
         summary.failed += 1
+        summary.cancelled += run.status == "cancelled"
+        summary.timed_out += run.status == "timed_out"
     elif run.status == "blocked":
         summary.blocked += 1  # replay diverged: it waits for `durable retry` (see `durable ls`)
     else:

@@ -1,7 +1,7 @@
 """The `durable` command: parsing, output and exit codes over the library; nothing else.
 
-Exit codes: 0 ok (a suspended run included), 1 the run failed (or the store failed), 2 usage or
-bad input. Errors are one sentence on stderr. With `--json`, stdout holds one JSON document.
+Exit codes: 0 ok (a suspended run included), 1 the run failed, timed out or was cancelled (or the
+store failed), 2 usage or bad input. Errors are one sentence on stderr. With `--json`, stdout holds one JSON document.
 """
 
 from __future__ import annotations
@@ -330,9 +330,20 @@ def _run_document(run: Any) -> dict[str, Any]:
     return document
 
 
+# The ends that exit 1 as a failure does, with how stderr says them: the work was not done.
+_UNFINISHED_WORK = {"timed_out": "timed out (its deadline passed)", "cancelled": "was cancelled"}
+
+
+def unfinished_work(run: Any) -> str | None:
+    """The sentence for a run that ended without finishing its work (timed out or cancelled), else None."""
+    how = _UNFINISHED_WORK.get(run.status)
+    return None if how is None else f"run {run.run_id} {how} before it finished its work"
+
+
 def _report_run(run: Any, as_json: bool, document: dict[str, Any] | None = None,
                 text: Callable[[], None] | None = None) -> None:
-    """Print a run (or `document`/`text` about it); a failed run says why on stderr and exits 1."""
+    """Print a run (or `document`/`text` about it); a run that failed, timed out, was cancelled or
+    is blocked says so on stderr and exits 1: it did not finish its work."""
     from ._render import safe
 
     def default_text() -> None:
@@ -349,6 +360,10 @@ def _report_run(run: Any, as_json: bool, document: dict[str, Any] | None = None,
     if run.status == "failed":
         error = run.error or {}
         click.echo(safe(f"run {run.run_id} failed: {error.get('type')}: {error.get('message')}"), err=True)
+        sys.exit(1)
+    unfinished = unfinished_work(run)
+    if unfinished is not None:
+        click.echo(unfinished, err=True)
         sys.exit(1)
     if run.status == "blocked":
         error = run.error or {}

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 
-from . import Settings, _emit, _report_run, _run_document, json_option, main, workflow_output
+from . import Settings, _emit, _report_run, _run_document, json_option, main, unfinished_work, workflow_output
 
 
 def _parse_arg(text: str) -> Any:
@@ -161,7 +161,7 @@ def retry(settings: Settings, run_id: str | None, all_blocked: bool, workflow: s
           as_json: bool) -> None:
     """Resume a failed or blocked run on fixed code (after a determinism error or a final step
     failure); with --blocked, every blocked run; with --allow-cancelled, a cancelled run too. Exits
-    1 if a run failed or is still blocked."""
+    1 if a run failed, is still blocked, timed out or was cancelled."""
     from .._client import retry_in
 
     if all_blocked == (run_id is not None):
@@ -197,5 +197,7 @@ def _retry_blocked(settings: Settings, workflow: str | None, as_json: bool) -> N
         if run.status in ("failed", "blocked"):
             error = run.error or {}
             click.echo(safe(f"run {run.run_id} {run.status}: {error.get('message')}"), err=True)
-    if counts["failed"] or counts["blocked"]:
+        elif unfinished_work(run) is not None:
+            click.echo(unfinished_work(run), err=True)
+    if any(counts[status] for status in ("failed", "blocked", "timed_out", "cancelled")):
         sys.exit(1)
