@@ -25,7 +25,7 @@ from durable_cli._store import fsutil
 from durable_cli._store.files import FileStore
 from durable_cli._store.files_due import _STAMP, _instant, _stamp
 from durable_cli.errors import StoreError
-from helpers import denying
+from helpers import denying, durable_in_process
 
 
 def _event(run_id: str) -> dict[str, object]:
@@ -369,3 +369,17 @@ def test_a_stream_folder_a_prune_removed_is_made_again_by_a_store_that_had_made_
     _created(pruning, "r1")  # a new run under the same id
     assert looping.stream_append("r1", "out", [{"data": "new"}]) == [0]
     assert [chunk["data"] for chunk in looping.stream_read("r1", "out")] == ["new"]
+
+
+@pytest.mark.parametrize("stray", ["x.jsonl", "!!!!.jsonl", "YQ.jsonl", "_w==.jsonl", "b3V0\n.jsonl", "notes.txt"])
+def test_a_stray_file_in_a_runs_stream_folder_is_skipped_by_export_and_listings(tmp_path: Path, stray: str) -> None:
+    """A file the store never writes there (not the base64 of a UTF-8 name, padded as the store
+    pads it) is no stream: `export --with-streams` once failed on it with "Incorrect padding"."""
+    store = FileStore(str(tmp_path / "j"))
+    _created(store, "r1")
+    store.stream_append("r1", "out", [{"data": "chunk"}])
+    (tmp_path / "j" / "streams" / "r1" / stray).write_text("stray\n")
+    assert store.stream_names("r1") == ["out"]
+    code, out, err = durable_in_process("export", "r1", "--with-streams", dir=tmp_path / "j")
+    assert (code, err) == (0, "")
+    assert [json.loads(line).get("data") for line in out.splitlines()][-1] == "chunk"

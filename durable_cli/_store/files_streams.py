@@ -41,7 +41,7 @@ class FileStreams:
             names = os.listdir(self.store.run_path("streams", run_id))
         except FileNotFoundError:
             return []
-        return sorted(b64().urlsafe_b64decode(n[:-6]).decode() for n in names if n.endswith(".jsonl"))
+        return sorted(name for name in map(_stream_name, names) if name is not None)
 
     def stream_append(self, run_id: str, name: str, chunks: list[Event]) -> list[int]:
         """Append under an exclusive flock of the stream file: the next index is read from its last
@@ -92,6 +92,20 @@ class FileStreams:
         lines = data[: data.rfind(b"\n") + 1].split(b"\n")[:-1]
         chunks = [journal.decode(line) for line in lines]
         return [chunk for chunk in chunks if chunk.get("index", 0) >= start]
+
+
+def _stream_name(file_name: str) -> str | None:
+    """The stream a file of a run's stream folder holds; None for a name the store never writes
+    (a stray file is skipped, as in due/: it must not stop an export or a listing)."""
+    if not file_name.endswith(".jsonl"):
+        return None
+    try:
+        name: str = b64().urlsafe_b64decode(file_name[:-6].encode("ascii")).decode()
+    except ValueError:  # not base64 (binascii.Error), not ASCII or not UTF-8 (UnicodeError)
+        return None
+    if b64().urlsafe_b64encode(name.encode()).decode() + ".jsonl" != file_name:
+        return None  # decodes, but not from a name the store wrote (base64 ignores stray characters)
+    return name
 
 
 def _name_max(root: str) -> int:
