@@ -405,3 +405,30 @@ def test_a_server_on_postgresql_goes_on_after_the_database_ended_its_sessions(tm
             time.sleep(0.1)
     finally:
         assert server.stop() == 0, server.log.read_text()
+
+
+def test_serve_tick_names_the_runs_a_failed_pass_reported_before_its_failure(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A pass of `serve --tick` that reports a run it could not drive and then fails as a whole
+    (its store lost) names that run before its failure, as `durable tick` does; it once printed
+    the failure alone."""
+    import threading
+
+    from durable_cli import _tick
+    from durable_cli._serve.runner import TickLoop
+    from durable_cli._store.memory import MemoryStore
+
+    failed = threading.Event()
+
+    def failing_pass(*args: Any, summary: Any, **kwargs: Any) -> Any:
+        summary.errors.append({"run_id": "r1", "error": "no module named 'gone'"})
+        failed.set()
+        raise OSError("the store is gone")
+
+    monkeypatch.setattr(_tick, "tick_once", failing_pass)
+    loop = TickLoop(MemoryStore, 3600, None, None, str)
+    loop.start()
+    assert failed.wait(30)
+    loop.stop()
+    assert capsys.readouterr().err.splitlines() == ["tick: run r1: no module named 'gone'",
+                                                    "tick failed: the store is gone"]

@@ -66,28 +66,36 @@ class TickLoop:
         self._thread.join()
 
     def _run(self) -> None:
-        from .._tick import must_exit, tick_once
+        from .._tick import TickSummary, must_exit, tick_once
         from .._timeparse import utcnow
 
         safe = self._show
         store = self._open_store()
         try:
             while not self._stop.is_set():
+                summary = TickSummary()  # a pass that fails midway still holds the runs it reported
                 try:
-                    summary = tick_once(store, utcnow, lambda: self._options, config=self._config, log=self._log)
-                    for failure in summary.errors if self._log is None else ():  # else logged as they came
-                        print(f"tick: run {failure['run_id']}: {safe(failure['error'])}", file=sys.stderr, flush=True)
+                    tick_once(store, utcnow, lambda: self._options, config=self._config, log=self._log,
+                              summary=summary)
                 except Exception as exc:  # a failed pass is reported; the next one tries again
+                    self._report(summary)
                     if self._log is not None:
                         self._log("error", "tick_failed", f"tick failed: {exc}")
                     else:
                         print(f"tick failed: {safe(exc)}", file=sys.stderr, flush=True)
+                else:
+                    self._report(summary)
                 if must_exit():  # a hung step's code must stop with this process
                     os.kill(os.getpid(), signal.SIGTERM)
                     return
                 self._stop.wait(self._interval)
         finally:
             store.close()
+
+    def _report(self, summary: Any) -> None:
+        """Name on stderr each run a pass could not drive (with a log, they were logged as they came)."""
+        for failure in summary.errors if self._log is None else ():
+            print(f"tick: run {failure['run_id']}: {self._show(failure['error'])}", file=sys.stderr, flush=True)
 
 
 def serve(open_store: Callable[[], Any], host: str, port: int, token: str | None, public_url: str,
