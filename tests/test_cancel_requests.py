@@ -9,10 +9,13 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from datetime import datetime, timezone
+from typing import Any
 
 import pytest
 
 from durable_cli import sleep, step, workflow
+from durable_cli._store import open_store
 
 from project import Project
 from helpers import DURABLE, durable_env, spawn
@@ -207,3 +210,112 @@ def test_no_step_starts_once_a_cancel_is_recorded_in_a_process_whose_real_user_i
                          preexec_fn=lambda: os.setresuid(65534, 0, 0))  # real user nobody, effective root
     assert project.log() == ["cancel exited 0"], (result, project.log())
     assert project.status("c1") == "cancelled"
+
+
+_FAILS: list[bool] = []
+
+
+@workflow
+def ends_without_seeing_its_cancel() -> str:
+    """Asks for its own cancel in its last step, then ends with no step left to look for it."""
+    ask_to_cancel_myself()
+    if _FAILS and _FAILS[-1]:
+        raise ValueError("failed on its own")
+    return "done"
+
+
+def _env(store: str, tmp_path: Path, request: pytest.FixtureRequest) -> object:
+    from durable_cli.testing import DurableTestEnv
+
+    return (DurableTestEnv() if store == "memory" else DurableTestEnv(dir=str(tmp_path / "j"))
+            if store == "files" else DurableTestEnv(store=request.getfixturevalue("pg_url")))
+
+
+@pytest.mark.parametrize("fails", [False, True])
+@pytest.mark.parametrize("store", ["memory", "files", "postgres"])
+def test_a_cancel_request_a_run_ended_before_acting_on_goes_with_its_end(
+        store: str, fails: bool, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """A run that completes or fails after a cancel was recorded keeps its own end, and its
+    request is dropped once that end is durable: it once stayed for ever (`cancel/<run>`)."""
+    env: Any = _env(store, tmp_path, request)
+    _ENVS.append(env)
+    _FAILS[:] = [fails]
+    try:
+        run = env.start(ends_without_seeing_its_cancel)
+        assert run.status == ("failed" if fails else "completed")
+        assert not env.store.cancel_requested(run.run_id)
+    finally:
+        _ENVS.remove(env)
+        env.store.close()
+
+
+@pytest.mark.parametrize("store", ["memory", "files", "postgres"])
+def test_a_request_left_for_a_finished_run_is_dropped_by_the_next_tick_and_stops_no_retry(
+        store: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """A request recorded just after the run's end (the canceller looked while it still ran), or
+    left by a crash between the end and the request's removal: the run is due, and the next tick
+    drops it. One no tick saw does not cancel the run a `retry` resumes."""
+    env: Any = _env(store, tmp_path, request)
+    _ENVS.append(env)
+    _FAILS[:] = [True]
+    try:
+        run_id = env.start(ends_without_seeing_its_cancel).run_id
+        env.store.request_cancel(run_id)  # as `request_cancel` does: the request, then due now
+        env.store.set_due(run_id, env.now)
+        env.tick()
+        assert not env.store.cancel_requested(run_id)
+        assert env.get_run(run_id).status == "failed"
+
+        env.store.request_cancel(run_id)  # left behind, and the run no longer due
+        _FAILS[:] = [False]
+        assert env.retry(run_id).status == "completed"
+        assert not env.store.cancel_requested(run_id)
+    finally:
+        _ENVS.remove(env)
+        env.store.close()
+
+
+LATER = datetime(2100, 1, 1, tzinfo=timezone.utc)
+ENDS_ON_A_QUEUE = '''
+import durable_cli
+from durable_cli import get_workflow_metadata, step, workflow
+
+
+@step
+def ask_to_cancel_me(run_id):
+    durable_cli.cancel(run_id, wait=False)
+
+
+@workflow
+def queued_job():
+    ask_to_cancel_me(get_workflow_metadata().run_id)
+    return "done"
+'''
+
+
+def test_a_run_killed_between_its_end_and_its_requests_removal_has_it_removed_by_the_next_tick(
+        tmp_path: Path, pg_url: str) -> None:
+    """PostgreSQL, a run on a queue (its end is not one statement with the request's removal):
+    killed at that removal, the run has its end and is still due; the next tick drops the request
+    and changes nothing else."""
+    url = pg_url + ("&" if "?" in pg_url else "?") + "lease=0.5"  # a killed holder's claim lapses soon
+    project = Project(tmp_path, code=ENDS_ON_A_QUEUE, store=url, config="queues:\n  q: {concurrency: 1}\n")
+    log = tmp_path / "operations.log"
+    assert project.cli("run", project.ref("queued_job"), "--queue", "q", "--id", "probe",
+                       env={"DURABLE_CRASH_LOG": str(log)}).code == 0
+    operations = [line.split()[1] for line in log.read_text().splitlines()]
+    at = len(operations) - operations[::-1].index("cancel.clear")
+
+    assert project.cli("run", project.ref("queued_job"), "--queue", "q", "--id", "r1", crash_at=at).killed
+    assert project.status("r1") == "completed"
+    store = open_store(store=pg_url)
+    try:
+        assert store.cancel_requested("r1")
+        assert [run_id for _, run_id in store.due(LATER)] == ["r1"]
+        while project.tick()["busy"]:  # until the killed process's claim has lapsed
+            time.sleep(0.1)
+        assert project.status("r1") == "completed"
+        assert not store.cancel_requested("r1")
+        assert [run_id for _, run_id in store.due(LATER)] == []
+    finally:
+        store.close()

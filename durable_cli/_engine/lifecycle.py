@@ -191,6 +191,8 @@ def _execute(ex: Execution, due_at: datetime | None, start: dict[str, Any] | Non
         ex.record("run_started", **start)
         ex.index()  # before the run is durable: listings check each entry against its journal
     if retry and history.status in ("failed", "cancelled", "blocked"):
+        if history.finished:
+            _forget_cancel(ex)  # asked before the run ended: not a request to stop the retried run
         ex.record("run_retried")
     elif history.status == "blocked" and not ex.cancel_requested():
         return  # it waits for `durable retry` (after a fix), a cancel or its deadline; its due entry stays
@@ -200,6 +202,7 @@ def _execute(ex: Execution, due_at: datetime | None, start: dict[str, Any] | Non
             # message or giving its queue slot back: done again, then its stale due entry goes
             if history.status in ("cancelled", "timed_out"):
                 cancel_children(ex)
+            _forget_cancel(ex)
             _let_go(ex)
         return
     elif history.status == "running" and start is None:
@@ -297,8 +300,7 @@ def _finish(ex: Execution, result: Any, completed: bool) -> None:
         ex.flush()
         release_handed(ex)
     if history.finished:
-        if ex.cancelled:
-            store.clear_cancel(ex.run_id)
+        _forget_cancel(ex)
         if history.status in ("cancelled", "timed_out"):
             cancel_children(ex)
         _let_go(ex)
@@ -389,6 +391,13 @@ def retry_run(store: Store, run_id: str, clock: Clock, options: Options,
     finally:
         release(session)
     return Run.from_history(run_id, ex.history)
+
+
+def _forget_cancel(ex: Execution) -> None:
+    """Drop the cancel request of a run whose end is durable, whatever it ended as: one asked
+    after its last look (completed, failed) would stay for ever. Before its due entry goes, so a
+    crash between leaves the run due and the next tick drops it (a prune drops it with the run)."""
+    ex.store.clear_cancel(ex.run_id)
 
 
 def _let_go(ex: Execution) -> None:

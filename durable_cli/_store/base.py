@@ -397,7 +397,7 @@ class Store(ABC):
 
     @abstractmethod
     def clear_cancel(self, run_id: str) -> None:
-        """Drop a cancel request once the cancellation is journaled."""
+        """Drop the run's cancel request, if any, once its end (or its retry) is journaled."""
 
     # problems (why a tick could not drive a run), shown by `ls` and `inspect`
     @abstractmethod

@@ -456,8 +456,15 @@ class PostgresStore(PostgresQueues, Store):
         return cancel
 
     def clear_cancel(self, run_id: str) -> None:
+        """Drop the request; a held run's next look reads afresh (not the flag of its claim). No
+        statement after a final flush that dropped it in the commit of the run's end (`_FINISH`)."""
+        held = self._holding(run_id)
+        if held is not None and held.due_dropped:
+            return
         faults.point("cancel.clear")
         self._db.write("DELETE FROM durable_cancel WHERE run_id = %s", (check_run_id(run_id),))
+        if held is not None:
+            held.cancel = None
 
     # problems
     def note_problem(self, run_id: str, reason: str) -> None:
