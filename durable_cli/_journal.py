@@ -182,7 +182,8 @@ def _parse_fast(lines: list[bytes]) -> list[dict[str, Any]] | None:
         if len(events) != 2 * count or events[1::2].count(mark) != count:
             return None  # a mark inside an event, or an item of a line's own between two marks
         del events[1::2]
-        if any(map(ne, map(itemgetter("seq"), events), range(1, count + 1))):
+        seqs = list(map(itemgetter("seq"), events))
+        if any(map(ne, seqs, range(1, count + 1))) or not _integers(seqs, events):
             return None
     except (ValueError, TypeError, KeyError):  # not JSON; an event not an object, or without seq
         return None
@@ -192,6 +193,15 @@ def _parse_fast(lines: list[bytes]) -> list[dict[str, Any]] | None:
     return events  # type: ignore[no-any-return]
 
 
+def _integers(seqs: list[Any], events: list[dict[str, Any]]) -> bool:
+    """Whether every seq and every `pos` of `events` is an int, not a bool, a float or a text
+    that equals one (`True == 1.0 == 1`): a type per value, in C loops (4% of a parse)."""
+    kinds = set(map(type, seqs))
+    kinds.update(map(type, map(dict.get, events, repeat("pos"), repeat(0))))  # 0: no pos is fine
+    return kinds == _INT
+
+
+_INT = {int}
 _MARKS: tuple[bytes, str] | None = None
 
 
@@ -222,10 +232,15 @@ def parse(data: bytes, where: str, run_id: str | None = None) -> tuple[list[dict
             raise JournalDamaged(
                 f"journal damaged: {where}: line {len(events) + 1} is unreadable ({exc})"
             ) from None
-        if event.get("seq") != len(events) + 1:
+        seq, pos = event.get("seq"), event.get("pos", 0)
+        if seq != len(events) + 1 or type(seq) is not int:
             raise JournalDamaged(
-                f"journal damaged: {where}: line {len(events) + 1} has seq {event.get('seq')!r}, "
+                f"journal damaged: {where}: line {len(events) + 1} has seq {seq!r}, "
                 f"expected {len(events) + 1}"
+            )
+        if type(pos) is not int:
+            raise JournalDamaged(
+                f"journal damaged: {where}: line {len(events) + 1} has pos {pos!r}, not a whole number"
             )
         events.append(event)
         start = stop + 1
@@ -282,7 +297,8 @@ def skim(data: bytes, where: str, run_id: str | None = None, stubs: bool = True
             event = json.loads(line)
         except ValueError:
             break
-        if type(event) is not dict or event.get("seq") != number:
+        if (type(event) is not dict or event.get("seq") != number or type(event["seq"]) is not int
+                or type(event.get("pos", 0)) is not int):
             break
         del event["crc"]
         if stubs or number == 1:

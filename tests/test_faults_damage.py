@@ -5,6 +5,7 @@ the other runs in the same store unaffected.
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -77,6 +78,18 @@ def _duplicate_second_line(data: bytes) -> bytes:
     return b"".join(lines[:2] + lines[1:])
 
 
+def _second_line_rewritten(old: bytes, new: bytes) -> Callable[[bytes], bytes]:
+    """Damage that keeps the CRC good: the second line (a sleep's start) with `old` replaced by
+    `new` and its CRC made again, as a hand or a tool editing the journal would."""
+    def rewrite(data: bytes) -> bytes:
+        lines = data.splitlines(keepends=True)
+        head = lines[1][:-19].replace(old, new, 1)
+        assert head != lines[1][:-19], lines[1]
+        lines[1] = head + b',"crc":"%08x"}\n' % zlib.crc32(head)
+        return b"".join(lines)
+    return rewrite
+
+
 DAMAGE: dict[str, Callable[[bytes], bytes]] = {
     "flipped byte in the middle": _flip_middle,
     "flipped newline of the last line": _flip_last_newline,
@@ -84,6 +97,8 @@ DAMAGE: dict[str, Callable[[bytes], bytes]] = {
     "zero-filled tail ending in a newline": lambda d: d + b"\x00" * 40 + b"\n",
     "missing seq": _drop_second_line,
     "duplicated seq": _duplicate_second_line,
+    "seq as 2.0 under a good CRC": _second_line_rewritten(b'"seq":2,', b'"seq":2.0,'),
+    "pos as true under a good CRC": _second_line_rewritten(b'"pos":1,', b'"pos":true,'),
 }
 
 

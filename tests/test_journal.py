@@ -139,3 +139,46 @@ def test_staged_events_are_not_written_until_flush(tmp_path):
     writer.close()
     assert not writer.has_pending
     assert [e["seq"] for e in journal.read_file(str(path), "r1")[0]] == [1, 2]
+
+
+AT = '"at":"2025-01-01T00:00:00.000000Z"'
+START = '{"type":"run_started","seq":1,%s,"run_id":"r1","v":1' % AT
+
+
+def _crafted(*heads: str) -> bytes:
+    """Lines with the given heads (each line's text before its `,"crc"`) and good CRCs: what no
+    append writes, but a hand or a tool may."""
+    return b"".join(head.encode() + b',"crc":"' + journal._crc(head.encode()) + b'"}\n' for head in heads)
+
+
+def _read_by_both(data: bytes) -> list:
+    """What `parse` and `skim` make of `data`: the same events (a stub as the event's type, seq and
+    pos), or the same damage."""
+    outcomes = []
+    for read in (journal.parse, journal.skim):
+        try:
+            events = read(data, "j", "r1")[0]
+        except JournalDamaged as exc:
+            outcomes.append(str(exc))
+            continue
+        outcomes.append([{key: event.get(key) for key in ("type", "seq", "pos")} for event in events])
+    assert outcomes[0] == outcomes[1], data
+    return outcomes[0]
+
+
+@pytest.mark.parametrize("value", ["true", "2.0", '"2"'])
+def test_a_seq_that_only_equals_its_number_is_damage_in_both_readers(value: str) -> None:
+    data = _crafted(START, '{"type":"run_suspended","seq":%s,%s,"status":"sleeping"' % (value, AT))
+    assert _read_by_both(data) == f"journal damaged: j: line 2 has seq {json.loads(value)!r}, expected 2"
+    first = _crafted(START.replace('"seq":1', '"seq":true'))  # True == 1
+    assert _read_by_both(first) == "journal damaged: j: line 1 has seq True, expected 1"
+
+
+@pytest.mark.parametrize("kind", ["step_started", "hook_wait", "step_failed"])
+@pytest.mark.parametrize("value", ["true", "1.0", '"1"', "null"])
+def test_a_pos_that_is_not_an_int_is_damage_in_both_readers(kind: str, value: str) -> None:
+    """A position is an int: `true` and `1.0` equal 1 (and hash like it), `"1"` does not; each
+    would name a position no durable call has, so each is a damaged line."""
+    data = _crafted(START, '{"type":"%s","seq":2,%s,"pos":%s,"name":"s"' % (kind, AT, value))
+    assert _read_by_both(data) == f"journal damaged: j: line 2 has pos {json.loads(value)!r}, not a whole number"
+
