@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 
 import pytest
 
@@ -182,3 +183,19 @@ def test_a_pos_that_is_not_an_int_is_damage_in_both_readers(kind: str, value: st
     data = _crafted(START, '{"type":"%s","seq":2,%s,"pos":%s,"name":"s"' % (kind, AT, value))
     assert _read_by_both(data) == f"journal damaged: j: line 2 has pos {json.loads(value)!r}, not a whole number"
 
+
+@pytest.mark.parametrize("suffix", [',"crc":%d}', '}', ', "crc": "%08x"}', ',"crc":"%08X"}', ',"crc":null}'])
+def test_a_line_whose_checksum_is_not_ours_is_damage_within_the_journal_and_torn_at_its_end(suffix: str) -> None:
+    """Valid JSON with a checksum as a number, none, spaced, in upper case or null: within the
+    journal it is damage (no append writes it); as the last segment, with no newline, it is an
+    unfinished append (an acknowledged line always has its newline) and is cut."""
+    head = '{"type":"run_suspended","seq":2,%s,"status":"sleeping"' % AT
+    line = (head + (suffix % zlib.crc32(head.encode()) if "%" in suffix else suffix)).encode()
+    assert json.loads(line)["type"] == "run_suspended"
+    within = _crafted(START) + line + b"\n" + _crafted('{"type":"run_retried","seq":3,%s' % AT)
+    for read in (journal.parse, journal.skim):
+        with pytest.raises(JournalDamaged, match=r"line 2 is unreadable \((no checksum|checksum mismatch)\)"):
+            read(within, "j", "r1")
+    events, good = journal.parse(_crafted(START) + line, "j", "r1")
+    assert len(events) == 1 and good == len(_crafted(START))
+    assert len(journal.skim(_crafted(START) + line, "j", "r1")[0]) == 1
