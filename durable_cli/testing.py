@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterator, ParamSpec, overload
 
 from ._checks import check_replay as check_replay
 from ._engine.checking import ReplayOutcome as ReplayOutcome
-from ._timeparse import parse_duration
+from ._timeparse import parse_duration, parse_instant
 
 try:
     import pytest
@@ -44,26 +44,50 @@ __all__ = ["DurableTestEnv", "VirtualClock", "durable_env", "check_replay", "Rep
 P = ParamSpec("P")
 
 
-class VirtualClock:
-    """A clock that stands still until moved; in-process pauses move it instead of sleeping."""
+def _instant(value: datetime | str) -> datetime:
+    """`value` in UTC, as the engine's clock gives time: a naive datetime, or ISO 8601 text without
+    an offset, is taken as UTC (as `durable tick --now` takes it)."""
+    if isinstance(value, str):
+        return parse_instant(value)
+    if not isinstance(value, datetime):
+        raise TypeError(f"the kit's clock takes a datetime or ISO 8601 text, not {value!r}")
+    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
 
-    def __init__(self, start: datetime) -> None:
-        self.now = start
+
+class VirtualClock:
+    """A clock that stands still until moved; in-process pauses move it instead of sleeping.
+
+    It gives UTC, as production's clock does (run ids and journal times are UTC): a time it is set
+    to is converted, a naive one taken as UTC."""
+
+    def __init__(self, start: datetime | str) -> None:
+        self._now = _instant(start)
+
+    @property
+    def now(self) -> datetime:
+        return self._now
+
+    @now.setter
+    def now(self, value: datetime | str) -> None:
+        self._now = _instant(value)
 
     def __call__(self) -> datetime:
-        return self.now
+        return self._now
 
     def sleep(self, seconds: float) -> None:
         """Move the clock on by `seconds` instead of waiting (a step's retry back-off)."""
-        self.now += timedelta(seconds=seconds)
+        self._now += timedelta(seconds=seconds)
 
 
 class DurableTestEnv:
     """Start, advance, resume and inspect runs of a private store at a virtual time."""
 
-    def __init__(self, dir: str | None = None, start: datetime | None = None, store: str | None = None,
+    def __init__(self, dir: str | None = None, start: datetime | str | None = None, store: str | None = None,
                  config: str | None = None) -> None:
         """A private memory store; the journal dir `dir` if given, or the store at URL `store`.
+
+        `start` is when the virtual clock starts (a datetime or ISO 8601 text, UTC if it names
+        no offset); 2030-01-01T00:00Z by default.
 
         `config` is the durable.yaml to read; by default the one the CLI would use here
         ($DURABLE_CONFIG, else ./durable.yaml, else none).
@@ -125,7 +149,11 @@ class DurableTestEnv:
         something falls due (a schedule instant, a wake time); returns the ticks' summary."""
         from ._tick import TickSummary
 
-        end = self.clock.now + timedelta(seconds=parse_duration(duration))
+        try:
+            end = self.clock.now + timedelta(seconds=parse_duration(duration))
+        except OverflowError:
+            raise ValueError(f"cannot advance the clock by {duration!r} from {self.clock.now}: "
+                             "it would pass the year 9999") from None
         total = TickSummary()
         while True:
             moment = self._next_due(end)

@@ -337,3 +337,39 @@ class _watch_writes:
 
     def stop(self):
         _watch_writes._active.remove(self)
+
+
+def test_the_kit_keeps_utc_whatever_time_zone_or_naive_time_it_starts_at():
+    """Production's clock is UTC: run ids and journal times are named in UTC. A kit started at a
+    time of another zone gives the same run ids and times, and a naive start (or ISO text, as
+    `tick --now` takes) is UTC, instead of a TypeError at the first `advance`."""
+    for start in (datetime(2030, 1, 1, 5, tzinfo=timezone(timedelta(hours=5))), datetime(2030, 1, 1),
+                  "2030-01-01T00:00:00", "2030-01-01T00:00:00Z"):
+        env = DurableTestEnv(start=start)
+        run = env.start(clocked)
+        assert run.run_id.startswith("20300101T000000-"), (start, run.run_id)
+        assert env.advance("7 days").completed == 1, start
+        assert env.get_run(run.run_id).result == ["2030-01-01T00:00:00+00:00", "2030-01-08T00:00:00+00:00"]
+        assert env.now == datetime(2030, 1, 8, tzinfo=timezone.utc)
+    env.clock.now = datetime(2030, 2, 1)  # set by hand, naive: UTC too
+    assert env.now == datetime(2030, 2, 1, tzinfo=timezone.utc) and env.advance("1 day").errors == []
+
+
+def test_advancing_by_a_bad_amount_is_refused_with_a_clear_error_and_the_clock_stays(durable_env):
+    run = durable_env.start(week_long, "doc-9")
+    refused = {}
+    for amount in (-1, "-1h", timedelta(days=-1), float("nan"), float("inf"), "soon", None):
+        try:
+            durable_env.advance(amount)
+        except ValueError as exc:
+            refused[repr(amount)] = str(exc)
+    assert len(refused) == 7 and refused["nan"] == "not a duration: nan (not a number)"
+    durable_env.clock.now = datetime(9999, 6, 1, tzinfo=timezone.utc)
+    try:
+        durable_env.advance("365 days")
+    except ValueError as exc:
+        assert "would pass the year 9999" in str(exc)
+    else:
+        raise AssertionError("an advance past the year 9999 was not refused")
+    assert durable_env.now == datetime(9999, 6, 1, tzinfo=timezone.utc)
+    assert durable_env.get_run(run.run_id).status == "sleeping"  # nothing moved, nothing ticked
