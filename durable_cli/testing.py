@@ -116,6 +116,8 @@ class DurableTestEnv:
     @overload
     def start(self, fn: WorkflowDef[P, Any], /, *args: Any, run_id: str, **kwargs: Any) -> Run: ...
     @overload
+    def start(self, fn: WorkflowDef[P, Any], /, *args: Any, tags: dict[str, str], **kwargs: Any) -> Run: ...
+    @overload
     def start(self, fn: WorkflowDef[P, Any], /, *args: Any, queue: str, key: str | None = None,
               priority: int | None = None, deadline: object = None, **kwargs: Any) -> Run: ...
     @overload
@@ -124,17 +126,21 @@ class DurableTestEnv:
     @overload
     def start(self, fn: WorkflowDef[P, Any], /, *args: Any, deadline: object, **kwargs: Any) -> Run: ...
     def start(self, fn: Any, /, *args: Any, run_id: str | None = None,  # type: ignore[misc]
-              queue: str | None = None, key: str | None = None, priority: int | None = None,
-              debounce: object = None, debounce_max: object = None, deadline: object = None,
-              **kwargs: Any) -> Run:
-        """Start a run of workflow `fn` and drive it until it completes, fails or suspends; the
-        flow options (`queue=`, `key=`, `priority=`, `debounce=`, `deadline=`) work as in `start`,
-        with the queues of the kit's durable.yaml."""
+              tags: dict[str, str] | None = None, queue: str | None = None, key: str | None = None,
+              priority: int | None = None, debounce: object = None, debounce_max: object = None,
+              deadline: object = None, **kwargs: Any) -> Run:
+        """Start a run of workflow `fn` and drive it until it completes, fails or suspends; `tags=`
+        and the flow options (`queue=`, `key=`, `priority=`, `debounce=`, `deadline=`) work as in
+        `start`, with the queues of the kit's durable.yaml."""
+        from ._engine.definitions import check_workflow
         from ._engine.lifecycle import create_run
+        from ._engine.published import check_tags
         from ._queues import flow_request
 
+        check_workflow(fn)
+        extra = {"tags": check_tags(tags)} if tags else None
         flow = flow_request(self.options.queues, queue, key, priority, deadline, debounce, debounce_max)
-        return create_run(self.store, fn, args, kwargs, run_id, self.clock, self.options, flow=flow)
+        return create_run(self.store, fn, args, kwargs, run_id, self.clock, self.options, extra, flow=flow)
 
     def tick(self) -> TickSummary:
         """One tick at the current virtual time (schedules of durable.yaml included)."""
@@ -243,11 +249,19 @@ class DurableTestEnv:
 
         return cancel_run(self.store, run_id, self.clock, self.options)
 
-    def retry(self, run_id: str) -> Run:
-        """Resume a failed run on fixed code, as `durable retry` does."""
+    def retry(self, run_id: str, allow_cancelled: bool = False) -> Run:
+        """Resume a failed run on fixed code, as `durable retry` (`--allow-cancelled`) does."""
         from ._engine.lifecycle import retry_run
 
-        return retry_run(self.store, run_id, self.clock, self.options)
+        return retry_run(self.store, run_id, self.clock, self.options, allow_cancelled)
+
+    def get_event(self, run_id: str, key: str, default: Any = None) -> Any:
+        """The latest value the run published under `key` with `set_event` (as `get_event` gives
+        it), else `default`. It never waits: time moves only when the test says so."""
+        from ._engine.published import check_key
+
+        check_key(key)
+        return self.get_run(run_id).events.get(key, default)
 
     def get_run(self, run_id: str) -> Run:
         """The run as its journal says now."""

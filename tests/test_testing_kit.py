@@ -11,7 +11,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from importlib.metadata import entry_points
 
-from durable_cli import (define_hook, get_workflow_metadata, sleep, start_child, step, workflow,
+from durable_cli import (define_hook, get_workflow_metadata, set_event, sleep, start_child, step, workflow,
                          workflow_now)
 from durable_cli.testing import DurableTestEnv
 
@@ -373,3 +373,47 @@ def test_advancing_by_a_bad_amount_is_refused_with_a_clear_error_and_the_clock_s
         raise AssertionError("an advance past the year 9999 was not refused")
     assert durable_env.now == datetime(9999, 6, 1, tzinfo=timezone.utc)
     assert durable_env.get_run(run.run_id).status == "sleeping"  # nothing moved, nothing ticked
+
+
+@workflow
+def takes_options(**options: object) -> dict[str, object]:
+    return dict(options)
+
+
+def test_start_in_the_kit_takes_tags_and_refuses_a_plain_function_as_start_does(durable_env):
+    run = durable_env.start(takes_options, colour="red", tags={"tenant": "acme"})
+    assert run.result == {"colour": "red"}  # the tags are the run's, not an argument
+    assert durable_env.get_run(run.run_id).tags == {"tenant": "acme"}
+
+    def plain() -> None: ...
+
+    try:
+        durable_env.start(plain)  # type: ignore[call-overload]
+    except TypeError as exc:
+        assert str(exc).endswith("is not a workflow (decorate it with @workflow)")
+    else:
+        raise AssertionError("a plain function was started")
+
+
+@workflow
+def staged() -> str:
+    set_event("stage", "drafted")
+    sleep("1 day")
+    set_event("stage", "published")
+    return "done"
+
+
+def test_get_event_reads_what_the_run_published_in_the_kits_store_without_waiting(durable_env):
+    run = durable_env.start(staged)
+    assert durable_env.get_event(run.run_id, "stage") == "drafted"
+    assert durable_env.get_event(run.run_id, "missing", default="none yet") == "none yet"
+    durable_env.advance("1 day")
+    assert durable_env.get_event(run.run_id, "stage") == "published"
+
+
+def test_retry_in_the_kit_takes_a_cancelled_run_when_allowed_as_durable_retry_does(durable_env):
+    run = durable_env.start(week_long, "doc-c")
+    assert durable_env.cancel(run.run_id).status == "cancelled"
+    assert durable_env.retry(run.run_id, allow_cancelled=True).status == "sleeping"
+    durable_env.advance("7 days")
+    assert durable_env.get_run(run.run_id).result == ["published doc-c", "reminded doc-c"]
