@@ -110,6 +110,17 @@ class DurableTestEnv:
     def now(self) -> datetime:
         return self.clock.now
 
+    def close(self) -> None:
+        """Close the kit's store (a PostgreSQL store's connections and lease heartbeat); the
+        `durable_env` fixture does it, `with DurableTestEnv(...) as env:` too."""
+        self.store.close()
+
+    def __enter__(self) -> DurableTestEnv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # typed as `durable_cli.start` is: arguments checked by mypy unless `run_id=` is given
     @overload
     def start(self, fn: WorkflowDef[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> Run: ...
@@ -285,6 +296,5 @@ if pytest is not None:
     @pytest.fixture
     def durable_env() -> Iterator[DurableTestEnv]:
         """A DurableTestEnv in a private memory store, at 2030-01-01T00:00Z on a virtual clock."""
-        env = DurableTestEnv()
-        yield env
-        env.store.close()
+        with DurableTestEnv() as env:
+            yield env

@@ -417,3 +417,20 @@ def test_retry_in_the_kit_takes_a_cancelled_run_when_allowed_as_durable_retry_do
     assert durable_env.retry(run.run_id, allow_cancelled=True).status == "sleeping"
     durable_env.advance("7 days")
     assert durable_env.get_run(run.run_id).result == ["published doc-c", "reminded doc-c"]
+
+
+def test_a_kit_used_as_a_context_manager_closes_its_postgresql_connections(pg_url):
+    """A suite that makes a kit per test on one database must not keep a connection per kit."""
+    import psycopg
+
+    def connections() -> int:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                " AND pid <> pg_backend_pid()").fetchone()[0]
+
+    before = connections()
+    for n in range(3):
+        with DurableTestEnv(store=pg_url) as env:
+            env.start(_uses_defaults, run_id=f"ctx-{n}")
+            env.advance("1 minute")
+    assert connections() == before
