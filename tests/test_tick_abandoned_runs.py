@@ -172,3 +172,27 @@ def test_one_tick_drives_each_failing_run_once_however_many_workers_pass_it(proj
         assert _types(project, run_id).count("step_started") == 1, run_id
         assert "run_recovered" not in _types(project, run_id)
     assert doc["completed"] == 20 - len(dead) - len(damaged)  # no healthy run waited for the next pass
+
+
+def test_overlapping_ticks_each_drive_a_failing_run_at_most_once(pg_url: str, tmp_path: Path) -> None:
+    """Overlapping ticks on PostgreSQL are passes of their own (`--now` advances with real time,
+    as the wall clock does): each drives a failing run at most once, whichever of its workers
+    passes it, and counts it once; the other tick may take it up again after it."""
+    project = Project(tmp_path, code=CODE + DIES_ALWAYS, store=pg_url)
+    dead = [f"r{n:02}" for n in range(1, 24, 3)]
+    _sleeping(project, *[(f"r{n:02}", "nap", str(n)) if f"r{n:02}" not in dead
+                         else (f"r{n:02}", "nap_then_always_die", f"r{n:02}") for n in range(24)])
+
+    now = later(hours=2)
+    ticks = [project.popen("tick", "--now", now, "--workers", "2", "--json") for _ in range(2)]
+    reported: list[list[str]] = []
+    for tick in ticks:
+        out, err = tick.communicate(timeout=120)
+        assert tick.returncode in (0, 1), err
+        reported.append(sorted(e["run_id"] for e in json.loads(out)["errors"]))
+    for errors in reported:
+        assert len(errors) == len(set(errors)) and set(errors) <= set(dead), reported
+    assert set(reported[0]) | set(reported[1]) == set(dead)
+    for run_id in dead:  # one attempt per tick that reported it
+        driven = sum(run_id in errors for errors in reported)
+        assert _types(project, run_id).count("step_started") == driven, run_id
