@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Iterator, ParamSpec, overload
 
 from ._config import find_config, open_configured, options_from
-from ._engine.definitions import WorkflowDef
+from ._engine.definitions import WorkflowDef, check_workflow
 from ._engine.lifecycle import cancel_run, create_run, get_run as _get_run, request_cancel, retry_run
 from ._engine.posting import Delivery, deliver_payload, holder_of
 from ._engine.published import check_tags
@@ -96,8 +96,7 @@ def start(fn: WorkflowDef, /, *args: Any, dir: str | None = None,  # type: ignor
     queue of durable.yaml (status `queued` while it is full); `debounce="5m"` collapses starts
     with the same workflow and key; `deadline="2h"` ends it as `timed_out` if unfinished by then.
     """
-    if not isinstance(fn, WorkflowDef):
-        raise TypeError(f"{fn!r} is not a workflow (decorate it with @workflow)")
+    check_workflow(fn)
     _refuse_start_during_resume()
     extra = {"tags": check_tags(tags)} if tags else None
     options = options_for()

@@ -244,8 +244,11 @@ def _due_pass(store: Store, clock: Clock, summary: TickSummary, lazy_options: Ca
               stop: Callable[[], bool] | None, workers: int, reopen: Callable[[], Store] | None) -> int:
     """Drive every run due now, shared with forked workers when there are enough of them; how many
     were due. Where a worker cannot be forked (a container's process limit), this process drives
-    the shares of the workers it could not start."""
-    due = list(store.due(clock()))
+    the shares of the workers it could not start. Every claim of the pass names the `now` it listed
+    at: a run it drove and left due is due again only after that (`Store.claim_due`), so no worker
+    takes a run another already drove in this pass."""
+    now = clock()
+    due = list(store.due(now))
     share = workers if workers > 1 and reopen is not None and len(due) >= 2 * workers else 1
     children: list[tuple[int, int]] = []
     if share > 1:
@@ -254,8 +257,8 @@ def _due_pass(store: Store, clock: Clock, summary: TickSummary, lazy_options: Ca
         _lifecycle()  # imported once here, not once per worker
         for k in range(1, share):
             try:
-                children.append(_fork_worker(due[k::share], reopen, clock, lazy_options, stop, summary.problems,
-                                             summary.log))
+                children.append(_fork_worker(due[k::share], reopen, clock, now, lazy_options, stop,
+                                             summary.problems, summary.log))
             except OSError as exc:
                 if summary.log is not None:
                     summary.log("warning", "tick_workers", f"tick: {share - k} of {share - 1} workers not started "
@@ -270,11 +273,11 @@ def _due_pass(store: Store, clock: Clock, summary: TickSummary, lazy_options: Ca
             if stop is not None and stop():
                 break
             if store.claims_due:  # the next run nobody holds instead of this one (Store.claim_due)
-                cursor = store.claim_due(clock(), cursor, more=index + share < len(due))
+                cursor = store.claim_due(now, cursor, more=index + share < len(due))
                 if cursor is None:
                     if share == 1:  # listed runs left due that it did not drive: held elsewhere
                         listed = {listed_id for _, listed_id in due} - driven
-                        summary.busy += len(listed & {left_id for _, left_id in store.due(clock())})
+                        summary.busy += len(listed & {left_id for _, left_id in store.due(now)})
                     break
                 due_at, run_id = cursor
                 driven.add(run_id)
@@ -302,7 +305,7 @@ def _telemetry(options: list[Any], config: Any) -> Any:
     return telemetry_for(flag)
 
 
-def _fork_worker(due: list[tuple[datetime, str]], reopen: Callable[[], Store], clock: Clock,
+def _fork_worker(due: list[tuple[datetime, str]], reopen: Callable[[], Store], clock: Clock, now: datetime,
                  options: Callable[[], Options], stop: Callable[[], bool] | None,
                  problems: dict[str, str], log: Log | None = None) -> tuple[int, int]:
     """Drive a share of the due runs in a forked process (its own store connection); (pid, pipe)."""
@@ -332,7 +335,7 @@ def _fork_worker(due: list[tuple[datetime, str]], reopen: Callable[[], Store], c
                 if stop is not None and stop():
                     break
                 if store.claims_due:  # as many runs as its share, whichever nobody holds
-                    cursor = store.claim_due(clock(), cursor, more=index + 1 < len(due))
+                    cursor = store.claim_due(now, cursor, more=index + 1 < len(due))
                     if cursor is None:
                         break
                     due_at, run_id = cursor

@@ -30,7 +30,9 @@ def parse_duration(value: object) -> float:
         seconds = _parse_text(value) if type(value) is str else _parse_text.__wrapped__(value)
     else:
         raise ValueError(f"not a duration: {value!r}")
-    if seconds < 0 or seconds != seconds:
+    if seconds != seconds:
+        raise ValueError(f"not a duration: {value!r} (not a number)")
+    if seconds < 0:
         raise ValueError(f"a duration cannot be negative: {value!r}")
     if seconds > MAX_DURATION:  # infinity, 1e300: a timeout, wake time or wait would overflow
         raise ValueError(f"a duration must be at most 100 years: {value!r}")

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterator, ParamSpec, overload
 
 from ._checks import check_replay as check_replay
 from ._engine.checking import ReplayOutcome as ReplayOutcome
-from ._timeparse import parse_duration
+from ._timeparse import parse_duration, parse_instant
 
 try:
     import pytest
@@ -44,26 +44,50 @@ __all__ = ["DurableTestEnv", "VirtualClock", "durable_env", "check_replay", "Rep
 P = ParamSpec("P")
 
 
-class VirtualClock:
-    """A clock that stands still until moved; in-process pauses move it instead of sleeping."""
+def _instant(value: datetime | str) -> datetime:
+    """`value` in UTC, as the engine's clock gives time: a naive datetime, or ISO 8601 text without
+    an offset, is taken as UTC (as `durable tick --now` takes it)."""
+    if isinstance(value, str):
+        return parse_instant(value)
+    if not isinstance(value, datetime):
+        raise TypeError(f"the kit's clock takes a datetime or ISO 8601 text, not {value!r}")
+    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
 
-    def __init__(self, start: datetime) -> None:
-        self.now = start
+
+class VirtualClock:
+    """A clock that stands still until moved; in-process pauses move it instead of sleeping.
+
+    It gives UTC, as production's clock does (run ids and journal times are UTC): a time it is set
+    to is converted, a naive one taken as UTC."""
+
+    def __init__(self, start: datetime | str) -> None:
+        self._now = _instant(start)
+
+    @property
+    def now(self) -> datetime:
+        return self._now
+
+    @now.setter
+    def now(self, value: datetime | str) -> None:
+        self._now = _instant(value)
 
     def __call__(self) -> datetime:
-        return self.now
+        return self._now
 
     def sleep(self, seconds: float) -> None:
         """Move the clock on by `seconds` instead of waiting (a step's retry back-off)."""
-        self.now += timedelta(seconds=seconds)
+        self._now += timedelta(seconds=seconds)
 
 
 class DurableTestEnv:
     """Start, advance, resume and inspect runs of a private store at a virtual time."""
 
-    def __init__(self, dir: str | None = None, start: datetime | None = None, store: str | None = None,
+    def __init__(self, dir: str | None = None, start: datetime | str | None = None, store: str | None = None,
                  config: str | None = None) -> None:
         """A private memory store; the journal dir `dir` if given, or the store at URL `store`.
+
+        `start` is when the virtual clock starts (a datetime or ISO 8601 text, UTC if it names
+        no offset); 2030-01-01T00:00Z by default.
 
         `config` is the durable.yaml to read; by default the one the CLI would use here
         ($DURABLE_CONFIG, else ./durable.yaml, else none).
@@ -86,11 +110,24 @@ class DurableTestEnv:
     def now(self) -> datetime:
         return self.clock.now
 
+    def close(self) -> None:
+        """Close the kit's store (a PostgreSQL store's connections and lease heartbeat); the
+        `durable_env` fixture does it, `with DurableTestEnv(...) as env:` too."""
+        self.store.close()
+
+    def __enter__(self) -> DurableTestEnv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # typed as `durable_cli.start` is: arguments checked by mypy unless `run_id=` is given
     @overload
     def start(self, fn: WorkflowDef[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> Run: ...
     @overload
     def start(self, fn: WorkflowDef[P, Any], /, *args: Any, run_id: str, **kwargs: Any) -> Run: ...
+    @overload
+    def start(self, fn: WorkflowDef[P, Any], /, *args: Any, tags: dict[str, str], **kwargs: Any) -> Run: ...
     @overload
     def start(self, fn: WorkflowDef[P, Any], /, *args: Any, queue: str, key: str | None = None,
               priority: int | None = None, deadline: object = None, **kwargs: Any) -> Run: ...
@@ -100,17 +137,21 @@ class DurableTestEnv:
     @overload
     def start(self, fn: WorkflowDef[P, Any], /, *args: Any, deadline: object, **kwargs: Any) -> Run: ...
     def start(self, fn: Any, /, *args: Any, run_id: str | None = None,  # type: ignore[misc]
-              queue: str | None = None, key: str | None = None, priority: int | None = None,
-              debounce: object = None, debounce_max: object = None, deadline: object = None,
-              **kwargs: Any) -> Run:
-        """Start a run of workflow `fn` and drive it until it completes, fails or suspends; the
-        flow options (`queue=`, `key=`, `priority=`, `debounce=`, `deadline=`) work as in `start`,
-        with the queues of the kit's durable.yaml."""
+              tags: dict[str, str] | None = None, queue: str | None = None, key: str | None = None,
+              priority: int | None = None, debounce: object = None, debounce_max: object = None,
+              deadline: object = None, **kwargs: Any) -> Run:
+        """Start a run of workflow `fn` and drive it until it completes, fails or suspends; `tags=`
+        and the flow options (`queue=`, `key=`, `priority=`, `debounce=`, `deadline=`) work as in
+        `start`, with the queues of the kit's durable.yaml."""
+        from ._engine.definitions import check_workflow
         from ._engine.lifecycle import create_run
+        from ._engine.published import check_tags
         from ._queues import flow_request
 
+        check_workflow(fn)
+        extra = {"tags": check_tags(tags)} if tags else None
         flow = flow_request(self.options.queues, queue, key, priority, deadline, debounce, debounce_max)
-        return create_run(self.store, fn, args, kwargs, run_id, self.clock, self.options, flow=flow)
+        return create_run(self.store, fn, args, kwargs, run_id, self.clock, self.options, extra, flow=flow)
 
     def tick(self) -> TickSummary:
         """One tick at the current virtual time (schedules of durable.yaml included)."""
@@ -125,7 +166,11 @@ class DurableTestEnv:
         something falls due (a schedule instant, a wake time); returns the ticks' summary."""
         from ._tick import TickSummary
 
-        end = self.clock.now + timedelta(seconds=parse_duration(duration))
+        try:
+            end = self.clock.now + timedelta(seconds=parse_duration(duration))
+        except OverflowError:
+            raise ValueError(f"cannot advance the clock by {duration!r} from {self.clock.now}: "
+                             "it would pass the year 9999") from None
         total = TickSummary()
         while True:
             moment = self._next_due(end)
@@ -215,11 +260,19 @@ class DurableTestEnv:
 
         return cancel_run(self.store, run_id, self.clock, self.options)
 
-    def retry(self, run_id: str) -> Run:
-        """Resume a failed run on fixed code, as `durable retry` does."""
+    def retry(self, run_id: str, allow_cancelled: bool = False) -> Run:
+        """Resume a failed run on fixed code, as `durable retry` (`--allow-cancelled`) does."""
         from ._engine.lifecycle import retry_run
 
-        return retry_run(self.store, run_id, self.clock, self.options)
+        return retry_run(self.store, run_id, self.clock, self.options, allow_cancelled)
+
+    def get_event(self, run_id: str, key: str, default: Any = None) -> Any:
+        """The latest value the run published under `key` with `set_event` (as `get_event` gives
+        it), else `default`. It never waits: time moves only when the test says so."""
+        from ._engine.published import check_key
+
+        check_key(key)
+        return self.get_run(run_id).events.get(key, default)
 
     def get_run(self, run_id: str) -> Run:
         """The run as its journal says now."""
@@ -243,6 +296,5 @@ if pytest is not None:
     @pytest.fixture
     def durable_env() -> Iterator[DurableTestEnv]:
         """A DurableTestEnv in a private memory store, at 2030-01-01T00:00Z on a virtual clock."""
-        env = DurableTestEnv()
-        yield env
-        env.store.close()
+        with DurableTestEnv() as env:
+            yield env

@@ -350,7 +350,7 @@ def test_a_forked_worker_whose_tick_is_gone_exits_instead_of_going_on_in_the_tic
         "    def close(self): pass\n"
         "tick._drive = lambda *args, **kwargs: time.sleep(0.2)\n"
         "now = lambda: datetime.now(timezone.utc)\n"
-        "pid, read = tick._fork_worker([(now(), 'r1')], Done, now, lambda: None, None, {})\n"
+        "pid, read = tick._fork_worker([(now(), 'r1')], Done, now, now(), lambda: None, None, {})\n"
         "os.close(read)  # as a tick that was killed: nobody reads the report\n"
         "print('returned', flush=True)\n"
         "_, status = os.waitpid(pid, 0)\n"

@@ -312,13 +312,14 @@ def test_claim_due_hands_each_worker_the_next_due_run_nobody_holds(pg_url: str) 
     assert other is not None
     other.close()
     held.close()
-    again = one.claim_due(base + timedelta(minutes=1), first)  # released, still due: taken again
-    assert again == (base + timedelta(seconds=2), "r2")
-    one.open_run("r2").close()  # type: ignore[union-attr]
-    assert one.claim_due(base + timedelta(minutes=1), again) is None  # r0 is before the cursor
+    # r1 and r2, released and still due, are not taken again at the `now` of the pass that drove
+    # them (a later pass takes them); r0 is before the cursor
+    assert one.claim_due(base + timedelta(minutes=1), first) is None
     assert one.claim_due(base + timedelta(minutes=1), None) == (base, "r0")
     one.close()  # gives back the claim no open_run took
     assert two.claim_due(base + timedelta(minutes=1), None) == (base, "r0")
+    later = base + timedelta(minutes=1, microseconds=1)
+    assert two.claim_due(base + timedelta(minutes=2), (base, "r0")) == (later, "r1")
     two.close()
 
 
@@ -420,3 +421,24 @@ def test_an_ssl_key_password_in_the_url_is_hidden_like_the_password() -> None:
     with pytest.raises(StoreError) as refused:
         PostgresStore(url)
     assert "k3y-pw" not in "".join(traceback.format_exception(refused.value))
+
+
+def test_a_run_a_tick_pass_drove_and_left_due_is_not_handed_out_again_in_that_pass(pg_url: str) -> None:
+    """A tick's workers each walk the due runs with a cursor of their own: a run one of them
+    drove and released unfinished (its drive failed, its entry still due) must not be taken again
+    by another whose cursor is behind it, at the pass's `now`; the next pass (a later `now`) takes it."""
+    base = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    now = base + timedelta(minutes=1)
+    one, two = PostgresStore(pg_url), PostgresStore(pg_url)
+    for n in range(2):
+        create(one, f"r{n}").close()
+        one.set_due(f"r{n}", base + timedelta(seconds=n))
+    assert one.claim_due(now, None) == (base, "r0")
+    one.open_run("r0").close()  # type: ignore[union-attr]  # as a failed drive leaves it: still due
+    assert two.claim_due(now, None) == (base + timedelta(seconds=1), "r1")  # r0 passed over
+    two.open_run("r1").close()  # type: ignore[union-attr]
+    assert two.claim_due(now, None) is None
+    assert [run_id for _, run_id in one.due(now + timedelta(seconds=1))] == ["r0", "r1"]
+    assert two.claim_due(now + timedelta(seconds=1), None) == (now + timedelta(microseconds=1), "r0")
+    one.close()
+    two.close()

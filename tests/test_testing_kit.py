@@ -11,7 +11,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from importlib.metadata import entry_points
 
-from durable_cli import (define_hook, get_workflow_metadata, sleep, start_child, step, workflow,
+from durable_cli import (define_hook, get_workflow_metadata, set_event, sleep, start_child, step, workflow,
                          workflow_now)
 from durable_cli.testing import DurableTestEnv
 
@@ -337,3 +337,100 @@ class _watch_writes:
 
     def stop(self):
         _watch_writes._active.remove(self)
+
+
+def test_the_kit_keeps_utc_whatever_time_zone_or_naive_time_it_starts_at():
+    """Production's clock is UTC: run ids and journal times are named in UTC. A kit started at a
+    time of another zone gives the same run ids and times, and a naive start (or ISO text, as
+    `tick --now` takes) is UTC, instead of a TypeError at the first `advance`."""
+    for start in (datetime(2030, 1, 1, 5, tzinfo=timezone(timedelta(hours=5))), datetime(2030, 1, 1),
+                  "2030-01-01T00:00:00", "2030-01-01T00:00:00Z"):
+        env = DurableTestEnv(start=start)
+        run = env.start(clocked)
+        assert run.run_id.startswith("20300101T000000-"), (start, run.run_id)
+        assert env.advance("7 days").completed == 1, start
+        assert env.get_run(run.run_id).result == ["2030-01-01T00:00:00+00:00", "2030-01-08T00:00:00+00:00"]
+        assert env.now == datetime(2030, 1, 8, tzinfo=timezone.utc)
+    env.clock.now = datetime(2030, 2, 1)  # set by hand, naive: UTC too
+    assert env.now == datetime(2030, 2, 1, tzinfo=timezone.utc) and env.advance("1 day").errors == []
+
+
+def test_advancing_by_a_bad_amount_is_refused_with_a_clear_error_and_the_clock_stays(durable_env):
+    run = durable_env.start(week_long, "doc-9")
+    refused = {}
+    for amount in (-1, "-1h", timedelta(days=-1), float("nan"), float("inf"), "soon", None):
+        try:
+            durable_env.advance(amount)
+        except ValueError as exc:
+            refused[repr(amount)] = str(exc)
+    assert len(refused) == 7 and refused["nan"] == "not a duration: nan (not a number)"
+    durable_env.clock.now = datetime(9999, 6, 1, tzinfo=timezone.utc)
+    try:
+        durable_env.advance("365 days")
+    except ValueError as exc:
+        assert "would pass the year 9999" in str(exc)
+    else:
+        raise AssertionError("an advance past the year 9999 was not refused")
+    assert durable_env.now == datetime(9999, 6, 1, tzinfo=timezone.utc)
+    assert durable_env.get_run(run.run_id).status == "sleeping"  # nothing moved, nothing ticked
+
+
+@workflow
+def takes_options(**options: object) -> dict[str, object]:
+    return dict(options)
+
+
+def test_start_in_the_kit_takes_tags_and_refuses_a_plain_function_as_start_does(durable_env):
+    run = durable_env.start(takes_options, colour="red", tags={"tenant": "acme"})
+    assert run.result == {"colour": "red"}  # the tags are the run's, not an argument
+    assert durable_env.get_run(run.run_id).tags == {"tenant": "acme"}
+
+    def plain() -> None: ...
+
+    try:
+        durable_env.start(plain)  # type: ignore[call-overload]
+    except TypeError as exc:
+        assert str(exc).endswith("is not a workflow (decorate it with @workflow)")
+    else:
+        raise AssertionError("a plain function was started")
+
+
+@workflow
+def staged() -> str:
+    set_event("stage", "drafted")
+    sleep("1 day")
+    set_event("stage", "published")
+    return "done"
+
+
+def test_get_event_reads_what_the_run_published_in_the_kits_store_without_waiting(durable_env):
+    run = durable_env.start(staged)
+    assert durable_env.get_event(run.run_id, "stage") == "drafted"
+    assert durable_env.get_event(run.run_id, "missing", default="none yet") == "none yet"
+    durable_env.advance("1 day")
+    assert durable_env.get_event(run.run_id, "stage") == "published"
+
+
+def test_retry_in_the_kit_takes_a_cancelled_run_when_allowed_as_durable_retry_does(durable_env):
+    run = durable_env.start(week_long, "doc-c")
+    assert durable_env.cancel(run.run_id).status == "cancelled"
+    assert durable_env.retry(run.run_id, allow_cancelled=True).status == "sleeping"
+    durable_env.advance("7 days")
+    assert durable_env.get_run(run.run_id).result == ["published doc-c", "reminded doc-c"]
+
+
+def test_a_kit_used_as_a_context_manager_closes_its_postgresql_connections(pg_url):
+    """A suite that makes a kit per test on one database must not keep a connection per kit."""
+    import psycopg
+
+    def connections() -> int:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                " AND pid <> pg_backend_pid()").fetchone()[0]
+
+    before = connections()
+    for n in range(3):
+        with DurableTestEnv(store=pg_url) as env:
+            env.start(_uses_defaults, run_id=f"ctx-{n}")
+            env.advance("1 minute")
+    assert connections() == before

@@ -83,6 +83,12 @@ class WorkflowDef(Generic[P, R]):
         return f"<workflow {self.name}>"
 
 
+def check_workflow(fn: object) -> None:
+    """TypeError unless `fn` is a workflow: what a start is given comes from the caller's code."""
+    if not isinstance(fn, WorkflowDef):
+        raise TypeError(f"{fn!r} is not a workflow (decorate it with @workflow)")
+
+
 class StepDef(Generic[P, R]):
     """A journaled unit of work with retries; a plain function call outside a run."""
 

@@ -301,8 +301,10 @@ class Store(ABC):
         """Claim the first run, in (due time, run id) order after `after`, whose entry is due at
         `now` and that nobody holds; its (due time, id), its claim handed to the next `open_run`
         of it in this store. None when none is left. Workers that take runs this way never visit
-        a run another holds or has driven (only stores with `claims_due`). `more`: the caller
-        will ask for the run after this one, which the store may then claim ahead."""
+        a run another holds or has driven (only stores with `claims_due`): every claim of a tick's
+        pass names the same `now`, and a run handed out at `now` that its drive leaves unfinished
+        (suspended or failed) is due again only after it. `more`: the caller will ask for the run
+        after this one, which the store may then claim ahead."""
         return None
 
     # queues (flow control): per queue, the runs it started that have not left it, and those waiting

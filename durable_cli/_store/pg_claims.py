@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime
 from typing import Any, Callable
 
 import psycopg
@@ -180,6 +181,20 @@ UPDATE durable_runs SET owner = NULL, lease_until = NULL
  WHERE run_id = %(run_id)s AND claim = %(claim)s AND owner = %(owner)s
 """
 
+# The release of a run a tick's pass drove and left unfinished (suspended, or its drive failed):
+# an entry still due at the pass's `now` moves just past it, so no worker of that pass takes the run
+# again (the next pass does). The claim number moves on too: a claim statement of the pass that
+# read the run as due before this commit then finds the row changed and asks again (CLAIM_DUE).
+_RELEASE_DRIVEN = """
+WITH released AS (
+    UPDATE durable_runs SET owner = NULL, lease_until = NULL, claim = nextval('durable_claims')
+      FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async
+     WHERE run_id = %(run_id)s AND claim = %(claim)s AND owner = %(owner)s
+    RETURNING run_id)
+UPDATE durable_due AS d SET due_at = %(now)s::timestamptz + interval '1 microsecond'
+  FROM released WHERE d.run_id = released.run_id AND d.due_at <= %(now)s
+"""
+
 # The final event of a run that nobody else hears of (no parent, queue or debounce) in the
 # transaction that also releases the run and drops its due entry and cancel request: one commit.
 # The release's row lock is the fence (a concurrent claim waits for it); the inbox gate is given
@@ -292,7 +307,9 @@ class PostgresRunSession(RunSession):
     `gate` is whether this process holds the run's inbox gate (`PostgresStore.closing`);
     `due_dropped` whether the final flush also dropped the run's due entry and released it.
     `claim_next`, when a tick's `claim_due` handed the run out: the parameters of the next due
-    run's claim (`_FINISH_AND_CLAIM`) and what takes the claimed row; None otherwise.
+    run's claim (`_FINISH_AND_CLAIM`) and what takes the claimed row; None otherwise. `pass_now`,
+    then: the `now` of that tick's pass, which a release that does not finish the run passes on
+    (`release`), so the pass drives the run once even when its drive fails.
     """
 
     def __init__(self, db: Db, heartbeat: Heartbeat, owner: str, run_id: str, claim: int,
@@ -305,6 +322,7 @@ class PostgresRunSession(RunSession):
         self.gate = False
         self.due_dropped = False
         self.claim_next: tuple[dict[str, Any], Callable[[tuple[Any, ...], float], None]] | None = None
+        self.pass_now: datetime | None = None
         self._gate_lock = gate_lock
         self._db = db
         self._heartbeat = heartbeat
@@ -441,13 +459,18 @@ class PostgresRunSession(RunSession):
         self._open = False
         self._pending = []
         self._heartbeat.remove(self.run_id)
-        release(self._db, self._owner, self.run_id, self._claim)
+        release(self._db, self._owner, self.run_id, self._claim, self.pass_now)
 
 
-def release(db: Db, owner: str, run_id: str, claim: int) -> None:
-    """Give the run up, if `claim` still holds it."""
+def release(db: Db, owner: str, run_id: str, claim: int, pass_now: datetime | None = None) -> None:
+    """Give the run up, if `claim` still holds it; with `pass_now`, the `now` of the tick's pass
+    that drove it, as one that pass does not take again (`_RELEASE_DRIVEN`)."""
     faults.point("run.release")
-    db.write(_RELEASE, {"run_id": run_id, "claim": claim, "owner": owner})
+    params = {"run_id": run_id, "claim": claim, "owner": owner}
+    if pass_now is None:
+        db.write(_RELEASE, params)
+    else:
+        db.write(_RELEASE_DRIVEN, {**params, "now": pass_now})
 
 
 def append_stream(db: Db, run_id: str, name: str, chunks: list[Event],

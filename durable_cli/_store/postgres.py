@@ -101,6 +101,7 @@ class PostgresStore(PostgresQueues, Store):
         # the next due run (pg_claims._FINISH_AND_CLAIM); that claim, parked, and the cursor it follows
         self._handed: tuple[str, dict[str, Any]] | None = None
         self._ahead: tuple[tuple[datetime, str], str, datetime] | None = None
+        self._pass_now: datetime | None = None  # the `now` of the tick pass `claim_due` serves
         # advisory locks do not exclude each other within one session: threads sharing this
         # store's connection are kept apart here
         self._gate = threading.RLock()
@@ -162,7 +163,9 @@ class PostgresStore(PostgresQueues, Store):
                   "due_by": _utc(due_by) if due_by is not None else None}
         parked = self._parked.pop(run_id, None)
         if parked is not None:  # claimed by `claim_due` just before
-            session = self._opened(run_id, *parked)
+            claim, text, inbox_ids, inbox, cancel, read_at = parked
+            session = self._opened(run_id, claim, text, inbox_ids, inbox, cancel, read_at, self._pass_now)
+            session.pass_now = self._pass_now
             if self._handed is not None and self._handed[0] == run_id:
                 cursor = self._handed[1]
                 session.claim_next = (cursor, lambda row, at: self._park_ahead(row, at, cursor))
@@ -183,15 +186,16 @@ class PostgresStore(PostgresQueues, Store):
             delay = min(delay * 2, 0.5)
 
     def _opened(self, run_id: str, claim: int, text: str, inbox_ids: list[int], inbox: list[str],
-                cancel: bool, read_at: float) -> PostgresRunSession:
-        """The session of a claim `CLAIM` took, with what it read beside the journal."""
+                cancel: bool, read_at: float, pass_now: datetime | None = None) -> PostgresRunSession:
+        """The session of a claim `CLAIM` took, with what it read beside the journal (a journal it
+        cannot read releases the run as one a tick's pass at `pass_now` drove, if there is one)."""
         try:
             events, _ = journal.parse(text.encode(), f"{self.location} run {run_id}", run_id)
             if not events:
                 raise empty_journal(run_id, f"{self.location} run {run_id}")
         except BaseException:
             self._heartbeat.remove(run_id)  # a claim `claim_due` parked was renewed
-            release(self._db, self.worker_id, run_id, claim)
+            release(self._db, self.worker_id, run_id, claim, pass_now)
             raise
         session = self._session(run_id, claim, events)
         session.inbox = [(str(key), message) for key, message in zip(inbox_ids, inbox)]
@@ -315,7 +319,7 @@ class PostgresStore(PostgresQueues, Store):
         (`after`) finished with a claim of the next one (`_FINISH_AND_CLAIM`), no statement. With
         `more`, the run handed out may claim the one after it so (a claim ahead that the caller
         does not ask for is given back: other workers have passed that run by then)."""
-        self._handed = None
+        self._handed, self._pass_now = None, _utc(now)
         ahead, self._ahead = self._ahead, None
         if ahead is not None:
             cursor, run_id, due_at = ahead
