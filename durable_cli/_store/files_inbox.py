@@ -144,8 +144,13 @@ class FileInbox:
         return functools.partial(os.path.exists, path)
 
     def clear_cancel(self, run_id: str) -> None:
+        """Drop the run's cancel request; no system call but a look where no run was ever asked to
+        cancel (every run's end asks)."""
+        path = self.store.existing_run_path("cancel", run_id)
+        if path is None:
+            return
         try:
-            os.unlink(self.store.run_path("cancel", run_id))
+            os.unlink(path)
         except FileNotFoundError:
             pass
 
