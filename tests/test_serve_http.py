@@ -46,6 +46,13 @@ FLOWS = """
 
 
     @workflow
+    def html_page():
+        headers = {"content-type": "text/html", "content-security-policy": "script-src 'unsafe-inline'"}
+        for request in create_webhook(respond_with={"status": 200, "body": "<p>Thanks</p>", "headers": headers}):
+            return request["body"]
+
+
+    @workflow
     def approve(doc):
         for decision in approval.create(token="approval-" + doc):
             return decision
@@ -222,6 +229,21 @@ def test_respond_with_answers_the_sender_with_the_static_response(site: Any) -> 
     assert response.json() == {"thanks": True} and response.headers["x-reply"] == "yes"
     tick(cwd)
     assert inspect(cwd, run_id)["result"] == "ping"
+
+
+def test_a_webhook_answer_is_sandboxed_away_from_the_dashboard_whatever_policy_the_workflow_sets(
+        site: Any) -> None:
+    """A workflow's HTML answer (it may echo the sender's input) must not run script as the
+    dashboard's origin: a sandbox policy is added beside the workflow's own, and browsers apply both."""
+    cwd, server = site
+    for flow, own in (("flows:html_page", ["script-src 'unsafe-inline'"]), ("flows:polite", [])):
+        response = httpx.post(webhook_url(cwd, start_run(cwd, server, flow)), content=b"ping")
+        assert response.status_code == 200
+        policies = response.headers.get_list("content-security-policy")
+        sandboxes = [policy for policy in policies if policy.startswith("sandbox ")]
+        assert len(sandboxes) == 1 and "allow-same-origin" not in sandboxes[0]
+        assert all(policy in policies for policy in own)
+        assert response.headers["x-content-type-options"] == "nosniff"
 
 
 def test_the_api_serves_the_objects_of_ls_and_inspect(site: Any) -> None:

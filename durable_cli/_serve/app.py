@@ -34,6 +34,9 @@ SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
     "referrer-policy": "same-origin",
 }
+# Added to every webhook answer, beside any policy the workflow's answer sets: a page a workflow
+# serves there (maybe echoing what the sender sent) runs in an origin of its own, never the dashboard's.
+WEBHOOK_SANDBOX = "sandbox allow-forms allow-scripts allow-popups allow-modals allow-downloads"
 
 
 def _allowed(request: Request) -> Response | None:
@@ -84,7 +87,8 @@ def write(endpoint: Endpoint) -> Endpoint:
 
 
 class SecurityHeaders:
-    """Adds SECURITY_HEADERS to every answer that does not set them itself."""
+    """Adds SECURITY_HEADERS to every answer that does not set them itself, and WEBHOOK_SANDBOX to
+    every webhook answer (a workflow's own Content-Security-Policy cannot lift it: both apply)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -95,6 +99,8 @@ class SecurityHeaders:
                 headers = MutableHeaders(scope=message)
                 for name, value in SECURITY_HEADERS.items():
                     headers.setdefault(name, value)
+                if scope["path"].startswith("/hooks/"):
+                    headers.append("content-security-policy", WEBHOOK_SANDBOX)
             await send(message)
 
         await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
