@@ -149,6 +149,17 @@ def test_odd_query_strings_stream_names_and_last_event_ids_are_a_400_never_a_500
     store.close()
 
 
+def test_the_trace_escapes_a_wait_position_taken_from_the_journal() -> None:
+    """A suspended run's `waits` are not checked by the journal reader: a position there that is
+    markup (a journal written by another member of a shared group) is shown as text."""
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    events = [{"type": "run_started", "at": t0.isoformat()},
+              {"type": "run_suspended", "at": (t0 + timedelta(seconds=1)).isoformat(),
+               "waits": [{"pos": '"><svg onload=alert(1)>', "kind": "hook"}]}]
+    shown = render(events, t0 + timedelta(seconds=2))
+    assert "<svg onload" not in shown and 'data-pos="&quot;&gt;&lt;svg onload=alert(1)&gt;"' in shown
+
+
 def test_published_events_are_shown_escaped_by_key() -> None:
     from durable_cli._serve.pages import _published
 

@@ -240,7 +240,7 @@ def _streams(run_id: str, streams: dict[str, list[dict[str, Any]]]) -> str:
     parts = []
     for name, chunks in streams.items():
         shown = chunks[-STREAM_TAIL:]
-        lines = "".join(f'<li data-index="{c["index"]}"><span class="muted">{c["index"]}</span> '
+        lines = "".join(f'<li data-index="{h(c["index"])}"><span class="muted">{h(c["index"])}</span> '
                         f'{h(json.dumps(c.get("data"), ensure_ascii=False))}</li>' for c in shown)
         url = f"/api/runs/{quote(run_id, safe='')}/streams/{quote(name, safe='')}"
         parts.append(f'<section class="stream card" data-stream="{h(name)}" data-url="{h(url)}" '

@@ -192,9 +192,10 @@ def render(events: list[dict[str, Any]], now_at: datetime, first: int | None = N
         y = i * ROW
         where = f"#{row.first}" if row.first == row.last else f"#{row.first}–{row.last}"
         label = escape(f"{where} {row.name}"[:44])
+        since, until = escape(str(row.first)), escape(str(row.last))  # a wait's pos is the journal's, unchecked
         if row.kind == "band":
-            label = f'<a href="?from={row.first}&amp;to={row.last}#trace">{label}</a>'
-        parts.append(f'<g class="row kind-{row.kind}" data-pos="{row.first}"><text class="label" x="2" y="{y + 13}">{label}</text>')
+            label = f'<a href="?from={since}&amp;to={until}#trace">{label}</a>'
+        parts.append(f'<g class="row kind-{row.kind}" data-pos="{since}"><text class="label" x="2" y="{y + 13}">{label}</text>')
         for segment in row.segments:
             x = LABEL + (segment.start - origin) * scale
             width = max(1.5, (segment.end - segment.start) * scale)
