@@ -358,6 +358,32 @@ def test_with_a_token_the_api_takes_a_bearer_and_the_dashboard_an_httponly_cooki
         assert server.stop() == 0
 
 
+def _session(token: str, expires: int) -> str:
+    """A session cookie value as the server signs it: the expiry and its HMAC under the token."""
+    mac = hmac.new(token.encode(), f"durable-serve session until {expires}".encode(), hashlib.sha256).hexdigest()
+    return f"{expires}.{mac}"
+
+
+def test_a_session_cookie_opens_the_dashboard_for_30_days_and_not_after(tmp_path: Path) -> None:
+    """The session expires on the server too: a copied cookie does not work for ever, and one signed
+    with another token (or tampered with) never does."""
+    server = ServeProcess(tmp_path, env={"DURABLE_SERVE_TOKEN": "t0ken"})
+    try:
+        login = httpx.post(f"{server.url}/login", data={"token": "t0ken"})
+        expires = int(login.cookies["durable_session"].split(".")[0])
+        assert abs(expires - (time.time() + 30 * 24 * 3600)) < 3600
+        now = int(time.time())
+        good = _session("t0ken", now + 60)
+        moved = f"{now + 10**6}.{good.split('.')[1]}"  # a later expiry under the same signature
+        for value, status in ((good, 200), (_session("t0ken", now - 60), 303), (_session("other", now + 60), 303),
+                              (moved, 303)):
+            with httpx.Client(base_url=server.url, cookies={"durable_session": value}) as browser:
+                assert browser.get("/").status_code == status, value
+                assert browser.get("/api/runs").status_code == (200 if status == 200 else 401)
+    finally:
+        assert server.stop() == 0
+
+
 def test_sigterm_stops_the_server_cleanly_with_exit_0(tmp_path: Path) -> None:
     server = ServeProcess(tmp_path, "--tick")
     assert httpx.get(f"{server.url}/api/runs").json() == []

@@ -1,8 +1,9 @@
 """Who may use the dashboard and the API, and which write requests are refused as cross-site.
 
 - With an auth token, the API takes `Authorization: Bearer <token>` and the dashboard a session
-  cookie (HttpOnly, SameSite=Strict) set by the login form; its value is derived from the token,
-  never the token itself. Without one (loopback only), a Host check stops DNS rebinding.
+  cookie (HttpOnly, SameSite=Strict) set by the login form; its value is the instant it expires,
+  signed with the token (never the token itself), so a cookie stops working when it expires.
+  Without one (loopback only), a Host check stops DNS rebinding.
 - A write request is refused when `Sec-Fetch-Site` says it comes from another site or its `Origin`
   is not this server. A request from a browser (it sends `Origin` or `Sec-Fetch-Site`), or with a
   content type a cross-site form can send, also needs the CSRF token (header `X-CSRF-Token` or form
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
@@ -23,6 +25,7 @@ COOKIE = "durable_session"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+SESSION_SECONDS = 30 * 24 * 3600
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
 
 
@@ -55,10 +58,21 @@ class Guard:
     def protected(self) -> bool:
         return self.token is not None
 
-    def session_value(self) -> str:
-        """The session cookie's value: an HMAC of a fixed label under the auth token."""
+    def session_value(self, now: float) -> str:
+        """A new session cookie's value: `<expiry>.<HMAC of the expiry under the auth token>`."""
+        expires = str(int(now) + SESSION_SECONDS)
+        return f"{expires}.{self._sign(expires)}"
+
+    def _sign(self, expires: str) -> str:
         assert self.token is not None
-        return hmac.new(self.token.encode(), b"durable-serve session", hashlib.sha256).hexdigest()
+        label = b"durable-serve session until " + expires.encode()
+        return hmac.new(self.token.encode(), label, hashlib.sha256).hexdigest()
+
+    def session_ok(self, cookie: str, now: float) -> bool:
+        """Whether `cookie` is a session this token signed and it has not expired."""
+        expires, _, mac = cookie.partition(".")
+        return (expires.isascii() and expires.isdigit() and len(expires) < 16 and int(expires) > now
+                and hmac.compare_digest(mac.encode(), self._sign(expires).encode()))
 
     def token_matches(self, candidate: str) -> bool:
         return self.token is not None and hmac.compare_digest(candidate.encode(), self.token.encode())
@@ -74,8 +88,7 @@ class Guard:
         scheme, _, value = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and self.token_matches(value.strip()):
             return True
-        cookie = request.cookies.get(COOKIE, "")
-        return bool(cookie) and hmac.compare_digest(cookie.encode(), self.session_value().encode())
+        return self.session_ok(request.cookies.get(COOKIE, ""), time.time())
 
     def cross_site(self, request: Request) -> str | None:
         """Why a write request comes from another site, or None when it does not."""

@@ -6,6 +6,7 @@ The data comes from the same calls as the JSON API; app.js makes the pages live 
 from __future__ import annotations
 
 import asyncio
+import time
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from ..errors import DurableError, RunNotFound
 from .._inspection import describe_run, list_runs
 from .._store.base import check_run_id
 from .._timeparse import utcnow
-from .auth import COOKIE, content_type
+from .auth import COOKIE, SESSION_SECONDS, content_type
 from .bodies import BodyRefused, answer, error, form_field, read_body
 from .listing import BadFilter, select, selection
 from .pages import document, h, run_page, runs_page
@@ -27,7 +28,6 @@ from .pages import document, h, run_page, runs_page
 STATIC = Path(str(files("durable_cli") / "static"))
 LOGIN_LIMIT = 4096
 FAILED_LOGIN_DELAY = 0.5
-SESSION_SECONDS = 30 * 24 * 3600
 NO_STORE = {"cache-control": "no-store"}
 
 
@@ -138,6 +138,6 @@ async def login(request: Request) -> Response:
         await asyncio.sleep(FAILED_LOGIN_DELAY)
         return RedirectResponse("/login?failed=1", 303)
     response = RedirectResponse("/", 303)
-    response.set_cookie(COOKIE, guard.session_value(), max_age=SESSION_SECONDS, httponly=True, samesite="strict",
+    response.set_cookie(COOKIE, guard.session_value(time.time()), max_age=SESSION_SECONDS, httponly=True, samesite="strict",
                         secure=request.url.scheme == "https", path="/")
     return response
