@@ -4,10 +4,12 @@ over the limit is 413. And the run actions call the client as the CLI does ."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
@@ -62,6 +64,35 @@ def test_without_the_auth_token_nothing_new_answers(store: FileStore) -> None:
         for path in PAGES:
             answer = client.get(path)
             assert answer.status_code == 303 and answer.headers["location"] == "/login", path
+
+
+def test_wrong_tokens_cookies_and_logins_wait_their_turn_one_at_a_time(store: FileStore) -> None:
+    """Guessing the token is as slow through the API as through the login form: every wrong
+    credential waits the failed-try delay, and never beside another, so many at once gain nothing."""
+    app = create_app(store, Guard("s3cret", "127.0.0.1", "http://127.0.0.1:8080"), 4096, (store.location, None))
+    guard, waiting, pauses = app.state.guard, [], []
+
+    async def pause(seconds: float) -> None:
+        waiting.append(seconds)
+        pauses.append(len(waiting))
+        await asyncio.sleep(0.01)
+        waiting.pop()
+
+    guard.pause = pause
+    wrong = [("GET", path, {"headers": {"authorization": "Bearer guess"}}) for path in READS] + \
+        [("POST", path, {"headers": {"authorization": "Bearer guess"}, "json": {}}) for path in WRITES] + \
+        [("GET", "/", {"headers": {"cookie": "durable_session=1.forged"}}), ("POST", "/login", {"data": {"token": "guess"}})]
+
+    async def all_at_once() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            answers = await asyncio.gather(*(client.request(method, path, **options) for method, path, options in wrong))
+            right = await client.get("/api/runs", headers={"authorization": "Bearer s3cret"})
+        return [answer.status_code for answer in answers] + [right.status_code]
+
+    statuses = asyncio.run(all_at_once())
+    assert statuses == [401] * (len(READS) + len(WRITES)) + [303, 303, 200]
+    assert pauses == [1] * len(wrong)  # each waited, alone; the right token did not wait
 
 
 def test_cross_site_writes_are_refused_and_browser_writes_need_the_csrf_token(store: FileStore) -> None:

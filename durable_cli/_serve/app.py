@@ -39,13 +39,16 @@ SECURITY_HEADERS = {
 WEBHOOK_SANDBOX = "sandbox allow-forms allow-scripts allow-popups allow-modals allow-downloads"
 
 
-def _allowed(request: Request) -> Response | None:
-    """The refusal for a request that is not authorised (or addressed to an unknown host), else None."""
+async def _allowed(request: Request) -> Response | None:
+    """The refusal for a request that is not authorised (or addressed to an unknown host), else None;
+    one showing a wrong token or cookie is refused after the failed-try delay (auth.py)."""
     guard: Guard = request.app.state.guard
     if not guard.host_ok(request):
         return error(400, f"unknown host {request.headers.get('host', '')!r}; use 127.0.0.1 or localhost")
     if guard.authorised(request):
         return None
+    if guard.presented(request):
+        await guard.failed()
     if request.url.path.startswith("/api/") or request.url.path == "/metrics":
         return error(401, "authorization required: send Authorization: Bearer <token>",
                      {"www-authenticate": "Bearer"})
@@ -55,7 +58,7 @@ def _allowed(request: Request) -> Response | None:
 def authorised(endpoint: Endpoint) -> Endpoint:
     """Serve `endpoint` only to authorised requests."""
     async def guarded(request: Request) -> Response:
-        return _allowed(request) or await endpoint(request)
+        return await _allowed(request) or await endpoint(request)
 
     return guarded
 
@@ -63,7 +66,7 @@ def authorised(endpoint: Endpoint) -> Endpoint:
 def write(endpoint: Endpoint) -> Endpoint:
     """An authorised write: refuse cross-site requests and missing CSRF tokens; the body is read once."""
     async def guarded(request: Request) -> Response:
-        refusal = _allowed(request)
+        refusal = await _allowed(request)
         if refusal is not None:
             return refusal
         guard: Guard = request.app.state.guard

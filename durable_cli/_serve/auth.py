@@ -8,11 +8,14 @@
   is not this server. A request from a browser (it sends `Origin` or `Sec-Fetch-Site`), or with a
   content type a cross-site form can send, also needs the CSRF token (header `X-CSRF-Token` or form
   field `csrf_token`). A non-browser client sending JSON needs neither.
+- A wrong credential (bearer token, session cookie or login form) is answered after FAILED_DELAY,
+  one at a time across the server, so guessing the token runs at two tries a second at most.
 - Webhook URLs are authorised by their own token and are exempt from all of this.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -26,6 +29,7 @@ CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 SESSION_SECONDS = 30 * 24 * 3600
+FAILED_DELAY = 0.5  # seconds each wrong credential waits, with no other wrong one waiting beside it
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
 
 
@@ -53,6 +57,7 @@ class Guard:
         self.csrf_token = secrets.token_urlsafe(32)
         public = urlsplit(public_url).hostname or ""
         self.hosts = LOOPBACK_NAMES | {bound_host.strip("[]"), public}
+        self._failures = asyncio.Lock()
 
     @property
     def protected(self) -> bool:
@@ -89,6 +94,18 @@ class Guard:
         if scheme.lower() == "bearer" and self.token_matches(value.strip()):
             return True
         return self.session_ok(request.cookies.get(COOKIE, ""), time.time())
+
+    def presented(self, request: Request) -> bool:
+        """Whether the request shows a credential (checked or not): its refusal is then a failed try."""
+        return "authorization" in request.headers or COOKIE in request.cookies
+
+    async def failed(self) -> None:
+        """Wait out a failed try: FAILED_DELAY, after every failed try before it has waited its own."""
+        async with self._failures:
+            await self.pause(FAILED_DELAY)
+
+    async def pause(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
 
     def cross_site(self, request: Request) -> str | None:
         """Why a write request comes from another site, or None when it does not."""

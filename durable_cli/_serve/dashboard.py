@@ -5,7 +5,6 @@ The data comes from the same calls as the JSON API; app.js makes the pages live 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from importlib.resources import files
 from pathlib import Path
@@ -27,7 +26,6 @@ from .pages import document, h, run_page, runs_page
 
 STATIC = Path(str(files("durable_cli") / "static"))
 LOGIN_LIMIT = 4096
-FAILED_LOGIN_DELAY = 0.5
 NO_STORE = {"cache-control": "no-store"}
 
 
@@ -135,7 +133,7 @@ async def login(request: Request) -> Response:
         return error(exc.status, str(exc))
     token = form_field(body, "token") if content_type(request) == "application/x-www-form-urlencoded" else None
     if not token or not guard.token_matches(token):
-        await asyncio.sleep(FAILED_LOGIN_DELAY)
+        await guard.failed()
         return RedirectResponse("/login?failed=1", 303)
     response = RedirectResponse("/", 303)
     response.set_cookie(COOKIE, guard.session_value(time.time()), max_age=SESSION_SECONDS, httponly=True, samesite="strict",
