@@ -246,6 +246,48 @@ def test_cancel_of_a_queued_run_removes_it_from_the_queue(env: DurableTestEnv) -
     assert "never" not in CALLS
 
 
+FIXED: list[bool] = []
+
+
+@step(max_retries=0)
+def until_fixed(label: str) -> str:
+    if not FIXED:
+        raise ValueError("broken")
+    CALLS.append(label)
+    return label
+
+
+@workflow
+def fails_until_fixed(label: str) -> str:
+    return until_fixed(label)
+
+
+def test_a_retried_run_goes_through_its_queue_again_behind_the_runs_waiting(env: DurableTestEnv) -> None:
+    FIXED.clear()
+    failed = env.start(fails_until_fixed, "retried", queue="small")
+    assert failed.status == "failed"  # its slot given back
+    runs = [env.start(nap, f"r{i}", queue="small") for i in range(4)]  # two started, two waiting
+    FIXED.append(True)
+    assert env.retry(failed.run_id).status == "queued"  # the queue is full: not run over its limit
+    assert [e["type"] for e in env.events(failed.run_id)[-2:]] == ["run_retried", "run_queued"]
+    env.advance("1h")  # two slots free: the two runs that waited first take them
+    assert [env.get_run(r.run_id).status for r in runs] == ["completed"] * 2 + ["sleeping"] * 2
+    assert env.get_run(failed.run_id).status == "queued"
+    env.advance("1h")
+    assert env.get_run(failed.run_id).result == "retried"
+    assert most_at_once(intervals(env, [failed.run_id] + [r.run_id for r in runs])) == 2
+    FIXED.clear()
+
+
+def test_a_retried_run_whose_queue_has_room_runs_at_once(env: DurableTestEnv) -> None:
+    FIXED.clear()
+    failed = env.start(fails_until_fixed, "retried", queue="small")
+    FIXED.append(True)
+    assert env.retry(failed.run_id).status == "completed"
+    assert env.store.queue_stats(env.config.queues["small"], env.now)["in_flight"] == 0
+    FIXED.clear()
+
+
 def test_lowering_a_limit_applies_at_the_next_tick_and_stops_no_started_run(env: DurableTestEnv,
                                                                               tmp_path: Path) -> None:
     from durable_cli._config import load_config

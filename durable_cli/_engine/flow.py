@@ -118,6 +118,17 @@ def dequeue(ex: Execution) -> bool:
     return True
 
 
+def requeue(ex: Execution) -> bool:
+    """A retried run that had ended (giving its queue slot back) goes through its queue again: True
+    if it may start now; else it stays `queued`, journaled so, until a tick admits it."""
+    start = ex.history.start
+    if start.get("queue") is None:
+        return True
+    ex.record("run_queued", queue=start["queue"], key=start.get("key"), priority=start.get("priority", 0))
+    ex.flush()  # due now until it is in its queue: a crash before leaves it to a tick to enter
+    return dequeue(ex)
+
+
 def _enter(ex: Execution, queue: str) -> bool:
     """Put the run in its queue (True: it may start now). A run found queued but not admitted is
     entered again: one moved by `durable migrate`, or whose waiting entry a power loss took; a
