@@ -288,6 +288,21 @@ def test_a_retried_run_whose_queue_has_room_runs_at_once(env: DurableTestEnv) ->
     FIXED.clear()
 
 
+def test_queued_and_debounced_runs_are_in_the_listing_pages_by_workflow_and_tag(env: DurableTestEnv) -> None:
+    """Found by review: a run created waiting (queued, or in a debounce window) had no listing
+    entry, so `ls --workflow`, `--tag`, `--limit` never showed it, even once it had run."""
+    from durable_cli._listing import search
+
+    for i in range(3):
+        env.start(nap, f"r{i}", queue="small", tags={"batch": "b1"})
+    debounced = env.start(instant, "later", debounce="5m", key="k")
+    listed = search(env.store, env.now, workflow="nap", limit=10)["runs"]
+    assert sorted(row["status"] for row in listed) == ["queued", "sleeping", "sleeping"]
+    assert len(search(env.store, env.now, tags={"batch": "b1"}, limit=10)["runs"]) == 3
+    assert [row["run_id"] for row in search(env.store, env.now, workflow="instant", limit=10)["runs"]] \
+        == [debounced.run_id]
+
+
 def test_lowering_a_limit_applies_at_the_next_tick_and_stops_no_started_run(env: DurableTestEnv,
                                                                               tmp_path: Path) -> None:
     from durable_cli._config import load_config

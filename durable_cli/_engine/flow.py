@@ -76,6 +76,7 @@ def enqueue(store: Store, session: RunSession, clock: Clock, fields: dict[str, A
     ex = Execution(store, session, clock, None, None)
     ex.marked = True
     ex.record("run_started", **fields)
+    ex.index()  # listed (`ls --workflow`, `--tag`, pages) while it waits, as a run that starts at once
     if not debounced:
         assert placement.queue is not None
         ex.record("run_queued", queue=placement.queue.name, key=placement.key, priority=placement.priority)
