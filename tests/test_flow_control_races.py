@@ -231,3 +231,53 @@ def test_workers_admit_a_queue_lowest_priority_number_first_then_first_come(
     with _two_workers(tmp_path, where):
         _until(lambda: order.exists() and len(order.read_text().split()) == 8)
     assert order.read_text().split() == ["0-2", "0-4", "0-7", "3-3", "3-6", "5-0", "5-1", "5-5"]
+
+
+CRASHING_START = '''
+import sys, durable_cli, rflows
+durable_cli.start(rflows.job, 0, "k", queue="q", dir=sys.argv[1])
+'''
+
+
+def test_a_start_killed_at_any_operation_while_it_holds_its_slot_leaks_no_slot(tmp_path: Path) -> None:
+    from durable_cli._client import create_run
+    from durable_cli._config import load_config, options_from
+    from durable_cli._queues import flow_request
+    from durable_cli._tick import tick_once
+    from durable_cli._timeparse import utcnow
+
+    write_module(tmp_path, "rflows", FLOWS)
+    (tmp_path / "durable.yaml").write_text("queues:\n  q: {concurrency: 1}\n")
+    env = durable_env({"PYTHONPATH": str(tmp_path), "DURABLE_CRASH_LOG": str(tmp_path / "ops.log")})
+    subprocess.run([sys.executable, "-c", CRASHING_START, str(tmp_path / "clean")], cwd=tmp_path, env=env,
+                   check=True, timeout=60)
+    ops = [line.split()[1] for line in (tmp_path / "ops.log").read_text().splitlines()]
+    held = range(ops.index("queue.start") + 2, ops.index("queue.leave") + 2)  # slot taken, not given back
+    config = load_config(str(tmp_path / "durable.yaml"))
+    options = options_from(config)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import rflows
+
+        for point in held:
+            (tmp_path / "spans.txt").unlink(missing_ok=True)
+            journals = str(tmp_path / f"crash-{point}")
+            crash = durable_env({"PYTHONPATH": str(tmp_path), "DURABLE_CRASH_AT": str(point)})
+            assert subprocess.run([sys.executable, "-c", CRASHING_START, journals], cwd=tmp_path, env=crash,
+                                  timeout=60).returncode == -signal.SIGKILL
+            store = open_store(journals)
+            try:
+                second = create_run(store, rflows.job, (1, "k"), {}, None, utcnow, options,
+                                    flow=flow_request(config.queues, "q")).run_id
+                for _ in range(2):
+                    tick_once(store, utcnow, lambda: options, config=config)
+                assert store.run_summary(second)[1]["type"] == "run_completed", f"crash at {point}"
+                stats = store.queue_stats(config.queues["q"], utcnow())
+                assert (stats["in_flight"], stats["queued"]) == (0, 0), f"crash at {point}: {stats}"
+            finally:
+                store.close()
+            spans = (tmp_path / "spans.txt").read_text().splitlines()
+            assert _most_at_once(spans, by_key=False) == 1, f"crash at {point}"
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("rflows", None)
