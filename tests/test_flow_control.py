@@ -279,6 +279,17 @@ def test_a_retried_run_goes_through_its_queue_again_behind_the_runs_waiting(env:
     FIXED.clear()
 
 
+def test_a_retry_on_a_queue_durable_yaml_no_longer_declares_is_refused_and_journals_nothing(
+        env: DurableTestEnv) -> None:
+    FIXED.clear()
+    failed = env.start(fails_until_fixed, "retried", queue="small")
+    before = env.events(failed.run_id)
+    env.options.queues.pop("small")
+    with pytest.raises(DurableError, match="no longer declares"):
+        env.retry(failed.run_id)
+    assert env.events(failed.run_id) == before
+
+
 def test_a_retried_run_whose_queue_has_room_runs_at_once(env: DurableTestEnv) -> None:
     FIXED.clear()
     failed = env.start(fails_until_fixed, "retried", queue="small")

@@ -384,7 +384,12 @@ def retry_run(store: Store, run_id: str, clock: Clock, options: Options,
     if session is None:
         raise RunBusy(f"run {run_id} is being executed by another process")
     try:
-        status = History(session.events).status
+        history = History(session.events)
+        status = history.status
+        queue = history.start.get("queue") if history.finished else None
+        if queue is not None and queue not in options.queues:  # it goes through its queue again
+            raise DurableError(f"run {run_id} is on queue {queue!r}, which durable.yaml no longer "
+                               "declares: declare it again to retry the run")
         if status == "cancelled" and not allow_cancelled:
             raise DurableError(f"run {run_id} is cancelled; give --allow-cancelled to resume it")
         if status not in ("failed", "blocked", "cancelled"):
