@@ -246,6 +246,74 @@ def test_cancel_of_a_queued_run_removes_it_from_the_queue(env: DurableTestEnv) -
     assert "never" not in CALLS
 
 
+FIXED: list[bool] = []
+
+
+@step(max_retries=0)
+def until_fixed(label: str) -> str:
+    if not FIXED:
+        raise ValueError("broken")
+    CALLS.append(label)
+    return label
+
+
+@workflow
+def fails_until_fixed(label: str) -> str:
+    return until_fixed(label)
+
+
+def test_a_retried_run_goes_through_its_queue_again_behind_the_runs_waiting(env: DurableTestEnv) -> None:
+    FIXED.clear()
+    failed = env.start(fails_until_fixed, "retried", queue="small")
+    assert failed.status == "failed"  # its slot given back
+    runs = [env.start(nap, f"r{i}", queue="small") for i in range(4)]  # two started, two waiting
+    FIXED.append(True)
+    assert env.retry(failed.run_id).status == "queued"  # the queue is full: not run over its limit
+    assert [e["type"] for e in env.events(failed.run_id)[-2:]] == ["run_retried", "run_queued"]
+    env.advance("1h")  # two slots free: the two runs that waited first take them
+    assert [env.get_run(r.run_id).status for r in runs] == ["completed"] * 2 + ["sleeping"] * 2
+    assert env.get_run(failed.run_id).status == "queued"
+    env.advance("1h")
+    assert env.get_run(failed.run_id).result == "retried"
+    assert most_at_once(intervals(env, [failed.run_id] + [r.run_id for r in runs])) == 2
+    FIXED.clear()
+
+
+def test_a_retry_on_a_queue_durable_yaml_no_longer_declares_is_refused_and_journals_nothing(
+        env: DurableTestEnv) -> None:
+    FIXED.clear()
+    failed = env.start(fails_until_fixed, "retried", queue="small")
+    before = env.events(failed.run_id)
+    env.options.queues.pop("small")
+    with pytest.raises(DurableError, match="no longer declares"):
+        env.retry(failed.run_id)
+    assert env.events(failed.run_id) == before
+
+
+def test_a_retried_run_whose_queue_has_room_runs_at_once(env: DurableTestEnv) -> None:
+    FIXED.clear()
+    failed = env.start(fails_until_fixed, "retried", queue="small")
+    FIXED.append(True)
+    assert env.retry(failed.run_id).status == "completed"
+    assert env.store.queue_stats(env.config.queues["small"], env.now)["in_flight"] == 0
+    FIXED.clear()
+
+
+def test_queued_and_debounced_runs_are_in_the_listing_pages_by_workflow_and_tag(env: DurableTestEnv) -> None:
+    """Found by review: a run created waiting (queued, or in a debounce window) had no listing
+    entry, so `ls --workflow`, `--tag`, `--limit` never showed it, even once it had run."""
+    from durable_cli._listing import search
+
+    for i in range(3):
+        env.start(nap, f"r{i}", queue="small", tags={"batch": "b1"})
+    debounced = env.start(instant, "later", debounce="5m", key="k")
+    listed = search(env.store, env.now, workflow="nap", limit=10)["runs"]
+    assert sorted(row["status"] for row in listed) == ["queued", "sleeping", "sleeping"]
+    assert len(search(env.store, env.now, tags={"batch": "b1"}, limit=10)["runs"]) == 3
+    assert [row["run_id"] for row in search(env.store, env.now, workflow="instant", limit=10)["runs"]] \
+        == [debounced.run_id]
+
+
 def test_lowering_a_limit_applies_at_the_next_tick_and_stops_no_started_run(env: DurableTestEnv,
                                                                               tmp_path: Path) -> None:
     from durable_cli._config import load_config

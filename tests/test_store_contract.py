@@ -757,3 +757,16 @@ def test_a_rate_counts_starts_in_a_sliding_window(store_factory: StoreFactory) -
     assert store.queue_admit(limits, T0 + timedelta(seconds=59)) == []
     assert store.queue_stats(limits, T0 + timedelta(seconds=59))["rate_free_at"] == T0 + timedelta(seconds=60)
     assert store.queue_admit(limits, T0 + timedelta(seconds=60)) == ["r2"]
+
+
+def test_a_run_already_counted_as_started_enters_its_queue_started(store_factory: StoreFactory) -> None:
+    """A start that takes over a creation whose creator died after taking the slot enters again:
+    it holds the slot, so it starts, and is never left waiting behind itself (found by review)."""
+    from durable_cli._queues import QueueLimits
+
+    store = store_factory()
+    limits = QueueLimits("q", concurrency=1)
+    assert store.queue_enter(limits, "taken-over", None, 0, T0)
+    assert store.queue_enter(limits, "taken-over", None, 0, T0)
+    assert store.queue_stats(limits, T0)["queued"] == 0
+    assert store.queue_started("q") == ["taken-over"]

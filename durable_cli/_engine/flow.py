@@ -9,6 +9,7 @@ waiting for it to wake; a step running at that moment finishes and is journaled.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -75,6 +76,7 @@ def enqueue(store: Store, session: RunSession, clock: Clock, fields: dict[str, A
     ex = Execution(store, session, clock, None, None)
     ex.marked = True
     ex.record("run_started", **fields)
+    ex.index()  # listed (`ls --workflow`, `--tag`, pages) while it waits, as a run that starts at once
     if not debounced:
         assert placement.queue is not None
         ex.record("run_queued", queue=placement.queue.name, key=placement.key, priority=placement.priority)
@@ -117,6 +119,17 @@ def dequeue(ex: Execution) -> bool:
     return True
 
 
+def requeue(ex: Execution) -> bool:
+    """A retried run that had ended (giving its queue slot back) goes through its queue again: True
+    if it may start now; else it stays `queued`, journaled so, until a tick admits it."""
+    start = ex.history.start
+    if start.get("queue") is None:
+        return True
+    ex.record("run_queued", queue=start["queue"], key=start.get("key"), priority=start.get("priority", 0))
+    ex.flush()  # due now until it is in its queue: a crash before leaves it to a tick to enter
+    return dequeue(ex)
+
+
 def _enter(ex: Execution, queue: str) -> bool:
     """Put the run in its queue (True: it may start now). A run found queued but not admitted is
     entered again: one moved by `durable migrate`, or whose waiting entry a power loss took; a
@@ -149,28 +162,35 @@ def debounce(store: Store, clock: Clock, fields: dict[str, Any], placement: Plac
 
     The pending run is found through a token (the hook-token index) and changed only under its
     claim, so two callers never create two runs, and a start that comes after the window closed
-    (the run dequeued) begins a new one.
+    (the run dequeued) begins a new one. A pending run not yet journaled (its creator between
+    claiming the token and its first line, or dead there) is created by whoever claims it first,
+    under the token's run id; the others join it.
     """
     from ..errors import JournalEmpty, RunBusy, RunNotFound
 
     token = debounce_token(fields["workflow"], fields["debounce"]["key"])
-    for _ in range(50):
+    for attempt in range(50):
         owner = store.token_owner(token)
         if owner is None:
             if store.claim_token(token, fields["run_id"]) is not None:
                 continue
-            session = store.create_run(fields["run_id"])
-            if session is None:
-                raise RunBusy(f"run {fields['run_id']} is being created by another process")
+            owner = fields["run_id"]
+            held = None
+        else:
             try:
-                return enqueue(store, session, clock, fields, placement, debounced=True)
+                held = store.open_run(owner, wait=True)
+            except (RunNotFound, JournalEmpty):
+                held = None
+        if held is None:  # not journaled yet: create it, unless another caller is creating it
+            session = store.create_run(owner)
+            if session is None:
+                time.sleep(0.001 * attempt)
+                continue
+            try:
+                return enqueue(store, session, clock, {**fields, "run_id": owner}, placement, debounced=True)
             finally:
                 session.close()
-        try:
-            held = store.open_run(owner, wait=True)
-        except (RunNotFound, JournalEmpty):
-            held = None  # its creator died before journaling it
-        if held is not None:
+        else:
             try:
                 before = History(held.events)
                 if before.debouncing:

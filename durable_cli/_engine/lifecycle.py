@@ -33,7 +33,7 @@ from .children import finish_children, hand_over, release_handed
 from .definitions import WorkflowDef
 from .delivery import deliver
 from .execution import Clock, Execution
-from .flow import debounce, dequeue, due_time, enqueue, flow_fields, leave_queue, timeout_deadline
+from .flow import debounce, dequeue, due_time, enqueue, flow_fields, leave_queue, requeue, timeout_deadline
 from .history import History
 from .outcomes import error_info
 from .run import Options, Run
@@ -191,9 +191,12 @@ def _execute(ex: Execution, due_at: datetime | None, start: dict[str, Any] | Non
         ex.record("run_started", **start)
         ex.index()  # before the run is durable: listings check each entry against its journal
     if retry and history.status in ("failed", "cancelled", "blocked"):
-        if history.finished:
+        ended = history.finished
+        if ended:
             _forget_cancel(ex)  # asked before the run ended: not a request to stop the retried run
         ex.record("run_retried")
+        if ended and not requeue(ex):
+            return
     elif history.status == "blocked" and not ex.cancel_requested():
         return  # it waits for `durable retry` (after a fix), a cancel or its deadline; its due entry stays
     elif history.finished:
@@ -381,7 +384,12 @@ def retry_run(store: Store, run_id: str, clock: Clock, options: Options,
     if session is None:
         raise RunBusy(f"run {run_id} is being executed by another process")
     try:
-        status = History(session.events).status
+        history = History(session.events)
+        status = history.status
+        queue = history.start.get("queue") if history.finished else None
+        if queue is not None and queue not in options.queues:  # it goes through its queue again
+            raise DurableError(f"run {run_id} is on queue {queue!r}, which durable.yaml no longer "
+                               "declares: declare it again to retry the run")
         if status == "cancelled" and not allow_cancelled:
             raise DurableError(f"run {run_id} is cancelled; give --allow-cancelled to resume it")
         if status not in ("failed", "blocked", "cancelled"):

@@ -313,7 +313,8 @@ class Store(ABC):
                     now: datetime) -> bool:
         """Atomically, whoever else enters or admits at once: count the run as started and return
         True if the queue has room for it at `now` (concurrency, per key, rate, and nobody waiting
-        ahead of it); else add it to the queue's waiting runs and return False."""
+        ahead of it); else add it to the queue's waiting runs and return False. A run already counted
+        as started returns True (it holds its slot: a creation taken over from a dead creator)."""
 
     @abstractmethod
     def queue_admit(self, limits: QueueLimits, now: datetime) -> list[str]:

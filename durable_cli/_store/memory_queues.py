@@ -73,6 +73,8 @@ class MemoryQueues:
         with self.state.lock:
             queue = self._queue(limits.name)
             queue.slide(limits, now)
+            if run_id in queue.started:  # counted already (a creation taken over): it holds its slot
+                return True
             if queue.room(limits) and queue.key_room(limits, key) and not queue.waiting:
                 queue.take(limits, run_id, key, now)
                 return True

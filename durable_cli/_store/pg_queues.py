@@ -77,9 +77,14 @@ class PostgresQueues:
         with self._db.transaction() as conn:
             _locked(conn, limits.name)
             slots = _Slots(conn, limits, now)
-            ahead = conn.execute("SELECT 1 FROM durable_queue_waiting WHERE queue = %s LIMIT 1",
-                                 (limits.name,)).fetchone()
-            if slots.room() and slots.key_room(key) and ahead is None:
+            row = conn.execute(  # anyone waiting ahead; the run already counted (a creation taken over)
+                "SELECT EXISTS (SELECT 1 FROM durable_queue_waiting WHERE queue = %s),"
+                " EXISTS (SELECT 1 FROM durable_queue_started WHERE run_id = %s)",
+                (limits.name, run_id)).fetchone()
+            ahead, counted = row if row else (False, False)
+            if counted:
+                return True
+            if slots.room() and slots.key_room(key) and not ahead:
                 slots.take(conn, run_id, key, now)
                 return True
             faults.point("queue.wait")
