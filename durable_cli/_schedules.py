@@ -49,10 +49,14 @@ def fire_schedules(store: Store, config: Config, clock: Callable[[], datetime], 
     fired = 0
     base = os.path.dirname(config.path) if config.path else None
     for schedule in config.schedules:
-        control = store.schedule_state(control_name(schedule.name)) or {}
+        try:
+            control = store.schedule_state(control_name(schedule.name)) or {}
+            state = _state(store, schedule, now)
+        except DurableError as exc:  # its state unreadable: the other schedules fire all the same
+            errors.append({"run_id": "", "error": f"schedule {schedule.name!r}: {exc}"})
+            continue
         if control.get("paused"):
             continue
-        state = _state(store, schedule, now)
         last_tick = parse_instant(state["last_tick"])
         if control.get("resumed_at") and parse_instant(control["resumed_at"]) > last_tick:
             last_tick = parse_instant(control["resumed_at"])  # instants of the pause never fire

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import stat
@@ -215,6 +216,26 @@ def write_atomic(directory: str, name: str, data: bytes) -> None:
             os.unlink(tmp)
         raise
     fsync_dir(directory)
+
+
+def read_regular(path: str, limit: int = 1 << 20) -> bytes:
+    """Up to `limit` bytes of the regular file `path`: OSError for anything else (a link, a FIFO,
+    a device, a directory; ELOOP for a link, EINVAL otherwise). Opened non-blocking, so a FIFO
+    planted where a small file of the store is expected cannot hold a command for ever."""
+    fd = os.open(path, os.O_RDONLY | NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        chunks: list[bytes] = []
+        while limit > 0:
+            chunk = os.read(fd, limit)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            limit -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def read_message(path: str) -> dict[str, Any] | str:

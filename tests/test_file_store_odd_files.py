@@ -1,0 +1,90 @@
+"""Odd entries where the file store expects one of its small files: a FIFO, a link or a directory
+in place of a schedule's state, a run's due name or problem note, or a hook token.
+
+Each is read as a regular file of the store or not at all (opened non-blocking, links not
+followed): a FIFO cannot hold `durable tick` or `durable ls` for ever, and a schedule whose state
+cannot be read is reported by name while the other schedules fire. Real processes: a command that
+blocked would stop the test at its timeout, not hang it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from durable_cli._store.files import FileStore, sha
+from durable_cli.errors import StoreError
+from helpers import durable, write_module
+
+FLOWS = '''
+from durable_cli import sleep, workflow
+
+@workflow
+def nap(x):
+    sleep("1 day")
+    return x
+'''
+
+
+def _project(tmp_path: Path) -> Path:
+    """A module `flows` and a durable.yaml with two schedules, ticked once (their states saved)."""
+    write_module(tmp_path, "flows", FLOWS)
+    (tmp_path / "durable.yaml").write_text(
+        "dir: j\nschedules:\n"
+        "  - {name: first, workflow: 'flows:nap', cron: '* * * * *', args: [1]}\n"
+        "  - {name: second, workflow: 'flows:nap', cron: '* * * * *', args: [2]}\n")
+    code, _, err = durable("tick", "--now", "2030-01-01T00:00:00Z", cwd=tmp_path)
+    assert code == 0, err
+    return tmp_path / "j"
+
+
+def test_a_fifo_in_place_of_a_schedules_state_is_reported_and_the_other_schedules_fire(tmp_path: Path) -> None:
+    journals = _project(tmp_path)
+    state = journals / "schedules" / f"{sha('first')}.json"
+    state.unlink()
+    os.mkfifo(state, 0o600)
+    code, out, err = durable("tick", "--now", "2030-01-01T00:05:00Z", cwd=tmp_path)
+    assert code == 1
+    assert "schedule 'first': cannot read the state of schedule 'first'" in err and "not a regular file" in err
+    assert "Traceback" not in err
+    runs = os.listdir(journals / "runs")
+    assert "sched-second-20300101T0005.jsonl" in runs  # the other schedule fired all the same
+    assert "sched-first-20300101T0005.jsonl" not in runs
+
+
+def test_a_link_in_place_of_a_schedules_state_is_not_read_through(tmp_path: Path) -> None:
+    journals = _project(tmp_path)
+    state = journals / "schedules" / f"{sha('first')}.json"
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text('{"first_seen": "2030-01-01T00:00:00Z", "last_tick": "2030-01-01T00:00:00Z", "paused": true}')
+    state.unlink()
+    state.symlink_to(elsewhere)
+    with pytest.raises(StoreError, match="it is a link"):
+        FileStore(str(journals)).schedule_state("first")
+
+
+@pytest.mark.parametrize("where", ["due_runs", "problems"])
+def test_a_fifo_in_place_of_a_runs_due_name_or_problem_note_holds_no_command(tmp_path: Path, where: str) -> None:
+    write_module(tmp_path, "flows", FLOWS)
+    code, _, err = durable("run", "flows:nap", "1", "--id", "r1", dir="j", cwd=tmp_path)
+    assert code == 0, err
+    folder = tmp_path / "j" / where
+    folder.mkdir(mode=0o700, exist_ok=True)
+    (folder / "r1").unlink(missing_ok=True)
+    os.mkfifo(folder / "r1", 0o600)
+    code, out, err = durable("ls", dir="j", cwd=tmp_path)
+    assert (code, out.split("\n")[1].split()[:2]) == (0, ["r1", "sleeping"]), err
+    code, out, err = durable("tick", "--now", "2099-01-01T00:00:00Z", dir="j", cwd=tmp_path)
+    assert (code, out.strip()) == (0, "tick: 1 resumed, 1 completed"), err
+
+
+def test_a_directory_in_place_of_a_hook_token_is_refused_in_one_sentence(tmp_path: Path) -> None:
+    store = FileStore(str(tmp_path / "j"))
+    assert store.claim_token("t1", "r1") is None
+    path = Path(store._token_path("t1"))
+    path.unlink()
+    path.mkdir(0o700)
+    with pytest.raises(StoreError, match=r"cannot read hook token 't1' \(.*\): not a regular file"):
+        store.token_owner("t1")
