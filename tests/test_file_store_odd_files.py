@@ -1,5 +1,5 @@
 """Odd entries where the file store expects one of its small files: a FIFO, a link or a directory
-in place of a schedule's state, a run's due name or problem note, or a hook token.
+in place of a schedule's state, a run's due name, problem note or listing entry, or a hook token.
 
 Each is read as a regular file of the store or not at all (opened non-blocking, links not
 followed): a FIFO cannot hold `durable tick` or `durable ls` for ever, and a schedule whose state
@@ -88,3 +88,16 @@ def test_a_directory_in_place_of_a_hook_token_is_refused_in_one_sentence(tmp_pat
     path.mkdir(0o700)
     with pytest.raises(StoreError, match=r"cannot read hook token 't1' \(.*\): not a regular file"):
         store.token_owner("t1")
+
+
+def test_a_fifo_in_place_of_an_index_entry_holds_no_filtered_listing(tmp_path: Path) -> None:
+    write_module(tmp_path, "flows", FLOWS)
+    for run_id in ("r1", "r2"):
+        code, _, err = durable("run", "flows:nap", "1", "--id", run_id, dir="j", cwd=tmp_path)
+        assert code == 0, err
+    entry = next(path for path in (tmp_path / "j" / "index").iterdir() if path.name.endswith("_r1"))
+    entry.unlink()
+    os.mkfifo(entry, 0o600)
+    code, out, err = durable("ls", "--workflow", "nap", dir="j", cwd=tmp_path)
+    assert code == 0, err
+    assert [line.split()[0] for line in out.splitlines()[1:-1]] == ["r2"]  # its entry unreadable: r1 unlisted

@@ -218,14 +218,22 @@ def write_atomic(directory: str, name: str, data: bytes) -> None:
     fsync_dir(directory)
 
 
+def open_regular(path: str) -> int:
+    """A read-only descriptor of the regular file `path`; OSError for anything else (ELOOP for a
+    link, EINVAL otherwise). Opened non-blocking, so a FIFO planted where a file of the store is
+    expected cannot hold a command for ever."""
+    fd = os.open(path, os.O_RDONLY | NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    return fd
+
+
 def read_regular(path: str, limit: int = 1 << 20) -> bytes:
     """Up to `limit` bytes of the regular file `path`: OSError for anything else (a link, a FIFO,
-    a device, a directory; ELOOP for a link, EINVAL otherwise). Opened non-blocking, so a FIFO
-    planted where a small file of the store is expected cannot hold a command for ever."""
-    fd = os.open(path, os.O_RDONLY | NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    a device, a directory; ELOOP for a link, EINVAL otherwise)."""
+    fd = open_regular(path)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", path)
         chunks: list[bytes] = []
         while limit > 0:
             chunk = os.read(fd, limit)
