@@ -1,5 +1,6 @@
 """Odd entries where the file store expects one of its small files: a FIFO, a link or a directory
-in place of a schedule's state, a run's due name, problem note or listing entry, or a hook token.
+in place of a schedule's state, a run's due name, problem note, listing entry or cancel request, or
+a hook token.
 
 Each is read as a regular file of the store or not at all (opened non-blocking, links not
 followed): a FIFO cannot hold `durable tick` or `durable ls` for ever, and a schedule whose state
@@ -101,3 +102,13 @@ def test_a_fifo_in_place_of_an_index_entry_holds_no_filtered_listing(tmp_path: P
     code, out, err = durable("ls", "--workflow", "nap", dir="j", cwd=tmp_path)
     assert code == 0, err
     assert [line.split()[0] for line in out.splitlines()[1:-1]] == ["r2"]  # its entry unreadable: r1 unlisted
+
+
+def test_a_directory_in_place_of_a_cancel_request_is_named_by_durable_cancel(tmp_path: Path) -> None:
+    write_module(tmp_path, "flows", FLOWS)
+    code, _, err = durable("run", "flows:nap", "1", "--id", "r1", dir="j", cwd=tmp_path)
+    assert code == 0, err
+    (tmp_path / "j" / "cancel" / "r1").mkdir(mode=0o700, parents=True)
+    code, _, err = durable("cancel", "r1", dir="j", cwd=tmp_path)
+    assert code == 1
+    assert err.strip() == f"Error: storage error ({tmp_path / 'j' / 'cancel' / 'r1'}): Is a directory"

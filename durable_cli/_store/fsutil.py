@@ -210,7 +210,11 @@ def write_atomic(directory: str, name: str, data: bytes) -> None:
             handle.flush()
             fsync(handle.fileno())
         faults.point("inbox.rename")
-        os.rename(tmp, os.path.join(directory, name))
+        target = os.path.join(directory, name)
+        try:
+            os.rename(tmp, target)
+        except OSError as exc:  # named by its target (a directory in its place), not by the temp file
+            raise OSError(exc.errno, exc.strerror, target) from None
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
