@@ -1,8 +1,9 @@
 """Odd entries where the file store expects one of its small files: a FIFO, a link or a directory
 in place of a schedule's state, a run's due name, problem note, listing entry or cancel request, or
-a hook token.
+a hook token; and a link in place of a run's `streams/` or `inbox/` folder, which prune removes
+without deleting what it points to.
 
-Each is read as a regular file of the store or not at all (opened non-blocking, links not
+Each small file is read as a regular file of the store or not at all (opened non-blocking, links not
 followed): a FIFO cannot hold `durable tick` or `durable ls` for ever, and a schedule whose state
 cannot be read is reported by name while the other schedules fire. Real processes: a command that
 blocked would stop the test at its timeout, not hang it.
@@ -112,3 +113,25 @@ def test_a_directory_in_place_of_a_cancel_request_is_named_by_durable_cancel(tmp
     code, _, err = durable("cancel", "r1", dir="j", cwd=tmp_path)
     assert code == 1
     assert err.strip() == f"Error: storage error ({tmp_path / 'j' / 'cancel' / 'r1'}): Is a directory"
+
+
+@pytest.mark.parametrize("folder", ["streams", "inbox"])
+def test_prune_removes_a_link_in_place_of_a_runs_folder_never_the_files_it_points_to(
+        tmp_path: Path, folder: str) -> None:
+    """In a group-shared journal dir a member can plant `streams/<run>` as a link to any directory:
+    prune must not delete the files there (it runs as whoever runs it, maybe root)."""
+    write_module(tmp_path, "quick", "from durable_cli import workflow\n\n@workflow\ndef quick():\n    return 1\n")
+    shared = {"DURABLE_ALLOW_SHARED": "group"}
+    code, _, err = durable("run", "quick:quick", "--id", "r1", dir="j", cwd=tmp_path, env=shared)
+    assert code == 0, err
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "keep.txt").write_text("not the store's")
+    (tmp_path / "j" / folder).mkdir(mode=0o770, exist_ok=True)
+    os.chmod(tmp_path / "j" / folder, 0o770)  # shared with the group
+    (tmp_path / "j" / folder / "r1").symlink_to(precious)
+    code, out, err = durable("prune", "--older-than", "0s", dir="j", cwd=tmp_path, env=shared)
+    assert code == 0, err
+    assert out.splitlines()[-1] == "pruned 1 run(s)"
+    assert (precious / "keep.txt").read_text() == "not the store's"
+    assert os.listdir(tmp_path / "j" / folder) == []  # the link went, not what it points to

@@ -480,11 +480,7 @@ class FileStore(Store):
         the two leaves the run (pruned again later), never its chunks under a free id for the
         next run of that id to inherit."""
         for folder in ("streams", "inbox"):
-            path = self.run_path(folder, run_id)
-            if os.path.isdir(path):
-                for name in os.listdir(path):
-                    os.unlink(os.path.join(path, name))
-                os.rmdir(path)
+            _remove_run_folder(self.run_path(folder, run_id))
         self.run_index.drop(run_id)
         for path in (self._journal_path(run_id), self.run_path("locks", run_id, ".lock"),
                      self.run_path("locks", run_id, ".inbox"), self.run_path("due_runs", run_id)):
@@ -746,6 +742,27 @@ class _RunLock:
     def release(self) -> None:
         while self._fds:
             os.close(self._fds.pop())
+
+
+def _remove_run_folder(path: str) -> None:
+    """Remove a run's folder and the files in it, never through a link: a link (or a file) in its
+    place is removed itself, not what it points to (whose files a group member could otherwise
+    have a prune delete)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+        os.unlink(path)
+        return
+    try:
+        for name in os.listdir(fd):
+            os.unlink(name, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(path)
 
 
 def _unreadable(what: str, path: str, exc: OSError) -> StoreError:
