@@ -1,7 +1,8 @@
 """Odd entries where the file store expects one of its small files: a FIFO, a link or a directory
 in place of a schedule's state, a run's due name, problem note, listing entry or cancel request, or
 a hook token; and a link in place of a run's `streams/` or `inbox/` folder, which prune removes
-without deleting what it points to.
+without deleting what it points to; and a stray inbox file with a long name beside a run id of
+the longest kind, set aside under a name that fits.
 
 Each small file is read as a regular file of the store or not at all (opened non-blocking, links not
 followed): a FIFO cannot hold `durable tick` or `durable ls` for ever, and a schedule whose state
@@ -135,3 +136,22 @@ def test_prune_removes_a_link_in_place_of_a_runs_folder_never_the_files_it_point
     assert out.splitlines()[-1] == "pruned 1 run(s)"
     assert (precious / "keep.txt").read_text() == "not the store's"
     assert os.listdir(tmp_path / "j" / folder) == []  # the link went, not what it points to
+
+
+def test_a_stray_inbox_file_with_a_long_name_is_set_aside_for_a_run_with_the_longest_id(tmp_path: Path) -> None:
+    """`rejected/<run id>-<message id>.reason` would pass NAME_MAX: the stray is set aside under a
+    random name, its own in the reason, instead of failing the run's delivery at every tick."""
+    write_module(tmp_path, "flows", FLOWS)
+    run_id = "a" * 200
+    code, _, err = durable("run", "flows:nap", "1", "--id", run_id, dir="j", cwd=tmp_path)
+    assert code == 0, err
+    inbox = tmp_path / "j" / "inbox" / run_id
+    inbox.mkdir(mode=0o700, parents=True)
+    stray = "x" * 240 + ".json"
+    (inbox / stray).write_text("not a message")
+    os.chmod(inbox / stray, 0o600)
+    code, out, err = durable("tick", dir="j", cwd=tmp_path)
+    assert code == 0, err
+    reasons = [path for path in (tmp_path / "j" / "rejected").iterdir() if path.name.endswith(".reason")]
+    assert [path.read_text().startswith(repr(stray)) for path in reasons] == [True]
+    assert not (inbox / stray).exists()
