@@ -44,6 +44,7 @@ def fire_schedules(store: Store, config: Config, clock: Callable[[], datetime], 
     from ._loader import resolve
     from ._cron import due_instants, run_id_for
     from ._queues import flow_request
+    from ._tick import problem
 
     now = clock()
     fired = 0
@@ -52,8 +53,8 @@ def fire_schedules(store: Store, config: Config, clock: Callable[[], datetime], 
         try:
             control = store.schedule_state(control_name(schedule.name)) or {}
             state = _state(store, schedule, now)
-        except DurableError as exc:  # its state unreadable: the other schedules fire all the same
-            errors.append({"run_id": "", "error": f"schedule {schedule.name!r}: {exc}"})
+        except (DurableError, OSError) as exc:  # its state unreadable: the others fire all the same
+            errors.append({"run_id": "", "error": f"schedule {schedule.name!r}: {problem(exc)}"})
             continue
         if control.get("paused"):
             continue
@@ -78,8 +79,8 @@ def fire_schedules(store: Store, config: Config, clock: Callable[[], datetime], 
                 fired += 1
             except (RunExists, RunBusy):
                 pass
-            except DurableError as exc:
-                errors.append({"run_id": run_id, "error": f"schedule {schedule.name!r}: {exc}"})
+            except (DurableError, OSError) as exc:  # a full disk too: reported, the next tick retries
+                errors.append({"run_id": run_id, "error": f"schedule {schedule.name!r}: {problem(exc)}"})
                 handled = min(handled, instant - timedelta(microseconds=1))
                 continue
             except BaseException as exc:  # the app's own, out of its first drive: the run exists
@@ -90,7 +91,10 @@ def fire_schedules(store: Store, config: Config, clock: Callable[[], datetime], 
                 fired += 1
             state["last_fired"] = iso(instant)
         if handled > last_tick:
-            _record_handled(store, schedule.name, state, handled)
+            try:
+                _record_handled(store, schedule.name, state, handled)
+            except (DurableError, OSError) as exc:  # not recorded: the next tick fires nothing twice
+                errors.append({"run_id": "", "error": f"schedule {schedule.name!r}: {problem(exc)}"})
     return fired
 
 

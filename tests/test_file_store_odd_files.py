@@ -2,7 +2,8 @@
 in place of a schedule's state, a run's due name, problem note, listing entry or cancel request, or
 a hook token; and a link in place of a run's `streams/` or `inbox/` folder, which prune removes
 without deleting what it points to; and a stray inbox file with a long name beside a run id of
-the longest kind, set aside under a name that fits.
+the longest kind, set aside under a name that fits; and a full disk at one schedule's run, which
+neither stops the other schedules nor the due runs of the tick.
 
 Each small file is read as a regular file of the store or not at all (opened non-blocking, links not
 followed): a FIFO cannot hold `durable tick` or `durable ls` for ever, and a schedule whose state
@@ -12,6 +13,7 @@ blocked would stop the test at its timeout, not hang it.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import pytest
 
 from durable_cli._store.files import FileStore, sha
 from durable_cli.errors import StoreError
-from helpers import durable, write_module
+from helpers import durable, durable_in_process, write_module
 
 FLOWS = '''
 from durable_cli import sleep, workflow
@@ -155,3 +157,24 @@ def test_a_stray_inbox_file_with_a_long_name_is_set_aside_for_a_run_with_the_lon
     reasons = [path for path in (tmp_path / "j" / "rejected").iterdir() if path.name.endswith(".reason")]
     assert [path.read_text().startswith(repr(stray)) for path in reasons] == [True]
     assert not (inbox / stray).exists()
+
+
+def test_a_full_disk_at_one_schedules_run_is_reported_and_the_other_work_of_the_tick_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    journals = _project(tmp_path)
+    code, _, err = durable("run", "flows:nap", "1", "--id", "r1", cwd=tmp_path)
+    assert code == 0, err
+    create_run = FileStore.create_run
+
+    def full_for_first(store: FileStore, run_id: str) -> object:
+        if run_id.startswith("sched-first-"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), store.journal_location(run_id))
+        return create_run(store, run_id)
+
+    monkeypatch.setattr(FileStore, "create_run", full_for_first)
+    code, out, err = durable_in_process("tick", "--now", "2099-01-01T00:00:00Z", cwd=tmp_path)
+    assert code == 1 and "Traceback" not in err
+    assert "schedule 'first': storage error (" in err and "No space left on device" in err
+    runs = os.listdir(journals / "runs")
+    assert "sched-second-20990101T0000.jsonl" in runs  # the schedule after it fired
+    assert "1 resumed, 1 completed" in out  # and the due run went on
