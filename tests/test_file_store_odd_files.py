@@ -3,7 +3,8 @@ in place of a schedule's state, a run's due name, problem note, listing entry or
 a hook token; and a link in place of a run's `streams/` or `inbox/` folder, which prune removes
 without deleting what it points to; and a stray inbox file with a long name beside a run id of
 the longest kind, set aside under a name that fits; and a full disk at one schedule's run, which
-neither stops the other schedules nor the due runs of the tick.
+neither stops the other schedules nor the due runs of the tick; and a journal prune cannot read,
+which it keeps while it prunes the others.
 
 Each small file is read as a regular file of the store or not at all (opened non-blocking, links not
 followed): a FIFO cannot hold `durable tick` or `durable ls` for ever, and a schedule whose state
@@ -178,3 +179,23 @@ def test_a_full_disk_at_one_schedules_run_is_reported_and_the_other_work_of_the_
     runs = os.listdir(journals / "runs")
     assert "sched-second-20990101T0000.jsonl" in runs  # the schedule after it fired
     assert "1 resumed, 1 completed" in out  # and the due run went on
+
+
+def test_a_journal_this_user_cannot_read_is_kept_by_prune_and_the_other_runs_are_pruned(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(A journal chmod 000 under another user than root: EACCES, simulated here as root reads all.)"""
+    write_module(tmp_path, "quick", "from durable_cli import workflow\n\n@workflow\ndef quick():\n    return 1\n")
+    for run_id in ("a-unreadable", "b-fine"):
+        code, _, err = durable("run", "quick:quick", "--id", run_id, dir="j", cwd=tmp_path)
+        assert code == 0, err
+    run_summary = FileStore.run_summary
+
+    def denied_for_a(store: FileStore, run_id: str) -> object:
+        if run_id == "a-unreadable":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), store.journal_location(run_id))
+        return run_summary(store, run_id)
+
+    monkeypatch.setattr(FileStore, "run_summary", denied_for_a)
+    code, out, err = durable_in_process("prune", "--older-than", "0s", dir="j", cwd=tmp_path)
+    assert code == 0, err
+    assert sorted(os.listdir(tmp_path / "j" / "runs")) == ["a-unreadable.jsonl"]
