@@ -95,6 +95,8 @@ def reference(definition: WorkflowDef) -> dict[str, Any]:
 
     A workflow of the script run as `python script.py` (`__main__`) is refused: a resume could only
     import the script again by file name, running its top-level code (and any `start()` in it) again.
+    So is one defined inside a function (`<locals>`): no import can find it again, so the run would
+    never resume.
     """
     known = definition.journal_reference
     if known is not None:
@@ -108,6 +110,10 @@ def reference(definition: WorkflowDef) -> dict[str, Any]:
             f"workflow {fn.__qualname__!r} is defined in the script being run (__main__): a resume "
             "would import the script again and rerun its top-level code; define the workflow in a "
             "module and import it from the script")
+    if "<locals>" in fn.__qualname__:
+        raise InvalidReference(
+            f"workflow {fn.__qualname__!r} is defined inside a function: a resume could not import "
+            "it again, so the run would never wake; define the workflow at the top level of a module")
     root = os.path.dirname(file)
     if os.path.basename(file).startswith("__init__."):
         root = os.path.dirname(root)

@@ -17,12 +17,14 @@ from ._timeparse import parse_instant
 
 def prune_if(store: Store, run_id: str, prunable: Callable[[dict[str, Any]], bool]) -> bool:
     """Delete the run if `prunable` says so of its last event, read again under its claim, unless
-    it is a schedule's firing that the schedule's state does not record yet (`unrecorded_fire`)."""
+    it is a schedule's firing that the schedule's state does not record yet (`unrecorded_fire`).
+    A run that cannot be read (damaged, or a journal this user may not read) is kept, and the
+    others are pruned all the same: `ls` shows it with its reason."""
     try:
         if not prunable(store.run_summary(run_id)[1]):
             return False
         session = store.open_run(run_id)
-    except DurableError:
+    except (DurableError, OSError):
         return False
     if session is None:
         return False  # held by another process: it is not finished for long

@@ -44,15 +44,20 @@ def fire_schedules(store: Store, config: Config, clock: Callable[[], datetime], 
     from ._loader import resolve
     from ._cron import due_instants, run_id_for
     from ._queues import flow_request
+    from ._tick import problem
 
     now = clock()
     fired = 0
     base = os.path.dirname(config.path) if config.path else None
     for schedule in config.schedules:
-        control = store.schedule_state(control_name(schedule.name)) or {}
+        try:
+            control = store.schedule_state(control_name(schedule.name)) or {}
+            state = _state(store, schedule, now)
+        except (DurableError, OSError) as exc:  # its state unreadable: the others fire all the same
+            errors.append({"run_id": "", "error": f"schedule {schedule.name!r}: {problem(exc)}"})
+            continue
         if control.get("paused"):
             continue
-        state = _state(store, schedule, now)
         last_tick = parse_instant(state["last_tick"])
         if control.get("resumed_at") and parse_instant(control["resumed_at"]) > last_tick:
             last_tick = parse_instant(control["resumed_at"])  # instants of the pause never fire
@@ -74,8 +79,8 @@ def fire_schedules(store: Store, config: Config, clock: Callable[[], datetime], 
                 fired += 1
             except (RunExists, RunBusy):
                 pass
-            except DurableError as exc:
-                errors.append({"run_id": run_id, "error": f"schedule {schedule.name!r}: {exc}"})
+            except (DurableError, OSError) as exc:  # a full disk too: reported, the next tick retries
+                errors.append({"run_id": run_id, "error": f"schedule {schedule.name!r}: {problem(exc)}"})
                 handled = min(handled, instant - timedelta(microseconds=1))
                 continue
             except BaseException as exc:  # the app's own, out of its first drive: the run exists
@@ -86,7 +91,10 @@ def fire_schedules(store: Store, config: Config, clock: Callable[[], datetime], 
                 fired += 1
             state["last_fired"] = iso(instant)
         if handled > last_tick:
-            _record_handled(store, schedule.name, state, handled)
+            try:
+                _record_handled(store, schedule.name, state, handled)
+            except (DurableError, OSError) as exc:  # not recorded: the next tick fires nothing twice
+                errors.append({"run_id": "", "error": f"schedule {schedule.name!r}: {problem(exc)}"})
     return fired
 
 

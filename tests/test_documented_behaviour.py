@@ -5,7 +5,7 @@
 - `durable tick --now T` stamps the journal with that time;
 - workflows live in importable modules: `durable tick`, in another directory, imports a run's
   workflow again from the module and directory its journal names; one defined inside a function
-  cannot be imported again, so it is not resumed (the tick reports it, the run stays as it was).
+  cannot be imported again, so `start()` refuses it, in the test kit as outside it.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
-from durable_cli import FatalError, get_run, sleep, start, step, workflow
+from durable_cli import FatalError, InvalidReference, get_run, sleep, start, step, workflow
 from durable_cli.cli import main
 from durable_cli.testing import DurableTestEnv
 from helpers import durable_in_process, run_events, write_module
@@ -110,14 +111,15 @@ def test_tick_imports_the_workflow_again_from_its_module(tmp_path: Path) -> None
     assert run_events(journals, run_id)[-1]["result"] == "reminded ada"
 
 
-def test_a_workflow_defined_inside_a_function_cannot_be_resumed(durable_env: DurableTestEnv) -> None:
+def test_a_workflow_defined_inside_a_function_is_refused_at_start(durable_env: DurableTestEnv,
+                                                                   tmp_path: Path) -> None:
     @workflow
     def hidden(item: str) -> str:
         sleep("1 day")
         return item
 
-    run = durable_env.start(hidden, "ada")
-    summary = durable_env.advance("2 days")
-    assert {error["run_id"] for error in summary.errors} == {run.run_id}  # each tick reports it
-    assert "has no attribute" in summary.errors[0]["error"]
-    assert durable_env.get_run(run.run_id).status == "sleeping"  # kept: it resumes once importable
+    with pytest.raises(InvalidReference, match="defined inside a function"):
+        durable_env.start(hidden, "ada")
+    with pytest.raises(InvalidReference, match="defined inside a function"):
+        start(hidden, "ada", dir=str(tmp_path))
+    assert not list(tmp_path.rglob("*.jsonl"))  # no run was made, neither in the kit nor outside

@@ -15,6 +15,7 @@ files_inbox.py), `index/` (the listing index, `FileRunIndex` in files_index.py) 
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import functools
 import importlib
@@ -32,8 +33,8 @@ from .base import Event, RunQuery, RunSession, StateChange, Store, check_run_id,
 from .files_due import FileDueIndex
 from .files_inbox import FileInbox
 from .._journal import fsync
-from .fsutil import (NOFOLLOW, DirSync, access_answers, fsync_dir, make_dirs, refuse_unsafe_dir, refuse_unsafe_file, unique_name,
-                     write_atomic)
+from .fsutil import (NOFOLLOW, DirSync, access_answers, fsync_dir, make_dirs, read_regular, refuse_unsafe_dir,
+                     refuse_unsafe_file, unique_name, write_atomic)
 
 if TYPE_CHECKING:
     from .._queues import QueueLimits
@@ -479,11 +480,7 @@ class FileStore(Store):
         the two leaves the run (pruned again later), never its chunks under a free id for the
         next run of that id to inherit."""
         for folder in ("streams", "inbox"):
-            path = self.run_path(folder, run_id)
-            if os.path.isdir(path):
-                for name in os.listdir(path):
-                    os.unlink(os.path.join(path, name))
-                os.rmdir(path)
+            _remove_run_folder(self.run_path(folder, run_id))
         self.run_index.drop(run_id)
         for path in (self._journal_path(run_id), self.run_path("locks", run_id, ".lock"),
                      self.run_path("locks", run_id, ".inbox"), self.run_path("due_runs", run_id)):
@@ -565,11 +562,13 @@ class FileStore(Store):
     def token_owner(self, token: str) -> str | None:
         import json
 
+        path = self._token_path(token)
         try:
-            with open(self._token_path(token), "rb") as handle:
-                record = json.loads(handle.read() or b"{}")
+            record = json.loads(read_regular(path) or b"{}")
         except (FileNotFoundError, ValueError):
             return None
+        except OSError as exc:
+            raise _unreadable(f"hook token {token!r}", path, exc) from None
         owner = record.get("run_id")
         return owner if record.get("token") == token and isinstance(owner, str) else None
 
@@ -650,10 +649,9 @@ class FileStore(Store):
         found = {}
         for name in names:
             try:
-                with open(os.path.join(directory, name), "rb") as handle:
-                    found[name] = handle.read(4096).decode("utf-8", "replace")
+                found[name] = read_regular(os.path.join(directory, name), 4096).decode("utf-8", "replace")
             except OSError:
-                continue  # a temp file renamed away, or cleared meanwhile
+                continue  # a temp file renamed away, or cleared meanwhile (or not a file of ours)
         return {run_id: reason for run_id, reason in found.items() if not run_id.startswith(".tmp-")}
 
     # output streams: a component of their own (files_streams.py)
@@ -668,11 +666,14 @@ class FileStore(Store):
 
     # schedule bookkeeping
     def schedule_state(self, name: str) -> dict[str, Any] | None:
+        """A StoreError for a state that is not a regular file (a link, a FIFO): never read through."""
+        path = os.path.join(self.folder("schedules"), sha(name) + ".json")
         try:
-            with open(os.path.join(self.folder("schedules"), sha(name) + ".json"), "rb") as handle:
-                return state_of(handle.read())
+            return state_of(read_regular(path))
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise _unreadable(f"the state of schedule {name!r}", path, exc) from None
 
     def save_schedule_state(self, name: str, state: dict[str, Any]) -> None:
         import json
@@ -741,6 +742,33 @@ class _RunLock:
     def release(self) -> None:
         while self._fds:
             os.close(self._fds.pop())
+
+
+def _remove_run_folder(path: str) -> None:
+    """Remove a run's folder and the files in it, never through a link: a link (or a file) in its
+    place is removed itself, not what it points to (whose files a group member could otherwise
+    have a prune delete)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+        os.unlink(path)
+        return
+    try:
+        for name in os.listdir(fd):
+            os.unlink(name, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(path)
+
+
+def _unreadable(what: str, path: str, exc: OSError) -> StoreError:
+    """The error for a small file of the store that `read_regular` could not read."""
+    return StoreError(f"cannot read {what} ({path}): "
+                      f"{'it is a link' if exc.errno == errno.ELOOP else exc.strerror}")
 
 
 def _tail(handle: BinaryIO, size: int, block: int = 65536) -> bytes:

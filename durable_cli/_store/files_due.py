@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Iterator
 
 from .. import _faults as faults
-from .fsutil import NOFOLLOW, fsync_dir
+from .fsutil import NOFOLLOW, fsync_dir, read_regular
 
 if TYPE_CHECKING:
     from .files import FileStore
@@ -37,13 +37,9 @@ class FileDueIndex:
         if path is None:
             return None
         try:
-            fd = os.open(path, os.O_RDONLY | NOFOLLOW)
+            stamp = read_regular(path, 64).decode("ascii", "replace")
         except OSError:
             return None
-        try:
-            stamp = os.read(fd, 64).decode("ascii", "replace")
-        finally:
-            os.close(fd)
         return stamp if re.fullmatch(_STAMP_TEXT, stamp) else None
 
     def set_due(self, run_id: str, at: datetime | None) -> None:

@@ -32,6 +32,11 @@ if TYPE_CHECKING:
     from .files import FileStore
 
 
+_MESSAGE_ID_MAX = 33
+"""The length of the ids `post` makes (`<20-digit ns>-<12 hex>`): a rejected message's name
+(`<run id, at most 200>-<id>.reason`) stays under NAME_MAX (255)."""
+
+
 class FileInbox:
     """The inbox and cancel requests of one `FileStore`, which holds it as `store.inbox` and hands
     its contract methods (`post`, `messages`, `ack`, ...) on to it."""
@@ -87,9 +92,14 @@ class FileInbox:
             pass
 
     def reject(self, run_id: str, message_id: str, reason: str) -> None:
+        """Move the message into rejected/ beside its reason. A stray file whose name is longer than
+        the store's own message ids is set aside under a random name (its own in the reason): the
+        run id and its name together could pass NAME_MAX, and the stray would stay for ever."""
         source = os.path.join(self.store.run_path("inbox", run_id), message_id + ".json")
         target = self.store._dir("rejected")
         name = f"{run_id}-{message_id}"
+        if len(message_id.encode()) > _MESSAGE_ID_MAX:
+            name, reason = f"{run_id}-{unique_name()}", f"{message_id + '.json'!r}: {reason}"
         write_atomic(target, name + ".reason", (reason + "\n").encode())
         try:
             os.rename(source, os.path.join(target, name + ".json"))

@@ -21,7 +21,7 @@ from .. import _journal as journal
 from .._digest import sha256_hex as sha
 from ..errors import DurableError
 from .base import RunQuery, check_run_id, index_entry
-from .fsutil import NOFOLLOW, unique_name
+from .fsutil import NOFOLLOW, open_regular, unique_name
 
 if TYPE_CHECKING:
     from .files import FileStore
@@ -101,8 +101,9 @@ class FileRunIndex:
 
 def _read_entry(path: str) -> dict[str, Any]:
     """An entry's workflow, tags and hidden flag: its JSON, or, for an entry that is a link to its
-    run's journal, what the run's `run_started` line says (ValueError while that is not written)."""
-    with open(path, "rb") as handle:
+    run's journal, what the run's `run_started` line says (ValueError while that is not written).
+    Opened non-blocking and never through a link: OSError for anything but a regular file."""
+    with os.fdopen(open_regular(path), "rb") as handle:
         head = handle.readline()
         if not head.startswith(b'{"type":"run_started"'):
             found = json.loads(head + handle.read())

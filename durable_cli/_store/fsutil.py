@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import stat
@@ -209,12 +210,44 @@ def write_atomic(directory: str, name: str, data: bytes) -> None:
             handle.flush()
             fsync(handle.fileno())
         faults.point("inbox.rename")
-        os.rename(tmp, os.path.join(directory, name))
+        target = os.path.join(directory, name)
+        try:
+            os.rename(tmp, target)
+        except OSError as exc:  # named by its target (a directory in its place), not by the temp file
+            raise OSError(exc.errno, exc.strerror, target) from None
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     fsync_dir(directory)
+
+
+def open_regular(path: str) -> int:
+    """A read-only descriptor of the regular file `path`; OSError for anything else (ELOOP for a
+    link, EINVAL otherwise). Opened non-blocking, so a FIFO planted where a file of the store is
+    expected cannot hold a command for ever."""
+    fd = os.open(path, os.O_RDONLY | NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    return fd
+
+
+def read_regular(path: str, limit: int = 1 << 20) -> bytes:
+    """Up to `limit` bytes of the regular file `path`: OSError for anything else (a link, a FIFO,
+    a device, a directory; ELOOP for a link, EINVAL otherwise)."""
+    fd = open_regular(path)
+    try:
+        chunks: list[bytes] = []
+        while limit > 0:
+            chunk = os.read(fd, limit)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            limit -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def read_message(path: str) -> dict[str, Any] | str:
