@@ -40,7 +40,7 @@ def list_runs(store: Store, status: str | None = None, all: bool = False) -> lis
     tick could not drive keeps its status and carries that tick's `error`. A run that continued
     as new is left out (the newest of its chain shows) unless `all` (or `status="continued"`).
     Tags are those given at start (read from the first line only; `search` sees `set_tags`)."""
-    from ._tick import problem
+    from ._reasons import problem
 
     rows: list[dict[str, Any]] = []
     problems = store.problems()

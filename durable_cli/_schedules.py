@@ -44,7 +44,7 @@ def fire_schedules(store: Store, config: Config, clock: Callable[[], datetime], 
     from ._loader import resolve
     from ._cron import due_instants, run_id_for
     from ._queues import flow_request
-    from ._tick import problem
+    from ._reasons import problem
 
     now = clock()
     fired = 0

@@ -13,7 +13,8 @@ import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from ._errors_core import DurableError, RunBusy, RunNotFound
+from ._errors_core import RunBusy, RunNotFound
+from ._reasons import one_line, problem
 from ._store import Store
 from ._timeparse import utcnow
 
@@ -49,29 +50,6 @@ class TickSummary:
     def to_json(self) -> dict[str, Any]:
         """The counts and errors as `durable tick --json` prints them."""
         return {**{name: getattr(self, name) for name in self.FIELDS}, "errors": list(self.errors)}
-
-
-def problem(exc: BaseException) -> str:
-    """Why a run could not be driven, in one line: our own errors say it; others get their kind.
-
-    A tick reports it for that run and goes on with the others (one bad run never stops a tick).
-    """
-    if isinstance(exc, DurableError):
-        text = str(exc)
-    elif isinstance(exc, OSError):
-        where = f" ({exc.filename})" if exc.filename else ""
-        text = f"storage error{where}: {exc.strerror or exc}"
-    else:
-        text = f"internal error: {type(exc).__name__}: {exc}"
-    return one_line(text)
-
-
-def one_line(text: str) -> str:
-    """`text` on one line, storable anywhere (PostgreSQL text takes no NUL or lone surrogate)."""
-    text = " ".join(text.split()).replace("\x00", "\\0")
-    from ._journal import storable_text
-
-    return storable_text(text)[:2000]
 
 
 def clock_from(now: datetime | None) -> Clock:

@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("errors", "_errors_core", "_timeparse", "_faults", "_payloads", "_webhooks", "_status", "_digest", "_queues",
      "_tarread"),  # leaves: no durable_cli imports but these
     ("_telemetry", "_otel"),  # observability hooks: the engine calls them; they import only leaves
-    ("_journal",),
+    ("_journal", "_reasons"),  # the journal; one-line reasons kept for a run (storable like its text)
     ("_store",),
     ("_engine", "_loader"),  # a run's lifecycle: replay, steps, waits, children; importing workflows
     ("_config", "_location", "_cron", "_transfer"),  # durable.yaml, loaded at the edge and passed down

@@ -160,7 +160,7 @@ def _backoff(pause: float, failed: int) -> float:
 def _pass_failed(exc: Exception, wait: float, log: Any, summary: TickSummary) -> None:
     """Report a pass of `--loop` that failed (one sentence on stderr, or a `tick_failed` record)
     and count it among the loop's errors; the loop goes on after `wait` seconds."""
-    from .._tick import problem
+    from .._reasons import problem
 
     reason = f"tick pass failed: {problem(exc)}"
     summary.errors.append({"run_id": "", "error": reason})
