@@ -103,7 +103,7 @@ def _read_entry(path: str) -> dict[str, Any]:
     """An entry's workflow, tags and hidden flag: its JSON, or, for an entry that is a link to its
     run's journal, what the run's `run_started` line says (ValueError while that is not written).
     Opened non-blocking and never through a link: OSError for anything but a regular file."""
-    with os.fdopen(open_regular(path), "rb") as handle:
+    with os.fdopen(open_regular(path)[0], "rb") as handle:
         head = handle.readline()
         if not head.startswith(b'{"type":"run_started"'):
             found = json.loads(head + handle.read())

@@ -222,21 +222,22 @@ def write_atomic(directory: str, name: str, data: bytes) -> None:
     fsync_dir(directory)
 
 
-def open_regular(path: str) -> int:
-    """A read-only descriptor of the regular file `path`; OSError for anything else (ELOOP for a
-    link, EINVAL otherwise). Opened non-blocking, so a FIFO planted where a file of the store is
-    expected cannot hold a command for ever."""
+def open_regular(path: str) -> tuple[int, os.stat_result]:
+    """A read-only descriptor of the regular file `path`, with its stat; OSError for anything else
+    (ELOOP for a link, EINVAL otherwise). Opened non-blocking, so a FIFO planted where a file of
+    the store is expected cannot hold a command for ever."""
     fd = os.open(path, os.O_RDONLY | NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
         os.close(fd)
         raise OSError(errno.EINVAL, "not a regular file", path)
-    return fd
+    return fd, info
 
 
 def read_regular(path: str, limit: int = 1 << 20) -> bytes:
     """Up to `limit` bytes of the regular file `path`: OSError for anything else (a link, a FIFO,
     a device, a directory; ELOOP for a link, EINVAL otherwise)."""
-    fd = open_regular(path)
+    fd, _ = open_regular(path)
     try:
         chunks: list[bytes] = []
         while limit > 0:
@@ -253,13 +254,10 @@ def read_regular(path: str, limit: int = 1 << 20) -> bytes:
 def read_message(path: str) -> dict[str, Any] | str:
     """An inbox file's message, or the reason it cannot be delivered (never follows a link)."""
     try:
-        fd = os.open(path, os.O_RDONLY | NOFOLLOW | os.O_NONBLOCK)
+        fd, info = open_regular(path)
     except OSError as exc:
-        return f"cannot open: {exc.strerror}"
+        return "not a regular file" if exc.errno == errno.EINVAL else f"cannot open: {exc.strerror}"
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return "not a regular file"
         if info.st_uid != os.geteuid():
             return "not owned by this user"
         if info.st_nlink != 1:
