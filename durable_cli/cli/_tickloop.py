@@ -217,7 +217,7 @@ def run_ticks(settings: Any, now_text: str | None, loop: bool, interval: str, qu
     failed = 0  # passes of --loop failed in a row
     try:
         while True:
-            summary = TickSummary()
+            summary, wait = TickSummary(), pause
             try:
                 store = settings.open() if store is None else store
                 tick_once(store, clock_from(now), lambda: settings.options, config=settings.config,
@@ -228,14 +228,15 @@ def run_ticks(settings: Any, now_text: str | None, loop: bool, interval: str, qu
                 if stop is None:
                     raise
                 failed += 1
-                _pass_failed(exc, _backoff(pause, failed), log, summary)
+                wait = _backoff(pause, failed)
+                _pass_failed(exc, wait, log, summary)
                 _close_quietly(store)
                 store = None  # the next pass opens it afresh
             finally:
                 total.add(summary)
             if log is not None and loop and not failed:  # (a failed pass: its `tick_failed` record)
                 _log_pass(log, summary.to_json())
-            if stop is None or must_exit() or _idle(store, _backoff(pause, failed) if failed else pause, stop):
+            if stop is None or must_exit() or _idle(store, wait, stop):
                 break
             settings.reread()  # each pass reads durable.yaml as it is then
     finally:
