@@ -683,17 +683,14 @@ class FileStore(Store):
 
     def update_schedule_state(self, name: str, change: StateChange) -> dict[str, Any]:
         """Under an exclusive flock of `schedules/<sha>.lock`, which dies with its process."""
-        import json
-
-        folder, key = self._dir("schedules"), sha(name)
-        fd = os.open(os.path.join(folder, key + ".lock"), os.O_RDWR | os.O_CREAT | NOFOLLOW | os.O_CLOEXEC, 0o600)
+        lock = os.path.join(self._dir("schedules"), sha(name) + ".lock")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             saved = self.schedule_state(name)
             state = change(saved)
             if state != saved:
-                faults.point("schedule.save")
-                write_atomic(folder, key + ".json", json.dumps(state).encode())
+                self.save_schedule_state(name, state)
         finally:
             os.close(fd)
         return state
