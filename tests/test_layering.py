@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("_engine", "_loader"),  # a run's lifecycle: replay, steps, waits, children; importing workflows
     ("_config", "_location", "_cron", "_transfer"),  # durable.yaml, loaded at the edge and passed down
     ("_schedules", "_retention"),
-    ("_tick",),
+    ("_tick", "_passes"),  # one pass; passes repeated (tick --loop, serve --tick)
     ("_inspection", "_maintenance", "_listing"),
     ("_client", "_api", "_logs", "_checks", "_portable"),  # what callers and workflow code call
     ("_serve",),

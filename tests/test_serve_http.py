@@ -479,4 +479,5 @@ def test_serve_tick_names_the_runs_a_failed_pass_reported_before_its_failure(
     assert failed.wait(30)
     loop.stop()
     assert capsys.readouterr().err.splitlines() == ["tick: run r1: no module named 'gone'",
-                                                    "tick failed: the store is gone"]
+                                                    "tick pass failed: storage error: the store is gone;"
+                                                    " next pass in 3600s"]

@@ -1,4 +1,4 @@
-"""`durable tick --loop` outlives a pass that fails as a whole (its store unreadable for a while):
+"""`durable tick --loop` (and `serve --tick`, the same loop) outlives a pass that fails as a whole (its store unreadable for a while):
 one sentence on stderr per failed pass, a pause that doubles from the interval (at least a second,
 up to a minute), then passes as usual once the store is back; SIGTERM still stops it at once. A
 real `durable` process over each store; the store is made unreadable by taking its due index away.
@@ -77,29 +77,38 @@ def _failures(err: Path) -> list[str]:
     return [line for line in err.read_text().splitlines() if line.startswith("tick pass failed:")]
 
 
-def test_tick_loop_reports_failed_passes_backs_off_and_drives_due_runs_once_the_store_is_back(
-        project: Project) -> None:
-    assert project.run("napper", "1", run_id="a")["status"] == "sleeping"
-    err = project.root / "loop.err"
+def _through_an_outage(project: Project, start: Callable[[], subprocess.Popen[bytes]], err: Path,
+                       back: Callable[[], Any] = lambda: None) -> tuple[subprocess.Popen[bytes], bytes, list[str]]:
+    """Start a loop while the store is unreadable, see it outlive three failed passes, put the store
+    back (then `back()`), see it complete run `a` and stop it; its stdout and failure lines."""
     with unreadable(project) as restore:
-        loop = _loop(project, err, "--interval", "0.2s")
+        loop = start()
         try:
             _wait_for(lambda: len(_failures(err)) >= 3 or loop.poll() is not None)
             assert loop.poll() is None, f"the loop ended on a failed pass: {err.read_text()}"
             assert project.status("a") == "sleeping"
             restore()
+            back()
             _wait_for(lambda: project.status("a") == "completed")
             loop.send_signal(signal.SIGTERM)
             out, _ = loop.communicate(timeout=30)
         finally:
             if loop.poll() is None:
                 loop.kill()
-    assert project.result("a") == 2
     failures = _failures(err)
     assert [line.rpartition("; ")[2] for line in failures[:3]] == [
         "next pass in 1s", "next pass in 2s", "next pass in 4s"]  # doubling from the interval, at least 1s
     assert all("durable_due" in line or "due is not a directory" in line for line in failures), failures
     assert "Traceback" not in err.read_text()
+    assert project.result("a") == 2
+    return loop, out or b"", failures
+
+
+def test_tick_loop_reports_failed_passes_backs_off_and_drives_due_runs_once_the_store_is_back(
+        project: Project) -> None:
+    assert project.run("napper", "1", run_id="a")["status"] == "sleeping"
+    err = project.root / "loop.err"
+    loop, out, failures = _through_an_outage(project, lambda: _loop(project, err, "--interval", "0.2s"), err)
     # the summary at its end counts the failed passes among its errors (exit 1), and the run done
     assert loop.returncode == 1
     assert "1 completed" in out.decode() and f"{len(failures)} errored" in out.decode()
@@ -128,3 +137,22 @@ def test_tick_loop_still_ends_at_its_start_on_a_mistake_in_durable_yaml(project:
     (project.root / "durable.yaml").write_text("schedules: [{name: x}]\n")
     code, out, err = project.cli("tick", "--loop", real=True, timeout=30)
     assert code == 2 and "durable.yaml" in err and "Traceback" not in err, err
+
+
+
+def _serve(project: Project, err: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """A real `durable serve --tick` over the project's store, its stderr written to `err`."""
+    with err.open("wb") as stderr:
+        return spawn(project.command("serve", "--port", "0", "--tick", *extra), project.env(), cwd=project.root,
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+
+
+def test_serve_tick_reports_failed_passes_backs_off_and_drives_due_runs_once_the_store_is_back(
+        project: Project) -> None:
+    """The loop of `serve --tick` is the loop of `tick --loop`: the same sentence and pauses (it
+    once reported `tick failed: ...` at every interval and never reopened its store)."""
+    assert project.run("napper", "1", run_id="a")["status"] == "sleeping"
+    err = project.root / "serve.err"
+    server, _, _ = _through_an_outage(project, lambda: _serve(project, err, "--tick-interval", "0.2s"), err,
+                                      back=lambda: project.cli("wake", "a"))
+    assert server.returncode == 0

@@ -66,31 +66,29 @@ class TickLoop:
         self._thread.join()
 
     def _run(self) -> None:
+        from .._passes import repeat
         from .._tick import TickSummary, must_exit, tick_once
         from .._timeparse import utcnow
 
-        safe = self._show
-        store = self._open_store()
-        try:
-            while not self._stop.is_set():
-                summary = TickSummary()  # a pass that fails midway still holds the runs it reported
-                try:
-                    tick_once(store, utcnow, lambda: self._options, config=self._config, log=self._log,
-                              summary=summary)
-                except Exception as exc:  # a failed pass is reported; the next one tries again
-                    self._report(summary)
-                    if self._log is not None:
-                        self._log("error", "tick_failed", f"tick failed: {exc}")
-                    else:
-                        print(f"tick failed: {safe(exc)}", file=sys.stderr, flush=True)
-                else:
-                    self._report(summary)
-                if must_exit():  # a hung step's code must stop with this process
-                    os.kill(os.getpid(), signal.SIGTERM)
-                    return
-                self._stop.wait(self._interval)
-        finally:
-            store.close()
+        def one_pass(store: Any) -> None:
+            summary = TickSummary()  # a pass that fails midway still holds the runs it reported
+            try:
+                tick_once(store, utcnow, lambda: self._options, config=self._config, log=self._log,
+                          summary=summary)
+            finally:
+                self._report(summary)
+
+        repeat(None, self._open_store, one_pass, self._interval, self._stop, self._pass_failed)
+        if must_exit():  # a hung step's code must stop with this process
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def _pass_failed(self, sentence: str, wait: float) -> None:
+        """A pass that failed as a whole: one sentence (on stderr, or a `tick_failed` record)."""
+        line = f"{sentence}; next pass in {wait:g}s"
+        if self._log is not None:
+            self._log("error", "tick_failed", line)
+        else:
+            print(self._show(line), file=sys.stderr, flush=True)
 
     def _report(self, summary: Any) -> None:
         """Name on stderr each run a pass could not drive (with a log, they were logged as they came)."""

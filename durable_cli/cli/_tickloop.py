@@ -5,19 +5,18 @@ A module of its own, so that a tick (every minute from cron) loads no other comm
 from __future__ import annotations
 
 import sys
-import time
 from datetime import datetime
 from typing import Any, Iterable, Iterator, NoReturn
 
 import click
 
-from .._tick import TickSummary, must_exit
+from .._passes import repeat
+from .._tick import TickSummary
 from .._timeparse import parse_duration, parse_instant
 from . import Settings, _emit, json_option, log_format_option, main, workflow_output
 
 PROGRESS_THRESHOLD = 20
 INTERVAL, INTERVAL_S = "10s", 10.0  # the default, not parsed: an idle tick compiles no duration pattern
-BACKOFF_CAP_S = 60.0  # the longest pause after failed passes of --loop, unless the interval is longer
 
 
 @main.command()
@@ -131,46 +130,17 @@ def _stop_on_signals() -> Any:
     return stop
 
 
-def _idle(store: Any, pause: float, stop: Any) -> bool:
-    """Wait for the next pass: `pause` seconds, less when a message arrives; True on a stop signal.
-    Without a store, or with one that fails to wait (its server gone), it sleeps: the next pass
-    says what is wrong."""
-    deadline = time.monotonic() + pause
-    while not stop.is_set():
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        if store is not None:
-            try:
-                if store.wait_for_work(min(left, 0.25)):
-                    return False
-                continue
-            except Exception:
-                store = None
-        time.sleep(min(left, 0.25))
-    return True
-
-
-def _backoff(pause: float, failed: int) -> float:
-    """The pause after `failed` passes failed in a row: the interval (at least a second), doubled
-    at each failure up to a minute (or the interval, if longer)."""
-    return min(max(pause, 1.0) * 2.0 ** min(failed - 1, 20), max(pause, BACKOFF_CAP_S))
-
-
-def _pass_failed(exc: Exception, wait: float, log: Any, summary: TickSummary) -> None:
+def _pass_failed(sentence: str, wait: float, log: Any, total: TickSummary) -> None:
     """Report a pass of `--loop` that failed (one sentence on stderr, or a `tick_failed` record)
     and count it among the loop's errors; the loop goes on after `wait` seconds."""
-    from .._reasons import problem
-
-    reason = f"tick pass failed: {problem(exc)}"
-    summary.errors.append({"run_id": "", "error": reason})
-    sentence = f"{reason}; next pass in {wait:g}s"
+    total.errors.append({"run_id": "", "error": sentence})
+    line = f"{sentence}; next pass in {wait:g}s"
     if log is not None:
-        log("error", "tick_failed", sentence)
+        log("error", "tick_failed", line)
     else:
         from ._render import safe
 
-        click.echo(safe(sentence), err=True)
+        click.echo(safe(line), err=True)
 
 
 def _log_pass(log: Any, counts: dict[str, Any]) -> None:
@@ -213,42 +183,26 @@ def run_ticks(settings: Any, now_text: str | None, loop: bool, interval: str, qu
     total = TickSummary() if total is None else total
     if loop:
         settings.config  # a mistake in durable.yaml ends the loop at its start, as one in the store's URL
-    store: Any = settings.open()
-    failed = 0  # passes of --loop failed in a row
-    try:
-        while True:
-            summary, wait = TickSummary(), pause
-            try:
-                store = settings.open() if store is None else store
-                tick_once(store, clock_from(now), lambda: settings.options, config=settings.config,
-                          show=None if quiet else _progress, stop=None if stop is None else stop.is_set,
-                          workers=workers, reopen=settings.open, log=log, summary=summary)
-                failed = 0
-            except Exception as exc:  # a loop outlives a failed pass (its store down for a while)
-                if stop is None:
-                    raise
-                failed += 1
-                wait = _backoff(pause, failed)
-                _pass_failed(exc, wait, log, summary)
-                _close_quietly(store)
-                store = None  # the next pass opens it afresh
-            finally:
-                total.add(summary)
-            if log is not None and loop and not failed:  # (a failed pass: its `tick_failed` record)
-                _log_pass(log, summary.to_json())
-            if stop is None or must_exit() or _idle(store, wait, stop):
-                break
-            settings.reread()  # each pass reads durable.yaml as it is then
-    finally:
-        if store is not None:
-            store.close()
-    return total.to_json()
 
-
-def _close_quietly(store: Any) -> None:
-    """Close a store a pass failed on, whatever that raises (its connection may be gone already)."""
-    if store is not None:
+    def one_pass(store: Any) -> None:
+        summary = TickSummary()
         try:
+            tick_once(store, clock_from(now), lambda: settings.options, config=settings.config,
+                      show=None if quiet else _progress, stop=None if stop is None else stop.is_set,
+                      workers=workers, reopen=settings.open, log=log, summary=summary)
+        finally:
+            total.add(summary)
+        if log is not None and loop:
+            _log_pass(log, summary.to_json())
+
+    store: Any = settings.open()
+    if stop is None:
+        try:
+            one_pass(store)
+        finally:
             store.close()
-        except Exception:
-            pass
+    else:
+        repeat(store, settings.open, one_pass, pause, stop,
+               lambda sentence, wait: _pass_failed(sentence, wait, log, total),
+               between=settings.reread)  # each pass reads durable.yaml as it is then
+    return total.to_json()
