@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from ._engine.streams import StreamWriter as StreamWriter
     from ._status import RunStatus as RunStatus
     from .errors import ChildFailed as ChildFailed
+    from .errors import ChildTimedOut as ChildTimedOut
     from .errors import ConfigError as ConfigError
     from .errors import DurableError as DurableError
     from .errors import FatalError as FatalError
@@ -89,6 +90,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ChildFailed",
+    "ChildTimedOut",
     "ChildHandle",
     "ConfigError",
     "Delivery",
@@ -177,7 +179,7 @@ _MODULES = {
     "_status": ["RunStatus"],
     "_engine.hooks": ["HookEvents"],
     "_engine.streams": ["StreamWriter"],
-    "errors": ["ChildFailed", "ConfigError", "DurableError", "FatalError", "InvalidArguments",
+    "errors": ["ChildFailed", "ChildTimedOut", "ConfigError", "DurableError", "FatalError", "InvalidArguments",
                "InvalidPayload", "InvalidReference", "JournalDamaged", "NonDeterminismError",
                "RetryableError", "RunBusy", "RunConflict", "RunExists", "RunNotFound", "StepCrashed",
                "StepFailed", "StepTimeout", "JournalTooNew", "StoreError", "TokenInUse", "UnknownToken", "EngineError", "WorkflowImportError", "JournalEmpty"],

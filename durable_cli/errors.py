@@ -58,18 +58,27 @@ class StepTimeout(DurableError):
 class ChildFailed(DurableError):
     """A child workflow failed; carries the child's run id, error class and message, and the
     arguments of the child's exception (`error_args`, when it needed more than a message). The
-    child's exception itself, re-created, is its `__cause__`."""
+    child's exception itself, re-created, is its `__cause__`. `status` is how the child ended:
+    `failed`, `cancelled` or `timed_out` (then the error is a `ChildTimedOut`); a child stopped
+    without an error of its own has the `error_type` "Cancelled", as earlier versions said."""
 
-    def __init__(self, run_id: str, error_type: str, message: str, error_args: list[Any] | None = None) -> None:
+    def __init__(self, run_id: str, error_type: str, message: str, error_args: list[Any] | None = None,
+                 status: str = "failed") -> None:
         super().__init__(f"child run {run_id} failed: {error_type}: {message}")
         self.run_id = run_id
         self.error_type = error_type
         self.error_message = message
         self.error_args = error_args
+        self.status = status
 
     def __reduce__(self) -> tuple[type[ChildFailed], tuple[Any, ...]]:
         """Re-created from its fields (a journal keeps them as `args`)."""
-        return ChildFailed, (self.run_id, self.error_type, self.error_message, self.error_args)
+        return type(self), (self.run_id, self.error_type, self.error_message, self.error_args, self.status)
+
+
+class ChildTimedOut(ChildFailed):
+    """A child run ended `timed_out` (its deadline or workflow timeout passed): a ChildFailed, so
+    `except ChildFailed` still catches it, told apart from a cancelled child by its class."""
 
 
 class UnknownToken(DurableError):

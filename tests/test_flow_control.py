@@ -15,7 +15,7 @@ import pytest
 
 from durable_cli import continue_as_new, sleep, start_child, step, workflow
 from durable_cli._timeparse import parse_instant
-from durable_cli.errors import DurableError
+from durable_cli.errors import ChildFailed, ChildTimedOut, DurableError
 from durable_cli.testing import DurableTestEnv
 
 CALLS: list[str] = []
@@ -79,6 +79,17 @@ def slow_then_more(label: str) -> str:
 def parent_of_napper(label: str) -> str:
     child = start_child(nap, label)
     return str(child.result())
+
+
+@workflow
+def parent_told_how_its_child_ended(label: str) -> dict[str, Any]:
+    """What a parent can tell of a child that did not complete (`bounded` times out after 2h)."""
+    try:
+        start_child(bounded, label).result()
+    except ChildFailed as exc:
+        return {"timed_out": isinstance(exc, ChildTimedOut), "status": exc.status, "type": exc.error_type,
+                "message": exc.error_message}
+    return {}
 
 
 @workflow
@@ -427,6 +438,25 @@ def test_a_timed_out_parent_cancels_its_children(env: DurableTestEnv) -> None:
     env.advance("30m")
     assert env.get_run(parent.run_id).status == "timed_out"
     assert env.get_run(child_id).status == "cancelled"
+
+
+def test_a_parent_tells_a_timed_out_child_from_a_cancelled_one(env: DurableTestEnv) -> None:
+    """A child ended `timed_out` reaches its parent as ChildTimedOut, a ChildFailed (an
+    `except ChildFailed` written before still catches it) whose `status` says so; its other fields
+    stay what earlier versions gave, so a journal they wrote replays the same."""
+    parent = env.start(parent_told_how_its_child_ended, "kid")
+    env.advance("3h")
+    assert env.get_run(parent.run_id).result == {"timed_out": True, "status": "timed_out", "type": "Cancelled",
+                                                 "message": "child run was timed_out"}
+
+
+def test_a_cancelled_child_reaches_its_parent_as_a_plain_child_failed(env: DurableTestEnv) -> None:
+    parent = env.start(parent_told_how_its_child_ended, "kid")
+    child_id = next(e["child_run_id"] for e in env.events(parent.run_id) if e["type"] == "child_started")
+    env.cancel(child_id)
+    env.advance("1m")
+    assert env.get_run(parent.run_id).result == {"timed_out": False, "status": "cancelled", "type": "Cancelled",
+                                                 "message": "child run was cancelled"}
 
 
 @pytest.mark.parametrize("bound", ["deadline", "timeout"])

@@ -43,7 +43,7 @@ from typing import Any, Callable
 from .._digest import sha256_hex
 from .._journal import encode_value
 from .._queues import flow_request
-from ..errors import ChildFailed, DurableError, EngineError, RunBusy, StoreError
+from ..errors import ChildFailed, ChildTimedOut, DurableError, EngineError, RunBusy, StoreError
 from .._timeparse import parse_instant
 from .context import driving
 from .delivery import child_finished
@@ -122,8 +122,10 @@ def outcome(event: dict[str, Any]) -> Any:
     if event["status"] == "completed":
         return event.get("result")
     error = event.get("error")
-    if not error:
-        raise ChildFailed(event["child_run_id"], "Cancelled", f"child run was {event['status']}")
+    if not error:  # stopped: its fields as earlier versions gave them, so that a replay sees the same
+        status = event["status"]
+        kind = ChildTimedOut if status == "timed_out" else ChildFailed
+        raise kind(event["child_run_id"], "Cancelled", f"child run was {status}", None, status)
     args = error.get("args")
     raise ChildFailed(
         event["child_run_id"], str(error.get("type")), str(error.get("message")),
