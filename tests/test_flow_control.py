@@ -325,6 +325,36 @@ def test_queued_and_debounced_runs_are_in_the_listing_pages_by_workflow_and_tag(
         == [debounced.run_id]
 
 
+def test_runs_queued_by_a_version_without_their_listing_entry_are_listed_once_a_tick_drives_them(
+        env: DurableTestEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs created waiting before 2fddb67 have no listing entry: a drive that finds a run queued
+    (admitted, debounce window over, cancelled or timed out there) writes it, as recovery does."""
+    from durable_cli._engine import execution, flow
+    from durable_cli._listing import search
+    from durable_cli._store.memory import MemoryStore
+
+    if isinstance(env.store, MemoryStore):
+        pytest.skip("the memory store lists its runs from their journals: it keeps no listing index")
+
+    class OldExecution(execution.Execution):  # enqueue as that version did: no index entry
+        def index(self) -> None:
+            pass
+
+    monkeypatch.setattr(flow, "Execution", OldExecution)
+    runs = [env.start(nap, f"r{i}", queue="small") for i in range(4)]
+    debounced = env.start(instant, "later", debounce="5m", key="k")
+    monkeypatch.undo()
+
+    def listed(workflow: str) -> list[str]:
+        return sorted(row["run_id"] for row in search(env.store, env.now, workflow=workflow, limit=10)["runs"])
+
+    assert listed("nap") == sorted(run.run_id for run in runs[:2]) and listed("instant") == []
+    env.cancel(runs[3].run_id)
+    env.advance("1h")  # the first two end, the third is admitted and sleeps; the window is over
+    assert listed("nap") == sorted(run.run_id for run in runs)
+    assert listed("instant") == [debounced.run_id]
+
+
 def test_lowering_a_limit_applies_at_the_next_tick_and_stops_no_started_run(env: DurableTestEnv,
                                                                               tmp_path: Path) -> None:
     from durable_cli._config import load_config

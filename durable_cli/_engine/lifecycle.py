@@ -214,8 +214,10 @@ def _execute(ex: Execution, due_at: datetime | None, start: dict[str, Any] | Non
         ex.index()  # its creator may have died before writing it
         if crashes > options.max_recoveries:
             ex.fatal = DurableError(f"run crashed {crashes} times; giving up (max_recoveries)")
-    elif history.status == "queued" and not dequeue(ex):
-        return
+    elif history.status == "queued":
+        ex.index()  # a run created waiting by an earlier version has no listing entry (docs/upgrading.md)
+        if not dequeue(ex):
+            return
     if ex.fatal is None:
         deliver(ex)
         ex.cancel_requested()
