@@ -1,7 +1,8 @@
-"""`durable tick --loop` (and `serve --tick`, the same loop) outlives a pass that fails as a whole (its store unreadable for a while):
-one sentence on stderr per failed pass, a pause that doubles from the interval (at least a second,
-up to a minute), then passes as usual once the store is back; SIGTERM still stops it at once. A
-real `durable` process over each store; the store is made unreadable by taking its due index away.
+"""`durable tick --loop` (and `serve --tick`, the same loop) outlives a pass that fails as a whole
+(its store unreadable for a while): one sentence on stderr per failed pass, a pause that doubles
+from the interval (at least a second, up to a minute), then passes as usual once the store is
+back; SIGTERM still stops it at once. A real `durable` process over each store; the store is made
+unreadable by taking its due index away.
 """
 
 from __future__ import annotations
