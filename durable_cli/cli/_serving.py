@@ -23,10 +23,11 @@ INSTALL_HINT = "pip install 'durable-cli[serve]'"
 @click.option("--metrics", "with_metrics", is_flag=True,
               help="Serve /metrics in Prometheus text format (needs the otel extra), authorised as /api/.")
 @log_format_option
-@click.pass_obj
-def serve(settings: Settings, host: str, port: int, auth_token: str | None, with_tick: bool, tick_interval: str,
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, auth_token: str | None, with_tick: bool, tick_interval: str,
           header_timeout: str, max_connections: int, with_metrics: bool, log_format: str) -> None:
     """Serve webhooks (/hooks/TOKEN), the JSON API (/api/) and the dashboard (/) until SIGTERM."""
+    settings: Settings = ctx.obj
     try:
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
@@ -34,9 +35,14 @@ def serve(settings: Settings, host: str, port: int, auth_token: str | None, with
         raise Failure(f"durable serve needs Starlette and uvicorn: {INSTALL_HINT}") from None
     from .._serve.runner import BindError, is_loopback, serve as run_server
     from .._timeparse import parse_duration
+    from .._serve.auth import token_problem
     from ._render import safe
 
     token = (auth_token or "").strip() or None
+    problem = None if token is None else token_problem(token)
+    if problem is not None:
+        given = ctx.get_parameter_source("auth_token") == click.core.ParameterSource.ENVIRONMENT
+        raise Failure(f"the auth token ({'$DURABLE_SERVE_TOKEN' if given else '--auth-token'}) {problem}")
     if token is None and not is_loopback(host):
         raise Failure(f"binding to {host} (beyond loopback) requires --auth-token (or $DURABLE_SERVE_TOKEN)")
     interval = parse_duration(tick_interval) if with_tick else None
