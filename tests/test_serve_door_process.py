@@ -150,3 +150,37 @@ def test_a_respond_with_that_http_cannot_send_fails_create_webhook_not_each_deli
                                                    dir=cwd / "journals", cwd=cwd, env={"DURABLE_PUBLIC_URL": server.url})
     assert document["status"] == "failed" and "respond_with" in json.dumps(document), (document, err)
     assert not any(e["type"] == "hook_created" for e in inspect(cwd, document["run_id"])["events"])
+
+
+@pytest.mark.parametrize("path, location", [("/api/runs/", "/api/runs"), ("/runs/r-1/?from=1&to=2", "/runs/r-1?from=1&to=2"),
+                                            ("/login/", "/login"), ("/api/runs/r%3F1/", "/api/runs/r%3F1")])
+def test_a_trailing_slash_redirect_is_relative_whatever_the_host_header_names(site: Any, path: str,
+                                                                              location: str) -> None:
+    """Starlette's slash redirect was built from the request's Host header: `Host: evil.example`
+    sent a browser (or a cache keyed on the path) to http://evil.example/api/runs. It is relative now."""
+    _, server = site
+    answer = httpx.get(server.url + path, headers={"host": "evil.example"})
+    assert answer.status_code == 307 and answer.headers["location"] == location, answer.headers
+
+
+def test_a_path_no_route_takes_either_way_is_404_not_a_redirect(site: Any) -> None:
+    """`//evil.example/` toggled is `//evil.example`, a scheme-relative URL: never a Location."""
+    _, server = site
+    for path in ("//evil.example/", "/nowhere/", "/static//"):
+        answer = httpx.get(server.url + path, headers={"host": "evil.example"})
+        assert answer.status_code == 404 and "location" not in answer.headers, (path, answer.headers)
+
+
+def test_the_dashboards_redirects_are_relative_whatever_the_host_header_names(tmp_path: Path) -> None:
+    token = "a-token-long-enough-to-use"
+    server = ServeProcess(tmp_path, env={"DURABLE_SERVE_TOKEN": token})
+    try:
+        with httpx.Client(base_url=server.url, headers={"host": "evil.example"}) as browser:
+            assert browser.get("/").headers["location"] == "/login"
+            assert browser.post("/login", data={"token": "wrong"}).headers["location"] == "/login?failed=1"
+            signed_in = browser.post("/login", data={"token": token})
+            assert signed_in.headers["location"] == "/"
+            assert browser.get("/login").headers["location"] == "/"  # the client keeps the session cookie
+    finally:
+        assert server.stop() == 0
+
