@@ -184,3 +184,16 @@ def test_the_dashboards_redirects_are_relative_whatever_the_host_header_names(tm
     finally:
         assert server.stop() == 0
 
+
+def test_a_webhook_answer_cannot_set_a_cookie_on_the_dashboards_origin(site: Any) -> None:
+    """A workflow's answer set any header, Set-Cookie included: `durable_session=...; Path=/` from a
+    webhook URL opened in the operator's browser replaced (or shadowed) the dashboard's session on
+    the same origin. serve drops a webhook answer's cookies and keeps its other headers."""
+    cwd, server = site
+    headers = {"set-cookie": "durable_session=planted; Path=/", "x-reply": "kept"}
+    run_id = start_run(cwd, server, "flows:answers_with", "200", json.dumps(headers))
+    answer = httpx.post(webhook_url(cwd, run_id), json={"n": 1})
+    assert answer.status_code == 200 and answer.headers["x-reply"] == "kept"
+    assert "set-cookie" not in answer.headers and not answer.cookies
+    tick(cwd)
+    assert inspect(cwd, run_id)["result"] == {"n": 1}

@@ -92,7 +92,9 @@ def write(endpoint: Endpoint) -> Endpoint:
 
 class SecurityHeaders:
     """Adds SECURITY_HEADERS to every answer that does not set them itself, and WEBHOOK_SANDBOX to
-    every webhook answer (a workflow's own Content-Security-Policy cannot lift it: both apply)."""
+    every webhook answer (a workflow's own Content-Security-Policy cannot lift it: both apply).
+    A webhook answer's Set-Cookie headers are dropped: a cookie set there would land on the
+    dashboard's origin (replacing or shadowing its session cookie, or crowding it out of the jar)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -105,6 +107,7 @@ class SecurityHeaders:
                     headers.setdefault(name, value)
                 if scope["path"].startswith("/hooks/"):
                     headers.append("content-security-policy", WEBHOOK_SANDBOX)
+                    del headers["set-cookie"]
             await send(message)
 
         await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
