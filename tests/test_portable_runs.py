@@ -342,3 +342,44 @@ def test_a_sparse_member_whose_map_tarfile_would_read_without_end_is_refused(tmp
     code, out, err = target.cli("import", str(bad))
     assert code == 2 and "a sparse member is not a run's export" in err, (code, out, err)
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def _planted(path: Path, kind: str) -> None:
+    """`kind` ("a FIFO" or "a directory") in place of the file at `path`."""
+    import os
+
+    path.unlink()
+    os.mkfifo(path, 0o600) if kind == "a FIFO" else path.mkdir(mode=0o700)
+
+
+@pytest.mark.parametrize("kind", ["a FIFO", "a directory"])
+def test_export_all_names_a_stream_file_that_is_not_a_regular_file_by_its_stream_and_kind(
+        tmp_path: Path, kind: str) -> None:
+    """A FIFO in place of a run's stream file was refused as "refusing journal <path>": the file is
+    a stream's, its base64 name hides which, and "journal" sent the operator to the wrong file.
+    The refusal names the stream, the path and what is there instead; no archive is written."""
+    import base64
+
+    production = Project(tmp_path / "prod", "jobs", FLOWS, in_process=True)
+    production.run("job", "3", run_id="j3")
+    stream = production.dir / "streams" / "j3" / (base64.urlsafe_b64encode(b"progress").decode() + ".jsonl")
+    _planted(stream, kind)
+    archive = tmp_path / "all.tar.gz"
+    code, out, err = production.cli("export", "--all", "--archive", str(archive), real=True, timeout=20)
+    assert code == 2 and len(err.strip().splitlines()) == 1, (code, out, err)
+    assert f"refusing stream 'progress' file {stream}: it is not a regular file but {kind}" in err, err
+    assert "refusing journal" not in err and not archive.exists()
+
+
+def test_a_chunk_written_to_a_stream_whose_file_is_a_fifo_is_refused_not_lost(tmp_path: Path) -> None:
+    """The append opened the stream's file without checking it: a FIFO in its place took the
+    chunk into a pipe nobody reads, and the append returned its index as if it were kept."""
+    from durable_cli._store.files import FileStore
+    from durable_cli.errors import StoreError
+
+    store = FileStore(str(tmp_path / "journals"))
+    store.stream_append("r1", "progress", [{"data": "kept"}])
+    stream = Path(store.streams._stream_path("r1", "progress"))
+    _planted(stream, "a FIFO")
+    with pytest.raises(StoreError, match="refusing stream 'progress' file .*: it is not a regular file but a FIFO"):
+        store.stream_append("r1", "progress", [{"data": "lost?"}])
