@@ -23,6 +23,12 @@ FLOWS = HTTP_FLOWS + """
 
 
     @workflow
+    def hears(named):
+        for request in create_webhook(headers=[named]):
+            return request
+
+
+    @workflow
     def answers_with(status, headers):
         for request in create_webhook(respond_with={"status": status, "headers": headers}):
             return request["json"]
@@ -197,3 +203,63 @@ def test_a_webhook_answer_cannot_set_a_cookie_on_the_dashboards_origin(site: Any
     assert "set-cookie" not in answer.headers and not answer.cookies
     tick(cwd)
     assert inspect(cwd, run_id)["result"] == {"n": 1}
+
+
+HUGE_INT = b"9" * 5000
+
+
+@pytest.mark.parametrize("body", [b'{"n": ' + HUGE_INT + b'}', b'{"n": 1e999}', b'[-1e400]'],
+                         ids=["5000 digits", "1e999", "-1e400"])
+def test_a_json_number_python_cannot_read_or_a_journal_cannot_hold_is_400_not_500(site: Any, body: bytes) -> None:
+    """An integer of 5,000 digits made json.loads raise ValueError (Python's limit on digits), which
+    the payload parser let out: a 500 with a traceback in the log, at /hooks/ and /api/resume/. And
+    1e999 parsed as infinity, which no journal holds. Both are invalid JSON at the door now."""
+    cwd, server = site
+    run_id = start_run(cwd, server, "flows:on_webhook")
+    answer = httpx.post(webhook_url(cwd, run_id), content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 400 and "invalid JSON" in answer.json()["error"], answer.text
+    start_run(cwd, server, "flows:approve", f"huge-{len(body)}")
+    answer = httpx.post(f"{server.url}/api/resume/approval-huge-{len(body)}", content=body,
+                        headers={"content-type": "application/json"})
+    assert answer.status_code == 400 and "invalid JSON" in answer.json()["error"], answer.text
+    assert "Traceback" not in server.log.read_text()
+    assert inspect(cwd, run_id)["status"] == "waiting"
+
+
+@pytest.mark.parametrize("body", [b'{"n": ' + HUGE_INT + b'}', b"1e999"], ids=["5000 digits", "1e999"])
+def test_a_text_body_that_only_looks_like_such_json_is_delivered_as_text(site: Any, body: bytes) -> None:
+    """Sent as text/plain, such a body is text: delivered whole with `json` None (1e999 was a 400
+    "cannot be delivered", and the 5,000 digits a 500)."""
+    cwd, server = site
+    run_id = start_run(cwd, server, "flows:on_webhook")
+    answer = httpx.post(webhook_url(cwd, run_id), content=body, headers={"content-type": "text/plain"})
+    assert answer.status_code == 202, answer.text
+    tick(cwd)
+    request = inspect(cwd, run_id)["result"]
+    assert request["body"] == body.decode() and request["json"] is None
+
+
+@pytest.mark.parametrize("headers, query, body, where, value", [
+    pytest.param({"x-odd": "a\x01b\x7fc"}, "", b"{}", ("headers", "x-odd"), "a\x01b\x7fc", id="controls in a header"),
+    pytest.param({"content-type": "text/plain"}, "", b"caf\xe9 \xff\x00", ("body",), "caf\ufffd \ufffd\x00",
+                 id="invalid UTF-8 text"),
+    pytest.param({}, "?a=%00&b=%ff&c=%ed%a0%80", b"{}", ("query",), {"a": ["\x00"], "b": ["\ufffd"], "c": ["\ufffd" * 3]},
+                 id="NUL and bad UTF-8 in the query"),
+    pytest.param({"content-type": "application/json"}, "", b'{"a": 1, "a": 2}', ("json",), {"a": 2}, id="duplicate keys"),
+    pytest.param({"content-type": "application/xml"}, "", b"<a/>", ("body",), "<a/>", id="XML"),
+])
+def test_odd_but_deliverable_requests_are_acknowledged_and_delivered_as_documented(
+        site: Any, headers: dict[str, str], query: str, body: bytes, where: tuple[str, ...], value: Any) -> None:
+    """Control characters in a named header, invalid UTF-8 in a text body (replaced, U+FFFD), NUL,
+    invalid UTF-8 and an encoded surrogate in the query, duplicate JSON keys (the last one wins, as
+    in JavaScript's JSON.parse; `body` keeps the text as sent), a non-JSON type: each a 202, and
+    the delivery holds what the docs say."""
+    cwd, server = site
+    run_id = start_run(cwd, server, "flows:hears", "x-odd")
+    answer = httpx.post(webhook_url(cwd, run_id) + query, content=body, headers=headers)
+    assert answer.status_code == 202, answer.text
+    tick(cwd)
+    delivered = inspect(cwd, run_id)["result"]
+    for key in where:
+        delivered = delivered[key]
+    assert delivered == value
