@@ -263,3 +263,13 @@ def test_odd_but_deliverable_requests_are_acknowledged_and_delivered_as_document
     for key in where:
         delivered = delivered[key]
     assert delivered == value
+
+
+@pytest.mark.parametrize("limit", ["9" * 5000, "\u00b2", "-1", "1e3"], ids=["5000 digits", "superscript 2", "-1", "1e3"])
+def test_a_listing_limit_that_is_not_a_whole_number_is_400_naming_limit(site: Any, limit: str) -> None:
+    """`limit` went to int(): 5,000 digits answered Python's own advice ("use
+    sys.set_int_max_str_digits()") and "²" (a digit to str.isdigit) "invalid literal for int()"."""
+    _, server = site
+    answer = httpx.get(f"{server.url}/api/runs", params={"limit": limit})
+    assert answer.status_code == 400 and answer.json()["error"].startswith("limit must be a whole number"), answer.text
+    assert httpx.get(f"{server.url}/api/runs", params={"limit": "2"}).status_code == 200
