@@ -353,22 +353,32 @@ def _planted(path: Path, kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", ["a FIFO", "a directory"])
-def test_export_all_names_a_stream_file_that_is_not_a_regular_file_by_its_stream_and_kind(
-        tmp_path: Path, kind: str) -> None:
-    """A FIFO in place of a run's stream file was refused as "refusing journal <path>": the file is
-    a stream's, its base64 name hides which, and "journal" sent the operator to the wrong file.
-    The refusal names the stream, the path and what is there instead; no archive is written."""
+@pytest.mark.parametrize("planted", ["stream file", "journal"])
+def test_export_all_leaves_out_a_run_it_cannot_read_naming_the_file_and_its_kind_and_exports_the_others(
+        tmp_path: Path, kind: str, planted: str) -> None:
+    """A FIFO in place of a run's stream file was refused as "refusing journal <path>" (no journal;
+    the base64 file name hid which stream), and stopped the whole export (exit 2). One in place of a
+    journal left the run out without a word: "exported 0 run(s)", exit 0, the run lost to whoever
+    imports the archive instead. Now each such run is named with its file and what is there
+    instead, the others are archived, and the export exits 1."""
     import base64
 
     production = Project(tmp_path / "prod", "jobs", FLOWS, in_process=True)
     production.run("job", "3", run_id="j3")
-    stream = production.dir / "streams" / "j3" / (base64.urlsafe_b64encode(b"progress").decode() + ".jsonl")
-    _planted(stream, kind)
+    production.run("quick", "1", run_id="fine")
+    if planted == "journal":
+        path, what = production.dir / "runs" / "j3.jsonl", "journal"
+    else:
+        name = base64.urlsafe_b64encode(b"progress").decode()
+        path, what = production.dir / "streams" / "j3" / f"{name}.jsonl", "stream 'progress' file"
+    _planted(path, kind)
     archive = tmp_path / "all.tar.gz"
     code, out, err = production.cli("export", "--all", "--archive", str(archive), real=True, timeout=20)
-    assert code == 2 and len(err.strip().splitlines()) == 1, (code, out, err)
-    assert f"refusing stream 'progress' file {stream}: it is not a regular file but {kind}" in err, err
-    assert "refusing journal" not in err and not archive.exists()
+    assert code == 1, (code, out, err)
+    assert err.splitlines() == [f"exported 1 run(s) to {archive}; 1 run(s) left out, below",
+                                f"error: run j3: refusing {what} {path}: it is not a regular file but {kind}"]
+    with tarfile.open(archive) as held:
+        assert held.getnames() == ["runs/fine.jsonl"]
 
 
 def test_a_chunk_written_to_a_stream_whose_file_is_a_fifo_is_refused_not_lost(tmp_path: Path) -> None:
