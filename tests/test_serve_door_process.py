@@ -273,3 +273,16 @@ def test_a_listing_limit_that_is_not_a_whole_number_is_400_naming_limit(site: An
     answer = httpx.get(f"{server.url}/api/runs", params={"limit": limit})
     assert answer.status_code == 400 and answer.json()["error"].startswith("limit must be a whole number"), answer.text
     assert httpx.get(f"{server.url}/api/runs", params={"limit": "2"}).status_code == 200
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_an_empty_body_sent_as_json_is_delivered_with_json_none(site: Any, method: str) -> None:
+    """A client that labels every request `application/json` (a GET, a bodiless ping) was answered
+    400 "the payload is empty" and retried for ever: an empty body is no body, whatever its type."""
+    cwd, server = site
+    run_id = start_run(cwd, server, "flows:on_webhook")
+    answer = httpx.request(method, webhook_url(cwd, run_id), headers={"content-type": "application/json"})
+    assert answer.status_code == 202, answer.text
+    tick(cwd)
+    request = inspect(cwd, run_id)["result"]
+    assert (request["method"], request["body"], request["json"]) == (method, "", None)

@@ -104,7 +104,7 @@ async def webhook(request: Request) -> Response:
     refusal = _refusal(request, fields, body)
     if refusal is not None:
         return refusal
-    if is_json(content_type(request)):
+    if is_json(content_type(request)) and body.strip():  # an empty body is no body, whatever its type
         try:
             parse_payload(body, request.app.state.limit, MAX_DEPTH - 1)
         except InvalidPayload as exc:
