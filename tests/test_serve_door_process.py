@@ -286,3 +286,31 @@ def test_an_empty_body_sent_as_json_is_delivered_with_json_none(site: Any, metho
     tick(cwd)
     request = inspect(cwd, run_id)["result"]
     assert (request["method"], request["body"], request["json"]) == (method, "", None)
+
+
+@pytest.mark.parametrize("damage", ["a FIFO", "garbage"])
+def test_a_delivery_to_a_run_whose_journal_cannot_be_read_is_503_and_the_others_are_served(
+        site: Any, damage: str) -> None:
+    """webhook_of (and the enqueue) raised the store's error for a run whose journal was a FIFO or
+    damaged: a 500 with a traceback in the log. Nothing is acknowledged: 503 with Retry-After (the
+    reason, which names paths, goes to the log and to an authorised caller only), and the next
+    run's webhook is served."""
+    import os
+
+    cwd, server = site
+    broken = start_run(cwd, server, "flows:on_webhook")
+    url = webhook_url(cwd, broken)
+    start_run(cwd, server, "flows:approve", f"broken-{damage[0]}", "--id", f"broken-approver-{damage[0]}")
+    for run_id in (broken, f"broken-approver-{damage[0]}"):
+        journal = cwd / "journals" / "runs" / f"{run_id}.jsonl"
+        journal.unlink()
+        os.mkfifo(journal, 0o600) if damage == "a FIFO" else journal.write_bytes(b"garbage\n")
+    answer = httpx.post(url, json={"n": 1})
+    assert answer.status_code == 503 and answer.headers["retry-after"], answer.text
+    assert "journals" not in answer.text  # no path of the server's to an anonymous sender
+    resumed = httpx.post(f"{server.url}/api/resume/approval-broken-{damage[0]}", json={"n": 1})
+    assert resumed.status_code == 503 and "journal" in resumed.json()["error"], resumed.text
+    log = server.log.read_text()
+    assert "Traceback" not in log and "delivery not stored: " in log and broken in log
+    healthy = start_run(cwd, server, "flows:on_webhook")
+    assert httpx.post(webhook_url(cwd, healthy), json={"n": 2}).status_code == 202

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import time
 from typing import Any
@@ -19,8 +20,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .._client import Options, deliver_payload, webhook_of, webhook_response
-from ..errors import InvalidPayload, PayloadTooLarge, UnknownToken
+from ..errors import DurableError, InvalidPayload, PayloadTooLarge, UnknownToken
 from .._payloads import MAX_DEPTH, parse_payload
+from .._reasons import problem
 from .._timeparse import utcnow
 from .._webhooks import DEFAULT_RESPOND_TIMEOUT, METHODS, delivery_id, new_delivery_id, request_payload
 from .auth import content_type, is_json
@@ -28,6 +30,18 @@ from .bodies import BodyRefused, answer, error, form_field, read_body
 from .signatures import check as check_signature
 
 RESPONSE_POLL = 0.05  # seconds between looks for a manual answer
+STORE_TROUBLE = (DurableError, OSError)  # the run's journal cannot be read, the disk is full, ...
+log = logging.getLogger("durable_cli.serve")
+
+
+def _cannot_store(exc: BaseException, public: bool) -> Response:
+    """503 for a delivery the store cannot take now (the run's journal damaged, the disk full):
+    nothing is acknowledged, so the sender retries. The reason (it names paths) goes to the
+    server's log, and to an authorised caller (`public` false), never to a webhook's anonymous one."""
+    reason = problem(exc)
+    log.error("delivery not stored: %s", reason)
+    shown = "the delivery cannot be stored now (the server's log says why); send it again later"
+    return error(503, reason if not public else shown, {"retry-after": "30"})
 
 
 def _enqueue(request: Request, token: str, payload: Any, key: str | None) -> Any:
@@ -73,11 +87,17 @@ def _refusal(request: Request, fields: dict[str, Any], body: bytes) -> Response 
 
 async def _manual_answer(request: Request, run_id: str, delivery: str, seconds: float) -> Response:
     """Wait (polling the run's responses stream) for the workflow's answer to `delivery`: it may
-    come from any process that drives the run (`serve --tick`, a tick loop, a worker)."""
+    come from any process that drives the run (`serve --tick`, a tick loop, a worker). A stream
+    that cannot be read is logged and looked at again: the payload is stored, so the caller gets
+    the 504 that says so rather than an error that invites a second delivery."""
     store = request.app.state.store
     deadline = asyncio.get_running_loop().time() + seconds
     while True:
-        found = await run_in_threadpool(webhook_response, store, run_id, delivery)
+        try:
+            found = await run_in_threadpool(webhook_response, store, run_id, delivery)
+        except STORE_TROUBLE as exc:
+            log.error("run %s: cannot read the answers to delivery %s: %s", run_id, delivery, problem(exc))
+            found = None
         if found is not None:
             return static_response(found)
         if asyncio.get_running_loop().time() >= deadline or await request.is_disconnected():
@@ -93,7 +113,10 @@ async def _manual_answer(request: Request, run_id: str, delivery: str, seconds: 
 async def webhook(request: Request) -> Response:
     """Queue one HTTP delivery for a webhook; 404 unless `token` is a live webhook's."""
     token = request.path_params["token"]
-    found = await run_in_threadpool(webhook_of, request.app.state.store, token)
+    try:
+        found = await run_in_threadpool(webhook_of, request.app.state.store, token)
+    except STORE_TROUBLE as exc:
+        return _cannot_store(exc, public=True)
     if found is None:
         return error(404, "no live webhook has this token")
     fields = found[1]
@@ -123,6 +146,8 @@ async def webhook(request: Request) -> Response:
         return error(413, f"{exc} (a delivery stores the body as text and, when it is JSON, parsed too)")
     except InvalidPayload as exc:
         return error(400, f"the body cannot be delivered: {exc}")
+    except STORE_TROUBLE as exc:
+        return _cannot_store(exc, public=True)
     if manual:
         seconds = float(fields.get("respond_timeout") or DEFAULT_RESPOND_TIMEOUT)
         return await _manual_answer(request, delivery.run_id, payload["delivery"], seconds)
@@ -149,5 +174,7 @@ async def resume(request: Request) -> Response:
         return error(413, str(exc))
     except InvalidPayload as exc:
         return error(400, str(exc))
+    except STORE_TROUBLE as exc:
+        return _cannot_store(exc, public=False)
     document = {"token": token, "run_id": delivery.run_id, "delivery": delivery.status}
     return answer(document, 202 if delivery.status == "queued" else 200)
