@@ -92,12 +92,14 @@ async def _manual_answer(request: Request, run_id: str, delivery: str, seconds: 
     the 504 that says so rather than an error that invites a second delivery."""
     store = request.app.state.store
     deadline = asyncio.get_running_loop().time() + seconds
+    troubled = False
     while True:
         try:
             found = await run_in_threadpool(webhook_response, store, run_id, delivery)
         except STORE_TROUBLE as exc:
-            log.error("run %s: cannot read the answers to delivery %s: %s", run_id, delivery, problem(exc))
-            found = None
+            if not troubled:  # once a request, not at every look
+                log.error("run %s: cannot read the answers to delivery %s: %s", run_id, delivery, problem(exc))
+            troubled, found = True, None
         if found is not None:
             return static_response(found)
         if asyncio.get_running_loop().time() >= deadline or await request.is_disconnected():
