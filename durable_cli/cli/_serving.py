@@ -13,7 +13,8 @@ INSTALL_HINT = "pip install 'durable-cli[serve]'"
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free one).")
 @click.option("--auth-token", "auth_token", envvar="DURABLE_SERVE_TOKEN", metavar="TOKEN",
-              help="Token for the dashboard and the API (else $DURABLE_SERVE_TOKEN); required beyond loopback.")
+              help="Token for the dashboard and the API, 16+ visible ASCII characters (else $DURABLE_SERVE_TOKEN); "
+                   "required beyond loopback.")
 @click.option("--tick", "with_tick", is_flag=True, help="Also run a tick loop in this process.")
 @click.option("--tick-interval", default="1s", show_default=True, help="Pause between passes with --tick.")
 @click.option("--header-timeout", default="10s", show_default=True,
