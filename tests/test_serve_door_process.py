@@ -314,3 +314,21 @@ def test_a_delivery_to_a_run_whose_journal_cannot_be_read_is_503_and_the_others_
     assert "Traceback" not in log and "delivery not stored: " in log and broken in log
     healthy = start_run(cwd, server, "flows:on_webhook")
     assert httpx.post(webhook_url(cwd, healthy), json={"n": 2}).status_code == 202
+
+
+@pytest.mark.parametrize("status, headers", [(200, {"x-reply": "a\nb"}), (200, {"content-length": "5"}), (99999, {})],
+                         ids=["line break in a header", "framing header", "status 99999"])
+def test_a_journaled_answer_http_cannot_carry_is_logged_and_the_stored_delivery_answered_202(
+        site: Any, monkeypatch: pytest.MonkeyPatch, status: int, headers: dict[str, str]) -> None:
+    """A respond_with journaled before create_webhook checked it: serve stored the delivery, then
+    h11 refused the answer (a traceback, and the connection closed with no reply), so the sender
+    sent the payload again. The stored delivery is now answered 202 and the reason logged."""
+    cwd, server = site
+    monkeypatch.setattr("durable_cli._webhooks.check_response", lambda *args: None)  # as older versions
+    run_id = start_run(cwd, server, "flows:answers_with", json.dumps(status), json.dumps(headers))
+    answer = httpx.post(webhook_url(cwd, run_id), json={"n": 1})
+    assert answer.status_code == 202 and answer.json() == {"run_id": run_id, "delivery": "queued"}, answer.text
+    log = server.log.read_text()
+    assert "Traceback" not in log and f"run {run_id}: the webhook's answer cannot be sent" in log
+    tick(cwd)
+    assert inspect(cwd, run_id)["result"] == {"n": 1}

@@ -24,7 +24,8 @@ from ..errors import DurableError, InvalidPayload, PayloadTooLarge, UnknownToken
 from .._payloads import MAX_DEPTH, parse_payload
 from .._reasons import problem
 from .._timeparse import utcnow
-from .._webhooks import DEFAULT_RESPOND_TIMEOUT, METHODS, delivery_id, new_delivery_id, request_payload
+from .._webhooks import (DEFAULT_RESPOND_TIMEOUT, METHODS, check_response, delivery_id, new_delivery_id,
+                         request_payload)
 from .auth import content_type, is_json
 from .bodies import BodyRefused, answer, error, form_field, read_body
 from .signatures import check as check_signature
@@ -49,8 +50,16 @@ def _enqueue(request: Request, token: str, payload: Any, key: str | None) -> Any
     return deliver_payload(request.app.state.store, token, payload, key, True, utcnow, options)
 
 
-def static_response(spec: dict[str, Any]) -> Response:
-    """The answer a webhook's `respond_with` asks for: status, body (text or JSON) and headers."""
+def static_response(spec: dict[str, Any], stored: dict[str, Any]) -> Response:
+    """The answer a webhook's `respond_with` (or the workflow's `respond()`) asks for: status, body
+    (text or JSON) and headers. One HTTP cannot carry (journaled by a version that did not check it:
+    a line break in a header, a framing header, status 99999) is logged, and the delivery, which is
+    stored, is answered 202 with `stored`: a broken answer would have the sender send it again."""
+    try:
+        check_response("journaled", spec.get("status", 200), spec.get("body"), spec.get("headers"))
+    except (TypeError, ValueError, InvalidPayload) as exc:
+        log.error("run %s: the webhook's answer cannot be sent (%s); answered 202 instead", stored["run_id"], exc)
+        return answer(stored, 202)
     headers = {str(k): str(v) for k, v in (spec.get("headers") or {}).items()}
     body = spec.get("body")
     if body is None:
@@ -101,7 +110,7 @@ async def _manual_answer(request: Request, run_id: str, delivery: str, seconds: 
                 log.error("run %s: cannot read the answers to delivery %s: %s", run_id, delivery, problem(exc))
             troubled, found = True, None
         if found is not None:
-            return static_response(found)
+            return static_response(found, {"run_id": run_id, "delivery": "queued"})
         if asyncio.get_running_loop().time() >= deadline or await request.is_disconnected():
             break
         if request.app.state.stopping():
@@ -153,9 +162,8 @@ async def webhook(request: Request) -> Response:
     if manual:
         seconds = float(fields.get("respond_timeout") or DEFAULT_RESPOND_TIMEOUT)
         return await _manual_answer(request, delivery.run_id, payload["delivery"], seconds)
-    if fields.get("respond_with"):
-        return static_response(fields["respond_with"])
-    return answer({"run_id": delivery.run_id, "delivery": delivery.status}, 202)
+    stored = {"run_id": delivery.run_id, "delivery": delivery.status}
+    return static_response(fields["respond_with"], stored) if fields.get("respond_with") else answer(stored, 202)
 
 
 async def resume(request: Request) -> Response:
