@@ -332,3 +332,19 @@ def test_a_journaled_answer_http_cannot_carry_is_logged_and_the_stored_delivery_
     assert "Traceback" not in log and f"run {run_id}: the webhook's answer cannot be sent" in log
     tick(cwd)
     assert inspect(cwd, run_id)["result"] == {"n": 1}
+
+
+@pytest.mark.parametrize("cookie, delivered", [("durable_session=1900000000.abc; theme=dark", "theme=dark"),
+                                               ("theme=dark;durable_session=1900000000.abc;lang=fr", "theme=dark; lang=fr"),
+                                               ("durable_session=1900000000.abc", None)],
+                         ids=["first", "between others", "alone"])
+def test_a_webhook_that_names_cookie_never_receives_the_dashboards_session(
+        site: Any, cookie: str, delivered: str | None) -> None:
+    """A browser sends the dashboard's session cookie to /hooks/ too (same origin): a webhook made
+    with headers=["cookie"], opened by the signed-in operator, journaled their session, which
+    opens the dashboard for 30 days to whoever reads the journal. The other cookies still arrive."""
+    cwd, server = site
+    run_id = start_run(cwd, server, "flows:hears", "cookie")
+    assert httpx.post(webhook_url(cwd, run_id), json={}, headers={"cookie": cookie}).status_code == 202
+    tick(cwd)
+    assert inspect(cwd, run_id)["result"]["headers"].get("cookie") == delivered

@@ -26,7 +26,7 @@ from .._reasons import problem
 from .._timeparse import utcnow
 from .._webhooks import (DEFAULT_RESPOND_TIMEOUT, METHODS, check_response, delivery_id, new_delivery_id,
                          request_payload)
-from .auth import content_type, is_json
+from .auth import COOKIE, content_type, is_json
 from .bodies import BodyRefused, answer, error, form_field, read_body
 from .signatures import check as check_signature
 
@@ -75,6 +75,16 @@ def static_response(spec: dict[str, Any], stored: dict[str, Any]) -> Response:
 
 def _query(request: Request) -> dict[str, list[str]]:
     return parse_qs(request.url.query, keep_blank_values=True)
+
+
+def _without_session(headers: dict[str, str]) -> dict[str, str]:
+    """`headers` without the dashboard's session cookie, which a browser sends to /hooks/ too (the
+    same origin): a webhook that names `cookie` must not journal the operator's session."""
+    if "cookie" not in headers:
+        return headers
+    kept = [part.strip() for part in headers["cookie"].split(";") if part.split("=", 1)[0].strip() != COOKIE]
+    others = {k: v for k, v in headers.items() if k != "cookie"}
+    return {**others, "cookie": "; ".join(kept)} if any(kept) else others
 
 
 def _refusal(request: Request, fields: dict[str, Any], body: bytes) -> Response | None:
@@ -143,7 +153,7 @@ async def webhook(request: Request) -> Response:
             parse_payload(body, request.app.state.limit, MAX_DEPTH - 1)
         except InvalidPayload as exc:
             return error(400, f"the body is sent as JSON but is not: {exc}")
-    headers = {k.lower(): v for k, v in request.headers.items()}
+    headers = _without_session({k.lower(): v for k, v in request.headers.items()})
     manual = fields.get("respond") == "manual"
     try:
         payload = request_payload(request.method, headers, body, path=request.url.path, query=_query(request),
