@@ -253,12 +253,13 @@ def create_webhook(token: str | None = None, respond_with: dict[str, Any] | None
     from ._engine import hooks
     from ._webhooks import check_options, webhook_fields
 
-    options = check_options(respond_with, secret_env, methods, headers, verify, respond, respond_timeout)
     ex = require_execution("create_webhook()")
-    return hooks.create(
-        ex, "webhook", token, timeout,
-        lambda tok: webhook_fields(tok, options, ex.options.public_url), wrap=_wrap_request,
-    )
+
+    def fields(tok: str) -> dict[str, Any]:  # only for a new webhook: a replay keeps what was journaled
+        options = check_options(respond_with, secret_env, methods, headers, verify, respond, respond_timeout)
+        return webhook_fields(tok, options, ex.options.public_url)
+
+    return hooks.create(ex, "webhook", token, timeout, fields, wrap=_wrap_request)
 
 
 def set_event(key: str, value: Any) -> None:

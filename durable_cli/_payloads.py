@@ -32,6 +32,15 @@ def _no_constant(name: str) -> Any:
     raise InvalidPayload(f"invalid JSON: {name} is not allowed")
 
 
+def _finite(text: str) -> float:
+    """A JSON number with a fraction or exponent as a float, refused where it overflows to
+    infinity (`1e999`), which no journal can hold."""
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise InvalidPayload(f"invalid JSON: the number {text[:40]} is out of range for a float")
+    return value
+
+
 def _depth(value: Any) -> int:
     depth, level = 0, [value]
     while level:
@@ -60,13 +69,15 @@ def parse_payload(data: bytes, limit: int = DEFAULT_LIMIT, max_depth: int = MAX_
         raise InvalidPayload("invalid JSON: the payload is empty")
     try:
         text = data.decode("utf-8")
-        value = json.loads(text, parse_constant=_no_constant)
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
     except UnicodeDecodeError:
         raise InvalidPayload("invalid JSON: the payload is not UTF-8") from None
     except RecursionError:
         raise NestedTooDeep(f"invalid JSON: nested deeper than {max_depth} levels") from None
     except json.JSONDecodeError as exc:
         raise InvalidPayload(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError:  # Python's limit on the digits of an int read from text
+        raise InvalidPayload(f"invalid JSON: an integer of more than {sys.get_int_max_str_digits()} digits") from None
     if _depth(value) > max_depth:
         raise NestedTooDeep(f"invalid JSON: nested deeper than {max_depth} levels")
     if re.search(_SURROGATE_ESCAPE, data):

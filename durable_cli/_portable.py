@@ -153,13 +153,17 @@ def read_archive(archive: tarfile.TarFile, path: str) -> list[Exported]:
     return runs
 
 
-def write_archive(store: Store, run_ids: Iterable[str], path: str) -> list[str]:
+def write_archive(store: Store, run_ids: Iterable[str], path: str) -> tuple[list[str], list[dict[str, str]]]:
     """Write the exports (streams included) of `run_ids` to a `.tar.gz` at `path`, atomically; a
-    `path` that is a directory, or whose directory does not exist, is refused before any write."""
+    `path` that is a directory, or whose directory does not exist, is refused before any write.
+    Returns the runs written and those left out, `{"run_id", "error"}` each: a run that cannot be
+    read (a stream file that is a FIFO, a journal damaged since it was listed) never stops the others."""
+    from ._reasons import problem
+
     directory = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise DurableError(f"cannot write the archive to {path}: it is a directory")
-    written = []
+    written, left_out = [], []
     try:
         fd, temporary = tempfile.mkstemp(dir=directory, prefix=".durable-export-", suffix=".tar.gz")
     except (FileNotFoundError, NotADirectoryError) as exc:
@@ -168,7 +172,13 @@ def write_archive(store: Store, run_ids: Iterable[str], path: str) -> list[str]:
     try:
         with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as archive:
             for run_id in run_ids:
-                data = export_bytes(store, run_id, with_streams=True)
+                try:
+                    data = export_bytes(store, run_id, with_streams=True)
+                except RunNotFound:
+                    continue  # pruned since it was listed: nothing left to lose
+                except (DurableError, OSError) as exc:
+                    left_out.append({"run_id": run_id, "error": problem(exc)})
+                    continue
                 info = tarfile.TarInfo(f"runs/{run_id}.jsonl")
                 info.size, info.mode = len(data), 0o600
                 archive.addfile(info, io.BytesIO(data))
@@ -177,17 +187,23 @@ def write_archive(store: Store, run_ids: Iterable[str], path: str) -> list[str]:
     except BaseException:
         os.unlink(temporary)
         raise
-    return written
+    return written, left_out
 
 
-def select_runs(store: Store, status: str | None, workflow: str | None) -> list[str]:
-    """Run ids to export, oldest first: all, or those of a status and workflow (name or reference)."""
+def select_runs(store: Store, status: str | None, workflow: str | None) -> tuple[list[str], list[dict[str, str]]]:
+    """Run ids to export, oldest first: all, or those of a status and workflow (name or reference);
+    and, whatever the filters, the runs whose journal cannot be read (damaged or unreadable: their
+    status and workflow are unknown), `{"run_id", "error"}` each, for the caller to report."""
     from ._inspection import list_runs
 
-    rows = [row for row in list_runs(store, status) if row["status"] not in ("damaged", "unreadable")]
+    rows = list_runs(store, all=True)
+    unreadable = [{"run_id": row["run_id"], "error": row["error"]} for row in rows
+                  if row["status"] in ("damaged", "unreadable")]
+    rows = [row for row in rows if row["status"] not in ("damaged", "unreadable")
+            and (row["status"] == status if status is not None else row["status"] != "continued")]
     if workflow is not None:
         rows = [row for row in rows if workflow == row["workflow"] or _reference(store, row["run_id"]) == workflow]
-    return [row["run_id"] for row in reversed(rows)]
+    return [row["run_id"] for row in reversed(rows)], unreadable
 
 
 def _reference(store: Store, run_id: str) -> str:

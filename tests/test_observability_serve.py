@@ -52,7 +52,7 @@ def test_metrics_and_json_logs_of_a_serving_process(tmp_path: Path) -> None:
     stderr = tmp_path / "serve.err"
     with open(stderr, "wb") as err:
         proc = spawn([DURABLE, "--dir", str(tmp_path / "journals"), "serve", "--port", "0", "--metrics", "--tick",
-             "--tick-interval", "0.1s", "--log-format", "json", "--auth-token", "t0ken"],
+             "--tick-interval", "0.1s", "--log-format", "json", "--auth-token", "t0ken-for-the-tests"],
             cwd=tmp_path, env=durable_env(), stdout=subprocess.PIPE, stderr=err)
     try:
         url = None
@@ -67,7 +67,7 @@ def test_metrics_and_json_logs_of_a_serving_process(tmp_path: Path) -> None:
         code, out, err = durable("run", "flows:short_nap", "1", dir=tmp_path / "journals", cwd=tmp_path)
         assert code == 0 and "sleeping" in out, err
         assert httpx.get(f"{url}/metrics").status_code == 401  # the API's rules: a token is set
-        auth = {"authorization": "Bearer t0ken"}
+        auth = {"authorization": "Bearer t0ken-for-the-tests"}
         found: dict[str, Any] = {}
         for _ in range(100):
             response = httpx.get(f"{url}/metrics", headers=auth)

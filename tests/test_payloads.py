@@ -26,6 +26,15 @@ def test_nan_and_infinity_are_refused(data):
         parse_payload(data)
 
 
+@pytest.mark.parametrize("data, reason", [(b"1e999", "out of range for a float"), (b"[-1e400]", "out of range"),
+                                          (b"9" * 5000, "more than 4300 digits")])
+def test_a_number_beyond_a_float_or_pythons_digits_limit_is_refused_as_invalid_json(data, reason):
+    """1e999 read as infinity, which no journal holds (refused later, as "not serializable"); an
+    integer of 5,000 digits raised Python's own ValueError, past every `except InvalidPayload`."""
+    with pytest.raises(InvalidPayload, match=f"invalid JSON: .*{reason}"):
+        parse_payload(data)
+
+
 def test_a_byte_order_mark_is_refused():
     with pytest.raises(InvalidPayload, match="byte order mark"):
         parse_payload(b"\xef\xbb\xbf{}")

@@ -342,3 +342,54 @@ def test_a_sparse_member_whose_map_tarfile_would_read_without_end_is_refused(tmp
     code, out, err = target.cli("import", str(bad))
     assert code == 2 and "a sparse member is not a run's export" in err, (code, out, err)
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def _planted(path: Path, kind: str) -> None:
+    """`kind` ("a FIFO" or "a directory") in place of the file at `path`."""
+    import os
+
+    path.unlink()
+    os.mkfifo(path, 0o600) if kind == "a FIFO" else path.mkdir(mode=0o700)
+
+
+@pytest.mark.parametrize("kind", ["a FIFO", "a directory"])
+@pytest.mark.parametrize("planted", ["stream file", "journal"])
+def test_export_all_leaves_out_a_run_it_cannot_read_naming_the_file_and_its_kind_and_exports_the_others(
+        tmp_path: Path, kind: str, planted: str) -> None:
+    """A FIFO in place of a run's stream file was refused as "refusing journal <path>" (no journal;
+    the base64 file name hid which stream), and stopped the whole export (exit 2). One in place of a
+    journal left the run out without a word: "exported 0 run(s)", exit 0, the run lost to whoever
+    imports the archive instead. Now each such run is named with its file and what is there
+    instead, the others are archived, and the export exits 1."""
+    import base64
+
+    production = Project(tmp_path / "prod", "jobs", FLOWS, in_process=True)
+    production.run("job", "3", run_id="j3")
+    production.run("quick", "1", run_id="fine")
+    if planted == "journal":
+        path, what = production.dir / "runs" / "j3.jsonl", "journal"
+    else:
+        name = base64.urlsafe_b64encode(b"progress").decode()
+        path, what = production.dir / "streams" / "j3" / f"{name}.jsonl", "stream 'progress' file"
+    _planted(path, kind)
+    archive = tmp_path / "all.tar.gz"
+    code, out, err = production.cli("export", "--all", "--archive", str(archive), real=True, timeout=20)
+    assert code == 1, (code, out, err)
+    assert err.splitlines() == [f"exported 1 run(s) to {archive}; 1 run(s) left out, below",
+                                f"error: run j3: refusing {what} {path}: it is not a regular file but {kind}"]
+    with tarfile.open(archive) as held:
+        assert held.getnames() == ["runs/fine.jsonl"]
+
+
+def test_a_chunk_written_to_a_stream_whose_file_is_a_fifo_is_refused_not_lost(tmp_path: Path) -> None:
+    """The append opened the stream's file without checking it: a FIFO in its place took the
+    chunk into a pipe nobody reads, and the append returned its index as if it were kept."""
+    from durable_cli._store.files import FileStore
+    from durable_cli.errors import StoreError
+
+    store = FileStore(str(tmp_path / "journals"))
+    store.stream_append("r1", "progress", [{"data": "kept"}])
+    stream = Path(store.streams._stream_path("r1", "progress"))
+    _planted(stream, "a FIFO")
+    with pytest.raises(StoreError, match="refusing stream 'progress' file .*: it is not a regular file but a FIFO"):
+        store.stream_append("r1", "progress", [{"data": "lost?"}])

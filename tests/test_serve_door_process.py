@@ -23,6 +23,12 @@ FLOWS = HTTP_FLOWS + """
 
 
     @workflow
+    def hears(named):
+        for request in create_webhook(headers=[named]):
+            return request
+
+
+    @workflow
     def answers_with(status, headers):
         for request in create_webhook(respond_with={"status": status, "headers": headers}):
             return request["json"]
@@ -150,3 +156,195 @@ def test_a_respond_with_that_http_cannot_send_fails_create_webhook_not_each_deli
                                                    dir=cwd / "journals", cwd=cwd, env={"DURABLE_PUBLIC_URL": server.url})
     assert document["status"] == "failed" and "respond_with" in json.dumps(document), (document, err)
     assert not any(e["type"] == "hook_created" for e in inspect(cwd, document["run_id"])["events"])
+
+
+@pytest.mark.parametrize("path, location", [("/api/runs/", "/api/runs"), ("/runs/r-1/?from=1&to=2", "/runs/r-1?from=1&to=2"),
+                                            ("/login/", "/login"), ("/api/runs/r%3F1/", "/api/runs/r%3F1")])
+def test_a_trailing_slash_redirect_is_relative_whatever_the_host_header_names(site: Any, path: str,
+                                                                              location: str) -> None:
+    """Starlette's slash redirect was built from the request's Host header: `Host: evil.example`
+    sent a browser (or a cache keyed on the path) to http://evil.example/api/runs. It is relative now."""
+    _, server = site
+    answer = httpx.get(server.url + path, headers={"host": "evil.example"})
+    assert answer.status_code == 307 and answer.headers["location"] == location, answer.headers
+
+
+def test_a_path_no_route_takes_either_way_is_404_not_a_redirect(site: Any) -> None:
+    """`//evil.example/` toggled is `//evil.example`, a scheme-relative URL: never a Location."""
+    _, server = site
+    for path in ("//evil.example/", "/nowhere/", "/static//"):
+        answer = httpx.get(server.url + path, headers={"host": "evil.example"})
+        assert answer.status_code == 404 and "location" not in answer.headers, (path, answer.headers)
+
+
+def test_the_dashboards_redirects_are_relative_whatever_the_host_header_names(tmp_path: Path) -> None:
+    token = "a-token-long-enough-to-use"
+    server = ServeProcess(tmp_path, env={"DURABLE_SERVE_TOKEN": token})
+    try:
+        with httpx.Client(base_url=server.url, headers={"host": "evil.example"}) as browser:
+            assert browser.get("/").headers["location"] == "/login"
+            assert browser.post("/login", data={"token": "wrong"}).headers["location"] == "/login?failed=1"
+            signed_in = browser.post("/login", data={"token": token})
+            assert signed_in.headers["location"] == "/"
+            assert browser.get("/login").headers["location"] == "/"  # the client keeps the session cookie
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_webhook_answer_cannot_set_a_cookie_on_the_dashboards_origin(site: Any) -> None:
+    """A workflow's answer set any header, Set-Cookie included: `durable_session=...; Path=/` from a
+    webhook URL opened in the operator's browser replaced (or shadowed) the dashboard's session on
+    the same origin. serve drops a webhook answer's cookies and keeps its other headers."""
+    cwd, server = site
+    headers = {"set-cookie": "durable_session=planted; Path=/", "x-reply": "kept"}
+    run_id = start_run(cwd, server, "flows:answers_with", "200", json.dumps(headers))
+    answer = httpx.post(webhook_url(cwd, run_id), json={"n": 1})
+    assert answer.status_code == 200 and answer.headers["x-reply"] == "kept"
+    assert "set-cookie" not in answer.headers and not answer.cookies
+    tick(cwd)
+    assert inspect(cwd, run_id)["result"] == {"n": 1}
+
+
+HUGE_INT = b"9" * 5000
+
+
+@pytest.mark.parametrize("body", [b'{"n": ' + HUGE_INT + b'}', b'{"n": 1e999}', b'[-1e400]'],
+                         ids=["5000 digits", "1e999", "-1e400"])
+def test_a_json_number_python_cannot_read_or_a_journal_cannot_hold_is_400_not_500(site: Any, body: bytes) -> None:
+    """An integer of 5,000 digits made json.loads raise ValueError (Python's limit on digits), which
+    the payload parser let out: a 500 with a traceback in the log, at /hooks/ and /api/resume/. And
+    1e999 parsed as infinity, which no journal holds. Both are invalid JSON at the door now."""
+    cwd, server = site
+    run_id = start_run(cwd, server, "flows:on_webhook")
+    answer = httpx.post(webhook_url(cwd, run_id), content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 400 and "invalid JSON" in answer.json()["error"], answer.text
+    start_run(cwd, server, "flows:approve", f"huge-{len(body)}")
+    answer = httpx.post(f"{server.url}/api/resume/approval-huge-{len(body)}", content=body,
+                        headers={"content-type": "application/json"})
+    assert answer.status_code == 400 and "invalid JSON" in answer.json()["error"], answer.text
+    assert "Traceback" not in server.log.read_text()
+    assert inspect(cwd, run_id)["status"] == "waiting"
+
+
+@pytest.mark.parametrize("body", [b'{"n": ' + HUGE_INT + b'}', b"1e999"], ids=["5000 digits", "1e999"])
+def test_a_text_body_that_only_looks_like_such_json_is_delivered_as_text(site: Any, body: bytes) -> None:
+    """Sent as text/plain, such a body is text: delivered whole with `json` None (1e999 was a 400
+    "cannot be delivered", and the 5,000 digits a 500)."""
+    cwd, server = site
+    run_id = start_run(cwd, server, "flows:on_webhook")
+    answer = httpx.post(webhook_url(cwd, run_id), content=body, headers={"content-type": "text/plain"})
+    assert answer.status_code == 202, answer.text
+    tick(cwd)
+    request = inspect(cwd, run_id)["result"]
+    assert request["body"] == body.decode() and request["json"] is None
+
+
+@pytest.mark.parametrize("headers, query, body, where, value", [
+    pytest.param({"x-odd": "a\x01b\x7fc"}, "", b"{}", ("headers", "x-odd"), "a\x01b\x7fc", id="controls in a header"),
+    pytest.param({"content-type": "text/plain"}, "", b"caf\xe9 \xff\x00", ("body",), "caf\ufffd \ufffd\x00",
+                 id="invalid UTF-8 text"),
+    pytest.param({}, "?a=%00&b=%ff&c=%ed%a0%80", b"{}", ("query",), {"a": ["\x00"], "b": ["\ufffd"], "c": ["\ufffd" * 3]},
+                 id="NUL and bad UTF-8 in the query"),
+    pytest.param({"content-type": "application/json"}, "", b'{"a": 1, "a": 2}', ("json",), {"a": 2}, id="duplicate keys"),
+    pytest.param({"content-type": "application/xml"}, "", b"<a/>", ("body",), "<a/>", id="XML"),
+])
+def test_odd_but_deliverable_requests_are_acknowledged_and_delivered_as_documented(
+        site: Any, headers: dict[str, str], query: str, body: bytes, where: tuple[str, ...], value: Any) -> None:
+    """Control characters in a named header, invalid UTF-8 in a text body (replaced, U+FFFD), NUL,
+    invalid UTF-8 and an encoded surrogate in the query, duplicate JSON keys (the last one wins, as
+    in JavaScript's JSON.parse; `body` keeps the text as sent), a non-JSON type: each a 202, and
+    the delivery holds what the docs say."""
+    cwd, server = site
+    run_id = start_run(cwd, server, "flows:hears", "x-odd")
+    answer = httpx.post(webhook_url(cwd, run_id) + query, content=body, headers=headers)
+    assert answer.status_code == 202, answer.text
+    tick(cwd)
+    delivered = inspect(cwd, run_id)["result"]
+    for key in where:
+        delivered = delivered[key]
+    assert delivered == value
+
+
+@pytest.mark.parametrize("limit", ["9" * 5000, "\u00b2", "-1", "1e3"], ids=["5000 digits", "superscript 2", "-1", "1e3"])
+def test_a_listing_limit_that_is_not_a_whole_number_is_400_naming_limit(site: Any, limit: str) -> None:
+    """`limit` went to int(): 5,000 digits answered Python's own advice ("use
+    sys.set_int_max_str_digits()") and "²" (a digit to str.isdigit) "invalid literal for int()"."""
+    _, server = site
+    answer = httpx.get(f"{server.url}/api/runs", params={"limit": limit})
+    assert answer.status_code == 400 and answer.json()["error"].startswith("limit must be a whole number"), answer.text
+    assert httpx.get(f"{server.url}/api/runs", params={"limit": "2"}).status_code == 200
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_an_empty_body_sent_as_json_is_delivered_with_json_none(site: Any, method: str) -> None:
+    """A client that labels every request `application/json` (a GET, a bodiless ping) was answered
+    400 "the payload is empty" and retried for ever: an empty body is no body, whatever its type."""
+    cwd, server = site
+    run_id = start_run(cwd, server, "flows:on_webhook")
+    answer = httpx.request(method, webhook_url(cwd, run_id), headers={"content-type": "application/json"})
+    assert answer.status_code == 202, answer.text
+    tick(cwd)
+    request = inspect(cwd, run_id)["result"]
+    assert (request["method"], request["body"], request["json"]) == (method, "", None)
+
+
+@pytest.mark.parametrize("damage", ["a FIFO", "garbage"])
+def test_a_delivery_to_a_run_whose_journal_cannot_be_read_is_503_and_the_others_are_served(
+        site: Any, damage: str) -> None:
+    """webhook_of (and the enqueue) raised the store's error for a run whose journal was a FIFO or
+    damaged: a 500 with a traceback in the log. Nothing is acknowledged: 503 with Retry-After (the
+    reason, which names paths, goes to the log and to an authorised caller only), and the next
+    run's webhook is served."""
+    import os
+
+    cwd, server = site
+    broken = start_run(cwd, server, "flows:on_webhook")
+    url = webhook_url(cwd, broken)
+    start_run(cwd, server, "flows:approve", f"broken-{damage[0]}", "--id", f"broken-approver-{damage[0]}")
+    for run_id in (broken, f"broken-approver-{damage[0]}"):
+        journal = cwd / "journals" / "runs" / f"{run_id}.jsonl"
+        journal.unlink()
+        os.mkfifo(journal, 0o600) if damage == "a FIFO" else journal.write_bytes(b"garbage\n")
+    answer = httpx.post(url, json={"n": 1})
+    assert answer.status_code == 503 and answer.headers["retry-after"], answer.text
+    assert "journals" not in answer.text  # no path of the server's to an anonymous sender
+    resumed = httpx.post(f"{server.url}/api/resume/approval-broken-{damage[0]}", json={"n": 1})
+    assert resumed.status_code == 503 and "journal" in resumed.json()["error"], resumed.text
+    log = server.log.read_text()
+    assert "Traceback" not in log and "delivery not stored: " in log and broken in log
+    healthy = start_run(cwd, server, "flows:on_webhook")
+    assert httpx.post(webhook_url(cwd, healthy), json={"n": 2}).status_code == 202
+
+
+@pytest.mark.parametrize("status, headers", [(200, {"x-reply": "a\nb"}), (200, {"content-length": "5"}), (99999, {})],
+                         ids=["line break in a header", "framing header", "status 99999"])
+def test_a_journaled_answer_http_cannot_carry_is_logged_and_the_stored_delivery_answered_202(
+        site: Any, monkeypatch: pytest.MonkeyPatch, status: int, headers: dict[str, str]) -> None:
+    """A respond_with journaled before create_webhook checked it: serve stored the delivery, then
+    h11 refused the answer (a traceback, and the connection closed with no reply), so the sender
+    sent the payload again. The stored delivery is now answered 202 and the reason logged."""
+    cwd, server = site
+    monkeypatch.setattr("durable_cli._webhooks.check_response", lambda *args: None)  # as older versions
+    run_id = start_run(cwd, server, "flows:answers_with", json.dumps(status), json.dumps(headers))
+    answer = httpx.post(webhook_url(cwd, run_id), json={"n": 1})
+    assert answer.status_code == 202 and answer.json() == {"run_id": run_id, "delivery": "queued"}, answer.text
+    log = server.log.read_text()
+    assert "Traceback" not in log and f"run {run_id}: the webhook's answer cannot be sent" in log
+    tick(cwd)
+    assert inspect(cwd, run_id)["result"] == {"n": 1}
+
+
+@pytest.mark.parametrize("cookie, delivered", [("durable_session=1900000000.abc; theme=dark", "theme=dark"),
+                                               ("theme=dark;durable_session=1900000000.abc;lang=fr", "theme=dark; lang=fr"),
+                                               ("durable_session=1900000000.abc", None)],
+                         ids=["first", "between others", "alone"])
+def test_a_webhook_that_names_cookie_never_receives_the_dashboards_session(
+        site: Any, cookie: str, delivered: str | None) -> None:
+    """A browser sends the dashboard's session cookie to /hooks/ too (same origin): a webhook made
+    with headers=["cookie"], opened by the signed-in operator, journaled their session, which
+    opens the dashboard for 30 days to whoever reads the journal. The other cookies still arrive."""
+    cwd, server = site
+    run_id = start_run(cwd, server, "flows:hears", "cookie")
+    assert httpx.post(webhook_url(cwd, run_id), json={}, headers={"cookie": cookie}).status_code == 202
+    tick(cwd)
+    assert inspect(cwd, run_id)["result"]["headers"].get("cookie") == delivered

@@ -333,22 +333,36 @@ def test_binding_beyond_loopback_without_a_token_exits_2_naming_the_option(tmp_p
         assert code == 2 and "--auth-token" in err and out == ""
 
 
+@pytest.mark.parametrize("token, named", [("x", "at least 16"), ("fifteen-chars-x", "at least 16"), ("sixteen chars ok", "visible ASCII"),
+                                          ("sixteen-chars-\u00e9\u00e9", "visible ASCII")])
+def test_a_token_short_enough_to_guess_or_unsendable_is_refused_with_exit_2(tmp_path: Path, token: str,
+                                                                           named: str) -> None:
+    """Any token was taken, one character included: the dashboard and API of a server beyond
+    loopback (and, offline, every session cookie signed with it) were a guess away. A token needs
+    16 visible ASCII characters, from the option or the environment, each named in the refusal."""
+    for args, env, source in ((["--auth-token", token], {}, "--auth-token"),
+                              ([], {"DURABLE_SERVE_TOKEN": token}, "$DURABLE_SERVE_TOKEN")):
+        code, out, err = durable("serve", "--host", "0.0.0.0", "--port", "0", *args, dir=tmp_path, env=env, timeout=15)
+        assert code == 2 and out == "", err
+        assert source in err and named in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_with_a_token_the_api_takes_a_bearer_and_the_dashboard_an_httponly_cookie(tmp_path: Path) -> None:
     write_module(tmp_path, "flows", FLOWS)
-    server = ServeProcess(tmp_path, "--host", "0.0.0.0", env={"DURABLE_SERVE_TOKEN": "t0ken"})
+    server = ServeProcess(tmp_path, "--host", "0.0.0.0", env={"DURABLE_SERVE_TOKEN": "t0ken-for-the-tests"})
     try:
         runs = f"{server.url}/api/runs"
         assert httpx.get(runs).status_code == 401
         assert httpx.get(runs, headers={"authorization": "Bearer wrong"}).status_code == 401
-        assert httpx.get(runs, headers={"authorization": "Bearer t0ken"}).status_code == 200
+        assert httpx.get(runs, headers={"authorization": "Bearer t0ken-for-the-tests"}).status_code == 200
         assert httpx.post(f"{server.url}/api/runs/x/cancel", json={}).status_code == 401
         page = httpx.get(f"{server.url}/")
         assert page.status_code == 303 and page.headers["location"] == "/login"
         failed = httpx.post(f"{server.url}/login", data={"token": "wrong"})
         assert failed.status_code == 303 and "set-cookie" not in failed.headers
-        login = httpx.post(f"{server.url}/login", data={"token": "t0ken"})
+        login = httpx.post(f"{server.url}/login", data={"token": "t0ken-for-the-tests"})
         cookie = login.headers["set-cookie"]
-        assert login.status_code == 303 and "httponly" in cookie.lower() and "t0ken" not in cookie
+        assert login.status_code == 303 and "httponly" in cookie.lower() and "t0ken-for-the-tests" not in cookie
         with httpx.Client(base_url=server.url, cookies=login.cookies) as browser:
             assert browser.get("/").status_code == 200
             assert browser.get("/api/runs").status_code == 200
@@ -367,15 +381,15 @@ def _session(token: str, expires: int) -> str:
 def test_a_session_cookie_opens_the_dashboard_for_30_days_and_not_after(tmp_path: Path) -> None:
     """The session expires on the server too: a copied cookie does not work for ever, and one signed
     with another token (or tampered with) never does."""
-    server = ServeProcess(tmp_path, env={"DURABLE_SERVE_TOKEN": "t0ken"})
+    server = ServeProcess(tmp_path, env={"DURABLE_SERVE_TOKEN": "t0ken-for-the-tests"})
     try:
-        login = httpx.post(f"{server.url}/login", data={"token": "t0ken"})
+        login = httpx.post(f"{server.url}/login", data={"token": "t0ken-for-the-tests"})
         expires = int(login.cookies["durable_session"].split(".")[0])
         assert abs(expires - (time.time() + 30 * 24 * 3600)) < 3600
         now = int(time.time())
-        good = _session("t0ken", now + 60)
+        good = _session("t0ken-for-the-tests", now + 60)
         moved = f"{now + 10**6}.{good.split('.')[1]}"  # a later expiry under the same signature
-        for value, status in ((good, 200), (_session("t0ken", now - 60), 303), (_session("other", now + 60), 303),
+        for value, status in ((good, 200), (_session("t0ken-for-the-tests", now - 60), 303), (_session("other", now + 60), 303),
                               (moved, 303)):
             with httpx.Client(base_url=server.url, cookies={"durable_session": value}) as browser:
                 assert browser.get("/").status_code == status, value

@@ -41,7 +41,8 @@ FLOWS = """
     @workflow
     def rsvp():
         for request in create_webhook(respond="manual", methods=["GET"]):
-            request.respond(status=200, body={"reply": request["query"]["reply"][0]}, headers={"x-from": "workflow"})
+            request.respond(status=200, body={"reply": request["query"]["reply"][0]},
+                            headers={"x-from": "workflow", "set-cookie": "durable_session=planted; Path=/"})
             return request["query"]
 """
 
@@ -105,6 +106,7 @@ def test_a_manual_webhook_get_is_answered_by_the_workflow_that_serve_tick_drives
     assert httpx.post(url, json={}).status_code == 405
     answer = httpx.get(f"{url}?reply=yes", headers={"idempotency-key": "guest-7"}, timeout=20)
     assert answer.status_code == 200 and answer.json() == {"reply": "yes"} and answer.headers["x-from"] == "workflow"
+    assert "set-cookie" not in answer.headers  # a workflow's answer sets no cookie on the dashboard's origin
     again = httpx.get(f"{url}?reply=yes", headers={"idempotency-key": "guest-7"}, timeout=20)
     assert (again.status_code, again.json()) == (200, {"reply": "yes"})
 

@@ -198,6 +198,30 @@ def test_a_manual_webhook_the_workflow_does_not_answer_in_time_is_504_json_and_s
     assert get_run(store, run_id).result == {"order": 9}
 
 
+def test_a_manual_webhook_whose_answers_cannot_be_read_while_it_waits_is_504_and_stays_delivered(
+        served: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The wait for the workflow's answer let the store's error out (a 500 after the payload was
+    stored: the sender sent it again, a second delivery). It is logged once and looked at again,
+    and the caller gets the 504 that says the payload stays delivered."""
+    from durable_cli.errors import StoreError
+
+    store, client = served
+    run_id, path = webhook(store, never_answers)
+
+    def unreadable(*args: Any, **kwargs: Any) -> Any:
+        raise StoreError("refusing stream 'webhook.responses' file: it is not a regular file but a FIFO")
+
+    monkeypatch.setattr(store, "stream_read", unreadable)
+    late = client.post(path, json={"order": 10})
+    assert late.status_code == 504 and late.json()["run_id"] == run_id, late.text
+    assert [r.getMessage() for r in caplog.records if "cannot read the answers" in r.getMessage()] == [
+        f"run {run_id}: cannot read the answers to delivery {late.json()['delivery']}: refusing stream "
+        "'webhook.responses' file: it is not a regular file but a FIFO"]
+    monkeypatch.undo()
+    tick(store)
+    assert get_run(store, run_id).result == {"order": 10}
+
+
 def test_bad_webhook_options_are_refused_when_the_webhook_is_created() -> None:
     from durable_cli._webhooks import check_options
 

@@ -61,3 +61,25 @@ def _events(store, run_id):
     from durable_cli._store.files import FileStore
 
     return FileStore(str(store)).read_events(run_id)
+
+
+@workflow
+def answers_with_a_framing_header() -> str:
+    hook = create_webhook(token="wh-old-answer", respond_with={"status": 200, "headers": {"content-length": "5"}})
+    sleep("1h")
+    return hook.url
+
+
+def test_a_webhook_journaled_before_its_options_were_checked_still_replays(tmp_path, monkeypatch):
+    """create_webhook checked respond_with on every replay: a run started by a version that took
+    a content-length header (now refused when a webhook is created) failed with ValueError at its
+    next resume, its journal unchanged. The options are checked when the webhook is created only."""
+    import durable_cli._webhooks as webhooks
+    from durable_cli import get_run
+
+    monkeypatch.setattr(webhooks, "check_response", lambda *args: None)  # as versions before the check
+    run = start(answers_with_a_framing_header, dir=str(tmp_path))
+    monkeypatch.undo()
+    tick(dir=str(tmp_path), now=datetime.now(timezone.utc) + timedelta(hours=2))
+    done = get_run(run.run_id, dir=str(tmp_path))
+    assert (done.status, done.result) == ("completed", "http://127.0.0.1:8080/hooks/wh-old-answer")

@@ -128,8 +128,9 @@ def create(ex: Execution, name: str, token: str | None, timeout: object,
            wrap: Callable[[Any], Any] | None = None) -> HookEvents:
     """Journal a hook at the next position and claim its token for this run.
 
-    `webhook` makes the hook's journaled `webhook` fields (its URL...) from the token; `wrap`
-    turns each payload into what the workflow is handed (a webhook's request object).
+    `webhook` makes the hook's journaled `webhook` fields (its URL...) from the token, before the
+    token is claimed: it may refuse its options (ValueError), which a replay never asks again (the
+    journal holds what was taken); `wrap` turns each payload into what the workflow is handed.
     """
     pos, op = ex.begin("hook", name)
     if op is not None:
@@ -139,6 +140,7 @@ def create(ex: Execution, name: str, token: str | None, timeout: object,
             ex.store.claim_token(created["token"], ex.run_id)  # the token index is rebuilt from the journal
         return HookEvents(ex, name, created["token"], deadline, created.get("webhook"), wrap)
     token = check_token(token) if token is not None else secrets.token_urlsafe(24)
+    fields: dict[str, Any] = {} if webhook is None else {"webhook": webhook(token)}
     owner = ex.store.claim_token(token, ex.run_id)
     if owner is not None and not _finished(ex, owner):
         ex.abort(TokenInUse(f"hook token {token!r} is already held by live run {owner}"))
@@ -147,9 +149,7 @@ def create(ex: Execution, name: str, token: str | None, timeout: object,
         if ex.store.claim_token(token, ex.run_id) is not None:
             ex.abort(TokenInUse(f"hook token {token!r} is already held by another live run"))
     deadline = ex.clock() + timedelta(seconds=parse_duration(timeout)) if timeout is not None else None
-    fields: dict[str, Any] = {"until": iso(deadline) if deadline else None}
-    if webhook is not None:
-        fields["webhook"] = webhook(token)
+    fields = {"until": iso(deadline) if deadline else None, **fields}
     ex.record("hook_created", pos=pos, name=name, token=token, **fields)
     return HookEvents(ex, name, token, deadline, fields.get("webhook"), wrap)
 

@@ -13,12 +13,13 @@
 from __future__ import annotations
 
 from typing import Any, Awaitable, Callable
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Match, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -91,7 +92,9 @@ def write(endpoint: Endpoint) -> Endpoint:
 
 class SecurityHeaders:
     """Adds SECURITY_HEADERS to every answer that does not set them itself, and WEBHOOK_SANDBOX to
-    every webhook answer (a workflow's own Content-Security-Policy cannot lift it: both apply)."""
+    every webhook answer (a workflow's own Content-Security-Policy cannot lift it: both apply).
+    A webhook answer's Set-Cookie headers are dropped: a cookie set there would land on the
+    dashboard's origin (replacing or shadowing its session cookie, or crowding it out of the jar)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -104,9 +107,28 @@ class SecurityHeaders:
                     headers.setdefault(name, value)
                 if scope["path"].startswith("/hooks/"):
                     headers.append("content-security-policy", WEBHOOK_SANDBOX)
+                    del headers["set-cookie"]
             await send(message)
 
         await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
+
+
+def slash_redirects(router: Router) -> ASGIApp:
+    """Where no route takes a path but one takes it with its trailing slash added or removed, a 307
+    to that path, relative: Starlette's own redirect is built from the request's Host header, which
+    would send a browser or a cache to any site the sender names. Elsewhere the router's 404."""
+    async def redirect_or_not_found(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        other = path.rstrip("/") if path.endswith("/") else path + "/"
+        if (scope["type"] == "http" and other.startswith("/") and not other.startswith("//")
+                and any(route.matches({**scope, "path": other})[0] is not Match.NONE for route in router.routes)):
+            query = scope.get("query_string", b"").decode("latin-1")
+            location = quote(other) + (f"?{query}" if query else "")  # RedirectResponse escapes the rest
+            await RedirectResponse(location, 307)(scope, receive, send)
+            return
+        await router.not_found(scope, receive, send)
+
+    return redirect_or_not_found
 
 
 def create_app(store: Any, guard: Guard, limit: int, where: tuple[str | None, str | None] = (None, None),
@@ -138,6 +160,8 @@ def create_app(store: Any, guard: Guard, limit: int, where: tuple[str | None, st
         Route("/runs/{run_id}", authorised(dashboard.run_view)),
         Mount("/static", StaticFiles(directory=dashboard.STATIC), name="static"),
     ])
+    app.router.redirect_slashes = False
+    app.router.default = slash_redirects(app.router)
     app.state.where = where
     app.state.options = options
     app.state.stopping = lambda: False  # the runner makes it say when the server is shutting down

@@ -10,6 +10,8 @@
   field `csrf_token`). A non-browser client sending JSON needs neither.
 - A wrong credential (bearer token, session cookie or login form) is answered after FAILED_DELAY,
   one at a time across the server, so guessing the token runs at two tries a second at most.
+- The auth token has MIN_TOKEN_LENGTH visible ASCII characters at least (`token_problem`): it is the
+  key of every session cookie's HMAC too, so a captured cookie must not reveal it to an offline search.
 - Webhook URLs are authorised by their own token and are exempt from all of this.
 """
 
@@ -31,6 +33,18 @@ LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 SESSION_SECONDS = 30 * 24 * 3600
 FAILED_DELAY = 0.5  # seconds each wrong credential waits, with no other wrong one waiting beside it
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
+MIN_TOKEN_LENGTH = 16  # 16 random URL-safe characters are 96 bits; `openssl rand -hex 16` gives 32 (128 bits)
+
+
+def token_problem(token: str) -> str | None:
+    """Why `token` cannot be the auth token (too short to resist guessing, or characters an
+    `Authorization` header cannot carry as typed), else None."""
+    if not all("!" <= char <= "~" for char in token):
+        return "must be visible ASCII characters only (no spaces, controls or non-ASCII letters)"
+    if len(token) < MIN_TOKEN_LENGTH:
+        return (f"is too short to resist guessing ({len(token)} characters, at least {MIN_TOKEN_LENGTH}): "
+                "make one with `openssl rand -hex 16`")
+    return None
 
 
 def content_type(request: Request) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import time
 from typing import Any
@@ -19,15 +20,29 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .._client import Options, deliver_payload, webhook_of, webhook_response
-from ..errors import InvalidPayload, PayloadTooLarge, UnknownToken
+from ..errors import DurableError, InvalidPayload, PayloadTooLarge, UnknownToken
 from .._payloads import MAX_DEPTH, parse_payload
+from .._reasons import problem
 from .._timeparse import utcnow
-from .._webhooks import DEFAULT_RESPOND_TIMEOUT, METHODS, delivery_id, new_delivery_id, request_payload
-from .auth import content_type, is_json
+from .._webhooks import (DEFAULT_RESPOND_TIMEOUT, METHODS, check_response, delivery_id, new_delivery_id,
+                         request_payload)
+from .auth import COOKIE, content_type, is_json
 from .bodies import BodyRefused, answer, error, form_field, read_body
 from .signatures import check as check_signature
 
 RESPONSE_POLL = 0.05  # seconds between looks for a manual answer
+STORE_TROUBLE = (DurableError, OSError)  # the run's journal cannot be read, the disk is full, ...
+log = logging.getLogger("durable_cli.serve")
+
+
+def _cannot_store(exc: BaseException, public: bool) -> Response:
+    """503 for a delivery the store cannot take now (the run's journal damaged, the disk full):
+    nothing is acknowledged, so the sender retries. The reason (it names paths) goes to the
+    server's log, and to an authorised caller (`public` false), never to a webhook's anonymous one."""
+    reason = problem(exc)
+    log.error("delivery not stored: %s", reason)
+    shown = "the delivery cannot be stored now (the server's log says why); send it again later"
+    return error(503, reason if not public else shown, {"retry-after": "30"})
 
 
 def _enqueue(request: Request, token: str, payload: Any, key: str | None) -> Any:
@@ -35,8 +50,16 @@ def _enqueue(request: Request, token: str, payload: Any, key: str | None) -> Any
     return deliver_payload(request.app.state.store, token, payload, key, True, utcnow, options)
 
 
-def static_response(spec: dict[str, Any]) -> Response:
-    """The answer a webhook's `respond_with` asks for: status, body (text or JSON) and headers."""
+def static_response(spec: dict[str, Any], stored: dict[str, Any]) -> Response:
+    """The answer a webhook's `respond_with` (or the workflow's `respond()`) asks for: status, body
+    (text or JSON) and headers. One HTTP cannot carry (journaled by a version that did not check it:
+    a line break in a header, a framing header, status 99999) is logged, and the delivery, which is
+    stored, is answered 202 with `stored`: a broken answer would have the sender send it again."""
+    try:
+        check_response("journaled", spec.get("status", 200), spec.get("body"), spec.get("headers"))
+    except (TypeError, ValueError, InvalidPayload) as exc:
+        log.error("run %s: the webhook's answer cannot be sent (%s); answered 202 instead", stored["run_id"], exc)
+        return answer(stored, 202)
     headers = {str(k): str(v) for k, v in (spec.get("headers") or {}).items()}
     body = spec.get("body")
     if body is None:
@@ -52,6 +75,16 @@ def static_response(spec: dict[str, Any]) -> Response:
 
 def _query(request: Request) -> dict[str, list[str]]:
     return parse_qs(request.url.query, keep_blank_values=True)
+
+
+def _without_session(headers: dict[str, str]) -> dict[str, str]:
+    """`headers` without the dashboard's session cookie, which a browser sends to /hooks/ too (the
+    same origin): a webhook that names `cookie` must not journal the operator's session."""
+    if "cookie" not in headers:
+        return headers
+    kept = [part.strip() for part in headers["cookie"].split(";") if part.split("=", 1)[0].strip() != COOKIE]
+    others = {k: v for k, v in headers.items() if k != "cookie"}
+    return {**others, "cookie": "; ".join(kept)} if any(kept) else others
 
 
 def _refusal(request: Request, fields: dict[str, Any], body: bytes) -> Response | None:
@@ -73,13 +106,21 @@ def _refusal(request: Request, fields: dict[str, Any], body: bytes) -> Response 
 
 async def _manual_answer(request: Request, run_id: str, delivery: str, seconds: float) -> Response:
     """Wait (polling the run's responses stream) for the workflow's answer to `delivery`: it may
-    come from any process that drives the run (`serve --tick`, a tick loop, a worker)."""
+    come from any process that drives the run (`serve --tick`, a tick loop, a worker). A stream
+    that cannot be read is logged and looked at again: the payload is stored, so the caller gets
+    the 504 that says so rather than an error that invites a second delivery."""
     store = request.app.state.store
     deadline = asyncio.get_running_loop().time() + seconds
+    troubled = False
     while True:
-        found = await run_in_threadpool(webhook_response, store, run_id, delivery)
+        try:
+            found = await run_in_threadpool(webhook_response, store, run_id, delivery)
+        except STORE_TROUBLE as exc:
+            if not troubled:  # once a request, not at every look
+                log.error("run %s: cannot read the answers to delivery %s: %s", run_id, delivery, problem(exc))
+            troubled, found = True, None
         if found is not None:
-            return static_response(found)
+            return static_response(found, {"run_id": run_id, "delivery": "queued"})
         if asyncio.get_running_loop().time() >= deadline or await request.is_disconnected():
             break
         if request.app.state.stopping():
@@ -93,7 +134,10 @@ async def _manual_answer(request: Request, run_id: str, delivery: str, seconds: 
 async def webhook(request: Request) -> Response:
     """Queue one HTTP delivery for a webhook; 404 unless `token` is a live webhook's."""
     token = request.path_params["token"]
-    found = await run_in_threadpool(webhook_of, request.app.state.store, token)
+    try:
+        found = await run_in_threadpool(webhook_of, request.app.state.store, token)
+    except STORE_TROUBLE as exc:
+        return _cannot_store(exc, public=True)
     if found is None:
         return error(404, "no live webhook has this token")
     fields = found[1]
@@ -104,12 +148,12 @@ async def webhook(request: Request) -> Response:
     refusal = _refusal(request, fields, body)
     if refusal is not None:
         return refusal
-    if is_json(content_type(request)):
+    if is_json(content_type(request)) and body.strip():  # an empty body is no body, whatever its type
         try:
             parse_payload(body, request.app.state.limit, MAX_DEPTH - 1)
         except InvalidPayload as exc:
             return error(400, f"the body is sent as JSON but is not: {exc}")
-    headers = {k.lower(): v for k, v in request.headers.items()}
+    headers = _without_session({k.lower(): v for k, v in request.headers.items()})
     manual = fields.get("respond") == "manual"
     try:
         payload = request_payload(request.method, headers, body, path=request.url.path, query=_query(request),
@@ -123,12 +167,13 @@ async def webhook(request: Request) -> Response:
         return error(413, f"{exc} (a delivery stores the body as text and, when it is JSON, parsed too)")
     except InvalidPayload as exc:
         return error(400, f"the body cannot be delivered: {exc}")
+    except STORE_TROUBLE as exc:
+        return _cannot_store(exc, public=True)
     if manual:
         seconds = float(fields.get("respond_timeout") or DEFAULT_RESPOND_TIMEOUT)
         return await _manual_answer(request, delivery.run_id, payload["delivery"], seconds)
-    if fields.get("respond_with"):
-        return static_response(fields["respond_with"])
-    return answer({"run_id": delivery.run_id, "delivery": delivery.status}, 202)
+    stored = {"run_id": delivery.run_id, "delivery": delivery.status}
+    return static_response(fields["respond_with"], stored) if fields.get("respond_with") else answer(stored, 202)
 
 
 async def resume(request: Request) -> Response:
@@ -149,5 +194,7 @@ async def resume(request: Request) -> Response:
         return error(413, str(exc))
     except InvalidPayload as exc:
         return error(400, str(exc))
+    except STORE_TROUBLE as exc:
+        return _cannot_store(exc, public=False)
     document = {"token": token, "run_id": delivery.run_id, "delivery": delivery.status}
     return answer(document, 202 if delivery.status == "queued" else 200)

@@ -33,9 +33,12 @@ async def runs(request: Request) -> Response:
         return answer(rows)
     from .._listing import search
 
+    raw = params.get("limit") or "50"
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:  # (int() takes "²" and refuses 5,000 digits)
+        return error(400, f"limit must be a whole number, not {raw[:40]!r}")
     try:
         tags = dict(item.partition("=")[::2] for item in params.getlist("tag"))
-        limit = int(params.get("limit") or 50)
+        limit = int(raw)
         page = await run_in_threadpool(lambda: search(
             request.app.state.store, utcnow(), tags=tags, workflow=params.get("workflow"),
             since=params.get("since"), until=params.get("until"), status=status, limit=limit,

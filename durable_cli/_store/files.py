@@ -276,14 +276,15 @@ class FileStore(Store):
     def journal_location(self, run_id: str) -> str:
         return self._journal_path(run_id)
 
-    def _check_journal(self, path: str) -> None:
+    def _check_journal(self, path: str, what: str = "journal") -> None:
         """Refuse a journal that is not a regular file of ours, writable by nobody else: its
-        `run_started` names the code a resume imports (one lstat per run read or driven)."""
+        `run_started` names the code a resume imports (one lstat per run read or driven). `what`
+        names another file checked alike (a stream's)."""
         try:
             info = os.lstat(path)
         except FileNotFoundError:
             return
-        refuse_unsafe_file(path, info, self.shared_group, self.uid)
+        refuse_unsafe_file(path, info, self.shared_group, self.uid, what)
 
     def _hold(self, run_id: str, path: str, wait: bool) -> _RunLock | None:
         """Hold the run: an exclusive flock on its journal, and on `locks/<id>.lock` too where an older

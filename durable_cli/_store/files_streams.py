@@ -14,7 +14,7 @@ from .. import _faults as faults, _journal as journal
 from ..errors import DurableError
 from .._journal import fsync
 from .base import Event, check_run_id, check_stream_name
-from .fsutil import NOFOLLOW, b64, refuse_unsafe_dir
+from .fsutil import NOFOLLOW, b64, open_regular, refuse_unsafe_dir, refuse_unsafe_file
 
 if TYPE_CHECKING:
     from .files import FileStore
@@ -59,7 +59,8 @@ class FileStreams:
                 self.store._made.discard(directory)
                 if attempt == 2:
                     raise
-        try:
+        try:  # a FIFO in its place would swallow the chunks: refused, as on reading
+            refuse_unsafe_file(path, os.fstat(fd), self.store.shared_group, self.store.uid, _what(name))
             fcntl.flock(fd, fcntl.LOCK_EX)
             size = os.fstat(fd).st_size
             with os.fdopen(os.dup(fd), "rb") as handle:
@@ -83,15 +84,21 @@ class FileStreams:
             refuse_unsafe_dir(os.path.dirname(path), os.lstat(os.path.dirname(path)), self.store.shared_group)
         except FileNotFoundError:
             return []
-        self.store._check_journal(path)
-        try:
-            with open(path, "rb") as handle:
-                data = handle.read()
+        self.store._check_journal(path, _what(name))
+        try:  # non-blocking and no link: a FIFO swapped in after the check cannot hold the reader
+            fd, _ = open_regular(path)
         except FileNotFoundError:
             return []
+        with os.fdopen(fd, "rb") as handle:
+            data = handle.read()
         lines = data[: data.rfind(b"\n") + 1].split(b"\n")[:-1]
         chunks = [journal.decode(line) for line in lines]
         return [chunk for chunk in chunks if chunk.get("index", 0) >= start]
+
+
+def _what(name: str) -> str:
+    """A stream's file, in a refusal: its name, which the base64 file name hides."""
+    return f"stream {name!r} file"
 
 
 def _stream_name(file_name: str) -> str | None:

@@ -177,13 +177,24 @@ def refuse_unsafe_dir(path: str, info: os.stat_result, shared_group: bool = Fals
         raise StoreError(f"refusing journal dir {path}: {reason}")
 
 
-def refuse_unsafe_file(path: str, info: os.stat_result, shared_group: bool = False, uid: int | None = None) -> None:
-    """A StoreError unless `path` is a regular file of ours that other users cannot write to."""
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, for a message: "a FIFO", "a directory", ..."""
+    return next((kind for test, kind in _KINDS if test(mode)), "not a regular file")
+
+
+def refuse_unsafe_file(path: str, info: os.stat_result, shared_group: bool = False, uid: int | None = None,
+                       what: str = "journal") -> None:
+    """A StoreError unless `path` is a regular file of ours that other users cannot write to;
+    `what` names the file in the message (a run's journal unless told)."""
     if not stat.S_ISREG(info.st_mode):
-        raise StoreError(f"refusing journal {path}: it is not a regular file")
+        raise StoreError(f"refusing {what} {path}: it is not a regular file but {file_kind(info.st_mode)}")
     reason = unsafe_reason(info, shared_group, uid)
     if reason is not None:
-        raise StoreError(f"refusing journal {path}: {reason}")
+        raise StoreError(f"refusing {what} {path}: {reason}")
 
 
 def make_dirs(path: str) -> None:

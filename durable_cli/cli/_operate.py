@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 
@@ -174,8 +176,6 @@ def export(settings: Settings, run_id: str | None, with_streams: bool, all_runs:
            status: str | None, workflow: str | None) -> None:
     """Print a run's journal as JSONL lines, checksums included, whatever the store; or write an
     archive of runs (`--all --archive FILE.tar.gz`) that `durable import` loads elsewhere."""
-    import sys
-
     from .._portable import export_bytes, select_runs, write_archive
     from .._store.base import check_run_id
 
@@ -185,13 +185,26 @@ def export(settings: Settings, run_id: str | None, with_streams: bool, all_runs:
         raise click.UsageError("--status and --workflow go with --all")
     with settings.opened() as store:
         if archive is not None:
-            written = write_archive(store, select_runs(store, status, workflow), archive)
-            click.echo(f"exported {len(written)} run(s) to {archive}", err=True)
+            chosen, unreadable = select_runs(store, status, workflow)
+            written, left_out = write_archive(store, chosen, archive)
+            _report_export(archive, written, unreadable + left_out)
             return
         data = export_bytes(store, check_run_id(run_id or ""), with_streams)
     sys.stdout.flush()
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
+
+
+def _report_export(archive: str, written: list[str], left_out: list[dict[str, str]]) -> None:
+    """How many runs the archive holds; then each run left out, with its reason, and exit 1."""
+    from ._render import safe
+
+    click.echo(f"exported {len(written)} run(s) to {archive}"
+               + (f"; {len(left_out)} run(s) left out, below" if left_out else ""), err=True)
+    for run in left_out:
+        click.echo(f"error: run {run['run_id']}: {safe(run['error'])}", err=True)
+    if left_out:
+        sys.exit(1)
 
 
 @main.command()
