@@ -188,7 +188,7 @@ class Execution:
         the most frequent lines, skip `json.dumps`."""
         at = iso(self.clock())
         event = self.session.stage_encoded({"type": event_type, "seq": 0, "at": at, **fields},
-                                           ',"at":"%s"%s' % (at, tail))
+                                           f',"at":"{at}"{tail}')
         self.history.add(event)
         self.unsynced.add(event_type)
         if self.traced:
