@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 from datetime import datetime, timedelta, timezone
+from typing import Callable
 
 _UNITS = {
     "ms": 0.001, "msec": 0.001, "millisecond": 0.001, "milliseconds": 0.001,
@@ -94,6 +95,6 @@ def iso(value: datetime) -> str:
     return "%s%06dZ" % (span[2], value.microsecond)
 
 
-def utcnow() -> datetime:
-    """The wall clock, read only at the edges (CLI, API), never inside the engine."""
-    return datetime.now(timezone.utc)
+utcnow: Callable[[], datetime] = functools.partial(datetime.now, timezone.utc)
+"""The wall clock, read only at the edges (CLI, API), never inside the engine: the clock a run is
+executed with (every journal line reads it), so a C call, without a Python frame of its own."""
