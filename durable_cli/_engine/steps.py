@@ -294,9 +294,12 @@ def call_sync(ex: Execution, sdef: StepDef, args: tuple[Any, ...], kwargs: dict[
     """A step call in a workflow: the recorded outcome, or attempts until one is final."""
     pos, op, digest = _begin(ex, sdef, args, kwargs)
     if op is not None and op.completion is not None:
+        recorded = op.completion
         if ex.definition.is_async:  # called without `await` in an async workflow: handed back here
             current().gate.pop(pos, None)
-        return _outcome(op.completion)
+        elif recorded["type"] == "step_completed":  # `_outcome` inlined for a replayed result (most calls)
+            return recorded.get("result")
+        return _outcome(recorded)
     attempt, wait, completion = (1, None, None) if op is None else _plan(ex, sdef, pos)
     while True:
         if completion is not None:
