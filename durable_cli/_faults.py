@@ -17,6 +17,9 @@ _limit = int(os.environ.get("DURABLE_CRASH_AT", "0") or 0)
 _log = os.environ.get("DURABLE_CRASH_LOG")
 _fsync_log = os.environ.get("DURABLE_FSYNC_LOG")
 _count = 0
+active = bool(_limit or _log or _fsync_log)
+"""Whether any seam is set: the journal's append and fdatasync, run at every step, skip their
+calls here when none is (a call that returns at once still costs a Python frame)."""
 _counting = threading.Lock()  # a parent's children are made by several threads at once
 
 

@@ -47,7 +47,7 @@ def encode_value(value: Any) -> str:
         _load_json()
     kind = type(value)
     if kind is int:
-        return "%d" % value
+        return f"{value}"  # (an exact int: its repr, without %'s parsing)
     if kind is str:
         return _quoted(value)  # type: ignore[no-any-return]
     if value is None:
@@ -62,7 +62,7 @@ def encoded_line(event_type: str, seq: int, tail: str) -> bytes:
 
     The engine encodes its most frequent events (a step's start and result) this way: a third of
     a step's cost went to `json.dumps` and its encoder's set-up."""
-    head = ('{"type":"%s","seq":%d%s' % (event_type, seq, tail)).encode()
+    head = f'{{"type":"{event_type}","seq":{seq}{tail}'.encode()  # (an f-string: a fifth of the cost of %)
     return head + b',"crc":"%08x"}\n' % (_crc32 or _load_crc32())(head)
 
 
@@ -336,6 +336,9 @@ def read_file(path: str, run_id: str | None = None) -> tuple[list[dict[str, Any]
 
 def fsync(fd: int, sync: Any = os.fsync) -> None:
     """`sync(fd)` (fsync, or fdatasync), seen by the fault-injection seam: the one fsync helper."""
+    if not faults.active:
+        sync(fd)
+        return
     state = faults.file_state(fd)
     sync(fd)
     faults.synced(state)
@@ -382,7 +385,8 @@ class JournalWriter:
             return
         data = b"".join(self._pending)
         try:
-            faults.point("journal.append")
+            if faults.active:
+                faults.point("journal.append")
             written = os.write(self._fd, data)
             if written != len(data):
                 raise OSError(errno.ENOSPC, "short write to the journal (disk full?)")
@@ -402,7 +406,8 @@ class JournalWriter:
         if not self._unsynced:
             return
         try:
-            faults.point("journal.fsync")
+            if faults.active:
+                faults.point("journal.fsync")
             fsync(self._fd, os.fdatasync)
         except BaseException as exc:
             self._restore(length, seq, exc)

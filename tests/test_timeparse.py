@@ -6,7 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from durable_cli._timeparse import iso, parse_duration, parse_instant
+from durable_cli import _timeparse
+from durable_cli._timeparse import iso, parse_duration, parse_instant, utcnow, wall_iso
 
 
 @pytest.mark.parametrize(
@@ -79,6 +80,25 @@ def test_iso_writes_utc_with_microseconds_and_z():
     value = datetime(2030, 1, 2, 4, 4, 5, 7, tzinfo=timezone(timedelta(hours=1)))
     assert iso(value) == "2030-01-02T03:04:05.000007Z"
     assert parse_instant(iso(value)) == value
+
+
+def test_wall_iso_is_iso_of_the_wall_clocks_instant_whatever_the_second_formatted_before(monkeypatch):
+    """`wall_iso`, the `at` of every line of a run under the wall clock, reads the clock as
+    nanoseconds since the epoch: its text is `iso` of that instant, microseconds rounded down as
+    `datetime.now` rounds them, in a second it formatted before and across the edges of seconds."""
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    base = datetime(2030, 12, 31, 23, 59, 58, 999_999, tzinfo=timezone.utc)
+    instants = [base + timedelta(microseconds=step) for step in (0, 1, 2, 500_000, 1_000_000, 1_000_001, -1)]
+    instants += [datetime(2001, 9, 9, 1, 46, 40, tzinfo=timezone.utc), datetime(2999, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc)]
+    for value in instants + instants[::-1]:
+        micros = (value - epoch) // timedelta(microseconds=1)
+        for extra_ns in (0, 999):  # nanoseconds below the microsecond are dropped
+            monkeypatch.setattr(_timeparse.time, "time_ns", lambda: micros * 1000 + extra_ns)
+            assert wall_iso() == iso(value), (value, extra_ns)
+    monkeypatch.undo()
+    before = iso(utcnow())
+    now = wall_iso()
+    assert before <= now <= iso(utcnow())  # the real clock: the same one `utcnow` reads
 
 
 def test_iso_is_strftime_of_the_utc_instant_whatever_the_second_formatted_before():

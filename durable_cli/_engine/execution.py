@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 from ..errors import EngineError, NonDeterminismError, StorageFailure, StoreError, Suspend
 from .._store.base import RunSession, Store
-from .._timeparse import iso, parse_instant
+from .._timeparse import iso, parse_instant, utcnow, wall_iso
 from .._telemetry import NO_TRACE, NOOP, Trace
 from .context import WorkflowMetadata
 from .history import Event, History, Op
@@ -70,6 +70,9 @@ class Execution:
         self.run_id = session.run_id
         self.history = History(session.events)
         self.clock = clock
+        self.wall = clock is utcnow
+        """Whether the run executes under the wall clock: its lines' `at` is then read as text
+        (`wall_iso`), the same text `iso(clock())` makes, without a datetime."""
         self.definition = definition
         self.options = options
         timeout = (getattr(options, "defaults", None) or {}).get("timeout")
@@ -175,7 +178,8 @@ class Execution:
     # recording
     def record(self, event_type: str, **fields: Any) -> Event:
         """Stage one event (durable at the next flush) and fold it into the history."""
-        event = self.session.stage({"type": event_type, "seq": 0, "at": iso(self.clock()), **fields})
+        at = wall_iso() if self.wall else iso(self.clock())
+        event = self.session.stage({"type": event_type, "seq": 0, "at": at, **fields})
         self.history.add(event)
         self.unsynced.add(event_type)
         if self.traced:
@@ -186,9 +190,9 @@ class Execution:
         """`record`, for an event whose `fields` the caller JSON-encoded, in their order, as a line
         holds them (`tail`: `,"pos":3,...`; see `_journal.encoded_line`): a step's start and result,
         the most frequent lines, skip `json.dumps`."""
-        at = iso(self.clock())
+        at = wall_iso() if self.wall else iso(self.clock())
         event = self.session.stage_encoded({"type": event_type, "seq": 0, "at": at, **fields},
-                                           ',"at":"%s"%s' % (at, tail))
+                                           f',"at":"{at}"{tail}')
         self.history.add(event)
         self.unsynced.add(event_type)
         if self.traced:
@@ -219,7 +223,8 @@ class Execution:
         self._store(self.session.write)
 
     def _store(self, action: Callable[[], None]) -> None:
-        self.settle_children()  # no line of this run is stored while a child it started is being made
+        if self.children is not None and self.children.pending:  # (settle_children, inlined: twice a step)
+            self.children.settle(self)  # no line of this run is stored while a child it started is being made
         try:
             action()
         except (OSError, StoreError) as exc:
