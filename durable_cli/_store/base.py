@@ -321,7 +321,8 @@ class Store(ABC):
         """Atomically start as many waiting runs as the limits allow at `now`, lowest priority
         number first, then first come (a run whose key is full is passed over); each is made due
         at `now` before it counts as started, so a crash never strands one. Their ids, in order.
-        A full queue is answered without reading its waiting runs."""
+        A full queue is answered without reading its waiting runs, and a full key's waiting runs
+        are not read: the cost grows with the runs that may start, not with those held back."""
 
     @abstractmethod
     def queue_admitted(self, queue: str, run_id: str) -> bool:
@@ -335,6 +336,10 @@ class Store(ABC):
     @abstractmethod
     def queue_started(self, queue: str) -> list[str]:
         """The runs the queue counts as started, in no particular order."""
+
+    @abstractmethod
+    def queue_waiting(self, queue: str) -> bool:
+        """Whether any run waits in the queue (reading no further than the first)."""
 
     @abstractmethod
     def queue_stats(self, limits: QueueLimits, now: datetime) -> dict[str, Any]:

@@ -1,11 +1,14 @@
 """The file store's queues: file names are the index, a lock file per queue makes each change atomic.
 
 Layout of `queues/<sha of the queue name>/`: `lock` (flock'd while a start enters or a tick admits),
-`started/<key hash>_<run id>` (the runs the queue counts as started), `waiting/<priority>_<arrival
-ns>_<key hash>_<run id>` (sorted listing = admission order), `rate/<start time>_<run id>` (starts
-inside the rate window; older ones are dropped as the window slides, but for the newest `rate`
-of them, and later ones do not count: see `_window`). A full queue is answered
-from `started/` alone: its waiting runs are never listed, however many there are.
+`started/<key hash>_<run id>` (the runs the queue counts as started), `waiting/<key hash>/<priority>_
+<arrival ns>_<key hash>_<run id>` (a folder per key, `-` x 12 for no key; each sorted listing is
+its key's admission order), `rate/<start time>_<run id>` (starts inside the rate window; older ones
+are dropped as the window slides, but for the newest `rate` of them, and later ones do not count:
+see `_window`). A full queue is answered from `started/` alone, and a full key's folder is never
+listed: a tick reads the waiting runs of the keys that have room, however many others wait.
+Versions before the per-key folders kept every entry in `waiting/` itself; a tick moves such
+entries into their key's folder (`_adopt`), so runs queued before an upgrade are admitted.
 
 Admitting a run makes it due first, then counts it as started, then drops its waiting entry: a
 crash in between leaves a run that a tick drives (due) or admits again (still waiting, its started
@@ -17,6 +20,7 @@ starts it (it must not wait again: counted and not due, nothing would ever start
 from __future__ import annotations
 
 import fcntl
+import heapq
 import os
 import threading
 import time
@@ -152,8 +156,8 @@ class FileQueues:
             _mark(lock, os.path.join(base, "rate"), f"{stamp}_{run_id}")
         slots.take(run_id, key_hash, stamp)
 
-    def _sync(self, base: str) -> None:
-        for sub in ("started", "rate", "waiting"):
+    def _sync(self, base: str, keys: set[str]) -> None:
+        for sub in ("started", "rate", "waiting", *(f"waiting/{key_hash}" for key_hash in keys)):
             fsync_dir(os.path.join(base, sub))
 
     def enter(self, limits: QueueLimits, run_id: str, key: str | None, priority: int,
@@ -168,39 +172,46 @@ class FileQueues:
                 # again, it would stay counted and never be due: nothing would start it)
                 return True
             waiting = os.path.join(base, "waiting")
-            if slots.room() and slots.key_room(key_hash) and not _any(waiting):
+            if slots.room() and slots.key_room(key_hash) and not _anyone_waiting(waiting):
                 self._start(base, slots, run_id, key_hash, now)
                 return True
             faults.point("queue.wait")
-            _touch(waiting, f"{priority:010d}_{time.time_ns():020d}_{key_hash}_{run_id}")
-            fsync_dir(waiting)
+            folder = _key_folder(waiting, key_hash)
+            _touch(folder, f"{priority:010d}_{time.time_ns():020d}_{key_hash}_{run_id}")
+            fsync_dir(folder)
             return False
 
     def admit(self, limits: QueueLimits, now: datetime) -> list[str]:
         base = self._queue_base(limits.name)
-        if not os.path.isdir(os.path.join(base, "waiting")):
+        waiting = os.path.join(base, "waiting")
+        if not os.path.isdir(waiting):
             return []
         admitted: list[str] = []
         with self._queue_lock(limits.name):
             slots = _Slots(base, limits, now)
             if not slots.room():
                 return []
-            waiting = os.path.join(base, "waiting")
-            for name in sorted(_names(waiting)):
-                key_hash, run_id = name[32:44], name[45:]
+            _adopt(waiting)
+            heads = _Heads(waiting, slots)
+            dropped: set[str] = set()  # the key folders an entry left (fsync'd at the end)
+            for key_hash, name in heads:
+                run_id = name[45:]
+                folder = os.path.join(waiting, key_hash)
+                dropped.add(key_hash)
                 if run_id in slots.started:
-                    _unlink(waiting, name)  # admitted by a tick that died before dropping this
+                    _unlink(folder, name)  # admitted by a tick that died before dropping this
                     continue
                 if not slots.key_room(key_hash):
+                    heads.drop(key_hash)  # its key filled up: its later runs wait too
                     continue
                 self.store.set_due(run_id, now)
                 self._start(base, slots, run_id, key_hash, now)
                 faults.point("queue.admit")
-                _unlink(waiting, name)
+                _unlink(folder, name)
                 admitted.append(run_id)
                 if not slots.room():
                     break
-            self._sync(base)
+            self._sync(base, dropped)
         return admitted
 
     def admitted(self, queue: str, run_id: str) -> bool:
@@ -219,18 +230,22 @@ class FileQueues:
             for name in _names(started_dir):
                 if name[13:] == run_id:
                     _unlink(started_dir, name)
-        if not started:
+        if not started:  # an entry of an older version first: a tick may move it to its key's folder
             waiting = os.path.join(base, "waiting")
-            for name in _names(waiting):
-                if name[45:] == run_id:
-                    _unlink(waiting, name)
+            for folder in (waiting, os.path.join(waiting, _key_hash(key))):
+                for name in _names(folder):
+                    if name[45:] == run_id:
+                        _unlink(folder, name)
+
+    def waiting(self, queue: str) -> bool:
+        return _anyone_waiting(os.path.join(self._queue_base(queue), "waiting"))
 
     def started(self, queue: str) -> list[str]:
         return [name[13:] for name in _names(os.path.join(self._queue_base(queue), "started"))]
 
     def stats(self, limits: QueueLimits, now: datetime) -> dict[str, Any]:
         base = self._queue_base(limits.name)
-        waiting = _names(os.path.join(base, "waiting"))
+        waiting = _waiting_names(os.path.join(base, "waiting"))
         oldest = min((int(name[11:31]) for name in waiting), default=None)
         free_at = None
         if limits.rate is not None:
@@ -242,6 +257,94 @@ class FileQueues:
         return {"in_flight": len(self.started(limits.name)), "queued": len(waiting),
                 "oldest": None if oldest is None else datetime.fromtimestamp(oldest / 1e9, timezone.utc),
                 "rate_free_at": free_at}
+
+
+class _Heads:
+    """The waiting runs of the keys with room, in admission order: each key's folder is listed
+    once, and only while its key has room; the first entry of each is merged with the others'."""
+
+    def __init__(self, waiting: str, slots: _Slots) -> None:
+        self.rest: dict[str, list[str]] = {}
+        self.heap: list[tuple[str, str]] = []
+        for key_hash in _names(waiting):
+            if not slots.key_room(key_hash):
+                continue  # a full key: its waiting runs are not read, however many
+            names = sorted(_names(os.path.join(waiting, key_hash)), reverse=True)
+            if not names:
+                _rmdir(os.path.join(waiting, key_hash))  # so that a start does not look in it again
+                continue
+            self.rest[key_hash] = names
+            self.heap.append((names.pop(), key_hash))
+        heapq.heapify(self.heap)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        """(key hash, entry name), lowest priority number first, then first come."""
+        while self.heap:
+            name, key_hash = heapq.heappop(self.heap)
+            yield key_hash, name
+            if self.rest.get(key_hash):
+                heapq.heappush(self.heap, (self.rest[key_hash].pop(), key_hash))
+
+    def drop(self, key_hash: str) -> None:
+        """Read no further entries of this key (it is full)."""
+        self.rest.pop(key_hash, None)
+
+
+def _is_entry(name: str) -> bool:
+    """Whether a name in `waiting/` is an entry of an older version (longer than a key's folder)."""
+    return len(name) != len(_NO_KEY)
+
+
+def _adopt(waiting: str) -> None:
+    """Move the entries an older version kept in `waiting/` itself into their key's folder (a
+    rename: each is in one place or the other whenever a crash comes); under the queue's lock."""
+    moved = set()
+    for name in _names(waiting):
+        if _is_entry(name):
+            folder = _key_folder(waiting, name[32:44])
+            faults.point("queue.adopt")
+            try:
+                os.rename(os.path.join(waiting, name), os.path.join(folder, name))
+            except FileNotFoundError:  # its run left the queue meanwhile (a cancel)
+                continue
+            moved.add(folder)
+    for folder in moved:
+        fsync_dir(folder)
+    if moved:
+        fsync_dir(waiting)
+
+
+def _key_folder(waiting: str, key_hash: str) -> str:
+    """The folder of a key's waiting runs, made (and made durable) if missing; under the lock."""
+    folder = os.path.join(waiting, key_hash)
+    try:
+        os.mkdir(folder, 0o700)
+    except FileExistsError:
+        return folder
+    fsync_dir(waiting)
+    return folder
+
+
+def _rmdir(folder: str) -> None:
+    try:
+        os.rmdir(folder)
+    except OSError:  # not empty after all, or gone: the next tick looks again
+        pass
+
+
+def _waiting_names(waiting: str) -> list[str]:
+    """Every waiting entry of a queue, in its key's folder or (an older version's) in `waiting/`."""
+    return [name for folder in _names(waiting)
+            for name in ([folder] if _is_entry(folder) else _names(os.path.join(waiting, folder)))]
+
+
+def _anyone_waiting(waiting: str) -> bool:
+    """Whether any run waits: the first non-empty key folder (or older entry) ends the look."""
+    try:
+        with os.scandir(waiting) as entries:
+            return any(_is_entry(entry.name) or _any(entry.path) for entry in entries)
+    except FileNotFoundError:
+        return False
 
 
 def _any(directory: str) -> bool:

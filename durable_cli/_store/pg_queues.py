@@ -4,7 +4,9 @@ Entering and admitting run in one transaction holding the advisory lock (QUEUE_L
 hashtext(queue)), so the counts they read are the counts they change: limits hold across any
 number of workers and hosts. An admitted run is made due in the same transaction that counts it
 as started and drops its waiting row. A full queue is answered from the started rows alone; the
-waiting rows are read through their (queue, priority, seq) index, no further than can start.
+waiting rows are read per key with room (migration 0005: the keys found by skipping through the
+(queue, key, priority, seq) index, each key's first rows from it), no further than can start, so
+the runs of a key held at its per_key limit are never read.
 """
 
 from __future__ import annotations
@@ -17,6 +19,29 @@ from .._queues import QueueLimits
 from .pg_schema import Conn, Db
 
 QUEUE_LOCK = 0x71756575  # "queu"
+_BATCH = 100  # waiting rows read at a time when the limits do not bound how many may start
+
+# The first %(n)s waiting runs in admission order among the keys not in %(full)s: each key's own
+# first rows (keys found by skipping through the index: a step per key, not per row), and those
+# without a key.
+_HEADS = """
+WITH RECURSIVE keys(key) AS (
+    (SELECT key FROM durable_queue_waiting WHERE queue = %(queue)s AND key IS NOT NULL ORDER BY key LIMIT 1)
+  UNION ALL
+    SELECT (SELECT w.key FROM durable_queue_waiting w WHERE w.queue = %(queue)s AND w.key > keys.key
+            ORDER BY w.key LIMIT 1)
+    FROM keys WHERE keys.key IS NOT NULL
+)
+SELECT run_id, key FROM (
+    SELECT head.* FROM keys CROSS JOIN LATERAL (
+        SELECT run_id, key, priority, seq FROM durable_queue_waiting w
+        WHERE w.queue = %(queue)s AND w.key = keys.key ORDER BY priority, seq LIMIT %(n)s) head
+    WHERE keys.key IS NOT NULL AND keys.key <> ALL(%(full)s::text[])
+  UNION ALL
+    (SELECT run_id, key, priority, seq FROM durable_queue_waiting
+     WHERE queue = %(queue)s AND key IS NULL ORDER BY priority, seq LIMIT %(n)s)
+) heads ORDER BY priority, seq LIMIT %(n)s
+"""
 
 
 class _Slots:
@@ -50,6 +75,18 @@ class _Slots:
 
     def key_room(self, key: str | None) -> bool:
         return key is None or self.limits.per_key is None or self.per_key.get(key, 0) < self.limits.per_key
+
+    def full_keys(self) -> list[str]:
+        return [key for key in self.per_key if key is not None and not self.key_room(key)]
+
+    def most(self) -> int:
+        """How many more runs may start at most (a batch when nothing bounds it)."""
+        limits, bounds = self.limits, [_BATCH]
+        if limits.concurrency is not None:
+            bounds.append(limits.concurrency - self.total)
+        if limits.rate is not None:
+            bounds.append(limits.rate[0] - self.window)
+        return max(1, min(bounds))
 
     def take(self, conn: Conn, run_id: str, key: str | None, now: datetime) -> None:
         faults.point("queue.start")
@@ -98,18 +135,13 @@ class PostgresQueues:
         with self._db.transaction() as conn:
             _locked(conn, limits.name)
             slots = _Slots(conn, limits, now)
-            after: tuple[int, int] = (-1, -1)
             while slots.room():
-                rows = conn.execute(
-                    "SELECT run_id, key, priority, seq FROM durable_queue_waiting"
-                    " WHERE queue = %s AND (priority, seq) > (%s, %s) ORDER BY priority, seq LIMIT 100",
-                    (limits.name, *after)).fetchall()
-                if not rows:
-                    break
-                for run_id, key, priority, seq in rows:
-                    after = (priority, seq)
+                rows = conn.execute(_HEADS, {"queue": limits.name, "n": slots.most(),
+                                             "full": slots.full_keys()}).fetchall()
+                started = len(admitted)
+                for run_id, key in rows:
                     if not slots.key_room(key):
-                        continue
+                        continue  # its key filled up in this batch
                     conn.execute("INSERT INTO durable_due (run_id, due_at) VALUES (%s, %s)"
                                  " ON CONFLICT (run_id) DO UPDATE SET due_at = EXCLUDED.due_at",
                                  (run_id, now.astimezone(timezone.utc)))
@@ -119,6 +151,8 @@ class PostgresQueues:
                     admitted.append(run_id)
                     if not slots.room():
                         break
+                if len(admitted) == started:
+                    break
         return admitted
 
     def queue_admitted(self, queue: str, run_id: str) -> bool:
@@ -135,6 +169,9 @@ class PostgresQueues:
     def queue_started(self, queue: str) -> list[str]:
         return [run_id for run_id, in self._db.rows(
             "SELECT run_id FROM durable_queue_started WHERE queue = %s", (queue,))]
+
+    def queue_waiting(self, queue: str) -> bool:
+        return bool(self._db.rows("SELECT 1 FROM durable_queue_waiting WHERE queue = %s LIMIT 1", (queue,)))
 
     def queue_stats(self, limits: QueueLimits, now: datetime) -> dict[str, Any]:
         started = self._db.rows("SELECT count(*) FROM durable_queue_started WHERE queue = %s", (limits.name,))
