@@ -633,6 +633,23 @@ def test_a_schedule_state_update_saves_what_its_change_makes_of_the_saved_state(
 
 
 # listing and pruning
+def test_run_ids_are_read_a_slice_at_a_time_in_one_order(store_factory: StoreFactory) -> None:
+    """A pass over the store (retention's) reads the ids in slices, each after the last one read."""
+    store = store_factory()
+    for run_id in ("r5", "r1", "r4", "r2", "r3"):
+        create(store, run_id).close()
+    seen, after = [], ""
+    while True:
+        chunk = store.run_ids_after(after, 2)
+        assert len(chunk) <= 2
+        if not chunk:
+            break
+        seen += chunk
+        after = chunk[-1]
+    assert seen == ["r1", "r2", "r3", "r4", "r5"]
+    assert store.run_ids_after("r5", 2) == []
+
+
 def test_runs_are_listed_summarised_and_deleted(store_factory: StoreFactory) -> None:
     store = store_factory()
     create(store, "r1", {"type": "step"}, {"type": "run_completed", "result": 7}).close()

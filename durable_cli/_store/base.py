@@ -235,6 +235,14 @@ class Store(ABC):
     def run_ids(self) -> list[str]:
         """Every run id in the store, in no particular order."""
 
+    def run_ids_after(self, after: str, limit: int) -> list[str]:
+        """The first `limit` run ids after `after` in the store's order of ids (a slice of a pass
+        over the store, such as retention's; "" starts the pass): stores with an ordered index
+        read only the slice."""
+        import heapq
+
+        return heapq.nsmallest(limit, (run_id for run_id in self.run_ids() if run_id > after))
+
     def run_summary(self, run_id: str) -> tuple[Event, Event]:
         """The first and the last event of a run (stores may read less than the whole journal)."""
         events = self.read_events(run_id)
