@@ -97,8 +97,6 @@ def _clone_queued(root: str, run_id: str, count: int) -> None:
         first, rest = handle.read().split(b"\n", 1)
     event = journal.decode(first)
     waiting = os.path.join(root, "queues", sha("q")[:32], "waiting")
-    (key_folder,) = os.listdir(waiting)  # waiting/<key hash>/<entry> (files_queues.py)
-    waiting = os.path.join(waiting, key_folder)
     (entry,) = os.listdir(waiting)
     prefix = entry[: -len(run_id)]
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL

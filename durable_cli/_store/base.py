@@ -330,7 +330,8 @@ class Store(ABC):
         number first, then first come (a run whose key is full is passed over); each is made due
         at `now` before it counts as started, so a crash never strands one. Their ids, in order.
         A full queue is answered without reading its waiting runs, and a full key's waiting runs
-        are not read: the cost grows with the runs that may start, not with those held back."""
+        are not read at every admission: the cost grows with the runs that may start, not with
+        those held back."""
 
     @abstractmethod
     def queue_admitted(self, queue: str, run_id: str) -> bool:

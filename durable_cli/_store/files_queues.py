@@ -1,16 +1,16 @@
 """The file store's queues: file names are the index, a lock file per queue makes each change atomic.
 
 Layout of `queues/<sha of the queue name>/`: `lock` (flock'd while a start enters or a tick admits),
-`started/<key hash>_<run id>` (the runs the queue counts as started), `waiting/<key hash>/<priority>_
-<arrival ns>_<key hash>_<run id>` (a folder per key, `-` x 12 for no key; each sorted listing is
-its key's admission order), `rate/<start time>_<run id>` (starts inside the rate window; older ones
-are dropped as the window slides, but for the newest `rate` of them, and later ones do not count:
-see `_window`). A full queue is answered from `started/` alone, and a full key's folder is never
-listed: a tick reads the waiting runs of the keys that have room, however many others wait.
-Versions before the per-key folders kept every entry in `waiting/` itself; a tick moves such
-entries into their key's folder (`_adopt`), so runs queued before an upgrade are admitted.
+`started/<key hash>_<run id>` (the runs the queue counts as started), `waiting/<priority>_<arrival
+ns>_<key hash>_<run id>` (sorted listing = admission order), `rate/<start time>_<run id>` (starts
+inside the rate window; older ones are dropped as the window slides, but for the newest `rate`
+of them, and later ones do not count: see `_window`), `parked/<key hash>/<waiting entry>` (the
+waiting runs of a key an admission found at its per_key limit: files_parking.py). A full queue is
+answered from `started/` alone, and a full key's parked runs are not listed: an admission reads
+the flat `waiting/` and the parked folders of the keys with room, however many runs are held back.
 
-Admitting a run makes it due first, then counts it as started, then drops its waiting entry: a
+Admitting a run makes it due first, then counts it as started, then drops its waiting (or parked)
+entry: a
 crash in between leaves a run that a tick drives (due) or admits again (still waiting, its started
 entry seen), never one that is lost or started twice. A drive that finds the run due before it
 is counted enters the queue once the admission let the lock go: `enter` finds it counted and
@@ -20,7 +20,6 @@ starts it (it must not wait again: counted and not due, nothing would ever start
 from __future__ import annotations
 
 import fcntl
-import heapq
 import os
 import threading
 import time
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from .. import _faults as faults
 from .._digest import sha256_hex as sha
+from .files_parking import Heads, any_entry, any_parked, names as _names, park, parked_names
 from .fsutil import NOFOLLOW, fsync_dir
 
 if TYPE_CHECKING:
@@ -43,13 +43,6 @@ _NO_KEY = "-" * 12
 
 def _key_hash(key: str | None) -> str:
     return _NO_KEY if key is None else sha(key)[:12]
-
-
-def _names(path: str) -> list[str]:
-    try:
-        return os.listdir(path)
-    except FileNotFoundError:
-        return []
 
 
 def _touch(directory: str, name: str) -> None:
@@ -156,9 +149,12 @@ class FileQueues:
             _mark(lock, os.path.join(base, "rate"), f"{stamp}_{run_id}")
         slots.take(run_id, key_hash, stamp)
 
-    def _sync(self, base: str, keys: set[str]) -> None:
-        for sub in ("started", "rate", "waiting", *(f"waiting/{key_hash}" for key_hash in keys)):
+    def _sync(self, base: str, folders: set[str]) -> None:
+        for sub in ("started", "rate", "waiting"):
             fsync_dir(os.path.join(base, sub))
+        for folder in folders:
+            if os.path.isdir(folder):  # gone: removed empty, nothing to make durable in it
+                fsync_dir(folder)
 
     def enter(self, limits: QueueLimits, run_id: str, key: str | None, priority: int,
                     now: datetime) -> bool:
@@ -171,47 +167,51 @@ class FileQueues:
                 # drive can find it due, and not yet counted, just before; it starts now (waiting
                 # again, it would stay counted and never be due: nothing would start it)
                 return True
-            waiting = os.path.join(base, "waiting")
-            if slots.room() and slots.key_room(key_hash) and not _anyone_waiting(waiting):
+            waiting, parked = os.path.join(base, "waiting"), os.path.join(base, "parked")
+            if slots.room() and slots.key_room(key_hash) and not _anyone_waiting(waiting, parked):
                 self._start(base, slots, run_id, key_hash, now)
                 return True
             faults.point("queue.wait")
-            folder = _key_folder(waiting, key_hash)
+            folder = os.path.join(parked, key_hash)  # behind its key's parked runs, if it has some
+            if not os.path.isdir(folder):
+                folder = waiting
             _touch(folder, f"{priority:010d}_{time.time_ns():020d}_{key_hash}_{run_id}")
             fsync_dir(folder)
             return False
 
     def admit(self, limits: QueueLimits, now: datetime) -> list[str]:
         base = self._queue_base(limits.name)
-        waiting = os.path.join(base, "waiting")
-        if not os.path.isdir(waiting):
+        if not os.path.isdir(os.path.join(base, "waiting")):
             return []
         admitted: list[str] = []
         with self._queue_lock(limits.name):
             slots = _Slots(base, limits, now)
             if not slots.room():
                 return []
-            _adopt(waiting)
-            heads = _Heads(waiting, slots)
-            dropped: set[str] = set()  # the key folders an entry left (fsync'd at the end)
-            for key_hash, name in heads:
-                run_id = name[45:]
-                folder = os.path.join(waiting, key_hash)
-                dropped.add(key_hash)
+            waiting, parked = os.path.join(base, "waiting"), os.path.join(base, "parked")
+            heads = Heads(waiting, parked, slots.key_room)
+            touched: set[str] = set()  # the parked folders an entry entered or left (fsync'd at the end)
+            for folder, name in heads:
+                key_hash, run_id = name[32:44], name[45:]
                 if run_id in slots.started:
                     _unlink(folder, name)  # admitted by a tick that died before dropping this
+                    touched.add(folder)
                     continue
                 if not slots.key_room(key_hash):
-                    heads.drop(key_hash)  # its key filled up: its later runs wait too
+                    if folder != waiting:
+                        heads.drop(folder)  # its key filled up: its later runs wait too
+                    elif moved := park(waiting, parked, name):  # not listed again while its key is full
+                        touched.add(moved)
                     continue
                 self.store.set_due(run_id, now)
                 self._start(base, slots, run_id, key_hash, now)
                 faults.point("queue.admit")
                 _unlink(folder, name)
+                touched.add(folder)
                 admitted.append(run_id)
                 if not slots.room():
                     break
-            self._sync(base, dropped)
+            self._sync(base, touched)
         return admitted
 
     def admitted(self, queue: str, run_id: str) -> bool:
@@ -220,7 +220,9 @@ class FileQueues:
 
     def leave(self, queue: str, run_id: str, key: str | None, started: bool) -> None:
         """Unlinking needs no queue lock: it only ever makes room. A run that never started is
-        looked for among the waiting (one listing: for cancels and deadlines of queued runs)."""
+        looked for among the waiting (one listing: for cancels and deadlines of queued runs), then
+        in its key's parked folder (after: an admission may park it meanwhile, never the reverse),
+        or in every parked folder for a run given without its key."""
         base = self._queue_base(queue)
         faults.point("queue.leave")
         started_dir = os.path.join(base, "started")
@@ -230,22 +232,23 @@ class FileQueues:
             for name in _names(started_dir):
                 if name[13:] == run_id:
                     _unlink(started_dir, name)
-        if not started:  # an entry of an older version first: a tick may move it to its key's folder
-            waiting = os.path.join(base, "waiting")
-            for folder in (waiting, os.path.join(waiting, _key_hash(key))):
-                for name in _names(folder):
-                    if name[45:] == run_id:
-                        _unlink(folder, name)
+        if not started and not _drop(os.path.join(base, "waiting"), run_id):
+            parked = os.path.join(base, "parked")
+            folders = [_key_hash(key)] if key is not None else _names(parked)
+            for key_hash in folders:
+                if _drop(os.path.join(parked, key_hash), run_id):
+                    break
 
     def waiting(self, queue: str) -> bool:
-        return _anyone_waiting(os.path.join(self._queue_base(queue), "waiting"))
+        base = self._queue_base(queue)
+        return _anyone_waiting(os.path.join(base, "waiting"), os.path.join(base, "parked"))
 
     def started(self, queue: str) -> list[str]:
         return [name[13:] for name in _names(os.path.join(self._queue_base(queue), "started"))]
 
     def stats(self, limits: QueueLimits, now: datetime) -> dict[str, Any]:
         base = self._queue_base(limits.name)
-        waiting = _waiting_names(os.path.join(base, "waiting"))
+        waiting = _names(os.path.join(base, "waiting")) + parked_names(os.path.join(base, "parked"))
         oldest = min((int(name[11:31]) for name in waiting), default=None)
         free_at = None
         if limits.rate is not None:
@@ -259,99 +262,18 @@ class FileQueues:
                 "rate_free_at": free_at}
 
 
-class _Heads:
-    """The waiting runs of the keys with room, in admission order: each key's folder is listed
-    once, and only while its key has room; the first entry of each is merged with the others'."""
-
-    def __init__(self, waiting: str, slots: _Slots) -> None:
-        self.rest: dict[str, list[str]] = {}
-        self.heap: list[tuple[str, str]] = []
-        for key_hash in _names(waiting):
-            if not slots.key_room(key_hash):
-                continue  # a full key: its waiting runs are not read, however many
-            names = sorted(_names(os.path.join(waiting, key_hash)), reverse=True)
-            if not names:
-                _rmdir(os.path.join(waiting, key_hash))  # so that a start does not look in it again
-                continue
-            self.rest[key_hash] = names
-            self.heap.append((names.pop(), key_hash))
-        heapq.heapify(self.heap)
-
-    def __iter__(self) -> Iterator[tuple[str, str]]:
-        """(key hash, entry name), lowest priority number first, then first come."""
-        while self.heap:
-            name, key_hash = heapq.heappop(self.heap)
-            yield key_hash, name
-            if self.rest.get(key_hash):
-                heapq.heappush(self.heap, (self.rest[key_hash].pop(), key_hash))
-
-    def drop(self, key_hash: str) -> None:
-        """Read no further entries of this key (it is full)."""
-        self.rest.pop(key_hash, None)
+def _anyone_waiting(waiting: str, parked: str) -> bool:
+    """Whether any run waits: the first entry of `waiting/`, else of a parked folder, ends the look."""
+    return any_entry(waiting) or any_parked(parked)
 
 
-def _is_entry(name: str) -> bool:
-    """Whether a name in `waiting/` is an entry of an older version (longer than a key's folder)."""
-    return len(name) != len(_NO_KEY)
-
-
-def _adopt(waiting: str) -> None:
-    """Move the entries an older version kept in `waiting/` itself into their key's folder (a
-    rename: each is in one place or the other whenever a crash comes); under the queue's lock."""
-    moved = set()
-    for name in _names(waiting):
-        if _is_entry(name):
-            folder = _key_folder(waiting, name[32:44])
-            faults.point("queue.adopt")
+def _drop(folder: str, run_id: str) -> bool:
+    """Unlink a run's entry from a waiting or parked folder; whether it was there to unlink."""
+    for name in _names(folder):
+        if name[45:] == run_id:
             try:
-                os.rename(os.path.join(waiting, name), os.path.join(folder, name))
-            except FileNotFoundError:  # its run left the queue meanwhile (a cancel)
-                continue
-            moved.add(folder)
-    for folder in moved:
-        fsync_dir(folder)
-    if moved:
-        fsync_dir(waiting)
-
-
-def _key_folder(waiting: str, key_hash: str) -> str:
-    """The folder of a key's waiting runs, made (and made durable) if missing; under the lock."""
-    folder = os.path.join(waiting, key_hash)
-    try:
-        os.mkdir(folder, 0o700)
-    except FileExistsError:
-        return folder
-    fsync_dir(waiting)
-    return folder
-
-
-def _rmdir(folder: str) -> None:
-    try:
-        os.rmdir(folder)
-    except OSError:  # not empty after all, or gone: the next tick looks again
-        pass
-
-
-def _waiting_names(waiting: str) -> list[str]:
-    """Every waiting entry of a queue, in its key's folder or (an older version's) in `waiting/`."""
-    return [name for folder in _names(waiting)
-            for name in ([folder] if _is_entry(folder) else _names(os.path.join(waiting, folder)))]
-
-
-def _anyone_waiting(waiting: str) -> bool:
-    """Whether any run waits: the first non-empty key folder (or older entry) ends the look."""
-    try:
-        with os.scandir(waiting) as entries:
-            return any(_is_entry(entry.name) or _any(entry.path) for entry in entries)
-    except FileNotFoundError:
-        return False
-
-
-def _any(directory: str) -> bool:
-    """Whether a directory has an entry (reads its first block only, however large it is)."""
-    try:
-        with os.scandir(directory) as entries:
-            iterator: Iterator[Any] = iter(entries)
-            return next(iterator, None) is not None
-    except FileNotFoundError:
-        return False
+                os.unlink(os.path.join(folder, name))
+            except FileNotFoundError:  # parked meanwhile: the caller looks there next
+                return False
+            return True
+    return False

@@ -4,9 +4,11 @@ Entering and admitting run in one transaction holding the advisory lock (QUEUE_L
 hashtext(queue)), so the counts they read are the counts they change: limits hold across any
 number of workers and hosts. An admitted run is made due in the same transaction that counts it
 as started and drops its waiting row. A full queue is answered from the started rows alone; the
-waiting rows are read per key with room (migration 0005: the keys found by skipping through the
-(queue, key, priority, seq) index, each key's first rows from it), no further than can start, so
-the runs of a key held at its per_key limit are never read.
+waiting rows are read in admission order through their (queue, priority, seq) index, the first
+_WINDOW of them at most, those of full keys left out (`_FIRST`). Only when that window is all
+held back (a busy key's backlog ahead of the others) does admission look per key instead
+(`_HEADS`: the keys found by skipping through migration 0005's (queue, key, priority, seq) index,
+each key's first rows from it): a step per distinct key, where the window costs what it reads.
 """
 
 from __future__ import annotations
@@ -20,6 +22,22 @@ from .pg_schema import Conn, Db
 
 QUEUE_LOCK = 0x71756575  # "queu"
 _BATCH = 100  # waiting rows read at a time when the limits do not bound how many may start
+_WINDOW = 1000  # waiting rows examined in admission order before looking per key
+
+# The first %(n)s of the first %(window)s waiting runs (admission order) whose key is not in
+# %(full)s: the index is read no further than the n-th such run.
+_FIRST = """
+SELECT run_id, key FROM (
+    SELECT run_id, key, priority, seq FROM durable_queue_waiting WHERE queue = %(queue)s
+    ORDER BY priority, seq LIMIT %(window)s
+) head WHERE key IS NULL OR key <> ALL(%(full)s::text[]) ORDER BY priority, seq LIMIT %(n)s
+"""
+# Whether that window was all waiting runs (fewer than %(window)s) or more wait behind it.
+_FILLED = """
+SELECT count(*) = %(window)s FROM (
+    SELECT 1 FROM durable_queue_waiting WHERE queue = %(queue)s ORDER BY priority, seq LIMIT %(window)s
+) head
+"""
 
 # The first %(n)s waiting runs in admission order among the keys not in %(full)s: each key's own
 # first rows (keys found by skipping through the index: a step per key, not per row), and those
@@ -100,6 +118,18 @@ class _Slots:
         self.total += 1
 
 
+def _heads(conn: Conn, queue: str, slots: _Slots) -> list[tuple[str, str | None]]:
+    """The next waiting runs that may start, in admission order: from the first rows of the
+    queue, or, when those are all held back and more wait behind them, from each key with room."""
+    most = slots.most()
+    params = {"queue": queue, "n": most, "full": slots.full_keys(), "window": _WINDOW}
+    rows: list[tuple[str, str | None]] = [(run_id, key) for run_id, key in conn.execute(_FIRST, params).fetchall()]
+    filled = conn.execute(_FILLED, params).fetchone() if len(rows) < most else None
+    if filled and filled[0]:
+        return [(run_id, key) for run_id, key in conn.execute(_HEADS, params).fetchall()]
+    return rows
+
+
 def _locked(conn: Conn, queue: str) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (QUEUE_LOCK, queue))
 
@@ -136,8 +166,7 @@ class PostgresQueues:
             _locked(conn, limits.name)
             slots = _Slots(conn, limits, now)
             while slots.room():
-                rows = conn.execute(_HEADS, {"queue": limits.name, "n": slots.most(),
-                                             "full": slots.full_keys()}).fetchall()
+                rows = _heads(conn, limits.name, slots)
                 started = len(admitted)
                 for run_id, key in rows:
                     if not slots.key_room(key):
