@@ -2,7 +2,9 @@
 
 Candidates come from the store's listing index (`Store.search_runs`), newest first, one page at a
 time; each is then checked against its journal (the index may name a run whose creation was cut
-short, or tags not yet durable), so a listed row is always what the journal says. A page ends
+short, or tags not yet durable), so a listed row is always what the journal says. A filter the
+index does not hold (`status`) may drop most candidates: each further page of them is twice as
+large, so a long history is read in a few pages, not one per `limit` rows of it. A page ends
 with a cursor: the (created_at, run_id) of its last candidate, opaque to callers.
 """
 
@@ -82,6 +84,7 @@ def search(store: Store, now: datetime, *, tags: dict[str, str] | None = None, w
         if len(candidates) < query.limit or last is None:
             return {"runs": rows, "next_cursor": None}
         query.before = last
+        query.limit *= 2
     return {"runs": rows, "next_cursor": encode_cursor(*last) if last else None}
 
 

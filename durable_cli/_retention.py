@@ -57,8 +57,7 @@ def apply_retention(store: Store, retention: dict[str, float], now: datetime) ->
 
     state = store.schedule_state(RETENTION_CURSOR) or {}
     after = str(state.get("after", ""))
-    ids = sorted(store.run_ids())
-    todo = [run_id for run_id in ids if run_id > after][:SLICE]
+    todo = store.run_ids_after(after, SLICE)
     removed: list[str] = []
     for run_id in todo:
         if len(removed) >= MAX_DELETES:

@@ -57,10 +57,11 @@ def job(n):
 '''
 
 
-def _project(root: Path, concurrency: int) -> Any:
+def _project(root: Path, concurrency: int, per_key: int | None = None) -> Any:
     root.mkdir(parents=True, exist_ok=True)
     (root / "qflows.py").write_text(MODULE)
-    (root / "durable.yaml").write_text(f"queues:\n  work: {{concurrency: {concurrency}}}\n")
+    keyed = "" if per_key is None else f", per_key: {per_key}"
+    (root / "durable.yaml").write_text(f"queues:\n  work: {{concurrency: {concurrency}{keyed}}}\n")
     sys.path.insert(0, str(root))
     try:
         sys.modules.pop("qflows", None)
@@ -69,9 +70,10 @@ def _project(root: Path, concurrency: int) -> Any:
         sys.path.remove(str(root))
 
 
-def _enqueue(store: Store, module: Any, count: int, limits: QueueLimits) -> list[str]:
-    """`count` queued runs: the queue is held full by placeholders while they are created, so that
-    every one of them waits for a tick (placeholders are then let go)."""
+def _enqueue(store: Store, module: Any, count: int, limits: QueueLimits,
+             keys: list[str | None] | None = None) -> list[str]:
+    """`count` queued runs (of `keys`, if given): the queue is held full by placeholders while they
+    are created, so that every one of them waits for a tick (placeholders are then let go)."""
     from durable_cli._client import create_run
     from durable_cli._engine.run import Options
     from durable_cli._timeparse import utcnow
@@ -79,9 +81,10 @@ def _enqueue(store: Store, module: Any, count: int, limits: QueueLimits) -> list
     holders = [f"holder-{i}" for i in range(limits.concurrency or 1)]
     for holder in holders:
         assert store.queue_enter(limits, holder, None, 0, utcnow())
-    flow = flow_request({"work": limits}, "work")
     options = Options(queues={"work": limits})
-    ids = [create_run(store, module.job, (n,), {}, None, utcnow, options, flow=flow).run_id for n in range(count)]
+    ids = [create_run(store, module.job, (n,), {}, None, utcnow, options,
+                      flow=flow_request({"work": limits}, "work", keys[n] if keys else None)).run_id
+           for n in range(count)]
     for holder in holders:
         store.queue_leave("work", holder, None, True)
     return ids
@@ -211,9 +214,10 @@ def test_concurrency_5_holds_across_4_looping_workers_on_postgresql(tmp_path: Pa
         store.close()
 
 
-def _crash_points(root: Path) -> list[int]:
+def _crash_points(root: Path) -> tuple[list[int], list[str]]:
     """The store operations of a clean tick over the prepared project that touch a queue, and the
-    one right after each (a SIGKILL there leaves the queue change made, its follow-up not)."""
+    one right after each (a SIGKILL there leaves the queue change made, its follow-up not); and the
+    names of all its operations."""
     trial = root.parent / "trial"
     shutil.copytree(root, trial)
     log = trial / "ops.log"
@@ -222,17 +226,19 @@ def _crash_points(root: Path) -> list[int]:
     assert tick.wait(60) == 0
     ops = [line.split() for line in log.read_text().splitlines()]
     points = {int(n) + extra for n, name in ops if name.startswith("queue.") for extra in (0, 1)}
-    return sorted(p for p in points if p <= len(ops))  # about 20: 4 runs admitted, started, left
+    return sorted(p for p in points if p <= len(ops)), [name for _, name in ops]
 
 
 def test_a_tick_killed_at_any_queue_operation_loses_no_queued_run_and_starts_none_twice(tmp_path: Path) -> None:
+    """Runs of key `a` (per_key 1) wait behind each other: the tick parks them (queue.park) too."""
     base = tmp_path / "base"
-    module = _project(base, 2)
+    module = _project(base, 2, per_key=1)
     store = open_store(str(base / "journals"))
-    run_ids = _enqueue(store, module, 4, QueueLimits("work", concurrency=2))
+    keys: list[str | None] = ["a", "a", "b", "a", None]
+    run_ids = _enqueue(store, module, len(keys), QueueLimits("work", concurrency=2, per_key=1), keys)
     store.close()
-    points = _crash_points(base)
-    assert len(points) >= 8
+    points, ops = _crash_points(base)
+    assert len(points) >= 8 and "queue.park" in ops
     from durable_cli._config import load_config, options_from
     from durable_cli._tick import tick_once
     from durable_cli._timeparse import utcnow
@@ -246,10 +252,11 @@ def test_a_tick_killed_at_any_queue_operation_loses_no_queued_run_and_starts_non
         target = open_store(str(root / "journals"))
         try:
             config = load_config(str(root / "durable.yaml"))
-            for _ in range(3):  # the next ticks (in this process) finish what the crash left
+            for _ in range(4):  # the next ticks (in this process) finish what the crash left
                 summary = tick_once(target, utcnow, lambda: options_from(config), config=config)
                 assert not summary.errors, summary.errors
             most = _most_at_once(_spans(target, run_ids))  # every run ended, each started once
+            assert _most_at_once(_spans(target, [run_ids[0], run_ids[1], run_ids[3]])) == 1
         finally:
             target.close()
         return point, most

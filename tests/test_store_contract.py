@@ -633,6 +633,23 @@ def test_a_schedule_state_update_saves_what_its_change_makes_of_the_saved_state(
 
 
 # listing and pruning
+def test_run_ids_are_read_a_slice_at_a_time_in_one_order(store_factory: StoreFactory) -> None:
+    """A pass over the store (retention's) reads the ids in slices, each after the last one read."""
+    store = store_factory()
+    for run_id in ("r5", "r1", "r4", "r2", "r3"):
+        create(store, run_id).close()
+    seen, after = [], ""
+    while True:
+        chunk = store.run_ids_after(after, 2)
+        assert len(chunk) <= 2
+        if not chunk:
+            break
+        seen += chunk
+        after = chunk[-1]
+    assert seen == ["r1", "r2", "r3", "r4", "r5"]
+    assert store.run_ids_after("r5", 2) == []
+
+
 def test_runs_are_listed_summarised_and_deleted(store_factory: StoreFactory) -> None:
     store = store_factory()
     create(store, "r1", {"type": "step"}, {"type": "run_completed", "result": 7}).close()
@@ -745,6 +762,44 @@ def test_admission_goes_by_priority_then_arrival_and_passes_over_a_full_key(stor
     store.queue_leave("q", "holder", "a", True)
     store.queue_leave("q", "c", "c", True)
     assert store.queue_admit(limits, T0) == ["a-first"]  # late: key b is full
+
+
+def test_a_full_key_holds_back_only_its_own_runs_however_many_of_them_wait(store_factory: StoreFactory) -> None:
+    """Admission reads the keys with room (tests/test_queue_backlog.py checks what it reads)."""
+    from durable_cli._queues import QueueLimits
+
+    store = store_factory()
+    limits = QueueLimits("q", concurrency=3, per_key=1, priority=True)
+    assert store.queue_enter(limits, "holder", "busy", 0, T0)
+    assert not store.queue_waiting("q")
+    for n in range(50):
+        assert not store.queue_enter(limits, f"busy-{n}", "busy", 0, T0)
+    for run_id, key, priority in (("a-late", "a", 2), ("no-key", None, 1), ("a-first", "a", 1), ("b", "b", 0)):
+        assert not store.queue_enter(limits, run_id, key, priority, T0)
+    assert store.queue_waiting("q")
+    assert store.queue_admit(limits, T0) == ["b", "no-key"]  # then full
+    for run_id, key in (("holder", "busy"), ("b", "b"), ("no-key", None)):
+        store.queue_leave("q", run_id, key, True)
+    assert store.queue_admit(limits, T0) == ["busy-0", "a-first"]  # a-late: key a is full
+    assert store.queue_stats(limits, T0)["queued"] == 50
+
+
+def test_a_run_that_left_a_queue_waiting_and_entered_again_waits_behind_those_already_there(
+        store_factory: StoreFactory) -> None:
+    from durable_cli._queues import QueueLimits
+
+    store = store_factory()
+    limits = QueueLimits("q", concurrency=1)
+    assert store.queue_enter(limits, "holder", "k", 0, T0)
+    for run_id in ("again", "second", "third"):
+        assert not store.queue_enter(limits, run_id, "k", 0, T0)
+    store.queue_leave("q", "again", "k", False)  # cancelled while waiting, then retried
+    assert not store.queue_enter(limits, "again", "k", 0, T0)
+    admitted = []
+    for holder in ("holder", "second", "third"):
+        store.queue_leave("q", holder, "k", True)
+        admitted += store.queue_admit(limits, T0)
+    assert admitted == ["second", "third", "again"]
 
 
 def test_a_rate_counts_starts_in_a_sliding_window(store_factory: StoreFactory) -> None:

@@ -23,7 +23,7 @@ def admit(store: Store, queues: dict[str, QueueLimits], now: datetime) -> int:
             started = store.queue_started(limits.name)
             full = limits.concurrency is not None and len(started) >= limits.concurrency
             keyed = (limits.per_key is not None and len(started) >= limits.per_key
-                     and bool(store.queue_stats(limits, now)["queued"]))
+                     and store.queue_waiting(limits.name))
             if (full or keyed) and _free_leaked(store, limits.name, started, now):
                 admitted = store.queue_admit(limits, now)
         count += len(admitted)

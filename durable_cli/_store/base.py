@@ -235,6 +235,14 @@ class Store(ABC):
     def run_ids(self) -> list[str]:
         """Every run id in the store, in no particular order."""
 
+    def run_ids_after(self, after: str, limit: int) -> list[str]:
+        """The first `limit` run ids after `after` in the store's order of ids (a slice of a pass
+        over the store, such as retention's; "" starts the pass): stores with an ordered index
+        read only the slice."""
+        import heapq
+
+        return heapq.nsmallest(limit, (run_id for run_id in self.run_ids() if run_id > after))
+
     def run_summary(self, run_id: str) -> tuple[Event, Event]:
         """The first and the last event of a run (stores may read less than the whole journal)."""
         events = self.read_events(run_id)
@@ -321,7 +329,9 @@ class Store(ABC):
         """Atomically start as many waiting runs as the limits allow at `now`, lowest priority
         number first, then first come (a run whose key is full is passed over); each is made due
         at `now` before it counts as started, so a crash never strands one. Their ids, in order.
-        A full queue is answered without reading its waiting runs."""
+        A full queue is answered without reading its waiting runs, and a full key's waiting runs
+        are not read at every admission: the cost grows with the runs that may start, not with
+        those held back."""
 
     @abstractmethod
     def queue_admitted(self, queue: str, run_id: str) -> bool:
@@ -335,6 +345,10 @@ class Store(ABC):
     @abstractmethod
     def queue_started(self, queue: str) -> list[str]:
         """The runs the queue counts as started, in no particular order."""
+
+    @abstractmethod
+    def queue_waiting(self, queue: str) -> bool:
+        """Whether any run waits in the queue (reading no further than the first)."""
 
     @abstractmethod
     def queue_stats(self, limits: QueueLimits, now: datetime) -> dict[str, Any]:

@@ -526,6 +526,9 @@ class FileStore(Store):
     def queue_started(self, queue: str) -> list[str]:
         return self.queues.started(queue)
 
+    def queue_waiting(self, queue: str) -> bool:
+        return self.queues.waiting(queue)
+
     def queue_stats(self, limits: QueueLimits, now: datetime) -> dict[str, Any]:
         return self.queues.stats(limits, now)
 

@@ -4,10 +4,13 @@ Layout of `queues/<sha of the queue name>/`: `lock` (flock'd while a start enter
 `started/<key hash>_<run id>` (the runs the queue counts as started), `waiting/<priority>_<arrival
 ns>_<key hash>_<run id>` (sorted listing = admission order), `rate/<start time>_<run id>` (starts
 inside the rate window; older ones are dropped as the window slides, but for the newest `rate`
-of them, and later ones do not count: see `_window`). A full queue is answered
-from `started/` alone: its waiting runs are never listed, however many there are.
+of them, and later ones do not count: see `_window`), `parked/<key hash>/<waiting entry>` (the
+waiting runs of a key an admission found at its per_key limit: files_parking.py). A full queue is
+answered from `started/` alone, and a full key's parked runs are not listed: an admission reads
+the flat `waiting/` and the parked folders of the keys with room, however many runs are held back.
 
-Admitting a run makes it due first, then counts it as started, then drops its waiting entry: a
+Admitting a run makes it due first, then counts it as started, then drops its waiting (or parked)
+entry: a
 crash in between leaves a run that a tick drives (due) or admits again (still waiting, its started
 entry seen), never one that is lost or started twice. A drive that finds the run due before it
 is counted enters the queue once the admission let the lock go: `enter` finds it counted and
@@ -26,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from .. import _faults as faults
 from .._digest import sha256_hex as sha
+from .files_parking import Heads, any_entry, any_parked, names as _names, park, parked_names
 from .fsutil import NOFOLLOW, fsync_dir
 
 if TYPE_CHECKING:
@@ -39,13 +43,6 @@ _NO_KEY = "-" * 12
 
 def _key_hash(key: str | None) -> str:
     return _NO_KEY if key is None else sha(key)[:12]
-
-
-def _names(path: str) -> list[str]:
-    try:
-        return os.listdir(path)
-    except FileNotFoundError:
-        return []
 
 
 def _touch(directory: str, name: str) -> None:
@@ -152,9 +149,12 @@ class FileQueues:
             _mark(lock, os.path.join(base, "rate"), f"{stamp}_{run_id}")
         slots.take(run_id, key_hash, stamp)
 
-    def _sync(self, base: str) -> None:
+    def _sync(self, base: str, folders: set[str]) -> None:
         for sub in ("started", "rate", "waiting"):
             fsync_dir(os.path.join(base, sub))
+        for folder in folders:
+            if os.path.isdir(folder):  # gone: removed empty, nothing to make durable in it
+                fsync_dir(folder)
 
     def enter(self, limits: QueueLimits, run_id: str, key: str | None, priority: int,
                     now: datetime) -> bool:
@@ -167,13 +167,16 @@ class FileQueues:
                 # drive can find it due, and not yet counted, just before; it starts now (waiting
                 # again, it would stay counted and never be due: nothing would start it)
                 return True
-            waiting = os.path.join(base, "waiting")
-            if slots.room() and slots.key_room(key_hash) and not _any(waiting):
+            waiting, parked = os.path.join(base, "waiting"), os.path.join(base, "parked")
+            if slots.room() and slots.key_room(key_hash) and not _anyone_waiting(waiting, parked):
                 self._start(base, slots, run_id, key_hash, now)
                 return True
             faults.point("queue.wait")
-            _touch(waiting, f"{priority:010d}_{time.time_ns():020d}_{key_hash}_{run_id}")
-            fsync_dir(waiting)
+            folder = os.path.join(parked, key_hash)  # behind its key's parked runs, if it has some
+            if not os.path.isdir(folder):
+                folder = waiting
+            _touch(folder, f"{priority:010d}_{time.time_ns():020d}_{key_hash}_{run_id}")
+            fsync_dir(folder)
             return False
 
     def admit(self, limits: QueueLimits, now: datetime) -> list[str]:
@@ -185,22 +188,30 @@ class FileQueues:
             slots = _Slots(base, limits, now)
             if not slots.room():
                 return []
-            waiting = os.path.join(base, "waiting")
-            for name in sorted(_names(waiting)):
+            waiting, parked = os.path.join(base, "waiting"), os.path.join(base, "parked")
+            heads = Heads(waiting, parked, slots.key_room)
+            touched: set[str] = set()  # the parked folders an entry entered or left (fsync'd at the end)
+            for folder, name in heads:
                 key_hash, run_id = name[32:44], name[45:]
                 if run_id in slots.started:
-                    _unlink(waiting, name)  # admitted by a tick that died before dropping this
+                    _unlink(folder, name)  # admitted by a tick that died before dropping this
+                    touched.add(folder)
                     continue
                 if not slots.key_room(key_hash):
+                    if folder != waiting:
+                        heads.drop(folder)  # its key filled up: its later runs wait too
+                    elif moved := park(waiting, parked, name):  # not listed again while its key is full
+                        touched.add(moved)
                     continue
                 self.store.set_due(run_id, now)
                 self._start(base, slots, run_id, key_hash, now)
                 faults.point("queue.admit")
-                _unlink(waiting, name)
+                _unlink(folder, name)
+                touched.add(folder)
                 admitted.append(run_id)
                 if not slots.room():
                     break
-            self._sync(base)
+            self._sync(base, touched)
         return admitted
 
     def admitted(self, queue: str, run_id: str) -> bool:
@@ -209,7 +220,9 @@ class FileQueues:
 
     def leave(self, queue: str, run_id: str, key: str | None, started: bool) -> None:
         """Unlinking needs no queue lock: it only ever makes room. A run that never started is
-        looked for among the waiting (one listing: for cancels and deadlines of queued runs)."""
+        looked for among the waiting (one listing: for cancels and deadlines of queued runs), then
+        in its key's parked folder (after: an admission may park it meanwhile, never the reverse),
+        or in every parked folder for a run given without its key."""
         base = self._queue_base(queue)
         faults.point("queue.leave")
         started_dir = os.path.join(base, "started")
@@ -219,18 +232,23 @@ class FileQueues:
             for name in _names(started_dir):
                 if name[13:] == run_id:
                     _unlink(started_dir, name)
-        if not started:
-            waiting = os.path.join(base, "waiting")
-            for name in _names(waiting):
-                if name[45:] == run_id:
-                    _unlink(waiting, name)
+        if not started and not _drop(os.path.join(base, "waiting"), run_id):
+            parked = os.path.join(base, "parked")
+            folders = [_key_hash(key)] if key is not None else _names(parked)
+            for key_hash in folders:
+                if _drop(os.path.join(parked, key_hash), run_id):
+                    break
+
+    def waiting(self, queue: str) -> bool:
+        base = self._queue_base(queue)
+        return _anyone_waiting(os.path.join(base, "waiting"), os.path.join(base, "parked"))
 
     def started(self, queue: str) -> list[str]:
         return [name[13:] for name in _names(os.path.join(self._queue_base(queue), "started"))]
 
     def stats(self, limits: QueueLimits, now: datetime) -> dict[str, Any]:
         base = self._queue_base(limits.name)
-        waiting = _names(os.path.join(base, "waiting"))
+        waiting = _names(os.path.join(base, "waiting")) + parked_names(os.path.join(base, "parked"))
         oldest = min((int(name[11:31]) for name in waiting), default=None)
         free_at = None
         if limits.rate is not None:
@@ -244,11 +262,18 @@ class FileQueues:
                 "rate_free_at": free_at}
 
 
-def _any(directory: str) -> bool:
-    """Whether a directory has an entry (reads its first block only, however large it is)."""
-    try:
-        with os.scandir(directory) as entries:
-            iterator: Iterator[Any] = iter(entries)
-            return next(iterator, None) is not None
-    except FileNotFoundError:
-        return False
+def _anyone_waiting(waiting: str, parked: str) -> bool:
+    """Whether any run waits: the first entry of `waiting/`, else of a parked folder, ends the look."""
+    return any_entry(waiting) or any_parked(parked)
+
+
+def _drop(folder: str, run_id: str) -> bool:
+    """Unlink a run's entry from a waiting or parked folder; whether it was there to unlink."""
+    for name in _names(folder):
+        if name[45:] == run_id:
+            try:
+                os.unlink(os.path.join(folder, name))
+            except FileNotFoundError:  # parked meanwhile: the caller looks there next
+                return False
+            return True
+    return False

@@ -1,8 +1,10 @@
 """The memory store's queues: per queue, started runs, waiting runs and the rate window, in dicts
-changed under the store's one lock (so every change is atomic, as the contract asks)."""
+changed under the store's one lock (so every change is atomic, as the contract asks). Waiting runs
+are also kept in a heap per key, so that an admission reads only the keys with room."""
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -22,6 +24,9 @@ class MemoryQueue:
     started: dict[str, str | None] = field(default_factory=dict)  # run id -> key
     # run id -> (priority, arrival number, key, wall time of arrival)
     waiting: dict[str, tuple[int, int, str | None, float]] = field(default_factory=dict)
+    # key -> heap of (priority, arrival number, run id); an entry no longer in `waiting` (a run that
+    # left, or came back later) is dropped when it reaches the top
+    by_key: dict[str | None, list[tuple[int, int, str]]] = field(default_factory=dict)
     starts: list[datetime] = field(default_factory=list)  # starts kept for the rate window
     window: list[datetime] = field(default_factory=list)  # those inside it at the last `slide`, oldest first
 
@@ -44,6 +49,22 @@ class MemoryQueue:
         if key is None or limits.per_key is None:
             return True
         return sum(1 for held in self.started.values() if held == key) < limits.per_key
+
+    def wait(self, run_id: str, key: str | None, priority: int) -> None:
+        if run_id not in self.waiting:
+            arrival = next(_arrivals)
+            self.waiting[run_id] = (priority, arrival, key, time.time())
+            heapq.heappush(self.by_key.setdefault(key, []), (priority, arrival, run_id))
+
+    def head(self, key: str | None) -> tuple[int, int, str] | None:
+        """The key's first waiting run, stale entries dropped on the way."""
+        heap = self.by_key.get(key, [])
+        while heap and self.waiting.get(heap[0][2], (None, None))[:2] != heap[0][:2]:
+            heapq.heappop(heap)
+        if not heap:
+            self.by_key.pop(key, None)
+            return None
+        return heap[0]
 
     def take(self, limits: QueueLimits, run_id: str, key: str | None, now: datetime) -> None:
         self.started[run_id] = key
@@ -78,7 +99,7 @@ class MemoryQueues:
             if queue.room(limits) and queue.key_room(limits, key) and not queue.waiting:
                 queue.take(limits, run_id, key, now)
                 return True
-            queue.waiting.setdefault(run_id, (priority, next(_arrivals), key, time.time()))
+            queue.wait(run_id, key, priority)
             return False
 
     def queue_admit(self, limits: QueueLimits, now: datetime) -> list[str]:
@@ -88,14 +109,18 @@ class MemoryQueues:
             queue.slide(limits, now)
             if not queue.room(limits):
                 return []
-            for run_id, (_, _, key, _) in sorted(queue.waiting.items(), key=lambda item: item[1][:2]):
-                if not queue.key_room(limits, key):
-                    continue
+            heads = [(head, key) for key in list(queue.by_key)
+                     if queue.key_room(limits, key) and (head := queue.head(key)) is not None]
+            heapq.heapify(heads)
+            while heads:
+                (_, _, run_id), key = heapq.heappop(heads)
                 self.set_due(run_id, now)
                 queue.take(limits, run_id, key, now)
                 admitted.append(run_id)
                 if not queue.room(limits):
                     break
+                if queue.key_room(limits, key) and (head := queue.head(key)) is not None:
+                    heapq.heappush(heads, (head, key))
         return admitted
 
     def queue_admitted(self, queue: str, run_id: str) -> bool:
@@ -112,6 +137,10 @@ class MemoryQueues:
     def queue_started(self, queue: str) -> list[str]:
         with self.state.lock:
             return list(self._queue(queue).started)
+
+    def queue_waiting(self, queue: str) -> bool:
+        with self.state.lock:
+            return bool(self._queue(queue).waiting)
 
     def queue_stats(self, limits: QueueLimits, now: datetime) -> dict[str, Any]:
         with self.state.lock:

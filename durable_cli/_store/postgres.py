@@ -221,6 +221,12 @@ class PostgresStore(PostgresQueues, Store):
     def run_ids(self) -> list[str]:
         return [run_id for run_id, in self._db.rows("SELECT run_id FROM durable_runs")]
 
+    def run_ids_after(self, after: str, limit: int) -> list[str]:
+        """Through the primary key, in the database's collation (one pass reads one order)."""
+        return [run_id for run_id, in self._db.rows(
+            'SELECT run_id FROM durable_runs WHERE run_id > %s ORDER BY run_id LIMIT %s',
+            (after, limit))]
+
     def run_summary(self, run_id: str) -> tuple[Event, Event]:
         rows = self._db.rows(_SUMMARY, {"run_id": check_run_id(run_id)})
         if not rows and self._db.rows("SELECT 1 FROM durable_runs WHERE run_id = %s", (run_id,)):
