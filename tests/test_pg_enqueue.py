@@ -40,13 +40,14 @@ def inbox(url: str) -> list[tuple[str, dict[str, Any]]]:
                 conn.execute("SELECT run_id, message FROM durable_inbox ORDER BY id").fetchall()]
 
 
-def fresh_python(project: Path, args: list[str], payload: bytes,
-                 env: dict[str, str] | None = None) -> tuple[int, str, str, list[str]]:
+def fresh_python(project: Path, args: list[str], payload: bytes, env: dict[str, str] | None = None,
+                 also: tuple[str, ...] = ()) -> tuple[int, str, str, list[str]]:
     """`durable ARGS` in a new Python (not a fork of a process that has psycopg loaded): exit
-    code, stdout, stderr, and the psycopg modules it imported."""
+    code, stdout, stderr, and the psycopg modules it imported (and those of `also` it imported)."""
     script = ("import sys\nfrom durable_cli.cli import main\ncode = 0\n"
               f"try:\n    main({args!r})\nexcept SystemExit as exc:\n    code = exc.code\n"
-              "print(sorted(m for m in sys.modules if m.split('.')[0].startswith('psycopg')), file=sys.stderr)\n"
+              "print(sorted(m for m in sys.modules if m.split('.')[0].startswith('psycopg')"
+              f" or m in {also!r}), file=sys.stderr)\n"
               "sys.exit(code)\n")
     done = subprocess.run([sys.executable, "-c", script], cwd=project, input=payload, capture_output=True,
                           env=durable_env(env), timeout=60)
@@ -66,6 +67,15 @@ def test_resume_enqueue_posts_without_importing_psycopg_and_a_tick_delivers_it(w
     assert code == 0, err
     code, out, err = durable_in_process("--store", url, "inspect", run_id, "--json", cwd=project)
     assert (json.loads(out)["status"], json.loads(out)["result"]) == ("completed", {"ok": "é"}), out
+
+
+def test_a_post_loads_only_the_errors_it_can_raise(waiting) -> None:
+    """`resume --enqueue` raises a few of the ~30 error classes (`_errors_core`): a post that goes
+    through loads no other (`durable_cli.errors` makes them all)."""
+    project, url, _ = waiting
+    code, _, err, loaded = fresh_python(project, ["--store", url, "resume", TOKEN, "-", "--enqueue"], b"1",
+                                        also=("durable_cli.errors",))
+    assert (code, loaded) == (0, []), err
 
 
 def test_libpq_sends_the_statements_and_parameters_psycopg_sends(waiting, monkeypatch) -> None:

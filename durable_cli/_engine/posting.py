@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import RunBusy, RunNotFound, UnknownToken
+from .._errors_core import RunBusy, RunNotFound, UnknownToken
 from .._payloads import check_text, check_value
 from .._timeparse import iso
 from .delivery import hook_ended
