@@ -246,6 +246,16 @@ def test_the_url_is_unquoted_as_urllib_unquotes_it(text: str) -> None:
     assert unquote(text) == reference(text)
 
 
+def test_the_url_is_read_without_loading_dataclasses() -> None:
+    """`resume --enqueue` reads its URL on the way to the post: no dataclass (each costs an exec)."""
+    code = ("import sys\nfrom durable_cli._store.pg_url import parse_url\n"
+            "url = parse_url('postgresql://me:s%40cret@db/app?lease=5')\n"
+            "print(url.conninfo, url.location, url.lease, url.secrets, 'dataclasses' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], env=durable_env(), capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["postgresql://me:s%40cret@db/app", "postgresql://me:***@db/app?lease=5", "5.0",
+                                   "('s%40cret',", "'s@cret')", "False"], done.stderr
+
+
 def test_parameters_are_converted_as_psycopg_converts_them() -> None:
     assert libpq.convert("SELECT %s, 100 %% 7, %s, %s", ("a", 1 << 40, None)) == (
         b"SELECT $1, 100 % 7, $2, $3", [(0, b"a", 0), (20, (1 << 40).to_bytes(8, "big"), 1), (0, None, 0)])
