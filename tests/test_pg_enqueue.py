@@ -69,13 +69,14 @@ def test_resume_enqueue_posts_without_importing_psycopg_and_a_tick_delivers_it(w
     assert (json.loads(out)["status"], json.loads(out)["result"]) == ("completed", {"ok": "é"}), out
 
 
-def test_a_post_loads_only_the_errors_it_can_raise(waiting) -> None:
+def test_a_post_loads_only_the_errors_it_can_raise_and_no_dataclass(waiting) -> None:
     """`resume --enqueue` raises a few of the ~30 error classes (`_errors_core`): a post that goes
-    through loads no other (`durable_cli.errors` makes them all)."""
-    project, url, _ = waiting
-    code, _, err, loaded = fresh_python(project, ["--store", url, "resume", TOKEN, "-", "--enqueue"], b"1",
-                                        also=("durable_cli.errors",))
-    assert (code, loaded) == (0, []), err
+    through loads no other (`durable_cli.errors` makes them all), nor dataclasses (`Delivery`,
+    what `resume_hook` returns, is one: the post itself answers with a plain `Posted`)."""
+    project, url, run_id = waiting
+    code, out, err, loaded = fresh_python(project, ["--store", url, "resume", TOKEN, "-", "--enqueue"], b"1",
+                                          also=("durable_cli.errors", "dataclasses"))
+    assert (code, out, loaded) == (0, f"queued for run {run_id}\n", []), err
 
 
 def test_libpq_sends_the_statements_and_parameters_psycopg_sends(waiting, monkeypatch) -> None:

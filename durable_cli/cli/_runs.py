@@ -84,32 +84,38 @@ def parse_tags(items: tuple[str, ...]) -> dict[str, str]:
 @click.pass_obj
 def resume(settings: Settings, token: str, payload_file: str, enqueue: bool, key: str | None, as_json: bool) -> None:
     """Deliver the JSON payload in FILE (or stdin) to the run waiting on TOKEN."""
-    from .._engine.posting import deliver_payload, post_payload  # not the client: `--enqueue` imports no more engine
     from .._payloads import read_payload
     from .._timeparse import utcnow
 
     payload = read_payload(payload_file, settings.payload_limit)
+    status: str  # queued or duplicate; or delivered, when the run went on here
     if enqueue:  # only posts: on PostgreSQL through libpq, without psycopg (`_store.pg_inbox`)
+        from .._engine.posting import post_payload  # not the client: `--enqueue` imports no more engine
+
         with settings.opened(posting=True) as inbox:
-            delivery = post_payload(inbox, token, payload, key, utcnow, settings.payload_limit)
+            posted = post_payload(inbox, token, payload, key, utcnow, settings.payload_limit)
+        run_id, status, run = posted.run_id, posted.status, None
     else:
+        from .._engine.delivered import deliver_payload
+
         with workflow_output(as_json), settings.opened() as store:
             delivery = deliver_payload(store, token, payload, key, False, utcnow, settings.options)
-    document: dict[str, Any] = {"token": token, "run_id": delivery.run_id, "delivery": delivery.status}
-    if delivery.run is not None:
-        document.update(_run_document(delivery.run))
-        document["delivery"] = delivery.status
-    if delivery.status == "duplicate":
-        click.echo(f"key {key!r} was already delivered to run {delivery.run_id}; not delivered again", err=True)
+        run_id, status, run = delivery.run_id, delivery.status, delivery.run
+    document: dict[str, Any] = {"token": token, "run_id": run_id, "delivery": status}
+    if run is not None:
+        document.update(_run_document(run))
+        document["delivery"] = status
+    if status == "duplicate":
+        click.echo(f"key {key!r} was already delivered to run {run_id}; not delivered again", err=True)
 
     def text() -> None:
-        if delivery.run is not None:
-            click.echo(f"{delivery.run_id} {delivery.run.status}")
-        elif delivery.status == "queued":
-            click.echo(f"queued for run {delivery.run_id}")
+        if run is not None:
+            click.echo(f"{run_id} {run.status}")
+        elif status == "queued":
+            click.echo(f"queued for run {run_id}")
 
-    if delivery.run is not None:
-        _report_run(delivery.run, as_json, document, text)
+    if run is not None:
+        _report_run(run, as_json, document, text)
     else:
         _emit(as_json, document, text)
 
