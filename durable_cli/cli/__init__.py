@@ -68,7 +68,7 @@ def _fail_from(exc: BaseException) -> NoReturn:
 
 
 _COMMANDS = {
-    "run": "_runs", "resume": "_runs", "cancel": "_runs", "retry": "_runs",
+    "run": "_runs", "resume": "_resume", "cancel": "_runs", "retry": "_runs",
     "inspect": "_views", "ls": "_views", "tail": "_views",
     "tick": "_tickloop", "schedules": "_operate", "queues": "_operate", "prune": "_operate", "export": "_operate",
     "migrate": "_operate", "serve": "_serving", "stats": "_stats",
