@@ -8,7 +8,7 @@ in user code.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # typing's own, without importing typing (type checkers take any TYPE_CHECKING as true)
 
 if TYPE_CHECKING:
     from ._api import Hook as Hook

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Iterator, ParamSpec, overload
 from ._config import find_config, open_configured, options_from
 from ._engine.definitions import WorkflowDef, check_workflow
 from ._engine.lifecycle import cancel_run, create_run, get_run as _get_run, request_cancel, retry_run
-from ._engine.posting import Delivery, deliver_payload, holder_of
+from ._engine.delivered import Delivery, deliver_payload
+from ._engine.posting import holder_of
 from ._engine.published import check_tags
 from ._engine.run import Options, Run
 from ._loader import importing_for_resume

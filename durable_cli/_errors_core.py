@@ -1,7 +1,7 @@
-"""The exceptions an idle `durable tick` can meet (the store, the journal and tick raise them),
-apart from the other ~20 classes so that a tick loads these alone. `durable_cli.errors` re-exports
-each one, and each is named `durable_cli.errors.X` (its `__module__`): journals, pickles and
-tracebacks name them as before."""
+"""The exceptions an idle `durable tick` can meet (the store, the journal and tick raise them), and
+those of posting a payload (`durable resume --enqueue`), apart from the other ~20 classes so that
+these commands load these alone. `durable_cli.errors` re-exports each one, and each is named
+`durable_cli.errors.X` (its `__module__`): journals, pickles and tracebacks name them as before."""
 
 from __future__ import annotations
 
@@ -47,5 +47,23 @@ class StoreError(DurableError):
 class JournalEmpty(JournalDamaged):
     """A run's journal holds no event: its creator died before `run_started` was durable, or the
     journal was cut to nothing. Reported for that run; `durable run --id` creates it again."""
+
+    __module__ = "durable_cli.errors"
+
+
+class UnknownToken(DurableError):
+    """No live run holds that hook token."""
+
+    __module__ = "durable_cli.errors"
+
+
+class InvalidPayload(DurableError):
+    """A payload is not acceptable JSON (or is too large)."""
+
+    __module__ = "durable_cli.errors"
+
+
+class PayloadTooLarge(InvalidPayload):
+    """A payload is over the payload limit (as sent, or as it would be stored)."""
 
     __module__ = "durable_cli.errors"

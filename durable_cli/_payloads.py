@@ -14,7 +14,7 @@ import stat
 import sys
 from typing import Any
 
-from .errors import InvalidPayload, PayloadTooLarge
+from ._errors_core import InvalidPayload, PayloadTooLarge
 
 DEFAULT_LIMIT = 1024 * 1024
 MAX_DEPTH = 512

@@ -1,5 +1,5 @@
 """The exception types users catch or raise, and the engine's control-flow signals: every one is
-defined here or re-exported from `_errors_core` (the few an idle tick needs) and named `durable_cli.errors.X`."""
+defined here or re-exported from `_errors_core` (the few an idle tick and `resume --enqueue` need) and named `durable_cli.errors.X`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from ._errors_core import RunNotFound as RunNotFound
 from ._errors_core import RunBusy as RunBusy
 from ._errors_core import StoreError as StoreError
 from ._errors_core import JournalEmpty as JournalEmpty
+from ._errors_core import UnknownToken as UnknownToken
+from ._errors_core import InvalidPayload as InvalidPayload
+from ._errors_core import PayloadTooLarge as PayloadTooLarge
 
 
 class FatalError(Exception):
@@ -81,20 +84,8 @@ class ChildTimedOut(ChildFailed):
     `except ChildFailed` still catches it, told apart from a cancelled child by its class."""
 
 
-class UnknownToken(DurableError):
-    """No live run holds that hook token."""
-
-
 class TokenInUse(DurableError):
     """Another live run already holds that hook token."""
-
-
-class InvalidPayload(DurableError):
-    """A payload is not acceptable JSON (or is too large)."""
-
-
-class PayloadTooLarge(InvalidPayload):
-    """A payload is over the payload limit (as sent, or as it would be stored)."""
 
 
 class InvalidReference(DurableError):

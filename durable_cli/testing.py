@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - the kit works without pytest
     pytest = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
-    from ._engine.posting import Delivery
+    from ._engine.delivered import Delivery
     from ._config import Config
     from ._engine.definitions import WorkflowDef
     from ._engine.run import Run
@@ -198,7 +198,7 @@ class DurableTestEnv:
 
     def resume(self, token: str, payload: Any, key: str | None = None) -> Run:
         """Deliver a hook payload as `durable resume` does; returns the run after it went on."""
-        from ._engine.posting import deliver_payload
+        from ._engine.delivered import deliver_payload
         from ._payloads import check_value
 
         check_value(payload, self.options.payload_limit)
@@ -216,7 +216,8 @@ class DurableTestEnv:
         import json
         import os
 
-        from ._engine.posting import deliver_payload, holder_of
+        from ._engine.delivered import deliver_payload
+        from ._engine.posting import holder_of
         from .errors import DurableError, InvalidPayload, UnknownToken
         from ._payloads import parse_payload
         from ._webhooks import SIGNATURE_HEADER, new_delivery_id, request_payload

@@ -40,13 +40,14 @@ def inbox(url: str) -> list[tuple[str, dict[str, Any]]]:
                 conn.execute("SELECT run_id, message FROM durable_inbox ORDER BY id").fetchall()]
 
 
-def fresh_python(project: Path, args: list[str], payload: bytes,
-                 env: dict[str, str] | None = None) -> tuple[int, str, str, list[str]]:
+def fresh_python(project: Path, args: list[str], payload: bytes, env: dict[str, str] | None = None,
+                 also: tuple[str, ...] = ()) -> tuple[int, str, str, list[str]]:
     """`durable ARGS` in a new Python (not a fork of a process that has psycopg loaded): exit
-    code, stdout, stderr, and the psycopg modules it imported."""
+    code, stdout, stderr, and the psycopg modules it imported (and those of `also` it imported)."""
     script = ("import sys\nfrom durable_cli.cli import main\ncode = 0\n"
               f"try:\n    main({args!r})\nexcept SystemExit as exc:\n    code = exc.code\n"
-              "print(sorted(m for m in sys.modules if m.split('.')[0].startswith('psycopg')), file=sys.stderr)\n"
+              "print(sorted(m for m in sys.modules if m.split('.')[0].startswith('psycopg')"
+              f" or m in {also!r}), file=sys.stderr)\n"
               "sys.exit(code)\n")
     done = subprocess.run([sys.executable, "-c", script], cwd=project, input=payload, capture_output=True,
                           env=durable_env(env), timeout=60)
@@ -66,6 +67,22 @@ def test_resume_enqueue_posts_without_importing_psycopg_and_a_tick_delivers_it(w
     assert code == 0, err
     code, out, err = durable_in_process("--store", url, "inspect", run_id, "--json", cwd=project)
     assert (json.loads(out)["status"], json.loads(out)["result"]) == ("completed", {"ok": "é"}), out
+
+
+CUT_FROM_A_POST = (
+    "durable_cli.errors",  # ~30 classes: what a post can raise is in _errors_core
+    "dataclasses",  # `Delivery` (what resume_hook returns) is one: the post answers with a plain `Posted`
+    "durable_cli.cli._runs",  # the other commands that steer runs: resume is a module of its own
+)
+
+
+def test_a_post_does_not_load_what_was_cut_from_its_way(waiting) -> None:
+    """Each module of CUT_FROM_A_POST was once loaded by `resume --enqueue` and cut from its way
+    (bench/README.md, "sixth session"); a post that goes through keeps them unloaded."""
+    project, url, run_id = waiting
+    code, out, err, loaded = fresh_python(project, ["--store", url, "resume", TOKEN, "-", "--enqueue"], b"1",
+                                          also=CUT_FROM_A_POST)
+    assert (code, out, loaded) == (0, f"queued for run {run_id}\n", []), err
 
 
 def test_libpq_sends_the_statements_and_parameters_psycopg_sends(waiting, monkeypatch) -> None:
@@ -234,6 +251,16 @@ def test_the_url_is_unquoted_as_urllib_unquotes_it(text: str) -> None:
     from urllib.parse import unquote as reference
 
     assert unquote(text) == reference(text)
+
+
+def test_the_url_is_read_without_loading_dataclasses() -> None:
+    """`resume --enqueue` reads its URL on the way to the post: no dataclass (each costs an exec)."""
+    code = ("import sys\nfrom durable_cli._store.pg_url import parse_url\n"
+            "url = parse_url('postgresql://me:s%40cret@db/app?lease=5')\n"
+            "print(url.conninfo, url.location, url.lease, url.secrets, 'dataclasses' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], env=durable_env(), capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["postgresql://me:s%40cret@db/app", "postgresql://me:***@db/app?lease=5", "5.0",
+                                   "('s%40cret',", "'s@cret')", "False"], done.stderr
 
 
 def test_parameters_are_converted_as_psycopg_converts_them() -> None:

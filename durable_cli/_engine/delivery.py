@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidPayload
+from .._errors_core import InvalidPayload
 from .._payloads import DEFAULT_LIMIT, check_value
 from .._timeparse import parse_instant
 from .history import History

@@ -1,12 +1,12 @@
-"""Posting a hook payload from outside a workflow: durably into the inbox of the run holding its
-token, then continuing that run here when it is free (`resume_hook`, `durable resume`, serve)."""
+"""Posting a hook payload from outside a workflow durably into the inbox of the run holding its
+token (`resume_hook`, `durable resume`, serve); `delivered` continues that run after the post.
+No dataclass here: `durable resume --enqueue` posts without loading dataclasses."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import RunBusy, RunNotFound, UnknownToken
+from .._errors_core import RunNotFound, UnknownToken
 from .._payloads import check_text, check_value
 from .._timeparse import iso
 from .delivery import hook_ended
@@ -15,9 +15,8 @@ from .history import History
 if TYPE_CHECKING:  # not imported: `durable resume --enqueue` posts without them (dataclasses, queues)
     from typing import Protocol
 
-    from .._store.base import Event, Store
+    from .._store.base import Event
     from .execution import Clock
-    from .run import Options, Run
 
     class Inbox(Protocol):
         """What posting a payload asks of a store: any `Store`, or the libpq one that `durable
@@ -38,14 +37,15 @@ def check_token(token: object) -> str:
     return token
 
 
-@dataclass
-class Delivery:
-    """What became of a payload: delivered (`run` is the run after it went on), queued, or a repeat."""
+class Posted:
+    """Where a payload went: `queued` in the inbox of run `run_id`, or a `duplicate` of a key
+    delivered before (`delivered.Delivery` is what the client returns)."""
 
-    token: str
-    run_id: str
-    status: Literal["delivered", "queued", "duplicate"]
-    run: Run | None = None
+    __slots__ = ("run_id", "status")
+
+    def __init__(self, run_id: str, status: Literal["queued", "duplicate"]) -> None:
+        self.run_id = run_id
+        self.status: Literal["queued", "duplicate"] = status
 
 
 def _token_run(store: Inbox, token: str) -> tuple[str, History] | None:
@@ -77,26 +77,8 @@ def _live(found: tuple[str, History] | None, token: str) -> tuple[str, History]:
     return found
 
 
-def deliver_payload(store: Store, token: str, payload: Any, key: str | None, enqueue: bool,
-                    clock: Clock, options: Options) -> Delivery:
-    """Put a payload for `token` in the inbox durably (`post_payload`), then, unless `enqueue`,
-    continue its run here if it is free."""
-    posted = post_payload(store, token, payload, key, clock, options.payload_limit)
-    if enqueue or posted.status == "duplicate":
-        return posted
-    from .lifecycle import drive  # here: `--enqueue` posts without importing the engine
-
-    try:
-        run = drive(store, posted.run_id, clock, options)
-    except RunBusy:
-        return posted
-    if run.status == "blocked" and not run.executed:
-        return Delivery(token, posted.run_id, "queued", run)  # it waits in the inbox until `durable retry`
-    return Delivery(token, posted.run_id, "delivered", run)
-
-
 def post_payload(store: Inbox, token: str, payload: Any, key: str | None, clock: Clock,
-                 limit: int) -> Delivery:
+                 limit: int) -> Posted:
     """Put a payload for `token` in the inbox durably (refused over `limit` bytes): `queued` for
     the run's next drive.
 
@@ -107,7 +89,7 @@ def post_payload(store: Inbox, token: str, payload: Any, key: str | None, clock:
         check_text(key, "key")
     found = _token_run(store, token)
     if key is not None and found is not None and key in found[1].keys(token):
-        return Delivery(token, found[0], "duplicate")
+        return Posted(found[0], "duplicate")
     run_id, history = _live(found, token)
     if hook_ended(history, token):
         raise UnknownToken(f"the hook with token {token!r} has passed its deadline; the payload was not delivered")
@@ -119,11 +101,11 @@ def post_payload(store: Inbox, token: str, payload: Any, key: str | None, clock:
             # with the same key may have been
             return _after_end(store, token, run_id, key)
         run_id = moved[0]
-    return Delivery(token, run_id, "queued")
+    return Posted(run_id, "queued")
 
 
-def _after_end(store: Inbox, token: str, run_id: str, key: str | None) -> Delivery:
+def _after_end(store: Inbox, token: str, run_id: str, key: str | None) -> Posted:
     found = _token_run(store, token)
     if key is not None and found is not None and key in found[1].keys(token):
-        return Delivery(token, found[0], "duplicate")
+        return Posted(found[0], "duplicate")
     raise UnknownToken(f"no live run holds token {token!r}: run {run_id} ended first; the payload was not delivered")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 
 from .._errors_core import StoreError
 
@@ -28,17 +27,20 @@ CONNINFO_KEYWORDS = frozenset((
 """libpq's connection parameters (PostgreSQL 17): a conninfo string naming another key is refused
 here, before its text can be shown anywhere."""
 
-_ESCAPED = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
+_ESCAPED = r"(?:%[0-9A-Fa-f]{2})+"  # compiled at first use (re caches it): most URLs have no %
 
 
-@dataclass(frozen=True)
 class StoreUrl:
-    """A postgresql:// URL split into what libpq gets, what users may see, and our options."""
+    """A postgresql:// URL split into what libpq gets, what users may see, and our options. A plain
+    class, not a dataclass: dataclasses stays off the way of `durable resume --enqueue`."""
 
-    conninfo: str
-    location: str
-    lease: float
-    secrets: tuple[str, ...]
+    __slots__ = ("conninfo", "location", "lease", "secrets")
+
+    def __init__(self, conninfo: str, location: str, lease: float, secrets: tuple[str, ...]) -> None:
+        self.conninfo = conninfo
+        self.location = location
+        self.lease = lease
+        self.secrets = secrets
 
     def scrub(self, text: str) -> str:
         """`text` with every form of the password replaced by ***."""
@@ -52,7 +54,7 @@ def unquote(text: str) -> str:
     importing urllib (and ipaddress) on the way of `resume --enqueue`."""
     if "%" not in text:
         return text
-    return _ESCAPED.sub(lambda run: bytes.fromhex(run.group().replace("%", "")).decode("utf-8", "replace"), text)
+    return re.sub(_ESCAPED, lambda run: bytes.fromhex(run.group().replace("%", "")).decode("utf-8", "replace"), text)
 
 
 def parse_url(url: str, lease: str | None = None) -> StoreUrl:

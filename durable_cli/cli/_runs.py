@@ -1,4 +1,4 @@
-"""Commands that start and steer runs: run, resume, cancel, retry."""
+"""Commands that start and steer runs: run, cancel, retry (resume is in `_resume`)."""
 
 from __future__ import annotations
 
@@ -73,45 +73,6 @@ def parse_tags(items: tuple[str, ...]) -> dict[str, str]:
             raise Failure(f"invalid tag {item!r}: use NAME=VALUE")
         tags[key] = value
     return tags
-
-
-@main.command()
-@click.argument("token")
-@click.argument("payload_file", metavar="FILE|-")
-@click.option("--enqueue", is_flag=True, help="Only queue the payload for the next tick.")
-@click.option("--key", metavar="KEY", help="Idempotency key: a payload is delivered once per key.")
-@json_option
-@click.pass_obj
-def resume(settings: Settings, token: str, payload_file: str, enqueue: bool, key: str | None, as_json: bool) -> None:
-    """Deliver the JSON payload in FILE (or stdin) to the run waiting on TOKEN."""
-    from .._engine.posting import deliver_payload, post_payload  # not the client: `--enqueue` imports no more engine
-    from .._payloads import read_payload
-    from .._timeparse import utcnow
-
-    payload = read_payload(payload_file, settings.payload_limit)
-    if enqueue:  # only posts: on PostgreSQL through libpq, without psycopg (`_store.pg_inbox`)
-        with settings.opened(posting=True) as inbox:
-            delivery = post_payload(inbox, token, payload, key, utcnow, settings.payload_limit)
-    else:
-        with workflow_output(as_json), settings.opened() as store:
-            delivery = deliver_payload(store, token, payload, key, False, utcnow, settings.options)
-    document: dict[str, Any] = {"token": token, "run_id": delivery.run_id, "delivery": delivery.status}
-    if delivery.run is not None:
-        document.update(_run_document(delivery.run))
-        document["delivery"] = delivery.status
-    if delivery.status == "duplicate":
-        click.echo(f"key {key!r} was already delivered to run {delivery.run_id}; not delivered again", err=True)
-
-    def text() -> None:
-        if delivery.run is not None:
-            click.echo(f"{delivery.run_id} {delivery.run.status}")
-        elif delivery.status == "queued":
-            click.echo(f"queued for run {delivery.run_id}")
-
-    if delivery.run is not None:
-        _report_run(delivery.run, as_json, document, text)
-    else:
-        _emit(as_json, document, text)
 
 
 @main.command()
