@@ -139,8 +139,13 @@ def test_a_refresh_reads_only_the_runs_that_changed(store_factory: Callable[[], 
     del reads[:]
     listed = rows.rows()
     assert len(reads) == 5  # the four that ended and the new one; the pruned one is dropped unread
-    assert listed == list_runs(store)  # what a full listing says
+    assert listed == list_runs(store, all=True)  # what a full listing says
     assert sorted(row["status"] for row in listed) == ["completed"] * 4 + ["sleeping"]
+
+    del reads[:]  # (list_runs read them all)
+    store.note_problem("late-0", "the last tick could not drive it")
+    assert [row.get("error") for row in rows.rows() if row["run_id"] == "late-0"] == ["the last tick could not drive it"]
+    assert reads == []  # a problem is no change of the journal: nothing read
 
 
 def test_a_tab_polling_ten_times_a_second_computes_the_rows_a_bounded_number_of_times(monkeypatch: Any) -> None:

@@ -62,6 +62,6 @@ class Snapshot:
 
     def _compute(self) -> None:
         started, as_of = self._clock(), iso(utcnow())
-        self._rows = self._source.rows(all=True)
+        self._rows = self._source.rows()
         self._views = {}
         self._took, self._taken, self.as_of = self._clock() - started, started, as_of
