@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from operator import itemgetter
 from typing import Any, Callable, Iterator
 
 from .errors import DurableError, JournalDamaged, RunNotFound
@@ -40,26 +41,73 @@ def list_runs(store: Store, status: str | None = None, all: bool = False) -> lis
     tick could not drive keeps its status and carries that tick's `error`. A run that continued
     as new is left out (the newest of its chain shows) unless `all` (or `status="continued"`).
     Tags are those given at start (read from the first line only; `search` sees `set_tags`)."""
-    from ._reasons import problem
-
-    rows: list[dict[str, Any]] = []
     problems = store.problems()
-    for run_id in store.run_ids():
-        try:
-            first, last = store.run_summary(run_id)
-        except (DurableError, OSError) as exc:
-            if isinstance(exc, RunNotFound):
-                continue  # pruned while we listed
-            rows.append({"run_id": run_id, "status": "damaged" if isinstance(exc, DurableError) else "unreadable",
-                         "workflow": "", "created_at": "", "updated_at": "", "error": problem(exc)})
-            continue
-        rows.append(row_for(run_id, first, last, problems, dict(first.get("tags") or {})))
-    if status is not None:
-        rows = [row for row in rows if row["status"] == status]
-    elif not all:
-        rows = [row for row in rows if row["status"] != "continued"]
+    read = (_read_row(store, run_id) for run_id in store.run_ids())
+    rows = kept(_with_problems([row for row in read if row is not None], problems), status, all)
     rows.sort(key=lambda row: (row["created_at"], row["run_id"]), reverse=True)
     return rows
+
+
+def _with_problems(rows: list[dict[str, Any]], problems: dict[str, str]) -> list[dict[str, Any]]:
+    """The rows as `_read_row` reads them with the last tick's problems added (to copies: the rows
+    stay as read; a damaged or unreadable run's row keeps its own error)."""
+    return [{**row, "error": problems[row["run_id"]]} if row["run_id"] in problems and "error" not in row else row
+            for row in rows]
+
+
+def kept(rows: list[dict[str, Any]], status: str | None, all: bool) -> list[dict[str, Any]]:
+    """The rows of that status; or, unless `all`, those of every status but `continued`."""
+    if status is not None:
+        return [row for row in rows if row["status"] == status]
+    return rows if all else [row for row in rows if row["status"] != "continued"]
+
+
+def _read_row(store: Store, run_id: str) -> dict[str, Any] | None:
+    """The run's row without the last tick's problem; None for a run pruned while we listed."""
+    from ._reasons import problem
+
+    try:
+        first, last = store.run_summary(run_id)
+    except RunNotFound:
+        return None
+    except (DurableError, OSError) as exc:
+        return {"run_id": run_id, "status": "damaged" if isinstance(exc, DurableError) else "unreadable",
+                "workflow": "", "created_at": "", "updated_at": "", "error": problem(exc)}
+    return row_for(run_id, first, last, {}, dict(first.get("tags") or {}))
+
+
+class RunRows:
+    """`list_runs(store, all=True)` kept between calls, for a process that lists often (`durable
+    serve`): where the store hands out `run_stamps`, each call re-reads only the runs whose stamp
+    changed (new runs read, pruned ones dropped, a run whose row was an error read again every
+    time); elsewhere every run, as `list_runs`. Not thread-safe: one caller at a time."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._known: dict[str, tuple[object, dict[str, Any], tuple[str, str]]] = {}  # newest first
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every run's row, newest first, as `list_runs(store, all=True)` answers now (the rows are
+        shared between calls: do not change them)."""
+        stamps = self.store.run_stamps()
+        if stamps is None:
+            return list_runs(self.store, all=True)
+        problems = self.store.problems()
+        known = self._known
+        for run_id in known.keys() - stamps.keys():
+            del known[run_id]  # pruned
+        for run_id, stamp in stamps.items():
+            before = known.get(run_id)
+            if before is not None and before[0] == stamp:
+                continue
+            row = _read_row(self.store, run_id)  # read after its stamp: never older than the stamp says
+            if row is None:
+                known.pop(run_id, None)
+            else:
+                known[run_id] = (stamp if "error" not in row else None, row, (row["created_at"], run_id))
+        # kept in order, so the next sort has only the new runs to place
+        self._known = {entry[1]["run_id"]: entry for entry in sorted(known.values(), key=itemgetter(2), reverse=True)}
+        return _with_problems([entry[1] for entry in self._known.values()], problems)
 
 
 def describe_run(store: Store, run_id: str, follow: bool = True) -> dict[str, Any]:

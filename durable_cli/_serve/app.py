@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import actions, dashboard, hooks, published, runs, streams
 from .auth import CSRF_FIELD, CSRF_HEADER, Guard, content_type
 from .bodies import BodyRefused, error, form_field, read_body
+from .snapshot import Snapshot
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -166,6 +167,7 @@ def create_app(store: Any, guard: Guard, limit: int, where: tuple[str | None, st
     app.state.options = options
     app.state.stopping = lambda: False  # the runner makes it say when the server is shutting down
     app.state.store = store
+    app.state.snapshot = Snapshot(store)  # the runs list every listing request shares
     app.state.guard = guard
     app.state.limit = limit
     app.state.metrics = metrics

@@ -6,7 +6,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 NO_STORE = {"cache-control": "no-store"}
 
@@ -36,6 +36,16 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> J
 
 def answer(document: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(document, status, headers=NO_STORE)
+
+
+def encoded(document: Any) -> bytes:
+    """The body `answer(document)` sends: for an answer made once and sent to many requests."""
+    return bytes(JSONResponse(document).body)
+
+
+def answer_encoded(body: bytes, headers: dict[str, str]) -> Response:
+    """A 200 JSON answer of a body from `encoded`."""
+    return Response(body, 200, headers={**NO_STORE, **headers}, media_type="application/json")
 
 
 async def read_body(request: Request, limit: int) -> bytes:

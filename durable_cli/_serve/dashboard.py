@@ -16,12 +16,12 @@ from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Re
 
 from .. import _client
 from ..errors import DurableError, RunNotFound
-from .._inspection import describe_run, list_runs
+from .._inspection import describe_run, kept
 from .._store.base import check_run_id
 from .._timeparse import utcnow
 from .auth import COOKIE, SESSION_SECONDS, content_type
 from .bodies import BodyRefused, answer, error, form_field, read_body
-from .listing import BadFilter, select, selection
+from .listing import BadFilter, Page, Selection, select, selection
 from .pages import document, h, run_page, runs_page
 
 STATIC = Path(str(files("durable_cli") / "static"))
@@ -48,22 +48,35 @@ async def list_page(request: Request) -> Response:
         chosen = selection(request.query_params, utcnow())
     except BadFilter as exc:
         return _problem(400, str(exc))
-    rows = await run_in_threadpool(list_runs, request.app.state.store)
-    page = select(rows, chosen)
+    page, as_of = await run_in_threadpool(_selected, request, chosen)
+    workflows, _ = await run_in_threadpool(request.app.state.snapshot.view, ("workflows",), _workflows)
     title = f"durable · runs{' · ' + chosen.status if chosen.status else ''}"
-    return _html(title, runs_page(page, chosen, (row.get("workflow", "") for row in rows)), "runs")
+    return _html(title, runs_page(page, chosen, workflows, as_of), "runs")
+
+
+def _selected(request: Request, chosen: Selection) -> tuple[Page, str]:
+    """The page of runs (and counts) `chosen` keeps, from the serve process's snapshot of the runs:
+    made once per snapshot and query (relative `since`/`until` are taken when first asked)."""
+    key = ("select", tuple(sorted(chosen.raw.items())), chosen.page, chosen.per_page)
+    page: Page
+    page, as_of = request.app.state.snapshot.view(key, lambda rows: select(kept(rows, None, False), chosen))
+    return page, as_of
+
+
+def _workflows(rows: list[dict[str, Any]]) -> list[str]:
+    return sorted({row["workflow"] for row in rows if row["status"] != "continued" and row["workflow"]})
 
 
 async def counts(request: Request) -> Response:
     """`GET /api/counts`: how many runs each status has under the list's other filters, the total
-    the filters keep, and the number of pages of `per_page` (what the list page shows, as JSON)."""
+    the filters keep, and the number of pages of `per_page` (what the list page shows, as JSON),
+    `as_of` the serve process's snapshot of the runs (snapshot.py)."""
     try:
         chosen = selection(request.query_params, utcnow())
     except BadFilter as exc:
         return error(400, str(exc))
-    rows = await run_in_threadpool(list_runs, request.app.state.store)
-    page = select(rows, chosen)
-    return answer({"counts": page.counts, "total": page.total, "pages": page.pages})
+    page, as_of = await run_in_threadpool(_selected, request, chosen)
+    return answer({"counts": page.counts, "total": page.total, "pages": page.pages, "as_of": as_of})
 
 
 def _published(request: Request, run_id: str) -> Any:

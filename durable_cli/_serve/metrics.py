@@ -1,10 +1,11 @@
 """`GET /metrics` (`durable serve --metrics`): the process's OpenTelemetry metrics in Prometheus text.
 
 At each scrape the gauges that describe the store are set first (`durable.runs` per status, as `ls`
-counts them, and `durable.runs.due`), then the metric reader is collected and written in the
-Prometheus text exposition format (0.0.4): dots become underscores, a unit of seconds adds
-`_seconds`, counters end in `_total`, histograms give `_bucket`/`_sum`/`_count`. The counters and
-histograms are this process's (its `--tick` loop's); ticks run elsewhere report through OTLP.
+counts them, from the runs list the dashboard shares: snapshot.py; and `durable.runs.due`), then
+the metric reader is collected and written in the Prometheus text exposition format (0.0.4):
+dots become underscores, a unit of seconds adds `_seconds`, counters end in `_total`, histograms
+give `_bucket`/`_sum`/`_count`. The counters and histograms are this process's (its `--tick`
+loop's); ticks run elsewhere report through OTLP.
 """
 
 from __future__ import annotations
@@ -77,15 +78,19 @@ def _metric(metric: Any) -> list[str]:
     return lines
 
 
-def _scrape(store: Any, metrics: Any) -> str:
-    from .._inspection import list_runs
+def _scrape(store: Any, snapshot: Any, metrics: Any) -> str:
+    from .._inspection import kept
     from .._status import LISTED_STATUSES
     from .._timeparse import utcnow
 
+    def per_status(rows: list[dict[str, Any]]) -> dict[str, int]:
+        counts = dict.fromkeys(LISTED_STATUSES, 0)
+        for row in kept(rows, None, False):
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
+        return counts
+
     telemetry, reader = metrics
-    counts = dict.fromkeys(LISTED_STATUSES, 0)
-    for row in list_runs(store):
-        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    counts, _ = snapshot.view(("metrics",), per_status)
     for status, count in counts.items():
         telemetry.runs_by_status.set(count, {"status": status})
     telemetry.due_runs.set(sum(1 for _ in store.due(utcnow())))
@@ -94,5 +99,6 @@ def _scrape(store: Any, metrics: Any) -> str:
 
 async def metrics_endpoint(request: Request) -> Response:
     """The metrics as Prometheus scrapes them."""
-    text = await run_in_threadpool(_scrape, request.app.state.store, request.app.state.metrics)
+    state = request.app.state
+    text = await run_in_threadpool(_scrape, state.store, state.snapshot, state.metrics)
     return Response(text, media_type=CONTENT_TYPE)

@@ -92,8 +92,9 @@ def _filter_form(chosen: Selection, workflows: Iterable[str]) -> str:
             f'<button type="submit">Filter</button> <a href="/">clear</a></form>')
 
 
-def runs_page(page: Page, chosen: Selection, workflows: Iterable[str]) -> str:
-    """The runs list: filters, counts per status (links), the page of runs and paging links."""
+def runs_page(page: Page, chosen: Selection, workflows: Iterable[str], as_of: str) -> str:
+    """The runs list: filters, counts per status (links), the page of runs and paging links; `as_of`
+    the instant of the snapshot of the runs they come from, shown beside the counts."""
     total = sum(page.counts.values())
     chips = [("", "all", total)] + [(s, s, page.counts.get(s, 0)) for s in STATUSES if page.counts.get(s) or
                                      s in ALWAYS_SHOWN]
@@ -102,6 +103,7 @@ def runs_page(page: Page, chosen: Selection, workflows: Iterable[str]) -> str:
         f' aria-current="{"true" if (chosen.status or "") == status else "false"}" href="{h(_query(chosen, status=status, page=None))}">'
         f'<span>{h(label)}</span><b class="count">{count}</b></a>'
         for status, label, count in chips)
+    chip_html += f' <span class="muted as-of">as of <time datetime="{h(as_of)}">{h(as_of)}</time></span>'
     rows = "".join(
         f'<tr data-run-id="{h(row["run_id"])}" data-status="{h(row["status"])}">'
         f'<td class="mono">{run_link(row["run_id"])}</td><td>{h(row.get("workflow", ""))}</td>'

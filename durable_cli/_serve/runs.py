@@ -13,24 +13,28 @@ from starlette.responses import Response
 
 from .._client import FINISHED, request_cancel
 from ..errors import DurableError, RunBusy, RunNotFound
-from .._inspection import describe_run, list_runs
+from .._inspection import describe_run, kept
 from .._status import LISTED_STATUSES
 from .._store.base import check_run_id
 from .._timeparse import utcnow
-from .bodies import answer, error
+from .bodies import answer, answer_encoded, encoded, error
+
+AS_OF = "x-durable-as-of"
 
 
 async def runs(request: Request) -> Response:
     """Every run, newest first; `?status=` keeps one status. With `tag=k=v` (repeatable),
     `workflow`, `since`, `until`, `limit`, `cursor` or `all`, one page as `durable ls --json`
-    prints it then: {"runs": [...], "next_cursor": C}."""
+    prints it then: {"runs": [...], "next_cursor": C}. The unfiltered list is the serve process's
+    snapshot of the runs (snapshot.py), taken at the instant its `X-Durable-As-Of` header names."""
     status = request.query_params.get("status") or None
     if status is not None and status not in LISTED_STATUSES:
         return error(400, f"unknown status {status!r}: use one of {', '.join(LISTED_STATUSES)}")
     params = request.query_params
     if not any(name in params for name in ("tag", "workflow", "since", "until", "limit", "cursor", "all")):
-        rows = await run_in_threadpool(list_runs, request.app.state.store, status)
-        return answer(rows)
+        body, as_of = await run_in_threadpool(request.app.state.snapshot.view, ("runs", status),
+                                              lambda rows: encoded(kept(rows, status, False)))
+        return answer_encoded(body, {AS_OF: as_of})
     from .._listing import search
 
     raw = params.get("limit") or "50"

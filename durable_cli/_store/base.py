@@ -243,6 +243,12 @@ class Store(ABC):
 
         return heapq.nsmallest(limit, (run_id for run_id in self.run_ids() if run_id > after))
 
+    def run_stamps(self) -> dict[str, object] | None:
+        """Every run id with a token that changes whenever its `run_summary` may have, in one cheap
+        pass, so a listing kept between calls re-reads only the runs whose token changed
+        (`_inspection.RunRows`); None where the store has no such token (each listing reads all)."""
+        return None
+
     def run_summary(self, run_id: str) -> tuple[Event, Event]:
         """The first and the last event of a run (stores may read less than the whole journal)."""
         events = self.read_events(run_id)

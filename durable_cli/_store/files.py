@@ -453,6 +453,24 @@ class FileStore(Store):
             return []
         return [name[:-6] for name in names if name.endswith(".jsonl")]
 
+    def run_stamps(self) -> dict[str, object] | None:
+        """Each journal's (inode, size, mtime_ns, ctime_ns): an append changes its size and times,
+        a journal pruned and made again its inode (one stat a run, no read)."""
+        stamps: dict[str, object] = {}
+        try:
+            entries = os.scandir(self.folder("runs"))
+        except FileNotFoundError:
+            return stamps
+        with entries:
+            for entry in entries:
+                if entry.name.endswith(".jsonl"):
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue  # pruned while we listed
+                    stamps[entry.name[:-6]] = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+        return stamps
+
     def run_summary(self, run_id: str) -> tuple[Event, Event]:
         path = self._journal_path(run_id)
         self._check_journal(path)  # `ls` shows a foreign journal as refused, not as a run of ours

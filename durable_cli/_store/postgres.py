@@ -43,6 +43,13 @@ UNION ALL
 (SELECT body FROM durable_events WHERE run_id = %(run_id)s ORDER BY seq DESC LIMIT 1)
 """
 
+# a run's row's creation and fencing claim (new for a run id made again) and its last seq: one probe
+# of the events' key a run
+_STAMPS = """
+SELECT r.run_id, r.created_at, r.claim, (SELECT max(e.seq) FROM durable_events e WHERE e.run_id = r.run_id)
+FROM durable_runs r
+"""
+
 _DELETE = """
 WITH events AS (DELETE FROM durable_events WHERE run_id = %(run_id)s),
      streams AS (DELETE FROM durable_streams WHERE run_id = %(run_id)s),
@@ -226,6 +233,11 @@ class PostgresStore(PostgresQueues, Store):
         return [run_id for run_id, in self._db.rows(
             'SELECT run_id FROM durable_runs WHERE run_id > %s ORDER BY run_id LIMIT %s',
             (after, limit))]
+
+    def run_stamps(self) -> dict[str, object] | None:
+        """Each run's row creation, claim and last seq, in one query: events are only appended (and
+        deleted by prune, with the run's row)."""
+        return {str(row[0]): row[1:] for row in self._db.rows(_STAMPS)}
 
     def run_summary(self, run_id: str) -> tuple[Event, Event]:
         rows = self._db.rows(_SUMMARY, {"run_id": check_run_id(run_id)})
