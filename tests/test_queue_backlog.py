@@ -340,3 +340,31 @@ def test_a_tick_killed_at_any_queue_operation_while_it_parks_entries_loses_none(
             target.close()
 
     in_parallel([lambda p=p: crash_then_recover(p) for p in points if p <= len(ops)])
+
+
+def test_stray_files_in_a_queues_folders_are_left_alone_not_read_as_runs(tmp_path: Path) -> None:
+    """An editor's backup or a desktop's `.DS_Store` in `waiting/`, `parked/` or a key's parked
+    folder is not a run: starts, admissions (in order), cancels and stats go on around it (they
+    read it as a run id, or listed the stray file as a folder, and failed: every tick stopped)."""
+    from durable_cli._store.files import FileStore
+
+    store = FileStore(str(tmp_path / "journals"))
+    limits = QueueLimits("work", concurrency=2, per_key=1)
+    assert store.queue_enter(limits, "holder", "busy", 0, T0)
+    for run_id, key in (("busy-1", "busy"), ("other", "a"), ("busy-2", "busy"), ("gone", "b")):
+        assert not store.queue_enter(limits, run_id, key, 0, T0)
+    assert store.queue_admit(limits, T0) == ["other"]  # busy's runs parked
+    queue = _queue_dir(tmp_path / "journals")
+    for stray in (queue / "waiting" / ".DS_Store", queue / "parked" / ".DS_Store",
+                  queue / "parked" / sha("busy")[:12] / "notes.txt~"):
+        stray.write_text("not a run")
+    assert store.queue_stats(limits, T0)["queued"] == 3
+    store.queue_leave("work", "gone", None, False)  # a cancel of a run given without its key
+    assert not store.queue_enter(limits, "late", "c", 0, T0)
+    store.queue_leave("work", "holder", "busy", True)
+    assert store.queue_admit(limits, T0) == ["busy-1"]
+    store.queue_leave("work", "other", "a", True)
+    store.queue_leave("work", "busy-1", "busy", True)
+    assert store.queue_admit(limits, T0) == ["busy-2", "late"]
+    assert store.queue_stats(limits, T0)["queued"] == 0
+    assert (queue / "waiting" / ".DS_Store").read_text() == "not a run"  # left as it was

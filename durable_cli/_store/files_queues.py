@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from .. import _faults as faults
 from .._digest import sha256_hex as sha
-from .files_parking import Heads, any_entry, any_parked, names as _names, park, parked_names
+from .files_parking import Heads, any_entry, any_parked, entries, key_folders, names as _names, park, parked_names
 from .fsutil import NOFOLLOW, fsync_dir
 
 if TYPE_CHECKING:
@@ -234,7 +234,7 @@ class FileQueues:
                     _unlink(started_dir, name)
         if not started and not _drop(os.path.join(base, "waiting"), run_id):
             parked = os.path.join(base, "parked")
-            folders = [_key_hash(key)] if key is not None else _names(parked)
+            folders = [_key_hash(key)] if key is not None else key_folders(parked)
             for key_hash in folders:
                 if _drop(os.path.join(parked, key_hash), run_id):
                     break
@@ -248,7 +248,7 @@ class FileQueues:
 
     def stats(self, limits: QueueLimits, now: datetime) -> dict[str, Any]:
         base = self._queue_base(limits.name)
-        waiting = _names(os.path.join(base, "waiting")) + parked_names(os.path.join(base, "parked"))
+        waiting = entries(os.path.join(base, "waiting")) + parked_names(os.path.join(base, "parked"))
         oldest = min((int(name[11:31]) for name in waiting), default=None)
         free_at = None
         if limits.rate is not None:
