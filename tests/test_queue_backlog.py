@@ -368,3 +368,50 @@ def test_stray_files_in_a_queues_folders_are_left_alone_not_read_as_runs(tmp_pat
     assert store.queue_admit(limits, T0) == ["busy-2", "late"]
     assert store.queue_stats(limits, T0)["queued"] == 0
     assert (queue / "waiting" / ".DS_Store").read_text() == "not a run"  # left as it was
+
+
+def test_a_queue_whose_admission_fails_is_reported_and_the_other_queues_are_admitted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk as an admission parks a full key's runs (its key's folder cannot be made) is
+    that queue's error, reported by the tick, not the whole tick's: the other queues admit, the due
+    runs are driven, and the failing queue's runs wait, none lost, until it can admit again."""
+    import errno
+
+    from durable_cli._client import create_run
+    from durable_cli._config import load_config, options_from
+    from durable_cli._tick import tick_once
+    from durable_cli._timeparse import utcnow
+    from helpers import write_module
+
+    write_module(tmp_path, "qflows", MODULE)
+    (tmp_path / "durable.yaml").write_text("queues:\n  work: {concurrency: 2, per_key: 1}\n  other: {concurrency: 1}\n")
+    config = load_config(str(tmp_path / "durable.yaml"))
+    options = options_from(config)
+    module = _import(tmp_path, "qflows")
+    store = open_store(str(tmp_path / "journals"))
+    try:
+        for queue, key in (("work", "a"), ("other", None)):  # held while the runs are created
+            assert store.queue_enter(config.queues[queue], f"holder-{queue}", key, 0, utcnow())
+        keyed, other = (create_run(store, module.job, (n,), {}, None, utcnow, options,
+                                   flow=flow_request(config.queues, queue, key)).run_id
+                        for n, (queue, key) in enumerate((("work", "a"), ("other", None))))
+        store.queue_leave("other", "holder-other", None, True)
+        mkdir = os.mkdir
+
+        def full_disk(path: Any, *args: Any) -> None:
+            if "parked" in str(path):
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+            mkdir(path, *args)
+
+        monkeypatch.setattr(os, "mkdir", full_disk)
+        summary = tick_once(store, utcnow, lambda: options, config=config)
+        assert [error["error"] for error in summary.errors] == [
+            f"queue 'work': storage error ({_queue_dir(tmp_path / 'journals') / 'parked'}): No space left on device"]
+        assert store.run_summary(other)[1]["type"] == "run_completed"
+        assert store.run_summary(keyed)[1]["type"] == "run_queued"
+        monkeypatch.setattr(os, "mkdir", mkdir)
+        store.queue_leave("work", "holder-work", "a", True)
+        assert not tick_once(store, utcnow, lambda: options, config=config).errors
+        assert store.run_summary(keyed)[1]["type"] == "run_completed"
+    finally:
+        store.close()
