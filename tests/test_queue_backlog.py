@@ -359,7 +359,7 @@ def test_stray_files_in_a_queues_folders_are_left_alone_not_read_as_runs(tmp_pat
                   queue / "parked" / sha("busy")[:12] / "notes.txt~"):
         stray.write_text("not a run")
     assert store.queue_stats(limits, T0)["queued"] == 3
-    store.queue_leave("work", "gone", None, False)  # a cancel of a run given without its key
+    store.queue_leave("work", "gone", "b", False)  # a cancel
     assert not store.queue_enter(limits, "late", "c", 0, T0)
     store.queue_leave("work", "holder", "busy", True)
     assert store.queue_admit(limits, T0) == ["busy-1"]
@@ -415,3 +415,19 @@ def test_a_queue_whose_admission_fails_is_reported_and_the_other_queues_are_admi
         assert store.run_summary(keyed)[1]["type"] == "run_completed"
     finally:
         store.close()
+
+
+def test_a_cancel_of_a_run_without_a_key_reads_no_parked_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run without a key is never parked: when it is not in `waiting/` (a debounced run cancelled
+    in its window, before it entered its queue), its cancel does not list a busy key's backlog."""
+    from durable_cli._store.files import FileStore
+
+    store = FileStore(str(tmp_path / "journals"))
+    limits = QueueLimits("work", concurrency=3, per_key=1)
+    _busy_key_and_others(store, limits)
+    assert store.queue_admit(limits, T0) == ["a-1", "no-key"]  # busy's runs parked
+    folders, listed = _listings(monkeypatch)
+    store.queue_leave("work", "debounced", None, False)
+    assert not [folder for folder in folders if "parked" in folder] and len(listed) < 20
+    assert store.queue_stats(limits, T0)["queued"] == BACKLOG + 1
