@@ -73,6 +73,14 @@ def _report(store: Store, summary: TickSummary, run_id: str, exc: BaseException 
         pass
 
 
+def _queue_failed(summary: TickSummary, queue: str, exc: Exception) -> None:
+    """Name the queue whose admission failed and why (its runs wait for the next tick), once a
+    tick: a tick admits again after the runs it finished, and may fail the same way."""
+    error = {"run_id": "", "error": f"queue {queue!r}: {problem(exc)}"}
+    if error not in summary.errors:
+        summary.errors.append(error)
+
+
 def _drive(store: Store, run_id: str, clock: Clock, summary: TickSummary, options: Callable[[], Options],
            due_at: datetime | None = None) -> None:
     try:
@@ -198,7 +206,7 @@ def tick_once(store: Store, clock: Clock, options: Callable[[], Options], config
         if queues:
             from ._engine.admission import admit
 
-            summary.admitted += admit(store, queues, clock())
+            summary.admitted += admit(store, queues, clock(), functools.partial(_queue_failed, summary))
         finished = summary.completed + summary.failed
         due += _due_pass(store, clock, summary, lazy_options, show, stop, workers, reopen)
         # runs that finished gave their queue slots back: start what now has room, in this tick

@@ -340,3 +340,94 @@ def test_a_tick_killed_at_any_queue_operation_while_it_parks_entries_loses_none(
             target.close()
 
     in_parallel([lambda p=p: crash_then_recover(p) for p in points if p <= len(ops)])
+
+
+def test_stray_files_in_a_queues_folders_are_left_alone_not_read_as_runs(tmp_path: Path) -> None:
+    """An editor's backup or a desktop's `.DS_Store` in `waiting/`, `parked/` or a key's parked
+    folder is not a run: starts, admissions (in order), cancels and stats go on around it (they
+    read it as a run id, or listed the stray file as a folder, and failed: every tick stopped)."""
+    from durable_cli._store.files import FileStore
+
+    store = FileStore(str(tmp_path / "journals"))
+    limits = QueueLimits("work", concurrency=2, per_key=1)
+    assert store.queue_enter(limits, "holder", "busy", 0, T0)
+    for run_id, key in (("busy-1", "busy"), ("other", "a"), ("busy-2", "busy"), ("gone", "b")):
+        assert not store.queue_enter(limits, run_id, key, 0, T0)
+    assert store.queue_admit(limits, T0) == ["other"]  # busy's runs parked
+    queue = _queue_dir(tmp_path / "journals")
+    for stray in (queue / "waiting" / ".DS_Store", queue / "parked" / ".DS_Store",
+                  queue / "parked" / sha("busy")[:12] / "notes.txt~"):
+        stray.write_text("not a run")
+    assert store.queue_stats(limits, T0)["queued"] == 3
+    store.queue_leave("work", "gone", "b", False)  # a cancel
+    assert not store.queue_enter(limits, "late", "c", 0, T0)
+    store.queue_leave("work", "holder", "busy", True)
+    assert store.queue_admit(limits, T0) == ["busy-1"]
+    store.queue_leave("work", "other", "a", True)
+    store.queue_leave("work", "busy-1", "busy", True)
+    assert store.queue_admit(limits, T0) == ["busy-2", "late"]
+    assert store.queue_stats(limits, T0)["queued"] == 0
+    assert (queue / "waiting" / ".DS_Store").read_text() == "not a run"  # left as it was
+
+
+def test_a_queue_whose_admission_fails_is_reported_and_the_other_queues_are_admitted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk as an admission parks a full key's runs (its key's folder cannot be made) is
+    that queue's error, reported by the tick, not the whole tick's: the other queues admit, the due
+    runs are driven, and the failing queue's runs wait, none lost, until it can admit again."""
+    import errno
+
+    from durable_cli._client import create_run
+    from durable_cli._config import load_config, options_from
+    from durable_cli._tick import tick_once
+    from durable_cli._timeparse import utcnow
+    from helpers import write_module
+
+    write_module(tmp_path, "qflows", MODULE)
+    (tmp_path / "durable.yaml").write_text("queues:\n  work: {concurrency: 2, per_key: 1}\n  other: {concurrency: 1}\n")
+    config = load_config(str(tmp_path / "durable.yaml"))
+    options = options_from(config)
+    module = _import(tmp_path, "qflows")
+    store = open_store(str(tmp_path / "journals"))
+    try:
+        for queue, key in (("work", "a"), ("other", None)):  # held while the runs are created
+            assert store.queue_enter(config.queues[queue], f"holder-{queue}", key, 0, utcnow())
+        keyed, other = (create_run(store, module.job, (n,), {}, None, utcnow, options,
+                                   flow=flow_request(config.queues, queue, key)).run_id
+                        for n, (queue, key) in enumerate((("work", "a"), ("other", None))))
+        store.queue_leave("other", "holder-other", None, True)
+        mkdir = os.mkdir
+
+        def full_disk(path: Any, *args: Any) -> None:
+            if "parked" in str(path):
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+            mkdir(path, *args)
+
+        monkeypatch.setattr(os, "mkdir", full_disk)
+        summary = tick_once(store, utcnow, lambda: options, config=config)
+        assert [error["error"] for error in summary.errors] == [
+            f"queue 'work': storage error ({_queue_dir(tmp_path / 'journals') / 'parked'}): No space left on device"]
+        assert store.run_summary(other)[1]["type"] == "run_completed"
+        assert store.run_summary(keyed)[1]["type"] == "run_queued"
+        monkeypatch.setattr(os, "mkdir", mkdir)
+        store.queue_leave("work", "holder-work", "a", True)
+        assert not tick_once(store, utcnow, lambda: options, config=config).errors
+        assert store.run_summary(keyed)[1]["type"] == "run_completed"
+    finally:
+        store.close()
+
+
+def test_a_cancel_of_a_run_without_a_key_reads_no_parked_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run without a key is never parked: when it is not in `waiting/` (a debounced run cancelled
+    in its window, before it entered its queue), its cancel does not list a busy key's backlog."""
+    from durable_cli._store.files import FileStore
+
+    store = FileStore(str(tmp_path / "journals"))
+    limits = QueueLimits("work", concurrency=3, per_key=1)
+    _busy_key_and_others(store, limits)
+    assert store.queue_admit(limits, T0) == ["a-1", "no-key"]  # busy's runs parked
+    folders, listed = _listings(monkeypatch)
+    store.queue_leave("work", "debounced", None, False)
+    assert not [folder for folder in folders if "parked" in folder] and len(listed) < 20
+    assert store.queue_stats(limits, T0)["queued"] == BACKLOG + 1

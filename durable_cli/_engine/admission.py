@@ -6,28 +6,39 @@ full queues imports no more of the engine than it needs: only what can start is 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Callable
 
 from .._queues import QueueLimits
 from .._store.base import Store
 
 
-def admit(store: Store, queues: dict[str, QueueLimits], now: datetime) -> int:
+def admit(store: Store, queues: dict[str, QueueLimits], now: datetime,
+          failed: Callable[[str, Exception], None]) -> int:
     """Start what each queue has room for (the admitted runs are due now: the tick drives them);
-    how many were admitted. A queue full by concurrency, or one whose waiting runs a key may hold
-    back, first gives back the slots of runs that finished (or vanished) without giving them back,
-    as a crash between the two leaves them (a dead slot would block its key for good)."""
+    how many were admitted. A queue whose admission fails (a full disk as it parks runs) is handed
+    to `failed` and the other queues go on: its runs keep waiting for the next tick."""
     count = 0
     for limits in queues.values():
-        admitted = store.queue_admit(limits, now)
-        if not admitted and (limits.concurrency is not None or limits.per_key is not None):
-            started = store.queue_started(limits.name)
-            full = limits.concurrency is not None and len(started) >= limits.concurrency
-            keyed = (limits.per_key is not None and len(started) >= limits.per_key
-                     and store.queue_waiting(limits.name))
-            if (full or keyed) and _free_leaked(store, limits.name, started, now):
-                admitted = store.queue_admit(limits, now)
-        count += len(admitted)
+        try:
+            count += _admit(store, limits, now)
+        except Exception as exc:
+            failed(limits.name, exc)
     return count
+
+
+def _admit(store: Store, limits: QueueLimits, now: datetime) -> int:
+    """Admit what one queue has room for. A queue full by concurrency, or one whose waiting runs a
+    key may hold back, first gives back the slots of runs that finished (or vanished) without giving
+    them back, as a crash between the two leaves them (a dead slot would block its key for good)."""
+    admitted = store.queue_admit(limits, now)
+    if not admitted and (limits.concurrency is not None or limits.per_key is not None):
+        started = store.queue_started(limits.name)
+        full = limits.concurrency is not None and len(started) >= limits.concurrency
+        keyed = (limits.per_key is not None and len(started) >= limits.per_key
+                 and store.queue_waiting(limits.name))
+        if (full or keyed) and _free_leaked(store, limits.name, started, now):
+            admitted = store.queue_admit(limits, now)
+    return len(admitted)
 
 
 def _free_leaked(store: Store, queue: str, started: list[str], now: datetime) -> bool:

@@ -346,7 +346,8 @@ class Store(ABC):
     @abstractmethod
     def queue_leave(self, queue: str, run_id: str, key: str | None, started: bool) -> None:
         """Forget the run in the queue: a started run frees its slot (its start, once counted in
-        the rate window, stays counted); with `started` false, a waiting one also stops waiting."""
+        the rate window, stays counted); with `started` false, a waiting one also stops waiting
+        (`key` is then the key it entered with: a store may file waiting runs by key)."""
 
     @abstractmethod
     def queue_started(self, queue: str) -> list[str]:

@@ -4,7 +4,8 @@ their key stays full (a queue's lock is held by every caller that changes these 
 
 An entry is renamed once in its life (atomic: it is in one place or the other whenever a crash
 comes), keeps its name (`<priority>_<arrival ns>_<key hash>_<run id>`), and is admitted from its
-parked folder in the order its name gives, merged with the flat `waiting/` listing.
+parked folder in the order its name gives, merged with the flat `waiting/` listing. A name of
+another shape (an editor's backup, a desktop's `.DS_Store`) is no run's: it is left alone.
 """
 
 from __future__ import annotations
@@ -24,27 +25,43 @@ def names(path: str) -> list[str]:
         return []
 
 
-def any_entry(directory: str) -> bool:
-    """Whether a directory has an entry (reads its first block only, however large it is)."""
+def is_entry(name: str) -> bool:
+    """Whether a name is a waiting entry's: `<priority>_<arrival ns>_<key hash>_<run id>`."""
+    return (len(name) > 45 and name[10] == name[31] == name[44] == "_"
+            and name[:10].isdecimal() and name[11:31].isdecimal())
+
+
+def entries(folder: str) -> list[str]:
+    """The waiting entries of `waiting/` or a parked folder, in no order."""
+    return [name for name in names(folder) if is_entry(name)]
+
+
+def key_folders(parked: str) -> list[str]:
+    """The key hashes of a queue's parked folders (a stray file beside them is none)."""
     try:
-        with os.scandir(directory) as entries:
-            return next(iter(entries), None) is not None
+        with os.scandir(parked) as found:
+            return [item.name for item in found if len(item.name) == 12 and item.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return []
+
+
+def any_entry(directory: str) -> bool:
+    """Whether a directory has a waiting entry (the first one ends the look, however large it is)."""
+    try:
+        with os.scandir(directory) as found:
+            return any(is_entry(item.name) for item in found)
     except FileNotFoundError:
         return False
 
 
 def any_parked(parked: str) -> bool:
     """Whether any parked folder holds an entry (the first non-empty one ends the look)."""
-    try:
-        with os.scandir(parked) as folders:
-            return any(any_entry(folder.path) for folder in folders)
-    except FileNotFoundError:
-        return False
+    return any(any_entry(os.path.join(parked, key_hash)) for key_hash in key_folders(parked))
 
 
 def parked_names(parked: str) -> list[str]:
     """Every parked entry of a queue (for its stats)."""
-    return [name for key_hash in names(parked) for name in names(os.path.join(parked, key_hash))]
+    return [name for key_hash in key_folders(parked) for name in entries(os.path.join(parked, key_hash))]
 
 
 def park(waiting: str, parked: str, name: str) -> str | None:
@@ -82,12 +99,12 @@ class Heads:
     entries of its key wait in `waiting/` again."""
 
     def __init__(self, waiting: str, parked: str, key_room: Callable[[str], bool]) -> None:
-        self.rest: dict[str, list[str]] = {waiting: sorted(names(waiting), reverse=True)}
-        for key_hash in names(parked):
+        self.rest: dict[str, list[str]] = {waiting: sorted(entries(waiting), reverse=True)}
+        for key_hash in key_folders(parked):
             if not key_room(key_hash):
                 continue  # a full key: its parked runs are not read, however many
             folder = os.path.join(parked, key_hash)
-            listed = names(folder)
+            listed = entries(folder)
             if not listed:
                 _rmdir(folder)
                 continue

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from .. import _faults as faults
 from .._digest import sha256_hex as sha
-from .files_parking import Heads, any_entry, any_parked, names as _names, park, parked_names
+from .files_parking import Heads, any_entry, any_parked, entries, names as _names, park, parked_names
 from .fsutil import NOFOLLOW, fsync_dir
 
 if TYPE_CHECKING:
@@ -221,8 +221,8 @@ class FileQueues:
     def leave(self, queue: str, run_id: str, key: str | None, started: bool) -> None:
         """Unlinking needs no queue lock: it only ever makes room. A run that never started is
         looked for among the waiting (one listing: for cancels and deadlines of queued runs), then
-        in its key's parked folder (after: an admission may park it meanwhile, never the reverse),
-        or in every parked folder for a run given without its key."""
+        in its key's parked folder (after: an admission may park it meanwhile, never the reverse);
+        a run without a key is never parked."""
         base = self._queue_base(queue)
         faults.point("queue.leave")
         started_dir = os.path.join(base, "started")
@@ -232,12 +232,8 @@ class FileQueues:
             for name in _names(started_dir):
                 if name[13:] == run_id:
                     _unlink(started_dir, name)
-        if not started and not _drop(os.path.join(base, "waiting"), run_id):
-            parked = os.path.join(base, "parked")
-            folders = [_key_hash(key)] if key is not None else _names(parked)
-            for key_hash in folders:
-                if _drop(os.path.join(parked, key_hash), run_id):
-                    break
+        if not started and not _drop(os.path.join(base, "waiting"), run_id) and key is not None:
+            _drop(os.path.join(base, "parked", _key_hash(key)), run_id)
 
     def waiting(self, queue: str) -> bool:
         base = self._queue_base(queue)
@@ -248,7 +244,7 @@ class FileQueues:
 
     def stats(self, limits: QueueLimits, now: datetime) -> dict[str, Any]:
         base = self._queue_base(limits.name)
-        waiting = _names(os.path.join(base, "waiting")) + parked_names(os.path.join(base, "parked"))
+        waiting = entries(os.path.join(base, "waiting")) + parked_names(os.path.join(base, "parked"))
         oldest = min((int(name[11:31]) for name in waiting), default=None)
         free_at = None
         if limits.rate is not None:
