@@ -25,15 +25,17 @@ AS_OF = "x-durable-as-of"
 async def runs(request: Request) -> Response:
     """Every run, newest first; `?status=` keeps one status. With `tag=k=v` (repeatable),
     `workflow`, `since`, `until`, `limit`, `cursor` or `all`, one page as `durable ls --json`
-    prints it then: {"runs": [...], "next_cursor": C}. The unfiltered list is the serve process's
-    snapshot of the runs (snapshot.py), taken at the instant its `X-Durable-As-Of` header names."""
+    prints it then: {"runs": [...], "next_cursor": C}. The unfiltered list holds every run written
+    before the request (a script that starts a run, then lists, finds it): the serve process's
+    snapshot of the runs (snapshot.py), brought up to date from what changed, as of the instant its
+    `X-Durable-As-Of` header names."""
     status = request.query_params.get("status") or None
     if status is not None and status not in LISTED_STATUSES:
         return error(400, f"unknown status {status!r}: use one of {', '.join(LISTED_STATUSES)}")
     params = request.query_params
     if not any(name in params for name in ("tag", "workflow", "since", "until", "limit", "cursor", "all")):
         body, as_of = await run_in_threadpool(request.app.state.snapshot.view, ("runs", status),
-                                              lambda rows: encoded(kept(rows, status, False)))
+                                              lambda rows: encoded(kept(rows, status, False)), True)
         return answer_encoded(body, {AS_OF: as_of})
     from .._listing import search
 

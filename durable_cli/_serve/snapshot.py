@@ -40,13 +40,17 @@ class Snapshot:
         self._took = 0.0
         self.as_of = ""
 
-    def view(self, key: Hashable, make: Callable[[list[dict[str, Any]]], View]) -> tuple[View, str]:
+    def view(self, key: Hashable, make: Callable[[list[dict[str, Any]]], View], live: bool = False
+             ) -> tuple[View, str]:
         """`make(rows)` over the snapshot's rows, made once per snapshot and `key` (a key names
         everything `make` depends on besides the rows), and the snapshot's `as_of`. The snapshot
-        is computed first when it is not fresh (by this thread, or by the one already computing it)."""
+        is computed first when it is not fresh (by this thread, or by the one already computing it);
+        `live` asks for one computed after this call began, so that it holds every run written
+        before it (read-your-writes, for scripts)."""
         asked = self._clock()  # a request that waited for a computation takes its rows, however long it took
         with self._lock:
-            if self._rows is None or asked - self._taken >= max(MIN_AGE, FACTOR * self._took):
+            if (self._rows is None or asked - self._taken >= max(MIN_AGE, FACTOR * self._took)
+                    or (live and self._taken <= asked)):
                 self._compute()
             assert self._rows is not None
             if key not in self._views:
