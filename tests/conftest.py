@@ -14,14 +14,14 @@ from durable_cli._store.base import Store
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
-    """`-n auto` starts two workers a core. The suite waits more than it computes (for real
+    """`-n auto` starts three workers a core. The suite waits more than it computes (for real
     processes, leases, servers, fsyncs): with one worker a core, the cores were idle about half of
     the run (206 s of CPU in 193 s on 2 cores); on 2 cores, 4 workers took 181 s where 3 took
-    220 s (the same clone, minutes apart). PYTEST_XDIST_AUTO_NUM_WORKERS and `-n logical` keep
-    their meaning (xdist's own count)."""
+    220 s, and later 6 took 210 s where 4 took 250 s (each pair the same tree, minutes apart).
+    PYTEST_XDIST_AUTO_NUM_WORKERS and `-n logical` keep their meaning (xdist's own count)."""
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS") or config.option.numprocesses == "logical":
         return None
-    return 2 * len(os.sched_getaffinity(0))
+    return 3 * len(os.sched_getaffinity(0))
 
 
 @pytest.fixture(scope="session")
