@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from project import FLOWS, Project, check_store, fault_project, in_parallel, later, tally
+from project import FLOWS, Project, check_store, fault_project, in_parallel, later, sampled, tally
 
 CHAIN = FLOWS + '''
 from durable_cli import continue_as_new
@@ -50,7 +50,8 @@ def test_a_crash_at_every_operation_of_a_continuation_leaves_one_chain(tmp_path:
         shutil.rmtree(project.root)
         return 3
 
-    crashed = in_parallel([lambda n=n: crash(n) for n in range(1, points + 1)])
+    chosen = sampled(range(1, points + 1))
+    crashed = in_parallel([lambda n=n: crash(n) for n in chosen])
     runs = sum(recover(project) for project in crashed)
     assert points >= 15, points
-    tally("crash_every_point_continue_as_new", faults=points, runs=runs, duplicates=0, losses=0)
+    tally("crash_every_point_continue_as_new", faults=len(chosen), runs=runs, duplicates=0, losses=0)

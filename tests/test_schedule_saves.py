@@ -20,6 +20,7 @@ import pytest
 from durable_cli._store import opened
 from durable_cli._timeparse import parse_instant
 from helpers import durable_env
+from project import sampled
 from test_schedules_e2e import Scheduled
 
 SAVER = '''
@@ -123,7 +124,7 @@ def test_a_tick_killed_at_each_operation_of_its_save_fires_each_instant_once_and
     prune = ("prune", "--older-than", "0s")
     steps: list[tuple[str, ...]] = [prune, ("tick", "--now", "2026-05-01T10:05:30Z"),
                                     prune, ("tick", "--now", "2026-05-01T10:06:30Z")]
-    for n in range(first, len(points) + 1):
+    for n in (sampled(range(first, len(points) + 1)) if kind == "postgres" else range(first, len(points) + 1)):
         crashed = project(tmp_path / f"crash{n}")
         assert crashed.cli("tick", "--now", "2026-05-01T10:03:30Z", crash_at=n).killed, points[n - 1]
         for step in steps:
