@@ -24,6 +24,20 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     return 3 * len(os.sched_getaffinity(0))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Compile durable_cli once, before any worker starts. The `durable` processes the tests spawn
+    run with PYTHONDONTWRITEBYTECODE=1 (`helpers.durable_env`: a workflow module a test rewrites
+    within one second must not be read from a stale cache), and some shells and CI set it too: with
+    no cache beside the package, every process compiled the whole CLI again (a `durable run` took
+    370 ms of CPU instead of 220 ms). Reading a cache is not writing one, so they now find it."""
+    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist)
+        import compileall
+
+        import durable_cli
+
+        compileall.compile_dir(os.path.dirname(durable_cli.__file__), quiet=2)
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[pgserver.PgServer]:
     """One PostgreSQL server for the whole session (skipped where it cannot run, except in CI)."""
