@@ -165,7 +165,7 @@ def test_a_refresh_reads_only_the_runs_that_changed(store_factory: Callable[[], 
 
 def test_a_tab_polling_ten_times_a_second_computes_the_rows_a_bounded_number_of_times(monkeypatch: Any) -> None:
     store = MemoryStore(f"memory:{uuid.uuid4().hex}")
-    napping(store, 2000)
+    napping(store, 400)
     clock = FakeClock()
 
     def costs_three_tenths_of_a_second() -> None:
